@@ -1,0 +1,67 @@
+package edge
+
+import (
+	"context"
+	"time"
+)
+
+// ShutdownCause is the cause cmd/media-service cancels Run's context with,
+// so the drain logs say why it began.
+type ShutdownCause struct {
+	Reason string // "signal", ...
+	Signal string // "SIGTERM", "SIGINT" or empty
+}
+
+func (c *ShutdownCause) Error() string { return "shutdown: " + c.Reason + " " + c.Signal }
+
+// httpShutdownGrace bounds how long in-flight plain HTTP requests get once
+// the listener is closed. WebSockets are hijacked and not waited for here:
+// the session manager tracks them.
+const httpShutdownGrace = 2 * time.Second
+
+// drain is the drain sequence of DESIGN.md. Draining is a state: readiness
+// flips and joins are refused at once, clients are told the deadline, then
+// it waits for the session count to reach zero, for the deadline, or for
+// Close, whichever comes first, and closes whatever is left.
+func (s *Server) drain(cause error) {
+	reason, sig := "shutdown", ""
+	if c, ok := cause.(*ShutdownCause); ok {
+		reason, sig = c.Reason, c.Signal
+	}
+	s.log.Info("shutting_down_server", "reason", reason, "signal", sig, "sessions", s.sessions.Len())
+	endedBefore := s.sessions.ended.Load()
+	s.draining.Store(true)
+	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	if s.relay != nil {
+		s.relay.Drain()
+	}
+	for _, sess := range s.sessions.All() {
+		sess.notifyDraining(deadline)
+	}
+
+	shutCtx, cancel := context.WithTimeout(context.Background(), httpShutdownGrace)
+	if err := s.httpSrv.Shutdown(shutCtx); err != nil {
+		s.log.Warn("http_shutdown_incomplete", "err", err)
+	}
+	cancel()
+
+	waitCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-waitCtx.Done():
+		}
+	}()
+	_ = s.sessions.WaitEmpty(waitCtx)
+	cancel()
+
+	s.log.Info("closing_all_sessions", "remaining", s.sessions.Len())
+	s.sessions.Close("server_shutdown")
+	if s.relay != nil {
+		if err := s.relay.Close(); err != nil {
+			s.log.Warn("relay_close_failed", "err", err)
+		}
+	}
+	s.log.Info("server_stopped", "closed_sessions", s.sessions.ended.Load()-endedBefore)
+}

@@ -1,0 +1,187 @@
+// Package edge is one edge instance of media-service: the Echo application
+// with its signaling WebSocket, the sessions and rooms, the SFU forwarding,
+// and the instance lifecycle with its drain.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+)
+
+// Relay is what an instance needs from its embedded TURN relay: the
+// credentials it hands to joining clients, and the drain hooks.
+type Relay interface {
+	// ICEServers returns the TURN servers and short-lived credentials for
+	// a participant, as the `joined` message hands them out.
+	ICEServers(identity string) []ICEServer
+	// Drain refuses new allocations.
+	Drain()
+	// Close ends every allocation and the relay's listeners.
+	Close() error
+}
+
+// ICEServer is one entry of the ICE server list handed to clients, in the
+// browser's RTCIceServer shape.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Options carries what the instance is handed rather than configured with.
+type Options struct {
+	// Log receives the instance's events. Required.
+	Log *slog.Logger
+	// Meter creates the instance's instruments. Default: a no-op meter.
+	Meter metric.Meter
+	// Metrics serves /metrics on the ops listener. Default: 404.
+	Metrics http.Handler
+	// Relay is the embedded TURN relay, if any.
+	Relay Relay
+}
+
+// Server is one edge instance. New binds every listener, Run serves until
+// its context ends and then drains, Close ends everything at once.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	relay    Relay
+	sessions *Sessions
+
+	echo    *echo.Echo
+	httpLn  net.Listener
+	httpSrv *http.Server
+	opsLn   net.Listener
+	opsSrv  *http.Server
+
+	draining atomic.Bool
+	closing  chan struct{} // closed by Close: skip the drain wait
+	closeMu  sync.Once
+	stopped  chan struct{} // closed when Run has returned
+	running  atomic.Bool
+}
+
+// New validates cfg and binds the HTTP and ops listeners, so that a taken
+// port fails here, before anything is served.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		return nil, errors.New("edge: Options.Log is required")
+	}
+	if opts.Meter == nil {
+		opts.Meter = noop.NewMeterProvider().Meter("edge")
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      opts.Log,
+		relay:    opts.Relay,
+		sessions: NewSessions(cfg.SessionShards),
+		closing:  make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	s.echo = s.newEcho()
+	var err error
+	if s.httpLn, err = listen("PORT", cfg.HTTPHost, cfg.Port); err != nil {
+		return nil, err
+	}
+	if s.opsLn, err = listen("MEDIA_OPS_PORT", cfg.OpsHost, cfg.OpsPort); err != nil {
+		s.httpLn.Close()
+		return nil, err
+	}
+	s.httpSrv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
+	s.opsSrv = &http.Server{Handler: opsHandler(opts.Metrics), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+func listen(name, host string, port int) (net.Listener, error) {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("edge: listen %s (%s): %w", addr, name, err)
+	}
+	return ln, nil
+}
+
+func (s *Server) newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Use(middleware.Recover())
+	e.HTTPErrorHandler = s.httpError
+	e.GET("/health", s.handleHealth)
+	e.GET("/ready", s.handleReady)
+	return e
+}
+
+// HTTPAddr is the bound address of the signaling listener.
+func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
+
+// OpsAddr is the bound address of the ops listener.
+func (s *Server) OpsAddr() net.Addr { return s.opsLn.Addr() }
+
+// Sessions is the instance's session manager.
+func (s *Server) Sessions() *Sessions { return s.sessions }
+
+// Draining reports whether the instance has begun to drain.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Run serves until ctx is done, then drains (see drain.go) and returns once
+// every goroutine it started has ended. The cause of ctx, if it is a
+// *ShutdownCause, names the reason and signal in the logs.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("edge: Run called twice")
+	}
+	defer close(s.stopped)
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	serve := func(srv *http.Server, ln net.Listener, what string) {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("edge: serve %s on %s: %w", what, ln.Addr(), err)
+		}
+	}
+	wg.Add(2)
+	go serve(s.httpSrv, s.httpLn, "http")
+	go serve(s.opsSrv, s.opsLn, "ops")
+	s.log.Info("server_started", "http_addr", s.httpLn.Addr().String(), "ops_addr", s.opsLn.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-s.closing:
+	case runErr = <-errc:
+	}
+	s.drain(context.Cause(ctx))
+	s.opsSrv.Close()
+	wg.Wait()
+	return runErr
+}
+
+// Close ends the instance at once: it skips what is left of the drain wait
+// (a second signal), closes every session and waits for Run to return. It
+// is idempotent. Without Run it only releases the listeners.
+func (s *Server) Close() error {
+	s.closeMu.Do(func() { close(s.closing) })
+	if s.running.Load() {
+		<-s.stopped
+		return nil
+	}
+	s.httpLn.Close()
+	s.opsLn.Close()
+	return nil
+}

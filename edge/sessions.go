@@ -1,0 +1,130 @@
+package edge
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+)
+
+// Sessions is the sharded session manager. A session lives in the shard
+// its id hashes to; each shard has its own lock, so joins, leaves and
+// look-ups of different sessions rarely contend. The count is an atomic kept
+// beside the shards so Len never takes a lock.
+type Sessions struct {
+	seed   maphash.Seed
+	shards []sessionShard
+	count  atomic.Int64
+	ended  atomic.Int64 // sessions removed since start; drain counts with it
+
+	emptyMu sync.Mutex    // guards empty
+	empty   chan struct{} // closed and replaced each time the count reaches zero
+}
+
+type sessionShard struct {
+	mu sync.RWMutex // guards m
+	m  map[string]*Session
+}
+
+// NewSessions returns a manager with n shards (at least 1).
+func NewSessions(n int) *Sessions {
+	n = max(n, 1)
+	m := &Sessions{seed: maphash.MakeSeed(), shards: make([]sessionShard, n), empty: make(chan struct{})}
+	for i := range m.shards {
+		m.shards[i].m = make(map[string]*Session)
+	}
+	return m
+}
+
+func (m *Sessions) shard(id string) *sessionShard {
+	return &m.shards[maphash.String(m.seed, id)%uint64(len(m.shards))]
+}
+
+// Add stores s under its id. It reports false, storing nothing, when the id
+// is taken.
+func (m *Sessions) Add(s *Session) bool {
+	sh := m.shard(s.ID())
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.m[s.ID()]; ok {
+		return false
+	}
+	sh.m[s.ID()] = s
+	m.count.Add(1)
+	return true
+}
+
+// Get returns the session with that id.
+func (m *Sessions) Get(id string) (*Session, bool) {
+	sh := m.shard(id)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	s, ok := sh.m[id]
+	return s, ok
+}
+
+// Remove deletes the session with that id, if it is there, and reports
+// whether it was.
+func (m *Sessions) Remove(id string) bool {
+	sh := m.shard(id)
+	sh.mu.Lock()
+	_, ok := sh.m[id]
+	delete(sh.m, id)
+	sh.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.ended.Add(1)
+	if m.count.Add(-1) == 0 {
+		m.emptyMu.Lock()
+		close(m.empty)
+		m.empty = make(chan struct{})
+		m.emptyMu.Unlock()
+	}
+	return true
+}
+
+// Len returns the number of sessions.
+func (m *Sessions) Len() int { return int(m.count.Load()) }
+
+// All returns a snapshot of every session, in no particular order.
+func (m *Sessions) All() []*Session {
+	out := make([]*Session, 0, m.Len())
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.RLock()
+		for _, s := range sh.m {
+			out = append(out, s)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+// Close closes every session with reason and returns how many it closed.
+// Each session removes itself from the manager as it closes.
+func (m *Sessions) Close(reason string) int {
+	all := m.All()
+	for _, s := range all {
+		s.Close(reason)
+	}
+	return len(all)
+}
+
+// WaitEmpty blocks until no session is left or ctx is done.
+func (m *Sessions) WaitEmpty(ctx context.Context) error {
+	for m.Len() > 0 {
+		m.emptyMu.Lock()
+		ch := m.empty
+		m.emptyMu.Unlock()
+		if m.Len() == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
