@@ -23,6 +23,13 @@ const httpShutdownGrace = 2 * time.Second
 // flips and joins are refused at once, clients are told the deadline, then
 // it waits for the session count to reach zero, for the deadline, or for
 // Close, whichever comes first, and closes whatever is left.
+//
+// One deliberate difference from the order in DESIGN.md: the HTTP listener
+// keeps answering during the wait and is shut down when the wait ends. A
+// platform's readiness check must read /ready 503 (a refused connection
+// reads as a crashed instance, not a draining one), and a client that tries
+// to join must get 503 with Retry-After rather than a reset. Joins are
+// refused from the first moment, so keeping the listener adds no sessions.
 func (s *Server) drain(cause error) {
 	reason, sig := "shutdown", ""
 	if c, ok := cause.(*ShutdownCause); ok {
@@ -39,12 +46,6 @@ func (s *Server) drain(cause error) {
 		sess.notifyDraining(deadline)
 	}
 
-	shutCtx, cancel := context.WithTimeout(context.Background(), httpShutdownGrace)
-	if err := s.httpSrv.Shutdown(shutCtx); err != nil {
-		s.log.Warn("http_shutdown_incomplete", "err", err)
-	}
-	cancel()
-
 	waitCtx, cancel := context.WithDeadline(context.Background(), deadline)
 	go func() {
 		select {
@@ -55,6 +56,7 @@ func (s *Server) drain(cause error) {
 	}()
 	_ = s.sessions.WaitEmpty(waitCtx)
 	cancel()
+	s.shutdownHTTP()
 
 	s.log.Info("closing_all_sessions", "remaining", s.sessions.Len())
 	s.sessions.Close("server_shutdown")
@@ -64,4 +66,15 @@ func (s *Server) drain(cause error) {
 		}
 	}
 	s.log.Info("server_stopped", "closed_sessions", s.sessions.ended.Load()-endedBefore)
+}
+
+// shutdownHTTP closes the HTTP listener and gives in-flight plain requests
+// a short grace. Hijacked WebSockets are not waited for: the session
+// manager tracks and closes them.
+func (s *Server) shutdownHTTP() {
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownGrace)
+	defer cancel()
+	if err := s.httpSrv.Shutdown(ctx); err != nil {
+		s.log.Warn("http_shutdown_incomplete", "err", err)
+	}
 }
