@@ -1,0 +1,36 @@
+# media-service tasks. `just --list` shows them.
+
+# Run the service in dev mode (no configuration; demo page on :8080).
+run:
+    go run ./cmd/media-service
+
+# The README's test command: vet and the whole suite with the race detector.
+test:
+    go vet ./...
+    go test -race -count=1 ./...
+
+# Browser end-to-end tests only (needs Debian's chromium).
+e2e:
+    go test -race -count=1 -run 'Browser|Chrom' -v ./edge/web/...
+
+# Go benchmarks for the hot paths, with allocations, on 1 and 2 CPUs.
+bench:
+    go test -run '^$' -bench . -benchmem -cpu 1,2 ./edge/... ./cmd/...
+
+# Load test against a local dev instance started by the recipe.
+load *ARGS:
+    go build -o /tmp/media-service ./cmd/media-service
+    go run ./cmd/mediaload -spawn /tmp/media-service {{ARGS}}
+
+# Long adversarial and churn runs.
+soak:
+    MEDIA_SOAK=1 go test -race -count=1 -timeout 60m -run 'Soak|Churn' -v ./...
+
+# Formatting and static checks.
+lint:
+    test -z "$(gofmt -l $(git ls-files '*.go'))"
+    go vet ./...
+
+# The container image.
+docker:
+    docker build -t media-service .
