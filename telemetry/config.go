@@ -2,27 +2,126 @@ package telemetry
 
 import (
 	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
-// Config configures the telemetry package. Field comments give defaults;
-// cmd/media-service fills it from the environment with env/v11.
+// Config configures the telemetry package. Field comments give each
+// variable and its default; cmd/media-service fills it from the environment
+// with env/v11 (only cmd reads the process environment), and New and
+// NewLeakDetector validate it, naming the variable of a bad value.
+//
+// The OTEL_* fields follow the OpenTelemetry SDK environment specification,
+// so an operator's collector set-up works unchanged. The OTLP exporter itself
+// also honours the remaining standard variables it owns
+// (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, _CERTIFICATE,
+// _CLIENT_CERTIFICATE/_KEY and their _METRICS_ forms, and
+// OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).
 type Config struct {
-	// LeakSampleInterval is how often the goroutine count is sampled.
-	// Default 10s.
+	// LeakSampleInterval is how often the goroutine count is sampled
+	// (MEDIA_LEAK_SAMPLE_INTERVAL, default 10s).
 	LeakSampleInterval time.Duration `env:"MEDIA_LEAK_SAMPLE_INTERVAL" envDefault:"10s"`
-	// LeakBaselineSample is the sample (1-based) taken as the baseline.
-	// Default 30: five minutes into the process at the default interval.
+	// LeakBaselineSample is the sample (1-based) at which the baseline is
+	// fixed (MEDIA_LEAK_BASELINE_SAMPLE, default 30: about five minutes into
+	// the process at the default interval, once start-up churn has settled).
 	LeakBaselineSample int `env:"MEDIA_LEAK_BASELINE_SAMPLE" envDefault:"30"`
 	// LeakFactor: a leak is suspected when the goroutines that active
-	// sessions do not explain exceed LeakFactor times the baseline. Default 3.
+	// sessions do not explain exceed LeakFactor times the baseline
+	// (MEDIA_LEAK_FACTOR, default 3, the original service's rule).
 	LeakFactor float64 `env:"MEDIA_LEAK_FACTOR" envDefault:"3"`
 	// LeakSessionBudget is how many goroutines one active session may
-	// account for. Default 40.
+	// account for (MEDIA_LEAK_SESSION_BUDGET, default 40). A session holds
+	// two PeerConnections (each runs ICE, DTLS, SCTP and interceptor
+	// goroutines), a WebSocket reader and writer, and one forwarding loop
+	// per published track: 40 is an upper estimate, measured with the media
+	// core and rounded up.
 	LeakSessionBudget int `env:"MEDIA_LEAK_SESSION_BUDGET" envDefault:"40"`
+	// LeakMinBaseline is the lowest baseline the detector uses
+	// (MEDIA_LEAK_MIN_BASELINE, default 30, about what an idle instance
+	// runs). It keeps an instance that was busy at its baseline sample, where
+	// the session budget may explain away almost everything, from getting a
+	// near-zero baseline that any idle moment later would exceed.
+	LeakMinBaseline int `env:"MEDIA_LEAK_MIN_BASELINE" envDefault:"30"`
+
+	// InstanceID is the service.instance.id resource attribute
+	// (FLY_MACHINE_ID, set by Fly.io; default: the hostname cmd passes in
+	// Options.Hostname).
+	InstanceID string `env:"FLY_MACHINE_ID"`
+	// Region is the cloud.region resource attribute (FLY_REGION, set by
+	// Fly.io; default: none, the attribute is left out).
+	Region string `env:"FLY_REGION"`
+	// ResourceAttributes adds resource attributes, "key=value,key2=value2"
+	// with percent-encoded values (OTEL_RESOURCE_ATTRIBUTES). They may set
+	// or override service.instance.id and cloud.region (on platforms other
+	// than Fly); service.name and service.version are always the service's.
+	ResourceAttributes string `env:"OTEL_RESOURCE_ATTRIBUTES"`
+
+	// OTLPEndpoint is the base URL of an OTLP/HTTP collector
+	// (OTEL_EXPORTER_OTLP_ENDPOINT, default none); metrics go to
+	// <endpoint>/v1/metrics. Setting it (or OTLPMetricsEndpoint) turns the
+	// push reader on.
+	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT"`
+	// OTLPMetricsEndpoint is the full URL metrics are pushed to
+	// (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, default none); it wins over
+	// OTLPEndpoint.
+	OTLPMetricsEndpoint string `env:"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"`
+	// OTLPProtocol is the OTLP transport (OTEL_EXPORTER_OTLP_PROTOCOL,
+	// default http/protobuf, the only one supported: a grpc setting stops
+	// the start instead of pushing into the void).
+	OTLPProtocol string `env:"OTEL_EXPORTER_OTLP_PROTOCOL"`
+	// OTLPMetricsProtocol overrides OTLPProtocol for metrics
+	// (OTEL_EXPORTER_OTLP_METRICS_PROTOCOL).
+	OTLPMetricsProtocol string `env:"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"`
+	// ExportInterval is the time between two OTLP pushes, in milliseconds
+	// as the specification writes it (OTEL_METRIC_EXPORT_INTERVAL, default
+	// 60000). Shutdown pushes once more, so a short-lived instance loses
+	// nothing by a long interval.
+	ExportInterval Millis `env:"OTEL_METRIC_EXPORT_INTERVAL" envDefault:"60000"`
+	// ExportTimeout bounds one OTLP push, in milliseconds
+	// (OTEL_METRIC_EXPORT_TIMEOUT, default 30000).
+	ExportTimeout Millis `env:"OTEL_METRIC_EXPORT_TIMEOUT" envDefault:"30000"`
 }
 
+// Millis is a duration written as whole milliseconds, the unit the
+// OpenTelemetry environment variables use (OTEL_METRIC_EXPORT_INTERVAL=60000).
+type Millis time.Duration
+
+// UnmarshalText parses a positive whole number of milliseconds.
+func (m *Millis) UnmarshalText(b []byte) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a positive number of milliseconds, got %q", b)
+	}
+	*m = Millis(time.Duration(n) * time.Millisecond)
+	return nil
+}
+
+// Duration is m as a time.Duration.
+func (m Millis) Duration() time.Duration { return time.Duration(m) }
+
 func (c Config) validate() error {
+	if err := c.validateLeak(); err != nil {
+		return err
+	}
+	if c.ExportInterval <= 0 {
+		return fmt.Errorf("telemetry: OTEL_METRIC_EXPORT_INTERVAL must be positive, got %s", c.ExportInterval.Duration())
+	}
+	if c.ExportTimeout <= 0 {
+		return fmt.Errorf("telemetry: OTEL_METRIC_EXPORT_TIMEOUT must be positive, got %s", c.ExportTimeout.Duration())
+	}
+	if _, err := parseResourceAttributes(c.ResourceAttributes); err != nil {
+		return fmt.Errorf("telemetry: OTEL_RESOURCE_ATTRIBUTES: %w", err)
+	}
+	if err := c.validateProtocol(); err != nil {
+		return err
+	}
+	_, err := c.otlpURL()
+	return err
+}
+
+func (c Config) validateLeak() error {
 	switch {
 	case c.LeakSampleInterval <= 0:
 		return fmt.Errorf("telemetry: MEDIA_LEAK_SAMPLE_INTERVAL must be positive, got %s", c.LeakSampleInterval)
@@ -32,6 +131,42 @@ func (c Config) validate() error {
 		return fmt.Errorf("telemetry: MEDIA_LEAK_FACTOR must be above 1, got %g", c.LeakFactor)
 	case c.LeakSessionBudget < 0:
 		return fmt.Errorf("telemetry: MEDIA_LEAK_SESSION_BUDGET must not be negative, got %d", c.LeakSessionBudget)
+	case c.LeakMinBaseline < 1:
+		return fmt.Errorf("telemetry: MEDIA_LEAK_MIN_BASELINE must be at least 1, got %d", c.LeakMinBaseline)
 	}
 	return nil
+}
+
+// validateProtocol accepts only OTLP over HTTP with protobuf, the transport
+// this binary carries; the metrics-specific variable wins.
+func (c Config) validateProtocol() error {
+	name, proto := "OTEL_EXPORTER_OTLP_PROTOCOL", c.OTLPProtocol
+	if c.OTLPMetricsProtocol != "" {
+		name, proto = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", c.OTLPMetricsProtocol
+	}
+	if proto != "" && proto != "http/protobuf" {
+		return fmt.Errorf("telemetry: %s=%q is not supported: media-service pushes OTLP as http/protobuf only", name, proto)
+	}
+	return nil
+}
+
+// otlpURL is where metrics are pushed, or "" when no push is configured.
+// As the specification says, the signal-specific endpoint is used as it
+// is, while the generic one gets "v1/metrics" appended to its path.
+func (c Config) otlpURL() (string, error) {
+	name, raw := "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", c.OTLPMetricsEndpoint
+	if raw == "" {
+		name, raw = "OTEL_EXPORTER_OTLP_ENDPOINT", c.OTLPEndpoint
+	}
+	if raw == "" {
+		return "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("telemetry: %s must be an http:// or https:// URL, got %q", name, raw)
+	}
+	if c.OTLPMetricsEndpoint == "" {
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/metrics"
+	}
+	return u.String(), nil
 }

@@ -16,88 +16,123 @@ import (
 // baseline, suspect a leak when the count exceeds 3 times the baseline.
 // That rule alarms on an instance that was idle at its baseline and then got
 // busy, so what is compared here is the count beyond what the active
-// sessions explain: unexplained = count - sessions*LeakSessionBudget. The
-// baseline is the unexplained count at the baseline sample, and a leak is
-// suspected while the unexplained count exceeds LeakFactor times it.
+// sessions explain:
 //
-// It exports media_goroutine_count, media_goroutine_count_max and
-// media_potential_goroutine_leak.
+//	unexplained = count - sessions*LeakSessionBudget (never below 0)
+//
+// The baseline is fixed at the LeakBaselineSample-th sample as the highest
+// unexplained count of the samples so far, and never below LeakMinBaseline
+// (an instance busy at its baseline sample would otherwise get a baseline
+// its first idle moment exceeds). A leak is suspected while the unexplained
+// count exceeds LeakFactor times the baseline; exactly at it is not a leak.
+//
+// It exports media_goroutine_count (now), media_goroutine_count_max (the
+// highest seen since start, sampled or scraped), media_potential_goroutine_leak
+// (1 or 0), and, so an on-call engineer can see why the flag is set,
+// media_goroutine_leak_baseline and media_goroutine_unexplained.
 type LeakDetector struct {
 	cfg      Config
 	sessions func() int // active sessions now; owned by the caller
+	count    func() int // goroutines now: runtime.NumGoroutine outside tests
 
-	mu    sync.Mutex // guards state
+	mu    sync.Mutex // guards state; sample and the meter callback both use it
 	state leakState
 }
 
-// leakState is the detector's arithmetic, kept apart from clocks and
+// leakState is the detector's arithmetic, kept apart from clocks and the
 // runtime so it can be fed synthetic samples.
 type leakState struct {
-	cfg      Config
-	samples  int
-	baseline int // unexplained goroutines at the baseline sample; 0 until then
-	max      int
-	last     int
-	leak     bool
+	cfg         Config
+	samples     int // samples observed so far
+	warmupMax   int // highest unexplained count before the baseline is fixed
+	baseline    int // 0 until the baseline sample
+	max         int // highest goroutine count seen
+	unexplained int // of the last sample
+	leak        bool
 }
 
 // observe records one sample and reports whether a leak is suspected.
 func (s *leakState) observe(count, sessions int) bool {
 	s.samples++
-	s.last = count
-	s.max = max(s.max, count)
-	unexplained := max(count-sessions*s.cfg.LeakSessionBudget, 1)
+	s.seen(count)
+	s.unexplained = max(count-sessions*s.cfg.LeakSessionBudget, 0)
 	switch {
 	case s.samples < s.cfg.LeakBaselineSample:
-		s.leak = false
+		s.warmupMax = max(s.warmupMax, s.unexplained)
 	case s.samples == s.cfg.LeakBaselineSample:
-		s.baseline = unexplained
-		s.leak = false
+		s.baseline = max(s.warmupMax, s.unexplained, s.cfg.LeakMinBaseline)
 	default:
-		s.leak = float64(unexplained) > s.cfg.LeakFactor*float64(s.baseline)
+		s.leak = float64(s.unexplained) > s.cfg.LeakFactor*float64(s.baseline)
 	}
 	return s.leak
 }
 
-// NewLeakDetector registers the three goroutine gauges on meter. sessions
-// reports the number of active sessions; it must be safe to call from any
-// goroutine.
+// seen raises the maximum; a scrape between two samples counts too.
+func (s *leakState) seen(count int) { s.max = max(s.max, count) }
+
+// NewLeakDetector registers the goroutine gauges on meter. sessions reports
+// the number of active sessions; it must be safe to call from any goroutine.
 func NewLeakDetector(cfg Config, meter metric.Meter, sessions func() int) (*LeakDetector, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validateLeak(); err != nil {
 		return nil, err
 	}
-	d := &LeakDetector{cfg: cfg, sessions: sessions, state: leakState{cfg: cfg}}
-	count, err := meter.Int64ObservableGauge("media_goroutine_count",
-		metric.WithDescription("Goroutines now."))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: goroutine gauge: %w", err)
-	}
-	maxG, err := meter.Int64ObservableGauge("media_goroutine_count_max",
-		metric.WithDescription("Highest goroutine count seen since start."))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: goroutine max gauge: %w", err)
-	}
-	leak, err := meter.Int64ObservableGauge("media_potential_goroutine_leak",
-		metric.WithDescription("1 while a goroutine leak is suspected, else 0."))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: goroutine leak gauge: %w", err)
-	}
-	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		now := runtime.NumGoroutine()
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		o.ObserveInt64(count, int64(now))
-		o.ObserveInt64(maxG, int64(max(d.state.max, now)))
-		o.ObserveInt64(leak, boolInt(d.state.leak))
-		return nil
-	}, count, maxG, leak)
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: register goroutine callback: %w", err)
+	d := &LeakDetector{cfg: cfg, sessions: sessions, count: runtime.NumGoroutine, state: leakState{cfg: cfg}}
+	if err := d.register(meter); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
 
-// Run samples until ctx is done. It returns nil when ctx ends.
+// gauge describes one of the detector's instruments.
+type gauge struct {
+	name, desc string
+	value      func(s *leakState, now int) int
+}
+
+var leakGauges = []gauge{
+	{"media_goroutine_count", "Goroutines now.",
+		func(_ *leakState, now int) int { return now }},
+	{"media_goroutine_count_max", "Highest goroutine count seen since start.",
+		func(s *leakState, _ int) int { return s.max }},
+	{"media_potential_goroutine_leak", "1 while a goroutine leak is suspected (unexplained goroutines above factor times baseline), else 0.",
+		func(s *leakState, _ int) int { return boolInt(s.leak) }},
+	{"media_goroutine_leak_baseline", "Unexplained goroutines at the leak detector's baseline sample; 0 until then.",
+		func(s *leakState, _ int) int { return s.baseline }},
+	{"media_goroutine_unexplained", "Goroutines at the last sample beyond what active sessions explain (count minus sessions times the per-session budget).",
+		func(s *leakState, _ int) int { return s.unexplained }},
+}
+
+// register creates the gauges and the one callback that observes them all
+// under the lock, so a scrape sees a consistent set.
+func (d *LeakDetector) register(meter metric.Meter) error {
+	insts := make([]metric.Int64ObservableGauge, len(leakGauges))
+	obs := make([]metric.Observable, len(leakGauges))
+	for i, g := range leakGauges {
+		var err error
+		insts[i], err = meter.Int64ObservableGauge(g.name, metric.WithDescription(g.desc))
+		if err != nil {
+			return fmt.Errorf("telemetry: create gauge %s: %w", g.name, err)
+		}
+		obs[i] = insts[i]
+	}
+	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		now := d.count()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.state.seen(now)
+		for i, g := range leakGauges {
+			o.ObserveInt64(insts[i], int64(g.value(&d.state, now)))
+		}
+		return nil
+	}, obs...)
+	if err != nil {
+		return fmt.Errorf("telemetry: register goroutine callback: %w", err)
+	}
+	return nil
+}
+
+// Run samples at once and then every LeakSampleInterval until ctx is done.
+// It starts no goroutine and returns nil when ctx ends.
 func (d *LeakDetector) Run(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.LeakSampleInterval)
 	defer t.Stop()
@@ -112,14 +147,21 @@ func (d *LeakDetector) Run(ctx context.Context) error {
 	}
 }
 
+// Suspected reports whether the last sample flagged a leak.
+func (d *LeakDetector) Suspected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state.leak
+}
+
 func (d *LeakDetector) sample() {
-	n, s := runtime.NumGoroutine(), d.sessions()
+	n, s := d.count(), d.sessions()
 	d.mu.Lock()
 	d.state.observe(n, s)
 	d.mu.Unlock()
 }
 
-func boolInt(b bool) int64 {
+func boolInt(b bool) int {
 	if b {
 		return 1
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"go.opentelemetry.io/otel"
 
 	"github.com/media-service/media-service/edge"
 	"github.com/media-service/media-service/telemetry"
@@ -25,6 +26,10 @@ const watchdogMargin = 5 * time.Second
 
 // flushTimeout bounds the meter provider's final flush.
 const flushTimeout = 5 * time.Second
+
+// version is the service.version resource attribute on every metric, set at
+// build time: go build -ldflags "-X main.version=v1.2.3" ./cmd/media-service
+var version = telemetry.DefaultVersion
 
 // config is every package's configuration, each parsed from the environment.
 type config struct {
@@ -82,7 +87,9 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	if cfg.edge.DevMode() {
 		log.Warn("dev_mode_insecure", "detail", "DEV MODE: no MEDIA_API_SECRET set; anyone can mint tokens with the public dev key pair. Never run this on the internet.")
 	}
-	tel, err := telemetry.New(ctx, cfg.telemetry, log)
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("otel_error", "err", err) }))
+	hostname, _ := os.Hostname() // service.instance.id off Fly; empty if unknown
+	tel, err := telemetry.New(ctx, cfg.telemetry, telemetry.Options{Log: log, Version: version, Hostname: hostname})
 	if err != nil {
 		return err
 	}
