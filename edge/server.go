@@ -19,6 +19,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/media-service/media-service/edge/web"
 )
 
 // Relay is what an instance needs from its embedded TURN relay: the
@@ -124,6 +126,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HTTPErrorHandler = s.httpError
 	e.GET("/health", s.handleHealth)
 	e.GET("/ready", s.handleReady)
+	e.GET("/*", echo.WrapHandler(web.Handler())) // demo page and browser client; API routes win over "/*"
 	return e
 }
 

@@ -1,0 +1,276 @@
+// app.js: the demo page. It drives one MediaClient and renders its room:
+// a tile per participant, mute controls, connection state and live stats.
+//
+// Query parameters: room, identity, autojoin=1, relay=1 (TURN only).
+// For tests it exposes window.mediaClient and window.mediaDemo.snapshot().
+
+import { MediaClient, devToken } from "./client.js";
+
+const $ = (id) => document.getElementById(id);
+const query = new URLSearchParams(location.search);
+
+const STATE_TEXT = {
+  idle: "Not connected",
+  connecting: "Connecting…",
+  connected: "Connected",
+  draining: "Server restarting",
+  reconnecting: "Reconnecting…",
+  closed: "Left the room",
+};
+
+/** tiles maps a participant id (or "local") to its rendered tile. */
+const tiles = new Map();
+/** shownErrors keeps every error the page showed, for tests. */
+const shownErrors = [];
+let client = null;
+let lastStats = null;
+let statsTimer = 0;
+
+function init() {
+  $("room").value = query.get("room") || "demo";
+  $("identity").value = query.get("identity") || `guest-${Math.random().toString(36).slice(2, 6)}`;
+  $("relay").checked = query.get("relay") === "1";
+  $("join-form").addEventListener("submit", (e) => { e.preventDefault(); join(); });
+  $("mic").addEventListener("click", () => toggleMute("audio", "mic"));
+  $("cam").addEventListener("click", () => toggleMute("video", "cam"));
+  $("leave").addEventListener("click", leave);
+  $("copy-link").addEventListener("click", copyLink);
+  // A reload or closed tab leaves at once, so the others see us go now
+  // rather than after the keepalive times out.
+  addEventListener("pagehide", () => client?.leave());
+  window.mediaDemo = { snapshot, join, leave };
+  if (query.get("autojoin") === "1") join();
+}
+
+async function join() {
+  const room = $("room").value.trim();
+  const identity = $("identity").value.trim();
+  if (!$("join-form").reportValidity()) return;
+  client = new MediaClient({ relayOnly: $("relay").checked });
+  window.mediaClient = client;
+  wire(client);
+  showCall(room);
+  history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(query), room })}`);
+  try {
+    await client.join({ room, tokens: () => devToken(room, identity) });
+  } catch (err) {
+    showError(err.code || "join_failed", err.message);
+  }
+}
+
+function leave() {
+  client?.leave();
+  clearInterval(statsTimer);
+  for (const id of [...tiles.keys()]) removeTile(id);
+  $("call").hidden = true;
+  $("controls").hidden = true;
+  $("room-info").hidden = true;
+  $("lobby").hidden = false;
+  setBanner(null);
+}
+
+function wire(c) {
+  c.addEventListener("state", (e) => renderState(e.detail.state));
+  c.addEventListener("peerstate", () => renderState(c.state));
+  c.addEventListener("joined", onJoined);
+  c.addEventListener("participantjoined", (e) => addTile(e.detail.participant));
+  c.addEventListener("participantleft", (e) => removeTile(e.detail.participant.id));
+  c.addEventListener("track", (e) => attach(addTile(e.detail.participant), e.detail.stream));
+  c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
+  c.addEventListener("draining", () => setBanner("draining", "This server is restarting. You stay in the call and move to a new server automatically."));
+}
+
+function onJoined(e) {
+  const local = addTile({ id: "local", identity: e.detail.self.identity }, true);
+  if (client.localStream) attach(local, client.localStream);
+  for (const p of e.detail.participants) addTile(p);
+  if (client.reconnects > 0) toast("Reconnected");
+  clearInterval(statsTimer);
+  statsTimer = setInterval(updateStats, 1000);
+}
+
+function showCall(room) {
+  $("lobby").hidden = true;
+  $("call").hidden = false;
+  $("controls").hidden = false;
+  $("room-info").hidden = false;
+  $("room-name").textContent = room;
+  document.title = `${room} · media-service`;
+}
+
+function renderState(state) {
+  document.body.dataset.state = state;
+  const peers = client?.peerStates() ?? {};
+  const media = state === "connected" && (peers.publisher !== "connected" || peers.subscriber !== "connected");
+  $("state-text").textContent = media ? "Connecting media…" : STATE_TEXT[state] ?? state;
+  $("status").dataset.media = media ? "pending" : "ok";
+  if (state === "connected") setBanner(null);
+  if (state === "reconnecting") setBanner("reconnecting", "Connection lost. Reconnecting…");
+}
+
+function addTile(p, local = false) {
+  let t = tiles.get(p.id);
+  if (!t) {
+    const el = $("tile-template").content.firstElementChild.cloneNode(true);
+    t = { el, video: el.querySelector("video"), local, participant: p };
+    el.dataset.participantId = p.id;
+    el.classList.toggle("local", local);
+    t.video.muted = local; // never play our own microphone back
+    t.video.addEventListener("playing", () => { el.dataset.playing = "true"; });
+    tiles.set(p.id, t);
+    if (local) $("grid").prepend(el); else $("grid").append(el);
+    updateCount();
+  }
+  t.participant = p;
+  const name = p.identity || "…";
+  t.el.dataset.identity = p.identity;
+  t.el.querySelector(".name").textContent = local ? `${name} (you)` : name;
+  t.el.querySelector(".avatar span").textContent = initials(name);
+  return t;
+}
+
+function removeTile(id) {
+  const t = tiles.get(id);
+  if (!t) return;
+  t.video.srcObject = null;
+  t.el.remove();
+  tiles.delete(id);
+  updateCount();
+}
+
+function updateCount() {
+  const n = tiles.size;
+  $("grid").dataset.tiles = String(n);
+  $("count").dataset.count = String(n);
+  $("count").textContent = `${n} ${n === 1 ? "person" : "people"}`;
+}
+
+function attach(t, stream) {
+  if (t.video.srcObject === stream) return;
+  t.video.srcObject = stream;
+  t.video.play().catch(() => {
+    // Autoplay with sound needs a user gesture (autojoin has none): play
+    // muted and offer to turn the sound on.
+    t.video.muted = true;
+    t.video.play().catch(() => {});
+    offerSound();
+  });
+}
+
+function offerSound() {
+  if ($("banner").dataset.kind === "sound") return;
+  setBanner("sound", "Sound is off until you click.", "Turn sound on", () => {
+    for (const t of tiles.values()) if (!t.local) { t.video.muted = false; t.video.play().catch(() => {}); }
+    setBanner(null);
+  });
+}
+
+function toggleMute(kind, button) {
+  if (!client) return;
+  const muted = !client.muted(kind);
+  client.setMuted(kind, muted);
+  $(button).setAttribute("aria-pressed", String(muted));
+  $(button).title = `${muted ? "Unmute" : "Mute"} ${kind === "audio" ? "microphone" : "camera"}`;
+  const local = tiles.get("local");
+  if (!local) return;
+  local.el.classList.toggle("camera-off", client.muted("video"));
+  local.el.querySelector(".muted-badge").hidden = !client.muted("audio");
+}
+
+async function updateStats() {
+  if (!client || client.state === "closed") return;
+  let s;
+  try { s = await client.stats(); } catch { return; }
+  if (!s) return;
+  lastStats = s;
+  for (const [id, t] of tiles) {
+    const st = id === "local" ? s.local : s.remote[id];
+    if (st) renderStats(t, st, id === "local");
+  }
+}
+
+function renderStats(t, st, local) {
+  const set = (k, v) => { t.el.querySelector(`[data-stat="${k}"]`).textContent = v; };
+  set("bitrate", `${local ? "↑" : "↓"} ${formatRate(st.bitrateKbps)}`);
+  set("lost", `${st.packetsLost} lost`);
+  set("rtt", st.rttMs === null ? "RTT –" : `RTT ${st.rttMs} ms`);
+}
+
+function formatRate(kbps) {
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mb/s` : `${Math.round(kbps)} kb/s`;
+}
+
+function initials(name) {
+  return name.split(/[\s._-]+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("") || "?";
+}
+
+function setBanner(kind, text, action, onAction) {
+  const b = $("banner");
+  b.hidden = !kind;
+  b.dataset.kind = kind ?? "";
+  b.textContent = text ?? "";
+  if (action) {
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.textContent = action;
+    btn.addEventListener("click", onAction, { once: true });
+    b.append(btn);
+  }
+}
+
+function showError(code, message) {
+  shownErrors.push({ code, message });
+  toast(message, "error");
+}
+
+function toast(text, kind = "info") {
+  const el = document.createElement("div");
+  el.className = `toast ${kind}`;
+  el.textContent = text;
+  $("toasts").append(el);
+  setTimeout(() => el.remove(), kind === "error" ? 8000 : 3000);
+}
+
+async function copyLink() {
+  const url = `${location.origin}/?room=${encodeURIComponent($("room-name").textContent)}`;
+  try {
+    await navigator.clipboard.writeText(url);
+    toast("Link copied");
+  } catch {
+    toast(url);
+  }
+}
+
+/** snapshot is the page's state for tests: what the user would see, read
+ * from the elements and the client rather than scraped from text. */
+function snapshot() {
+  return {
+    state: client?.state ?? "idle",
+    room: client?.room ?? "",
+    self: client?.self ?? null,
+    peers: client?.peerStates() ?? {},
+    banner: $("banner").hidden ? "" : $("banner").dataset.kind,
+    drainingSeen: client?.drainingSeen ?? false,
+    reconnects: client?.reconnects ?? 0,
+    lastClose: client?.lastClose ?? null,
+    errors: shownErrors,
+    transport: lastStats ? { publisher: lastStats.publisher, subscriber: lastStats.subscriber } : null,
+    tiles: [...tiles.values()].map((t) => tileSnapshot(t)),
+  };
+}
+
+function tileSnapshot(t) {
+  const st = t.local ? lastStats?.local : lastStats?.remote[t.participant.id];
+  return {
+    id: t.participant.id,
+    identity: t.participant.identity,
+    local: t.local,
+    videoWidth: t.video.videoWidth,
+    videoHeight: t.video.videoHeight,
+    framesDecoded: st?.video.framesDecoded ?? 0,
+    audioPacketsReceived: st?.audio.packetsReceived ?? 0,
+    bitrateKbps: st?.bitrateKbps ?? 0,
+  };
+}
+
+init();

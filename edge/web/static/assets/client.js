@@ -1,0 +1,583 @@
+// client.js: the browser side of media-service signaling, protocol version 1
+// (edge/PROTOCOL.md). An ES module with no dependencies and no build step.
+//
+// A MediaClient keeps one participant in one room for as long as the user
+// wants to be there. Each connection to an instance is a Session: one
+// WebSocket and two RTCPeerConnections, the publisher (we offer, our camera
+// and microphone go up) and the subscriber (the server offers, everyone
+// else comes down). When a session is lost or its instance drains, the
+// client connects again with backoff and swaps the new session in, so the
+// page keeps the same MediaClient, the same local media and the same events.
+
+/** The signaling protocol version this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** Leave reasons after which reconnecting would only repeat the conflict. */
+const FINAL_REASONS = new Set(["duplicate_identity"]);
+
+/** How long before a drain deadline the client leaves by itself, so its
+ * session ends with a clean leave rather than the server's 1001 close. */
+const DRAIN_LEAVE_MARGIN_MS = 1000;
+
+/** Backoff between connection attempts: doubling, capped, with jitter so a
+ * drained instance's clients do not all return in the same instant. */
+const BACKOFF = { initialMs: 500, maxMs: 8000 };
+
+/**
+ * devToken asks a dev-mode instance for an access token.
+ * It is the demo page's token provider; a real application mints tokens on
+ * its own backend and passes its own provider to MediaClient.join.
+ * @returns {Promise<{token: string, url: string}>}
+ */
+export async function devToken(room, identity, origin = location.origin) {
+  const q = new URLSearchParams({ room, identity });
+  const res = await fetch(`${origin}/v1/dev/token?${q}`, { cache: "no-store" });
+  if (!res.ok) {
+    throw new ClientError("token_failed", `dev token: ${await errorMessage(res)}`, retryAfterMs(res));
+  }
+  return res.json();
+}
+
+/** ClientError is an error the client shows the user, with the protocol's
+ * code where there is one and how long to wait before trying again. */
+export class ClientError extends Error {
+  constructor(code, message, retryAfterMs = 0) {
+    super(message);
+    this.code = code;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+async function errorMessage(res) {
+  try {
+    const body = await res.json();
+    return body.message || body.code || res.statusText;
+  } catch {
+    return `${res.status} ${res.statusText}`;
+  }
+}
+
+function retryAfterMs(res) {
+  const s = Number(res.headers.get("Retry-After"));
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 0;
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+  });
+}
+
+/**
+ * MediaClient joins a room and stays in it.
+ *
+ * Events (all CustomEvent, details in brackets):
+ *   state                {state}      idle, connecting, connected, draining, reconnecting, closed
+ *   joined               {self, participants}
+ *   participantjoined    {participant}
+ *   participantleft      {participant}
+ *   track                {participant, stream}   a participant's media arrived or changed
+ *   error                {code, message}
+ *   draining             {deadline}
+ *   leave                {reason}     the server ended the session
+ *   peerstate            {target, state} a PeerConnection's connectionState changed
+ */
+export class MediaClient extends EventTarget {
+  /**
+   * @param {{relayOnly?: boolean, media?: MediaStreamConstraints}} opts
+   *   relayOnly sets iceTransportPolicy "relay": media only through TURN.
+   */
+  constructor(opts = {}) {
+    super();
+    this.relayOnly = Boolean(opts.relayOnly);
+    this.mediaConstraints = opts.media ?? {
+      audio: true,
+      video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } },
+    };
+    /** idle | connecting | connected | draining | reconnecting | closed */
+    this.state = "idle";
+    /** @type {MediaStream|null} our camera and microphone, kept across sessions */
+    this.localStream = null;
+    /** @type {{id: string, identity: string}|null} */
+    this.self = null;
+    /** @type {Map<string, {id: string, identity: string, stream: MediaStream|null}>} */
+    this.participants = new Map();
+    this.room = "";
+    this.drainingSeen = false; // a draining message arrived at some point
+    this.reconnects = 0;       // sessions adopted after the first
+    this.lastClose = null;     // {code, reason, wasClean, byClient} of the last session's WebSocket
+    this.lastError = null;
+    this.iceTransportPolicy = this.relayOnly ? "relay" : "all";
+
+    this._session = null;
+    this._tokens = null;  // async () => {token, url}
+    this._wanted = false; // the user wants to be in the room
+    this._loop = null;    // the running reconnect loop, if any
+    this._abort = null;   // aborts the loop's waits on leave
+  }
+
+  /**
+   * join enters a room. tokens is called for every connection attempt,
+   * since a token may have expired by the time a reconnect needs one.
+   * @param {{room: string, tokens: () => Promise<{token: string, url: string}>}} p
+   */
+  async join({ room, tokens }) {
+    if (this._wanted) throw new ClientError("already_joined", "already in a room");
+    this.room = room;
+    this._tokens = tokens;
+    this._wanted = true;
+    this._abort = new AbortController();
+    this._setState("connecting");
+    await this._ensureLocalMedia();
+    this._startLoop();
+    await this._loop;
+  }
+
+  /** leave ends the session cleanly (a `leave`, then a 1000 close) and stops
+   * reconnecting. The local camera and microphone are released. */
+  leave() {
+    this._wanted = false;
+    this._abort?.abort();
+    const s = this._session;
+    this._session = null;
+    s?.leave();
+    this._clearRemote();
+    this.localStream?.getTracks().forEach((t) => t.stop());
+    this.localStream = null;
+    this._setState("closed");
+  }
+
+  /** setMuted mutes or unmutes our "audio" or "video". A muted track sends
+   * silence or black frames, so no renegotiation is needed. */
+  setMuted(kind, muted) {
+    for (const t of this.localStream?.getTracks() ?? []) {
+      if (t.kind === kind) t.enabled = !muted;
+    }
+  }
+
+  /** muted reports whether our track of that kind is muted (or absent). */
+  muted(kind) {
+    const t = this.localStream?.getTracks().find((x) => x.kind === kind);
+    return !t || !t.enabled;
+  }
+
+  /** session is the current connection, for stats. */
+  get session() { return this._session; }
+
+  /** peerStates reports the connectionState of the current session's
+   * publisher and subscriber connections. */
+  peerStates() {
+    const pcs = this._session?.pcs ?? {};
+    return { publisher: pcs.publisher?.connectionState ?? "new", subscriber: pcs.subscriber?.connectionState ?? "new" };
+  }
+
+  /**
+   * stats reads getStats of both connections and sums them per participant.
+   * Bitrates are over the time since the previous call, so call it on a
+   * steady tick (the demo page does, once a second).
+   * @returns {Promise<{local: object, remote: Object<string, object>, publisher: object, subscriber: object}|null>}
+   */
+  async stats() {
+    const s = this._session;
+    if (!s?.pcs.publisher) return null;
+    const [pub, sub] = await Promise.all([s.pcs.publisher.getStats(), s.pcs.subscriber.getStats()]);
+    this._rates ??= new Map();
+    const out = { local: emptyTotals(), remote: {}, publisher: transportOf(pub), subscriber: transportOf(sub) };
+    const owner = new Map(); // track id -> participant id
+    for (const p of this.participants.values()) {
+      for (const t of p.stream?.getTracks() ?? []) owner.set(t.id, p.id);
+      out.remote[p.id] = { ...emptyTotals(), identity: p.identity, rttMs: out.subscriber.rttMs };
+    }
+    sub.forEach((r) => {
+      const id = r.type === "inbound-rtp" && owner.get(r.trackIdentifier);
+      if (id && out.remote[id]) addInbound(out.remote[id], r, this._rate(r.id, r.bytesReceived, r.timestamp));
+    });
+    out.local.rttMs = out.publisher.rttMs;
+    pub.forEach((r) => {
+      if (r.type === "outbound-rtp") out.local.bitrateKbps += this._rate(r.id, r.bytesSent, r.timestamp);
+      if (r.type === "remote-inbound-rtp") addRemoteInbound(out.local, r);
+    });
+    return out;
+  }
+
+  /** _rate turns a byte counter into kbit/s since its previous reading. */
+  _rate(key, bytes, ts) {
+    const prev = this._rates.get(key);
+    this._rates.set(key, { bytes, ts });
+    if (!prev || ts <= prev.ts || bytes < prev.bytes) return 0;
+    return ((bytes - prev.bytes) * 8) / (ts - prev.ts); // bytes per ms * 8 = kbit/s
+  }
+
+  async _ensureLocalMedia() {
+    if (this.localStream) return;
+    try {
+      this.localStream = await navigator.mediaDevices.getUserMedia(this.mediaConstraints);
+    } catch (err) {
+      // Receive-only is still useful: say why we do not publish.
+      this._emitError("media_unavailable", `camera and microphone unavailable: ${err.message}`);
+    }
+  }
+
+  _startLoop() {
+    if (this._loop) return;
+    this._loop = this._runLoop().finally(() => { this._loop = null; });
+  }
+
+  /** _runLoop connects until a session joins, or the user leaves. It runs
+   * while there is no session or the current one is draining, and swaps a
+   * newly joined session in before the old one leaves (make before break). */
+  async _runLoop() {
+    let delay = BACKOFF.initialMs;
+    while (this._wanted && (!this._session || this._session.draining)) {
+      try {
+        const next = await this._connect();
+        if (!this._wanted) { next.leave(); return; }
+        this._adopt(next);
+        return;
+      } catch (err) {
+        this.lastError = { code: err.code ?? "connect_failed", message: err.message };
+        if (!this._session) this._setState(this.reconnects || this.self ? "reconnecting" : "connecting");
+        const wait = err.retryAfterMs || delay * (0.5 + Math.random() / 2);
+        delay = Math.min(BACKOFF.maxMs, delay * 2);
+        await sleep(wait, this._abort.signal);
+      }
+    }
+  }
+
+  /** _connect makes one attempt: is the instance ready, a token, a
+   * WebSocket, `joined`. It resolves with the joined session. */
+  async _connect() {
+    await probeReady();
+    const { token, url } = await this._tokens();
+    const s = new Session(this, url, token);
+    await s.joined;
+    return s;
+  }
+
+  _adopt(s) {
+    const old = this._session;
+    if (this.self) this.reconnects++;
+    this._session = s;
+    this._clearRemote();
+    this.self = s.self;
+    for (const p of s.initialParticipants) this._addParticipant(p);
+    s.start(this.localStream);
+    old?.leave();
+    this._setState("connected");
+    this._emit("joined", { self: this.self, participants: [...this.participants.values()] });
+  }
+
+  // Called by the session that is current; an old session's news is moot.
+
+  _onParticipantJoined(s, p) {
+    if (s === this._session) this._emit("participantjoined", { participant: this._addParticipant(p) });
+  }
+
+  _onParticipantLeft(s, p) {
+    if (s !== this._session) return;
+    const known = this.participants.get(p.id) ?? { ...p, stream: null };
+    this.participants.delete(p.id);
+    this._emit("participantleft", { participant: known });
+  }
+
+  _onTrack(s, stream) {
+    if (s !== this._session) return;
+    // The stream id is the publishing participant's id (PROTOCOL.md); a track
+    // may come before participant_joined, so make a placeholder for it.
+    const p = this.participants.get(stream.id) ?? this._addParticipant({ id: stream.id, identity: "" });
+    p.stream = stream;
+    this._emit("track", { participant: p, stream });
+  }
+
+  _onDraining(s, deadline) {
+    if (s !== this._session) return;
+    this.drainingSeen = true;
+    this._setState("draining");
+    this._emit("draining", { deadline });
+    this._startLoop();
+  }
+
+  _onSessionEnded(s, { reason, close }) {
+    this.lastClose = close;
+    if (s !== this._session) return;
+    this._session = null;
+    this._clearRemote();
+    if (reason) this._emit("leave", { reason });
+    if (!this._wanted) return;
+    if (FINAL_REASONS.has(reason)) {
+      this._wanted = false;
+      this._emitError(reason, "this identity joined the room from somewhere else");
+      this._setState("closed");
+      return;
+    }
+    this._setState("reconnecting");
+    this._startLoop();
+  }
+
+  _addParticipant(p) {
+    const known = this.participants.get(p.id);
+    if (known) {
+      known.identity = p.identity || known.identity;
+      return known;
+    }
+    const np = { id: p.id, identity: p.identity, stream: null };
+    this.participants.set(p.id, np);
+    return np;
+  }
+
+  _clearRemote() {
+    for (const p of this.participants.values()) this._emit("participantleft", { participant: p });
+    this.participants.clear();
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit("state", { state });
+  }
+
+  _emitError(code, message) {
+    this.lastError = { code, message };
+    this._emit("error", { code, message });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+function emptyTotals() {
+  return {
+    bitrateKbps: 0, packetsLost: 0, rttMs: null,
+    video: { framesDecoded: 0, packetsReceived: 0, frameWidth: 0, frameHeight: 0, fps: 0 },
+    audio: { packetsReceived: 0 },
+  };
+}
+
+function addInbound(t, r, kbps) {
+  t.bitrateKbps += kbps;
+  t.packetsLost += Math.max(0, r.packetsLost ?? 0);
+  const k = r.kind === "video" ? t.video : t.audio;
+  k.packetsReceived += r.packetsReceived ?? 0;
+  if (r.kind !== "video") return;
+  t.video.framesDecoded += r.framesDecoded ?? 0;
+  t.video.frameWidth = r.frameWidth ?? t.video.frameWidth;
+  t.video.frameHeight = r.frameHeight ?? t.video.frameHeight;
+  t.video.fps = r.framesPerSecond ?? t.video.fps;
+}
+
+function addRemoteInbound(t, r) {
+  t.packetsLost += Math.max(0, r.packetsLost ?? 0);
+  if (r.roundTripTime !== undefined) t.rttMs = Math.round(r.roundTripTime * 1000);
+}
+
+/** transportOf finds the selected candidate pair of a connection: its
+ * round-trip time and whether media goes through a TURN relay. */
+function transportOf(report) {
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === "transport" && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+  });
+  if (!pair) report.forEach((r) => { if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r; });
+  if (!pair) return { rttMs: null, localCandidateType: "", remoteCandidateType: "", protocol: "" };
+  const local = report.get(pair.localCandidateId) ?? {};
+  const remote = report.get(pair.remoteCandidateId) ?? {};
+  return {
+    rttMs: pair.currentRoundTripTime !== undefined ? Math.round(pair.currentRoundTripTime * 1000) : null,
+    localCandidateType: local.candidateType ?? "",
+    remoteCandidateType: remote.candidateType ?? "",
+    protocol: local.relayProtocol || local.protocol || "",
+  };
+}
+
+/** probeReady asks a same-origin instance whether it takes joins, so a
+ * draining or full instance costs a cheap GET, not a failed WebSocket (whose
+ * HTTP status a browser never shows to scripts). */
+async function probeReady() {
+  let res;
+  try {
+    res = await fetch("/ready", { cache: "no-store" });
+  } catch (err) {
+    throw new ClientError("unreachable", "the service is unreachable");
+  }
+  if (!res.ok) {
+    throw new ClientError("not_ready", `the service is not taking joins (${res.status})`, retryAfterMs(res));
+  }
+}
+
+/**
+ * Session is one connection to one instance: the WebSocket and the two
+ * PeerConnections. It owns them from construction until close, and reports
+ * to its MediaClient, which ignores it once another session replaced it.
+ */
+class Session {
+  constructor(client, url, token) {
+    this.client = client;
+    this.draining = false;
+    this.closed = false;
+    this.self = null;
+    this.initialParticipants = [];
+    this.pcs = {}; // target -> RTCPeerConnection
+    this.chains = { publisher: Promise.resolve(), subscriber: Promise.resolve() };
+    this.pending = { publisher: [], subscriber: [] }; // candidates before the remote description
+    this.leaveReason = "";
+    this.byClient = false;
+    this.drainTimer = 0;
+
+    const u = new URL(url, location.href);
+    u.searchParams.set("access_token", token);
+    this.ws = new WebSocket(u);
+    this.joined = new Promise((resolve, reject) => { this._joinedResolve = resolve; this._joinedReject = reject; });
+    this.ws.onmessage = (e) => this._onMessage(e.data);
+    this.ws.onclose = (e) => this._onClose(e);
+    this.ws.onerror = () => {}; // onclose follows with the code
+  }
+
+  /** start builds the PeerConnections once the session is adopted, and
+   * publishes the local tracks. */
+  start(localStream) {
+    const cfg = { iceServers: this.iceServers, iceTransportPolicy: this.client.iceTransportPolicy, bundlePolicy: "max-bundle" };
+    for (const target of ["publisher", "subscriber"]) {
+      const pc = new RTCPeerConnection(cfg);
+      pc.onicecandidate = (e) => {
+        if (e.candidate && e.candidate.candidate) this.send({ type: "candidate", target, candidate: e.candidate.toJSON() });
+      };
+      pc.onconnectionstatechange = () => this.client._emit("peerstate", { target, state: pc.connectionState });
+      this.pcs[target] = pc;
+    }
+    this.pcs.subscriber.ontrack = (e) => { if (e.streams[0]) this.client._onTrack(this, e.streams[0]); };
+    if (localStream && localStream.getTracks().length) this._publish(localStream);
+    // Messages that arrived between joined and start (an early subscriber
+    // offer) were queued; play them now.
+    for (const m of this.early ?? []) this._dispatch(m);
+    this.early = null;
+  }
+
+  _publish(stream) {
+    const pc = this.pcs.publisher;
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    this._serial("publisher", async () => {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      this.send({ type: "offer", target: "publisher", sdp: offer.sdp });
+    });
+  }
+
+  send(msg) {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** leave ends the session from our side: `leave`, then a normal close. */
+  leave() {
+    if (this.closed) return;
+    this.byClient = true;
+    this.send({ type: "leave" });
+    this.ws.close(1000, "leave");
+    this._closePeers();
+  }
+
+  _onMessage(data) {
+    let m;
+    try { m = JSON.parse(data); } catch { return; }
+    if (!m || typeof m.type !== "string") return;
+    if (m.type === "joined") return this._onJoined(m);
+    if (!this.pcs.publisher && this.early) { this.early.push(m); return; }
+    this._dispatch(m);
+  }
+
+  _onJoined(m) {
+    if (m.protocol !== undefined && m.protocol !== PROTOCOL_VERSION) {
+      this._joinedReject(new ClientError("protocol", `server speaks protocol ${m.protocol}, client ${PROTOCOL_VERSION}`));
+      this.leave();
+      return;
+    }
+    this.self = m.participant;
+    this.initialParticipants = m.participants ?? [];
+    this.iceServers = m.ice_servers ?? [];
+    this.early = [];
+    this._joinedResolve(this);
+  }
+
+  _dispatch(m) {
+    switch (m.type) {
+      case "offer": return this._onOffer(m);
+      case "answer": return this._onAnswer(m);
+      case "candidate": return this._onCandidate(m);
+      case "participant_joined": return this.client._onParticipantJoined(this, m.participant);
+      case "participant_left": return this.client._onParticipantLeft(this, m.participant);
+      case "error": return this.client._emitError(m.code, m.message);
+      case "draining": return this._onDraining(m);
+      case "leave": this.leaveReason = m.reason; return;
+    }
+  }
+
+  _onOffer(m) {
+    if (m.target !== "subscriber") return this.client._emitError("bad_offer", `unexpected offer for ${m.target}`);
+    const pc = this.pcs.subscriber;
+    this._serial("subscriber", async () => {
+      await pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
+      await this._flushCandidates("subscriber");
+      const answer = await pc.createAnswer();
+      await pc.setLocalDescription(answer);
+      this.send({ type: "answer", target: "subscriber", sdp: answer.sdp });
+    });
+  }
+
+  _onAnswer(m) {
+    if (m.target !== "publisher") return this.client._emitError("bad_answer", `unexpected answer for ${m.target}`);
+    const pc = this.pcs.publisher;
+    this._serial("publisher", async () => {
+      await pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
+      await this._flushCandidates("publisher");
+    });
+  }
+
+  _onCandidate(m) {
+    const pc = this.pcs[m.target];
+    if (!pc || !m.candidate) return;
+    this._serial(m.target, async () => {
+      if (!pc.remoteDescription) { this.pending[m.target].push(m.candidate); return; }
+      await pc.addIceCandidate(m.candidate);
+    });
+  }
+
+  async _flushCandidates(target) {
+    const list = this.pending[target];
+    this.pending[target] = [];
+    for (const c of list) await this.pcs[target].addIceCandidate(c);
+  }
+
+  _onDraining(m) {
+    this.draining = true;
+    const deadline = Date.parse(m.deadline);
+    // Stay until just before the deadline (the call goes on meanwhile), then
+    // leave cleanly unless a new session has replaced this one by then.
+    const wait = Number.isFinite(deadline) ? Math.max(0, deadline - Date.now() - DRAIN_LEAVE_MARGIN_MS) : 0;
+    this.drainTimer = setTimeout(() => this.leave(), wait);
+    this.client._onDraining(this, m.deadline);
+  }
+
+  /** _serial runs one negotiation step of a connection after the previous
+   * one, so an offer, its candidates and the next offer never interleave. */
+  _serial(target, fn) {
+    this.chains[target] = this.chains[target].then(fn).catch((err) => {
+      if (!this.closed) this.client._emitError("negotiation_failed", `${target}: ${err.message}`);
+    });
+  }
+
+  _onClose(e) {
+    const close = { code: e.code, reason: e.reason, wasClean: e.wasClean, byClient: this.byClient, leaveReason: this.leaveReason };
+    this.closed = true;
+    clearTimeout(this.drainTimer);
+    this._closePeers();
+    if (!this.self) {
+      this._joinedReject(new ClientError("connect_failed", `signaling closed before joining (code ${e.code})`));
+    }
+    this.client._onSessionEnded(this, { reason: this.leaveReason, close });
+  }
+
+  _closePeers() {
+    for (const pc of Object.values(this.pcs)) pc.close();
+  }
+}
