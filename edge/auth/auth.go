@@ -1,0 +1,112 @@
+// Package auth mints and verifies the access tokens that admit a
+// participant to a room: HS256 JWTs signed with the API secret, whose issuer
+// is the API key. The application backend mints them; the edge verifies
+// them before it upgrades a signaling WebSocket, so a refused client never
+// costs a session.
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// The dev key pair is public on purpose: an instance without
+// MEDIA_API_SECRET uses it so the demo works out of the box, and the binary
+// warns loudly that anyone can mint tokens for it.
+const (
+	DevAPIKey    = "devkey"
+	DevAPISecret = "dev-secret-public-never-use-in-production"
+)
+
+// Bounds on what a token may carry. They keep every value a peer controls
+// small before it reaches logs, maps and messages.
+const (
+	// MaxTokenLen bounds the token text checked at all, so a huge query
+	// parameter is refused before any decoding.
+	MaxTokenLen = 4096
+	// MaxIdentityLen bounds the identity (the JWT subject), in bytes.
+	MaxIdentityLen = 128
+	// MaxRoomLen bounds the room name, in bytes.
+	MaxRoomLen = 128
+	// Leeway is the clock skew tolerated on exp and nbf between the
+	// backend that mints and the instance that verifies.
+	Leeway = 5 * time.Second
+)
+
+// Grants says what a participant may do in its room.
+type Grants struct {
+	// Publish allows sending tracks on the publisher connection.
+	Publish bool `json:"publish"`
+	// Subscribe allows receiving the other participants' tracks.
+	Subscribe bool `json:"subscribe"`
+}
+
+// Claims is the payload of an access token: the registered claims (iss is
+// the API key, sub the identity, exp the expiry) plus the room and grants.
+type Claims struct {
+	jwt.RegisteredClaims
+	Room   string `json:"room"`
+	Grants Grants `json:"grants"`
+}
+
+// Identity is the participant's identity: the token's subject.
+func (c *Claims) Identity() string { return c.Subject }
+
+// KeyPair is an API key and the secret that signs its tokens.
+type KeyPair struct {
+	Key    string
+	Secret string
+}
+
+// DevKeyPair returns the fixed, public key pair of dev mode.
+func DevKeyPair() KeyPair { return KeyPair{Key: DevAPIKey, Secret: DevAPISecret} }
+
+// Token describes an access token to mint.
+type Token struct {
+	Room     string
+	Identity string
+	Grants   Grants
+	// TTL is how long the token is valid from its issue time; it must be
+	// positive.
+	TTL time.Duration
+}
+
+// Mint signs an access token for t with k, issued at now. It checks t as
+// Verify would, so it never produces a token the edge refuses on shape.
+func (k KeyPair) Mint(t Token, now time.Time) (string, error) {
+	if err := k.check(); err != nil {
+		return "", err
+	}
+	if t.TTL <= 0 {
+		return "", fmt.Errorf("auth: mint: ttl must be positive, got %s", t.TTL)
+	}
+	c := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    k.Key,
+			Subject:   t.Identity,
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(t.TTL)),
+		},
+		Room:   t.Room,
+		Grants: t.Grants,
+	}
+	if err := checkShape(&c); err != nil {
+		return "", fmt.Errorf("auth: mint: %w", err)
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(k.Secret))
+	if err != nil {
+		return "", fmt.Errorf("auth: mint: sign: %w", err)
+	}
+	return s, nil
+}
+
+func (k KeyPair) check() error {
+	if k.Key == "" || k.Secret == "" {
+		return errors.New("auth: key pair needs both a key and a secret")
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+// Package signal defines the messages of the signaling protocol (see
+// edge/PROTOCOL.md) and decodes them from untrusted input. Both ends use
+// it: the edge server and the Go participant in edge/client, so the wire
+// shape is written down once.
+package signal
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Version is the protocol version the `joined` message announces.
+const Version = 1
+
+// Message types. The first group is sent by the server, the second by
+// clients; offer, answer and candidate go both ways.
+const (
+	TypeJoined            = "joined"
+	TypeParticipantJoined = "participant_joined"
+	TypeParticipantLeft   = "participant_left"
+	TypeError             = "error"
+	TypeDraining          = "draining"
+
+	TypeOffer     = "offer"
+	TypeAnswer    = "answer"
+	TypeCandidate = "candidate"
+	TypeLeave     = "leave"
+)
+
+// Targets name one of a participant's two PeerConnections.
+const (
+	// TargetPublisher is the connection the client offers and sends on.
+	TargetPublisher = "publisher"
+	// TargetSubscriber is the connection the server offers and sends on.
+	TargetSubscriber = "subscriber"
+)
+
+// Error codes of `error` messages. The set is fixed so it can label metrics.
+const (
+	CodeBadMessage       = "bad_message"
+	CodeUnknownType      = "unknown_type"
+	CodeInvalidSDP       = "invalid_sdp"
+	CodeCandidateLimit   = "candidate_limit"
+	CodeInvalidCandidate = "invalid_candidate"
+	CodeTrackLimit       = "track_limit"
+	CodeNotPermitted     = "not_permitted"
+	CodeRateLimited      = "rate_limited"
+)
+
+// Leave reasons the server sends before it ends a session.
+const (
+	ReasonServerShutdown    = "server_shutdown"
+	ReasonSlowClient        = "slow_client"
+	ReasonICEFailed         = "ice_failed"
+	ReasonDuplicateIdentity = "duplicate_identity"
+	ReasonTimeout           = "timeout"
+)
+
+// Participant names a participant of a room: its id (unique per session,
+// and the msid stream id of its forwarded tracks) and its identity.
+type Participant struct {
+	ID       string `json:"id"`
+	Identity string `json:"identity"`
+}
+
+// ICEServer is one entry of `joined`'s ice_servers, in the browser's
+// RTCIceServer shape.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Message is every message of the protocol; Type says which fields it
+// uses. Fields another type does not use stay zero and are not encoded.
+// Participants and ICEServers are encoded whenever non-nil, so `joined`
+// always carries both lists, empty or not.
+type Message struct {
+	Type string `json:"type"`
+
+	// joined
+	Protocol     int           `json:"protocol,omitempty"`
+	Room         string        `json:"room,omitempty"`
+	Participants []Participant `json:"participants,omitzero"`
+	ICEServers   []ICEServer   `json:"ice_servers,omitzero"`
+	// joined (the participant itself), participant_joined, participant_left
+	Participant *Participant `json:"participant,omitempty"`
+
+	// offer, answer, candidate
+	Target    string                   `json:"target,omitempty"`
+	SDP       string                   `json:"sdp,omitempty"`
+	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+
+	// error
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+
+	// draining
+	Deadline time.Time `json:"deadline,omitzero"`
+
+	// leave (server to client)
+	Reason string `json:"reason,omitempty"`
+}
+
+// Error is a message refused by Decode: Code is one of the Code values, fit
+// to send back in an `error` message.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return "signal: " + e.Code + ": " + e.Message }
+
+// Encode returns m as JSON text.
+func Encode(m *Message) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("signal: encode %s: %w", m.Type, err)
+	}
+	return b, nil
+}
+
+// Parse decodes any message, from either side: it must be a JSON object
+// whose fields have the right types and whose type is a non-empty string.
+// It does not check that the type is known: Decode does, for a client's
+// messages; a client parses the server's with Parse and ignores types it
+// does not know, which a newer server may add.
+func Parse(data []byte) (*Message, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return nil, &Error{Code: CodeBadMessage, Message: "a message must be a JSON object"}
+	}
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, &Error{Code: CodeBadMessage, Message: "malformed message: " + describe(err)}
+	}
+	if m.Type == "" {
+		return nil, &Error{Code: CodeBadMessage, Message: "a message needs a string type"}
+	}
+	return &m, nil
+}
+
+// describe shortens a JSON error to what the sender needs, without echoing
+// its input back.
+func describe(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
+	}
+	return "not valid JSON"
+}
+
+// Decode decodes a client's message and checks it: a known client type
+// with the fields it needs. Its errors are *Error.
+func Decode(data []byte) (*Message, error) {
+	m, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	switch m.Type {
+	case TypeOffer:
+		return m, needSDP(m, TargetPublisher)
+	case TypeAnswer:
+		return m, needSDP(m, TargetSubscriber)
+	case TypeCandidate:
+		return m, needCandidate(m)
+	case TypeLeave:
+		return m, nil
+	}
+	return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown message type %.32q", m.Type)}
+}
+
+func needSDP(m *Message, target string) error {
+	if m.Target != target {
+		return &Error{Code: CodeBadMessage, Message: fmt.Sprintf("%s needs target %q", m.Type, target)}
+	}
+	if m.SDP == "" {
+		return &Error{Code: CodeInvalidSDP, Message: m.Type + " needs an sdp"}
+	}
+	return nil
+}
+
+func needCandidate(m *Message) error {
+	if m.Target != TargetPublisher && m.Target != TargetSubscriber {
+		return &Error{Code: CodeBadMessage, Message: `candidate needs target "publisher" or "subscriber"`}
+	}
+	if m.Candidate == nil {
+		return &Error{Code: CodeInvalidCandidate, Message: "candidate needs a candidate object"}
+	}
+	return nil
+}

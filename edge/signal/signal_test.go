@@ -1,0 +1,135 @@
+package signal
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name     string
+		in       string
+		wantType string
+		wantCode string
+	}{
+		{"offer", `{"type":"offer","target":"publisher","sdp":"v=0"}`, TypeOffer, ""},
+		{"answer", `{"type":"answer","target":"subscriber","sdp":"v=0"}`, TypeAnswer, ""},
+		{"candidate", `{"type":"candidate","target":"subscriber","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0"}}`, TypeCandidate, ""},
+		{"end of candidates", `{"type":"candidate","target":"publisher","candidate":{"candidate":""}}`, TypeCandidate, ""},
+		{"leave", ` {"type":"leave"} `, TypeLeave, ""},
+		{"unknown fields ignored", `{"type":"leave","x":[1,2,{}]}`, TypeLeave, ""},
+		{"empty", ``, "", CodeBadMessage},
+		{"not an object", `[1,2]`, "", CodeBadMessage},
+		{"string", `"offer"`, "", CodeBadMessage},
+		{"truncated", `{"type":"offer"`, "", CodeBadMessage},
+		{"type not a string", `{"type":5}`, "", CodeBadMessage},
+		{"no type", `{"sdp":"v=0"}`, "", CodeBadMessage},
+		{"unknown type", `{"type":"subscribe"}`, "", CodeUnknownType},
+		{"server type from client", `{"type":"joined"}`, "", CodeUnknownType},
+		{"offer for subscriber", `{"type":"offer","target":"subscriber","sdp":"v=0"}`, "", CodeBadMessage},
+		{"answer for publisher", `{"type":"answer","target":"publisher","sdp":"v=0"}`, "", CodeBadMessage},
+		{"offer without sdp", `{"type":"offer","target":"publisher"}`, "", CodeInvalidSDP},
+		{"sdp not a string", `{"type":"offer","target":"publisher","sdp":{}}`, "", CodeBadMessage},
+		{"candidate without target", `{"type":"candidate","candidate":{"candidate":"x"}}`, "", CodeBadMessage},
+		{"candidate without candidate", `{"type":"candidate","target":"publisher"}`, "", CodeInvalidCandidate},
+		{"candidate not an object", `{"type":"candidate","target":"publisher","candidate":"x"}`, "", CodeBadMessage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := Decode([]byte(tt.in))
+			var se *Error
+			switch {
+			case tt.wantCode == "" && err != nil:
+				t.Fatalf("Decode(%s) error %v; want a %s message", tt.in, err, tt.wantType)
+			case tt.wantCode == "" && m.Type != tt.wantType:
+				t.Fatalf("Decode(%s).Type = %q; want %q", tt.in, m.Type, tt.wantType)
+			case tt.wantCode != "" && !errors.As(err, &se):
+				t.Fatalf("Decode(%s) = %+v, %v; want *Error %s", tt.in, m, err, tt.wantCode)
+			case tt.wantCode != "" && se.Code != tt.wantCode:
+				t.Fatalf("Decode(%s) code = %s; want %s", tt.in, se.Code, tt.wantCode)
+			}
+		})
+	}
+}
+
+func TestEncodeJoinedAlwaysHasLists(t *testing.T) {
+	b, err := Encode(&Message{Type: TypeJoined, Protocol: Version, Room: "demo",
+		Participant: &Participant{ID: "PA_1", Identity: "a"}, Participants: []Participant{}, ICEServers: []ICEServer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"joined","protocol":1,"room":"demo","participants":[],"ice_servers":[],"participant":{"id":"PA_1","identity":"a"}}`
+	if string(b) != want {
+		t.Errorf("Encode(joined) = %s; want %s", b, want)
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	mid := "0"
+	deadline := time.Date(2026, 11, 26, 10, 0, 30, 0, time.UTC)
+	msgs := []*Message{
+		{Type: TypeDraining, Deadline: deadline},
+		{Type: TypeLeave, Reason: ReasonServerShutdown},
+		{Type: TypeError, Code: CodeCandidateLimit, Message: "at most 50"},
+		{Type: TypeCandidate, Target: TargetPublisher, Candidate: &webrtc.ICECandidateInit{Candidate: "candidate:1", SDPMid: &mid}},
+	}
+	for _, in := range msgs {
+		b, err := Encode(in)
+		if err != nil {
+			t.Fatalf("Encode(%+v) error: %v", in, err)
+		}
+		out, err := Parse(b)
+		if err != nil {
+			t.Fatalf("Parse(%s) error: %v", b, err)
+		}
+		again, _ := Encode(out)
+		if string(again) != string(b) {
+			t.Errorf("Parse(Encode(m)) re-encodes as %s; want %s", again, b)
+		}
+		if in.Type == TypeDraining && !strings.Contains(string(b), `"deadline":"2026-11-26T10:00:30Z"`) {
+			t.Errorf("Encode(draining) = %s; want an RFC 3339 deadline", b)
+		}
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to the client message decoder: it must
+// never panic, every refusal must be an *Error with a known code, and every
+// accepted message must carry what its type needs.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"offer","target":"publisher","sdp":"v=0"}`,
+		`{"type":"answer","target":"subscriber","sdp":"v=0"}`,
+		`{"type":"candidate","target":"publisher","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMLineIndex":0}}`,
+		`{"type":"leave"}`, `{"type":1}`, `[]`, `{"type":"offer","sdp":null}`, "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	codes := map[string]bool{CodeBadMessage: true, CodeUnknownType: true, CodeInvalidSDP: true, CodeInvalidCandidate: true}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Decode(data)
+		if err != nil {
+			var se *Error
+			if !errors.As(err, &se) || !codes[se.Code] {
+				t.Fatalf("Decode(%q) error %v; want an *Error with a known code", data, err)
+			}
+			return
+		}
+		switch m.Type {
+		case TypeOffer, TypeAnswer:
+			if m.SDP == "" || m.Target == "" {
+				t.Fatalf("Decode(%q) accepted %s without sdp or target", data, m.Type)
+			}
+		case TypeCandidate:
+			if m.Candidate == nil || (m.Target != TargetPublisher && m.Target != TargetSubscriber) {
+				t.Fatalf("Decode(%q) accepted a candidate without candidate or target", data)
+			}
+		case TypeLeave:
+		default:
+			t.Fatalf("Decode(%q) accepted type %q", data, m.Type)
+		}
+	})
+}
