@@ -1,0 +1,116 @@
+package sfu
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config configures the media engine. cmd/media-service fills it from the
+// environment with env/v11; field comments give the variable and default.
+// Zero durations and sizes mean "the default", so tests can fill only the
+// ports; New rejects negative or out-of-range values and names the variable.
+type Config struct {
+	// UDPPort is the one UDP port every session's ICE traffic shares (UDP
+	// mux), because platforms forward single ports, not ranges
+	// (MEDIA_ICE_UDP_PORT, default 7882; 0 picks a free port).
+	UDPPort int `env:"MEDIA_ICE_UDP_PORT" envDefault:"7882"`
+	// TCPPort is the ICE-TCP mux port, the fallback for networks that block
+	// UDP (MEDIA_ICE_TCP_PORT, default 7881; 0 picks a free port; -1 turns
+	// ICE-TCP off).
+	TCPPort int `env:"MEDIA_ICE_TCP_PORT" envDefault:"7881"`
+	// BindAddr is the host or IP both muxes bind (MEDIA_ICE_BIND_ADDR,
+	// default all interfaces). On Fly it is "fly-global-services", the only
+	// address whose UDP replies leave with the public source address.
+	BindAddr string `env:"MEDIA_ICE_BIND_ADDR"`
+	// PublicIPs are advertised in host candidates instead of the local
+	// addresses, for NAT and containers (MEDIA_PUBLIC_IP, comma separated;
+	// default none: the local addresses are advertised).
+	PublicIPs []string `env:"MEDIA_PUBLIC_IP" envSeparator:","`
+	// IncludeLoopback advertises loopback host candidates
+	// (MEDIA_ICE_LOOPBACK, default false). It is on by itself when BindAddr
+	// is a loopback address, since nothing else could reach the muxes then.
+	IncludeLoopback bool `env:"MEDIA_ICE_LOOPBACK"`
+	// ICEDisconnectedTimeout is how long without a reply before a connection
+	// counts as disconnected (MEDIA_ICE_DISCONNECTED_TIMEOUT, default 5s).
+	ICEDisconnectedTimeout time.Duration `env:"MEDIA_ICE_DISCONNECTED_TIMEOUT" envDefault:"5s"`
+	// ICEFailedTimeout is how long disconnected before failed, when the
+	// session is closed (MEDIA_ICE_FAILED_TIMEOUT, default 10s): long enough
+	// for a phone switching networks, short enough that dead sessions free
+	// their slot quickly.
+	ICEFailedTimeout time.Duration `env:"MEDIA_ICE_FAILED_TIMEOUT" envDefault:"10s"`
+	// ICEKeepalive is the interval of ICE consent checks on an idle
+	// connection (MEDIA_ICE_KEEPALIVE, default 2s).
+	ICEKeepalive time.Duration `env:"MEDIA_ICE_KEEPALIVE" envDefault:"2s"`
+	// PLIInterval is the shortest time between two keyframe requests sent to
+	// one publisher (MEDIA_PLI_INTERVAL, default 500ms): each keyframe costs
+	// the publisher several times a normal frame's bits, and one keyframe
+	// serves every subscriber that asked within the interval.
+	PLIInterval time.Duration `env:"MEDIA_PLI_INTERVAL" envDefault:"500ms"`
+	// RetransmitPackets is how many recent packets each video publication
+	// keeps to answer subscribers' NACKs (MEDIA_NACK_BUFFER, default 512,
+	// a power of two from 64 to 4096). 512 packets hold over a second of
+	// 400 packets/s video, more than one round trip on any usable path.
+	RetransmitPackets int `env:"MEDIA_NACK_BUFFER" envDefault:"512"`
+}
+
+// Defaults applied by New to zero fields.
+const (
+	defaultDisconnected = 5 * time.Second
+	defaultFailed       = 10 * time.Second
+	defaultKeepalive    = 2 * time.Second
+	defaultPLIInterval  = 500 * time.Millisecond
+	defaultRetransmit   = 512
+)
+
+// withDefaults returns c with every zero duration and size set to its
+// default.
+func (c Config) withDefaults() Config {
+	setDefault(&c.ICEDisconnectedTimeout, defaultDisconnected)
+	setDefault(&c.ICEFailedTimeout, defaultFailed)
+	setDefault(&c.ICEKeepalive, defaultKeepalive)
+	setDefault(&c.PLIInterval, defaultPLIInterval)
+	setDefault(&c.RetransmitPackets, defaultRetransmit)
+	return c
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// validate checks c after withDefaults; errors name the variable.
+func (c Config) validate() error {
+	if c.UDPPort < 0 || c.UDPPort > 65535 {
+		return fmt.Errorf("sfu: MEDIA_ICE_UDP_PORT must be a port from 0 to 65535, got %d", c.UDPPort)
+	}
+	if c.TCPPort < -1 || c.TCPPort > 65535 {
+		return fmt.Errorf("sfu: MEDIA_ICE_TCP_PORT must be -1 (off) or a port from 0 to 65535, got %d", c.TCPPort)
+	}
+	for _, ip := range c.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("sfu: MEDIA_PUBLIC_IP must list IP addresses, got %q", ip)
+		}
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"MEDIA_ICE_DISCONNECTED_TIMEOUT", c.ICEDisconnectedTimeout},
+		{"MEDIA_ICE_FAILED_TIMEOUT", c.ICEFailedTimeout},
+		{"MEDIA_ICE_KEEPALIVE", c.ICEKeepalive},
+		{"MEDIA_PLI_INTERVAL", c.PLIInterval},
+	}
+	for _, d := range durations {
+		if d.d < 0 {
+			return fmt.Errorf("sfu: %s must be positive, got %s", d.name, d.d)
+		}
+	}
+	n := c.RetransmitPackets
+	if n < 64 || n > 4096 || n&(n-1) != 0 {
+		return fmt.Errorf("sfu: MEDIA_NACK_BUFFER must be a power of two from 64 to 4096, got %d", n)
+	}
+	return nil
+}

@@ -1,0 +1,205 @@
+// Package sfu is the media forwarding core: one Engine per instance owns
+// the ICE muxes (one UDP port and one TCP port for every session) and the
+// webrtc.API every PeerConnection is made from; a Publication takes one
+// track a participant publishes and fans its RTP out to the Subscriptions
+// of everyone receiving it, answering their NACKs from a shared buffer and
+// forwarding their keyframe requests to the publisher, throttled.
+//
+// Signaling, rooms and who subscribes to what live in package edge; this
+// package only moves media.
+package sfu
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// tcpMuxReadPackets is how many packets an ICE-TCP connection queues
+// before the reader drains them: enough for a keyframe burst.
+const tcpMuxReadPackets = 128
+
+// Engine is the instance's media core. It binds its muxes in New and keeps
+// them until Close; every PeerConnection made by NewPeerConnection shares
+// them, so an instance needs one UDP and one TCP port whatever its load.
+// An Engine is safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	api     *webrtc.API
+	metrics *metrics
+
+	udpMux  ice.UDPMux
+	udpAddr *net.UDPAddr
+	tcpMux  ice.TCPMux   // nil when ICE-TCP is off
+	tcpAddr *net.TCPAddr // nil when ICE-TCP is off
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg, binds the UDP mux (and the TCP mux unless
+// cfg.TCPPort is -1) and builds the webrtc.API. A taken port fails here,
+// before the instance serves anything.
+func New(cfg Config, meter metric.Meter, log *slog.Logger) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(meter)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: log, metrics: m}
+	if err := e.bind(pionLogs{log: log}); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	if e.api, err = e.newAPI(pionLogs{log: log}); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	log.Info("media_engine_started", "udp", e.udpAddr.String(), "tcp", addrString(e.tcpAddr))
+	return e, nil
+}
+
+// bind listens on the UDP port and, unless off, the TCP port.
+func (e *Engine) bind(logs pionLogs) error {
+	host := e.cfg.BindAddr
+	udp, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(e.cfg.UDPPort)))
+	if err != nil {
+		return fmt.Errorf("sfu: listen udp %s:%d: %w", host, e.cfg.UDPPort, err)
+	}
+	e.udpAddr = udp.LocalAddr().(*net.UDPAddr)
+	e.udpMux = webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), udp)
+	if e.cfg.TCPPort < 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(e.cfg.TCPPort)))
+	if err != nil {
+		return fmt.Errorf("sfu: listen tcp %s:%d: %w", host, e.cfg.TCPPort, err)
+	}
+	e.tcpAddr = ln.Addr().(*net.TCPAddr)
+	e.tcpMux = webrtc.NewICETCPMux(logs.NewLogger("tcpmux"), ln, tcpMuxReadPackets)
+	return nil
+}
+
+// newAPI builds the webrtc.API from the muxes, codecs and interceptors.
+func (e *Engine) newAPI(logs pionLogs) (*webrtc.API, error) {
+	se, err := e.settings(logs)
+	if err != nil {
+		return nil, err
+	}
+	me, err := newMediaEngine()
+	if err != nil {
+		return nil, err
+	}
+	ir, err := newInterceptors(logs)
+	if err != nil {
+		return nil, err
+	}
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me),
+		webrtc.WithInterceptorRegistry(ir)), nil
+}
+
+// settings configures ICE: our muxes only, no mDNS (a server has a real
+// address to show), the public address instead of the local one when
+// configured, and timeouts that notice a dead peer within seconds.
+func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
+	var se webrtc.SettingEngine
+	se.LoggerFactory = logs
+	se.SetICEUDPMux(e.udpMux)
+	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	if e.tcpMux != nil {
+		se.SetICETCPMux(e.tcpMux)
+		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	se.SetNetworkTypes(networks)
+	// The server only accepts ICE-TCP; it never dials out to a peer's
+	// candidates, which a peer could point anywhere.
+	se.DisableActiveTCP(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetICETimeouts(e.cfg.ICEDisconnectedTimeout, e.cfg.ICEFailedTimeout, e.cfg.ICEKeepalive)
+	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback || e.udpAddr.IP.IsLoopback())
+	if len(e.cfg.PublicIPs) > 0 {
+		rule := webrtc.ICEAddressRewriteRule{
+			External:        e.cfg.PublicIPs,
+			AsCandidateType: webrtc.ICECandidateTypeHost,
+			Mode:            webrtc.ICEAddressRewriteReplace,
+		}
+		if err := se.SetICEAddressRewriteRules(rule); err != nil {
+			return se, fmt.Errorf("sfu: MEDIA_PUBLIC_IP: %w", err)
+		}
+	}
+	return se, nil
+}
+
+// NewPeerConnection makes a PeerConnection on the engine's muxes, codecs
+// and interceptors. The caller owns it and closes it.
+func (e *Engine) NewPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
+	pc, err := e.api.NewPeerConnection(c)
+	if err != nil {
+		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
+	}
+	return pc, nil
+}
+
+// UDPAddr is the address the UDP mux is bound to (with the real port when
+// the configured one was 0).
+func (e *Engine) UDPAddr() *net.UDPAddr { return e.udpAddr }
+
+// TCPAddr is the address the ICE-TCP mux is bound to, or nil when ICE-TCP
+// is off.
+func (e *Engine) TCPAddr() *net.TCPAddr { return e.tcpAddr }
+
+// Close closes both muxes (and with them every ICE connection still using
+// them) and unregisters the metrics. Close the PeerConnections first: it
+// is the last step of a drain. It is idempotent.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		var errs []error
+		if e.udpMux != nil {
+			errs = append(errs, e.udpMux.Close())
+		}
+		if e.tcpMux != nil {
+			errs = append(errs, e.tcpMux.Close())
+		}
+		errs = append(errs, e.metrics.close())
+		if err := errors.Join(errs...); err != nil {
+			e.closeErr = fmt.Errorf("sfu: close engine: %w", err)
+		}
+	})
+	return e.closeErr
+}
+
+// newID returns prefix followed by 12 random base-62 characters: ids a
+// client sees must not be guessable or collide across publishers.
+func newID(prefix string) string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	out := make([]byte, 0, len(prefix)+len(b))
+	out = append(out, prefix...)
+	for _, c := range b {
+		out = append(out, alphabet[int(c)%len(alphabet)])
+	}
+	return string(out)
+}
+
+func addrString(a *net.TCPAddr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}

@@ -1,0 +1,52 @@
+package sfu
+
+import (
+	"testing"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// TestForwardToTwoSubscribers: a publisher sends VP8 and Opus; two
+// subscribers each receive every packet with its payload intact and
+// continuous sequence numbers, with the publisher's id as stream id and
+// the publication's id as track id.
+func TestForwardToTwoSubscribers(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, audio := pub.publications(t)
+
+	subs := []*subscriber{h.newSubscriber(t, clientAPI(t, true)), h.newSubscriber(t, clientAPI(t, true))}
+	var tracks []map[webrtc.RTPCodecType]*received
+	for _, s := range subs {
+		s.subscribe(t, video, audio)
+		tracks = append(tracks, s.awaitTracks(t, 2, pub.video, pub.audio))
+	}
+
+	const n = 300
+	firstVideo := pub.video.send(t, n)
+	firstAudio := pub.audio.send(t, n)
+
+	for i, byKind := range tracks {
+		for _, tc := range []struct {
+			pub   *Publication
+			first uint32
+			size  int
+		}{
+			{video, firstVideo, pub.video.size},
+			{audio, firstAudio, pub.audio.size},
+		} {
+			r := byKind[tc.pub.Kind()]
+			if r.track.StreamID() != publisherID {
+				t.Errorf("subscriber %d %s StreamID() = %q; want %q", i, tc.pub.Kind(), r.track.StreamID(), publisherID)
+			}
+			if r.track.ID() != tc.pub.ID() {
+				t.Errorf("subscriber %d %s ID() = %q; want %q", i, tc.pub.Kind(), r.track.ID(), tc.pub.ID())
+			}
+			seqs := r.expect(t, tc.first, n, tc.size)
+			checkContinuous(t, tc.pub.Kind().String(), seqs)
+		}
+	}
+	if got := h.counter(t, "media_rtp_forwarded_packets", "video"); got < 2*n {
+		t.Errorf("media_rtp_forwarded_packets{kind=video} = %d; want at least %d", got, 2*n)
+	}
+}

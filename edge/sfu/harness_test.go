@@ -1,0 +1,414 @@
+package sfu
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// waitFor bounds every wait in these tests.
+const waitFor = 10 * time.Second
+
+// harness is one Engine on 127.0.0.1 with a metrics reader.
+type harness struct {
+	engine *Engine
+	reader *sdkmetric.ManualReader
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "127.0.0.1"
+	}
+	e, err := New(cfg, mp.Meter("sfu_test"), nil)
+	if err != nil {
+		t.Fatalf("New(%+v) = %v; want nil error", cfg, err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Engine.Close() = %v; want nil", err)
+		}
+	})
+	return &harness{engine: e, reader: reader}
+}
+
+// counter returns the current value of the counter name for kind.
+func (h *harness) counter(t *testing.T, name, kind string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("Collect() = %v", err)
+	}
+	want := attribute.NewSet(attribute.String("kind", kind))
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				t.Fatalf("metric %s is %T; want Sum[int64]", name, m.Data)
+			}
+			for _, dp := range sum.DataPoints {
+				if dp.Attributes.Equals(&want) {
+					return dp.Value
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// clientAPI builds the API of a test participant: Pion's default codecs
+// and interceptors, loopback-only host candidates. extra interceptors go
+// first, closest to the network.
+func clientAPI(t *testing.T, replayProtection bool, extra ...interceptor.Factory) *webrtc.API {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatalf("RegisterDefaultCodecs() = %v", err)
+	}
+	r := &interceptor.Registry{}
+	for _, f := range extra {
+		r.Add(f)
+	}
+	if err := webrtc.RegisterDefaultInterceptors(m, r); err != nil {
+		t.Fatalf("RegisterDefaultInterceptors() = %v", err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	if !replayProtection {
+		se.DisableSRTPReplayProtection(true)
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(r), webrtc.WithSettingEngine(se))
+}
+
+func newClientPC(t *testing.T, api *webrtc.API) *webrtc.PeerConnection {
+	t.Helper()
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatalf("NewPeerConnection() = %v", err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}
+
+func newServerPC(t *testing.T, e *Engine) *webrtc.PeerConnection {
+	t.Helper()
+	pc, err := e.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatalf("Engine.NewPeerConnection() = %v", err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}
+
+// negotiate runs one offer/answer with complete (non-trickled) gathering.
+func negotiate(t *testing.T, offerer, answerer *webrtc.PeerConnection) {
+	t.Helper()
+	offer, err := offerer.CreateOffer(nil)
+	if err != nil {
+		t.Fatalf("CreateOffer() = %v", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(offerer)
+	if err := offerer.SetLocalDescription(offer); err != nil {
+		t.Fatalf("SetLocalDescription(offer) = %v", err)
+	}
+	<-gathered
+	if err := answerer.SetRemoteDescription(*offerer.LocalDescription()); err != nil {
+		t.Fatalf("SetRemoteDescription(offer) = %v", err)
+	}
+	answer, err := answerer.CreateAnswer(nil)
+	if err != nil {
+		t.Fatalf("CreateAnswer() = %v", err)
+	}
+	gathered = webrtc.GatheringCompletePromise(answerer)
+	if err := answerer.SetLocalDescription(answer); err != nil {
+		t.Fatalf("SetLocalDescription(answer) = %v", err)
+	}
+	<-gathered
+	if err := offerer.SetRemoteDescription(*answerer.LocalDescription()); err != nil {
+		t.Fatalf("SetRemoteDescription(answer) = %v", err)
+	}
+}
+
+// source writes numbered packets through a TrackLocalStaticRTP, as a
+// browser's encoder would: sequence numbers and payloads are known, so a
+// receiver can check both.
+type source struct {
+	track   *webrtc.TrackLocalStaticRTP
+	sender  *webrtc.RTPSender
+	size    int
+	baseSeq uint16
+	next    uint32 // index of the next packet
+}
+
+// payload is packet i's payload: its index, then bytes derived from it.
+func payload(i uint32, size int) []byte {
+	b := make([]byte, size)
+	binary.BigEndian.PutUint32(b, i)
+	for j := 4; j < size; j++ {
+		b[j] = byte(int(i)*7 + j)
+	}
+	return b
+}
+
+// send writes n packets, paced so a loopback socket buffer never
+// overflows, and returns the index of the first.
+func (s *source) send(t *testing.T, n int) uint32 {
+	t.Helper()
+	first := s.next
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for range n {
+		i := s.next
+		s.next++
+		pkt := &rtp.Packet{Header: rtp.Header{
+			Version: 2, SequenceNumber: s.baseSeq + uint16(i), Timestamp: i * 3000, Marker: true,
+		}, Payload: payload(i, s.size)}
+		if err := s.track.WriteRTP(pkt); err != nil {
+			t.Fatalf("WriteRTP(%d) = %v", i, err)
+		}
+		<-tick.C
+	}
+	return first
+}
+
+// publisher is a test participant publishing VP8 video and Opus audio, and
+// the server side of its connection, which publishes what it receives.
+type publisher struct {
+	pc           *webrtc.PeerConnection
+	server       *webrtc.PeerConnection
+	video, audio *source
+	pubs         chan *Publication
+}
+
+const publisherID = "PA_publisher"
+
+func (h *harness) newPublisher(t *testing.T) *publisher {
+	t.Helper()
+	p := &publisher{
+		pc:     newClientPC(t, clientAPI(t, true)),
+		server: newServerPC(t, h.engine),
+		pubs:   make(chan *Publication, 2),
+	}
+	p.video = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", 900, 1000)
+	p.audio = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", 120, 65500)
+	p.server.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+		pub, err := h.engine.Publish(tr, recv, p.server, publisherID)
+		if err != nil {
+			t.Errorf("Publish() = %v", err)
+			return
+		}
+		t.Cleanup(pub.Close)
+		p.pubs <- pub
+	})
+	negotiate(t, p.pc, p.server)
+	return p
+}
+
+func (p *publisher) addSource(t *testing.T, c webrtc.RTPCodecCapability, id string, size int, baseSeq uint16) *source {
+	t.Helper()
+	track, err := webrtc.NewTrackLocalStaticRTP(c, id, "camera")
+	if err != nil {
+		t.Fatalf("NewTrackLocalStaticRTP(%s) = %v", c.MimeType, err)
+	}
+	sender, err := p.pc.AddTrack(track)
+	if err != nil {
+		t.Fatalf("AddTrack(%s) = %v", id, err)
+	}
+	return &source{track: track, sender: sender, size: size, baseSeq: baseSeq}
+}
+
+// publications sends packets until the server has published both tracks
+// and returns the video and audio publications.
+func (p *publisher) publications(t *testing.T) (video, audio *Publication) {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for video == nil || audio == nil {
+		p.video.send(t, 1)
+		p.audio.send(t, 1)
+		select {
+		case pub := <-p.pubs:
+			if pub.Kind() == webrtc.RTPCodecTypeVideo {
+				video = pub
+			} else {
+				audio = pub
+			}
+		case <-deadline:
+			t.Fatalf("publications: server published video=%v audio=%v within %s; want both", video != nil, audio != nil, waitFor)
+		default:
+		}
+	}
+	return video, audio
+}
+
+// readPLIs reports every PLI the publisher's video sender receives.
+func (p *publisher) readPLIs(t *testing.T) <-chan time.Time {
+	t.Helper()
+	out := make(chan time.Time, 100)
+	ssrc := uint32(p.video.sender.GetParameters().Encodings[0].SSRC)
+	go func() {
+		for {
+			pkts, _, err := p.video.sender.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, pkt := range pkts {
+				if pli, ok := pkt.(*rtcp.PictureLossIndication); ok && pli.MediaSSRC == ssrc {
+					select {
+					case out <- time.Now():
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// received is one track a test subscriber receives.
+type received struct {
+	track *webrtc.TrackRemote
+	recv  *webrtc.RTPReceiver
+	pkts  chan *rtp.Packet
+	ended chan struct{} // closed when reading the track fails (removed)
+}
+
+// subscriber is a test participant receiving, and the server side of its
+// subscriber connection.
+type subscriber struct {
+	pc     *webrtc.PeerConnection
+	server *webrtc.PeerConnection
+	tracks chan *received
+}
+
+func (h *harness) newSubscriber(t *testing.T, api *webrtc.API) *subscriber {
+	t.Helper()
+	s := &subscriber{
+		pc:     newClientPC(t, api),
+		server: newServerPC(t, h.engine),
+		tracks: make(chan *received, 4),
+	}
+	s.pc.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+		r := &received{track: tr, recv: recv, pkts: make(chan *rtp.Packet, 8192), ended: make(chan struct{})}
+		s.tracks <- r
+		go r.read()
+	})
+	return s
+}
+
+func (r *received) read() {
+	defer close(r.ended)
+	for {
+		pkt, _, err := r.track.ReadRTP()
+		if err != nil {
+			return
+		}
+		select {
+		case r.pkts <- pkt:
+		default: // the test stopped looking
+		}
+	}
+}
+
+// subscribe subscribes s to every pub and negotiates.
+func (s *subscriber) subscribe(t *testing.T, pubs ...*Publication) []*Subscription {
+	t.Helper()
+	var subs []*Subscription
+	for _, p := range pubs {
+		sub, err := p.Subscribe(s.server)
+		if err != nil {
+			t.Fatalf("Subscribe(%s) = %v", p.ID(), err)
+		}
+		subs = append(subs, sub)
+	}
+	negotiate(t, s.server, s.pc)
+	return subs
+}
+
+// awaitTracks sends packets on src until s has received n tracks, and
+// returns them by kind.
+func (s *subscriber) awaitTracks(t *testing.T, n int, srcs ...*source) map[webrtc.RTPCodecType]*received {
+	t.Helper()
+	got := map[webrtc.RTPCodecType]*received{}
+	deadline := time.After(waitFor)
+	for len(got) < n {
+		for _, src := range srcs {
+			src.send(t, 1)
+		}
+		select {
+		case r := <-s.tracks:
+			got[r.track.Kind()] = r
+		case <-deadline:
+			t.Fatalf("awaitTracks: got %d tracks within %s; want %d", len(got), waitFor, n)
+		default:
+		}
+	}
+	return got
+}
+
+// expect reads r until it has every packet with index in [first,
+// first+n), checking payloads, and returns their sequence numbers by
+// index. Packets from before first are skipped.
+func (r *received) expect(t *testing.T, first uint32, n, size int) []uint16 {
+	t.Helper()
+	seqs := make([]uint16, n)
+	seen := make([]bool, n)
+	missing := n
+	deadline := time.After(waitFor)
+	for missing > 0 {
+		select {
+		case pkt := <-r.pkts:
+			if len(pkt.Payload) < 4 {
+				t.Fatalf("%s packet payload of %d bytes; want %d", r.track.Kind(), len(pkt.Payload), size)
+			}
+			i := binary.BigEndian.Uint32(pkt.Payload)
+			if i < first || i >= first+uint32(n) {
+				continue
+			}
+			if want := payload(i, size); string(pkt.Payload) != string(want) {
+				t.Fatalf("%s packet %d payload differs from what was sent", r.track.Kind(), i)
+			}
+			if !seen[i-first] {
+				seen[i-first], seqs[i-first] = true, pkt.SequenceNumber
+				missing--
+			}
+		case <-deadline:
+			t.Fatalf("%s: %d of %d packets missing after %s", r.track.Kind(), missing, n, waitFor)
+		}
+	}
+	return seqs
+}
+
+// checkContinuous fails unless seqs rise by one each.
+func checkContinuous(t *testing.T, what string, seqs []uint16) {
+	t.Helper()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("%s: sequence number after %d = %d; want %d", what, seqs[i-1], seqs[i], seqs[i-1]+1)
+		}
+	}
+}

@@ -1,0 +1,184 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// A Subscription is one publication forwarded to one subscriber
+// PeerConnection. Its downstream track is bound by Pion once the
+// subscriber's answer is applied; until then, and after Close, packets for
+// it are skipped. Its RTCP goroutine reads the subscriber's feedback:
+// keyframe requests go to the publisher, NACKs are answered from the
+// publication's buffer.
+type Subscription struct {
+	pub    *Publication
+	pc     *webrtc.PeerConnection
+	sender *webrtc.RTPSender
+	track  *downTrack
+
+	bound atomic.Pointer[binding] // nil while unbound
+
+	// fwd is the header written to this subscriber, reused for every
+	// forwarded packet; only the publication's read loop touches it.
+	fwd rtp.Header
+
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{} // closed when the subscription has ended
+	wg        sync.WaitGroup
+}
+
+// binding is what Pion gave the downstream track when it bound it to the
+// subscriber's sender: where to write and with which SSRC and payload type.
+type binding struct {
+	id   string
+	ssrc uint32
+	pt   uint8
+	w    webrtc.TrackLocalWriter
+}
+
+// Subscribe adds the publication's track to the subscriber pc (the caller
+// renegotiates), starts reading the subscriber's RTCP for that track, and
+// asks the publisher for a keyframe as soon as the track is bound, so a
+// late joiner's video starts at once.
+func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
+	s := &Subscription{pub: p, pc: pc, done: make(chan struct{})}
+	s.track = &downTrack{sub: s}
+	sender, err := pc.AddTrack(s.track)
+	if err != nil {
+		return nil, fmt.Errorf("sfu: subscribe to %s: add track: %w", p.id, err)
+	}
+	s.sender = sender
+	if err := s.preferCodec(); err != nil {
+		_ = pc.RemoveTrack(sender)
+		return nil, err
+	}
+	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
+	s.wg.Add(1)
+	go s.readRTCP()
+	if err := p.add(s); err != nil {
+		_ = s.detach()
+		return nil, err
+	}
+	return s, nil
+}
+
+// preferCodec limits the subscriber's m-line to the publication's codec:
+// we forward the publisher's bitstream as it is, so no other codec could
+// be sent on it.
+func (s *Subscription) preferCodec() error {
+	want, ok := matchCodec(s.pub.codec.RTPCodecCapability, codecs())
+	if !ok {
+		return fmt.Errorf("sfu: subscribe to %s: codec %s not supported", s.pub.id, s.pub.codec.MimeType)
+	}
+	for _, t := range s.pc.GetTransceivers() {
+		if t.Sender() == s.sender {
+			if err := t.SetCodecPreferences([]webrtc.RTPCodecParameters{want}); err != nil {
+				return fmt.Errorf("sfu: subscribe to %s: codec preferences: %w", s.pub.id, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("sfu: subscribe to %s: no transceiver for the sender", s.pub.id)
+}
+
+// Publication is the publication this subscription forwards.
+func (s *Subscription) Publication() *Publication { return s.pub }
+
+// Sender is the RTPSender on the subscriber's PeerConnection.
+func (s *Subscription) Sender() *webrtc.RTPSender { return s.sender }
+
+// Done is closed when the subscription has ended: Close, or its
+// publication ended.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Close stops forwarding to the subscriber and removes the track from its
+// PeerConnection (the caller renegotiates); it waits for the RTCP
+// goroutine. A subscriber PeerConnection that is already closed is not an
+// error. It is idempotent.
+func (s *Subscription) Close() error {
+	s.pub.remove(s)
+	return s.detach()
+}
+
+// detach ends the subscription once it is out of the fan-out.
+func (s *Subscription) detach() error {
+	s.closeOnce.Do(func() {
+		s.bound.Store(nil)
+		err := s.pc.RemoveTrack(s.sender)
+		if err != nil && !errors.Is(err, webrtc.ErrConnectionClosed) {
+			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
+			// RemoveTrack failed before stopping the sender; stop it so
+			// the RTCP goroutine ends.
+			_ = s.sender.Stop()
+		}
+		s.wg.Wait()
+		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
+		close(s.done)
+	})
+	<-s.done
+	return s.closeErr
+}
+
+// writeRTP forwards one packet with the subscriber's SSRC and payload
+// type. It is called only by the publication's read loop and allocates
+// nothing. It reports whether the packet was sent.
+func (s *Subscription) writeRTP(h *rtp.Header, payload []byte) bool {
+	b := s.bound.Load()
+	if b == nil {
+		return false
+	}
+	s.fwd = *h
+	s.fwd.SSRC = b.ssrc
+	s.fwd.PayloadType = b.pt
+	n, err := b.w.WriteRTP(&s.fwd, payload)
+	return err == nil && n > 0
+}
+
+// downTrack is the webrtc.TrackLocal of one subscription. Unlike
+// TrackLocalStaticRTP it marshals nothing itself: Bind hands its
+// subscription the writer, SSRC and payload type, and the publication
+// writes the publisher's header and payload straight through.
+type downTrack struct{ sub *Subscription }
+
+// Bind is called by Pion when the subscriber's negotiation settles the
+// codec. It picks the negotiated codec that carries the publisher's
+// bitstream, and asks for a keyframe so the subscriber's decoder starts.
+func (t *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	pub := t.sub.pub
+	c, ok := matchCodec(pub.codec.RTPCodecCapability, ctx.CodecParameters())
+	if !ok {
+		return webrtc.RTPCodecParameters{}, fmt.Errorf("sfu: bind %s: %w", pub.id, webrtc.ErrUnsupportedCodec)
+	}
+	t.sub.bound.Store(&binding{
+		id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), w: ctx.WriteStream(),
+	})
+	pub.requestKeyframe()
+	return c, nil
+}
+
+// Unbind is called by Pion when the sender stops.
+func (t *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
+	if b := t.sub.bound.Load(); b != nil && b.id == ctx.ID() {
+		t.sub.bound.CompareAndSwap(b, nil)
+	}
+	return nil
+}
+
+// ID is the publication's id: stable for as long as it is published.
+func (t *downTrack) ID() string { return t.sub.pub.id }
+
+// RID is empty: no simulcast.
+func (t *downTrack) RID() string { return "" }
+
+// StreamID is the publishing participant's id (the msid stream id).
+func (t *downTrack) StreamID() string { return t.sub.pub.streamID }
+
+// Kind is the publication's kind.
+func (t *downTrack) Kind() webrtc.RTPCodecType { return t.sub.pub.kind }
