@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// group is one room's shape: publishers send audio and video and receive
+// every other publisher; listeners only receive.
+type group struct {
+	publishers int
+	listeners  int
+}
+
+// topology is the shape of a scenario, shared by the floor and the real
+// server so both forward the same packets to the same number of receivers.
+type topology []group
+
+func (t topology) participants() int {
+	n := 0
+	for _, g := range t {
+		n += g.publishers + g.listeners
+	}
+	return n
+}
+
+// mediaRun holds the media side of one phase: its sources and senders, the
+// sinks of its receivers, and the count of received packets for progress.
+type mediaRun struct {
+	clk     clock
+	cfg     mediaConfig
+	sources *sourceSet
+	total   atomic.Uint64 // stamped packets received by every sink
+
+	ctx    context.Context // senders run until it is cancelled
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running senders
+
+	mu      sync.Mutex // guards sinks and senders
+	sinks   []*sink
+	senders []*sender
+}
+
+func newMediaRun(ctx context.Context, clk clock, cfg mediaConfig) *mediaRun {
+	m := &mediaRun{clk: clk, cfg: cfg, sources: newSourceSet()}
+	m.ctx, m.cancel = context.WithCancel(ctx)
+	return m
+}
+
+// addSink creates the accounting of one receiving participant.
+func (m *mediaRun) addSink() *sink {
+	k := newSink(m.clk, m.sources, &m.total)
+	m.mu.Lock()
+	m.sinks = append(m.sinks, k)
+	m.mu.Unlock()
+	return k
+}
+
+// newSender creates a source of kind and a sender writing it to w; start
+// runs it.
+func (m *mediaRun) newSender(kind mediaKind, w packetWriter) *sender {
+	s := newSender(m.sources.add(kind), m.cfg, m.clk, w)
+	m.mu.Lock()
+	m.senders = append(m.senders, s)
+	m.mu.Unlock()
+	return s
+}
+
+// start runs s until stopSenders (or ctx) ends it.
+func (m *mediaRun) start(s *sender) {
+	m.wg.Go(func() { s.run(m.ctx) })
+}
+
+// stopSenders stops every sender and waits for them. It may be called
+// more than once.
+func (m *mediaRun) stopSenders() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+func (m *mediaRun) eachSender(f func(*sender)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.senders {
+		f(s)
+	}
+}
+
+func (m *mediaRun) openWindows()  { m.eachSender(func(s *sender) { s.src.openWindow() }) }
+func (m *mediaRun) closeWindows() { m.eachSender(func(s *sender) { s.src.closeWindow() }) }
+
+// sendErrors is how many packet writes failed.
+func (m *mediaRun) sendErrors() uint64 {
+	var n uint64
+	m.eachSender(func(s *sender) { n += s.errors.Load() })
+	return n
+}
+
+// waitDelivered waits until every sink has its whole window, or grace has
+// passed: what is still missing then is loss.
+func (m *mediaRun) waitDelivered(ctx context.Context, grace time.Duration) {
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !m.allComplete() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *mediaRun) allComplete() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range m.sinks {
+		if !k.complete() {
+			return false
+		}
+	}
+	return true
+}
+
+// totals sums every sink.
+func (m *mediaRun) totals() mediaTotals {
+	var t mediaTotals
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range m.sinks {
+		t.add(k)
+	}
+	return t
+}
+
+// windowHooks are what a phase measures at the edges of its window.
+type windowHooks struct {
+	open     func() error                // before the window opens (CPU reading)
+	close    func() error                // right after the senders stop
+	progress func(elapsed time.Duration) // once a second inside the window
+}
+
+// timing is how long a phase warms up, measures, and waits for stragglers.
+type timing struct {
+	warmup time.Duration
+	window time.Duration
+	grace  time.Duration
+}
+
+// measure runs the already started senders through warm-up and the
+// measured window, stops them and waits for the last packets. It returns
+// the window's length.
+func (m *mediaRun) measure(ctx context.Context, tm timing, h windowHooks) (time.Duration, error) {
+	defer m.stopSenders()
+	if err := waitFor(ctx, tm.warmup); err != nil {
+		return 0, err
+	}
+	if err := h.open(); err != nil {
+		return 0, err
+	}
+	m.openWindows()
+	t0 := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	end := time.NewTimer(tm.window)
+	defer end.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-tick.C:
+			h.progress(time.Since(t0))
+		case <-end.C:
+			done = true
+		}
+	}
+	m.stopSenders()
+	elapsed := time.Since(t0)
+	m.closeWindows()
+	if err := h.close(); err != nil {
+		return 0, err
+	}
+	m.waitDelivered(ctx, tm.grace)
+	return elapsed, nil
+}
+
+// waitFor waits d or until ctx is done.
+func waitFor(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
