@@ -77,7 +77,14 @@ function wire(c) {
   c.addEventListener("participantleft", (e) => removeTile(e.detail.participant.id));
   c.addEventListener("track", (e) => attach(addTile(e.detail.participant), e.detail.stream));
   c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
+  c.addEventListener("retry", (e) => onRetry(e.detail));
   c.addEventListener("draining", () => setBanner("draining", "This server is restarting. You stay in the call and move to a new server automatically."));
+}
+
+function onRetry({ attempt, delayMs, message }) {
+  if (client.state === "draining") return; // the call goes on; the draining banner says enough
+  const secs = Math.max(1, Math.round(delayMs / 1000));
+  setBanner("retrying", `${message}. Trying again in ${secs} s (attempt ${attempt}).`);
 }
 
 function onJoined(e) {
@@ -253,6 +260,7 @@ function snapshot() {
     drainingSeen: client?.drainingSeen ?? false,
     reconnects: client?.reconnects ?? 0,
     lastClose: client?.lastClose ?? null,
+    lastError: client?.lastError ?? null,
     errors: shownErrors,
     transport: lastStats ? { publisher: lastStats.publisher, subscriber: lastStats.subscriber } : null,
     tiles: [...tiles.values()].map((t) => tileSnapshot(t)),

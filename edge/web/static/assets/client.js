@@ -32,6 +32,9 @@ const BACKOFF = { initialMs: 500, maxMs: 8000 };
 export async function devToken(room, identity, origin = location.origin) {
   const q = new URLSearchParams({ room, identity });
   const res = await fetch(`${origin}/v1/dev/token?${q}`, { cache: "no-store" });
+  if (res.status === 404) {
+    throw new ClientError("dev_mode_off", "this server hands out no demo tokens (it is not in dev mode): join through your application", 0, true);
+  }
   if (!res.ok) {
     throw new ClientError("token_failed", `dev token: ${await errorMessage(res)}`, retryAfterMs(res));
   }
@@ -39,12 +42,14 @@ export async function devToken(room, identity, origin = location.origin) {
 }
 
 /** ClientError is an error the client shows the user, with the protocol's
- * code where there is one and how long to wait before trying again. */
+ * code where there is one, how long to wait before trying again, and
+ * whether trying again is pointless (final). */
 export class ClientError extends Error {
-  constructor(code, message, retryAfterMs = 0) {
+  constructor(code, message, retryAfterMs = 0, final = false) {
     super(message);
     this.code = code;
     this.retryAfterMs = retryAfterMs;
+    this.final = final;
   }
 }
 
@@ -82,6 +87,7 @@ function sleep(ms, signal) {
  *   draining             {deadline}
  *   leave                {reason}     the server ended the session
  *   peerstate            {target, state} a PeerConnection's connectionState changed
+ *   retry                {attempt, delayMs, code, message}  an attempt failed; the next one is in delayMs
  */
 export class MediaClient extends EventTarget {
   /**
@@ -229,17 +235,25 @@ export class MediaClient extends EventTarget {
    * newly joined session in before the old one leaves (make before break). */
   async _runLoop() {
     let delay = BACKOFF.initialMs;
-    while (this._wanted && (!this._session || this._session.draining)) {
+    for (let attempt = 1; this._wanted && (!this._session || this._session.draining); attempt++) {
       try {
         const next = await this._connect();
         if (!this._wanted) { next.leave(); return; }
         this._adopt(next);
         return;
       } catch (err) {
-        this.lastError = { code: err.code ?? "connect_failed", message: err.message };
-        if (!this._session) this._setState(this.reconnects || this.self ? "reconnecting" : "connecting");
-        const wait = err.retryAfterMs || delay * (0.5 + Math.random() / 2);
+        const code = err.code ?? "connect_failed";
+        if (err.final) {
+          this._wanted = false;
+          this._emitError(code, err.message);
+          this._setState("closed");
+          return;
+        }
+        this.lastError = { code, message: err.message };
+        if (!this._session) this._setState(this.self ? "reconnecting" : "connecting");
+        const wait = Math.round(err.retryAfterMs || delay * (0.5 + Math.random() / 2));
         delay = Math.min(BACKOFF.maxMs, delay * 2);
+        this._emit("retry", { attempt, delayMs: wait, code, message: err.message });
         await sleep(wait, this._abort.signal);
       }
     }
@@ -567,10 +581,13 @@ class Session {
   }
 
   _onClose(e) {
-    const close = { code: e.code, reason: e.reason, wasClean: e.wasClean, byClient: this.byClient, leaveReason: this.leaveReason };
     this.closed = true;
     clearTimeout(this.drainTimer);
     this._closePeers();
+    const close = {
+      code: e.code, reason: e.reason, wasClean: e.wasClean, byClient: this.byClient, leaveReason: this.leaveReason,
+      peers: { publisher: this.pcs.publisher?.connectionState ?? "", subscriber: this.pcs.subscriber?.connectionState ?? "" },
+    };
     if (!this.self) {
       this._joinedReject(new ClientError("connect_failed", `signaling closed before joining (code ${e.code})`));
     }
