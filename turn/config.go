@@ -1,0 +1,230 @@
+package turn
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// MaxCredentialTTL caps MEDIA_TURN_CREDENTIAL_TTL. A TURN credential cannot
+// be revoked, so one that outlives a day is a standing password, not a
+// short-lived credential.
+const MaxCredentialTTL = 24 * time.Hour
+
+// Config configures the embedded TURN relay. cmd/media-service fills it
+// from the environment with env/v11; field comments give the variable and
+// the default. New validates it and names the variable of any bad value.
+type Config struct {
+	// Enabled turns the relay on (MEDIA_TURN_ENABLED, default true).
+	Enabled bool `env:"MEDIA_TURN_ENABLED" envDefault:"true"`
+
+	// UDPPort is the TURN/UDP port (MEDIA_TURN_UDP_PORT, default 3478;
+	// 0 picks a free port; -1 turns TURN/UDP off).
+	UDPPort int `env:"MEDIA_TURN_UDP_PORT" envDefault:"3478"`
+	// TCPPort is the TURN/TCP port (MEDIA_TURN_TCP_PORT, default 3478;
+	// 0 picks a free port; -1 turns TURN/TCP off).
+	TCPPort int `env:"MEDIA_TURN_TCP_PORT" envDefault:"3478"`
+	// TLSPort is the TURN over TLS port, served only when TLSCert and
+	// TLSKey are set (MEDIA_TURN_TLS_PORT, default 5349; 443 passes the
+	// strictest firewalls; 0 picks a free port).
+	TLSPort int `env:"MEDIA_TURN_TLS_PORT" envDefault:"5349"`
+	// TLSCert and TLSKey are PEM files of the TURN-over-TLS certificate
+	// chain and its key (MEDIA_TURN_TLS_CERT, MEDIA_TURN_TLS_KEY; default
+	// none: no TLS listener). Both or neither.
+	TLSCert string `env:"MEDIA_TURN_TLS_CERT"`
+	TLSKey  string `env:"MEDIA_TURN_TLS_KEY"`
+	// TLSPublicPort is the TLS port put in turns: URLs, when a platform
+	// forwards another public port to TLSPort (MEDIA_TURN_TLS_PUBLIC_PORT,
+	// default 0: the bound port).
+	TLSPublicPort int `env:"MEDIA_TURN_TLS_PUBLIC_PORT"`
+
+	// BindAddr is the address the UDP listener binds (MEDIA_TURN_BIND_ADDR,
+	// default all interfaces). On Fly it is "fly-global-services", the only
+	// address whose UDP replies leave with the public source address.
+	BindAddr string `env:"MEDIA_TURN_BIND_ADDR"`
+	// TCPBindAddr is the address the TCP and TLS listeners bind
+	// (MEDIA_TURN_TCP_BIND_ADDR, default all interfaces). It is separate
+	// from BindAddr because Fly's proxy cannot reach TCP listeners bound
+	// to fly-global-services.
+	TCPBindAddr string `env:"MEDIA_TURN_TCP_BIND_ADDR"`
+
+	// PublicHost is the host name or IP put in the turn: URLs handed to
+	// clients (MEDIA_TURN_PUBLIC_HOST; default the first MEDIA_PUBLIC_IP,
+	// else the UDP bind address when it is one IP, else this host's first
+	// global unicast address). With TLS it should be the certificate's name.
+	PublicHost string `env:"MEDIA_TURN_PUBLIC_HOST"`
+	// PublicIPs are this instance's public addresses, shared with the ICE
+	// configuration (MEDIA_PUBLIC_IP, comma separated). The SFU advertises
+	// them in its candidates, so they count as its own media addresses.
+	PublicIPs []string `env:"MEDIA_PUBLIC_IP" envSeparator:","`
+
+	// RelayIP is the IPv4 address given to clients as their relayed
+	// address (MEDIA_TURN_RELAY_IP; default this host's first non-loopback
+	// IPv4, else 127.0.0.1). The relay's only peer is this instance's SFU,
+	// so it must be reachable from the SFU, not from the internet.
+	RelayIP string `env:"MEDIA_TURN_RELAY_IP"`
+	// RelayBindAddr is the address relayed sockets bind
+	// (MEDIA_TURN_RELAY_BIND_ADDR, default RelayIP).
+	RelayBindAddr string `env:"MEDIA_TURN_RELAY_BIND_ADDR"`
+	// RelayPortMin and RelayPortMax bound the relayed sockets' ports
+	// (MEDIA_TURN_RELAY_PORT_MIN, MEDIA_TURN_RELAY_PORT_MAX; default 0 and
+	// 0: any ephemeral port). Both or neither.
+	RelayPortMin int `env:"MEDIA_TURN_RELAY_PORT_MIN"`
+	RelayPortMax int `env:"MEDIA_TURN_RELAY_PORT_MAX"`
+
+	// Realm is the TURN realm (MEDIA_TURN_REALM, default "media-service").
+	Realm string `env:"MEDIA_TURN_REALM" envDefault:"media-service"`
+	// Secret is the TURN REST API shared secret the credentials are signed
+	// with (MEDIA_TURN_SECRET, at least 32 bytes). Empty means dev mode: a
+	// random secret per process, so credentials are valid on this instance
+	// only.
+	Secret string `env:"MEDIA_TURN_SECRET"`
+	// CredentialTTL is how long a minted credential may start new
+	// allocations (MEDIA_TURN_CREDENTIAL_TTL, default 1h, at most 24h).
+	// Allocations made before expiry keep refreshing under it, so a long
+	// call does not lose its relay; an ICE restart after expiry needs a
+	// reconnect for fresh credentials, hence not minutes.
+	CredentialTTL time.Duration `env:"MEDIA_TURN_CREDENTIAL_TTL" envDefault:"1h"`
+
+	// AllowPeers are ranges the relay may send to beyond this instance's
+	// own media addresses (MEDIA_TURN_ALLOW_PEERS, comma-separated CIDRs;
+	// default none). A special-purpose range (loopback, private, ...) is
+	// opened only by an entry inside it: 0.0.0.0/0 opens the public
+	// internet, not 10.0.0.0/8.
+	AllowPeers []string `env:"MEDIA_TURN_ALLOW_PEERS" envSeparator:","`
+
+	// MaxAllocationsPerIdentity bounds one identity's live allocations
+	// (MEDIA_TURN_MAX_ALLOCATIONS_PER_IDENTITY, default 10: two
+	// PeerConnections times three transports, plus an ICE restart).
+	MaxAllocationsPerIdentity int `env:"MEDIA_TURN_MAX_ALLOCATIONS_PER_IDENTITY" envDefault:"10"`
+	// MaxAllocations bounds the instance's live allocations, each a socket
+	// and a goroutine (MEDIA_TURN_MAX_ALLOCATIONS, default 2000).
+	MaxAllocations int `env:"MEDIA_TURN_MAX_ALLOCATIONS" envDefault:"2000"`
+
+	// UnauthRate and UnauthBurst bound the TURN/UDP requests one source IP
+	// may send without an allocation, per second and in a burst
+	// (MEDIA_TURN_UNAUTH_RATE, default 20; MEDIA_TURN_UNAUTH_BURST, default
+	// 100). A spoofed source can make the server answer a victim; the
+	// bound caps that amplification. Failed authentications count too.
+	UnauthRate  float64 `env:"MEDIA_TURN_UNAUTH_RATE" envDefault:"20"`
+	UnauthBurst int     `env:"MEDIA_TURN_UNAUTH_BURST" envDefault:"100"`
+
+	// MaxConns bounds the open TURN/TCP and TLS connections
+	// (MEDIA_TURN_MAX_CONNS, default 4000), and MaxConnsPerIP those of one
+	// source IP (MEDIA_TURN_MAX_CONNS_PER_IP, default 64: a whole office
+	// behind one NAT).
+	MaxConns      int `env:"MEDIA_TURN_MAX_CONNS" envDefault:"4000"`
+	MaxConnsPerIP int `env:"MEDIA_TURN_MAX_CONNS_PER_IP" envDefault:"64"`
+	// ConnIdleTimeout closes a TCP or TLS connection that sent nothing for
+	// that long (MEDIA_TURN_CONN_IDLE_TIMEOUT, default 2m). A working
+	// relay carries ICE consent checks every few seconds.
+	ConnIdleTimeout time.Duration `env:"MEDIA_TURN_CONN_IDLE_TIMEOUT" envDefault:"2m"`
+}
+
+// TLSEnabled reports whether a certificate is configured, so the TLS
+// listener runs.
+func (c Config) TLSEnabled() bool { return c.TLSCert != "" }
+
+// DevSecret reports whether no secret is configured, so each process
+// generates its own.
+func (c Config) DevSecret() bool { return c.Secret == "" }
+
+func (c Config) validate() error {
+	checks := []func() error{c.validatePorts, c.validateAddrs, c.validateAuth, c.validateBounds}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c Config) validatePorts() error {
+	ports := []struct {
+		name  string
+		p, lo int
+	}{
+		{"MEDIA_TURN_UDP_PORT", c.UDPPort, -1},
+		{"MEDIA_TURN_TCP_PORT", c.TCPPort, -1},
+		{"MEDIA_TURN_TLS_PORT", c.TLSPort, 0},
+		{"MEDIA_TURN_TLS_PUBLIC_PORT", c.TLSPublicPort, 0},
+		{"MEDIA_TURN_RELAY_PORT_MIN", c.RelayPortMin, 0},
+		{"MEDIA_TURN_RELAY_PORT_MAX", c.RelayPortMax, 0},
+	}
+	for _, p := range ports {
+		if p.p < p.lo || p.p > 65535 {
+			return fmt.Errorf("turn: %s must be a port from %d to 65535, got %d", p.name, p.lo, p.p)
+		}
+	}
+	if c.UDPPort < 0 && c.TCPPort < 0 && !c.TLSEnabled() {
+		return fmt.Errorf("turn: MEDIA_TURN_UDP_PORT and MEDIA_TURN_TCP_PORT are both off and no TLS is configured: set MEDIA_TURN_ENABLED=false instead")
+	}
+	if (c.RelayPortMin == 0) != (c.RelayPortMax == 0) || c.RelayPortMin > c.RelayPortMax {
+		return fmt.Errorf("turn: MEDIA_TURN_RELAY_PORT_MIN and MEDIA_TURN_RELAY_PORT_MAX must both be 0 or form a range, got %d-%d", c.RelayPortMin, c.RelayPortMax)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("turn: MEDIA_TURN_TLS_CERT and MEDIA_TURN_TLS_KEY must be set together")
+	}
+	return nil
+}
+
+func (c Config) validateAddrs() error {
+	for _, ip := range c.PublicIPs {
+		if _, err := netip.ParseAddr(strings.TrimSpace(ip)); err != nil {
+			return fmt.Errorf("turn: MEDIA_PUBLIC_IP must list IP addresses, got %q", ip)
+		}
+	}
+	if c.RelayIP != "" {
+		ip, err := netip.ParseAddr(c.RelayIP)
+		if err != nil || !ip.Unmap().Is4() || ip.IsUnspecified() {
+			return fmt.Errorf("turn: MEDIA_TURN_RELAY_IP must be one IPv4 address, got %q", c.RelayIP)
+		}
+	}
+	if c.RelayBindAddr != "" && net.ParseIP(c.RelayBindAddr) == nil {
+		return fmt.Errorf("turn: MEDIA_TURN_RELAY_BIND_ADDR must be an IP address, got %q", c.RelayBindAddr)
+	}
+	if _, err := parsePrefixes(c.AllowPeers); err != nil {
+		return fmt.Errorf("turn: MEDIA_TURN_ALLOW_PEERS: %w", err)
+	}
+	return nil
+}
+
+func (c Config) validateAuth() error {
+	if c.Realm == "" {
+		return fmt.Errorf("turn: MEDIA_TURN_REALM must not be empty")
+	}
+	if c.Secret != "" && len(c.Secret) < 32 {
+		return fmt.Errorf("turn: MEDIA_TURN_SECRET must be at least 32 bytes, got %d", len(c.Secret))
+	}
+	if c.CredentialTTL < time.Minute || c.CredentialTTL > MaxCredentialTTL {
+		return fmt.Errorf("turn: MEDIA_TURN_CREDENTIAL_TTL must be from 1m to %s, got %s", MaxCredentialTTL, c.CredentialTTL)
+	}
+	return nil
+}
+
+func (c Config) validateBounds() error {
+	counts := []struct {
+		name string
+		n    int
+	}{
+		{"MEDIA_TURN_MAX_ALLOCATIONS_PER_IDENTITY", c.MaxAllocationsPerIdentity},
+		{"MEDIA_TURN_MAX_ALLOCATIONS", c.MaxAllocations},
+		{"MEDIA_TURN_UNAUTH_BURST", c.UnauthBurst},
+		{"MEDIA_TURN_MAX_CONNS", c.MaxConns},
+		{"MEDIA_TURN_MAX_CONNS_PER_IP", c.MaxConnsPerIP},
+	}
+	for _, n := range counts {
+		if n.n < 1 {
+			return fmt.Errorf("turn: %s must be at least 1, got %d", n.name, n.n)
+		}
+	}
+	if c.UnauthRate <= 0 {
+		return fmt.Errorf("turn: MEDIA_TURN_UNAUTH_RATE must be positive, got %g", c.UnauthRate)
+	}
+	if c.ConnIdleTimeout < time.Second {
+		return fmt.Errorf("turn: MEDIA_TURN_CONN_IDLE_TIMEOUT must be at least 1s, got %s", c.ConnIdleTimeout)
+	}
+	return nil
+}

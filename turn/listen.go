@@ -1,0 +1,261 @@
+package turn
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Connection refusal reasons, the reason attribute of media_turn_conn_refusals.
+const (
+	connTotal = "total"  // MaxConns reached
+	connPerIP = "per_ip" // MaxConnsPerIP reached for the source
+)
+
+// listeners are the bound sockets, each nil when its transport is off.
+type listeners struct {
+	udp *udpListener
+	tcp *tcpListener
+	tls *tcpListener
+}
+
+// bind binds every configured listener, so that a taken port fails at once.
+func (s *Server) bind() error {
+	cfg := s.cfg
+	if cfg.UDPPort >= 0 {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.UDPPort)))
+		if err != nil {
+			return fmt.Errorf("turn: listen udp %s:%d (MEDIA_TURN_UDP_PORT): %w", cfg.BindAddr, cfg.UDPPort, err)
+		}
+		s.ln.udp = &udpListener{PacketConn: pc, s: s}
+	}
+	if cfg.TCPPort >= 0 {
+		ln, err := s.listenTCP(transportTCP, "MEDIA_TURN_TCP_PORT", cfg.TCPPort)
+		if err != nil {
+			return err
+		}
+		s.ln.tcp = ln
+	}
+	if cfg.TLSEnabled() {
+		ln, err := s.listenTCP(transportTLS, "MEDIA_TURN_TLS_PORT", cfg.TLSPort)
+		if err != nil {
+			return err
+		}
+		s.ln.tls = ln
+	}
+	return nil
+}
+
+func (s *Server) listenTCP(transport, name string, port int) (*tcpListener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.TCPBindAddr, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("turn: listen tcp %s:%d (%s): %w", s.cfg.TCPBindAddr, port, name, err)
+	}
+	return &tcpListener{Listener: ln, s: s, transport: transport}, nil
+}
+
+// closeListeners closes every bound listener.
+func (l listeners) close() {
+	if l.udp != nil {
+		l.udp.Close()
+	}
+	if l.tcp != nil {
+		l.tcp.Close()
+	}
+	if l.tls != nil {
+		l.tls.Close()
+	}
+}
+
+// udpListener is the TURN/UDP socket as Pion reads it. It drops requests
+// beyond the per-source rate limit from clients without an allocation
+// before Pion sees (and answers) them, and marks the end of Pion's read
+// loop for Close.
+type udpListener struct {
+	net.PacketConn
+	s *Server
+
+	doneOnce sync.Once
+}
+
+// ReadFrom returns the next datagram the rate limit admits.
+func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := l.PacketConn.ReadFrom(b)
+		if err != nil {
+			l.doneOnce.Do(l.s.loops.Done)
+			return n, addr, err
+		}
+		if l.admit(b[:n], addr) {
+			return n, addr, nil
+		}
+		l.s.metrics.rateLimit(transportUDP)
+	}
+}
+
+func (l *udpListener) admit(b []byte, addr net.Addr) bool {
+	if !isSTUNRequest(b) {
+		return true
+	}
+	ip, ok := addrIP(addr)
+	if !ok {
+		return false
+	}
+	if l.s.ledger.has(allocKey{transportUDP, addr.String()}) {
+		return true
+	}
+	return l.s.limiter.allow(ip)
+}
+
+// tcpListener is a TURN/TCP or TLS listener as Pion accepts from it. It
+// bounds the open connections in total and per source IP, and hands out
+// conns with an idle timeout, which Close can end.
+type tcpListener struct {
+	net.Listener
+	s         *Server
+	transport string
+
+	doneOnce sync.Once
+}
+
+// Accept returns the next connection within the bounds; one beyond them
+// is closed at once.
+func (l *tcpListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			l.doneOnce.Do(l.s.loops.Done)
+			return nil, err
+		}
+		ip, _ := addrIP(c.RemoteAddr())
+		if reason := l.s.conns.acquire(ip); reason != "" {
+			c.Close()
+			l.s.metrics.connRefused(l.transport, reason)
+			continue
+		}
+		tc := &trackedConn{Conn: c, s: l.s, ip: ip}
+		l.s.loops.Add(1)        // done by tc's first failed read or its close
+		if !l.s.conns.add(tc) { // closing
+			tc.Close()
+			continue
+		}
+		return tc, nil
+	}
+}
+
+// tlsListener serves TLS over l; the handshake runs in Pion's per-conn
+// goroutine on its first read, bounded by the idle timeout.
+func tlsListener(l *tcpListener, cfg *tls.Config) net.Listener {
+	return tls.NewListener(l, cfg)
+}
+
+// trackedConn is one accepted TURN/TCP or TLS connection. Every read
+// pushes the read deadline ConnIdleTimeout ahead, so a connection that
+// goes silent is closed. Its first failed read or its close, whichever
+// comes first, marks the end of Pion's goroutine for the conn: after
+// either, that goroutine only cleans up.
+type trackedConn struct {
+	net.Conn
+	s  *Server
+	ip netip.Addr
+
+	doneOnce  sync.Once
+	closeOnce sync.Once
+}
+
+// Read reads with the idle timeout.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.s.cfg.ConnIdleTimeout)); err != nil {
+		c.doneOnce.Do(c.s.loops.Done)
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.doneOnce.Do(c.s.loops.Done)
+	}
+	return n, err
+}
+
+// Close closes the connection and gives back its slot.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.s.conns.remove(c) })
+	c.doneOnce.Do(c.s.loops.Done)
+	return err
+}
+
+// connTable bounds and tracks the open TCP and TLS connections.
+type connTable struct {
+	max, maxPerIP int
+
+	mu     sync.Mutex // guards everything below
+	closed bool
+	total  int
+	perIP  map[netip.Addr]int
+	open   map[*trackedConn]bool
+}
+
+func newConnTable(max, maxPerIP int) *connTable {
+	return &connTable{max: max, maxPerIP: maxPerIP, perIP: map[netip.Addr]int{}, open: map[*trackedConn]bool{}}
+}
+
+// acquire takes a slot for a connection from ip, or returns the refusal
+// reason.
+func (t *connTable) acquire(ip netip.Addr) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.total >= t.max:
+		return connTotal
+	case t.perIP[ip] >= t.maxPerIP:
+		return connPerIP
+	}
+	t.total++
+	t.perIP[ip]++
+	return ""
+}
+
+// add tracks c, whose slot is taken, unless the table is closed.
+func (t *connTable) add(c *trackedConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open[c] = true
+	return !t.closed
+}
+
+// remove forgets c and gives back its slot.
+func (t *connTable) remove(c *trackedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.open, c)
+	t.total--
+	if t.perIP[c.ip]--; t.perIP[c.ip] <= 0 {
+		delete(t.perIP, c.ip)
+	}
+}
+
+// closeAll closes every open connection and refuses new ones.
+func (t *connTable) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	for _, c := range keys(&t.mu, t.open) {
+		c.Close()
+	}
+}
+
+// keys returns the keys of a set guarded by mu, so that they can be
+// closed without holding mu (closing takes it again to forget them).
+func keys[K comparable](mu *sync.Mutex, set map[K]bool) []K {
+	mu.Lock()
+	defer mu.Unlock()
+	out := make([]K, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	return out
+}

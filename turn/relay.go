@@ -1,0 +1,151 @@
+package turn
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+)
+
+// relayPortTries is how many random ports of the configured range an
+// allocation tries before it fails with 508 (Insufficient Capacity).
+const relayPortTries = 16
+
+var (
+	errDraining   = errors.New("turn: draining: no new allocations")
+	errTCPRelay   = errors.New("turn: TCP relays (RFC 6062) are not offered")
+	errNoRelayUDP = errors.New("turn: relays are UDP only")
+)
+
+// relayGenerator is Pion's RelayAddressGenerator for one transport. It
+// refuses while the instance drains, binds each relayed socket on the
+// relay address (in the port range, if any), and hands Pion a relayConn
+// that enforces the peer policy on every datagram.
+type relayGenerator struct {
+	s         *Server
+	transport string
+}
+
+// Validate is called by Pion at start; the configuration is validated by New.
+func (g *relayGenerator) Validate() error { return nil }
+
+// AllocatePacketConn binds a relayed UDP socket for a new allocation.
+func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	s := g.s
+	if s.draining.Load() {
+		s.metrics.allocationRefused(g.transport, refusedDraining)
+		return nil, nil, errDraining
+	}
+	if network != "udp4" && network != "udp" {
+		return nil, nil, errNoRelayUDP
+	}
+	pc, err := g.listen(requestedPort)
+	if err != nil {
+		return nil, nil, fmt.Errorf("turn: bind relay on %s: %w", s.relayBind, err)
+	}
+	rc := &relayConn{PacketConn: pc, s: s, transport: g.transport, bytes: s.metrics.bytes[g.transport]}
+	if !s.track(rc) { // closed meanwhile
+		pc.Close()
+		return nil, nil, errDraining
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	return rc, &net.UDPAddr{IP: s.relayIP, Port: port}, nil
+}
+
+// AllocateConn is for TCP relays, which are not offered: the relay's only
+// legitimate peer, the SFU, speaks UDP.
+func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, errTCPRelay
+}
+
+func (g *relayGenerator) listen(port int) (net.PacketConn, error) {
+	cfg := g.s.cfg
+	if port != 0 || cfg.RelayPortMin == 0 {
+		return net.ListenPacket("udp4", net.JoinHostPort(g.s.relayBind, strconv.Itoa(port)))
+	}
+	var err error
+	for range relayPortTries {
+		p := cfg.RelayPortMin + rand.IntN(cfg.RelayPortMax-cfg.RelayPortMin+1)
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp4", net.JoinHostPort(g.s.relayBind, strconv.Itoa(p))); err == nil {
+			return pc, nil
+		}
+	}
+	return nil, fmt.Errorf("no free port in %d-%d after %d tries: %w", cfg.RelayPortMin, cfg.RelayPortMax, relayPortTries, err)
+}
+
+// relayConn is one allocation's relayed socket. The permission handler
+// already refuses peers by IP; relayConn checks every datagram by IP and
+// port again (defence in depth: a bug or a Pion path that skips the
+// permission check still cannot reach a refused address), drops datagrams
+// from refused peers, and counts the bytes relayed.
+type relayConn struct {
+	net.PacketConn
+	s         *Server
+	transport string
+	bytes     *byteCounts
+
+	closeOnce sync.Once
+}
+
+// WriteTo sends a client's datagram to a peer, if the policy permits it.
+func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if reason := c.refusal(addr); reason != "" {
+		c.s.metrics.peerRefused(c.transport, reason, stageWrite)
+		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errPeerRefused}
+	}
+	n, err := c.PacketConn.WriteTo(b, addr)
+	c.bytes.toPeer.Add(int64(n))
+	return n, err
+}
+
+// ReadFrom returns the next datagram from a permitted peer.
+func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if reason := c.refusal(addr); reason != "" {
+			c.s.metrics.peerRefused(c.transport, reason, stageRead)
+			continue
+		}
+		c.bytes.fromPeer.Add(int64(n))
+		return n, addr, nil
+	}
+}
+
+func (c *relayConn) refusal(addr net.Addr) string {
+	ap, ok := addrPort(addr)
+	if !ok {
+		return peerNotAllowed
+	}
+	return c.s.policy.permitAddr(ap)
+}
+
+// Close closes the socket and forgets it.
+func (c *relayConn) Close() error {
+	err := c.PacketConn.Close()
+	c.closeOnce.Do(func() { c.s.untrack(c) })
+	return err
+}
+
+// permissionHandler is Pion's PermissionHandler for one transport.
+func (s *Server) permissionHandler(transport string) func(net.Addr, net.IP) bool {
+	return func(_ net.Addr, peer net.IP) bool {
+		ip, ok := netip.AddrFromSlice(peer)
+		reason := peerNotAllowed
+		if ok {
+			reason = s.policy.permitIP(ip)
+		}
+		if reason != "" {
+			s.metrics.peerRefused(transport, reason, stagePermission)
+			s.log.Debug("turn_peer_refused", "transport", transport, "reason", reason, "stage", stagePermission)
+			return false
+		}
+		return true
+	}
+}
