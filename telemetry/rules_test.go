@@ -82,3 +82,38 @@ func TestEveryAlertIsUnitTested(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryAlertHasARunbookSection checks that each alert's runbook_url
+// points at a section of RUNBOOK.md that exists, with summary and
+// description annotations beside it.
+func TestEveryAlertHasARunbookSection(t *testing.T) {
+	book, err := os.ReadFile("RUNBOOK.md")
+	if err != nil {
+		t.Fatalf("read RUNBOOK.md: %v", err)
+	}
+	anchors := map[string]bool{}
+	for line := range strings.Lines(string(book)) {
+		if h, ok := strings.CutPrefix(line, "## "); ok {
+			anchors[strings.ToLower(strings.TrimSpace(h))] = true
+		}
+	}
+	rules, err := os.ReadFile("alerts.yml")
+	if err != nil {
+		t.Fatalf("read alerts.yml: %v", err)
+	}
+	for _, rule := range strings.Split(string(rules), "- alert:")[1:] {
+		name := strings.TrimSpace(strings.SplitN(rule, "\n", 2)[0])
+		want := "RUNBOOK.md#" + strings.ToLower(name) + `"`
+		if !strings.Contains(rule, want) {
+			t.Errorf("%s: runbook_url does not end in %s", name, want)
+		}
+		if !anchors[strings.ToLower(name)] {
+			t.Errorf("%s: RUNBOOK.md has no section \"## %s\"", name, name)
+		}
+		for _, key := range []string{"summary:", "description:"} {
+			if !strings.Contains(rule, key) {
+				t.Errorf("%s: no %s annotation", name, strings.TrimSuffix(key, ":"))
+			}
+		}
+	}
+}
