@@ -35,6 +35,7 @@ function init() {
   $("cam").addEventListener("click", () => toggleMute("video", "cam"));
   $("leave").addEventListener("click", leave);
   $("copy-link").addEventListener("click", copyLink);
+  $("invite-copy").addEventListener("click", copyLink);
   // A reload or closed tab leaves at once, so the others see us go now
   // rather than after the keepalive times out.
   addEventListener("pagehide", () => client?.leave());
@@ -107,12 +108,22 @@ function showCall(room) {
 
 function renderState(state) {
   document.body.dataset.state = state;
-  const peers = client?.peerStates() ?? {};
-  const media = state === "connected" && (peers.publisher !== "connected" || peers.subscriber !== "connected");
-  $("state-text").textContent = media ? "Connecting media…" : STATE_TEXT[state] ?? state;
-  $("status").dataset.media = media ? "pending" : "ok";
+  const media = state === "connected" ? mediaState() : "ok";
+  $("state-text").textContent = { pending: "Connecting media…", failed: "Media connection failed" }[media] ?? STATE_TEXT[state] ?? state;
+  $("status").dataset.media = media;
   if (state === "connected") setBanner(null);
   if (state === "reconnecting") setBanner("reconnecting", "Connection lost. Reconnecting…");
+}
+
+/** mediaState sums up both PeerConnections: "ok" once what should flow
+ * does (a subscriber still "new" has had nothing to receive yet). */
+function mediaState() {
+  const { publisher, subscriber } = client.peerStates();
+  const publishing = Boolean(client.localStream);
+  if (publisher === "failed" || subscriber === "failed") return "failed";
+  if (publishing && publisher !== "connected") return "pending";
+  if (subscriber !== "new" && subscriber !== "connected") return "pending";
+  return "ok";
 }
 
 function addTile(p, local = false) {
@@ -125,7 +136,7 @@ function addTile(p, local = false) {
     t.video.muted = local; // never play our own microphone back
     t.video.addEventListener("playing", () => { el.dataset.playing = "true"; });
     tiles.set(p.id, t);
-    if (local) $("grid").prepend(el); else $("grid").append(el);
+    if (local) $("grid").prepend(el); else $("invite").before(el);
     updateCount();
   }
   t.participant = p;
@@ -148,6 +159,7 @@ function removeTile(id) {
 function updateCount() {
   const n = tiles.size;
   $("grid").dataset.tiles = String(n);
+  $("invite").hidden = !(n === 1 && tiles.has("local"));
   $("count").dataset.count = String(n);
   $("count").textContent = `${n} ${n === 1 ? "person" : "people"}`;
 }
