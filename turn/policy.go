@@ -193,10 +193,7 @@ func parsePrefixes(list []string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("want CIDR ranges like 203.0.113.0/24, got %q", s)
 		}
 		p = p.Masked()
-		if p.Addr().Is4In6() {
-			if p.Bits() < 96 {
-				return nil, fmt.Errorf("IPv4-mapped range %q is shorter than /96", s)
-			}
+		if p.Addr().Is4In6() { // masked, so at least /96
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		out = append(out, p)

@@ -1,0 +1,242 @@
+package turn
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/pion/stun/v3"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// TestUnauthenticatedRateLimit floods the relay with binding requests
+// from one source: only the burst is answered, and a client that holds an
+// allocation from the same IP is not held back.
+func TestUnauthenticatedRateLimit(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.UnauthBurst, c.UnauthRate = 5, 0.001 })
+	ice := r.ICEServers("quentin")[0]
+	c := turnClient(t, r, transportUDP, ice.Username, ice.Credential)
+	relayed, err := c.Allocate() // two requests: the 401 round and the authenticated one
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayed.Close()
+
+	flood, err := net.DialUDP("udp4", nil, r.UDPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	const sent, answerable = 10, 3
+	for range sent {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		if _, err := flood.Write(req.Raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the flood to be rate limited", func() bool {
+		return r.counter(t, "media_turn_rate_limited") == sent-answerable
+	})
+	answers := 0
+	flood.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for buf := make([]byte, 1500); ; answers++ {
+		if _, err := flood.Read(buf); err != nil {
+			break
+		}
+	}
+	if answers != answerable {
+		t.Errorf("binding requests answered = %d of %d; want the rest of the burst, %d", answers, sent, answerable)
+	}
+	if err := c.CreatePermission(r.media.LocalAddr()); err != nil {
+		t.Errorf("CreatePermission on a live allocation after the flood = %v; want it answered", err)
+	}
+}
+
+func TestIsSTUNRequest(t *testing.T) {
+	msg := func(typ stun.MessageType) []byte { return stun.MustBuild(stun.TransactionID, typ).Raw }
+	tests := []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"binding request", msg(stun.BindingRequest), true},
+		{"allocate request", msg(stun.NewType(stun.MethodAllocate, stun.ClassRequest)), true},
+		{"send indication", msg(stun.NewType(stun.MethodSend, stun.ClassIndication)), false},
+		{"success response", msg(stun.BindingSuccess), false},
+		{"error response", msg(stun.BindingError), false},
+		{"channel data", append([]byte{0x40, 0x00, 0x00, 0x10}, make([]byte, 16)...), false},
+		{"short", []byte{0, 1, 0, 0}, false},
+		{"no magic cookie", append([]byte{0, 1, 0, 0, 1, 2, 3, 4}, make([]byte, 12)...), false},
+	}
+	for _, tt := range tests {
+		if got := isSTUNRequest(tt.b); got != tt.want {
+			t.Errorf("isSTUNRequest(%s) = %v; want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	l := newLimiter(1, 3, func() time.Time { return now })
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i := range 3 {
+		if !l.allow(a) {
+			t.Fatalf("allow #%d within the burst = false; want true", i+1)
+		}
+	}
+	if l.allow(a) {
+		t.Errorf("allow beyond the burst = true; want false")
+	}
+	if !l.allow(b) {
+		t.Errorf("allow for another source = false; want true")
+	}
+	now = now.Add(time.Second)
+	if !l.allow(a) {
+		t.Errorf("allow a second later = false; want one token refilled")
+	}
+	l.charge(a) // a failed authentication
+	l.charge(a)
+	now = now.Add(time.Second)
+	if l.allow(a) {
+		t.Errorf("allow after two charges and one second = true; want the debt paid first")
+	}
+}
+
+func TestLimiterBoundsSources(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	l := newLimiter(1, 2, func() time.Time { return now })
+	for i := range maxSources {
+		l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	fresh := netip.MustParseAddr("192.0.2.9")
+	if l.allow(fresh) {
+		t.Errorf("allow for a new source with the table full of busy sources = true; want false")
+	}
+	now = now.Add(10 * time.Second) // every bucket refills: forgettable
+	if !l.allow(fresh) {
+		t.Errorf("allow for a new source after the others went quiet = false; want true")
+	}
+	if got := len(l.buckets); got != 1 {
+		t.Errorf("sources remembered after the sweep = %d; want 1", got)
+	}
+}
+
+// TestConnectionBounds opens TCP connections beyond the bounds; the excess
+// one is closed at once and counted.
+func TestConnectionBounds(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    func(*Config)
+		reason string
+	}{
+		{"per ip", func(c *Config) { c.MaxConnsPerIP = 2 }, connPerIP},
+		{"total", func(c *Config) { c.MaxConns = 2 }, connTotal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := startRelay(t, tt.cfg)
+			var conns []net.Conn
+			for range 3 {
+				c, err := net.Dial("tcp", r.TCPAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				conns = append(conns, c)
+			}
+			eventually(t, "the third connection to be refused", func() bool {
+				return r.counter(t, "media_turn_conn_refusals", attribute.String("reason", tt.reason)) == 1
+			})
+			closed := 0
+			for _, c := range conns {
+				c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+					closed++
+				}
+			}
+			if closed != 1 {
+				t.Errorf("connections closed by the relay = %d of 3; want 1", closed)
+			}
+		})
+	}
+}
+
+// TestIdleConnectionClosed leaves a TCP connection silent past the idle
+// timeout.
+func TestIdleConnectionClosed(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.ConnIdleTimeout = time.Second })
+	c, err := net.Dial("tcp", r.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("Read on a silent connection = %v; want EOF from the idle timeout", err)
+	}
+	if took := time.Since(start); took < time.Second/2 {
+		t.Errorf("silent connection closed after %s; want about the 1s idle timeout", took)
+	}
+}
+
+// TestConfigDefaults parses an empty environment: the defaults validate.
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Errorf("validate(defaults) = %v; want nil", err)
+	}
+	if !cfg.Enabled || cfg.UDPPort != 3478 || cfg.TCPPort != 3478 || cfg.TLSPort != 5349 ||
+		cfg.CredentialTTL != time.Hour || cfg.MaxAllocationsPerIdentity != 10 || cfg.Realm != "media-service" {
+		t.Errorf("defaults = %+v; want the documented ones", cfg)
+	}
+}
+
+// TestConfigValidate checks that each bad value stops the start with an
+// error naming its variable.
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"MEDIA_TURN_UDP_PORT", func(c *Config) { c.UDPPort = 70000 }},
+		{"MEDIA_TURN_TCP_PORT", func(c *Config) { c.TCPPort = -2 }},
+		{"MEDIA_TURN_TLS_PORT", func(c *Config) { c.TLSPort = -1 }},
+		{"MEDIA_TURN_UDP_PORT", func(c *Config) { c.UDPPort, c.TCPPort = -1, -1 }},
+		{"MEDIA_TURN_TLS_KEY", func(c *Config) { c.TLSCert = "cert.pem" }},
+		{"MEDIA_TURN_RELAY_PORT_MIN", func(c *Config) { c.RelayPortMin = 50000 }},
+		{"MEDIA_TURN_RELAY_PORT_MAX", func(c *Config) { c.RelayPortMin, c.RelayPortMax = 50010, 50000 }},
+		{"MEDIA_PUBLIC_IP", func(c *Config) { c.PublicIPs = []string{"turn.example.com"} }},
+		{"MEDIA_TURN_RELAY_IP", func(c *Config) { c.RelayIP = "::1" }},
+		{"MEDIA_TURN_RELAY_IP", func(c *Config) { c.RelayIP = "0.0.0.0" }},
+		{"MEDIA_TURN_RELAY_BIND_ADDR", func(c *Config) { c.RelayBindAddr = "localhost" }},
+		{"MEDIA_TURN_ALLOW_PEERS", func(c *Config) { c.AllowPeers = []string{"10.0.0.1"} }},
+		{"MEDIA_TURN_REALM", func(c *Config) { c.Realm = "" }},
+		{"MEDIA_TURN_SECRET", func(c *Config) { c.Secret = "short" }},
+		{"MEDIA_TURN_CREDENTIAL_TTL", func(c *Config) { c.CredentialTTL = 25 * time.Hour }},
+		{"MEDIA_TURN_CREDENTIAL_TTL", func(c *Config) { c.CredentialTTL = time.Second }},
+		{"MEDIA_TURN_MAX_ALLOCATIONS_PER_IDENTITY", func(c *Config) { c.MaxAllocationsPerIdentity = 0 }},
+		{"MEDIA_TURN_MAX_ALLOCATIONS", func(c *Config) { c.MaxAllocations = 0 }},
+		{"MEDIA_TURN_UNAUTH_RATE", func(c *Config) { c.UnauthRate = 0 }},
+		{"MEDIA_TURN_UNAUTH_BURST", func(c *Config) { c.UnauthBurst = 0 }},
+		{"MEDIA_TURN_MAX_CONNS", func(c *Config) { c.MaxConns = 0 }},
+		{"MEDIA_TURN_MAX_CONNS_PER_IP", func(c *Config) { c.MaxConnsPerIP = 0 }},
+		{"MEDIA_TURN_CONN_IDLE_TIMEOUT", func(c *Config) { c.ConnIdleTimeout = 0 }},
+	}
+	for _, tt := range tests {
+		cfg := testConfig()
+		tt.cfg(&cfg)
+		_, err := New(cfg, Options{Log: discardLog()})
+		if err == nil || !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("New with a bad %s = %v; want an error naming it", tt.name, err)
+		}
+	}
+}
