@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,5 +282,30 @@ func TestPeriodicPush(t *testing.T) {
 	}
 	if _, ok := PushedValue(rcv.Pushes()[0], "media_goroutine_count"); !ok {
 		t.Error("periodic push has no media_goroutine_count")
+	}
+}
+
+func TestInstanceGauges(t *testing.T) {
+	p, err := New(t.Context(), defaultConfig(t, nil), Options{Log: discardLog()})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer p.Shutdown(context.Background())
+	var draining atomic.Bool
+	if err := RegisterInstance(p.Meter("test"), InstanceState{Draining: draining.Load, MaxSessions: 500}); err != nil {
+		t.Fatalf("RegisterInstance: %v", err)
+	}
+	for _, want := range []float64{0, 1} {
+		draining.Store(want == 1)
+		fams := scrape(t, p.Handler())
+		if got, _ := gaugeValue(t, fams, "media_draining"); got != want {
+			t.Errorf("media_draining while draining=%v = %g; want %g", draining.Load(), got, want)
+		}
+		if got, _ := gaugeValue(t, fams, "media_sessions_limit"); got != 500 {
+			t.Errorf("media_sessions_limit = %g; want 500", got)
+		}
+	}
+	if err := RegisterInstance(p.Meter("test"), InstanceState{}); err == nil {
+		t.Error("RegisterInstance without Draining = nil; want an error")
 	}
 }

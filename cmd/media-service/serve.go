@@ -103,6 +103,10 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		srv.Close()
 		return err
 	}
+	if err := telemetry.RegisterInstance(meter, telemetry.InstanceState{Draining: srv.Draining, MaxSessions: cfg.edge.MaxSessions}); err != nil {
+		srv.Close()
+		return err
+	}
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

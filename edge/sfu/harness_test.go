@@ -31,7 +31,7 @@ type harness struct {
 	reader *sdkmetric.ManualReader
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
@@ -52,7 +52,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 }
 
 // counter returns the current value of the counter name for kind.
-func (h *harness) counter(t *testing.T, name, kind string) int64 {
+func (h *harness) counter(t testing.TB, name, kind string) int64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := h.reader.Collect(context.Background(), &rm); err != nil {
@@ -81,7 +81,7 @@ func (h *harness) counter(t *testing.T, name, kind string) int64 {
 // clientAPI builds the API of a test participant: Pion's default codecs
 // and interceptors, loopback-only host candidates. extra interceptors go
 // first, closest to the network.
-func clientAPI(t *testing.T, replayProtection bool, extra ...interceptor.Factory) *webrtc.API {
+func clientAPI(t testing.TB, replayProtection bool, extra ...interceptor.Factory) *webrtc.API {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
@@ -105,7 +105,7 @@ func clientAPI(t *testing.T, replayProtection bool, extra ...interceptor.Factory
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(r), webrtc.WithSettingEngine(se))
 }
 
-func newClientPC(t *testing.T, api *webrtc.API) *webrtc.PeerConnection {
+func newClientPC(t testing.TB, api *webrtc.API) *webrtc.PeerConnection {
 	t.Helper()
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -115,7 +115,7 @@ func newClientPC(t *testing.T, api *webrtc.API) *webrtc.PeerConnection {
 	return pc
 }
 
-func newServerPC(t *testing.T, e *Engine) *webrtc.PeerConnection {
+func newServerPC(t testing.TB, e *Engine) *webrtc.PeerConnection {
 	t.Helper()
 	pc, err := e.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -126,7 +126,7 @@ func newServerPC(t *testing.T, e *Engine) *webrtc.PeerConnection {
 }
 
 // negotiate runs one offer/answer with complete (non-trickled) gathering.
-func negotiate(t *testing.T, offerer, answerer *webrtc.PeerConnection) {
+func negotiate(t testing.TB, offerer, answerer *webrtc.PeerConnection) {
 	t.Helper()
 	offer, err := offerer.CreateOffer(nil)
 	if err != nil {
@@ -177,7 +177,7 @@ func payload(i uint32, size int) []byte {
 
 // send writes n packets, paced so a loopback socket buffer never
 // overflows, and returns the index of the first.
-func (s *source) send(t *testing.T, n int) uint32 {
+func (s *source) send(t testing.TB, n int) uint32 {
 	t.Helper()
 	first := s.next
 	tick := time.NewTicker(time.Millisecond)
@@ -207,7 +207,7 @@ type publisher struct {
 
 const publisherID = "PA_publisher"
 
-func (h *harness) newPublisher(t *testing.T) *publisher {
+func (h *harness) newPublisher(t testing.TB) *publisher {
 	t.Helper()
 	p := &publisher{
 		pc:     newClientPC(t, clientAPI(t, true)),
@@ -229,7 +229,7 @@ func (h *harness) newPublisher(t *testing.T) *publisher {
 	return p
 }
 
-func (p *publisher) addSource(t *testing.T, c webrtc.RTPCodecCapability, id string, size int, baseSeq uint16) *source {
+func (p *publisher) addSource(t testing.TB, c webrtc.RTPCodecCapability, id string, size int, baseSeq uint16) *source {
 	t.Helper()
 	track, err := webrtc.NewTrackLocalStaticRTP(c, id, "camera")
 	if err != nil {
@@ -244,7 +244,7 @@ func (p *publisher) addSource(t *testing.T, c webrtc.RTPCodecCapability, id stri
 
 // publications sends packets until the server has published both tracks
 // and returns the video and audio publications.
-func (p *publisher) publications(t *testing.T) (video, audio *Publication) {
+func (p *publisher) publications(t testing.TB) (video, audio *Publication) {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for video == nil || audio == nil {
@@ -266,7 +266,7 @@ func (p *publisher) publications(t *testing.T) (video, audio *Publication) {
 }
 
 // readPLIs reports every PLI the publisher's video sender receives.
-func (p *publisher) readPLIs(t *testing.T) <-chan time.Time {
+func (p *publisher) readPLIs(t testing.TB) <-chan time.Time {
 	t.Helper()
 	out := make(chan time.Time, 100)
 	ssrc := uint32(p.video.sender.GetParameters().Encodings[0].SSRC)
@@ -303,9 +303,12 @@ type subscriber struct {
 	pc     *webrtc.PeerConnection
 	server *webrtc.PeerConnection
 	tracks chan *received
+	// discard makes tracks read raw packets into one buffer and keep
+	// none, so benchmarks measure the server, not the test's parsing.
+	discard bool
 }
 
-func (h *harness) newSubscriber(t *testing.T, api *webrtc.API) *subscriber {
+func (h *harness) newSubscriber(t testing.TB, api *webrtc.API) *subscriber {
 	t.Helper()
 	s := &subscriber{
 		pc:     newClientPC(t, api),
@@ -315,7 +318,11 @@ func (h *harness) newSubscriber(t *testing.T, api *webrtc.API) *subscriber {
 	s.pc.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		r := &received{track: tr, recv: recv, pkts: make(chan *rtp.Packet, 8192), ended: make(chan struct{})}
 		s.tracks <- r
-		go r.read()
+		if s.discard {
+			go r.drain()
+		} else {
+			go r.read()
+		}
 	})
 	return s
 }
@@ -334,8 +341,19 @@ func (r *received) read() {
 	}
 }
 
+// drain reads and drops packets until the track ends.
+func (r *received) drain() {
+	defer close(r.ended)
+	buf := make([]byte, readBufSize)
+	for {
+		if _, _, err := r.track.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
 // subscribe subscribes s to every pub and negotiates.
-func (s *subscriber) subscribe(t *testing.T, pubs ...*Publication) []*Subscription {
+func (s *subscriber) subscribe(t testing.TB, pubs ...*Publication) []*Subscription {
 	t.Helper()
 	var subs []*Subscription
 	for _, p := range pubs {
@@ -351,7 +369,7 @@ func (s *subscriber) subscribe(t *testing.T, pubs ...*Publication) []*Subscripti
 
 // awaitTracks sends packets on src until s has received n tracks, and
 // returns them by kind.
-func (s *subscriber) awaitTracks(t *testing.T, n int, srcs ...*source) map[webrtc.RTPCodecType]*received {
+func (s *subscriber) awaitTracks(t testing.TB, n int, srcs ...*source) map[webrtc.RTPCodecType]*received {
 	t.Helper()
 	got := map[webrtc.RTPCodecType]*received{}
 	deadline := time.After(waitFor)
@@ -373,7 +391,7 @@ func (s *subscriber) awaitTracks(t *testing.T, n int, srcs ...*source) map[webrt
 // expect reads r until it has every packet with index in [first,
 // first+n), checking payloads, and returns their sequence numbers by
 // index. Packets from before first are skipped.
-func (r *received) expect(t *testing.T, first uint32, n, size int) []uint16 {
+func (r *received) expect(t testing.TB, first uint32, n, size int) []uint16 {
 	t.Helper()
 	seqs := make([]uint16, n)
 	seen := make([]bool, n)
@@ -404,7 +422,7 @@ func (r *received) expect(t *testing.T, first uint32, n, size int) []uint16 {
 }
 
 // checkContinuous fails unless seqs rise by one each.
-func checkContinuous(t *testing.T, what string, seqs []uint16) {
+func checkContinuous(t testing.TB, what string, seqs []uint16) {
 	t.Helper()
 	for i := 1; i < len(seqs); i++ {
 		if seqs[i] != seqs[i-1]+1 {

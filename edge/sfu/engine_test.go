@@ -1,0 +1,200 @@
+package sfu
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+	"go.opentelemetry.io/otel/metric/noop"
+)
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantVar string
+	}{
+		{"udp port too big", Config{UDPPort: 70000}, "MEDIA_ICE_UDP_PORT"},
+		{"udp port negative", Config{UDPPort: -1}, "MEDIA_ICE_UDP_PORT"},
+		{"tcp port below off", Config{TCPPort: -2}, "MEDIA_ICE_TCP_PORT"},
+		{"public ip not an ip", Config{PublicIPs: []string{"example.com"}}, "MEDIA_PUBLIC_IP"},
+		{"nack buffer not a power of two", Config{RetransmitPackets: 500}, "MEDIA_NACK_BUFFER"},
+		{"nack buffer too big", Config{RetransmitPackets: 8192}, "MEDIA_NACK_BUFFER"},
+		{"negative failed timeout", Config{ICEFailedTimeout: -time.Second}, "MEDIA_ICE_FAILED_TIMEOUT"},
+		{"negative pli interval", Config{PLIInterval: -time.Second}, "MEDIA_PLI_INTERVAL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := New(tc.cfg, noop.NewMeterProvider().Meter("test"), nil)
+			if err == nil {
+				_ = e.Close()
+				t.Fatalf("New(%+v) = nil error; want one naming %s", tc.cfg, tc.wantVar)
+			}
+			if !strings.Contains(err.Error(), tc.wantVar) {
+				t.Errorf("New(%+v) = %q; want it to name %s", tc.cfg, err, tc.wantVar)
+			}
+		})
+	}
+}
+
+// TestCloseReleasesPorts: after Close both ports can be bound again, and a
+// second Close is harmless.
+func TestCloseReleasesPorts(t *testing.T) {
+	e, err := New(Config{BindAddr: "127.0.0.1"}, noop.NewMeterProvider().Meter("test"), nil)
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	udp, tcp := e.UDPAddr(), e.TCPAddr()
+	if udp.Port == 0 || tcp == nil || tcp.Port == 0 {
+		t.Fatalf("UDPAddr() = %v, TCPAddr() = %v; want bound ports", udp, tcp)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second Close() = %v; want nil", err)
+	}
+	uc, err := net.ListenPacket("udp", udp.String())
+	if err != nil {
+		t.Fatalf("listen udp %s after Close = %v; want the port free", udp, err)
+	}
+	_ = uc.Close()
+	tl, err := net.Listen("tcp", tcp.String())
+	if err != nil {
+		t.Fatalf("listen tcp %s after Close = %v; want the port free", tcp, err)
+	}
+	_ = tl.Close()
+}
+
+// TestTakenPortFails: New fails at once, naming the listen, when its UDP
+// port is taken.
+func TestTakenPortFails(t *testing.T) {
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.LocalAddr().(*net.UDPAddr).Port
+	e, err := New(Config{BindAddr: "127.0.0.1", UDPPort: port, TCPPort: -1}, noop.NewMeterProvider().Meter("test"), nil)
+	if err == nil {
+		_ = e.Close()
+		t.Fatalf("New(UDPPort: %d taken) = nil error; want a listen error", port)
+	}
+	if !strings.Contains(err.Error(), "listen udp") {
+		t.Errorf("New(UDPPort taken) = %q; want it to name the listen", err)
+	}
+}
+
+// TestTCPOff: TCPPort -1 binds no TCP port.
+func TestTCPOff(t *testing.T) {
+	h := newHarness(t, Config{TCPPort: -1})
+	if a := h.engine.TCPAddr(); a != nil {
+		t.Fatalf("TCPAddr() with TCPPort -1 = %v; want nil", a)
+	}
+}
+
+// offerCandidates gathers a server offer and returns its candidate lines.
+func offerCandidates(t *testing.T, e *Engine) []string {
+	t.Helper()
+	pc := newServerPC(t, e)
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo,
+		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	var out []string
+	for line := range strings.SplitSeq(pc.LocalDescription().SDP, "\n") {
+		if strings.HasPrefix(line, "a=candidate:") {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out
+}
+
+// TestCandidates: host candidates name the mux ports (UDP, and passive
+// TCP), never an mDNS name, and the public address replaces the local one
+// when configured.
+func TestCandidates(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		cfg           Config
+		wantIP, notIP string
+	}{
+		{"local address", Config{}, "127.0.0.1", ".local"},
+		{"public address", Config{PublicIPs: []string{"203.0.113.7"}}, "203.0.113.7", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.cfg)
+			cands := offerCandidates(t, h.engine)
+			want := map[string]string{
+				"udp": tc.wantIP + " " + strconv.Itoa(h.engine.UDPAddr().Port) + " typ host",
+				"tcp": tc.wantIP + " " + strconv.Itoa(h.engine.TCPAddr().Port) + " typ host tcptype passive",
+			}
+			for proto, w := range want {
+				found := false
+				for _, c := range cands {
+					found = found || (strings.Contains(c, " "+proto+" ") && strings.Contains(c, w))
+				}
+				if !found {
+					t.Errorf("offer candidates = %q; want a %s candidate %q", cands, proto, w)
+				}
+			}
+			for _, c := range cands {
+				if strings.Contains(c, tc.notIP) {
+					t.Errorf("offer candidate %q contains %q; want none", c, tc.notIP)
+				}
+			}
+		})
+	}
+}
+
+// TestICETCPFallback: a participant that cannot use UDP reaches the engine
+// over the ICE-TCP mux and receives media.
+func TestICETCPFallback(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+
+	api := clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
+	})
+	sub := h.newSubscriber(t, api)
+	sub.subscribe(t, video)
+	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+	first := pub.video.send(t, 50)
+	checkContinuous(t, "video over tcp", r.expect(t, first, 50, pub.video.size))
+
+	pair, err := sub.server.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		t.Fatalf("GetSelectedCandidatePair() = %v, %v; want a pair", pair, err)
+	}
+	if pair.Local.Protocol != webrtc.ICEProtocolTCP {
+		t.Errorf("selected pair protocol = %s; want tcp", pair.Local.Protocol)
+	}
+}
+
+// clientAPIWith is clientAPI with extra settings.
+func clientAPIWith(t *testing.T, set func(*webrtc.SettingEngine)) *webrtc.API {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	set(&se)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
+}

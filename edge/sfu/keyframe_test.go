@@ -1,0 +1,62 @@
+package sfu
+
+import (
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestKeyframeThrottle drives the requester on a fake clock: requests are
+// sent at most once per interval, one request in a window is held to its
+// end, and the rest are counted as throttled.
+func TestKeyframeThrottle(t *testing.T) {
+	const ms = time.Millisecond
+	const interval = 500 * ms
+	for _, tc := range []struct {
+		name          string
+		at            []time.Duration // request times from the start
+		wantSent      []time.Duration // PLI times from the start
+		wantThrottled int
+	}{
+		{"one request is sent at once", []time.Duration{0}, []time.Duration{0}, 0},
+		{"burst: one now, one held, rest folded",
+			[]time.Duration{0, 0, 0, 0, 0}, []time.Duration{0, interval}, 3},
+		{"request within the window waits for its end",
+			[]time.Duration{0, 100 * ms}, []time.Duration{0, interval}, 0},
+		{"requests a window apart are both sent at once",
+			[]time.Duration{0, 600 * ms}, []time.Duration{0, 600 * ms}, 0},
+		{"steady 8 per second becomes 2 per second",
+			[]time.Duration{0, 120 * ms, 240 * ms, 360 * ms, 480 * ms, 600 * ms, 720 * ms, 840 * ms, 960 * ms},
+			[]time.Duration{0, interval, 2 * interval}, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				var sent []time.Duration
+				throttled := 0
+				k := newKeyframeRequester(interval,
+					func() { sent = append(sent, time.Since(start)) },
+					func() { throttled++ })
+				stop := make(chan struct{})
+				done := make(chan struct{})
+				go func() { k.run(stop); close(done) }()
+				for _, at := range tc.at {
+					time.Sleep(at - time.Since(start)) // fake clock: advances instantly
+					k.request()
+					synctest.Wait()
+				}
+				time.Sleep(3 * interval)
+				synctest.Wait()
+				close(stop)
+				<-done
+				if !slices.Equal(sent, tc.wantSent) {
+					t.Errorf("PLIs sent at %v; want %v", sent, tc.wantSent)
+				}
+				if throttled != tc.wantThrottled {
+					t.Errorf("throttled = %d; want %d", throttled, tc.wantThrottled)
+				}
+			})
+		})
+	}
+}

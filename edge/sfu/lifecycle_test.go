@@ -1,0 +1,82 @@
+package sfu
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// closedWithin fails unless ch closes within waitFor.
+func closedWithin(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not happen within %s", what, waitFor)
+	}
+}
+
+// TestUnsubscribe: closing a subscription removes the track from the
+// subscriber (its track ends after renegotiation) while the subscriber's
+// other tracks keep flowing.
+func TestUnsubscribe(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, audio := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	subs := sub.subscribe(t, video, audio)
+	tracks := sub.awaitTracks(t, 2, pub.video, pub.audio)
+
+	if err := subs[0].Close(); err != nil {
+		t.Fatalf("Subscription.Close() = %v; want nil", err)
+	}
+	if err := subs[0].Close(); err != nil {
+		t.Fatalf("second Subscription.Close() = %v; want nil", err)
+	}
+	closedWithin(t, subs[0].Done(), "Subscription.Done after Close")
+	negotiate(t, sub.server, sub.pc)
+	closedWithin(t, tracks[webrtc.RTPCodecTypeVideo].ended, "end of the removed video track at the subscriber")
+
+	first := pub.audio.send(t, 50)
+	checkContinuous(t, "audio", tracks[webrtc.RTPCodecTypeAudio].expect(t, first, 50, pub.audio.size))
+}
+
+// TestPublisherGone: when the publisher's track ends, the publication is
+// done, every subscription is detached and new subscriptions are refused.
+func TestPublisherGone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		gone func(p *publisher, video, audio *Publication)
+	}{
+		{"server closes publisher connection", func(p *publisher, _, _ *Publication) { _ = p.server.Close() }},
+		{"publisher client leaves", func(p *publisher, _, _ *Publication) { _ = p.pc.Close() }},
+		{"publications closed", func(_ *publisher, video, audio *Publication) { video.Close(); audio.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			pub := h.newPublisher(t)
+			video, audio := pub.publications(t)
+			sub := h.newSubscriber(t, clientAPI(t, true))
+			subs := sub.subscribe(t, video, audio)
+			sub.awaitTracks(t, 2, pub.video, pub.audio)
+
+			tc.gone(pub, video, audio)
+			for _, p := range []*Publication{video, audio} {
+				closedWithin(t, p.Done(), p.Kind().String()+" Publication.Done")
+			}
+			for _, s := range subs {
+				closedWithin(t, s.Done(), s.Publication().Kind().String()+" Subscription.Done")
+			}
+			for _, s := range sub.server.GetSenders() {
+				if s.Track() != nil {
+					t.Errorf("subscriber still sends track %s after its publisher left", s.Track().ID())
+				}
+			}
+			if _, err := video.Subscribe(sub.server); !errors.Is(err, ErrClosed) {
+				t.Errorf("Subscribe() after the publisher left = %v; want ErrClosed", err)
+			}
+		})
+	}
+}
