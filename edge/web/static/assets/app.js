@@ -273,6 +273,7 @@ function snapshot() {
     reconnects: client?.reconnects ?? 0,
     lastClose: client?.lastClose ?? null,
     lastError: client?.lastError ?? null,
+    muted: { audio: client?.muted("audio") ?? false, video: client?.muted("video") ?? false },
     errors: shownErrors,
     transport: lastStats ? { publisher: lastStats.publisher, subscriber: lastStats.subscriber } : null,
     tiles: [...tiles.values()].map((t) => tileSnapshot(t)),
