@@ -37,6 +37,57 @@ type Config struct {
 	// APISecret signs and checks access tokens, HS256 (MEDIA_API_SECRET).
 	// Empty means dev mode: insecure, for local use only.
 	APISecret string `env:"MEDIA_API_SECRET"`
+
+	// MaxRooms bounds the rooms of this instance (MEDIA_MAX_ROOMS, default
+	// 100); a join that would open one more gets 503 full.
+	MaxRooms int `env:"MEDIA_MAX_ROOMS" envDefault:"100"`
+	// MaxRoomParticipants bounds the participants of one room
+	// (MEDIA_MAX_ROOM_PARTICIPANTS, default 50): every participant
+	// receives every other's tracks, so a room's cost grows with the
+	// square of its size. A join beyond it gets 403 room_full.
+	MaxRoomParticipants int `env:"MEDIA_MAX_ROOM_PARTICIPANTS" envDefault:"50"`
+	// MaxTracks bounds the tracks one participant publishes
+	// (MEDIA_MAX_TRACKS_PER_PARTICIPANT, default 4: camera, microphone,
+	// screen and its audio). An offer beyond it gets error track_limit.
+	MaxTracks int `env:"MEDIA_MAX_TRACKS_PER_PARTICIPANT" envDefault:"4"`
+	// MaxCandidates bounds the ICE candidates one session may send, both
+	// connections together (MEDIA_MAX_ICE_CANDIDATES, default 50): a
+	// browser sends a handful; more only loads the ICE agent.
+	MaxCandidates int `env:"MEDIA_MAX_ICE_CANDIDATES" envDefault:"50"`
+	// SendQueue is the per-client queue of signaling messages
+	// (MEDIA_WS_SEND_QUEUE, default 256).
+	SendQueue int `env:"MEDIA_WS_SEND_QUEUE" envDefault:"256"`
+	// SendTimeout is how long a message may wait for room in a full send
+	// queue before the client is disconnected as slow
+	// (MEDIA_WS_SEND_TIMEOUT, default 1s).
+	SendTimeout time.Duration `env:"MEDIA_WS_SEND_TIMEOUT" envDefault:"1s"`
+	// WriteTimeout bounds one WebSocket write (MEDIA_WS_WRITE_TIMEOUT,
+	// default 10s).
+	WriteTimeout time.Duration `env:"MEDIA_WS_WRITE_TIMEOUT" envDefault:"10s"`
+	// PingInterval is how often the server pings each client
+	// (MEDIA_WS_PING_INTERVAL, default 10s).
+	PingInterval time.Duration `env:"MEDIA_WS_PING_INTERVAL" envDefault:"10s"`
+	// IdleTimeout closes a client silent for that long, pongs included
+	// (MEDIA_WS_IDLE_TIMEOUT, default 30s). It must exceed PingInterval.
+	IdleTimeout time.Duration `env:"MEDIA_WS_IDLE_TIMEOUT" envDefault:"30s"`
+	// ReadLimit is the largest message a client may send, in bytes
+	// (MEDIA_WS_READ_LIMIT, default 65536); a larger one closes with 1009.
+	ReadLimit int64 `env:"MEDIA_WS_READ_LIMIT" envDefault:"65536"`
+	// OfferBurst and OfferInterval rate-limit a client's publisher offers
+	// (MEDIA_OFFER_BURST, default 10; MEDIA_OFFER_INTERVAL, default 1s:
+	// one more offer allowed per interval): renegotiation costs the
+	// server a full SDP round, so a storm of them is refused with
+	// error rate_limited.
+	OfferBurst    int           `env:"MEDIA_OFFER_BURST" envDefault:"10"`
+	OfferInterval time.Duration `env:"MEDIA_OFFER_INTERVAL" envDefault:"1s"`
+	// NegotiationTimeout is how long the server waits for the answer to a
+	// subscriber offer before it closes the session with reason timeout
+	// (MEDIA_NEGOTIATION_TIMEOUT, default 15s): without the answer no
+	// later change can reach the client.
+	NegotiationTimeout time.Duration `env:"MEDIA_NEGOTIATION_TIMEOUT" envDefault:"15s"`
+	// RetryAfter is the Retry-After of 503 refusals (MEDIA_RETRY_AFTER,
+	// default 2s, whole seconds).
+	RetryAfter time.Duration `env:"MEDIA_RETRY_AFTER" envDefault:"2s"`
 }
 
 // DevMode reports whether no API secret is configured, so the instance
@@ -59,6 +110,12 @@ func (c Config) validate() error {
 	if c.MaxSessions < 1 {
 		return fmt.Errorf("edge: MEDIA_MAX_SESSIONS must be at least 1, got %d", c.MaxSessions)
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	if err := c.validateSignaling(); err != nil {
+		return err
+	}
 	if c.APISecret != "" && len(c.APISecret) < 32 {
 		return fmt.Errorf("edge: MEDIA_API_SECRET must be at least 32 bytes, got %d", len(c.APISecret))
 	}
@@ -71,6 +128,54 @@ func (c Config) validate() error {
 func checkPort(name string, p int) error {
 	if p < 0 || p > 65535 {
 		return fmt.Errorf("edge: %s must be a port from 0 to 65535, got %d", name, p)
+	}
+	return nil
+}
+
+// validateLimits checks the per-room, per-instance and per-participant
+// bounds.
+func (c Config) validateLimits() error {
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"MEDIA_MAX_ROOMS", c.MaxRooms},
+		{"MEDIA_MAX_ROOM_PARTICIPANTS", c.MaxRoomParticipants},
+		{"MEDIA_MAX_TRACKS_PER_PARTICIPANT", c.MaxTracks},
+		{"MEDIA_MAX_ICE_CANDIDATES", c.MaxCandidates},
+		{"MEDIA_WS_SEND_QUEUE", c.SendQueue},
+		{"MEDIA_OFFER_BURST", c.OfferBurst},
+	} {
+		if v.n < 1 {
+			return fmt.Errorf("edge: %s must be at least 1, got %d", v.name, v.n)
+		}
+	}
+	return nil
+}
+
+// validateSignaling checks the WebSocket timings and sizes.
+func (c Config) validateSignaling() error {
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"MEDIA_WS_SEND_TIMEOUT", c.SendTimeout},
+		{"MEDIA_WS_WRITE_TIMEOUT", c.WriteTimeout},
+		{"MEDIA_WS_PING_INTERVAL", c.PingInterval},
+		{"MEDIA_WS_IDLE_TIMEOUT", c.IdleTimeout},
+		{"MEDIA_OFFER_INTERVAL", c.OfferInterval},
+		{"MEDIA_NEGOTIATION_TIMEOUT", c.NegotiationTimeout},
+		{"MEDIA_RETRY_AFTER", c.RetryAfter},
+	} {
+		if v.d <= 0 {
+			return fmt.Errorf("edge: %s must be positive, got %s", v.name, v.d)
+		}
+	}
+	if c.IdleTimeout <= c.PingInterval {
+		return fmt.Errorf("edge: MEDIA_WS_IDLE_TIMEOUT (%s) must exceed MEDIA_WS_PING_INTERVAL (%s)", c.IdleTimeout, c.PingInterval)
+	}
+	if c.ReadLimit < 1024 {
+		return fmt.Errorf("edge: MEDIA_WS_READ_LIMIT must be at least 1024 bytes, got %d", c.ReadLimit)
 	}
 	return nil
 }

@@ -37,8 +37,9 @@ func (s *Server) drain(cause error) {
 	}
 	s.log.Info("shutting_down_server", "reason", reason, "signal", sig, "sessions", s.sessions.Len())
 	endedBefore := s.sessions.ended.Load()
-	s.draining.Store(true)
 	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	s.deadline.Store(deadline.UnixNano())
+	s.draining.Store(true)
 	if s.relay != nil {
 		s.relay.Drain()
 	}
@@ -59,13 +60,17 @@ func (s *Server) drain(cause error) {
 	s.shutdownHTTP()
 
 	s.log.Info("closing_all_sessions", "remaining", s.sessions.Len())
-	s.sessions.Close("server_shutdown")
+	s.closingAll.Store(true)
+	atDeadline := s.sessions.Close("server_shutdown")
 	if s.relay != nil {
 		if err := s.relay.Close(); err != nil {
 			s.log.Warn("relay_close_failed", "err", err)
 		}
 	}
-	s.log.Info("server_stopped", "closed_sessions", s.sessions.ended.Load()-endedBefore)
+	if err := s.media.Close(); err != nil {
+		s.log.Warn("media_close_failed", "err", err)
+	}
+	s.log.Info("server_stopped", "closed_sessions", s.sessions.ended.Load()-endedBefore, "closed_at_deadline", atDeadline)
 }
 
 // shutdownHTTP closes the HTTP listener and gives in-flight plain requests
@@ -77,4 +82,13 @@ func (s *Server) shutdownHTTP() {
 	if err := s.httpSrv.Shutdown(ctx); err != nil {
 		s.log.Warn("http_shutdown_incomplete", "err", err)
 	}
+}
+
+// drainDeadline is when the drain closes what is left; zero before the
+// drain began.
+func (s *Server) drainDeadline() time.Time {
+	if ns := s.deadline.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }

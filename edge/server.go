@@ -15,11 +15,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/edge/web"
 )
 
@@ -37,11 +41,7 @@ type Relay interface {
 
 // ICEServer is one entry of the ICE server list handed to clients, in the
 // browser's RTCIceServer shape.
-type ICEServer struct {
-	URLs       []string `json:"urls"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-}
+type ICEServer = signal.ICEServer
 
 // Options carries what the instance is handed rather than configured with.
 type Options struct {
@@ -53,6 +53,11 @@ type Options struct {
 	Metrics http.Handler
 	// Relay is the embedded TURN relay, if any.
 	Relay Relay
+	// Media is the forwarding core every session's PeerConnections come
+	// from. Required. cmd creates it before New (so the relay can be told
+	// the media addresses); from New on the Server owns it and closes it
+	// after the sessions, at the end of the drain.
+	Media *sfu.Engine
 }
 
 // Server is one edge instance. New binds every listener, Run serves until
@@ -62,6 +67,15 @@ type Server struct {
 	log      *slog.Logger
 	relay    Relay
 	sessions *Sessions
+	media    *sfu.Engine
+	metrics  *metrics
+	rooms    *rooms
+	keys     auth.KeyPair
+	upgrader websocket.Upgrader
+
+	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
+	closingAll atomic.Bool  // the drain is closing every session
+	deadline   atomic.Int64 // drain deadline, Unix nanoseconds; 0 before the drain
 
 	echo    *echo.Echo
 	httpLn  net.Listener
@@ -85,19 +99,30 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Log == nil {
 		return nil, errors.New("edge: Options.Log is required")
 	}
+	if opts.Media == nil {
+		return nil, errors.New("edge: Options.Media is required")
+	}
 	if opts.Meter == nil {
 		opts.Meter = noop.NewMeterProvider().Meter("edge")
+	}
+	m, err := newMetrics(opts.Meter)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		cfg:      cfg,
 		log:      opts.Log,
 		relay:    opts.Relay,
 		sessions: NewSessions(cfg.SessionShards),
+		media:    opts.Media,
+		metrics:  m,
+		rooms:    newRooms(cfg.MaxRooms, cfg.MaxRoomParticipants, m),
+		keys:     cfg.keys(),
+		upgrader: newUpgrader(),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
 	s.echo = s.newEcho()
-	var err error
 	if s.httpLn, err = listen("PORT", cfg.HTTPHost, cfg.Port); err != nil {
 		return nil, err
 	}
@@ -126,6 +151,10 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HTTPErrorHandler = s.httpError
 	e.GET("/health", s.handleHealth)
 	e.GET("/ready", s.handleReady)
+	e.GET("/v1/rtc", s.handleRTC)
+	if s.cfg.DevMode() {
+		e.GET("/v1/dev/token", s.handleDevToken)
+	}
 	e.GET("/*", echo.WrapHandler(web.Handler())) // demo page and browser client; API routes win over "/*"
 	return e
 }
@@ -186,5 +215,8 @@ func (s *Server) Close() error {
 	}
 	s.httpLn.Close()
 	s.opsLn.Close()
+	if err := s.media.Close(); err != nil {
+		s.log.Warn("media_close_failed", "err", err)
+	}
 	return nil
 }

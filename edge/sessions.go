@@ -102,12 +102,16 @@ func (m *Sessions) All() []*Session {
 }
 
 // Close closes every session with reason and returns how many it closed.
-// Each session removes itself from the manager as it closes.
+// Each session removes itself from the manager as it closes. Sessions
+// close in parallel: each waits for its client's last words and its
+// PeerConnections, and one at a time would not fit a drain's deadline.
 func (m *Sessions) Close(reason string) int {
 	all := m.All()
+	var wg sync.WaitGroup
 	for _, s := range all {
-		s.Close(reason)
+		wg.Go(func() { s.Close(reason) })
 	}
+	wg.Wait()
 	return len(all)
 }
 

@@ -17,7 +17,9 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/media-service/media-service/edge"
+	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/telemetry"
+	"github.com/media-service/media-service/turn"
 )
 
 // watchdogMargin is how long past the drain timeout the process may take to
@@ -34,7 +36,9 @@ var version = telemetry.DefaultVersion
 // config is every package's configuration, each parsed from the environment.
 type config struct {
 	edge      edge.Config
+	media     sfu.Config
 	telemetry telemetry.Config
+	turn      turn.Config
 }
 
 func loadConfig() (config, error) {
@@ -43,6 +47,12 @@ func loadConfig() (config, error) {
 		return c, err
 	}
 	if err := parseEnv(&c.telemetry); err != nil {
+		return c, err
+	}
+	if err := parseEnv(&c.media); err != nil {
+		return c, err
+	}
+	if err := parseEnv(&c.turn); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -94,10 +104,24 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	meter := tel.Meter("media-service")
-	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler()})
+	media, err := sfu.New(cfg.media, meter, log)
 	if err != nil {
 		return err
 	}
+	relay, err := newRelay(cfg.turn, log, meter, media)
+	if err != nil {
+		_ = media.Close()
+		return err
+	}
+	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay)})
+	if err != nil {
+		if relay != nil {
+			_ = relay.Close()
+		}
+		_ = media.Close()
+		return err
+	}
+	defer runRelay(relay, log)()
 	leaks, err := telemetry.NewLeakDetector(cfg.telemetry, meter, srv.Sessions().Len)
 	if err != nil {
 		srv.Close()

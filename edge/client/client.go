@@ -1,0 +1,334 @@
+// Package client is a Go participant of media-service: it speaks the
+// signaling protocol of edge/PROTOCOL.md over a WebSocket and moves media
+// over Pion PeerConnections, a publisher connection it offers and a
+// subscriber connection the server offers. The edge's own tests, the load
+// generator and the adversarial and TURN tests use it, so it exposes the
+// protocol rather than hiding it: every server message reaches Events, and
+// Send lets a caller write any message, well formed or not.
+//
+// A Client is safe for concurrent use.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// Defaults of Options.
+const (
+	defaultEventBuffer = 256
+	defaultTrackBuffer = 64
+	handshakeTimeout   = 10 * time.Second
+	writeTimeout       = 10 * time.Second
+	// readLimit mirrors the server's: a server message above it is a bug.
+	readLimit = 1 << 20
+)
+
+// Options tunes a Client. The zero value works.
+type Options struct {
+	// API builds both PeerConnections. Default: NewAPI(nil), which
+	// includes loopback candidates; tests pass NewAPI(LoopbackOnly).
+	API *webrtc.API
+	// ICEServers, when non-nil, replaces the ICE servers (TURN) the server
+	// hands out in `joined`.
+	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy "relay" forces every connection through TURN.
+	ICETransportPolicy webrtc.ICETransportPolicy
+	// Dialer opens the WebSocket. Default: a dialer with a 10 s handshake
+	// timeout.
+	Dialer *websocket.Dialer
+	// Header is sent with the WebSocket handshake.
+	Header http.Header
+	// OnEvent, when set, receives every server message other than the
+	// offers, answers and candidates the Client handles itself; it is
+	// called on the reading goroutine, so it must not block. When nil,
+	// the messages go to Events instead.
+	OnEvent func(*signal.Message)
+	// EventBuffer is the capacity of Events (default 256). When it is
+	// full, further events are dropped and counted in DroppedEvents: a
+	// participant that does not read its events must not stall the
+	// signaling.
+	EventBuffer int
+	// OnTrack, when set, receives every track forwarded to this
+	// participant, on a goroutine of Pion's. When nil, they go to Tracks.
+	OnTrack func(*RemoteTrack)
+	// Log receives the client's diagnostics. Default: discarded.
+	Log *slog.Logger
+}
+
+// Joined is what the server said in `joined`.
+type Joined struct {
+	Room         string
+	Participant  signal.Participant   // this participant
+	Participants []signal.Participant // the others, when it joined
+	ICEServers   []signal.ICEServer
+}
+
+// RemoteTrack is a track forwarded from another participant.
+type RemoteTrack struct {
+	// ParticipantID is the publisher's participant id (the msid stream id).
+	ParticipantID string
+	Track         *webrtc.TrackRemote
+	Receiver      *webrtc.RTPReceiver
+}
+
+// Client is one participant's connection to a room.
+type Client struct {
+	opts   Options
+	log    *slog.Logger
+	conn   *websocket.Conn
+	joined Joined
+
+	writeMu sync.Mutex // serializes WebSocket writes (gorilla allows one writer)
+
+	pub, sub         *webrtc.PeerConnection
+	pubICE, subICE   *signal.Trickle
+	remoteCandidates sync.Mutex // guards pending
+	pending          map[string][]webrtc.ICECandidateInit
+	negotiateMu      sync.Mutex           // one publisher negotiation at a time
+	answers          chan *signal.Message // publisher answers and request errors
+	events           chan *signal.Message
+	tracks           chan *RemoteTrack
+	dropped          atomic.Int64
+	closeOnce        sync.Once
+	done             chan struct{} // closed when the WebSocket has ended
+	endMu            sync.Mutex    // guards leaveReason, closeErr
+	leaveReason      string
+	closeErr         error
+	wg               sync.WaitGroup
+}
+
+// DialError is a refusal of the WebSocket upgrade: the HTTP status and the
+// JSON body the server sent with it.
+type DialError struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration // from Retry-After; 0 when absent
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("client: dial refused: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Dial opens the signaling WebSocket to rtcURL (ws://host/v1/rtc) with
+// token, waits for `joined`, and sets up both PeerConnections. A refusal
+// before the upgrade is a *DialError.
+func Dial(ctx context.Context, rtcURL, token string, opts Options) (*Client, error) {
+	c, err := newClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.dial(ctx, rtcURL, token); err != nil {
+		return nil, err
+	}
+	if err := c.awaitJoined(ctx); err != nil {
+		c.conn.Close()
+		return nil, err
+	}
+	if err := c.setupPeers(); err != nil {
+		c.conn.Close()
+		c.closePeers()
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.readLoop()
+	return c, nil
+}
+
+func newClient(opts Options) (*Client, error) {
+	if opts.API == nil {
+		api, err := NewAPI(nil)
+		if err != nil {
+			return nil, err
+		}
+		opts.API = api
+	}
+	if opts.Dialer == nil {
+		opts.Dialer = &websocket.Dialer{HandshakeTimeout: handshakeTimeout, Proxy: http.ProxyFromEnvironment}
+	}
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = defaultEventBuffer
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{
+		opts: opts, log: opts.Log,
+		pending: make(map[string][]webrtc.ICECandidateInit),
+		answers: make(chan *signal.Message, 1),
+		events:  make(chan *signal.Message, opts.EventBuffer),
+		tracks:  make(chan *RemoteTrack, defaultTrackBuffer),
+		done:    make(chan struct{}),
+	}, nil
+}
+
+func (c *Client) dial(ctx context.Context, rtcURL, token string) error {
+	u, err := url.Parse(rtcURL)
+	if err != nil {
+		return fmt.Errorf("client: dial: parse url: %w", err)
+	}
+	q := u.Query()
+	q.Set("access_token", token)
+	u.RawQuery = q.Encode()
+	conn, resp, err := c.opts.Dialer.DialContext(ctx, u.String(), c.opts.Header)
+	if err != nil {
+		if resp != nil {
+			return refusal(resp)
+		}
+		return fmt.Errorf("client: dial %s: %w", u.Host, err)
+	}
+	conn.SetReadLimit(readLimit)
+	c.conn = conn
+	return nil
+}
+
+// refusal turns a refused handshake's response into a *DialError.
+func refusal(resp *http.Response) error {
+	defer resp.Body.Close()
+	e := &DialError{Status: resp.StatusCode}
+	var body struct{ Code, Message string }
+	if b, err := io.ReadAll(io.LimitReader(resp.Body, 4096)); err == nil && json.Unmarshal(b, &body) == nil {
+		e.Code, e.Message = body.Code, body.Message
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+// awaitJoined reads the first message, which must be `joined`.
+func (c *Client) awaitJoined(ctx context.Context) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(handshakeTimeout)
+	}
+	_ = c.conn.SetReadDeadline(deadline)
+	defer c.conn.SetReadDeadline(time.Time{})
+	_, data, err := c.conn.ReadMessage()
+	if err != nil {
+		return fmt.Errorf("client: wait for joined: %w", err)
+	}
+	m, err := signal.Parse(data)
+	if err != nil {
+		return fmt.Errorf("client: wait for joined: %w", err)
+	}
+	if m.Type != signal.TypeJoined || m.Participant == nil {
+		return fmt.Errorf("client: wait for joined: got %q first", m.Type)
+	}
+	c.joined = Joined{Room: m.Room, Participant: *m.Participant, Participants: m.Participants, ICEServers: m.ICEServers}
+	return nil
+}
+
+// Joined returns what the server said when this participant joined.
+func (c *Client) Joined() Joined { return c.joined }
+
+// ID is this participant's id.
+func (c *Client) ID() string { return c.joined.Participant.ID }
+
+// Events delivers the server's messages other than offers, answers and
+// candidates (participant_joined, participant_left, error, draining,
+// leave, and any type a newer server adds), unless Options.OnEvent is set.
+// It is closed when the connection ends.
+func (c *Client) Events() <-chan *signal.Message { return c.events }
+
+// DroppedEvents counts events dropped because Events was full.
+func (c *Client) DroppedEvents() int64 { return c.dropped.Load() }
+
+// Tracks delivers the tracks forwarded to this participant, unless
+// Options.OnTrack is set. Read it: Pion's goroutine for a track waits
+// until the track is taken or the client is closed.
+func (c *Client) Tracks() <-chan *RemoteTrack { return c.tracks }
+
+// Done is closed when the signaling connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// LeaveReason is the reason of the server's `leave`, if one came.
+func (c *Client) LeaveReason() string {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	return c.leaveReason
+}
+
+// Err is why the connection ended: a *websocket.CloseError carries the
+// server's close code. It is nil while the connection is open.
+func (c *Client) Err() error {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	return c.closeErr
+}
+
+// Send writes m to the server as it is. Tests use it to send what the
+// Client itself never would.
+func (c *Client) Send(m *signal.Message) error {
+	b, err := signal.Encode(m)
+	if err != nil {
+		return err
+	}
+	return c.SendRaw(b)
+}
+
+// SendRaw writes data as one text message, well formed or not.
+func (c *Client) SendRaw(data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+		return fmt.Errorf("client: send: %w", err)
+	}
+	return nil
+}
+
+// Leave sends `leave` and waits until the server has closed the
+// connection or ctx is done, then closes the client.
+func (c *Client) Leave(ctx context.Context) error {
+	err := c.Send(&signal.Message{Type: signal.TypeLeave})
+	if err == nil {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			err = fmt.Errorf("client: leave: %w", ctx.Err())
+		}
+	}
+	return errors.Join(err, c.Close())
+}
+
+// Close ends the client at once: the WebSocket and both PeerConnections.
+// It waits for the client's goroutines and is idempotent.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.writeMu.Lock()
+		_ = c.conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		c.writeMu.Unlock()
+		c.conn.Close()
+		c.closePeers()
+	})
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Client) closePeers() {
+	for _, pc := range []*webrtc.PeerConnection{c.pub, c.sub} {
+		if pc != nil {
+			if err := pc.Close(); err != nil {
+				c.log.Debug("peer_close_failed", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// requestErrors are the `error` codes that answer a publisher offer
+// rather than some other message: they fail the Publish that is waiting.
+var requestErrors = map[string]bool{
+	signal.CodeInvalidSDP: true, signal.CodeTrackLimit: true,
+	signal.CodeNotPermitted: true, signal.CodeRateLimited: true,
+}
+
+// readLoop is the only reader of the WebSocket. It handles offers,
+// answers and candidates itself and hands everything else to the events.
+func (c *Client) readLoop() {
+	defer c.wg.Done()
+	defer close(c.events)
+	defer close(c.done)
+	for {
+		_, data, err := c.conn.ReadMessage()
+		if err != nil {
+			c.endMu.Lock()
+			c.closeErr = err
+			c.endMu.Unlock()
+			return
+		}
+		m, err := signal.Parse(data)
+		if err != nil {
+			c.log.Debug("bad_server_message", "err", err)
+			continue
+		}
+		if err := c.handle(m); err != nil {
+			c.log.Debug("server_message_failed", "type", m.Type, "err", err)
+		}
+	}
+}
+
+func (c *Client) handle(m *signal.Message) error {
+	switch m.Type {
+	case signal.TypeOffer:
+		return c.handleOffer(m)
+	case signal.TypeAnswer:
+		c.deliverReply(m)
+		return nil
+	case signal.TypeCandidate:
+		return c.handleCandidate(m)
+	case signal.TypeLeave:
+		c.endMu.Lock()
+		c.leaveReason = m.Reason
+		c.endMu.Unlock()
+	case signal.TypeError:
+		if requestErrors[m.Code] {
+			c.deliverReply(m)
+		}
+	}
+	c.emit(m)
+	return nil
+}
+
+// deliverReply hands an answer (or a refusal) to the waiting Publish.
+// Without one waiting it replaces an unread earlier reply.
+func (c *Client) deliverReply(m *signal.Message) {
+	for {
+		select {
+		case c.answers <- m:
+			return
+		default:
+		}
+		select {
+		case <-c.answers:
+		default:
+		}
+	}
+}
+
+func (c *Client) emit(m *signal.Message) {
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(m)
+		return
+	}
+	select {
+	case c.events <- m:
+	default:
+		c.dropped.Add(1)
+	}
+}
+
+// handleOffer answers a subscriber offer.
+func (c *Client) handleOffer(m *signal.Message) error {
+	if m.Target != signal.TargetSubscriber {
+		return fmt.Errorf("client: offer for %q", m.Target)
+	}
+	if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
+		return fmt.Errorf("client: subscriber offer: %w", err)
+	}
+	c.flushCandidates(signal.TargetSubscriber, c.sub)
+	answer, err := c.sub.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("client: subscriber answer: %w", err)
+	}
+	if err := c.sub.SetLocalDescription(answer); err != nil {
+		return fmt.Errorf("client: subscriber answer: %w", err)
+	}
+	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {
+		return err
+	}
+	c.subICE.Open()
+	return nil
+}
+
+// handleCandidate adds a server candidate, or holds it until the
+// connection has the server's description.
+func (c *Client) handleCandidate(m *signal.Message) error {
+	if m.Candidate == nil || m.Candidate.Candidate == "" {
+		return nil
+	}
+	pc := c.peer(m.Target)
+	if pc == nil {
+		return fmt.Errorf("client: candidate for %q", m.Target)
+	}
+	c.remoteCandidates.Lock()
+	defer c.remoteCandidates.Unlock()
+	if pc.RemoteDescription() == nil {
+		c.pending[m.Target] = append(c.pending[m.Target], *m.Candidate)
+		return nil
+	}
+	return pc.AddICECandidate(*m.Candidate)
+}
+
+func (c *Client) peer(target string) *webrtc.PeerConnection {
+	switch target {
+	case signal.TargetPublisher:
+		return c.pub
+	case signal.TargetSubscriber:
+		return c.sub
+	}
+	return nil
+}
+
+// flushCandidates adds the candidates held for target once its remote
+// description is set.
+func (c *Client) flushCandidates(target string, pc *webrtc.PeerConnection) {
+	c.remoteCandidates.Lock()
+	defer c.remoteCandidates.Unlock()
+	var errs []error
+	for _, cand := range c.pending[target] {
+		errs = append(errs, pc.AddICECandidate(cand))
+	}
+	delete(c.pending, target)
+	if err := errors.Join(errs...); err != nil {
+		c.log.Debug("held_candidates_failed", "target", target, "err", err)
+	}
+}

@@ -1,0 +1,308 @@
+package edge
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// handleOffer answers the client's publisher offer, after the rate limit
+// and the grant and track checks.
+func (s *Session) handleOffer(offerSDP string) {
+	if !s.offers.Allow() {
+		s.sendError(signal.CodeRateLimited, "too many offers; wait before renegotiating")
+		return
+	}
+	offer := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerSDP}
+	parsed, err := offer.Unmarshal()
+	if err != nil {
+		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
+		return
+	}
+	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
+		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
+		return
+	} else if n > s.srv.cfg.MaxTracks {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.srv.cfg.MaxTracks))
+		return
+	}
+	answer, err := s.answer(offer)
+	if err != nil {
+		s.log.Debug("offer_refused", "err", err)
+		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
+		return
+	}
+	s.send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetPublisher, SDP: answer})
+	s.pubICE.Open()
+}
+
+// answer applies offer to the publisher connection and returns the answer.
+func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
+	if err := s.pub.SetRemoteDescription(offer); err != nil {
+		return "", fmt.Errorf("edge: publisher offer: %w", err)
+	}
+	s.addHeld(signal.TargetPublisher, s.pub)
+	answer, err := s.pub.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("edge: publisher answer: %w", err)
+	}
+	if err := s.pub.SetLocalDescription(answer); err != nil {
+		return "", fmt.Errorf("edge: publisher answer: %w", err)
+	}
+	return answer.SDP, nil
+}
+
+// sendingTracks counts the offer's live audio and video m-lines the client
+// sends on.
+func sendingTracks(d *sdp.SessionDescription) int {
+	n := 0
+	for _, m := range d.MediaDescriptions {
+		kind := m.MediaName.Media
+		if (kind != "audio" && kind != "video") || m.MediaName.Port.Value == 0 {
+			continue
+		}
+		_, recvonly := m.Attribute("recvonly")
+		_, inactive := m.Attribute("inactive")
+		if !recvonly && !inactive {
+			n++
+		}
+	}
+	return n
+}
+
+// handleAnswer applies the client's answer to the outstanding subscriber
+// offer.
+func (s *Session) handleAnswer(answerSDP string) {
+	if s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
+		return
+	}
+	err := s.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP})
+	if err != nil {
+		s.log.Debug("answer_refused", "err", err)
+		s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
+		return
+	}
+	s.addHeld(signal.TargetSubscriber, s.sub)
+	select {
+	case s.answered <- struct{}{}:
+	default:
+	}
+}
+
+// handleCandidate counts the candidate against the session's bound, then
+// adds it, or holds it while its connection has no remote description.
+func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
+	if c.Candidate == "" {
+		return // end of candidates
+	}
+	s.mu.Lock()
+	if s.candidates >= s.srv.cfg.MaxCandidates {
+		s.mu.Unlock()
+		s.srv.metrics.candidateRefused("limit")
+		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session", s.srv.cfg.MaxCandidates))
+		return
+	}
+	s.candidates++
+	pc := s.peer(target)
+	if pc.RemoteDescription() == nil {
+		s.held[target] = append(s.held[target], c)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if err := pc.AddICECandidate(c); err != nil {
+		s.srv.metrics.candidateRefused("invalid")
+		s.sendError(signal.CodeInvalidCandidate, "candidate does not parse")
+	}
+}
+
+func (s *Session) peer(target string) *webrtc.PeerConnection {
+	if target == signal.TargetPublisher {
+		return s.pub
+	}
+	return s.sub
+}
+
+// addHeld adds the candidates held for target once pc has its remote
+// description.
+func (s *Session) addHeld(target string, pc *webrtc.PeerConnection) {
+	s.mu.Lock()
+	held := s.held[target]
+	delete(s.held, target)
+	s.mu.Unlock()
+	for _, c := range held {
+		if err := pc.AddICECandidate(c); err != nil {
+			s.srv.metrics.candidateRefused("invalid")
+			s.sendError(signal.CodeInvalidCandidate, "candidate does not parse")
+		}
+	}
+}
+
+func (s *Session) candidateSender(target string) func(webrtc.ICECandidateInit) {
+	return func(c webrtc.ICECandidateInit) {
+		s.send(&signal.Message{Type: signal.TypeCandidate, Target: target, Candidate: &c})
+	}
+}
+
+// onTrack publishes a track the client sends: it starts forwarding, tells
+// the room and watches for the track's end.
+func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	s.recordJoin("received")
+	if !s.admitTrack() {
+		return
+	}
+	p, err := s.srv.media.Publish(remote, recv, s.pub, s.id)
+	if err != nil {
+		s.wg.Done()
+		s.log.Warn("publish_failed", "err", err)
+		return
+	}
+	others, ok := s.room.addPublication(s, p)
+	if !ok {
+		s.wg.Done()
+		p.Close()
+		return
+	}
+	s.log.Debug("track_published", "publication", p.ID(), "kind", p.Kind().String())
+	for _, o := range others {
+		o.subscribe(p)
+	}
+	go s.watch(p)
+}
+
+// admitTrack reserves a watcher slot for one more publication, within the
+// track limit; false when the session ended or is at the limit.
+func (s *Session) admitTrack() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || !s.grants.Publish || s.published >= s.srv.cfg.MaxTracks {
+		return false
+	}
+	s.published++
+	s.wg.Add(1)
+	return true
+}
+
+// watch waits for p's end (the client stopped sending it) and takes it
+// out of the room. At the session's end teardown does that instead.
+func (s *Session) watch(p *sfu.Publication) {
+	defer s.wg.Done()
+	select {
+	case <-p.Done():
+	case <-s.ending:
+		return
+	}
+	others, ok := s.room.removePublication(p)
+	p.Close()
+	if ok {
+		for _, o := range others {
+			o.unsubscribe(p)
+		}
+	}
+	s.mu.Lock()
+	s.published--
+	s.mu.Unlock()
+}
+
+// subscribe forwards p to this participant, if its grants allow, and
+// schedules a subscriber offer.
+func (s *Session) subscribe(p *sfu.Publication) {
+	if !s.grants.Subscribe {
+		return
+	}
+	s.mu.Lock()
+	if s.ended || s.subs[p.ID()] != nil {
+		s.mu.Unlock()
+		return
+	}
+	sub, err := p.Subscribe(s.sub)
+	if err != nil {
+		s.mu.Unlock()
+		s.log.Debug("subscribe_failed", "publication", p.ID(), "err", err)
+		return
+	}
+	s.subs[p.ID()] = sub
+	s.mu.Unlock()
+	s.requestOffer()
+}
+
+// unsubscribe stops forwarding ps to this participant and schedules a
+// subscriber offer.
+func (s *Session) unsubscribe(ps ...*sfu.Publication) {
+	s.mu.Lock()
+	var gone []*sfu.Subscription
+	for _, p := range ps {
+		if sub := s.subs[p.ID()]; sub != nil {
+			gone = append(gone, sub)
+			delete(s.subs, p.ID())
+		}
+	}
+	s.mu.Unlock()
+	for _, sub := range gone {
+		if err := sub.Close(); err != nil {
+			s.log.Debug("unsubscribe_failed", "err", err)
+		}
+	}
+	if len(gone) > 0 {
+		s.requestOffer()
+	}
+}
+
+// requestOffer asks the negotiator for a subscriber offer. Requests made
+// while one is outstanding fold into the next offer.
+func (s *Session) requestOffer() {
+	select {
+	case s.renegotiate <- struct{}{}:
+	default:
+	}
+}
+
+// negotiateLoop is the negotiator goroutine: one subscriber offer at a
+// time, each covering every change requested before it was made. An offer
+// not answered within NegotiationTimeout ends the session: no later change
+// could reach the client.
+func (s *Session) negotiateLoop() {
+	for {
+		select {
+		case <-s.renegotiate:
+		case <-s.ending:
+			return
+		}
+		if err := s.offerSubscriber(); err != nil {
+			s.log.Warn("subscriber_offer_failed", "err", err)
+			s.end(reasonInternal)
+			return
+		}
+		t := time.NewTimer(s.srv.cfg.NegotiationTimeout)
+		select {
+		case <-s.answered:
+			t.Stop()
+		case <-t.C:
+			s.log.Info("subscriber_answer_timeout")
+			s.end(signal.ReasonTimeout)
+			return
+		case <-s.ending:
+			t.Stop()
+			return
+		}
+	}
+}
+
+func (s *Session) offerSubscriber() error {
+	offer, err := s.sub.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("edge: subscriber offer: %w", err)
+	}
+	if err := s.sub.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("edge: subscriber offer: %w", err)
+	}
+	s.send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP})
+	s.subICE.Open()
+	return nil
+}

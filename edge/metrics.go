@@ -1,0 +1,88 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// metrics are the instance's signaling and session instruments. Attribute
+// values come from fixed sets (join results, close reasons, error codes,
+// refusal reasons): never a room, identity or address.
+type metrics struct {
+	sessions      metric.Int64UpDownCounter // media_sessions_active
+	rooms         metric.Int64UpDownCounter // media_rooms_active
+	participants  metric.Int64UpDownCounter // media_participants_active
+	joins         metric.Int64Counter       // media_joins_total{result}
+	closed        metric.Int64Counter       // media_sessions_closed_total{reason}
+	candidatesOut metric.Int64Counter       // media_ice_candidates_refused_total{reason}
+	slow          metric.Int64Counter       // media_slow_client_disconnects_total
+	signalErrors  metric.Int64Counter       // media_signal_errors_total{code}
+	joinTime      metric.Float64Histogram   // media_join_duration_seconds{first}
+}
+
+// bg is the context of measurements: they are never cancelled.
+var bg = context.Background()
+
+// joinTimeBuckets cover a good join (well under a second on a near
+// network) up to a TURN fallback after a failed first attempt.
+var joinTimeBuckets = []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20}
+
+func newMetrics(m metric.Meter) (*metrics, error) {
+	var errs []error
+	upDown := func(name, desc string) metric.Int64UpDownCounter {
+		c, err := m.Int64UpDownCounter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	counter := func(name, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	x := &metrics{
+		sessions:      upDown("media_sessions_active", "Signaling sessions open now."),
+		rooms:         upDown("media_rooms_active", "Rooms with at least one participant now."),
+		participants:  upDown("media_participants_active", "Participants in a room now."),
+		joins:         counter("media_joins", "Join attempts on /v1/rtc by result (ok or the refusal)."),
+		closed:        counter("media_sessions_closed", "Sessions ended, by reason."),
+		candidatesOut: counter("media_ice_candidates_refused", "ICE candidates refused before the ICE agent, by reason."),
+		slow:          counter("media_slow_client_disconnects", "Clients disconnected because their send queue stayed full."),
+		signalErrors:  counter("media_signal_errors", "error messages sent to clients, by code."),
+	}
+	var err error
+	x.joinTime, err = m.Float64Histogram("media_join_duration",
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(joinTimeBuckets...),
+		metric.WithDescription("From WebSocket open until media first flows for the participant: "+
+			"first packet received from it (first=received) or its subscriber connection up with tracks to forward (first=forwarded)."))
+	errs = append(errs, err)
+	for _, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("edge: metrics: %w", err)
+		}
+	}
+	return x, nil
+}
+
+func (m *metrics) join(result string) {
+	m.joins.Add(bg, 1, metric.WithAttributes(attribute.String("result", result)))
+}
+
+func (m *metrics) sessionClosed(reason string) {
+	m.closed.Add(bg, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) candidateRefused(reason string) {
+	m.candidatesOut.Add(bg, 1, metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+func (m *metrics) signalError(code string) {
+	m.signalErrors.Add(bg, 1, metric.WithAttributes(attribute.String("code", code)))
+}
+
+func (m *metrics) joinDuration(d time.Duration, first string) {
+	m.joinTime.Record(bg, d.Seconds(), metric.WithAttributes(attribute.String("first", first)))
+}

@@ -1,0 +1,212 @@
+package edge
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
+
+	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// newParticipantID returns "PA_" and 12 random characters: ids a client
+// sees must not be guessable.
+func newParticipantID() string { return "PA_" + rand.Text()[:12] }
+
+// newParticipant builds the session of an admitted, upgraded client: its
+// WebSocket client and both PeerConnections. It starts nothing.
+func (srv *Server) newParticipant(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time) (*Session, error) {
+	s := newSession(newParticipantID(), srv.sessions)
+	s.srv, s.identity, s.grants, s.room, s.opened = srv, c.Identity(), c.Grants, r, opened
+	s.log = srv.log.With("session", s.id, "room", r.name, "identity", s.identity)
+	s.offers = rate.NewLimiter(rate.Every(srv.cfg.OfferInterval), srv.cfg.OfferBurst)
+	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
+	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
+	s.ws = newWSClient(conn, srv.cfg, s.writeFailed)
+	var err error
+	if s.pub, err = srv.media.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, err
+	}
+	if s.sub, err = srv.media.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		_ = s.pub.Close()
+		return nil, err
+	}
+	s.pubICE = signal.NewTrickle(s.candidateSender(signal.TargetPublisher))
+	s.subICE = signal.NewTrickle(s.candidateSender(signal.TargetSubscriber))
+	s.pub.OnICECandidate(s.pubICE.Candidate)
+	s.sub.OnICECandidate(s.subICE.Candidate)
+	s.pub.OnTrack(s.onTrack)
+	s.pub.OnConnectionStateChange(s.connectionState(signal.TargetPublisher))
+	s.sub.OnConnectionStateChange(s.connectionState(signal.TargetSubscriber))
+	return s, nil
+}
+
+// start joins the room, greets the client and the room, and starts the
+// session's goroutines. The reader runs teardown when it ends.
+func (s *Session) start() {
+	s.srv.metrics.sessions.Add(bg, 1)
+	others, pubs := s.room.join(s)
+	s.srv.metrics.participants.Add(bg, 1)
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.ws.writeLoop() }()
+	go func() { defer s.wg.Done(); s.negotiateLoop() }()
+	s.send(s.joinedMessage(others))
+	for _, o := range others {
+		o.send(&signal.Message{Type: signal.TypeParticipantJoined, Participant: s.participant()})
+	}
+	for _, p := range pubs {
+		s.subscribe(p)
+	}
+	go s.run()
+}
+
+func (s *Session) joinedMessage(others []*Session) *signal.Message {
+	m := &signal.Message{Type: signal.TypeJoined, Protocol: signal.Version, Room: s.room.name,
+		Participant: s.participant(), Participants: make([]signal.Participant, 0, len(others)),
+		ICEServers: []signal.ICEServer{}}
+	for _, o := range others {
+		m.Participants = append(m.Participants, *o.participant())
+	}
+	if s.srv.relay != nil {
+		m.ICEServers = append(m.ICEServers, s.srv.relay.ICEServers(s.identity)...)
+	}
+	return m
+}
+
+// run is the reader goroutine: it handles the client's messages in order
+// until the WebSocket ends, then tears the session down.
+func (s *Session) run() {
+	s.end(s.readLoop())
+	close(s.ws.readDone)
+	s.teardown()
+}
+
+// readLoop reads until the connection ends and returns the close reason.
+func (s *Session) readLoop() string {
+	conn := s.ws.conn
+	idle := s.srv.cfg.IdleTimeout
+	_ = conn.SetReadDeadline(time.Now().Add(idle))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(idle)) })
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			return s.readEndReason(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(idle))
+		select {
+		case <-s.ending: // only the client's close frame matters now
+			continue
+		default:
+		}
+		if s.handle(data) {
+			return reasonClientLeave
+		}
+	}
+}
+
+// readEndReason names why reading ended.
+func (s *Session) readEndReason(err error) string {
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return reasonMessageTooBig
+	case errors.As(err, &ne) && ne.Timeout():
+		return signal.ReasonTimeout
+	}
+	return reasonClientClosed
+}
+
+// handle dispatches one client message; it reports whether the client
+// left.
+func (s *Session) handle(data []byte) (left bool) {
+	m, err := signal.Decode(data)
+	if err != nil {
+		var se *signal.Error
+		if errors.As(err, &se) {
+			s.sendError(se.Code, se.Message)
+		}
+		return false
+	}
+	switch m.Type {
+	case signal.TypeOffer:
+		s.handleOffer(m.SDP)
+	case signal.TypeAnswer:
+		s.handleAnswer(m.SDP)
+	case signal.TypeCandidate:
+		s.handleCandidate(m.Target, *m.Candidate)
+	case signal.TypeLeave:
+		return true
+	}
+	return false
+}
+
+// writeFailed is the writer's report of a failed write or ping: the
+// connection is gone.
+func (s *Session) writeFailed(err error) {
+	s.log.Debug("signal_write_failed", "err", err)
+	s.end(reasonClientClosed)
+}
+
+// connectionState ends the session when either connection fails (ICE
+// gave up after the engine's timeouts), and records the join time when
+// the subscriber connection comes up.
+func (s *Session) connectionState(target string) func(webrtc.PeerConnectionState) {
+	return func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateFailed:
+			s.log.Info("ice_failed", "target", target)
+			s.end(signal.ReasonICEFailed)
+		case webrtc.PeerConnectionStateConnected:
+			if target == signal.TargetSubscriber {
+				s.recordJoin("forwarded")
+			}
+		}
+	}
+}
+
+// teardown runs once on the reader goroutine after the session ended:
+// nothing the session owned outlives it.
+func (s *Session) teardown() {
+	s.wg.Wait() // writer (connection closed), negotiator, watchers
+	others, owned := s.srv.rooms.leave(s.room, s)
+	s.srv.metrics.participants.Add(bg, -1)
+	for _, p := range owned {
+		p.Close()
+	}
+	for _, o := range others {
+		o.unsubscribe(owned...)
+		o.send(&signal.Message{Type: signal.TypeParticipantLeft, Participant: s.participant()})
+	}
+	s.closeMedia()
+	s.sessions.Remove(s.id)
+	s.srv.admitted.Add(-1)
+	s.srv.metrics.sessions.Add(bg, -1)
+	s.srv.metrics.sessionClosed(s.reason)
+	s.log.Info("session_closed", "reason", s.reason, "duration", time.Since(s.opened).Round(time.Millisecond).String())
+	close(s.done)
+}
+
+// closeMedia ends the session's subscriptions and both PeerConnections.
+func (s *Session) closeMedia() {
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = nil
+	s.mu.Unlock()
+	for _, sub := range subs {
+		if err := sub.Close(); err != nil {
+			s.log.Debug("subscription_close_failed", "err", err)
+		}
+	}
+	if err := errors.Join(s.pub.Close(), s.sub.Close()); err != nil {
+		s.log.Debug("peer_close_failed", "err", err)
+	}
+}
+
+// String names the session in logs and errors.
+func (s *Session) String() string { return fmt.Sprintf("session %s (%s)", s.id, s.identity) }

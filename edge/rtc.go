@@ -1,0 +1,127 @@
+package edge
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
+
+	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// Join results: the values of media_joins_total's result attribute.
+const (
+	joinOK           = "ok"
+	joinUnauthorized = "unauthorized"
+	joinForbidden    = "forbidden"
+	joinRoomFull     = "room_full"
+	joinRoomsFull    = "rooms_full"
+	joinFull         = "full"
+	joinDraining     = "draining"
+	joinUpgradeFail  = "upgrade_failed"
+	joinInternal     = "internal"
+)
+
+// newUpgrader returns the WebSocket upgrader of /v1/rtc. Any origin may
+// connect: the access token in the URL is the credential, and a page on
+// another origin cannot obtain one without the application's backend, so
+// there is no ambient authority (cookie) for a cross-site page to abuse.
+func newUpgrader() websocket.Upgrader {
+	return websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		CheckOrigin:      func(*http.Request) bool { return true },
+	}
+}
+
+// handleRTC admits a participant: token, room and instance limits are
+// checked before the upgrade, so a refusal is a plain HTTP answer with a
+// JSON body. See PROTOCOL.md, "Connecting".
+func (srv *Server) handleRTC(c echo.Context) error {
+	opened := time.Now()
+	claims, err := srv.keys.Verify(c.QueryParam("access_token"), opened)
+	if err != nil {
+		return srv.refuseToken(c, err)
+	}
+	if room := c.QueryParam("room"); room != "" && room != claims.Room {
+		return srv.refuse(c, http.StatusForbidden, joinForbidden, "forbidden", "the token is for another room")
+	}
+	if srv.Draining() {
+		return srv.refuse(c, http.StatusServiceUnavailable, joinDraining, "draining", "the instance is draining; reconnect")
+	}
+	if srv.admitted.Add(1) > int64(srv.cfg.MaxSessions) {
+		srv.admitted.Add(-1)
+		return srv.refuse(c, http.StatusServiceUnavailable, joinFull, "full", "the instance is at its session limit")
+	}
+	r, err := srv.rooms.reserve(claims.Room)
+	if err != nil {
+		srv.admitted.Add(-1)
+		if errors.Is(err, errRoomFull) {
+			return srv.refuse(c, http.StatusForbidden, joinRoomFull, "room_full", "the room is full")
+		}
+		return srv.refuse(c, http.StatusServiceUnavailable, joinRoomsFull, "full", "the instance is at its room limit")
+	}
+	if old := r.byIdentity(claims.Identity()); old != nil {
+		old.Close(signal.ReasonDuplicateIdentity)
+	}
+	return srv.upgrade(c, claims, r, opened)
+}
+
+// upgrade switches to the WebSocket and starts the session; the
+// reservations are given back if that fails.
+func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened time.Time) error {
+	conn, err := srv.upgrader.Upgrade(c.Response(), c.Request(), nil)
+	if err != nil { // the upgrader has answered the client
+		srv.rooms.release(r)
+		srv.admitted.Add(-1)
+		srv.metrics.join(joinUpgradeFail)
+		return nil
+	}
+	s, err := srv.newParticipant(conn, claims, r, opened)
+	if err != nil {
+		srv.log.Error("session_setup_failed", "err", err)
+		_ = conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseInternalServerErr, ""), time.Now().Add(closeGrace))
+		conn.Close()
+		srv.rooms.release(r)
+		srv.admitted.Add(-1)
+		srv.metrics.join(joinInternal)
+		return nil
+	}
+	srv.sessions.Add(s)
+	srv.metrics.join(joinOK)
+	s.log.Info("session_joined")
+	s.start()
+	// A drain that began closing sessions before Add missed this one.
+	if srv.closingAll.Load() {
+		s.end(signal.ReasonServerShutdown)
+	} else if srv.Draining() {
+		s.notifyDraining(srv.drainDeadline())
+	}
+	return nil
+}
+
+// refuseToken answers a refused token: 403 when it is authentic but does
+// not permit the join, 401 otherwise.
+func (srv *Server) refuseToken(c echo.Context, err error) error {
+	var ae *auth.Error
+	if errors.As(err, &ae) && ae.Forbidden {
+		return srv.refuse(c, http.StatusForbidden, joinForbidden, "forbidden", err.Error())
+	}
+	return srv.refuse(c, http.StatusUnauthorized, joinUnauthorized, "unauthorized", err.Error())
+}
+
+// refuse answers a join with status and a JSON body, counted by result.
+// 503s carry Retry-After.
+func (srv *Server) refuse(c echo.Context, status int, result, code, msg string) error {
+	srv.metrics.join(result)
+	if status == http.StatusServiceUnavailable {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(srv.cfg.RetryAfter.Seconds())))
+	}
+	return c.JSON(status, apiError{Code: code, Message: msg})
+}
