@@ -1,0 +1,255 @@
+package web_test
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The browser suite: real Chromium tabs with fake cameras and microphones
+// join rooms on a real media-service process through the demo page.
+
+// mediaTimeout bounds how long a page may take from joining to playing
+// others' media on a loaded two-core machine.
+const mediaTimeout = 30 * time.Second
+
+// joinURL is the demo page joining room as identity at once.
+func joinURL(s *service, room, identity string, extra ...string) string {
+	q := url.Values{"room": {room}, "identity": {identity}, "autojoin": {"1"}}
+	for _, kv := range extra {
+		k, v, _ := strings.Cut(kv, "=")
+		q.Set(k, v)
+	}
+	return s.URL + "/?" + q.Encode()
+}
+
+// receiving reports whether s plays video from every identity (a decoded
+// frame with a size) and receives its audio.
+func receiving(s snapshot, identities ...string) bool {
+	for _, id := range identities {
+		t, ok := s.remote(id)
+		if !ok || t.VideoWidth == 0 || t.FramesDecoded == 0 || t.AudioPacketsReceived == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// waitReceiving waits until p receives media from every identity, then
+// until the decoded frame count of each has grown again: video that
+// started and froze would not pass.
+func waitReceiving(p *page, identities ...string) snapshot {
+	p.t.Helper()
+	first := p.waitFor("play media from "+strings.Join(identities, ", "), mediaTimeout, func(s snapshot) bool {
+		return s.State == "connected" && receiving(s, identities...)
+	})
+	return p.waitFor("keep decoding frames from "+strings.Join(identities, ", "), 10*time.Second, func(s snapshot) bool {
+		for _, id := range identities {
+			before, _ := first.remote(id)
+			now, ok := s.remote(id)
+			if !ok || now.ID != before.ID || now.FramesDecoded <= before.FramesDecoded {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// others is names without the one at i.
+func others(names []string, i int) []string {
+	return append(append([]string(nil), names[:i]...), names[i+1:]...)
+}
+
+// checkRoom checks that every page receives every other page's media, shows
+// exactly one tile per participant and showed no error.
+func checkRoom(t *testing.T, pages []*page, names []string) {
+	t.Helper()
+	for i, p := range pages {
+		s := waitReceiving(p, others(names, i)...)
+		if len(s.Tiles) != len(names) {
+			t.Errorf("%s: %d tiles; want %d (one per participant): %s", p.name, len(s.Tiles), len(names), s)
+		}
+		if len(s.Errors) > 0 {
+			t.Errorf("%s: page showed errors %v; want none", p.name, s.Errors)
+		}
+	}
+}
+
+func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
+	b := newBrowser(t)
+	svc := startService(t)
+	names := []string{"alice", "bob", "carol"}
+	var pages []*page
+	for _, n := range names[:2] {
+		pages = append(pages, b.open(t, n, joinURL(svc, "trio", n)))
+	}
+	checkRoom(t, pages, names[:2])
+	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
+		writeDemoScreenshot(t, pages[0], "bob")
+	}
+
+	pages = append(pages, b.open(t, "carol", joinURL(svc, "trio", "carol")))
+	checkRoom(t, pages, names)
+
+	// The server's `error` reaches the user: a message type it does not know.
+	pages[0].eval(`mediaClient.session.send({type: "no_such_type"})`)
+	pages[0].waitFor("show the server's error", 5*time.Second, func(s snapshot) bool {
+		return len(s.Errors) == 1 && s.Errors[0].Code == "unknown_type" && s.Errors[0].Message != ""
+	})
+
+	// Leaving with the button closes cleanly and the others drop the tile.
+	pages[2].click("leave")
+	s := pages[2].waitFor("leave", 5*time.Second, func(s snapshot) bool { return s.LastClose != nil })
+	if c := s.LastClose; c.Code != 1000 || !c.WasClean || !c.ByClient || s.State != "closed" {
+		t.Errorf("carol after Leave: state %s, close %+v; want closed after a clean 1000 close of ours", s.State, *c)
+	}
+	for _, p := range pages[:2] {
+		p.waitFor("drop carol's tile", 10*time.Second, func(s snapshot) bool {
+			_, ok := s.remote("carol")
+			return !ok && len(s.Tiles) == 2
+		})
+	}
+}
+
+func TestBrowserMuteButtons(t *testing.T) {
+	b := newBrowser(t)
+	svc := startService(t)
+	alice := b.open(t, "alice", joinURL(svc, "mute", "alice"))
+	alice.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
+	tests := []struct {
+		button string
+		want   muted
+	}{
+		{"mic", muted{Audio: true}},
+		{"cam", muted{Audio: true, Video: true}},
+		{"mic", muted{Video: true}},
+		{"cam", muted{}},
+	}
+	for _, tt := range tests {
+		alice.click(tt.button)
+		if got := alice.snapshot().Muted; got != tt.want {
+			t.Errorf("after clicking %s: muted = %+v; want %+v", tt.button, got, tt.want)
+		}
+	}
+}
+
+func TestBrowserRelayOnlyThroughTURN(t *testing.T) {
+	b := newBrowser(t)
+	svc := startService(t)
+	alice := b.open(t, "alice", joinURL(svc, "relay", "alice", "relay=1"))
+	bob := b.open(t, "bob", joinURL(svc, "relay", "bob"))
+	waitReceiving(bob, "alice")
+	waitReceiving(alice, "bob")
+	// iceTransportPolicy "relay" allows nothing else, but check what the
+	// browser reports: both of alice's connections go through a relay.
+	alice.waitFor("use relayed candidates", 10*time.Second, func(s snapshot) bool {
+		return s.Transport != nil &&
+			s.Transport.Publisher.LocalCandidateType == "relay" &&
+			s.Transport.Subscriber.LocalCandidateType == "relay"
+	})
+	if s := bob.snapshot(); s.Transport == nil || s.Transport.Publisher.LocalCandidateType == "relay" {
+		t.Errorf("bob (no relay flag) transport = %+v; want a direct candidate", s.Transport)
+	}
+}
+
+// writeDemoScreenshot stores the README's picture of the demo page once the
+// page shows live stats for the other participant.
+func writeDemoScreenshot(t *testing.T, p *page, other string) {
+	t.Helper()
+	p.waitFor("show live stats", 10*time.Second, func(s snapshot) bool {
+		r, ok := s.remote(other)
+		return ok && r.BitrateKbps > 0
+	})
+	path := filepath.Join("..", "..", "docs", "demo.png")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(path, p.screenshot(), 0o644); err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	t.Logf("wrote %s", path)
+}
+
+func TestBrowserReloadRejoins(t *testing.T) {
+	b := newBrowser(t)
+	svc := startService(t)
+	alice := b.open(t, "alice", joinURL(svc, "reload", "alice"))
+	bob := b.open(t, "bob", joinURL(svc, "reload", "bob"))
+	waitReceiving(alice, "bob")
+	before := waitReceiving(bob, "alice")
+
+	bob.reload()
+	after := bob.waitFor("rejoin as a new participant", mediaTimeout, func(s snapshot) bool {
+		return s.Self != nil && s.Self.ID != before.Self.ID
+	})
+	waitReceiving(bob, "alice")
+	s := alice.waitFor("replace bob's tile", mediaTimeout, func(s snapshot) bool {
+		t, ok := s.remote("bob")
+		return ok && t.ID == after.Self.ID && receiving(s, "bob") && len(s.Tiles) == 2
+	})
+	waitReceiving(alice, "bob")
+	for _, tl := range s.Tiles {
+		if tl.ID == before.Self.ID {
+			t.Errorf("alice still shows bob's old session %s after the reload: %s", tl.ID, s)
+		}
+	}
+}
+
+func TestBrowserDrainThenReconnect(t *testing.T) {
+	b := newBrowser(t)
+	svc := startService(t, "MEDIA_DRAIN_TIMEOUT=5s")
+	names := []string{"alice", "bob"}
+	pages := []*page{b.open(t, "alice", joinURL(svc, "drain", "alice")), b.open(t, "bob", joinURL(svc, "drain", "bob"))}
+	checkRoom(t, pages, names)
+
+	svc.signal(syscall.SIGTERM)
+	for _, p := range pages {
+		p.waitFor("show the draining notice", 5*time.Second, func(s snapshot) bool {
+			return s.DrainingSeen && s.Banner == "draining"
+		})
+	}
+	for _, p := range pages {
+		s := p.waitFor("leave before the deadline", 10*time.Second, func(s snapshot) bool { return s.LastClose != nil })
+		if c := s.LastClose; c.Code != 1000 || !c.WasClean || !c.ByClient {
+			t.Errorf("%s: WebSocket closed with %+v; want a clean 1000 close after our leave", p.name, *c)
+		}
+	}
+	if err := svc.waitExit(15 * time.Second); err != nil {
+		t.Errorf("service exit: %v; want exit status 0", err)
+	}
+	checkDrainLogs(t, svc, len(pages))
+
+	// The same address comes back (a restarted instance, or the platform's
+	// next one): both pages return on their own and get media again.
+	_, port, _ := net.SplitHostPort(svc.Addr)
+	startService(t, "PORT="+port)
+	for i, p := range pages {
+		p.waitFor("reconnect", mediaTimeout, func(s snapshot) bool { return s.State == "connected" && s.Reconnects >= 1 })
+		waitReceiving(p, others(names, i)...)
+	}
+}
+
+// checkDrainLogs checks the drain's log lines: every session ended by its
+// client's leave before the deadline, and server_stopped counts them.
+func checkDrainLogs(t *testing.T, svc *service, sessions int) {
+	t.Helper()
+	closing, ok, _ := svc.logs.find("closing_all_sessions")
+	if !ok {
+		t.Fatalf("no closing_all_sessions log line")
+	}
+	if got := closing["remaining"]; got != float64(0) {
+		t.Errorf("closing_all_sessions remaining = %v; want 0 (pages leave before the deadline)", got)
+	}
+	stopped, ok, _ := svc.logs.find("server_stopped")
+	if !ok {
+		t.Fatalf("no server_stopped log line")
+	}
+	if got := stopped["closed_sessions"]; got != float64(sessions) {
+		t.Errorf("server_stopped closed_sessions = %v; want %d", got, sessions)
+	}
+}

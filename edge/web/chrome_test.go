@@ -1,0 +1,265 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds Debian's chromium (or $CHROMIUM). Without one the
+// browser tests skip locally, but fail in CI, where a skipped browser suite
+// would pass a build that no browser ever tried.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	candidates := []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	msg := "no Chromium found (apt-get install chromium, or set CHROMIUM=/path/to/chrome): browser tests not run"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// chromeFlags are the flags of a headless Chromium that can do WebRTC with
+// fake devices on loopback, and that talks to nothing but the test server.
+func chromeFlags(userDataDir string) []chromedp.ExecAllocatorOption {
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.UserDataDir(userDataDir),
+		chromedp.WindowSize(1280, 760),
+	}
+	for _, f := range []string{
+		"headless", "no-sandbox", "disable-gpu", "disable-quic", "no-first-run", "no-default-browser-check",
+		"disable-background-networking", "disable-component-update", "disable-sync", "disable-extensions",
+		"disable-default-apps", "disable-domain-reliability", "disable-client-side-phishing-detection",
+		"no-pings", "disable-breakpad", "disable-dev-shm-usage", "mute-audio", "password-store=basic",
+		// Fake camera and microphone, granted without a prompt.
+		"use-fake-ui-for-media-stream", "use-fake-device-for-media-stream",
+		// WebRTC on loopback with real host candidates (the server refuses
+		// to resolve mDNS names), and media playing without a user gesture.
+		"allow-loopback-in-peer-connection",
+		// Several tabs run at once; none may be throttled as a background tab.
+		"disable-background-timer-throttling", "disable-backgrounding-occluded-windows", "disable-renderer-backgrounding",
+	} {
+		name, value, hasValue := strings.Cut(f, "=")
+		if hasValue {
+			opts = append(opts, chromedp.Flag(name, value))
+		} else {
+			opts = append(opts, chromedp.Flag(name, true))
+		}
+	}
+	return append(opts,
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,MediaRouter,OptimizationHints,Translate"),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+	)
+}
+
+// browser is one Chromium process with a fresh profile; each page is a tab.
+type browser struct {
+	ctx context.Context // a chromedp context whose browser is running
+}
+
+// newBrowser starts Chromium; it is closed when the test ends.
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	path := chromiumPath(t)
+	profile := t.TempDir()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		append(chromeFlags(profile), chromedp.ExecPath(path))...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium %s: %v", path, err)
+	}
+	return &browser{ctx: ctx}
+}
+
+// page is one tab showing the demo page.
+type page struct {
+	t       *testing.T
+	name    string
+	ctx     context.Context
+	console *lockedBuffer
+}
+
+// open opens url in a new tab. The tab's console is kept and printed if
+// the test fails; the tab closes when the test ends.
+func (b *browser) open(t *testing.T, name, url string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	p := &page{t: t, name: name, ctx: ctx, console: &lockedBuffer{}}
+	msgs := chromedp.Console(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(p.console, "%s %s\n", m.Time.Format("15:04:05.000"), m)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("console of %s:\n%s", name, p.console)
+		}
+	})
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("%s: navigate to %s: %v", name, url, err)
+	}
+	return p
+}
+
+// close closes the tab, as a user closing it would.
+func (p *page) close() {
+	p.t.Helper()
+	if err := chromedp.Cancel(p.ctx); err != nil {
+		p.t.Fatalf("%s: close tab: %v", p.name, err)
+	}
+}
+
+// reload reloads the tab.
+func (p *page) reload() {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, chromedp.Reload()); err != nil {
+		p.t.Fatalf("%s: reload: %v", p.name, err)
+	}
+}
+
+// eval runs a script in the page.
+func (p *page) eval(script string) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, chromedp.Evaluate[chromedp.Void](script)); err != nil {
+		p.t.Fatalf("%s: eval %s: %v", p.name, script, err)
+	}
+}
+
+// click clicks the element with that id, as the user would.
+func (p *page) click(id string) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, chromedp.Click(chromedp.ID(id))); err != nil {
+		p.t.Fatalf("%s: click #%s: %v", p.name, id, err)
+	}
+}
+
+// screenshot captures the visible part of the tab as PNG.
+func (p *page) screenshot() []byte {
+	p.t.Helper()
+	png, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		p.t.Fatalf("%s: screenshot: %v", p.name, err)
+	}
+	return png
+}
+
+// snapshot is what window.mediaDemo.snapshot() reports: the page's state as
+// the user sees it, read from the client and the elements.
+type snapshot struct {
+	State        string
+	Room         string
+	Self         *participant
+	Peers        struct{ Publisher, Subscriber string }
+	Banner       string
+	DrainingSeen bool
+	Reconnects   int
+	LastClose    *struct {
+		Code        int
+		Reason      string
+		WasClean    bool
+		ByClient    bool
+		LeaveReason string
+	}
+	Errors    []struct{ Code, Message string }
+	Muted     muted
+	Transport *struct{ Publisher, Subscriber transport }
+	Tiles     []tile
+}
+
+type participant struct{ ID, Identity string }
+
+type muted struct{ Audio, Video bool }
+
+type transport struct {
+	RTTMs               *int
+	LocalCandidateType  string
+	RemoteCandidateType string
+	Protocol            string
+}
+
+type tile struct {
+	ID                   string
+	Identity             string
+	Local                bool
+	VideoWidth           int
+	VideoHeight          int
+	FramesDecoded        int
+	AudioPacketsReceived int
+	BitrateKbps          float64
+}
+
+// remote returns the tile of the other participant with that identity.
+func (s snapshot) remote(identity string) (tile, bool) {
+	for _, t := range s.Tiles {
+		if !t.Local && t.Identity == identity {
+			return t, true
+		}
+	}
+	return tile{}, false
+}
+
+func (s snapshot) String() string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// snapshot reads the page's state once; before the page script has run it
+// is the zero snapshot.
+func (p *page) snapshot() snapshot {
+	p.t.Helper()
+	raw, err := chromedp.Run(p.ctx, chromedp.Evaluate[[]byte](`window.mediaDemo ? window.mediaDemo.snapshot() : null`))
+	if err != nil {
+		p.t.Fatalf("%s: read snapshot: %v", p.name, err)
+	}
+	var s snapshot
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			p.t.Fatalf("%s: decode snapshot %s: %v", p.name, raw, err)
+		}
+	}
+	return s
+}
+
+// waitFor polls the page's state until cond holds, and fails the test with
+// the last state seen when it does not within timeout.
+func (p *page) waitFor(what string, timeout time.Duration, cond func(snapshot) bool) snapshot {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s := p.snapshot()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: %s: not within %s; last state: %s", p.name, what, timeout, s)
+		}
+		<-tick.C
+	}
+}
