@@ -39,6 +39,8 @@ type config struct {
 	maxLoss         float64 // percent
 	jsonOut         bool
 	quiet           bool
+
+	floorOpts floorOptions // how to start the floor relay child (not a flag)
 }
 
 var scenarios = map[string]string{
@@ -72,7 +74,9 @@ func parseFlags(name string, args []string, stderr io.Writer) (config, error) {
 	if err := c.validate(); err != nil {
 		return c, usageError{err.Error()}
 	}
-	return c, nil
+	fo, err := defaultFloorOptions()
+	c.floorOpts = fo
+	return c, err
 }
 
 func (c *config) define(fs *flag.FlagSet) {

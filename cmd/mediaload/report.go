@@ -270,3 +270,26 @@ func (p *progress) reset(m *mediaRun) {
 	p.last, p.lastT = m.total.Load(), 0
 	p.mu.Unlock()
 }
+
+// every prints line() every d until the returned stop is called; stop
+// waits for the printer to end.
+func (p *progress) every(d time.Duration, line func() string) (stop func()) {
+	if p == nil || p.w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				p.printf("%s", line())
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}

@@ -68,9 +68,13 @@ func (m *mediaRun) newSender(kind mediaKind, w packetWriter) *sender {
 	return s
 }
 
-// start runs s until stopSenders (or ctx) ends it.
-func (m *mediaRun) start(s *sender) {
-	m.wg.Go(func() { s.run(m.ctx) })
+// start runs s until stopSenders ends it.
+func (m *mediaRun) start(s *sender) { m.startCtx(m.ctx, s) }
+
+// startCtx runs s until ctx (which must derive from m.ctx) or stopSenders
+// ends it: a participant that leaves stops its own senders.
+func (m *mediaRun) startCtx(ctx context.Context, s *sender) {
+	m.wg.Go(func() { s.run(ctx) })
 }
 
 // stopSenders stops every sender and waits for them. It may be called

@@ -75,11 +75,7 @@ func expectedRate(t topology, mc mediaConfig) float64 {
 
 // runFloorOnly measures only the bare relay with the scenario's shape.
 func runFloorOnly(ctx context.Context, cfg config, rep *Report, pr *progress) error {
-	fo, err := defaultFloorOptions()
-	if err != nil {
-		return err
-	}
-	return measureFloor(ctx, fo, cfg, rep, pr)
+	return measureFloor(ctx, cfg.floorOpts, cfg, rep, pr)
 }
 
 func measureFloor(ctx context.Context, fo floorOptions, cfg config, rep *Report, pr *progress) error {

@@ -133,6 +133,9 @@ func (ss *sourceSet) add(kind mediaKind) *source {
 }
 
 func (ss *sourceSet) get(id uint32) *source {
+	if ss == nil {
+		return nil
+	}
 	ss.mu.RLock()
 	defer ss.mu.RUnlock()
 	return ss.m[id]
@@ -142,10 +145,11 @@ func (ss *sourceSet) get(id uint32) *source {
 // the source's window arrived. A bitset rather than a counter, so reordered
 // packets are not loss and duplicates are not double-counted.
 type window struct {
-	src  *source
-	seen []uint64
-	got  uint64 // distinct packets of the window received
-	dup  uint64 // packets of the window received more than once
+	src     *source
+	unasked bool // the sink never expected this source: its packets are unexpected
+	seen    []uint64
+	got     uint64 // distinct packets of the window received
+	dup     uint64 // packets of the window received more than once
 }
 
 // mark records sequence seq and reports whether it is new and inside the
@@ -178,6 +182,8 @@ type sink struct {
 	sources *sourceSet
 	total   *atomic.Uint64 // packets received by every sink of the run, for the progress line
 
+	arrived chan struct{} // closed at the first packet of a known source
+
 	mu         sync.Mutex // guards everything below
 	windows    map[uint32]*window
 	lat        histogram
@@ -186,7 +192,7 @@ type sink struct {
 }
 
 func newSink(clk clock, sources *sourceSet, total *atomic.Uint64) *sink {
-	return &sink{clk: clk, sources: sources, total: total, windows: make(map[uint32]*window)}
+	return &sink{clk: clk, sources: sources, total: total, windows: make(map[uint32]*window), arrived: make(chan struct{})}
 }
 
 // expect declares that this sink should receive src, so its window counts
@@ -194,9 +200,11 @@ func newSink(clk clock, sources *sourceSet, total *atomic.Uint64) *sink {
 func (k *sink) expect(src *source) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.windows[src.id] == nil {
-		k.windows[src.id] = &window{src: src}
+	if w := k.windows[src.id]; w != nil {
+		w.unasked = false
+		return
 	}
+	k.windows[src.id] = &window{src: src}
 }
 
 // observe accounts one received payload at clock time now.
@@ -210,13 +218,21 @@ func (k *sink) observe(p []byte, now int64) {
 	defer k.mu.Unlock()
 	w := k.windows[st.stream]
 	if w == nil {
-		k.unexpected++
-		return
+		src := k.sources.get(st.stream)
+		if src == nil {
+			k.unexpected++
+			return
+		}
+		w = &window{src: src, unasked: true}
+		k.windows[st.stream] = w
 	}
 	if k.first[w.src.kind] == 0 {
+		if k.first == [kindCount]int64{} {
+			close(k.arrived)
+		}
 		k.first[w.src.kind] = now
 	}
-	if w.mark(st.seq) {
+	if w.mark(st.seq) && !w.unasked {
 		k.lat.record(now - st.sent)
 	}
 }
@@ -243,7 +259,7 @@ func (k *sink) complete() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, w := range k.windows {
-		if w.got < w.src.expected() {
+		if !w.unasked && w.got < w.src.expected() {
 			return false
 		}
 	}
@@ -263,6 +279,10 @@ func (t *mediaTotals) add(k *sink) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, w := range k.windows {
+		if w.unasked {
+			t.unexpected += w.got + w.dup
+			continue
+		}
 		t.expected += w.src.expected()
 		t.got += w.got
 		t.dup += w.dup

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Leak thresholds of the churn scenario: after every churner has left and
+// the server has had -settle to clean up, it must be back within these of
+// where it was before the churn began.
+const (
+	churnGoroutineSlack = 10
+	churnFDSlack        = 5
+)
+
+// runChurn keeps one publisher (the anchor) in a room while -parallel
+// participants at a time join, publish, wait for their first media, stay
+// for -hold and leave, -cycles times in all. It compares the server's
+// goroutines, open files and heap before and after: a session that leaves
+// anything behind shows up there.
+func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error {
+	t, err := openTarget(ctx, cfg, cfg.parallel+1)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	m := newMediaRun(ctx, newClock(), cfg.media)
+	defer m.stopSenders()
+	roomName := "load-" + runID() + "-churn"
+	anchor := &participant{room: roomName, identity: "anchor", publish: true, sink: m.addSink()}
+	if err := anchor.join(ctx, t, m); err != nil {
+		return fmt.Errorf("churn: anchor: %w", err)
+	}
+	defer leaveOne(anchor)
+	before, have, err := t.sample(ctx)
+	if err != nil {
+		return fmt.Errorf("churn: server metrics (pass -ops-url '' to skip them): %w", err)
+	}
+	c := &churnReport{Cycles: cfg.cycles, Before: before}
+	jr := &joinResult{attempted: cfg.cycles}
+	start := time.Now()
+	churnAll(ctx, cfg, t, m, roomName, jr, pr)
+	c.Seconds = time.Since(start).Seconds()
+	c.Completed, c.Failed = int(jr.joined.Load()), int(jr.failed.Load())
+	rep.Joins = jr.report()
+	if c.Failed > 0 {
+		rep.fail("churn: %d of %d joins failed (first: %s)", c.Failed, c.Cycles, rep.Joins.FirstErrorText)
+	}
+	if have {
+		c.After, c.SettledSeconds = settle(ctx, t, before, cfg.settle)
+		checkLeaks(rep, c)
+	}
+	rep.Churn = c
+	return nil
+}
+
+// churnAll runs the cycles on -parallel workers.
+func churnAll(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, roomName string, jr *joinResult, pr *progress) {
+	var next atomic.Int64
+	stop := pr.every(time.Second, func() string {
+		return fmt.Sprintf("churn   %d/%d cycles, %d failed, join p50 %.0f ms", jr.joined.Load(), cfg.cycles, jr.failed.Load(), ms(jr.firstMedia.quantile(0.5)))
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	for range cfg.parallel {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(cfg.cycles) && ctx.Err() == nil; i = next.Add(1) {
+				p := &participant{room: roomName, identity: fmt.Sprintf("c%d", i), publish: true,
+					sink: newSink(m.clk, m.sources, &m.total)}
+				churnOnce(ctx, cfg, t, m, p, jr)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// churnOnce is one cycle: join and wait for media, hold, leave.
+func churnOnce(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult) {
+	defer leaveOne(p)
+	if timedJoin(ctx, cfg, t, m, p, jr) {
+		_ = waitFor(ctx, cfg.hold)
+	}
+}
+
+func leaveOne(p *participant) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.leave(ctx)
+}
+
+// settle scrapes until the server's goroutines are back to before (within
+// the slack) or the wait is over, and returns the last sample and how long
+// it took.
+func settle(ctx context.Context, t *serverTarget, before serverSample, wait time.Duration) (serverSample, float64) {
+	start := time.Now()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s, _, err := t.sample(ctx)
+		if err == nil && s.Goroutines <= before.Goroutines+churnGoroutineSlack {
+			return s, time.Since(start).Seconds()
+		}
+		select {
+		case <-ctx.Done():
+			return s, time.Since(start).Seconds()
+		case <-deadline.C:
+			return s, time.Since(start).Seconds()
+		case <-tick.C:
+		}
+	}
+}
+
+// checkLeaks fails the run when the server kept goroutines or files.
+func checkLeaks(rep *Report, c *churnReport) {
+	if c.After.Goroutines > c.Before.Goroutines+churnGoroutineSlack {
+		rep.fail("churn: goroutines %.0f after, %.0f before (more than %d kept)", c.After.Goroutines, c.Before.Goroutines, churnGoroutineSlack)
+	}
+	if c.After.FDs > c.Before.FDs+churnFDSlack {
+		rep.fail("churn: open fds %.0f after, %.0f before (more than %d kept)", c.After.FDs, c.Before.FDs, churnFDSlack)
+	}
+}

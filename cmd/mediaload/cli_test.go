@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunRejectsBadCommandLines(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // in the error
+	}{
+		{"no scenario", nil, "want a scenario"},
+		{"unknown scenario", []string{"stampede"}, "unknown scenario"},
+		{"zero subscribers", []string{"fanout", "-subscribers", "0"}, "-subscribers"},
+		{"meeting without rooms", []string{"meeting"}, "-rooms"},
+		{"secret without key", []string{"fanout", "-api-key", "", "-api-secret", "s"}, "-api-key"},
+		{"bad url", []string{"fanout", "-url", "ftp://x"}, "-url"},
+		{"tiny video packets", []string{"fanout", "-video-packet", "10"}, "-video-packet"},
+		{"stray argument", []string{"floor", "extra"}, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			err := run(context.Background(), tt.args, nil, &bytes.Buffer{}, &stderr)
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) = %v; want a usage error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunHelpIsNotAFailure(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"fanout", "-h"}, nil, &bytes.Buffer{}, &stderr)
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "-subscribers") {
+		t.Errorf("run(fanout -h) = %v with usage %q; want flag.ErrHelp and the flag list", err, stderr.String())
+	}
+}
+
+// TestFailedJoinsFailTheRun: with nothing listening at -url, every join
+// fails, and run reports the failure (non-zero exit) after writing the
+// report.
+func TestFailedJoinsFailTheRun(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a port nothing listens on
+	args := []string{"fanout", "-url", "http://" + addr, "-ops-url", "", "-subscribers", "2",
+		"-floor=false", "-join-timeout", "2s", "-quiet", "-json"}
+	var stdout bytes.Buffer
+	err = run(context.Background(), args, nil, &stdout, &bytes.Buffer{})
+	if !errors.Is(err, errFailed) {
+		t.Fatalf("run(%q) = %v; want errFailed", args, err)
+	}
+	var rep Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
+	}
+	if rep.OK || rep.Joins == nil || rep.Joins.Failed != 3 || len(rep.Failures) == 0 {
+		t.Errorf("report ok=%v joins=%+v failures=%q; want not ok, 3 failed joins, a failure", rep.OK, rep.Joins, rep.Failures)
+	}
+}
+
+// TestFloorScenarioJSON runs the floor scenario through the command line,
+// with the test binary as the relay child, and reads its JSON report.
+func TestFloorScenarioJSON(t *testing.T) {
+	cfg, err := parseFlags("floor", []string{"-rooms", "2", "-participants", "3", "-video-kbps", "440",
+		"-warmup", "200ms", "-duration", "1s", "-json", "-quiet"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("parseFlags = %v", err)
+	}
+	cfg.floorOpts = testFloorOptions(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := runScenario(ctx, cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("runScenario = %v", err)
+	}
+	var out bytes.Buffer
+	if err := rep.write(&out, true); err != nil {
+		t.Fatal(err)
+	}
+	var got Report
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("report is not JSON: %v", err)
+	}
+	// 2 rooms x 3 publishers x 2 receivers each x (50 video + 50 audio)/s.
+	if got.Shape.ExpectedPerSec != 1200 {
+		t.Errorf("expected_forwarded_per_second = %g; want 1200", got.Shape.ExpectedPerSec)
+	}
+	f := got.Floor
+	if !got.OK || f == nil || f.Lost != 0 || f.Forwarded == 0 || f.CPUMicrosPerPkt <= 0 || f.LatencyP99 <= 0 {
+		t.Errorf("floor report ok=%v %+v; want ok, no loss, packets, CPU and latency", got.OK, f)
+	}
+	if got.Server != nil {
+		t.Errorf("floor scenario has a server section %+v; want none", got.Server)
+	}
+}
