@@ -4,10 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
-	"github.com/pion/interceptor/pkg/report"
-	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -73,40 +69,6 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 		}
 	}
 	return m, nil
-}
-
-// newInterceptors builds the interceptor set every PeerConnection gets:
-//   - NACK generator: asks publishers for packets lost on their way to us;
-//   - RTCP sender and receiver reports, so both ends see loss and RTT;
-//   - TWCC feedback to publishers for their bandwidth estimation.
-//
-// There is no NACK responder interceptor: it would keep a copy of every
-// packet per subscriber. Publications keep one shared buffer instead and
-// answer subscribers' NACKs from it (retransmit.go). The stats interceptor
-// is left out too: it costs per packet and we export our own metrics.
-func newInterceptors(logs pionLogs) (*interceptor.Registry, error) {
-	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs))
-	if err != nil {
-		return nil, fmt.Errorf("sfu: nack generator: %w", err)
-	}
-	recv, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(logs))
-	if err != nil {
-		return nil, fmt.Errorf("sfu: receiver reports: %w", err)
-	}
-	send, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(logs))
-	if err != nil {
-		return nil, fmt.Errorf("sfu: sender reports: %w", err)
-	}
-	fb, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(logs))
-	if err != nil {
-		return nil, fmt.Errorf("sfu: twcc feedback: %w", err)
-	}
-	r := &interceptor.Registry{}
-	r.Add(gen)
-	r.Add(recv)
-	r.Add(send)
-	r.Add(fb)
-	return r, nil
 }
 
 // matchCodec picks, among the codecs negotiated with a subscriber, the one

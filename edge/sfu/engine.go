@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -34,8 +35,13 @@ const tcpMuxReadPackets = 128
 type Engine struct {
 	cfg     Config
 	log     *slog.Logger
-	api     *webrtc.API
 	metrics *metrics
+
+	// One API per role, all on the same muxes and codecs; they differ in
+	// their interceptors (see interceptorSets).
+	api    *webrtc.API // both directions
+	pubAPI *webrtc.API // receive only
+	subAPI *webrtc.API // send only
 
 	udpMux  ice.UDPMux
 	udpAddr *net.UDPAddr
@@ -66,7 +72,7 @@ func New(cfg Config, meter metric.Meter, log *slog.Logger) (*Engine, error) {
 		_ = e.Close()
 		return nil, err
 	}
-	if e.api, err = e.newAPI(pionLogs{log: log}); err != nil {
+	if err := e.newAPIs(pionLogs{log: log}); err != nil {
 		_ = e.Close()
 		return nil, err
 	}
@@ -95,22 +101,27 @@ func (e *Engine) bind(logs pionLogs) error {
 	return nil
 }
 
-// newAPI builds the webrtc.API from the muxes, codecs and interceptors.
-func (e *Engine) newAPI(logs pionLogs) (*webrtc.API, error) {
+// newAPIs builds the webrtc.APIs from the muxes, codecs and interceptors.
+func (e *Engine) newAPIs(logs pionLogs) error {
 	se, err := e.settings(logs)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	me, err := newMediaEngine()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ir, err := newInterceptors(logs)
+	sets, err := newInterceptorSets(logs)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me),
-		webrtc.WithInterceptorRegistry(ir)), nil
+	api := func(r *interceptor.Registry) *webrtc.API {
+		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(r))
+	}
+	e.api = api(registry(sets.receive, sets.send))
+	e.pubAPI = api(registry(sets.receive))
+	e.subAPI = api(registry(sets.send))
+	return nil
 }
 
 // settings configures ICE: our muxes only, no mDNS (a server has a real
@@ -145,12 +156,33 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	return se, nil
 }
 
-// NewPeerConnection makes a PeerConnection on the engine's muxes, codecs
-// and interceptors. The caller owns it and closes it.
+// NewPeerConnection makes a PeerConnection on the engine's muxes and
+// codecs that can both receive and send. The caller owns it and closes it.
+// Prefer NewPublisherPeerConnection and NewSubscriberPeerConnection, which
+// cost fewer goroutines.
 func (e *Engine) NewPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
-	pc, err := e.api.NewPeerConnection(c)
+	return newPeerConnection(e.api, c, "peer")
+}
+
+// NewPublisherPeerConnection makes the connection a participant publishes
+// on (the client offers, the server only receives): it has only the
+// receiving interceptors (NACK generator, receiver reports, TWCC).
+func (e *Engine) NewPublisherPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
+	return newPeerConnection(e.pubAPI, c, "publisher")
+}
+
+// NewSubscriberPeerConnection makes the connection a participant receives
+// on (the server offers and only sends): it has only the sending
+// interceptor (sender reports); NACKs and PLIs are handled by
+// Subscriptions.
+func (e *Engine) NewSubscriberPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
+	return newPeerConnection(e.subAPI, c, "subscriber")
+}
+
+func newPeerConnection(api *webrtc.API, c webrtc.Configuration, role string) (*webrtc.PeerConnection, error) {
+	pc, err := api.NewPeerConnection(c)
 	if err != nil {
-		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
+		return nil, fmt.Errorf("sfu: new %s peer connection: %w", role, err)
 	}
 	return pc, nil
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/metric/noop"
 )
@@ -99,7 +98,7 @@ func TestTCPOff(t *testing.T) {
 // offerCandidates gathers a server offer and returns its candidate lines.
 func offerCandidates(t *testing.T, e *Engine) []string {
 	t.Helper()
-	pc := newServerPC(t, e)
+	pc := newServerPC(t, e.NewPeerConnection)
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo,
 		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 		t.Fatal(err)
@@ -182,19 +181,4 @@ func TestICETCPFallback(t *testing.T) {
 	if pair.Local.Protocol != webrtc.ICEProtocolTCP {
 		t.Errorf("selected pair protocol = %s; want tcp", pair.Local.Protocol)
 	}
-}
-
-// clientAPIWith is clientAPI with extra settings.
-func clientAPIWith(t *testing.T, set func(*webrtc.SettingEngine)) *webrtc.API {
-	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	var se webrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	set(&se)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
 }

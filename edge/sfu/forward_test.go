@@ -9,13 +9,17 @@ import (
 // TestForwardToTwoSubscribers: a publisher sends VP8 and Opus; two
 // subscribers each receive every packet with its payload intact and
 // continuous sequence numbers, with the publisher's id as stream id and
-// the publication's id as track id.
+// the publication's id as track id. One subscriber's server connection is
+// a send-only one, the other's a general one.
 func TestForwardToTwoSubscribers(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
 	video, audio := pub.publications(t)
 
-	subs := []*subscriber{h.newSubscriber(t, clientAPI(t, true)), h.newSubscriber(t, clientAPI(t, true))}
+	subs := []*subscriber{
+		h.newSubscriber(t, clientAPI(t, true)),
+		h.newSubscriberOn(t, clientAPI(t, true), h.engine.NewPeerConnection),
+	}
 	var tracks []map[webrtc.RTPCodecType]*received
 	for _, s := range subs {
 		s.subscribe(t, video, audio)

@@ -78,10 +78,20 @@ func (h *harness) counter(t testing.TB, name, kind string) int64 {
 	return 0
 }
 
-// clientAPI builds the API of a test participant: Pion's default codecs
-// and interceptors, loopback-only host candidates. extra interceptors go
-// first, closest to the network.
+// clientAPI builds the API of a test participant on UDP: Pion's default
+// codecs and interceptors, loopback-only host candidates, and SRTP replay
+// protection as asked. extra interceptors go first, closest to the
+// network.
 func clientAPI(t testing.TB, replayProtection bool, extra ...interceptor.Factory) *webrtc.API {
+	t.Helper()
+	return clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.DisableSRTPReplayProtection(!replayProtection)
+	}, extra...)
+}
+
+// clientAPIWith is a test participant's API with settings changed by set.
+func clientAPIWith(t testing.TB, set func(*webrtc.SettingEngine), extra ...interceptor.Factory) *webrtc.API {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
@@ -98,10 +108,7 @@ func clientAPI(t testing.TB, replayProtection bool, extra ...interceptor.Factory
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	if !replayProtection {
-		se.DisableSRTPReplayProtection(true)
-	}
+	set(&se)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(r), webrtc.WithSettingEngine(se))
 }
 
@@ -115,11 +122,14 @@ func newClientPC(t testing.TB, api *webrtc.API) *webrtc.PeerConnection {
 	return pc
 }
 
-func newServerPC(t testing.TB, e *Engine) *webrtc.PeerConnection {
+// newPC is one of the Engine's PeerConnection constructors.
+type newPC func(webrtc.Configuration) (*webrtc.PeerConnection, error)
+
+func newServerPC(t testing.TB, dial newPC) *webrtc.PeerConnection {
 	t.Helper()
-	pc, err := e.NewPeerConnection(webrtc.Configuration{})
+	pc, err := dial(webrtc.Configuration{})
 	if err != nil {
-		t.Fatalf("Engine.NewPeerConnection() = %v", err)
+		t.Fatalf("server NewPeerConnection() = %v", err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
 	return pc
@@ -211,7 +221,7 @@ func (h *harness) newPublisher(t testing.TB) *publisher {
 	t.Helper()
 	p := &publisher{
 		pc:     newClientPC(t, clientAPI(t, true)),
-		server: newServerPC(t, h.engine),
+		server: newServerPC(t, h.engine.NewPublisherPeerConnection),
 		pubs:   make(chan *Publication, 2),
 	}
 	p.video = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", 900, 1000)
@@ -308,11 +318,20 @@ type subscriber struct {
 	discard bool
 }
 
+// newSubscriber makes a test participant that receives on a server
+// connection made by NewSubscriberPeerConnection.
 func (h *harness) newSubscriber(t testing.TB, api *webrtc.API) *subscriber {
+	t.Helper()
+	return h.newSubscriberOn(t, api, h.engine.NewSubscriberPeerConnection)
+}
+
+// newSubscriberOn is newSubscriber with the server connection made by
+// dial.
+func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newPC) *subscriber {
 	t.Helper()
 	s := &subscriber{
 		pc:     newClientPC(t, api),
-		server: newServerPC(t, h.engine),
+		server: newServerPC(t, dial),
 		tracks: make(chan *received, 4),
 	}
 	s.pc.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {

@@ -80,3 +80,39 @@ func TestPublisherGone(t *testing.T) {
 		})
 	}
 }
+
+// TestSubscriberGone: when a subscriber's connection closes, its
+// subscriptions leave the fan-out at once, and a later Close is no error.
+func TestSubscriberGone(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, audio := pub.publications(t)
+	gone := h.newSubscriber(t, clientAPI(t, true))
+	goneSubs := gone.subscribe(t, video, audio)
+	gone.awaitTracks(t, 2, pub.video, pub.audio)
+	stays := h.newSubscriber(t, clientAPI(t, true))
+	stays.subscribe(t, video)
+	r := stays.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+
+	if err := gone.server.Close(); err != nil {
+		t.Fatalf("server PeerConnection.Close() = %v", err)
+	}
+	deadline := time.After(waitFor)
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for len(*video.subs.Load()) != 1 || len(*audio.subs.Load()) != 0 {
+		select {
+		case <-poll.C:
+		case <-deadline:
+			t.Fatalf("fan-out sizes video=%d audio=%d %s after the subscriber left; want 1 and 0",
+				len(*video.subs.Load()), len(*audio.subs.Load()), waitFor)
+		}
+	}
+	for _, s := range goneSubs {
+		if err := s.Close(); err != nil {
+			t.Errorf("Subscription.Close() on a closed connection = %v; want nil", err)
+		}
+	}
+	first := pub.video.send(t, 30)
+	checkContinuous(t, "video to the remaining subscriber", r.expect(t, first, 30, pub.video.size))
+}

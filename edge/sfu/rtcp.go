@@ -13,9 +13,14 @@ var bgCtx = context.Background()
 
 // readRTCP reads the subscriber's RTCP for this track until the sender
 // stops. Pion's interceptors see every packet first (receiver reports);
-// we act on keyframe requests and NACKs.
+// we act on keyframe requests and NACKs. A sender stops on Close or when
+// the subscriber's PeerConnection closes; either way the subscription then
+// leaves the fan-out, so a dead subscriber costs no more writes even
+// before its owner calls Close.
 func (s *Subscription) readRTCP() {
 	defer s.wg.Done()
+	defer s.bound.Store(nil)
+	defer s.pub.remove(s)
 	buf := make([]byte, readBufSize)
 	rtx := &retransmitter{sub: s, buf: make([]byte, readBufSize)}
 	for errs := 0; errs < maxReadErrors; {

@@ -1,0 +1,67 @@
+package sfu
+
+import (
+	"fmt"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
+)
+
+// interceptorSets holds the interceptors by the direction they serve.
+// Each one that Pion builds for a PeerConnection starts a goroutine with
+// a ticker (every 100 ms for NACK and TWCC), so a connection that only
+// receives gets only the receiving set, and one that only sends only the
+// sending set: that is 3 goroutines and 20 wakeups a second fewer per
+// subscriber connection.
+//
+// Receiving (publisher connections):
+//   - NACK generator: asks publishers for packets lost on their way to us;
+//   - RTCP receiver reports, so publishers see loss and RTT;
+//   - TWCC feedback for the publishers' bandwidth estimation.
+//
+// Sending (subscriber connections):
+//   - RTCP sender reports, which subscribers need for lip sync.
+//
+// There is no NACK responder interceptor: it would keep a copy of every
+// packet per subscriber. Publications keep one shared buffer instead and
+// answer subscribers' NACKs from it (retransmit.go). The stats interceptor
+// is left out too: it costs per packet and we export our own metrics.
+type interceptorSets struct {
+	receive, send []interceptor.Factory
+}
+
+func newInterceptorSets(logs pionLogs) (interceptorSets, error) {
+	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs))
+	if err != nil {
+		return interceptorSets{}, fmt.Errorf("sfu: nack generator: %w", err)
+	}
+	recv, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(logs))
+	if err != nil {
+		return interceptorSets{}, fmt.Errorf("sfu: receiver reports: %w", err)
+	}
+	send, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(logs))
+	if err != nil {
+		return interceptorSets{}, fmt.Errorf("sfu: sender reports: %w", err)
+	}
+	fb, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(logs))
+	if err != nil {
+		return interceptorSets{}, fmt.Errorf("sfu: twcc feedback: %w", err)
+	}
+	return interceptorSets{
+		receive: []interceptor.Factory{gen, recv, fb},
+		send:    []interceptor.Factory{send},
+	}, nil
+}
+
+// registry makes an interceptor registry of the given factories.
+func registry(sets ...[]interceptor.Factory) *interceptor.Registry {
+	r := &interceptor.Registry{}
+	for _, set := range sets {
+		for _, f := range set {
+			r.Add(f)
+		}
+	}
+	return r
+}
