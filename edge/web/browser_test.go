@@ -175,6 +175,24 @@ func writeDemoScreenshot(t *testing.T, p *page, other string) {
 	t.Logf("wrote %s", path)
 }
 
+// Two tabs with one identity: the server ends the older session, and that
+// tab must stop rather than reconnect and take the room back, forever.
+func TestBrowserDuplicateIdentityStops(t *testing.T) {
+	b := newBrowser(t)
+	svc := startService(t)
+	first := b.open(t, "first", joinURL(svc, "dup", "alice"))
+	first.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
+	second := b.open(t, "second", joinURL(svc, "dup", "alice"))
+	second.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
+	s := first.waitFor("stop", 10*time.Second, func(s snapshot) bool { return s.State == "closed" })
+	if len(s.Errors) != 1 || s.Errors[0].Code != "duplicate_identity" || s.Reconnects != 0 {
+		t.Errorf("first tab errors %v, reconnects %d; want one duplicate_identity error and no reconnect", s.Errors, s.Reconnects)
+	}
+	if s := second.snapshot(); s.State != "connected" || s.Reconnects != 0 {
+		t.Errorf("second tab state %s, reconnects %d; want connected, 0", s.State, s.Reconnects)
+	}
+}
+
 func TestBrowserReloadRejoins(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)

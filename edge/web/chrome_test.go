@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,14 +91,16 @@ func newBrowser(t *testing.T) *browser {
 
 // page is one tab showing the demo page.
 type page struct {
-	t       *testing.T
-	name    string
-	ctx     context.Context
-	console *lockedBuffer
+	t          *testing.T
+	name       string
+	ctx        context.Context
+	console    *lockedBuffer
+	exceptions atomic.Int32 // uncaught exceptions and unhandled rejections
 }
 
 // open opens url in a new tab. The tab's console is kept and printed if
-// the test fails; the tab closes when the test ends.
+// the test fails; the tab closes when the test ends, and an uncaught
+// exception in it fails the test (the client must handle its errors).
 func (b *browser) open(t *testing.T, name, url string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
@@ -111,11 +114,17 @@ func (b *browser) open(t *testing.T, name, url string) *page {
 				return
 			}
 			fmt.Fprintf(p.console, "%s %s\n", m.Time.Format("15:04:05.000"), m)
+			if m.IsException() {
+				p.exceptions.Add(1)
+			}
 		}
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		if n := p.exceptions.Load(); n > 0 {
+			t.Errorf("%s: %d uncaught exceptions in the page; want none", name, n)
+		}
 		if t.Failed() {
 			t.Logf("console of %s:\n%s", name, p.console)
 		}
