@@ -35,6 +35,9 @@ func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error 
 		return fmt.Errorf("churn: anchor: %w", err)
 	}
 	defer leaveOne(anchor)
+	if err := prime(ctx, cfg, t, m, roomName); err != nil {
+		return err
+	}
 	before, have, err := t.sample(ctx)
 	if err != nil {
 		return fmt.Errorf("churn: server metrics (pass -ops-url '' to skip them): %w", err)
@@ -54,6 +57,24 @@ func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error 
 		checkLeaks(rep, c)
 	}
 	rep.Churn = c
+	return nil
+}
+
+// prime runs one cycle before the baseline is taken. The anchor's
+// subscriber connection is only negotiated (and its ICE, DTLS and SRTP
+// goroutines only started) once there is a track to send it; that happens
+// with the first joiner and lasts as long as the anchor, so it belongs in
+// the baseline, not in what churn leaves behind.
+func prime(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, roomName string) error {
+	jr := &joinResult{}
+	p := &participant{room: roomName, identity: "primer", publish: true, sink: newSink(m.clk, m.sources, &m.total)}
+	churnOnce(ctx, cfg, t, m, p, jr)
+	if jr.failed.Load() > 0 {
+		return fmt.Errorf("churn: first join: %w", jr.firstErr)
+	}
+	if err := waitFor(ctx, time.Second); err != nil { // the leave's teardown, before the baseline
+		return err
+	}
 	return nil
 }
 
@@ -82,6 +103,7 @@ func churnOnce(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, p 
 	defer leaveOne(p)
 	if timedJoin(ctx, cfg, t, m, p, jr) {
 		_ = waitFor(ctx, cfg.hold)
+		recordFirstVideo([]*participant{p}, jr)
 	}
 }
 

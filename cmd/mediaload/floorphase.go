@@ -16,6 +16,7 @@ type phaseResult struct {
 	cpu        time.Duration // the forwarding process's CPU time in the window
 	cpuKnown   bool
 	sendErrors uint64
+	skipped    uint64 // packets the load generator could not send in time
 }
 
 // cpuPerPacket is the forwarder's CPU per delivered packet.
@@ -73,7 +74,7 @@ func runFloor(ctx context.Context, fo floorOptions, t topology, mc mediaConfig, 
 	}
 	res.media = m.totals()
 	res.cpu = u1.cpu - u0.cpu
-	res.sendErrors = m.sendErrors()
+	res.sendErrors, res.skipped = m.sendErrors(), m.skipped()
 	return res, nil
 }
 

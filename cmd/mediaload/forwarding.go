@@ -99,7 +99,7 @@ func measureServer(ctx context.Context, cfg config, t *serverTarget, rep *Report
 	if err != nil {
 		return fmt.Errorf("server window: %w", err)
 	}
-	res.media, res.sendErrors = m.totals(), m.sendErrors()
+	res.media, res.sendErrors, res.skipped = m.totals(), m.sendErrors(), m.skipped()
 	res.cpu = time.Duration((s1.CPUSeconds - s0.CPUSeconds) * float64(time.Second))
 	rep.Server = newPhaseReport(res)
 	checkLoss(rep, "server", rep.Server, cfg.maxLoss)

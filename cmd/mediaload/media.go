@@ -104,13 +104,14 @@ type packetWriter func(p rtpPacket) error
 // spread evenly over time (as a browser's pacer does), grouped into frames
 // by RTP timestamp and marker.
 type sender struct {
-	src    *source
-	cfg    mediaConfig
-	clk    clock
-	write  packetWriter
-	key    atomic.Bool // a key frame was requested: the next frame is one
-	errors atomic.Uint64
-	buf    []byte
+	src     *source
+	cfg     mediaConfig
+	clk     clock
+	write   packetWriter
+	key     atomic.Bool // a key frame was requested: the next frame is one
+	errors  atomic.Uint64
+	skipped atomic.Uint64 // packets not sent because the sender fell too far behind
+	buf     []byte
 }
 
 func newSender(src *source, cfg mediaConfig, clk clock, w packetWriter) *sender {
@@ -120,20 +121,38 @@ func newSender(src *source, cfg mediaConfig, clk clock, w packetWriter) *sender 
 // requestKeyframe makes the next video frame a key frame (on a PLI or FIR).
 func (s *sender) requestKeyframe() { s.key.Store(true) }
 
-// run sends until ctx is done. A transport error is counted, not fatal:
-// a server that drops one write should show up as loss, not end the run.
+// maxLag is how far a sender may fall behind its schedule (the load
+// generator starved of CPU) before it skips packets instead of catching up
+// in one burst. Skipped packets are counted, never sent late.
+const maxLag = 200 * time.Millisecond
+
+// run sends until ctx is done, on an absolute schedule: a late wake-up
+// sends every packet that is due, so the configured rate holds even when
+// the timer fires late. A transport error is counted, not fatal: a server
+// that drops one write should show up as loss, not end the run.
 func (s *sender) run(ctx context.Context) {
 	pps := s.cfg.pps(s.src.kind)
 	if pps <= 0 {
 		return
 	}
-	t := time.NewTicker(time.Duration(float64(time.Second) / pps))
-	defer t.Stop()
+	period := time.Duration(float64(time.Second) / pps)
 	perFrame := uint32(math.Ceil(pps / float64(s.cfg.FPS)))
-	for n := uint32(0); ; n++ {
-		if err := s.write(s.packet(n, perFrame)); err != nil {
-			s.errors.Add(1)
+	next := time.Now()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for n := uint32(0); ; {
+		now := time.Now()
+		if lag := now.Sub(next); lag > maxLag {
+			s.skipped.Add(uint64(lag / period))
+			next = now
 		}
+		for ; !next.After(now); next = next.Add(period) {
+			if err := s.write(s.packet(n, perFrame)); err != nil {
+				s.errors.Add(1)
+			}
+			n++
+		}
+		t.Reset(next.Sub(now))
 		select {
 		case <-ctx.Done():
 			return

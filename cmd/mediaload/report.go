@@ -83,6 +83,7 @@ type phaseReport struct {
 	CPUSeconds      float64 `json:"cpu_seconds,omitempty"`
 	CPUMicrosPerPkt float64 `json:"cpu_us_per_packet,omitempty"`
 	SendErrors      uint64  `json:"send_errors,omitempty"`
+	SkippedSends    uint64  `json:"skipped_sends,omitempty"`
 }
 
 // resourceReport is the server's footprint from its /metrics: idle before
@@ -121,6 +122,7 @@ func newPhaseReport(r *phaseResult) *phaseReport {
 		LatencyP99:    ms(time.Duration(t.lat.quantile(0.99))),
 		LatencyMax:    ms(time.Duration(t.lat.max)),
 		SendErrors:    r.sendErrors,
+		SkippedSends:  r.skipped,
 	}
 	if r.window > 0 {
 		p.PacketsPerSec = float64(t.got) / r.window.Seconds()
@@ -175,6 +177,20 @@ func (r *Report) table(w io.Writer) {
 		fmt.Fprintf(w, "join to first media\tp50 %.1f ms\tp95 %.1f ms\tmax %.1f ms\n", j.FirstMediaP50, j.FirstMediaP95, j.FirstMediaMax)
 		fmt.Fprintf(w, "join to first video\tp50 %.1f ms\tp95 %.1f ms\n", j.FirstVideoP50, j.FirstVideoP95)
 	}
+	r.forwardingTable(w)
+	r.resourceTable(w)
+	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
+	if r.OK {
+		fmt.Fprintln(w, "result\tOK")
+		return
+	}
+	fmt.Fprintf(w, "result\tFAILED: %s\n", strings.Join(r.Failures, "; "))
+}
+
+func (r *Report) forwardingTable(w io.Writer) {
+	if r.Server == nil && r.Floor == nil {
+		return
+	}
 	fmt.Fprintln(w, "\nforwarding\tserver\tfloor (bare UDP relay)")
 	row := func(name, format string, f func(*phaseReport) any) {
 		fmt.Fprintf(w, "%s\t%s\t%s\n", name, cell(r.Server, format, f), cell(r.Floor, format, f))
@@ -190,16 +206,10 @@ func (r *Report) table(w io.Writer) {
 	row("latency max", "%.3f ms", func(p *phaseReport) any { return p.LatencyMax })
 	row("CPU in window", "%.2f s", func(p *phaseReport) any { return p.CPUSeconds })
 	row("CPU per forwarded packet", "%.2f µs", func(p *phaseReport) any { return p.CPUMicrosPerPkt })
+	row("sends skipped (load generator behind)", "%d", func(p *phaseReport) any { return p.SkippedSends })
 	if r.CostRatio > 0 {
 		fmt.Fprintf(w, "server cost vs floor\t%.2f x\n", r.CostRatio)
 	}
-	r.resourceTable(w)
-	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
-	if r.OK {
-		fmt.Fprintln(w, "result\tOK")
-		return
-	}
-	fmt.Fprintf(w, "result\tFAILED: %s\n", strings.Join(r.Failures, "; "))
 }
 
 func (r *Report) resourceTable(w io.Writer) {
@@ -210,7 +220,7 @@ func (r *Report) resourceTable(w io.Writer) {
 		fmt.Fprintf(w, "open fds\t%.0f\t%.0f\t\n", x.Baseline.FDs, x.Loaded.FDs)
 	}
 	if c := r.Churn; c != nil {
-		fmt.Fprintf(w, "\nchurn\t%d/%d cycles in %.0f s, %d failed\n", c.Completed, c.Cycles, c.Seconds, c.Failed)
+		fmt.Fprintf(w, "\nchurn\t%d/%d cycles in %.0f s, %d failed; settled in %.1f s\n", c.Completed, c.Cycles, c.Seconds, c.Failed, c.SettledSeconds)
 		fmt.Fprintln(w, "server (from /metrics)\tbefore\tafter")
 		fmt.Fprintf(w, "goroutines\t%.0f\t%.0f\n", c.Before.Goroutines, c.After.Goroutines)
 		fmt.Fprintf(w, "open fds\t%.0f\t%.0f\n", c.Before.FDs, c.After.FDs)

@@ -102,6 +102,13 @@ func (m *mediaRun) sendErrors() uint64 {
 	return n
 }
 
+// skipped is how many packets senders skipped because they fell behind.
+func (m *mediaRun) skipped() uint64 {
+	var n uint64
+	m.eachSender(func(s *sender) { n += s.skipped.Load() })
+	return n
+}
+
 // waitDelivered waits until every sink has its whole window, or grace has
 // passed: what is still missing then is loss.
 func (m *mediaRun) waitDelivered(ctx context.Context, grace time.Duration) {

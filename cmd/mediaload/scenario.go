@@ -43,6 +43,9 @@ func newReport(cfg config) *Report {
 		pubs += g.publishers
 	}
 	mc := cfg.media
+	if cfg.scenario == "churn" { // the anchor and -parallel churners, all publishing
+		t = topology{{publishers: cfg.parallel + 1}}
+	}
 	return &Report{
 		Scenario: cfg.scenario,
 		Started:  time.Now().UTC(),

@@ -26,7 +26,8 @@ type spawned struct {
 }
 
 // spawnEnv is the instance's environment on top of ours. maxSessions
-// leaves room for every participant of the run.
+// leaves room for every participant of the run, in the instance and in one
+// room (a fanout to 50 subscribers is a room of 51).
 func spawnEnv(maxSessions int) []string {
 	return []string{
 		"PORT=0", "MEDIA_HTTP_HOST=127.0.0.1",
@@ -35,6 +36,7 @@ func spawnEnv(maxSessions int) []string {
 		"MEDIA_TURN_ENABLED=false",
 		"MEDIA_API_KEY=", "MEDIA_API_SECRET=",
 		"MEDIA_MAX_SESSIONS=" + strconv.Itoa(maxSessions),
+		"MEDIA_MAX_ROOM_PARTICIPANTS=" + strconv.Itoa(maxSessions),
 		"MEDIA_DRAIN_TIMEOUT=5s",
 	}
 }
