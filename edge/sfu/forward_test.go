@@ -54,3 +54,35 @@ func TestForwardToTwoSubscribers(t *testing.T) {
 		t.Errorf("media_rtp_forwarded_packets{kind=video} = %d; want at least %d", got, 2*n)
 	}
 }
+
+// TestForwardVideoCodecs: VP8, VP9 and H.264 publishers are forwarded in
+// their own codec, to a subscriber that negotiates the same codec and
+// profile, with every packet intact.
+func TestForwardVideoCodecs(t *testing.T) {
+	for _, c := range []webrtc.RTPCodecCapability{
+		vp8,
+		{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"},
+		{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
+		{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032"},
+	} {
+		t.Run(c.MimeType+" "+c.SDPFmtpLine, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			pub := h.newPublisherWith(t, c)
+			video, _ := pub.publications(t)
+			if _, ok := matchCodec(c, []webrtc.RTPCodecParameters{video.Codec()}); !ok {
+				t.Fatalf("Publication.Codec() = %s %q; want %s %q", video.Codec().MimeType, video.Codec().SDPFmtpLine, c.MimeType, c.SDPFmtpLine)
+			}
+			sub := h.newSubscriber(t, clientAPI(t, true))
+			sub.subscribe(t, video)
+			r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+			got := r.track.Codec().RTPCodecCapability
+			if _, ok := matchCodec(c, []webrtc.RTPCodecParameters{{RTPCodecCapability: got}}); !ok {
+				t.Fatalf("subscriber codec = %s %q; want %s %q", got.MimeType, got.SDPFmtpLine, c.MimeType, c.SDPFmtpLine)
+			}
+			first := pub.video.send(t, 50)
+			checkContinuous(t, c.MimeType, r.expect(t, first, 50, pub.video.size))
+		})
+	}
+}

@@ -219,12 +219,21 @@ const publisherID = "PA_publisher"
 
 func (h *harness) newPublisher(t testing.TB) *publisher {
 	t.Helper()
+	return h.newPublisherWith(t, vp8)
+}
+
+// vp8 is the video codec test publishers send unless told otherwise.
+var vp8 = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+
+// newPublisherWith is newPublisher sending video in the given codec.
+func (h *harness) newPublisherWith(t testing.TB, video webrtc.RTPCodecCapability) *publisher {
+	t.Helper()
 	p := &publisher{
 		pc:     newClientPC(t, clientAPI(t, true)),
 		server: newServerPC(t, h.engine.NewPublisherPeerConnection),
 		pubs:   make(chan *Publication, 2),
 	}
-	p.video = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", 900, 1000)
+	p.video = p.addSource(t, video, "video", 900, 1000)
 	p.audio = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", 120, 65500)
 	p.server.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		pub, err := h.engine.Publish(tr, recv, p.server, publisherID)
