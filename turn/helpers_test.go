@@ -23,6 +23,8 @@ import (
 	"github.com/pion/stun/v3"
 	pionturn "github.com/pion/turn/v4"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
@@ -291,3 +293,5 @@ func writeTestCert(t *testing.T) (certFile, keyFile string) {
 	write(keyFile, "EC PRIVATE KEY", kder)
 	return certFile, keyFile
 }
+
+func noopMeter() metric.Meter { return noop.NewMeterProvider().Meter("turn-bench") }

@@ -125,7 +125,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.urls = s.publicURLs()
-	s.log.Info("turn_ready", "urls", s.urls, "relay_ip", s.relayIP.String(), "dev_secret", cfg.DevSecret())
+	if cfg.DevSecret() {
+		s.log.Warn("turn_dev_secret", "detail", "no MEDIA_TURN_SECRET set: TURN credentials are signed with a per-process random secret, valid on this instance only")
+	}
 	return s, nil
 }
 
@@ -253,7 +255,7 @@ func (s *Server) start() ([]*pionturn.Server, error) {
 		err = add(transportTLS, nil, tlsListener(s.ln.tls, s.tlsConfig))
 	}
 	if err == nil {
-		s.log.Info("turn_started", "urls", s.urls)
+		s.log.Info("turn_started", "urls", s.urls, "relay_ip", s.relayIP.String())
 	}
 	return servers, err
 }

@@ -1,0 +1,101 @@
+package turn
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pion/stun/v3"
+)
+
+// BenchmarkRelayWrite is the relayed socket's per-datagram path from
+// client to peer: the policy check by address and port, the write, the
+// byte count.
+func BenchmarkRelayWrite(b *testing.B) {
+	sink, err := net.ListenUDP("udp4", loopback(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	s := &Server{policy: newPeerPolicy([]net.Addr{sink.LocalAddr()}, nil, nil, nil)}
+	m, err := newMetrics(noopMeter(), func(string) int { return 0 })
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.metrics = m
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	rc := &relayConn{PacketConn: pc, s: s, transport: transportUDP, bytes: m.bytes[transportUDP]}
+	payload := make([]byte, 1200)
+	dst := sink.LocalAddr()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := rc.WriteTo(payload, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPermitAddr is the policy decision alone, for an own address
+// (the common case) and a refused one (the full range scan).
+func BenchmarkPermitAddr(b *testing.B) {
+	p := newPeerPolicy([]net.Addr{&net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: 7882}}, nil, nil,
+		[]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")})
+	for _, tt := range []struct{ name, addr string }{{"own", "203.0.113.7:7882"}, {"refused", "[fd00::1]:7882"}} {
+		ap := netip.MustParseAddrPort(tt.addr)
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				p.permitAddr(ap)
+			}
+		})
+	}
+}
+
+// FuzzIsSTUNRequest checks the header test against Pion's decoding of the
+// message type.
+func FuzzIsSTUNRequest(f *testing.F) {
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw)
+	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := false
+		if stun.IsMessage(b) && b[0]&0xc0 == 0 {
+			var mt stun.MessageType
+			mt.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+			want = mt.Class == stun.ClassRequest
+		}
+		if got := isSTUNRequest(b); got != want {
+			t.Errorf("isSTUNRequest(% x) = %v; want %v", b, got, want)
+		}
+	})
+}
+
+// FuzzParseUsername checks that any username parses without panicking and
+// that a parsed one is "expiry:identity" with a non-empty identity.
+func FuzzParseUsername(f *testing.F) {
+	f.Add("1764120000:alice")
+	f.Add("1764120000:a:b")
+	f.Add(":")
+	f.Add("-1:x")
+	f.Fuzz(func(t *testing.T, u string) {
+		expiry, identity, ok := parseUsername(u)
+		if !ok {
+			return
+		}
+		ts, rest, _ := strings.Cut(u, ":")
+		if identity == "" || rest != identity || expiry.Unix() <= 0 {
+			t.Errorf("parseUsername(%q) = %v, %q; want a positive expiry and the identity after the first colon", u, expiry, identity)
+		}
+		if n, err := strconv.ParseInt(ts, 10, 64); err != nil || n != expiry.Unix() {
+			t.Errorf("parseUsername(%q) expiry = %d; want %s", u, expiry.Unix(), ts)
+		}
+	})
+}
