@@ -86,8 +86,9 @@ func (r *OTLPReceiver) handle(w http.ResponseWriter, req *http.Request) {
 }
 
 // PushedValue is the value of the named sum or gauge in one push, summed
-// over its data points (every attribute set), and whether it was there.
-func PushedValue(m *colmetrics.ExportMetricsServiceRequest, name string) (float64, bool) {
+// over the data points whose attributes include every key=value pair of
+// match (all of them when match is empty), and whether it was there.
+func PushedValue(m *colmetrics.ExportMetricsServiceRequest, name string, match ...string) (float64, bool) {
 	var total float64
 	found := false
 	for _, rm := range m.GetResourceMetrics() {
@@ -97,20 +98,23 @@ func PushedValue(m *colmetrics.ExportMetricsServiceRequest, name string) (float6
 					continue
 				}
 				found = true
-				total += sumPoints(mt)
+				total += sumPoints(mt, match)
 			}
 		}
 	}
 	return total, found
 }
 
-func sumPoints(mt *metricspb.Metric) float64 {
+func sumPoints(mt *metricspb.Metric, match []string) float64 {
 	points := mt.GetSum().GetDataPoints()
 	if mt.GetGauge() != nil {
 		points = mt.GetGauge().GetDataPoints()
 	}
 	var total float64
 	for _, p := range points {
+		if !hasAttrs(p, match) {
+			continue
+		}
 		if _, ok := p.GetValue().(*metricspb.NumberDataPoint_AsInt); ok {
 			total += float64(p.GetAsInt())
 		} else {
@@ -131,4 +135,20 @@ func PushedResource(m *colmetrics.ExportMetricsServiceRequest) map[string]string
 		break
 	}
 	return attrs
+}
+
+// hasAttrs reports whether p carries every key=value pair of match.
+func hasAttrs(p *metricspb.NumberDataPoint, match []string) bool {
+	for i := 0; i+1 < len(match); i += 2 {
+		found := false
+		for _, kv := range p.GetAttributes() {
+			if kv.GetKey() == match[i] && kv.GetValue().GetStringValue() == match[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
