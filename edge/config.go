@@ -38,6 +38,20 @@ type Config struct {
 	// Empty means dev mode: insecure, for local use only.
 	APISecret string `env:"MEDIA_API_SECRET"`
 
+	// MaxSessionsPerIP bounds the sessions one client address holds at
+	// once, an IPv6 client counting by its /64 (MEDIA_MAX_SESSIONS_PER_IP,
+	// default 64, as many as TURN allows one address TCP connections: an
+	// office behind one NAT; 0 turns it off). A join beyond it gets 429
+	// too_many_sessions, so one host cannot take the instance's
+	// MaxSessions.
+	MaxSessionsPerIP int `env:"MEDIA_MAX_SESSIONS_PER_IP" envDefault:"64"`
+	// ClientIPHeader names the request header that carries the client's
+	// address when a proxy stands in front (MEDIA_CLIENT_IP_HEADER, default
+	// none: the TCP peer address; on Fly "Fly-Client-IP"). Set it only
+	// behind a proxy that overwrites the header: a client can send any
+	// value itself.
+	ClientIPHeader string `env:"MEDIA_CLIENT_IP_HEADER"`
+
 	// MaxRooms bounds the rooms of this instance (MEDIA_MAX_ROOMS, default
 	// 100); a join that would open one more gets 503 full.
 	MaxRooms int `env:"MEDIA_MAX_ROOMS" envDefault:"100"`
@@ -109,6 +123,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxSessions < 1 {
 		return fmt.Errorf("edge: MEDIA_MAX_SESSIONS must be at least 1, got %d", c.MaxSessions)
+	}
+	if c.MaxSessionsPerIP < 0 {
+		return fmt.Errorf("edge: MEDIA_MAX_SESSIONS_PER_IP must be 0 (off) or more, got %d", c.MaxSessionsPerIP)
 	}
 	if err := c.validateLimits(); err != nil {
 		return err

@@ -146,10 +146,16 @@ func (s *Session) handle(data []byte) (left bool) {
 	return false
 }
 
-// writeFailed is the writer's report of a failed write or ping: the
-// connection is gone.
+// writeFailed is the writer's report of a failed write or ping. A write
+// that timed out means the client stopped reading: a slow client. Any
+// other failure means the connection is gone.
 func (s *Session) writeFailed(err error) {
 	s.log.Debug("signal_write_failed", "err", err)
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.slowClient()
+		return
+	}
 	s.end(reasonClientClosed)
 }
 

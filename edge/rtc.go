@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -22,6 +23,7 @@ const (
 	joinRoomsFull    = "rooms_full"
 	joinFull         = "full"
 	joinDraining     = "draining"
+	joinAddrLimit    = "address_limit"
 	joinUpgradeFail  = "upgrade_failed"
 	joinInternal     = "internal"
 )
@@ -54,13 +56,19 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if srv.Draining() {
 		return srv.refuse(c, http.StatusServiceUnavailable, joinDraining, "draining", "the instance is draining; reconnect")
 	}
+	addr := srv.perAddr.key(c.Request())
+	if !srv.perAddr.acquire(addr) {
+		return srv.refuse(c, http.StatusTooManyRequests, joinAddrLimit, "too_many_sessions", "this address holds as many sessions as one address may")
+	}
 	if srv.admitted.Add(1) > int64(srv.cfg.MaxSessions) {
 		srv.admitted.Add(-1)
+		srv.perAddr.release(addr)
 		return srv.refuse(c, http.StatusServiceUnavailable, joinFull, "full", "the instance is at its session limit")
 	}
 	r, err := srv.rooms.reserve(claims.Room)
 	if err != nil {
 		srv.admitted.Add(-1)
+		srv.perAddr.release(addr)
 		if errors.Is(err, errRoomFull) {
 			return srv.refuse(c, http.StatusForbidden, joinRoomFull, "room_full", "the room is full")
 		}
@@ -69,16 +77,18 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if old := r.byIdentity(claims.Identity()); old != nil {
 		old.Close(signal.ReasonDuplicateIdentity)
 	}
-	return srv.upgrade(c, claims, r, opened)
+	return srv.upgrade(c, claims, r, opened, addr)
 }
 
 // upgrade switches to the WebSocket and starts the session; the
-// reservations are given back if that fails.
-func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened time.Time) error {
+// reservations are given back if that fails, and the address's slot when
+// the session has closed.
+func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened time.Time, addr netip.Prefix) error {
 	conn, err := srv.upgrader.Upgrade(c.Response(), c.Request(), nil)
 	if err != nil { // the upgrader has answered the client
 		srv.rooms.release(r)
 		srv.admitted.Add(-1)
+		srv.perAddr.release(addr)
 		srv.metrics.join(joinUpgradeFail)
 		return nil
 	}
@@ -90,10 +100,12 @@ func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened 
 		conn.Close()
 		srv.rooms.release(r)
 		srv.admitted.Add(-1)
+		srv.perAddr.release(addr)
 		srv.metrics.join(joinInternal)
 		return nil
 	}
 	srv.sessions.Add(s)
+	srv.perAddr.releaseWhenDone(addr, s.Done())
 	srv.metrics.join(joinOK)
 	s.log.Info("session_joined")
 	s.start()
@@ -117,10 +129,10 @@ func (srv *Server) refuseToken(c echo.Context, err error) error {
 }
 
 // refuse answers a join with status and a JSON body, counted by result.
-// 503s carry Retry-After.
+// 503s and 429s carry Retry-After.
 func (srv *Server) refuse(c echo.Context, status int, result, code, msg string) error {
 	srv.metrics.join(result)
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(srv.cfg.RetryAfter.Seconds())))
 	}
 	return c.JSON(status, apiError{Code: code, Message: msg})

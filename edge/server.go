@@ -72,6 +72,7 @@ type Server struct {
 	rooms    *rooms
 	keys     auth.KeyPair
 	upgrader websocket.Upgrader
+	perAddr  *addrLimit // sessions per client address
 
 	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
 	closingAll atomic.Bool  // the drain is closing every session
@@ -119,6 +120,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		rooms:    newRooms(cfg.MaxRooms, cfg.MaxRoomParticipants, m),
 		keys:     cfg.keys(),
 		upgrader: newUpgrader(),
+		perAddr:  newAddrLimit(cfg.MaxSessionsPerIP, cfg.ClientIPHeader),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}

@@ -178,12 +178,24 @@ func (s *Session) send(m *signal.Message) {
 	}
 	switch err := s.ws.send(b); {
 	case errors.Is(err, errSlowClient):
-		s.log.Info("slow_client", "queue", s.srv.cfg.SendQueue)
-		s.srv.metrics.slow.Add(bg, 1)
-		s.end(signal.ReasonSlowClient)
+		s.slowClient()
 	case err != nil:
 		s.log.Debug("signal_not_sent", "type", m.Type, "err", err)
 	}
+}
+
+// slowClient ends the session of a client that does not take its
+// messages: its queue stayed full, or a write to it timed out.
+func (s *Session) slowClient() {
+	s.mu.Lock()
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		return
+	}
+	s.log.Info("slow_client", "queue", s.srv.cfg.SendQueue)
+	s.srv.metrics.slow.Add(bg, 1)
+	s.end(signal.ReasonSlowClient)
 }
 
 // sendError answers a refused request; the session continues.

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -48,8 +49,17 @@ type lastWords struct {
 	abort bool   // close at once: the client does not read anyway
 }
 
+// socketSendBuffer caps the kernel's send buffer of a signaling socket.
+// Signaling needs little (a large SDP is tens of KiB), and without a cap
+// the kernel grows it to megabytes, which both costs memory per client and
+// hides a client that stopped reading from the send queue for a long time.
+const socketSendBuffer = 64 << 10
+
 func newWSClient(conn *websocket.Conn, cfg Config, onFail func(error)) *wsClient {
 	conn.SetReadLimit(cfg.ReadLimit)
+	if tc, ok := conn.UnderlyingConn().(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(socketSendBuffer) // best effort: the queue bounds remain
+	}
 	return &wsClient{
 		conn: conn, cfg: cfg, onFail: onFail,
 		queue:    make(chan []byte, cfg.SendQueue),

@@ -1,0 +1,98 @@
+package edge
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// TestRoomForwarding is the room's whole life over real sockets: three
+// participants publish audio and video and each receives the other two's
+// packets intact and in sequence; a fourth joins late and gets video at
+// once; one leaves and the others are told and lose its tracks; when all
+// have left, the instance holds nothing.
+func TestRoomForwarding(t *testing.T) {
+	ts := startServer(t, nil)
+	names := []string{"alice", "bob", "carol"}
+	clients := make([]*client.Client, len(names))
+	recv := make([]*receiver, len(names))
+	for i, n := range names {
+		clients[i] = ts.dial(t, "demo", n)
+		recv[i] = receive(t, clients[i])
+		publish(t, clients[i])
+	}
+
+	const want = 40 // packets per track: almost a second at 50 per second
+	for i, c := range clients {
+		for j, other := range clients {
+			if i == j {
+				continue
+			}
+			for _, kind := range []string{"audio", "video"} {
+				waitFor(t, 10*time.Second, names[i]+" receives "+names[j]+"'s "+kind, func() bool {
+					st, _ := recv[i].stats(other.ID(), kind)
+					return st.packets >= want
+				})
+				st, _ := recv[i].stats(other.ID(), kind)
+				if st.gaps != 0 || st.corrupt != 0 {
+					t.Errorf("%s from %s (%s): %d gaps, %d corrupt payloads in %d packets; want 0, 0",
+						names[i], names[j], kind, st.gaps, st.corrupt, st.packets)
+				}
+			}
+		}
+		if st, ok := recv[i].stats(c.ID(), "audio"); ok {
+			t.Errorf("%s received its own audio (%d packets); want none", names[i], st.packets)
+		}
+	}
+
+	// A late joiner gets every existing publication; video within a second.
+	joined := time.Now()
+	dave := ts.dial(t, "demo", "dave")
+	if got := len(dave.Joined().Participants); got != 3 {
+		t.Errorf("dave's joined lists %d participants; want 3", got)
+	}
+	daveRecv := receive(t, dave)
+	for j, other := range clients {
+		waitFor(t, 5*time.Second, "dave receives "+names[j]+"'s video", func() bool {
+			st, _ := daveRecv.stats(other.ID(), "video")
+			return st.packets > 0
+		})
+		if st, _ := daveRecv.stats(other.ID(), "video"); st.first.Sub(joined) > time.Second {
+			t.Errorf("dave's first video from %s came %s after joining; want within 1s", names[j], st.first.Sub(joined))
+		}
+	}
+
+	// alice leaves: everyone else is told, and her tracks end on them.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	aliceID := clients[0].ID()
+	if err := clients[0].Leave(ctx); err != nil {
+		t.Fatalf("alice Leave: %v", err)
+	}
+	for i, c := range []*client.Client{clients[1], clients[2], dave} {
+		m := waitEvent(t, c, 5*time.Second, "participant_left for alice", isType(signal.TypeParticipantLeft))
+		if m.Participant == nil || m.Participant.ID != aliceID {
+			t.Errorf("participant_left = %+v; want alice %s", m.Participant, aliceID)
+		}
+		r := []*receiver{recv[1], recv[2], daveRecv}[i]
+		for _, kind := range []string{"audio", "video"} {
+			waitFor(t, 5*time.Second, "alice's "+kind+" track ends", func() bool {
+				st, _ := r.stats(aliceID, kind)
+				return st.ended
+			})
+		}
+	}
+
+	for _, c := range []*client.Client{clients[1], clients[2], dave} {
+		if err := c.Leave(ctx); err != nil {
+			t.Errorf("Leave: %v", err)
+		}
+	}
+	waitFor(t, 5*time.Second, "session manager empty", func() bool { return ts.srv.Sessions().Len() == 0 })
+	if n := ts.srv.rooms.len(); n != 0 {
+		t.Errorf("rooms after everyone left = %d; want 0", n)
+	}
+}
