@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/client"
+)
+
+// TestRelayOnlyParticipant runs the service and joins two participants: one
+// forced to relay-only ICE, whose media can only take the instance's own
+// TURN relay to the SFU, and one connecting directly. Each receives the
+// other's audio, and the relay's metrics show the bytes it carried.
+func TestRelayOnlyParticipant(t *testing.T) {
+	s := startService(t, "MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_TURN_TCP_BIND_ADDR=127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	relayed := joinRoom(ctx, t, s, "turn-room", "relayed", webrtc.ICETransportPolicyRelay)
+	direct := joinRoom(ctx, t, s, "turn-room", "direct", webrtc.ICETransportPolicyAll)
+	if urls := relayed.Joined().ICEServers; len(urls) == 0 || !strings.HasPrefix(urls[0].URLs[0], "turn:127.0.0.1:") {
+		t.Fatalf("joined ICE servers = %+v; want this instance's TURN relay", urls)
+	}
+	publishAudio(ctx, t, relayed)
+	publishAudio(ctx, t, direct)
+
+	receiveFrom(ctx, t, direct, relayed.ID())
+	receiveFrom(ctx, t, relayed, direct.ID())
+	for name, pc := range map[string]*webrtc.PeerConnection{"publisher": relayed.Publisher(), "subscriber": relayed.Subscriber()} {
+		if typ := selectedLocalType(pc); typ != webrtc.ICECandidateTypeRelay {
+			t.Errorf("relay-only %s connection's local candidate type = %s; want relay", name, typ)
+		}
+	}
+	if typ := selectedLocalType(direct.Publisher()); typ == webrtc.ICECandidateTypeRelay {
+		t.Errorf("direct publisher connection's local candidate type = relay; want a direct one")
+	}
+	metrics := scrape(t, s)
+	t.Logf("turn metrics: %v", metrics)
+	if got := metrics["media_turn_allocations_created_total"]; got < 2 {
+		t.Errorf("media_turn_allocations_created_total = %v; want at least 2 (publisher and subscriber)", got)
+	}
+	if got := metrics["media_turn_relayed_bytes_total"]; got < 1000 {
+		t.Errorf("media_turn_relayed_bytes_total = %v; want the media's bytes", got)
+	}
+}
+
+// joinRoom joins room as identity with a dev token through the Go client.
+func joinRoom(ctx context.Context, t *testing.T, s *service, room, identity string, policy webrtc.ICETransportPolicy) *client.Client {
+	t.Helper()
+	code, body := get(t, fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", s.httpAddr, room, identity))
+	var tok struct{ Token string }
+	if code != 200 || json.Unmarshal([]byte(body), &tok) != nil {
+		t.Fatalf("GET /v1/dev/token = %d %s", code, body)
+	}
+	api, err := client.NewAPI(client.LoopbackOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(ctx, "ws://"+s.httpAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy})
+	if err != nil {
+		t.Fatalf("join %s as %s: %v", room, identity, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// publishAudio publishes an Opus track and writes a packet to it every
+// 20 ms until the test ends.
+func publishAudio(ctx context.Context, t *testing.T, c *client.Client) {
+	t.Helper()
+	track, err := client.NewAudioTrack("audio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, track); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 0x5eed}, Payload: make([]byte, 120)}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			pkt.SequenceNumber++
+			pkt.Timestamp += 960
+			_ = track.WriteRTP(pkt)
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
+// receiveFrom waits for publisher's track at c and for RTP on it.
+func receiveFrom(ctx context.Context, t *testing.T, c *client.Client, publisher string) {
+	t.Helper()
+	for {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no track from %s at %s", publisher, c.ID())
+		case rt := <-c.Tracks():
+			if rt.ParticipantID != publisher {
+				continue
+			}
+			got := make(chan error, 1)
+			go func() { _, _, err := rt.Track.ReadRTP(); got <- err }()
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatalf("read RTP from %s at %s: %v", publisher, c.ID(), err)
+				}
+			case <-ctx.Done():
+				t.Fatalf("no RTP from %s at %s", publisher, c.ID())
+			}
+			return
+		}
+	}
+}
+
+// selectedLocalType is the type of the local candidate of pc's selected
+// ICE pair, or "" before one is selected.
+func selectedLocalType(pc *webrtc.PeerConnection) webrtc.ICECandidateType {
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Sender() == nil && tr.Receiver() == nil {
+			continue
+		}
+		var dtls *webrtc.DTLSTransport
+		if tr.Sender() != nil {
+			dtls = tr.Sender().Transport()
+		} else {
+			dtls = tr.Receiver().Transport()
+		}
+		if dtls == nil {
+			continue
+		}
+		if pair, err := dtls.ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+			return pair.Local.Typ
+		}
+	}
+	return webrtc.ICECandidateType(0)
+}
+
+// scrape sums each media_turn_* series of the ops /metrics by name.
+func scrape(t *testing.T, s *service) map[string]float64 {
+	t.Helper()
+	code, body := get(t, "http://"+s.opsAddr+"/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics = %d", code)
+	}
+	sums := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, "media_turn_") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, "{")
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			sums[name] += v
+		}
+	}
+	return sums
+}
