@@ -65,6 +65,13 @@ func udpAddrOf(c net.PacketConn) *net.UDPAddr { return c.LocalAddr().(*net.UDPAd
 // address is a fresh echo socket, and closes both at the end of the test.
 func startRelay(t *testing.T, mutate func(*Config)) *testRelay {
 	t.Helper()
+	return startRelayWith(t, mutate, func(*Server) {})
+}
+
+// startRelayWith is startRelay with a hook that may change the server
+// before it runs.
+func startRelayWith(t *testing.T, mutate func(*Config), prepare func(*Server)) *testRelay {
+	t.Helper()
 	media := echoSocket(t)
 	cfg := testConfig()
 	mutate(&cfg)
@@ -76,6 +83,7 @@ func startRelay(t *testing.T, mutate func(*Config)) *testRelay {
 	}
 	clock := &testClock{}
 	srv.now = clock.now
+	prepare(srv)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(context.Background()) }()
 	t.Cleanup(func() {

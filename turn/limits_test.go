@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -238,5 +240,40 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.name) {
 			t.Errorf("New with a bad %s = %v; want an error naming it", tt.name, err)
 		}
+	}
+}
+
+// flakyListener fails its first accepts the way a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	failures atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.failures.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptErrorsAreRiddenOver checks that TURN/TCP keeps serving after
+// transient accept errors, which would end Pion's accept loop for good.
+func TestAcceptErrorsAreRiddenOver(t *testing.T) {
+	var flaky *flakyListener
+	r := startRelayWith(t, func(*Config) {}, func(s *Server) {
+		flaky = &flakyListener{Listener: s.ln.tcp.Listener}
+		flaky.failures.Store(3)
+		s.ln.tcp.Listener = flaky
+	})
+	relayed, err := allocate(t, r, transportTCP, "trent")
+	if err != nil {
+		t.Fatalf("Allocate over TCP after accept errors = %v; want it served", err)
+	}
+	if got, err := roundTrip(t, relayed, r.media.LocalAddr(), "after EMFILE"); err != nil || got != "after EMFILE" {
+		t.Errorf("roundTrip = %q, %v; want the echo", got, err)
+	}
+	if n := flaky.failures.Load(); n >= 0 {
+		t.Errorf("accept failures left = %d; want all 3 used", n+1)
 	}
 }

@@ -2,6 +2,7 @@ package turn
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -71,6 +72,30 @@ func (l listeners) close() {
 	}
 }
 
+// maxPause bounds the wait after a listener error that is not its close.
+const maxPause = time.Second
+
+// pause rides over a transient listener error (out of file descriptors,
+// say): Pion's read and accept loops end on any error, which would stop
+// the transport for good. It waits a little longer each time, up to
+// maxPause, and returns the wait, or 0 when the error is the listener's
+// close (or the server closes meanwhile) and the loop must end.
+func (s *Server) pause(transport string, err error, prev time.Duration) time.Duration {
+	if errors.Is(err, net.ErrClosed) {
+		return 0
+	}
+	next := min(max(2*prev, 5*time.Millisecond), maxPause)
+	s.log.Warn("turn_listener_error", "transport", transport, "err", err, "retry_in", next.String())
+	t := time.NewTimer(next)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return next
+	case <-s.closing:
+		return 0
+	}
+}
+
 // udpListener is the TURN/UDP socket as Pion reads it. It drops requests
 // beyond the per-source rate limit from clients without an allocation
 // before Pion sees (and answers) them, and marks the end of Pion's read
@@ -84,12 +109,17 @@ type udpListener struct {
 
 // ReadFrom returns the next datagram the rate limit admits.
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
+	var pause time.Duration
 	for {
 		n, addr, err := l.PacketConn.ReadFrom(b)
 		if err != nil {
+			if pause = l.s.pause(transportUDP, err, pause); pause > 0 {
+				continue
+			}
 			l.doneOnce.Do(l.s.loops.Done)
 			return n, addr, err
 		}
+		pause = 0
 		if l.admit(b[:n], addr) {
 			return n, addr, nil
 		}
@@ -125,12 +155,17 @@ type tcpListener struct {
 // Accept returns the next connection within the bounds; one beyond them
 // is closed at once.
 func (l *tcpListener) Accept() (net.Conn, error) {
+	var pause time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			if pause = l.s.pause(l.transport, err, pause); pause > 0 {
+				continue
+			}
 			l.doneOnce.Do(l.s.loops.Done)
 			return nil, err
 		}
+		pause = 0
 		ip, _ := addrIP(c.RemoteAddr())
 		if reason := l.s.conns.acquire(ip); reason != "" {
 			c.Close()
