@@ -77,9 +77,9 @@ type Config struct {
 	// Realm is the TURN realm (MEDIA_TURN_REALM, default "media-service").
 	Realm string `env:"MEDIA_TURN_REALM" envDefault:"media-service"`
 	// Secret is the TURN REST API shared secret the credentials are signed
-	// with (MEDIA_TURN_SECRET, at least 32 bytes). Empty means dev mode: a
-	// random secret per process, so credentials are valid on this instance
-	// only.
+	// with (MEDIA_TURN_SECRET, at least 32 bytes). Empty means a random
+	// secret per process: credentials are then valid on this instance only,
+	// which is all `joined` needs.
 	Secret string `env:"MEDIA_TURN_SECRET"`
 	// CredentialTTL is how long a minted credential may start new
 	// allocations (MEDIA_TURN_CREDENTIAL_TTL, default 1h, at most 24h).
@@ -127,9 +127,10 @@ type Config struct {
 // listener runs.
 func (c Config) TLSEnabled() bool { return c.TLSCert != "" }
 
-// DevSecret reports whether no secret is configured, so each process
-// generates its own.
-func (c Config) DevSecret() bool { return c.Secret == "" }
+// SecretGenerated reports whether no secret is configured, so the process
+// generates its own: enough when only this instance mints credentials (in
+// `joined`), as it does; a backend minting them itself needs the secret.
+func (c Config) SecretGenerated() bool { return c.Secret == "" }
 
 func (c Config) validate() error {
 	checks := []func() error{c.validatePorts, c.validateAddrs, c.validateAuth, c.validateBounds}

@@ -39,7 +39,7 @@ type credentials struct {
 
 func newCredentials(cfg Config) (credentials, error) {
 	secret := []byte(cfg.Secret)
-	if cfg.DevSecret() {
+	if cfg.SecretGenerated() {
 		secret = make([]byte, 32)
 		if _, err := rand.Read(secret); err != nil {
 			return credentials{}, fmt.Errorf("turn: generate dev secret: %w", err)

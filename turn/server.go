@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,8 +126,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.urls = s.publicURLs()
-	if cfg.DevSecret() {
-		s.log.Warn("turn_dev_secret", "detail", "no MEDIA_TURN_SECRET set: TURN credentials are signed with a per-process random secret, valid on this instance only")
+	if cfg.SecretGenerated() {
+		s.log.Info("turn_secret_generated", "detail", "no MEDIA_TURN_SECRET set: TURN credentials are signed with a random secret of this process, so only this instance can mint them")
 	}
 	return s, nil
 }
@@ -184,7 +185,7 @@ func (s *Server) ICEServers(identity string) []ICEServer {
 		return nil
 	}
 	user, pass := s.creds.mint(identity, s.now())
-	return []ICEServer{{URLs: s.urls, Username: user, Credential: pass}}
+	return []ICEServer{{URLs: slices.Clone(s.urls), Username: user, Credential: pass}}
 }
 
 // Drain refuses new allocations from now on (508 Insufficient Capacity);
