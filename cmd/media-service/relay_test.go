@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/stun/v3"
+	pionturn "github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/client"
@@ -173,4 +178,51 @@ func scrape(t *testing.T, s *service) map[string]float64 {
 		}
 	}
 	return sums
+}
+
+// TestDrainRefusesTURNAllocations checks the drain's wiring: after SIGTERM
+// the relay refuses new allocations (508) with credentials from `joined`,
+// and it is closed when the instance stops.
+func TestDrainRefusesTURNAllocations(t *testing.T) {
+	s := startService(t, "MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_TURN_TCP_BIND_ADDR=127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := joinRoom(ctx, t, s, "drain-room", "walt", webrtc.ICETransportPolicyAll)
+	ice := c.Joined().ICEServers[0]
+	server := strings.TrimSuffix(strings.TrimPrefix(ice.URLs[0], "turn:"), "?transport=udp")
+	allocate := func() error {
+		conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		tc, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: server, Conn: conn,
+			Username: ice.Username, Password: ice.Credential, RTO: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		if err := tc.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		relayed, err := tc.Allocate()
+		if err == nil {
+			relayed.Close()
+		}
+		return err
+	}
+	if err := allocate(); err != nil {
+		t.Fatalf("Allocate at %s before the drain = %v; want a relayed address", server, err)
+	}
+	s.signal(t, syscall.SIGTERM)
+	s.waitFor(t, "turn_draining", 5*time.Second)
+	var te *stun.TurnError
+	if err := allocate(); !errors.As(err, &te) || te.ErrorCodeAttr.Code != stun.CodeInsufficientCapacity {
+		t.Errorf("Allocate while draining = %v; want 508 Insufficient Capacity", err)
+	}
+	c.Close()
+	s.waitFor(t, "turn_stopped", 10*time.Second)
+	if code := s.waitExit(t, 10*time.Second); code != 0 {
+		t.Errorf("exit code after the drain = %d; want 0", code)
+	}
 }
