@@ -39,6 +39,7 @@ type config struct {
 	maxLoss         float64 // percent
 	jsonOut         bool
 	quiet           bool
+	nack            bool
 
 	floorOpts floorOptions // how to start the floor relay child (not a flag)
 }
@@ -107,6 +108,7 @@ func (c *config) define(fs *flag.FlagSet) {
 	fs.Float64Var(&c.maxLoss, "max-loss", 1, "fail the run when loss exceeds this percentage")
 	fs.BoolVar(&c.jsonOut, "json", false, "write the report as JSON on stdout")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	fs.BoolVar(&c.nack, "nack", true, "participants ask for retransmission of lost video packets (NACK), as browsers do")
 }
 
 func (c *config) validate() error {

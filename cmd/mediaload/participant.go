@@ -22,15 +22,19 @@ import (
 // and feedback on what it receives) but leaves out Pion's stats and
 // simulcast interceptors, which cost the load generator CPU per packet and
 // change nothing the server sees. Against a loopback server ICE is kept on
-// loopback UDP, so nothing leaves the machine.
-func newLoadAPI(loopback bool) (*webrtc.API, error) {
+// loopback UDP, so nothing leaves the machine. With nack false the
+// participants never ask for retransmissions (-nack=false), which separates
+// the server's forwarding cost from its NACK handling.
+func newLoadAPI(loopback, nack bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("load api: codecs: %w", err)
 	}
 	ir := &interceptor.Registry{}
-	if err := webrtc.ConfigureNack(m, ir); err != nil {
-		return nil, fmt.Errorf("load api: nack: %w", err)
+	if nack {
+		if err := webrtc.ConfigureNack(m, ir); err != nil {
+			return nil, fmt.Errorf("load api: nack: %w", err)
+		}
 	}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, fmt.Errorf("load api: reports: %w", err)

@@ -199,6 +199,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	row("forwarded packets", "%d", func(p *phaseReport) any { return p.Forwarded })
 	row("forwarded per second", "%.0f", func(p *phaseReport) any { return p.PacketsPerSec })
 	row("lost", "%d", func(p *phaseReport) any { return p.Lost })
+	row("duplicates (retransmissions)", "%d", func(p *phaseReport) any { return p.Duplicates })
 	row("loss", "%.3f %%", func(p *phaseReport) any { return p.LossPercent })
 	row("latency p50", "%.3f ms", func(p *phaseReport) any { return p.LatencyP50 })
 	row("latency p95", "%.3f ms", func(p *phaseReport) any { return p.LatencyP95 })

@@ -41,7 +41,7 @@ func openTarget(ctx context.Context, cfg config, maxSessions int) (*serverTarget
 	t.rtc = rtcURL(t.base)
 	t.scrape = newScraper(opsURL)
 	var err error
-	if t.api, err = newLoadAPI(isLoopbackURL(t.base)); err != nil {
+	if t.api, err = newLoadAPI(isLoopbackURL(t.base), cfg.nack); err != nil {
 		t.close()
 		return nil, err
 	}
