@@ -17,6 +17,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -142,6 +143,7 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	se.DisableActiveTCP(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(e.cfg.ICEDisconnectedTimeout, e.cfg.ICEFailedTimeout, e.cfg.ICEKeepalive)
+	setAcceptanceWaits(&se)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback || e.udpAddr.IP.IsLoopback())
 	if len(e.cfg.PublicIPs) > 0 {
 		rule := webrtc.ICEAddressRewriteRule{
@@ -154,6 +156,26 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 		}
 	}
 	return se, nil
+}
+
+// relayAcceptanceWait is how long a controlling server waits before it
+// nominates a pair through a TURN relay, so a direct pair found a moment
+// later is preferred.
+const relayAcceptanceWait = 500 * time.Millisecond
+
+// setAcceptanceWaits lets the server nominate a direct pair as soon as it
+// works. Pion waits 1 s before nominating a peer-reflexive pair (and
+// 500 ms for server-reflexive) in case a better pair turns up; but the
+// server has only its own host candidates, and a client's connectivity
+// checks usually arrive before its trickled candidates, so nearly every
+// client first shows as peer-reflexive. On the subscriber connection,
+// where the server offers and so controls ICE, Pion's default would add a
+// second to every join.
+func setAcceptanceWaits(se *webrtc.SettingEngine) {
+	se.SetHostAcceptanceMinWait(0)
+	se.SetSrflxAcceptanceMinWait(0)
+	se.SetPrflxAcceptanceMinWait(0)
+	se.SetRelayAcceptanceMinWait(relayAcceptanceWait)
 }
 
 // NewPeerConnection makes a PeerConnection on the engine's muxes and

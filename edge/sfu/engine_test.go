@@ -182,3 +182,55 @@ func TestICETCPFallback(t *testing.T) {
 		t.Errorf("selected pair protocol = %s; want tcp", pair.Local.Protocol)
 	}
 }
+
+// TestNominatesPeerReflexiveAtOnce: when a subscriber's candidates have
+// not reached the server (trickle is slower than the client's first
+// connectivity check), the server, which controls ICE on the subscriber
+// connection, knows the client only as peer-reflexive. It must nominate
+// that pair at once: Pion's default waits a full second first, which
+// would add a second to most joins.
+func TestNominatesPeerReflexiveAtOnce(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	if _, err := video.Subscribe(sub.server); err != nil {
+		t.Fatal(err)
+	}
+	connected := make(chan time.Time, 1)
+	sub.server.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s == webrtc.ICEConnectionStateConnected {
+			connected <- time.Now()
+		}
+	})
+	start := time.Now()
+	negotiateEdited(t, sub.server, sub.pc, withoutCandidates)
+	select {
+	case at := <-connected:
+		// Pion's default would be at least 1s; leave room for a slow machine.
+		if took := at.Sub(start); took >= 900*time.Millisecond {
+			t.Fatalf("server ICE connected %s after the answer without candidates; want well under Pion's 1s default", took)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("server ICE not connected within %s", waitFor)
+	}
+	pair, err := sub.server.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		t.Fatalf("GetSelectedCandidatePair() = %v, %v; want a pair", pair, err)
+	}
+	if pair.Remote.Typ != webrtc.ICECandidateTypePrflx {
+		t.Errorf("selected remote candidate type = %s; want prflx (the test relies on it)", pair.Remote.Typ)
+	}
+}
+
+// withoutCandidates removes the candidate lines from an SDP, as if they
+// were still being trickled.
+func withoutCandidates(sdp string) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(sdp, "\r\n") {
+		if line != "" && !strings.HasPrefix(line, "a=candidate:") && line != "a=end-of-candidates" {
+			b.WriteString(line + "\r\n")
+		}
+	}
+	return b.String()
+}

@@ -138,6 +138,13 @@ func newServerPC(t testing.TB, dial newPC) *webrtc.PeerConnection {
 // negotiate runs one offer/answer with complete (non-trickled) gathering.
 func negotiate(t testing.TB, offerer, answerer *webrtc.PeerConnection) {
 	t.Helper()
+	negotiateEdited(t, offerer, answerer, func(sdp string) string { return sdp })
+}
+
+// negotiateEdited is negotiate with the answer edited by editAnswer on
+// its way to the offerer.
+func negotiateEdited(t testing.TB, offerer, answerer *webrtc.PeerConnection, editAnswer func(string) string) {
+	t.Helper()
 	offer, err := offerer.CreateOffer(nil)
 	if err != nil {
 		t.Fatalf("CreateOffer() = %v", err)
@@ -159,7 +166,9 @@ func negotiate(t testing.TB, offerer, answerer *webrtc.PeerConnection) {
 		t.Fatalf("SetLocalDescription(answer) = %v", err)
 	}
 	<-gathered
-	if err := offerer.SetRemoteDescription(*answerer.LocalDescription()); err != nil {
+	desc := *answerer.LocalDescription()
+	desc.SDP = editAnswer(desc.SDP)
+	if err := offerer.SetRemoteDescription(desc); err != nil {
 		t.Fatalf("SetRemoteDescription(answer) = %v", err)
 	}
 }
