@@ -83,9 +83,10 @@ type Config struct {
 	Secret string `env:"MEDIA_TURN_SECRET"`
 	// CredentialTTL is how long a minted credential may start new
 	// allocations (MEDIA_TURN_CREDENTIAL_TTL, default 1h, at most 24h).
-	// Allocations made before expiry keep refreshing under it, so a long
-	// call does not lose its relay; an ICE restart after expiry needs a
-	// reconnect for fresh credentials, hence not minutes.
+	// Allocations made before expiry keep refreshing under it for up to
+	// MaxCredentialTTL past expiry, so a long call does not lose its relay;
+	// an ICE restart after expiry needs a reconnect for fresh credentials,
+	// hence an hour rather than minutes.
 	CredentialTTL time.Duration `env:"MEDIA_TURN_CREDENTIAL_TTL" envDefault:"1h"`
 
 	// AllowPeers are ranges the relay may send to beyond this instance's

@@ -93,8 +93,10 @@ const (
 // check returns why a request with username and realm from src must be
 // refused, or "" when its key may be computed. An expired credential is
 // still good for the allocation it created (same transport, client address
-// and username): refreshes, permissions and channel binds of a live
-// allocation must not fail mid-call when the credential's TTL passes.
+// and username), for at most MaxCredentialTTL past its expiry: refreshes,
+// permissions and channel binds of a live allocation must not fail
+// mid-call when the credential's TTL passes, but no allocation lives on a
+// credential forever.
 func (s *Server) check(transport, username, realm string, src net.Addr) string {
 	if realm != s.creds.realm {
 		return authWrongRealm
@@ -107,7 +109,7 @@ func (s *Server) check(transport, username, realm string, src net.Addr) string {
 	if expiry.After(now.Add(s.creds.ttl + expirySkew)) {
 		return authTooFar
 	}
-	if !expiry.After(now) && s.ledger.username(allocKey{transport, src.String()}) != username {
+	if !expiry.After(now) && (now.Sub(expiry) > MaxCredentialTTL || s.ledger.username(allocKey{transport, src.String()}) != username) {
 		return authExpired
 	}
 	return ""

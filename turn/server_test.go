@@ -211,7 +211,7 @@ func exchange(t *testing.T, conn *net.UDPConn, setters ...stun.Setter) *stun.Mes
 
 // TestExpiredCredentialKeepsItsAllocation checks that a credential that
 // expires during a call still serves its own allocation (permissions,
-// refreshes), while it can no longer start a new one.
+// refreshes) for a bounded time, while it can no longer start a new one.
 func TestExpiredCredentialKeepsItsAllocation(t *testing.T) {
 	r := startRelay(t, func(*Config) {})
 	ice := r.ICEServers("heidi")[0]
@@ -227,6 +227,10 @@ func TestExpiredCredentialKeepsItsAllocation(t *testing.T) {
 	}
 	if got, err := roundTrip(t, relayed, r.media.LocalAddr(), "still here"); err != nil || got != "still here" {
 		t.Errorf("roundTrip after expiry = %q, %v; want the echo", got, err)
+	}
+	r.clock.advance(MaxCredentialTTL)
+	if err := c.CreatePermission(r.media.LocalAddr()); err == nil {
+		t.Errorf("CreatePermission more than %s after expiry = nil; want the credential refused at last", MaxCredentialTTL)
 	}
 	other := turnClient(t, r, transportUDP, ice.Username, ice.Credential)
 	if relayed2, err := other.Allocate(); err == nil {
