@@ -3,8 +3,12 @@ package sfu
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"testing"
+	"time"
 
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -105,4 +109,94 @@ func benchForward(b *testing.B, p *Publication, n int) {
 		p.forward(pkt, &h)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
+}
+
+// BenchmarkForwardStaticRTP is the naive fan-out issue 6 compares with:
+// one TrackLocalStaticRTP added to N subscriber PeerConnections made with
+// Pion's default codecs and interceptors (NACK responder buffers per
+// subscriber, stats, TWCC header extension), written once per packet. Same
+// loopback, same packet, same ns/write as BenchmarkForwardPion.
+func BenchmarkForwardStaticRTP(b *testing.B) {
+	for _, n := range []int{1, 10, 50} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			track, err := webrtc.NewTrackLocalStaticRTP(vp8, "video", "naive")
+			if err != nil {
+				b.Fatal(err)
+			}
+			api := naiveAPI(b)
+			bound := make(chan struct{}, n)
+			for range n {
+				server := newServerPC(b, api.NewPeerConnection)
+				if _, err := server.AddTrack(track); err != nil {
+					b.Fatal(err)
+				}
+				client := newClientPC(b, clientAPI(b, true))
+				client.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+					bound <- struct{}{}
+					r := &received{track: tr, ended: make(chan struct{})}
+					go r.drain()
+				})
+				negotiate(b, server, client)
+			}
+			awaitBound(b, track, bound, n)
+			pkt := videoPacket(b)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(pkt) * n))
+			seq := uint16(0)
+			for b.Loop() {
+				seq++
+				pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+				if _, err := track.Write(pkt); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
+		})
+	}
+}
+
+// naiveAPI is a Pion API with its defaults on a UDP mux of its own.
+func naiveAPI(b *testing.B) *webrtc.API {
+	b.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		b.Fatal(err)
+	}
+	r := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, r); err != nil {
+		b.Fatal(err)
+	}
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mux := webrtc.NewICEUDPMux(nil, conn)
+	b.Cleanup(func() { _ = mux.Close() })
+	var se webrtc.SettingEngine
+	se.SetICEUDPMux(mux)
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(r), webrtc.WithSettingEngine(se))
+}
+
+// awaitBound writes packets to track until n subscribers have received
+// one.
+func awaitBound(b *testing.B, track *webrtc.TrackLocalStaticRTP, bound <-chan struct{}, n int) {
+	b.Helper()
+	deadline := time.After(waitFor)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for got := 0; got < n; {
+		select {
+		case <-bound:
+			got++
+		case <-deadline:
+			b.Fatalf("%d of %d naive subscribers received media within %s", got, n, waitFor)
+		case <-tick.C:
+			if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 60000}, Payload: []byte{1}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }

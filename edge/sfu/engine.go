@@ -144,6 +144,9 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(e.cfg.ICEDisconnectedTimeout, e.cfg.ICEFailedTimeout, e.cfg.ICEKeepalive)
 	setAcceptanceWaits(&se)
+	// A lost handshake flight is resent after 100 ms, not Pion's 1 s (the
+	// interval doubles on each retry), so loss on a join costs little.
+	se.SetDTLSRetransmissionInterval(dtlsRetransmitInterval)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback || e.udpAddr.IP.IsLoopback())
 	if len(e.cfg.PublicIPs) > 0 {
 		rule := webrtc.ICEAddressRewriteRule{
@@ -157,6 +160,10 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	}
 	return se, nil
 }
+
+// dtlsRetransmitInterval is the first DTLS handshake retransmission
+// timeout: above any usual round trip, far below Pion's 1 s default.
+const dtlsRetransmitInterval = 100 * time.Millisecond
 
 // relayAcceptanceWait is how long a controlling server waits before it
 // nominates a pair through a TURN relay, so a direct pair found a moment
