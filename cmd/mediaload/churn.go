@@ -22,7 +22,7 @@ const (
 // goroutines, open files and heap before and after: a session that leaves
 // anything behind shows up there.
 func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error {
-	t, err := openTarget(ctx, cfg, cfg.parallel+1)
+	t, err := openTarget(ctx, cfg, cfg.parallel+1, pr)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ type config struct {
 	jsonOut         bool
 	quiet           bool
 	nack            bool
+	cpuProfile      string // write the load generator's own CPU profile here
 
 	floorOpts floorOptions // how to start the floor relay child (not a flag)
 }
@@ -108,6 +109,7 @@ func (c *config) define(fs *flag.FlagSet) {
 	fs.Float64Var(&c.maxLoss, "max-loss", 1, "fail the run when loss exceeds this percentage")
 	fs.BoolVar(&c.jsonOut, "json", false, "write the report as JSON on stdout")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (to check it is not the bottleneck)")
 	fs.BoolVar(&c.nack, "nack", true, "participants ask for retransmission of lost video packets (NACK), as browsers do")
 }
 

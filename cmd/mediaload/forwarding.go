@@ -18,7 +18,7 @@ func runForwarding(ctx context.Context, cfg config, rep *Report, pr *progress) e
 			return err
 		}
 	}
-	t, err := openTarget(ctx, cfg, cfg.shape().participants())
+	t, err := openTarget(ctx, cfg, cfg.shape().participants(), pr)
 	if err != nil {
 		return err
 	}

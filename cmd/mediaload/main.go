@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -66,7 +67,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startProfile(cfg.cpuProfile)
+	if err != nil {
+		return err
+	}
 	rep, err := runScenario(ctx, cfg, stderr)
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -77,4 +83,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return errFailed
 	}
 	return nil
+}
+
+// startProfile starts the load generator's own CPU profile when path is
+// set; the returned stop writes it.
+func startProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -28,7 +28,7 @@ type serverTarget struct {
 
 // openTarget resolves the instance: the one -spawn starts, or -url. The
 // spawned instance is sized for maxSessions participants.
-func openTarget(ctx context.Context, cfg config, maxSessions int) (*serverTarget, error) {
+func openTarget(ctx context.Context, cfg config, maxSessions int, pr *progress) (*serverTarget, error) {
 	t := &serverTarget{base: cfg.url}
 	opsURL := cfg.opsURL
 	if cfg.spawn != "" {
@@ -37,6 +37,7 @@ func openTarget(ctx context.Context, cfg config, maxSessions int) (*serverTarget
 			return nil, err
 		}
 		t.spawned, t.base, opsURL = s, s.httpURL, s.opsURL
+		pr.printf("spawned %s: signaling %s, ops %s", cfg.spawn, s.httpURL, s.opsURL)
 	}
 	t.rtc = rtcURL(t.base)
 	t.scrape = newScraper(opsURL)
