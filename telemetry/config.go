@@ -31,13 +31,19 @@ type Config struct {
 	// sessions do not explain exceed LeakFactor times the baseline
 	// (MEDIA_LEAK_FACTOR, default 3, the original service's rule).
 	LeakFactor float64 `env:"MEDIA_LEAK_FACTOR" envDefault:"3"`
-	// LeakSessionBudget is how many goroutines one active session may
-	// account for (MEDIA_LEAK_SESSION_BUDGET, default 40). A session holds
-	// two PeerConnections (each runs ICE, DTLS, SCTP and interceptor
-	// goroutines), a WebSocket reader and writer, and one forwarding loop
-	// per published track: 40 is an upper estimate, measured with the media
-	// core and rounded up.
+	// LeakSessionBudget is how many goroutines one session may account for
+	// besides its tracks (MEDIA_LEAK_SESSION_BUDGET, default 40). A session
+	// holds two PeerConnections (ICE, DTLS, SRTP and interceptor goroutines
+	// each), a WebSocket reader and writer and its keepalive. Measured with
+	// the media core on loopback: 11 joined and idle, 25 to 35 with both
+	// connections up; 40 leaves headroom, and covers a few tracks when the
+	// track count is not wired.
 	LeakSessionBudget int `env:"MEDIA_LEAK_SESSION_BUDGET" envDefault:"40"`
+	// LeakTrackBudget is how many goroutines one forwarded track
+	// (a publication or a subscription) may account for
+	// (MEDIA_LEAK_TRACK_BUDGET, default 10; measured 8 to 10: read loops,
+	// RTCP readers and interceptor timers per track).
+	LeakTrackBudget int `env:"MEDIA_LEAK_TRACK_BUDGET" envDefault:"10"`
 	// LeakMinBaseline is the lowest baseline the detector uses
 	// (MEDIA_LEAK_MIN_BASELINE, default 30, about what an idle instance
 	// runs). It keeps an instance that was busy at its baseline sample, where
@@ -131,6 +137,8 @@ func (c Config) validateLeak() error {
 		return fmt.Errorf("telemetry: MEDIA_LEAK_FACTOR must be above 1, got %g", c.LeakFactor)
 	case c.LeakSessionBudget < 0:
 		return fmt.Errorf("telemetry: MEDIA_LEAK_SESSION_BUDGET must not be negative, got %d", c.LeakSessionBudget)
+	case c.LeakTrackBudget < 0:
+		return fmt.Errorf("telemetry: MEDIA_LEAK_TRACK_BUDGET must not be negative, got %d", c.LeakTrackBudget)
 	case c.LeakMinBaseline < 1:
 		return fmt.Errorf("telemetry: MEDIA_LEAK_MIN_BASELINE must be at least 1, got %d", c.LeakMinBaseline)
 	}

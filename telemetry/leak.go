@@ -15,10 +15,13 @@ import (
 // The original rule: sample every 10 s, take the 30th sample as the
 // baseline, suspect a leak when the count exceeds 3 times the baseline.
 // That rule alarms on an instance that was idle at its baseline and then got
-// busy, so what is compared here is the count beyond what the active
-// sessions explain:
+// busy, so what is compared here is the count beyond what the current
+// load explains:
 //
-//	unexplained = count - sessions*LeakSessionBudget (never below 0)
+//	unexplained = count - sessions*LeakSessionBudget - tracks*LeakTrackBudget (never below 0)
+//
+// Tracks count because a session's goroutines grow with its room: each
+// publication and each subscription runs read loops of its own.
 //
 // The baseline is fixed at the LeakBaselineSample-th sample as the highest
 // unexplained count of the samples so far, and never below LeakMinBaseline
@@ -31,12 +34,27 @@ import (
 // (1 or 0), and, so an on-call engineer can see why the flag is set,
 // media_goroutine_leak_baseline and media_goroutine_unexplained.
 type LeakDetector struct {
-	cfg      Config
-	sessions func() int // active sessions now; owned by the caller
-	count    func() int // goroutines now: runtime.NumGoroutine outside tests
+	cfg   Config
+	load  func() Load // the instance's load now; owned by the caller
+	count func() int  // goroutines now: runtime.NumGoroutine outside tests
 
 	mu    sync.Mutex // guards state; sample and the meter callback both use it
 	state leakState
+}
+
+// Load is the work that explains goroutines at one sample.
+type Load struct {
+	// Sessions is the number of sessions (participants) connected now.
+	Sessions int
+	// Tracks is the number of forwarded tracks now: publications plus
+	// subscriptions. 0 when the caller cannot tell; the session budget then
+	// has to cover them.
+	Tracks int
+}
+
+// explained is how many goroutines the load accounts for.
+func (l Load) explained(cfg Config) int {
+	return l.Sessions*cfg.LeakSessionBudget + l.Tracks*cfg.LeakTrackBudget
 }
 
 // leakState is the detector's arithmetic, kept apart from clocks and the
@@ -52,10 +70,10 @@ type leakState struct {
 }
 
 // observe records one sample and reports whether a leak is suspected.
-func (s *leakState) observe(count, sessions int) bool {
+func (s *leakState) observe(count int, load Load) bool {
 	s.samples++
 	s.seen(count)
-	s.unexplained = max(count-sessions*s.cfg.LeakSessionBudget, 0)
+	s.unexplained = max(count-load.explained(s.cfg), 0)
 	switch {
 	case s.samples < s.cfg.LeakBaselineSample:
 		s.warmupMax = max(s.warmupMax, s.unexplained)
@@ -70,13 +88,13 @@ func (s *leakState) observe(count, sessions int) bool {
 // seen raises the maximum; a scrape between two samples counts too.
 func (s *leakState) seen(count int) { s.max = max(s.max, count) }
 
-// NewLeakDetector registers the goroutine gauges on meter. sessions reports
-// the number of active sessions; it must be safe to call from any goroutine.
-func NewLeakDetector(cfg Config, meter metric.Meter, sessions func() int) (*LeakDetector, error) {
+// NewLeakDetector registers the goroutine gauges on meter. load reports the
+// instance's load at each sample; it must be safe to call from any goroutine.
+func NewLeakDetector(cfg Config, meter metric.Meter, load func() Load) (*LeakDetector, error) {
 	if err := cfg.validateLeak(); err != nil {
 		return nil, err
 	}
-	d := &LeakDetector{cfg: cfg, sessions: sessions, count: runtime.NumGoroutine, state: leakState{cfg: cfg}}
+	d := &LeakDetector{cfg: cfg, load: load, count: runtime.NumGoroutine, state: leakState{cfg: cfg}}
 	if err := d.register(meter); err != nil {
 		return nil, err
 	}
@@ -98,7 +116,7 @@ var leakGauges = []gauge{
 		func(s *leakState, _ int) int { return boolInt(s.leak) }},
 	{"media_goroutine_leak_baseline", "Unexplained goroutines at the leak detector's baseline sample; 0 until then.",
 		func(s *leakState, _ int) int { return s.baseline }},
-	{"media_goroutine_unexplained", "Goroutines at the last sample beyond what active sessions explain (count minus sessions times the per-session budget).",
+	{"media_goroutine_unexplained", "Goroutines at the last sample beyond what the load explains (count minus the session and track budgets).",
 		func(s *leakState, _ int) int { return s.unexplained }},
 }
 
@@ -155,9 +173,9 @@ func (d *LeakDetector) Suspected() bool {
 }
 
 func (d *LeakDetector) sample() {
-	n, s := d.count(), d.sessions()
+	n, l := d.count(), d.load()
 	d.mu.Lock()
-	d.state.observe(n, s)
+	d.state.observe(n, l)
 	d.mu.Unlock()
 }
 

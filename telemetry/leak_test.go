@@ -27,12 +27,18 @@ func defaultConfig(t *testing.T, environ map[string]string) Config {
 
 // phase is a run of identical synthetic samples.
 type phase struct {
-	samples, count, sessions int
+	samples, count, sessions, tracks int
 }
 
+// busyRoom is six participants each publishing audio and video and
+// subscribed to everyone else's: 12 publications and 60 subscriptions, with
+// the goroutine counts measured per session (30) and per track (9) on top
+// of an idle instance's 50.
+const busyRoomCount = 50 + 6*30 + 72*9
+
 func TestLeakStateObserve(t *testing.T) {
-	// Defaults: baseline at sample 30, factor 3, 40 goroutines a session,
-	// baseline at least 30. The idle instance runs 50 goroutines, so the
+	// Defaults: baseline at sample 30, factor 3, 40 goroutines a session
+	// and 10 a track, baseline at least 30. The idle instance runs 50 goroutines, so the
 	// threshold is 150 unexplained goroutines.
 	tests := []struct {
 		name          string
@@ -42,54 +48,71 @@ func TestLeakStateObserve(t *testing.T) {
 		wantLeakAtEnd bool
 		naiveAlarms   bool // whether the original count > 3*baseline rule would have alarmed
 	}{
-		{name: "quiet", phases: []phase{{60, 50, 0}}, wantBaseline: 50},
+		{name: "quiet", phases: []phase{{60, 50, 0, 0}}, wantBaseline: 50},
 		{
 			name:         "busy but healthy: idle at baseline, then 100 sessions",
-			phases:       []phase{{30, 50, 0}, {30, 50 + 100*38, 100}},
+			phases:       []phase{{30, 50, 0, 0}, {30, 50 + 100*38, 100, 0}},
 			wantBaseline: 50, naiveAlarms: true,
 		},
 		{
+			name:         "busy room: six participants with 72 forwarded tracks",
+			phases:       []phase{{30, 50, 0, 0}, {30, busyRoomCount, 6, 72}},
+			wantBaseline: 50, naiveAlarms: true,
+		},
+		{
+			name:          "busy room without the track count: sessions alone do not explain it",
+			phases:        []phase{{30, 50, 0, 0}, {30, busyRoomCount, 6, 0}},
+			wantBaseline:  50,
+			wantFirstLeak: 31, wantLeakAtEnd: true, naiveAlarms: true,
+		},
+		{
+			name:          "leaking in a busy room: 300 goroutines beyond the room's budget",
+			phases:        []phase{{30, 50, 0, 0}, {5, busyRoomCount, 6, 72}, {5, 6*40 + 72*10 + 50 + 300, 6, 72}},
+			wantBaseline:  50,
+			wantFirstLeak: 36, wantLeakAtEnd: true, naiveAlarms: true,
+		},
+		{
 			name:          "leaking: unexplained growth while idle",
-			phases:        []phase{{30, 50, 0}, {5, 100, 0}, {5, 400, 0}},
+			phases:        []phase{{30, 50, 0, 0}, {5, 100, 0, 0}, {5, 400, 0, 0}},
 			wantBaseline:  50,
 			wantFirstLeak: 36, wantLeakAtEnd: true, naiveAlarms: true,
 		},
 		{
 			name:          "leaking while busy: 10 sessions plus 300 leaked",
-			phases:        []phase{{30, 50, 0}, {5, 50 + 10*40, 10}, {5, 50 + 10*40 + 300, 10}},
+			phases:        []phase{{30, 50, 0, 0}, {5, 50 + 10*40, 10, 0}, {5, 50 + 10*40 + 300, 10, 0}},
 			wantBaseline:  50,
 			wantFirstLeak: 36, wantLeakAtEnd: true, naiveAlarms: true,
 		},
 		{
 			name:         "boundary: exactly factor times baseline is not a leak",
-			phases:       []phase{{30, 50, 0}, {10, 150, 0}},
+			phases:       []phase{{30, 50, 0, 0}, {10, 150, 0, 0}},
 			wantBaseline: 50,
 		},
 		{
 			name:          "boundary: one above factor times baseline is a leak",
-			phases:        []phase{{30, 50, 0}, {10, 151, 0}},
+			phases:        []phase{{30, 50, 0, 0}, {10, 151, 0, 0}},
 			wantBaseline:  50,
 			wantFirstLeak: 31, wantLeakAtEnd: true, naiveAlarms: true,
 		},
 		{
 			name:          "leak ends: the flag clears when goroutines are released",
-			phases:        []phase{{30, 50, 0}, {3, 400, 0}, {3, 60, 0}},
+			phases:        []phase{{30, 50, 0, 0}, {3, 400, 0, 0}, {3, 60, 0, 0}},
 			wantBaseline:  50,
 			wantFirstLeak: 31, naiveAlarms: true,
 		},
 		{
 			name:         "busy at the baseline sample: the warm-up maximum keeps the baseline honest",
-			phases:       []phase{{29, 50, 0}, {1, 50 + 20*39, 20}, {20, 50, 0}},
+			phases:       []phase{{29, 50, 0, 0}, {1, 50 + 20*39, 20, 0}, {20, 50, 0, 0}},
 			wantBaseline: 50,
 		},
 		{
 			name:         "tiny idle instance: the floor keeps a 10-goroutine baseline from alarming at 31",
-			phases:       []phase{{30, 10, 0}, {10, 80, 0}},
+			phases:       []phase{{30, 10, 0, 0}, {10, 80, 0, 0}},
 			wantBaseline: 30, naiveAlarms: true,
 		},
 		{
 			name:          "no baseline yet: nothing is flagged before the baseline sample",
-			phases:        []phase{{29, 5000, 0}},
+			phases:        []phase{{29, 5000, 0, 0}},
 			wantBaseline:  0,
 			wantFirstLeak: 0,
 		},
@@ -101,7 +124,7 @@ func TestLeakStateObserve(t *testing.T) {
 			for _, p := range tt.phases {
 				for range p.samples {
 					n++
-					if s.observe(p.count, p.sessions) && firstLeak == 0 {
+					if s.observe(p.count, Load{Sessions: p.sessions, Tracks: p.tracks}) && firstLeak == 0 {
 						firstLeak = n
 					}
 					if n == 30 {
@@ -129,10 +152,10 @@ func TestLeakStateObserve(t *testing.T) {
 func TestLeakStateMax(t *testing.T) {
 	s := leakState{cfg: defaultConfig(t, nil)}
 	for _, c := range []int{10, 80, 20} {
-		s.observe(c, 0)
+		s.observe(c, Load{})
 	}
 	s.seen(120) // a scrape between samples saw a peak
-	s.observe(30, 0)
+	s.observe(30, Load{})
 	if s.max != 120 {
 		t.Errorf("max after samples 10, 80, 20, scrape 120, sample 30 = %d; want 120", s.max)
 	}
@@ -146,7 +169,7 @@ func TestLeakDetectorRun(t *testing.T) {
 		cfg := defaultConfig(t, nil)
 		var goroutines, sessions atomic.Int64
 		goroutines.Store(50)
-		d, err := NewLeakDetector(cfg, noop.NewMeterProvider().Meter("test"), func() int { return int(sessions.Load()) })
+		d, err := NewLeakDetector(cfg, noop.NewMeterProvider().Meter("test"), func() Load { return Load{Sessions: int(sessions.Load())} })
 		if err != nil {
 			t.Fatalf("NewLeakDetector: %v", err)
 		}

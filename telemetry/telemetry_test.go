@@ -30,6 +30,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"MEDIA_LEAK_BASELINE_SAMPLE": "0"}, "MEDIA_LEAK_BASELINE_SAMPLE"},
 		{map[string]string{"MEDIA_LEAK_FACTOR": "1"}, "MEDIA_LEAK_FACTOR"},
 		{map[string]string{"MEDIA_LEAK_SESSION_BUDGET": "-1"}, "MEDIA_LEAK_SESSION_BUDGET"},
+		{map[string]string{"MEDIA_LEAK_TRACK_BUDGET": "-1"}, "MEDIA_LEAK_TRACK_BUDGET"},
 		{map[string]string{"MEDIA_LEAK_MIN_BASELINE": "0"}, "MEDIA_LEAK_MIN_BASELINE"},
 		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"},
@@ -165,15 +166,15 @@ func TestHandlerServesLeakGauges(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 	defer p.Shutdown(context.Background())
-	d, err := NewLeakDetector(cfg, p.Meter("test"), func() int { return 0 })
+	d, err := NewLeakDetector(cfg, p.Meter("test"), func() Load { return Load{} })
 	if err != nil {
 		t.Fatalf("NewLeakDetector: %v", err)
 	}
 	d.count = func() int { return 420 }
 	for range 30 {
-		d.state.observe(50, 0)
+		d.state.observe(50, Load{})
 	}
-	d.state.observe(500, 0)
+	d.state.observe(500, Load{})
 	fams := scrape(t, p.Handler())
 	want := map[string]float64{
 		"media_goroutine_count":          420,
@@ -272,7 +273,7 @@ func TestPeriodicPush(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 	defer p.Shutdown(context.Background())
-	if _, err := NewLeakDetector(cfg, p.Meter("test"), func() int { return 0 }); err != nil {
+	if _, err := NewLeakDetector(cfg, p.Meter("test"), func() Load { return Load{} }); err != nil {
 		t.Fatalf("NewLeakDetector: %v", err)
 	}
 	select {

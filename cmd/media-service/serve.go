@@ -122,7 +122,11 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer runRelay(relay, log)()
-	leaks, err := telemetry.NewLeakDetector(cfg.telemetry, meter, srv.Sessions().Len)
+	// The track count is not wired yet (the media engine exposes none), so
+	// the session budget covers tracks too; see telemetry.Load.
+	leaks, err := telemetry.NewLeakDetector(cfg.telemetry, meter, func() telemetry.Load {
+		return telemetry.Load{Sessions: srv.Sessions().Len()}
+	})
 	if err != nil {
 		srv.Close()
 		return err
