@@ -50,8 +50,19 @@ func TestForwardToTwoSubscribers(t *testing.T) {
 			checkContinuous(t, tc.pub.Kind().String(), seqs)
 		}
 	}
-	if got := h.counter(t, "media_rtp_forwarded_packets", "video"); got < 2*n {
-		t.Errorf("media_rtp_forwarded_packets{kind=video} = %d; want at least %d", got, 2*n)
+	for _, c := range []struct {
+		name, kind string
+		min        int64
+	}{
+		{"media_rtp_received_packets", "video", n},
+		{"media_rtp_received_packets", "audio", n},
+		{"media_rtp_forwarded_packets", "video", 2 * n},
+		{"media_rtp_forwarded_packets", "audio", 2 * n},
+		{"media_rtp_forwarded_bytes", "video", 2 * n * int64(pub.video.size)},
+	} {
+		if got := h.counter(t, c.name, c.kind); got < c.min {
+			t.Errorf("%s{kind=%s} = %d; want at least %d", c.name, c.kind, got, c.min)
+		}
 	}
 }
 

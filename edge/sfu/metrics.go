@@ -31,7 +31,9 @@ var kindAttrs = [2]attribute.Set{
 // allocation; events that happen a few times a second use synchronous
 // counters.
 type metrics struct {
-	forwardedPackets [2]atomic.Uint64 // by kindIndex
+	receivedPackets  [2]atomic.Uint64 // from publishers, by kindIndex
+	receivedBytes    [2]atomic.Uint64
+	forwardedPackets [2]atomic.Uint64 // to subscribers
 	forwardedBytes   [2]atomic.Uint64
 	activePubs       [2]atomic.Int64
 
@@ -83,32 +85,49 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 	return m, nil
 }
 
+// observed is one observable instrument and the per-kind values it reports.
+type observed struct {
+	name, desc string
+	upDown     bool
+	value      func(kind int) int64
+}
+
 // observe registers the observable instruments and their callback.
 func (m *metrics) observe(meter metric.Meter) error {
-	packets, err := meter.Int64ObservableCounter("media_rtp_forwarded_packets",
-		metric.WithDescription("RTP packets forwarded to subscribers."))
-	if err != nil {
-		return fmt.Errorf("sfu: create media_rtp_forwarded_packets: %w", err)
+	load := func(a *[2]atomic.Uint64) func(int) int64 { return func(k int) int64 { return int64(a[k].Load()) } }
+	list := []observed{
+		{"media_rtp_received_packets", "RTP packets received from publishers.", false, load(&m.receivedPackets)},
+		{"media_rtp_received_bytes", "RTP bytes (header and payload) received from publishers.", false, load(&m.receivedBytes)},
+		{"media_rtp_forwarded_packets", "RTP packets forwarded to subscribers.", false, load(&m.forwardedPackets)},
+		{"media_rtp_forwarded_bytes", "RTP bytes (header and payload) forwarded to subscribers.", false, load(&m.forwardedBytes)},
+		{"media_publications_active", "Published tracks being forwarded now.", true, func(k int) int64 { return m.activePubs[k].Load() }},
 	}
-	bytes, err := meter.Int64ObservableCounter("media_rtp_forwarded_bytes",
-		metric.WithDescription("RTP payload and header bytes forwarded to subscribers."))
-	if err != nil {
-		return fmt.Errorf("sfu: create media_rtp_forwarded_bytes: %w", err)
+	insts := make([]metric.Int64Observable, len(list))
+	for i, o := range list {
+		var err error
+		if o.upDown {
+			insts[i], err = meter.Int64ObservableUpDownCounter(o.name, metric.WithDescription(o.desc))
+		} else {
+			insts[i], err = meter.Int64ObservableCounter(o.name, metric.WithDescription(o.desc))
+		}
+		if err != nil {
+			return fmt.Errorf("sfu: create %s: %w", o.name, err)
+		}
 	}
-	pubs, err := meter.Int64ObservableUpDownCounter("media_publications_active",
-		metric.WithDescription("Published tracks being forwarded now."))
-	if err != nil {
-		return fmt.Errorf("sfu: create media_publications_active: %w", err)
+	obs := make([]metric.Observable, len(insts))
+	for i, inst := range insts {
+		obs[i] = inst
 	}
+	var err error
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for i, set := range kindAttrs {
+		for k, set := range kindAttrs {
 			opt := metric.WithAttributeSet(set)
-			o.ObserveInt64(packets, int64(m.forwardedPackets[i].Load()), opt)
-			o.ObserveInt64(bytes, int64(m.forwardedBytes[i].Load()), opt)
-			o.ObserveInt64(pubs, m.activePubs[i].Load(), opt)
+			for i, inst := range insts {
+				o.ObserveInt64(inst, list[i].value(k), opt)
+			}
 		}
 		return nil
-	}, packets, bytes, pubs)
+	}, obs...)
 	if err != nil {
 		return fmt.Errorf("sfu: register metrics callback: %w", err)
 	}

@@ -182,6 +182,9 @@ func (p *Publication) end() {
 // writes it to every subscriber. It allocates nothing: h and pkt are
 // reused by the read loop.
 func (p *Publication) forward(pkt []byte, h *rtp.Header) {
+	k := kindIndex(p.kind)
+	p.engine.metrics.receivedPackets[k].Add(1)
+	p.engine.metrics.receivedBytes[k].Add(uint64(len(pkt)))
 	payload, ok := parseRTP(pkt, h)
 	if !ok {
 		return
@@ -190,9 +193,9 @@ func (p *Publication) forward(pkt []byte, h *rtp.Header) {
 		p.ring.put(h.SequenceNumber, pkt)
 	}
 	sent := fanOut(*p.subs.Load(), h, payload)
-	k := kindIndex(p.kind)
 	p.engine.metrics.forwardedPackets[k].Add(uint64(sent))
-	p.engine.metrics.forwardedBytes[k].Add(uint64(sent * len(pkt)))
+	size := h.MarshalSize() + len(payload) + int(h.PaddingSize)
+	p.engine.metrics.forwardedBytes[k].Add(uint64(sent * size))
 }
 
 // parseRTP parses pkt's header into h and returns the payload without
