@@ -2,6 +2,7 @@ package turn
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -248,6 +249,59 @@ func TestParsePrefixes(t *testing.T) {
 	for _, bad := range []string{"10.0.0.1", "10.0.0.0/33", "10.0.0.0/8/8", "example.com/8"} {
 		if _, err := parsePrefixes([]string{bad}); err == nil {
 			t.Errorf("parsePrefixes(%q) = nil error; want one", bad)
+		}
+	}
+}
+
+// TestShortcutToLocalMedia advertises a public address that is not on
+// this host (127.0.0.2; nothing listens there): the relay delivers to the
+// SFU's local socket and the reply comes back as from the public address.
+func TestShortcutToLocalMedia(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.PublicIPs = []string{"127.0.0.2"} })
+	public := &net.UDPAddr{IP: net.ParseIP("127.0.0.2"), Port: r.media.LocalAddr().(*net.UDPAddr).Port}
+	for _, transport := range []string{transportUDP, transportTCP} {
+		relayed, err := allocate(t, r, transport, "uma")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := roundTrip(t, relayed, public, "via the shortcut"); err != nil || got != "via the shortcut" {
+			t.Errorf("roundTrip over %s to the public media address %s = %q, %v; want the echo from it", transport, public, got, err)
+		}
+	}
+}
+
+func TestNewShortcut(t *testing.T) {
+	media := []net.Addr{&net.UDPAddr{IP: net.IPv4zero, Port: 7882}, &net.TCPAddr{IP: net.IPv4zero, Port: 7881}}
+	host := []netip.Addr{netip.MustParseAddr("172.19.0.5"), netip.MustParseAddr("127.0.0.1")}
+	relayIP := netip.MustParseAddr("172.19.0.5")
+	pub := func(s ...string) []netip.Addr {
+		var ips []netip.Addr
+		for _, x := range s {
+			ips = append(ips, netip.MustParseAddr(x))
+		}
+		return ips
+	}
+	tests := []struct {
+		name   string
+		public []netip.Addr
+		want   map[string]string // public to local
+	}{
+		{"one public IPv4", pub("198.51.100.7", "2001:db8::7"), map[string]string{"198.51.100.7:7882": "172.19.0.5:7882"}},
+		{"none", nil, map[string]string{}},
+		{"public IP on this host", pub("172.19.0.5"), map[string]string{}},
+		{"two public IPv4", pub("198.51.100.7", "198.51.100.8"), map[string]string{}},
+	}
+	for _, tt := range tests {
+		sc := newShortcut(media, tt.public, host, relayIP)
+		got := map[string]string{}
+		for p, l := range sc.toLocal {
+			got[p.String()] = l.String()
+			if sc.toPublic[l] != p {
+				t.Errorf("%s: toPublic[%s] = %s; want %s", tt.name, l, sc.toPublic[l], p)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: newShortcut = %v; want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -93,11 +93,12 @@ type relayConn struct {
 
 // WriteTo sends a client's datagram to a peer, if the policy permits it.
 func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if reason := c.refusal(addr); reason != "" {
+	ap, ok := addrPort(addr)
+	if reason := c.refusal(ap, ok); reason != "" {
 		c.s.metrics.peerRefused(c.transport, reason, stageWrite)
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errPeerRefused}
 	}
-	n, err := c.PacketConn.WriteTo(b, addr)
+	n, err := c.PacketConn.WriteTo(b, c.s.shortcut.local(ap, addr))
 	c.bytes.toPeer.Add(int64(n))
 	return n, err
 }
@@ -109,17 +110,17 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		if reason := c.refusal(addr); reason != "" {
+		ap, ok := addrPort(addr)
+		if reason := c.refusal(ap, ok); reason != "" {
 			c.s.metrics.peerRefused(c.transport, reason, stageRead)
 			continue
 		}
 		c.bytes.fromPeer.Add(int64(n))
-		return n, addr, nil
+		return n, c.s.shortcut.public(ap, addr), nil
 	}
 }
 
-func (c *relayConn) refusal(addr net.Addr) string {
-	ap, ok := addrPort(addr)
+func (c *relayConn) refusal(ap netip.AddrPort, ok bool) string {
 	if !ok {
 		return peerNotAllowed
 	}

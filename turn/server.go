@@ -69,6 +69,7 @@ type Server struct {
 	log       *slog.Logger
 	creds     credentials
 	policy    *peerPolicy
+	shortcut  shortcut
 	ledger    *ledger
 	limiter   *limiter
 	conns     *connTable
@@ -149,6 +150,8 @@ func (s *Server) setup(opts Options) error {
 	s.relayIP, s.relayBind = relayAddrs(s.cfg, hostIPs)
 	allow, _ := parsePrefixes(s.cfg.AllowPeers) // validated
 	s.policy = newPeerPolicy(opts.Media, publicIPs(s.cfg), hostIPs, allow)
+	relayIP, _ := netip.AddrFromSlice(s.relayIP)
+	s.shortcut = newShortcut(opts.Media, publicIPs(s.cfg), hostIPs, relayIP.Unmap())
 	if len(s.policy.ownAddrs) == 0 && len(allow) == 0 {
 		s.log.Warn("turn_no_peers", "detail", "no media addresses given and MEDIA_TURN_ALLOW_PEERS empty: the relay can reach no peer")
 	}

@@ -21,31 +21,57 @@ import (
 	"github.com/media-service/media-service/edge/client"
 )
 
-// TestRelayOnlyParticipant runs the service and joins two participants: one
+// TestRelayOnlyParticipant runs the service and joins a participant
 // forced to relay-only ICE, whose media can only take the instance's own
-// TURN relay to the SFU, and one connecting directly. Each receives the
+// TURN relay to the SFU, and a second participant. Each receives the
 // other's audio, and the relay's metrics show the bytes it carried.
+//
+// In "behind NAT" the SFU advertises a public address that is not on the
+// host (127.0.0.2, where nothing listens), as on Fly: only relayed media
+// can reach the SFU then (the relay delivers to its local socket), so both
+// participants are relay-only.
 func TestRelayOnlyParticipant(t *testing.T) {
-	s := startService(t, "MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_TURN_TCP_BIND_ADDR=127.0.0.1")
+	tests := []struct {
+		name   string
+		env    []string
+		second webrtc.ICETransportPolicy
+	}{
+		{"direct SFU", nil, webrtc.ICETransportPolicyAll},
+		{"behind NAT", []string{"MEDIA_PUBLIC_IP=127.0.0.2", "MEDIA_TURN_PUBLIC_HOST=127.0.0.1"}, webrtc.ICETransportPolicyRelay},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := append([]string{"MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_TURN_TCP_BIND_ADDR=127.0.0.1"}, tt.env...)
+			s := startService(t, env...)
+			exchangeThroughRelay(t, s, tt.second)
+		})
+	}
+}
+
+// exchangeThroughRelay joins a relay-only participant and one with the
+// second policy, and checks that each receives the other's audio over
+// the connections that policy implies.
+func exchangeThroughRelay(t *testing.T, s *service, second webrtc.ICETransportPolicy) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	relayed := joinRoom(ctx, t, s, "turn-room", "relayed", webrtc.ICETransportPolicyRelay)
-	direct := joinRoom(ctx, t, s, "turn-room", "direct", webrtc.ICETransportPolicyAll)
+	other := joinRoom(ctx, t, s, "turn-room", "other", second)
 	if urls := relayed.Joined().ICEServers; len(urls) == 0 || !strings.HasPrefix(urls[0].URLs[0], "turn:127.0.0.1:") {
 		t.Fatalf("joined ICE servers = %+v; want this instance's TURN relay", urls)
 	}
 	publishAudio(ctx, t, relayed)
-	publishAudio(ctx, t, direct)
+	publishAudio(ctx, t, other)
 
-	receiveFrom(ctx, t, direct, relayed.ID())
-	receiveFrom(ctx, t, relayed, direct.ID())
+	receiveFrom(ctx, t, other, relayed.ID())
+	receiveFrom(ctx, t, relayed, other.ID())
 	for name, pc := range map[string]*webrtc.PeerConnection{"publisher": relayed.Publisher(), "subscriber": relayed.Subscriber()} {
 		if typ := selectedLocalType(pc); typ != webrtc.ICECandidateTypeRelay {
 			t.Errorf("relay-only %s connection's local candidate type = %s; want relay", name, typ)
 		}
 	}
-	if typ := selectedLocalType(direct.Publisher()); typ == webrtc.ICECandidateTypeRelay {
-		t.Errorf("direct publisher connection's local candidate type = relay; want a direct one")
+	if typ := selectedLocalType(other.Publisher()); second == webrtc.ICETransportPolicyAll && typ == webrtc.ICECandidateTypeRelay {
+		t.Errorf("second publisher connection's local candidate type = relay; want a direct one")
 	}
 	metrics := scrape(t, s)
 	t.Logf("turn metrics: %v", metrics)
