@@ -12,6 +12,9 @@
 //     reaches loopback, private, link-local, multicast or other special
 //     ranges unless an operator opens one explicitly. It is enforced when a
 //     permission is asked for and again on every datagram (relay.go).
+//   - Relayed media for the SFU's public address goes to its local socket
+//     (shortcut.go), so relaying does not depend on the NAT in front of
+//     the instance looping datagrams back.
 //   - Quotas on allocations per identity and per instance (quota.go), a
 //     per-source rate limit on unauthenticated UDP requests against
 //     amplification (ratelimit.go), and bounds on TCP connections
