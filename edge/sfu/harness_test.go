@@ -194,6 +194,15 @@ func payload(i uint32, size int) []byte {
 	return b
 }
 
+// nextPacket makes the source's next numbered packet.
+func nextPacket(s *source) *rtp.Packet {
+	i := s.next
+	s.next++
+	return &rtp.Packet{Header: rtp.Header{
+		Version: 2, SequenceNumber: s.baseSeq + uint16(i), Timestamp: i * 3000, Marker: true,
+	}, Payload: payload(i, s.size)}
+}
+
 // send writes n packets, paced so a loopback socket buffer never
 // overflows, and returns the index of the first.
 func (s *source) send(t testing.TB, n int) uint32 {
@@ -202,13 +211,9 @@ func (s *source) send(t testing.TB, n int) uint32 {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for range n {
-		i := s.next
-		s.next++
-		pkt := &rtp.Packet{Header: rtp.Header{
-			Version: 2, SequenceNumber: s.baseSeq + uint16(i), Timestamp: i * 3000, Marker: true,
-		}, Payload: payload(i, s.size)}
+		pkt := nextPacket(s)
 		if err := s.track.WriteRTP(pkt); err != nil {
-			t.Fatalf("WriteRTP(%d) = %v", i, err)
+			t.Fatalf("WriteRTP(seq %d) = %v", pkt.SequenceNumber, err)
 		}
 		<-tick.C
 	}

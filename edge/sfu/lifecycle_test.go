@@ -116,3 +116,72 @@ func TestSubscriberGone(t *testing.T) {
 	first := pub.video.send(t, 30)
 	checkContinuous(t, "video to the remaining subscriber", r.expect(t, first, 30, pub.video.size))
 }
+
+// TestCloseBeforeNegotiation: a subscription closed before its connection
+// was ever negotiated ends at once and leaves the fan-out.
+func TestCloseBeforeNegotiation(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	server := newServerPC(t, h.engine.NewSubscriberPeerConnection)
+	sub, err := video.Subscribe(server)
+	if err != nil {
+		t.Fatalf("Subscribe() = %v", err)
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatalf("Close() = %v; want nil", err)
+	}
+	closedWithin(t, sub.Done(), "Subscription.Done")
+	if n := len(*video.subs.Load()); n != 0 {
+		t.Errorf("fan-out size after Close = %d; want 0", n)
+	}
+}
+
+// TestSubscribeChurn: subscribers come and go while the publisher sends
+// without pause; each one receives media, and the race detector and
+// goleak watch the fan-out's copy-on-write and the bindings.
+func TestSubscribeChurn(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, audio := pub.publications(t)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = pub.video.track.WriteRTP(nextPacket(pub.video))
+				_ = pub.audio.track.WriteRTP(nextPacket(pub.audio))
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for round := range 4 {
+		sub := h.newSubscriber(t, clientAPI(t, true))
+		subs := sub.subscribe(t, video, audio)
+		for range 2 {
+			select {
+			case r := <-sub.tracks:
+				select {
+				case <-r.pkts:
+				case <-time.After(waitFor):
+					t.Fatalf("round %d: no %s packet within %s", round, r.track.Kind(), waitFor)
+				}
+			case <-time.After(waitFor):
+				t.Fatalf("round %d: tracks not received within %s", round, waitFor)
+			}
+		}
+		for _, s := range subs {
+			if err := s.Close(); err != nil {
+				t.Fatalf("round %d: Close() = %v", round, err)
+			}
+		}
+	}
+	if n, m := len(*video.subs.Load()), len(*audio.subs.Load()); n != 0 || m != 0 {
+		t.Errorf("fan-out sizes after churn = %d, %d; want 0, 0", n, m)
+	}
+}
