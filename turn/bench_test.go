@@ -99,3 +99,37 @@ func FuzzParseUsername(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkRelayRoundTrip is one datagram from a Pion TURN client through
+// the relay to the media socket and its echo back, over each client
+// transport: the whole per-packet cost of relayed media, both ways.
+func BenchmarkRelayRoundTrip(b *testing.B) {
+	for _, transport := range []string{transportUDP, transportTCP} {
+		b.Run(transport, func(b *testing.B) {
+			r := startRelay(b, func(*Config) {})
+			relayed, err := allocate(b, r, transport, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			peer := r.media.LocalAddr()
+			payload := make([]byte, 1200)
+			buf := make([]byte, 1500)
+			if _, err := relayed.WriteTo(payload, peer); err != nil { // permission and channel bind
+				b.Fatal(err)
+			}
+			if _, _, err := relayed.ReadFrom(buf); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(2 * len(payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := relayed.WriteTo(payload, peer); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := relayed.ReadFrom(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -63,14 +63,14 @@ func udpAddrOf(c net.PacketConn) *net.UDPAddr { return c.LocalAddr().(*net.UDPAd
 
 // startRelay starts a relay with cfg changed by mutate, whose own media
 // address is a fresh echo socket, and closes both at the end of the test.
-func startRelay(t *testing.T, mutate func(*Config)) *testRelay {
+func startRelay(t testing.TB, mutate func(*Config)) *testRelay {
 	t.Helper()
 	return startRelayWith(t, mutate, func(*Server) {})
 }
 
 // startRelayWith is startRelay with a hook that may change the server
 // before it runs.
-func startRelayWith(t *testing.T, mutate func(*Config), prepare func(*Server)) *testRelay {
+func startRelayWith(t testing.TB, mutate func(*Config), prepare func(*Server)) *testRelay {
 	t.Helper()
 	media := echoSocket(t)
 	cfg := testConfig()
@@ -97,7 +97,7 @@ func startRelayWith(t *testing.T, mutate func(*Config), prepare func(*Server)) *
 }
 
 // echoSocket is a UDP socket on loopback that sends every datagram back.
-func echoSocket(t *testing.T) *net.UDPConn {
+func echoSocket(t testing.TB) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", loopback(0))
 	if err != nil {
@@ -121,7 +121,7 @@ func echoSocket(t *testing.T) *net.UDPConn {
 
 // clientConn is the socket a Pion TURN client speaks over: a UDP socket,
 // or a TCP or TLS connection framed by NewSTUNConn.
-func clientConn(t *testing.T, r *testRelay, transport string) (net.PacketConn, string) {
+func clientConn(t testing.TB, r *testRelay, transport string) (net.PacketConn, string) {
 	t.Helper()
 	switch transport {
 	case transportUDP:
@@ -148,7 +148,7 @@ func clientConn(t *testing.T, r *testRelay, transport string) (net.PacketConn, s
 }
 
 // tlsRoots trusts the relay's own (self-signed) certificate.
-func (r *testRelay) tlsRoots(t *testing.T) *x509.CertPool {
+func (r *testRelay) tlsRoots(t testing.TB) *x509.CertPool {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(r.tlsConfig.Certificates[0].Leaf)
@@ -157,7 +157,7 @@ func (r *testRelay) tlsRoots(t *testing.T) *x509.CertPool {
 
 // turnClient is a listening Pion TURN client over transport with the given
 // credential, closed at the end of the test.
-func turnClient(t *testing.T, r *testRelay, transport, username, password string) *pionturn.Client {
+func turnClient(t testing.TB, r *testRelay, transport, username, password string) *pionturn.Client {
 	t.Helper()
 	conn, addr := clientConn(t, r, transport)
 	c, err := pionturn.NewClient(&pionturn.ClientConfig{
@@ -176,7 +176,7 @@ func turnClient(t *testing.T, r *testRelay, transport, username, password string
 
 // allocate allocates through a fresh client with a credential minted for
 // identity, and returns the relayed conn or the error.
-func allocate(t *testing.T, r *testRelay, transport, identity string) (net.PacketConn, error) {
+func allocate(t testing.TB, r *testRelay, transport, identity string) (net.PacketConn, error) {
 	t.Helper()
 	ice := r.ICEServers(identity)
 	c := turnClient(t, r, transport, ice[0].Username, ice[0].Credential)
@@ -197,7 +197,7 @@ func turnCode(err error) int {
 }
 
 // roundTrip sends msg through relayed to peer and returns the reply.
-func roundTrip(t *testing.T, relayed net.PacketConn, peer net.Addr, msg string) (string, error) {
+func roundTrip(t testing.TB, relayed net.PacketConn, peer net.Addr, msg string) (string, error) {
 	t.Helper()
 	if _, err := relayed.WriteTo([]byte(msg), peer); err != nil {
 		return "", err
