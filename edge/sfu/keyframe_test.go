@@ -38,9 +38,6 @@ func TestKeyframeThrottle(t *testing.T) {
 				k := newKeyframeRequester(interval,
 					func() { sent = append(sent, time.Since(start)) },
 					func() { throttled++ })
-				stop := make(chan struct{})
-				done := make(chan struct{})
-				go func() { k.run(stop); close(done) }()
 				for _, at := range tc.at {
 					time.Sleep(at - time.Since(start)) // fake clock: advances instantly
 					k.request()
@@ -48,8 +45,7 @@ func TestKeyframeThrottle(t *testing.T) {
 				}
 				time.Sleep(3 * interval)
 				synctest.Wait()
-				close(stop)
-				<-done
+				k.stop()
 				if !slices.Equal(sent, tc.wantSent) {
 					t.Errorf("PLIs sent at %v; want %v", sent, tc.wantSent)
 				}
@@ -59,4 +55,22 @@ func TestKeyframeThrottle(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestKeyframeStopCancelsHeld: stop drops a held request and ignores later
+// ones.
+func TestKeyframeStopCancelsHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sent := 0
+		k := newKeyframeRequester(500*time.Millisecond, func() { sent++ }, func() {})
+		k.request()
+		k.request() // held
+		k.stop()
+		k.request()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if sent != 1 {
+			t.Fatalf("PLIs sent = %d; want 1 (the held one cancelled by stop)", sent)
+		}
+	})
 }

@@ -29,9 +29,10 @@ var ErrClosed = errors.New("sfu: publication closed")
 
 // A Publication is one remote track (from a publisher PeerConnection)
 // fanned out to subscribers. Its read loop goroutine is the only reader of
-// the track and the only writer of forwarded packets; its keyframe
-// goroutine (video) sends PLIs; its RTCP goroutine drains the receiver's
-// RTCP so sender reports reach the report interceptor.
+// the track and the only writer of forwarded packets; its RTCP goroutine
+// drains the receiver's RTCP so sender reports reach the report
+// interceptor. Keyframe requests (video) are sent by whoever asks, or by
+// a timer when throttled.
 //
 // Subscribers are held in a copy-on-write slice: the read loop loads the
 // current snapshot once per packet with no lock; Subscribe and
@@ -77,7 +78,6 @@ func (e *Engine) Publish(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, p
 	if p.kind == webrtc.RTPCodecTypeVideo {
 		p.ring = newPacketRing(e.cfg.RetransmitPackets)
 		p.keyframes = newKeyframeRequester(e.cfg.PLIInterval, p.sendPLI, p.countThrottled)
-		p.start(func() { p.keyframes.run(p.stop) })
 	}
 	e.metrics.activePubs[kindIndex(p.kind)].Add(1)
 	p.start(p.readLoop)
@@ -169,6 +169,9 @@ func (p *Publication) end() {
 	p.mu.Unlock()
 	for _, s := range subs {
 		s.detach()
+	}
+	if p.keyframes != nil {
+		p.keyframes.stop()
 	}
 	p.stopOnce.Do(func() {
 		close(p.stop)
