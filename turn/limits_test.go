@@ -277,3 +277,27 @@ func TestAcceptErrorsAreRiddenOver(t *testing.T) {
 		t.Errorf("accept failures left = %d; want all 3 used", n+1)
 	}
 }
+
+// TestRelayPortRange confines relayed sockets to a one-port range: the
+// first allocation gets that port, the next finds none free (508).
+func TestRelayPortRange(t *testing.T) {
+	probe, err := net.ListenUDP("udp4", loopback(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
+	r := startRelay(t, func(c *Config) { c.RelayPortMin, c.RelayPortMax = port, port })
+	relayed, err := allocate(t, r, transportUDP, "victor")
+	if err != nil {
+		t.Fatalf("Allocate with relay ports %d-%d = %v", port, port, err)
+	}
+	if got := relayed.LocalAddr().(*net.UDPAddr).Port; got != port {
+		t.Errorf("relayed port = %d; want %d, the only one in range", got, port)
+	}
+	if _, err := allocate(t, r, transportUDP, "walter"); turnCode(err) != int(stun.CodeInsufficientCapacity) {
+		t.Errorf("Allocate with the range used up = %v; want 508 Insufficient Capacity", err)
+	}
+	// The server gives the reservation back just after it answers.
+	eventually(t, "the failed allocation's reservation to be given back", func() bool { return r.ledger.count() == 1 })
+}
