@@ -17,6 +17,9 @@ const (
 	connPerIP = "per_ip" // MaxConnsPerIP reached for the source
 )
 
+// udpBufferSize is the socket buffer the TURN/UDP listener asks for.
+const udpBufferSize = 4 << 20
+
 // listeners are the bound sockets, each nil when its transport is off.
 type listeners struct {
 	udp *udpListener
@@ -28,9 +31,17 @@ type listeners struct {
 func (s *Server) bind() error {
 	cfg := s.cfg
 	if cfg.UDPPort >= 0 {
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.UDPPort)))
+		addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.UDPPort))
+		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return fmt.Errorf("turn: listen udp %s:%d (MEDIA_TURN_UDP_PORT): %w", cfg.BindAddr, cfg.UDPPort, err)
+			return fmt.Errorf("turn: listen udp %s (MEDIA_TURN_UDP_PORT): %w", addr, err)
+		}
+		if uc, ok := pc.(*net.UDPConn); ok {
+			// Every client's TURN/UDP traffic shares this one socket: ask for
+			// buffers that ride over bursts. The kernel caps them at its
+			// rmem_max/wmem_max; a smaller buffer still works.
+			_ = uc.SetReadBuffer(udpBufferSize)
+			_ = uc.SetWriteBuffer(udpBufferSize)
 		}
 		s.ln.udp = &udpListener{PacketConn: pc, s: s}
 	}
@@ -52,14 +63,15 @@ func (s *Server) bind() error {
 }
 
 func (s *Server) listenTCP(transport, name string, port int) (*tcpListener, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.TCPBindAddr, strconv.Itoa(port)))
+	addr := net.JoinHostPort(s.cfg.TCPBindAddr, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("turn: listen tcp %s:%d (%s): %w", s.cfg.TCPBindAddr, port, name, err)
+		return nil, fmt.Errorf("turn: listen tcp %s (%s): %w", addr, name, err)
 	}
 	return &tcpListener{Listener: ln, s: s, transport: transport}, nil
 }
 
-// closeListeners closes every bound listener.
+// close closes every bound listener.
 func (l listeners) close() {
 	if l.udp != nil {
 		l.udp.Close()
