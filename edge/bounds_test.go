@@ -147,6 +147,9 @@ func TestOfferStormRateLimited(t *testing.T) {
 		}
 	}
 	waitEvent(t, c, 5*time.Second, "rate_limited error", isError(signal.CodeRateLimited))
+	waitFor(t, 5*time.Second, "offers 4 and 5 refused", func() bool {
+		return ts.counter(t, "media_signal_errors", "code", signal.CodeRateLimited) == 2
+	})
 	if got := ts.counter(t, "media_signal_errors", "code", signal.CodeRateLimited); got != 2 {
 		t.Errorf("media_signal_errors{code=rate_limited} = %d; want 2 (offers 4 and 5)", got)
 	}
@@ -268,5 +271,32 @@ func TestDuplicateIdentityReplacesSession(t *testing.T) {
 	}
 	if len(second.Joined().Participants) != 0 {
 		t.Errorf("second joined lists %v; want nobody else", second.Joined().Participants)
+	}
+}
+
+// TestICEFailureClosesSession: when a participant's media path ends (its
+// PeerConnection is gone while its WebSocket stays), the session is closed
+// with leave ice_failed once ICE gives up, and the others are told.
+func TestICEFailureClosesSession(t *testing.T) {
+	ts := startServer(t, nil)
+	alice, bob := ts.dial(t, "demo", "alice"), ts.dial(t, "demo", "bob")
+	publish(t, alice)
+	waitFor(t, 10*time.Second, "alice's publisher connected", func() bool {
+		return alice.Publisher().ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+	if err := alice.Publisher().Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-alice.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("session still open 10s after its media path died")
+	}
+	if got := alice.LeaveReason(); got != signal.ReasonICEFailed {
+		t.Errorf("leave reason = %q; want %q", got, signal.ReasonICEFailed)
+	}
+	m := waitEvent(t, bob, 5*time.Second, "participant_left for alice", isType(signal.TypeParticipantLeft))
+	if m.Participant.ID != alice.ID() {
+		t.Errorf("participant_left for %s; want alice %s", m.Participant.ID, alice.ID())
 	}
 }

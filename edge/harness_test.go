@@ -89,7 +89,8 @@ func startServer(t *testing.T, edit func(*Config)) *testServer {
 	ts := &testServer{logs: &logBuffer{}, reader: sdkmetric.NewManualReader(), runErr: make(chan error, 1)}
 	log := slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(ts.reader)).Meter("edge_test")
-	media, err := sfu.New(sfu.Config{BindAddr: "127.0.0.1", TCPPort: -1}, meter, log)
+	media, err := sfu.New(sfu.Config{BindAddr: "127.0.0.1", TCPPort: -1,
+		ICEDisconnectedTimeout: time.Second, ICEFailedTimeout: time.Second, ICEKeepalive: 200 * time.Millisecond}, meter, log)
 	if err != nil {
 		t.Fatalf("sfu.New: %v", err)
 	}
@@ -370,4 +371,29 @@ func (r *receiver) stats(from, kind string) (trackStats, bool) {
 
 func decodeJSON(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// histogramCount is how many values a histogram recorded whose attributes
+// include key=value (any when key is empty).
+func (ts *testServer) histogramCount(t *testing.T, name, key, value string) uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := ts.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != name || !ok {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				if v, ok := dp.Attributes.Value(attribute.Key(key)); key == "" || ok && v.AsString() == value {
+					n += dp.Count
+				}
+			}
+		}
+	}
+	return n
 }

@@ -87,7 +87,8 @@ func (s *Session) run() {
 	s.teardown()
 }
 
-// readLoop reads until the connection ends and returns the close reason.
+// readLoop reads until the connection ends and returns the close reason
+// (end keeps the first reason, so a leave before the close wins).
 func (s *Session) readLoop() string {
 	conn := s.ws.conn
 	idle := s.srv.cfg.IdleTimeout
@@ -105,7 +106,9 @@ func (s *Session) readLoop() string {
 		default:
 		}
 		if s.handle(data) {
-			return reasonClientLeave
+			// Keep reading, discarding, until the client's close frame:
+			// closing with its input unread would reset the connection.
+			s.end(reasonClientLeave)
 		}
 	}
 }
@@ -160,13 +163,18 @@ func (s *Session) writeFailed(err error) {
 }
 
 // connectionState ends the session when either connection fails (ICE
-// gave up after the engine's timeouts), and records the join time when
-// the subscriber connection comes up.
+// gave up after the engine's timeouts) or is closed by the client (Pion
+// closes the connection when the peer's DTLS says close_notify): either
+// way the participant's media is gone while its WebSocket may live on. It
+// records the join time when the subscriber connection comes up.
 func (s *Session) connectionState(target string) func(webrtc.PeerConnectionState) {
 	return func(st webrtc.PeerConnectionState) {
 		switch st {
-		case webrtc.PeerConnectionStateFailed:
-			s.log.Info("ice_failed", "target", target)
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			if s.isEnded() { // our own teardown closes them too
+				return
+			}
+			s.log.Info("peer_connection_lost", "target", target, "state", st.String())
 			s.end(signal.ReasonICEFailed)
 		case webrtc.PeerConnectionStateConnected:
 			if target == signal.TargetSubscriber {

@@ -48,6 +48,10 @@ func TestRoomForwarding(t *testing.T) {
 		}
 	}
 
+	if got := ts.histogramCount(t, "media_join_duration", "", ""); got != 3 {
+		t.Errorf("media_join_duration count = %d; want 3, one per participant", got)
+	}
+
 	// A late joiner gets every existing publication; video within a second.
 	joined := time.Now()
 	dave := ts.dial(t, "demo", "dave")
@@ -60,10 +64,14 @@ func TestRoomForwarding(t *testing.T) {
 			st, _ := daveRecv.stats(other.ID(), "video")
 			return st.packets > 0
 		})
-		if st, _ := daveRecv.stats(other.ID(), "video"); st.first.Sub(joined) > time.Second {
-			t.Errorf("dave's first video from %s came %s after joining; want within 1s", names[j], st.first.Sub(joined))
+		if st, _ := daveRecv.stats(other.ID(), "video"); st.first.Sub(joined) > lateJoinVideoBound {
+			t.Errorf("dave's first video from %s came %s after joining; want within %s", names[j], st.first.Sub(joined), lateJoinVideoBound)
 		}
 	}
+
+	waitFor(t, 5*time.Second, "dave's join time recorded", func() bool {
+		return ts.histogramCount(t, "media_join_duration", "", "") == 4
+	})
 
 	// alice leaves: everyone else is told, and her tracks end on them.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -103,6 +103,13 @@ func (s *Session) notifyDraining(deadline time.Time) {
 	}()
 }
 
+// isEnded reports whether end was called.
+func (s *Session) isEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
+}
+
 // track adds one goroutine to s.wg unless the session has ended; it
 // reports whether it did. Adding after end would race teardown's Wait.
 func (s *Session) track() bool {
@@ -187,10 +194,7 @@ func (s *Session) send(m *signal.Message) {
 // slowClient ends the session of a client that does not take its
 // messages: its queue stayed full, or a write to it timed out.
 func (s *Session) slowClient() {
-	s.mu.Lock()
-	ended := s.ended
-	s.mu.Unlock()
-	if ended {
+	if s.isEnded() {
 		return
 	}
 	s.log.Info("slow_client", "queue", s.srv.cfg.SendQueue)
