@@ -29,8 +29,8 @@ import (
 // TestOpsKitEndToEnd runs the real binary with both readers on: a real
 // Prometheus scrapes its ops port and evaluates alerts.yml, and an in-test
 // OTLP/HTTP receiver stands in for a collector. Two Go participants move
-// real media through it (their ICE agents also allocate on the embedded
-// TURN relay), and a few refusals are provoked so their counters exist. The push
+// real media through it (Bob relay-only, through the embedded TURN relay),
+// and a few refusals are provoked so their counters exist. The push
 // interval is an hour, so the only push the receiver can get is the one
 // Shutdown sends after the drain: it must carry the final values, including
 // the session the drain closed after Prometheus's last scrape.
@@ -57,7 +57,7 @@ func TestOpsKitEndToEnd(t *testing.T) {
 
 	alice := join(ctx, t, svc, "opskit", "alice", webrtc.ICETransportPolicyAll)
 	stopMedia := publish(ctx, t, alice)
-	bob := join(ctx, t, svc, "opskit", "bob", webrtc.ICETransportPolicyAll)
+	bob := join(ctx, t, svc, "opskit", "bob", webrtc.ICETransportPolicyRelay) // through the TURN relay
 	receive(ctx, t, bob, alice.ID())
 	sendBadCandidate(t, alice) // her publisher connection has its remote description
 	turnBadAuth(t, bob)
@@ -210,8 +210,9 @@ func checkFinalPush(t *testing.T, last *colmetrics.ExportMetricsServiceRequest, 
 			t.Errorf("final push %s = %g; want %g, the value once media stopped", name, got, want)
 		}
 	}
-	// Bob stays connected through the drain, so the relay's byte count may
-	// still grow a little (ICE consent checks), never shrink.
+	// Bob's media takes the relay and he stays connected into the drain, so
+	// the relay's byte count may still grow a little (RTCP, consent
+	// checks), never shrink.
 	if got, want := pushedOr0(last, "media_turn_relayed"), scrapedSum(before, "media_turn_relayed_bytes_total"); got < want || got == 0 {
 		t.Errorf("final push media_turn_relayed = %g; want at least %g, the last scraped value", got, want)
 	}
