@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,8 +12,18 @@ import (
 	"github.com/media-service/media-service/edge/signal"
 )
 
+// maxOfferSections bounds the media sections (m-lines) of a publisher
+// offer, sending or not. Every section becomes a transceiver on the
+// server, and a recvonly or inactive one escapes the track limit, so
+// without this bound one 64 KiB offer of about 450 bare sections costs
+// the server a megabyte and a large fraction of a CPU second to answer,
+// ten times in a burst. A browser needs one section per track it ever
+// published (stopped ones are recycled); 64 leaves room for a long
+// session of toggled screen shares.
+const maxOfferSections = 64
+
 // handleOffer answers the client's publisher offer, after the rate limit
-// and the grant and track checks.
+// and the grant, track and candidate checks.
 func (s *Session) handleOffer(offerSDP string) {
 	if !s.offers.Allow() {
 		s.sendError(signal.CodeRateLimited, "too many offers; wait before renegotiating")
@@ -24,6 +35,10 @@ func (s *Session) handleOffer(offerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
 		return
 	}
+	if len(parsed.MediaDescriptions) > maxOfferSections {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d media sections per offer", maxOfferSections))
+		return
+	}
 	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
 		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
 		return
@@ -31,14 +46,66 @@ func (s *Session) handleOffer(offerSDP string) {
 		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.srv.cfg.MaxTracks))
 		return
 	}
+	if err := checkOffer(parsed); err != nil {
+		s.sendError(signal.CodeInvalidSDP, err.Error())
+		return
+	}
+	if !s.takeCandidates(sdpCandidates(parsed)) {
+		return
+	}
 	answer, err := s.answer(offer)
 	if err != nil {
 		s.log.Debug("offer_refused", "err", err)
 		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
+		s.endIfStuck()
 		return
 	}
 	s.send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetPublisher, SDP: answer})
 	s.pubICE.Open()
+}
+
+// reasonNegotiationFailed closes a session whose publisher connection was
+// left half-negotiated by an offer that failed inside Pion.
+const reasonNegotiationFailed = "negotiation_failed"
+
+// checkOffer refuses, before Pion sees it, an offer that Pion would
+// refuse only after moving the connection to have-remote-offer: Pion
+// cannot roll a remote offer back, so such an offer would leave the
+// publisher connection unable to negotiate again.
+func checkOffer(d *sdp.SessionDescription) error {
+	has := func(key string) bool {
+		if _, ok := d.Attribute(key); ok {
+			return true
+		}
+		for _, m := range d.MediaDescriptions {
+			if _, ok := m.Attribute(key); ok {
+				return true
+			}
+		}
+		return false
+	}
+	for _, key := range []string{"ice-ufrag", "ice-pwd", "fingerprint"} {
+		if !has(key) {
+			return fmt.Errorf("offer has no %s", key)
+		}
+	}
+	for _, m := range d.MediaDescriptions {
+		if _, ok := m.Attribute("mid"); !ok {
+			return errors.New("offer has a media section without a mid")
+		}
+	}
+	return nil
+}
+
+// endIfStuck ends the session when a failed offer left the publisher
+// connection in have-remote-offer, where it can never negotiate again:
+// the client learns it must reconnect, instead of a session that refuses
+// every later offer.
+func (s *Session) endIfStuck() {
+	if s.pub.SignalingState() == webrtc.SignalingStateHaveRemoteOffer {
+		s.log.Info("publisher_negotiation_stuck")
+		s.end(reasonNegotiationFailed)
+	}
 }
 
 // answer applies offer to the publisher connection and returns the answer.
@@ -55,6 +122,45 @@ func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
 	}
 	return answer.SDP, nil
+}
+
+// sdpCandidates counts the ICE candidates a description carries inline,
+// at session or media level.
+func sdpCandidates(d *sdp.SessionDescription) int {
+	n := 0
+	for _, a := range d.Attributes {
+		if a.IsICECandidate() {
+			n++
+		}
+	}
+	for _, m := range d.MediaDescriptions {
+		for _, a := range m.Attributes {
+			if a.IsICECandidate() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// takeCandidates counts n candidates carried in a description against
+// the session's bound, as if trickled; when they do not fit it refuses
+// the description with candidate_limit and reports false.
+func (s *Session) takeCandidates(n int) bool {
+	if n == 0 {
+		return true
+	}
+	s.mu.Lock()
+	fits := s.candidates+n <= s.srv.cfg.MaxCandidates
+	if fits {
+		s.candidates += n
+	}
+	s.mu.Unlock()
+	if !fits {
+		s.srv.metrics.candidateRefused("limit")
+		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session, in descriptions or trickled", s.srv.cfg.MaxCandidates))
+	}
+	return fits
 }
 
 // sendingTracks counts the offer's live audio and video m-lines the client
@@ -82,7 +188,16 @@ func (s *Session) handleAnswer(answerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
 		return
 	}
-	err := s.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP})
+	answer := webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP}
+	parsed, err := answer.Unmarshal()
+	if err != nil {
+		s.sendError(signal.CodeInvalidSDP, "answer does not parse")
+		return
+	}
+	if !s.takeCandidates(sdpCandidates(parsed)) {
+		return
+	}
+	err = s.sub.SetRemoteDescription(answer)
 	if err != nil {
 		s.log.Debug("answer_refused", "err", err)
 		s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")

@@ -1,0 +1,419 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// The adversarial suite: a client that breaks the protocol on purpose.
+// Each test drives a real instance over loopback sockets and checks that
+// the abuse gets a clear answer, costs bounded resources and leaves the
+// session (or the others) working. bounds_test.go and rtc_test.go cover
+// the single-step refusals; these are the floods, the storms and the
+// tricks.
+
+// heapAfterGC is the live heap once garbage is collected: what the
+// process really holds.
+func heapAfterGC() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC() // a second cycle frees what the first left in sync.Pools' victim caches
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestCandidateFloodBounded: 10,000 candidates from one session. The
+// first 50 are taken, every other one is answered with candidate_limit
+// (no silent drop), and the process's live heap does not grow with the
+// flood: refused candidates are not kept anywhere.
+func TestCandidateFloodBounded(t *testing.T) {
+	const flood, limit = 10000, 50
+	ts := startServer(t, nil)
+	var refused atomic.Int64
+	c := ts.dialWith(t, ts.token(t, "demo", "flooder", bothGrants), client.Options{OnEvent: func(m *signal.Message) {
+		if m.Type == signal.TypeError && m.Code == signal.CodeCandidateLimit {
+			refused.Add(1)
+		}
+	}})
+	before := heapAfterGC()
+	for i := range flood {
+		cand := fmt.Sprintf(`{"type":"candidate","target":"publisher","candidate":{"candidate":"candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host","sdpMid":"0"}}`, i, 10000+i%50000)
+		if err := c.SendRaw([]byte(cand)); err != nil {
+			t.Fatalf("send candidate %d: %v", i, err)
+		}
+	}
+	waitFor(t, 60*time.Second, "every refused candidate answered", func() bool { return refused.Load() == flood-limit })
+	grown := int64(heapAfterGC()) - int64(before)
+	if grown > 2<<20 {
+		t.Errorf("live heap grew by %d KiB over a %d-candidate flood; want under 2 MiB", grown>>10, flood)
+	}
+	if got := ts.counter(t, "media_ice_candidates_refused", "reason", "limit"); got != flood-limit {
+		t.Errorf("media_ice_candidates_refused{reason=limit} = %d; want %d", got, flood-limit)
+	}
+	s := onlySession(t, ts)
+	s.mu.Lock()
+	held, counted := len(s.held[signal.TargetPublisher]), s.candidates
+	s.mu.Unlock()
+	if held != limit || counted != limit {
+		t.Errorf("session holds %d candidates, counted %d; want %d and %d", held, counted, limit, limit)
+	}
+	publish(t, c) // the session still negotiates after the flood
+	leaveNormally(t, c)
+}
+
+// onlySession returns the instance's one session.
+func onlySession(t *testing.T, ts *testServer) *Session {
+	t.Helper()
+	all := ts.srv.Sessions().All()
+	if len(all) != 1 {
+		t.Fatalf("sessions = %d; want 1", len(all))
+	}
+	return all[0]
+}
+
+// bigOffer is a well-formed publisher offer with n receive-only audio
+// m-lines: it sends nothing, so the track limit does not apply, yet each
+// m-line would become a transceiver on the server.
+func bigOffer(t *testing.T, ts *testServer, n int) string {
+	t.Helper()
+	pc, err := ts.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for range n {
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio,
+			webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offer.SDP
+}
+
+// TestBadOffersRefused: offers that do not parse, cannot be applied, or
+// are as large as a message may be, are refused with invalid_sdp or
+// track_limit; the session survives each and can still publish.
+func TestBadOffersRefused(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.OfferBurst = 100 })
+	c := ts.dial(t, "demo", "mallory")
+	valid := recvOnlyOffer(t, ts)
+	noFingerprint := dropLines(valid, "a=fingerprint:")
+	noICE := dropLines(valid, "a=ice-ufrag:", "a=ice-pwd:")
+	tests := []struct {
+		name, sdp, code string
+	}{
+		{"truncated", valid[:len(valid)/3], signal.CodeInvalidSDP},
+		{"no fingerprint", noFingerprint, signal.CodeInvalidSDP},
+		{"no ICE credentials", noICE, signal.CodeInvalidSDP},
+		{"binary", "v=0\r\n\x00\x01\x02\xff", signal.CodeInvalidSDP},
+		{"only a version line", "v=0\r\n", signal.CodeInvalidSDP},
+		{"many m-lines", bigOffer(t, ts, 80), signal.CodeTrackLimit},
+		{"candidates inside the SDP", withCandidates(valid, 60), signal.CodeCandidateLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: tt.sdp}); err != nil {
+				t.Fatal(err)
+			}
+			m := waitEvent(t, c, 10*time.Second, "an answer to the bad offer", func(m *signal.Message) bool {
+				return m.Type == signal.TypeError
+			})
+			if m.Code != tt.code {
+				t.Errorf("offer %s refused with %s (%s); want %s", tt.name, m.Code, m.Message, tt.code)
+			}
+		})
+	}
+	publish(t, c)
+	leaveNormally(t, c)
+}
+
+// withCandidates adds n host candidates to the first m-line of sdp: a
+// way to hand the ICE agent candidates without a `candidate` message.
+func withCandidates(sdp string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "a=candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host\r\n", i, 20000+i)
+	}
+	at := strings.Index(sdp, "a=mid:")
+	return sdp[:at] + b.String() + sdp[at:]
+}
+
+// TestSDPCandidatesCountTowardTheLimit: candidates carried inside offers
+// and answers count toward the same per-session bound as trickled ones,
+// so the bound cannot be sidestepped; within it they are accepted.
+func TestSDPCandidatesCountTowardTheLimit(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxCandidates = 10 })
+	c := ts.dial(t, "demo", "mallory")
+	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: withCandidates(recvOnlyOffer(t, ts), 8)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "8 candidates counted", func() bool {
+		s := onlySession(t, ts)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.candidates == 8
+	})
+	for i := range 3 {
+		cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", 100+i, 30000+i)
+		if err := c.Send(&signal.Message{Type: signal.TypeCandidate, Target: signal.TargetPublisher,
+			Candidate: &webrtc.ICECandidateInit{Candidate: cand, SDPMid: new(string)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEvent(t, c, 5*time.Second, "the 11th candidate refused", isError(signal.CodeCandidateLimit))
+	if got := ts.counter(t, "media_ice_candidates_refused", "reason", "limit"); got != 1 {
+		t.Errorf("media_ice_candidates_refused{reason=limit} = %d; want 1 (candidate 11)", got)
+	}
+	leaveNormally(t, c)
+}
+
+// dropLines removes the SDP lines that start with any of prefixes.
+func dropLines(sdp string, prefixes ...string) string {
+	var keep []string
+	for _, l := range strings.Split(sdp, "\r\n") {
+		drop := false
+		for _, p := range prefixes {
+			drop = drop || strings.HasPrefix(l, p)
+		}
+		if !drop {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\r\n")
+}
+
+// TestMessagesAfterLeaveIgnored: whatever follows a `leave` on the wire
+// (an offer, candidates, junk) is not acted on: no answer, no error, the
+// connection closes with 1000 and the room hears of the leave once.
+func TestMessagesAfterLeaveIgnored(t *testing.T) {
+	ts := startServer(t, nil)
+	watcher := ts.dial(t, "demo", "watcher")
+	conn := rawDial(t, ts, ts.token(t, "demo", "leaver", bothGrants), 0)
+	readUntilType(t, conn, signal.TypeJoined)
+	waitEvent(t, watcher, 5*time.Second, "participant_joined", isType(signal.TypeParticipantJoined))
+	after := []string{
+		`{"type":"leave"}`,
+		`{"type":"offer","target":"publisher","sdp":"` + strings.ReplaceAll(recvOnlyOffer(t, ts), "\r\n", `\r\n`) + `"}`,
+		`{"type":"candidate","target":"publisher","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host"}}`,
+		`junk`, `{"type":"nonsense"}`, `{"type":"leave"}`,
+	}
+	// One write, so everything is in the server's read buffer before it
+	// acts on the leave.
+	var burst []byte
+	for _, m := range after {
+		burst = append(burst, clientFrame([]byte(m))...)
+	}
+	if _, err := conn.NetConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var err error
+	for {
+		var data []byte
+		if _, data, err = conn.ReadMessage(); err != nil {
+			break
+		}
+		got = append(got, string(data))
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
+		t.Errorf("close after leave = %v; want 1000", err)
+	}
+	if len(got) != 0 {
+		t.Errorf("after leave the server sent %q; want nothing", got)
+	}
+	waitEvent(t, watcher, 5*time.Second, "participant_left", isType(signal.TypeParticipantLeft))
+	waitFor(t, 5*time.Second, "leaver's session removed", func() bool { return ts.srv.Sessions().Len() == 1 })
+	if n := ts.counter(t, "media_signal_errors", "", ""); n != 0 {
+		t.Errorf("media_signal_errors = %d after messages that followed leave; want 0", n)
+	}
+	if n := ts.counter(t, "media_sessions_closed", "reason", reasonClientLeave); n != 1 {
+		t.Errorf("media_sessions_closed{reason=client_leave} = %d; want 1", n)
+	}
+}
+
+// clientFrame is data as one masked WebSocket text frame (RFC 6455 5.2),
+// the way a client must send it; the all-zero mask leaves it readable.
+func clientFrame(data []byte) []byte {
+	f := []byte{0x81}
+	switch n := len(data); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	case n < 1<<16:
+		f = append(f, 0x80|126, byte(n>>8), byte(n))
+	default:
+		panic("clientFrame: message too long for this test")
+	}
+	f = append(f, 0, 0, 0, 0) // mask key
+	return append(f, data...)
+}
+
+// readUntilType reads a raw connection until a message of type typ.
+func readUntilType(t *testing.T, conn *websocket.Conn, typ string) *signal.Message {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer conn.SetReadDeadline(time.Time{})
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading for %s: %v", typ, err)
+		}
+		if m, err := signal.Parse(data); err == nil && m.Type == typ {
+			return m
+		}
+	}
+}
+
+// TestSessionsPerAddressBounded: one address holds at most
+// MaxSessionsPerIP sessions; the next join gets 429 too_many_sessions
+// with Retry-After, a forwarding header does not get around it unless
+// the operator named it as trusted, and a slot comes back when a session
+// ends.
+func TestSessionsPerAddressBounded(t *testing.T) {
+	const perIP = 3
+	tests := []struct {
+		name     string
+		header   string // MEDIA_CLIENT_IP_HEADER
+		spoof    http.Header
+		bypassed bool // the spoofed header counts as another address
+	}{
+		{"peer address", "", http.Header{"X-Forwarded-For": {"198.51.100.7"}, "Fly-Client-Ip": {"198.51.100.8"}}, false},
+		{"trusted header", "Fly-Client-IP", http.Header{"Fly-Client-Ip": {"198.51.100.9"}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) { c.MaxSessionsPerIP, c.ClientIPHeader = perIP, tt.header })
+			held := make([]*client.Client, perIP)
+			for i := range held {
+				held[i] = ts.dial(t, "demo", fmt.Sprintf("p%d", i))
+			}
+			de := dialRefusal(t, ts, ts.token(t, "demo", "one-more", bothGrants), "")
+			if de.Status != http.StatusTooManyRequests || de.Code != "too_many_sessions" || de.RetryAfter <= 0 {
+				t.Errorf("join beyond %d per address = %d %q retry %s; want 429 too_many_sessions with Retry-After", perIP, de.Status, de.Code, de.RetryAfter)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			spoofed, err := client.Dial(ctx, ts.url, ts.token(t, "demo", "spoofer", bothGrants), client.Options{API: ts.api, Header: tt.spoof})
+			if err == nil {
+				spoofed.Close()
+			}
+			if bypassed := err == nil; bypassed != tt.bypassed {
+				t.Errorf("join with header %v: err = %v; want admitted=%v", tt.spoof, err, tt.bypassed)
+			}
+			leaveNormally(t, held[0])
+			waitFor(t, 5*time.Second, "the slot comes back", func() bool {
+				c, err := client.Dial(ctx, ts.url, ts.token(t, "demo", "after", bothGrants), client.Options{API: ts.api})
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+			if got := ts.counter(t, "media_joins", "result", joinAddrLimit); got < 1 {
+				t.Errorf("media_joins{result=address_limit} = %d; want at least 1", got)
+			}
+		})
+	}
+}
+
+// TestTokenTricks: tokens an attacker could try from the outside, each
+// refused before the upgrade with 401 or 403 and a JSON code.
+// rtc_test.go covers bad signatures, expiry, other rooms and missing
+// grants.
+func TestTokenTricks(t *testing.T) {
+	ts := startServer(t, nil)
+	now := time.Now()
+	claims := func(edit func(*auth.Claims)) *auth.Claims {
+		c := &auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: testKeys.Key, Subject: "mallory",
+			ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}, Room: "demo", Grants: bothGrants}
+		edit(c)
+		return c
+	}
+	devForged, err := auth.DevKeyPair().Mint(auth.Token{Room: "demo", Identity: "mallory", Grants: bothGrants, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := jwt.NewWithClaims(jwt.SigningMethodNone, claims(func(*auth.Claims) {})).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs512, err := jwt.NewWithClaims(jwt.SigningMethodHS512, claims(func(*auth.Claims) {})).SignedString([]byte(testKeys.Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, token string
+		status      int
+		code        string
+	}{
+		{"signed with the public dev key", devForged, http.StatusUnauthorized, "unauthorized"},
+		{"alg none", unsigned, http.StatusUnauthorized, "unauthorized"},
+		{"HS512 with the right secret", hs512, http.StatusUnauthorized, "unauthorized"},
+		{"no expiry", signClaims(t, "", testKeys.Secret, claims(func(c *auth.Claims) { c.ExpiresAt = nil })), http.StatusUnauthorized, "unauthorized"},
+		{"not yet valid", signClaims(t, "", testKeys.Secret, claims(func(c *auth.Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Minute)) })), http.StatusUnauthorized, "unauthorized"},
+		{"oversized", signClaims(t, "", testKeys.Secret, claims(func(c *auth.Claims) { c.ID = strings.Repeat("j", auth.MaxTokenLen) })), http.StatusUnauthorized, "unauthorized"},
+		{"identity too long", signClaims(t, "", testKeys.Secret, claims(func(c *auth.Claims) { c.Subject = strings.Repeat("m", auth.MaxIdentityLen+1) })), http.StatusUnauthorized, "unauthorized"},
+		{"room with a slash", signClaims(t, "", testKeys.Secret, claims(func(c *auth.Claims) { c.Room = "demo/../admin" })), http.StatusForbidden, "forbidden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			de := dialRefusal(t, ts, tt.token, "")
+			if de.Status != tt.status || de.Code != tt.code {
+				t.Errorf("Dial(%s) = %d %q (%s); want %d %q", tt.name, de.Status, de.Code, de.Message, tt.status, tt.code)
+			}
+		})
+	}
+	if n := ts.srv.Sessions().Len(); n != 0 {
+		t.Errorf("sessions after forged tokens = %d; want 0", n)
+	}
+}
+
+// TestTokenReplayedAfterExpiry: a token that admitted a participant is
+// refused (401, "expired") once its expiry and the clock leeway have
+// passed, although it was genuine and used before.
+func TestTokenReplayedAfterExpiry(t *testing.T) {
+	ts := startServer(t, nil)
+	issued := time.Now()
+	tok, err := testKeys.Mint(auth.Token{Room: "demo", Identity: "replayer", Grants: bothGrants, TTL: time.Second}, issued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaveNormally(t, ts.dialWith(t, tok, client.Options{}))
+	exp := issued.Truncate(time.Second).Add(time.Second) // NumericDate keeps whole seconds
+	var de *client.DialError
+	waitFor(t, 15*time.Second, "the replayed token refused", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := client.Dial(ctx, ts.url, tok, client.Options{API: ts.api})
+		if err == nil {
+			c.Close()
+			return false
+		}
+		return errors.As(err, &de)
+	})
+	if refusedAt := time.Now(); refusedAt.Before(exp) {
+		t.Errorf("token refused at %s, before its expiry %s", refusedAt, exp)
+	}
+	if de.Status != http.StatusUnauthorized || de.Code != "unauthorized" || !strings.Contains(de.Message, "expired") {
+		t.Errorf("replay after expiry = %d %q %q; want 401 unauthorized naming the expiry", de.Status, de.Code, de.Message)
+	}
+}
