@@ -300,3 +300,113 @@ func TestICEFailureClosesSession(t *testing.T) {
 		t.Errorf("participant_left for %s; want alice %s", m.Participant.ID, alice.ID())
 	}
 }
+
+// pump reads conn's messages into a channel until the connection ends.
+func pump(t *testing.T, conn *websocket.Conn) <-chan *signal.Message {
+	t.Helper()
+	ch := make(chan *signal.Message, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if m, err := signal.Parse(data); err == nil {
+				ch <- m
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return ch
+}
+
+// nextOffer reads until the server's next subscriber offer.
+func nextOffer(t *testing.T, msgs <-chan *signal.Message) *signal.Message {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatal("connection ended before a subscriber offer")
+			}
+			if m.Type == signal.TypeOffer {
+				return m
+			}
+		case <-timeout:
+			t.Fatal("no subscriber offer within 10s")
+		}
+	}
+}
+
+func mediaSections(t *testing.T, offer string) int {
+	t.Helper()
+	d, err := (&webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}).Unmarshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(d.MediaDescriptions)
+}
+
+// TestSubscriberOffersOneAtATime: the server never has two subscriber
+// offers outstanding; changes made while one is pending are batched into
+// the next, sent once the answer arrives.
+func TestSubscriberOffersOneAtATime(t *testing.T) {
+	ts := startServer(t, nil)
+	conn := rawDial(t, ts, ts.token(t, "demo", "watcher", bothGrants), 0)
+	msgs := pump(t, conn)
+	alice := ts.dial(t, "demo", "alice")
+	publish(t, alice)
+	first := nextOffer(t, msgs)
+
+	bob := ts.dial(t, "demo", "bob")
+	publish(t, bob)
+	waitFor(t, 10*time.Second, "bob's tracks published", func() bool {
+		r := ts.srv.rooms.m["demo"]
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.pubs) == 4
+	})
+	// Bob's tracks are in the room; give a second offer time to show up.
+	quiet := time.After(300 * time.Millisecond)
+	for waiting := true; waiting; {
+		select {
+		case m := <-msgs:
+			if m != nil && m.Type == signal.TypeOffer {
+				t.Fatal("a second subscriber offer came while the first was unanswered")
+			}
+		case <-quiet:
+			waiting = false
+		}
+	}
+
+	pc, err := ts.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	answer := func(offer *signal.Message) {
+		t.Helper()
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := pc.CreateAnswer(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pc.SetLocalDescription(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.WriteJSON(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: a.SDP}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer(first)
+	second := nextOffer(t, msgs)
+	if got := mediaSections(t, second.SDP); got != 4 {
+		t.Errorf("second offer has %d media sections; want 4 (alice's and bob's audio and video)", got)
+	}
+}

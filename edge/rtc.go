@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -38,7 +39,17 @@ func newUpgrader() websocket.Upgrader {
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
 		CheckOrigin:      func(*http.Request) bool { return true },
+		Error:            upgradeError,
 	}
+}
+
+// upgradeError answers a request the upgrader refuses (not a WebSocket
+// handshake) with the same JSON body as every other refusal.
+func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Sec-Websocket-Version", "13")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(apiError{Code: "bad_request", Message: reason.Error()})
 }
 
 // handleRTC admits a participant: token, room and instance limits are

@@ -145,3 +145,19 @@ func TestNoDevTokenWithSecret(t *testing.T) {
 		t.Errorf("GET /v1/dev/token with an API secret = 200; want it not served")
 	}
 }
+
+// TestPlainGetRefusedWithJSON: a valid token on a request that is not a
+// WebSocket handshake is refused with a JSON body, and costs no session.
+func TestPlainGetRefusedWithJSON(t *testing.T) {
+	ts := startServer(t, nil)
+	resp, err := http.Get(ts.http + "/v1/rtc?access_token=" + ts.token(t, "demo", "alice", bothGrants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body apiError
+	if err := decodeJSON(resp, &body); err != nil || resp.StatusCode != http.StatusBadRequest || body.Code != "bad_request" {
+		t.Errorf("plain GET /v1/rtc = %d %+v (%v); want 400 bad_request", resp.StatusCode, body, err)
+	}
+	waitFor(t, time.Second, "reservations released", func() bool { return ts.srv.admitted.Load() == 0 && ts.srv.rooms.len() == 0 })
+}
