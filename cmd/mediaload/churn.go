@@ -38,7 +38,7 @@ func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error 
 	if err := prime(ctx, cfg, t, m, roomName); err != nil {
 		return err
 	}
-	before, have, err := t.sample(ctx)
+	before, have, err := t.sampleLive(ctx)
 	if err != nil {
 		return fmt.Errorf("churn: server metrics (pass -ops-url '' to skip them): %w", err)
 	}
@@ -113,7 +113,7 @@ func leaveOne(p *participant) {
 	_ = p.leave(ctx)
 }
 
-// settle scrapes until the server's goroutines are back to before (within
+// settle scrapes (each time after a collection) until the server's goroutines are back to before (within
 // the slack) or the wait is over, and returns the last sample and how long
 // it took.
 func settle(ctx context.Context, t *serverTarget, before serverSample, wait time.Duration) (serverSample, float64) {
@@ -123,7 +123,7 @@ func settle(ctx context.Context, t *serverTarget, before serverSample, wait time
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		s, _, err := t.sample(ctx)
+		s, _, err := t.sampleLive(ctx)
 		if err == nil && s.Goroutines <= before.Goroutines+churnGoroutineSlack {
 			return s, time.Since(start).Seconds()
 		}

@@ -34,7 +34,8 @@ var scrapedNames = map[string]func(*serverSample, float64){
 
 // scraper reads an instance's ops /metrics.
 type scraper struct {
-	url    string // ops base URL; empty: scraping is off
+	url    string // the /metrics URL
+	gcURL  string // the heap profile with gc=1, which runs a collection first
 	client *http.Client
 }
 
@@ -42,7 +43,25 @@ func newScraper(opsURL string) *scraper {
 	if opsURL == "" {
 		return nil
 	}
-	return &scraper{url: strings.TrimRight(opsURL, "/") + "/metrics", client: &http.Client{Timeout: 5 * time.Second}}
+	base := strings.TrimRight(opsURL, "/")
+	return &scraper{url: base + "/metrics", gcURL: base + "/debug/pprof/heap?gc=1", client: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// collect makes the instance run a garbage collection (through its pprof
+// heap endpoint), so a heap sample that follows counts live memory, not
+// garbage awaiting collection. An instance without pprof is no error: the
+// sample is then as the instance last left it.
+func (s *scraper) collect(ctx context.Context) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.gcURL, nil)
+	if err != nil {
+		return
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 }
 
 // sample scrapes once. It fails when the CPU series is missing, since

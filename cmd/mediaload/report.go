@@ -73,6 +73,8 @@ type phaseReport struct {
 	PacketsPerSec   float64 `json:"forwarded_per_second"`
 	Expected        uint64  `json:"expected_packets"`
 	Lost            uint64  `json:"lost_packets"`
+	LostAudio       uint64  `json:"lost_audio_packets"`
+	LostVideo       uint64  `json:"lost_video_packets"`
 	LossPercent     float64 `json:"loss_percent"`
 	Duplicates      uint64  `json:"duplicates"`
 	Unexpected      uint64  `json:"unexpected"`
@@ -115,6 +117,8 @@ func newPhaseReport(r *phaseResult) *phaseReport {
 		Forwarded:     t.got,
 		Expected:      t.expected,
 		Lost:          t.lost(),
+		LostAudio:     t.lostKind[kindAudio],
+		LostVideo:     t.lostKind[kindVideo],
 		Duplicates:    t.dup,
 		Unexpected:    t.unexpected,
 		LatencyP50:    ms(time.Duration(t.lat.quantile(0.50))),
@@ -198,7 +202,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	row("window", "%.1f s", func(p *phaseReport) any { return p.WindowSeconds })
 	row("forwarded packets", "%d", func(p *phaseReport) any { return p.Forwarded })
 	row("forwarded per second", "%.0f", func(p *phaseReport) any { return p.PacketsPerSec })
-	row("lost", "%d", func(p *phaseReport) any { return p.Lost })
+	row("lost (audio/video)", "%s", func(p *phaseReport) any { return fmt.Sprintf("%d (%d/%d)", p.Lost, p.LostAudio, p.LostVideo) })
 	row("duplicates (retransmissions)", "%d", func(p *phaseReport) any { return p.Duplicates })
 	row("loss", "%.3f %%", func(p *phaseReport) any { return p.LossPercent })
 	row("latency p50", "%.3f ms", func(p *phaseReport) any { return p.LatencyP50 })
@@ -225,7 +229,7 @@ func (r *Report) resourceTable(w io.Writer) {
 		fmt.Fprintln(w, "server (from /metrics)\tbefore\tafter")
 		fmt.Fprintf(w, "goroutines\t%.0f\t%.0f\n", c.Before.Goroutines, c.After.Goroutines)
 		fmt.Fprintf(w, "open fds\t%.0f\t%.0f\n", c.Before.FDs, c.After.FDs)
-		fmt.Fprintf(w, "heap in use\t%.1f MiB\t%.1f MiB\n", c.Before.HeapInuse/mib, c.After.HeapInuse/mib)
+		fmt.Fprintf(w, "heap in use (after GC)\t%.1f MiB\t%.1f MiB\n", c.Before.HeapInuse/mib, c.After.HeapInuse/mib)
 		fmt.Fprintf(w, "resident memory\t%.1f MiB\t%.1f MiB\n", c.Before.RSS/mib, c.After.RSS/mib)
 	}
 }

@@ -269,6 +269,7 @@ func (k *sink) complete() bool {
 // mediaTotals is the media part of a result, summed over sinks.
 type mediaTotals struct {
 	expected   uint64
+	lostKind   [kindCount]uint64 // lost packets by kind
 	got        uint64
 	dup        uint64
 	unexpected uint64
@@ -283,9 +284,13 @@ func (t *mediaTotals) add(k *sink) {
 			t.unexpected += w.got + w.dup
 			continue
 		}
-		t.expected += w.src.expected()
+		exp := w.src.expected()
+		t.expected += exp
 		t.got += w.got
 		t.dup += w.dup
+		if w.got < exp {
+			t.lostKind[w.src.kind] += exp - w.got
+		}
 	}
 	t.unexpected += k.unexpected
 	t.lat.merge(&k.lat)

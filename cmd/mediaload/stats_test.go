@@ -134,6 +134,9 @@ func TestWindowAccounting(t *testing.T) {
 				t.Errorf("after %v in [%d,%d): got, dup, lost = %d, %d, %d; want %d, %d, %d",
 					tt.received, tt.lo, tt.hi, m.got, m.dup, m.lost(), tt.got, tt.dup, tt.lost)
 			}
+			if m.lostKind[kindVideo] != tt.lost || m.lostKind[kindAudio] != 0 {
+				t.Errorf("lost by kind = %v; want %d video, 0 audio", m.lostKind, tt.lost)
+			}
 			if m.lat.n != tt.got {
 				t.Errorf("latency samples = %d; want one per new in-window packet, %d", m.lat.n, tt.got)
 			}

@@ -67,6 +67,15 @@ func (t *serverTarget) sample(ctx context.Context) (serverSample, bool, error) {
 	return s, err == nil, err
 }
 
+// sampleLive is sample after a garbage collection on the instance: for
+// before/after comparisons of the heap.
+func (t *serverTarget) sampleLive(ctx context.Context) (serverSample, bool, error) {
+	if t.scrape != nil {
+		t.scrape.collect(ctx)
+	}
+	return t.sample(ctx)
+}
+
 // tokenTTL is how long a minted token lives: long enough for any join of
 // the run, short enough not to matter if one leaks from a log.
 const tokenTTL = 10 * time.Minute
