@@ -158,29 +158,53 @@ func (ts *testServer) dialWith(t *testing.T, token string, opts client.Options) 
 	return c
 }
 
-// counter sums the data points of a counter whose attributes include
-// key=value (any when key is empty).
-func (ts *testServer) counter(t *testing.T, name, key, value string) int64 {
+// metric collects the instance's metrics and returns the data of the one
+// called name, or nil.
+func (ts *testServer) metric(t *testing.T, name string) metricdata.Aggregation {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := ts.reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	var n int64
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
+			if m.Name == name {
+				return m.Data
 			}
-			sum, ok := m.Data.(metricdata.Sum[int64])
-			if !ok {
-				t.Fatalf("metric %s is %T; want an int64 sum", name, m.Data)
-			}
-			for _, dp := range sum.DataPoints {
-				if v, ok := dp.Attributes.Value(attribute.Key(key)); key == "" || ok && v.AsString() == value {
-					n += dp.Value
-				}
-			}
+		}
+	}
+	return nil
+}
+
+// hasAttr reports whether set has key=value; any set matches an empty key.
+func hasAttr(set attribute.Set, key, value string) bool {
+	v, ok := set.Value(attribute.Key(key))
+	return key == "" || ok && v.AsString() == value
+}
+
+// counter sums the data points of a counter whose attributes include
+// key=value (any when key is empty).
+func (ts *testServer) counter(t *testing.T, name, key, value string) int64 {
+	t.Helper()
+	sum, _ := ts.metric(t, name).(metricdata.Sum[int64])
+	var n int64
+	for _, dp := range sum.DataPoints {
+		if hasAttr(dp.Attributes, key, value) {
+			n += dp.Value
+		}
+	}
+	return n
+}
+
+// histogramCount is how many values a histogram recorded whose attributes
+// include key=value (any when key is empty).
+func (ts *testServer) histogramCount(t *testing.T, name, key, value string) uint64 {
+	t.Helper()
+	h, _ := ts.metric(t, name).(metricdata.Histogram[float64])
+	var n uint64
+	for _, dp := range h.DataPoints {
+		if hasAttr(dp.Attributes, key, value) {
+			n += dp.Count
 		}
 	}
 	return n
@@ -373,27 +397,3 @@ func decodeJSON(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// histogramCount is how many values a histogram recorded whose attributes
-// include key=value (any when key is empty).
-func (ts *testServer) histogramCount(t *testing.T, name, key, value string) uint64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := ts.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var n uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			h, ok := m.Data.(metricdata.Histogram[float64])
-			if m.Name != name || !ok {
-				continue
-			}
-			for _, dp := range h.DataPoints {
-				if v, ok := dp.Attributes.Value(attribute.Key(key)); key == "" || ok && v.AsString() == value {
-					n += dp.Count
-				}
-			}
-		}
-	}
-	return n
-}

@@ -55,8 +55,10 @@ func (s *Session) start() {
 	s.srv.metrics.participants.Add(bg, 1)
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.ws.writeLoop() }()
-	go func() { defer s.wg.Done(); s.negotiateLoop() }()
+	// joined goes first: a publication elsewhere may already have asked
+	// for a subscriber offer, which the negotiator sends once it runs.
 	s.send(s.joinedMessage(others))
+	go func() { defer s.wg.Done(); s.negotiateLoop() }()
 	for _, o := range others {
 		o.send(&signal.Message{Type: signal.TypeParticipantJoined, Participant: s.participant()})
 	}
