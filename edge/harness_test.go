@@ -396,4 +396,3 @@ func (r *receiver) stats(from, kind string) (trackStats, bool) {
 func decodeJSON(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
-
