@@ -52,6 +52,12 @@ type Config struct {
 	// a power of two from 64 to 4096). 512 packets hold over a second of
 	// 400 packets/s video, more than one round trip on any usable path.
 	RetransmitPackets int `env:"MEDIA_NACK_BUFFER" envDefault:"512"`
+	// RetransmitRate bounds the packets resent to one subscriber per
+	// second, with a burst of as many (MEDIA_NACK_RATE, default 250). A
+	// NACK of a few bytes can ask for hundreds of packets, so without a
+	// bound a subscriber could make the instance send far more than the
+	// stream itself; 250/s repairs 20% loss on a 1000 packets/s stream.
+	RetransmitRate int `env:"MEDIA_NACK_RATE" envDefault:"250"`
 }
 
 // Defaults applied by New to zero fields.
@@ -61,6 +67,7 @@ const (
 	defaultKeepalive    = 2 * time.Second
 	defaultPLIInterval  = 500 * time.Millisecond
 	defaultRetransmit   = 512
+	defaultRetransmitHz = 250
 )
 
 // withDefaults returns c with every zero duration and size set to its
@@ -71,6 +78,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ICEKeepalive, defaultKeepalive)
 	setDefault(&c.PLIInterval, defaultPLIInterval)
 	setDefault(&c.RetransmitPackets, defaultRetransmit)
+	setDefault(&c.RetransmitRate, defaultRetransmitHz)
 	return c
 }
 
@@ -111,6 +119,9 @@ func (c Config) validate() error {
 	n := c.RetransmitPackets
 	if n < 64 || n > 4096 || n&(n-1) != 0 {
 		return fmt.Errorf("sfu: MEDIA_NACK_BUFFER must be a power of two from 64 to 4096, got %d", n)
+	}
+	if c.RetransmitRate < 1 || c.RetransmitRate > 100000 {
+		return fmt.Errorf("sfu: MEDIA_NACK_RATE must be from 1 to 100000 packets per second, got %d", c.RetransmitRate)
 	}
 	return nil
 }

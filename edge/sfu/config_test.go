@@ -19,18 +19,18 @@ func TestConfigFromEnvironment(t *testing.T) {
 		{"defaults", map[string]string{}, Config{
 			UDPPort: 7882, TCPPort: 7881, ICEDisconnectedTimeout: 5 * time.Second,
 			ICEFailedTimeout: 10 * time.Second, ICEKeepalive: 2 * time.Second,
-			PLIInterval: 500 * time.Millisecond, RetransmitPackets: 512,
+			PLIInterval: 500 * time.Millisecond, RetransmitPackets: 512, RetransmitRate: 250,
 		}},
 		{"everything set", map[string]string{
 			"MEDIA_ICE_UDP_PORT": "50000", "MEDIA_ICE_TCP_PORT": "-1", "MEDIA_ICE_BIND_ADDR": "fly-global-services",
 			"MEDIA_PUBLIC_IP": "203.0.113.7,2001:db8::7", "MEDIA_ICE_LOOPBACK": "true",
 			"MEDIA_ICE_DISCONNECTED_TIMEOUT": "3s", "MEDIA_ICE_FAILED_TIMEOUT": "20s", "MEDIA_ICE_KEEPALIVE": "1s",
-			"MEDIA_PLI_INTERVAL": "1s", "MEDIA_NACK_BUFFER": "1024",
+			"MEDIA_PLI_INTERVAL": "1s", "MEDIA_NACK_BUFFER": "1024", "MEDIA_NACK_RATE": "100",
 		}, Config{
 			UDPPort: 50000, TCPPort: -1, BindAddr: "fly-global-services",
 			PublicIPs: []string{"203.0.113.7", "2001:db8::7"}, IncludeLoopback: true,
 			ICEDisconnectedTimeout: 3 * time.Second, ICEFailedTimeout: 20 * time.Second, ICEKeepalive: time.Second,
-			PLIInterval: time.Second, RetransmitPackets: 1024,
+			PLIInterval: time.Second, RetransmitPackets: 1024, RetransmitRate: 100,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +53,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 func TestZeroConfigDefaults(t *testing.T) {
 	got := Config{}.withDefaults()
 	want := Config{ICEDisconnectedTimeout: 5 * time.Second, ICEFailedTimeout: 10 * time.Second,
-		ICEKeepalive: 2 * time.Second, PLIInterval: 500 * time.Millisecond, RetransmitPackets: 512}
+		ICEKeepalive: 2 * time.Second, PLIInterval: 500 * time.Millisecond, RetransmitPackets: 512,
+		RetransmitRate: 250}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Config{}.withDefaults() = %+v; want %+v", got, want)
 	}

@@ -25,6 +25,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"nack buffer too big", Config{RetransmitPackets: 8192}, "MEDIA_NACK_BUFFER"},
 		{"negative failed timeout", Config{ICEFailedTimeout: -time.Second}, "MEDIA_ICE_FAILED_TIMEOUT"},
 		{"negative pli interval", Config{PLIInterval: -time.Second}, "MEDIA_PLI_INTERVAL"},
+		{"negative nack rate", Config{RetransmitRate: -1}, "MEDIA_NACK_RATE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := New(tc.cfg, noop.NewMeterProvider().Meter("test"), nil)

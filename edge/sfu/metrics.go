@@ -41,9 +41,11 @@ type metrics struct {
 	nackedPackets metric.Int64Counter // packets those NACKs asked for
 	retransmits   metric.Int64Counter // packets resent from the buffer
 	nackMisses    metric.Int64Counter // asked-for packets no longer buffered
-	plis          metric.Int64Counter // keyframe requests sent to publishers
-	plisThrottled metric.Int64Counter // requests folded into another one
-	subscriptions metric.Int64UpDownCounter
+
+	retransmitsLimited metric.Int64Counter // asked-for packets over the rate bound
+	plis               metric.Int64Counter // keyframe requests sent to publishers
+	plisThrottled      metric.Int64Counter // requests folded into another one
+	subscriptions      metric.Int64UpDownCounter
 
 	reg metric.Registration // the observable callback; unregistered on Close
 }
@@ -70,6 +72,8 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 	m.nackedPackets = counter("media_rtp_nacked_packets", "Packets subscribers asked to be resent.")
 	m.retransmits = counter("media_rtp_retransmitted_packets", "Packets resent to subscribers from the NACK buffer.")
 	m.nackMisses = counter("media_rtp_nack_misses", "Packets asked for that had left the NACK buffer.")
+	m.retransmitsLimited = counter("media_rtp_retransmits_limited",
+		"Packets asked for beyond a subscriber's retransmission rate (MEDIA_NACK_RATE), not resent.")
 	m.plis = counter("media_rtcp_plis_forwarded", "Keyframe requests (PLI) sent to publishers.")
 	m.plisThrottled = counter("media_rtcp_plis_throttled", "Keyframe requests folded into another within the PLI interval.")
 	if err != nil {

@@ -242,9 +242,13 @@ func fanOut(subs []*Subscription, h *rtp.Header, payload []byte) int {
 // interceptor sees them; our own decisions need nothing from it.
 func (p *Publication) drainRTCP() {
 	buf := make([]byte, readBufSize)
-	for {
-		if _, _, err := p.recv.Read(buf); err != nil && (p.stopping() || isEnd(err)) {
+	for errs := 0; errs < maxReadErrors; {
+		if _, _, err := p.recv.Read(buf); err == nil {
+			errs = 0
+		} else if p.stopping() || isEnd(err) {
 			return
+		} else {
+			errs++
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/time/rate"
 )
 
 // bgCtx is the context for synchronous metric updates, which do not use
@@ -22,7 +24,8 @@ func (s *Subscription) readRTCP() {
 	defer s.bound.Store(nil)
 	defer s.pub.remove(s)
 	buf := make([]byte, readBufSize)
-	rtx := &retransmitter{sub: s, buf: make([]byte, readBufSize)}
+	hz := s.pub.engine.cfg.RetransmitRate
+	rtx := &retransmitter{sub: s, buf: make([]byte, readBufSize), limit: rate.NewLimiter(rate.Limit(hz), hz)}
 	for errs := 0; errs < maxReadErrors; {
 		n, _, err := s.sender.Read(buf)
 		if err != nil {
@@ -54,13 +57,24 @@ func (s *Subscription) handleRTCP(pkts []rtcp.Packet, rtx *retransmitter) {
 }
 
 // retransmitter answers one subscriber's NACKs from its publication's
-// packet buffer. It is owned by the subscription's RTCP goroutine, which
-// reuses its buffer and header.
+// packet buffer, at most Config.RetransmitRate packets a second. It is
+// owned by the subscription's RTCP goroutine, which reuses its buffer and
+// header.
 type retransmitter struct {
-	sub *Subscription
-	buf []byte
-	hdr rtp.Header
+	sub   *Subscription
+	buf   []byte
+	hdr   rtp.Header
+	limit *rate.Limiter
 }
+
+// resendResult is what became of one NACKed packet.
+type resendResult int
+
+const (
+	resent  resendResult = iota
+	missing              // no longer buffered, or never was
+	limited              // over the subscriber's retransmission rate
+)
 
 // handle resends every packet nack asks for that is still buffered.
 func (r *retransmitter) handle(nack *rtcp.TransportLayerNack) {
@@ -72,41 +86,47 @@ func (r *retransmitter) handle(nack *rtcp.TransportLayerNack) {
 	if b == nil || nack.MediaSSRC != b.ssrc {
 		return
 	}
-	var asked, sent int64
+	var counts [3]int64 // by resendResult
 	for i := range nack.Nacks {
 		nack.Nacks[i].Range(func(seq uint16) bool {
-			asked++
-			if r.resend(seq) {
-				sent++
-			}
+			counts[r.resend(seq, b)]++
 			return true
 		})
 	}
-	m.nackedPackets.Add(bgCtx, asked, opt)
-	m.retransmits.Add(bgCtx, sent, opt)
-	if asked > sent {
-		m.nackMisses.Add(bgCtx, asked-sent, opt)
+	m.nackedPackets.Add(bgCtx, counts[resent]+counts[missing]+counts[limited], opt)
+	addNonZero(m.retransmits, counts[resent], opt)
+	addNonZero(m.nackMisses, counts[missing], opt)
+	addNonZero(m.retransmitsLimited, counts[limited], opt)
+}
+
+func addNonZero(c metric.Int64Counter, n int64, opt metric.AddOption) {
+	if n > 0 {
+		c.Add(bgCtx, n, opt)
 	}
 }
 
-// resend writes the buffered packet seq to the subscriber again, with the
-// subscriber's SSRC and payload type, and reports whether it could.
-func (r *retransmitter) resend(seq uint16) bool {
-	s := r.sub
-	if s.pub.ring == nil {
-		return false
+// resend writes the buffered packet seq to the subscriber again through
+// binding b, with the subscriber's SSRC and payload type.
+func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
+	ring := r.sub.pub.ring
+	if ring == nil {
+		return missing
 	}
-	n := s.pub.ring.get(seq, r.buf)
+	n := ring.get(seq, r.buf)
 	if n == 0 {
-		return false
+		return missing
 	}
 	payload, ok := parseRTP(r.buf[:n], &r.hdr)
-	b := s.bound.Load()
-	if !ok || b == nil {
-		return false
+	if !ok {
+		return missing
+	}
+	if !r.limit.Allow() {
+		return limited
 	}
 	r.hdr.SSRC = b.ssrc
 	r.hdr.PayloadType = b.pt
-	_, err := b.w.WriteRTP(&r.hdr, payload)
-	return err == nil
+	if _, err := b.w.WriteRTP(&r.hdr, payload); err != nil {
+		return missing
+	}
+	return resent
 }

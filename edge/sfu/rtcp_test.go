@@ -165,3 +165,32 @@ func TestNACKRetransmission(t *testing.T) {
 	}
 	waitCounter(t, h, "media_rtp_nack_misses", "video", missesBefore+1)
 }
+
+// TestNACKRateBound: a subscriber that NACKs a hundred buffered packets at
+// once gets only its retransmission rate's burst resent; the rest are
+// counted as limited.
+func TestNACKRateBound(t *testing.T) {
+	const hz = 10
+	h := newHarness(t, Config{RetransmitRate: hz})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribe(t, video)
+	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+	first := pub.video.send(t, 100)
+	r.expect(t, first, 100, pub.video.size)
+
+	before := h.counter(t, "media_rtp_retransmitted_packets", "video")
+	var pairs []rtcp.NackPair
+	for i := uint16(0); i < 100; i += 17 {
+		pairs = append(pairs, rtcp.NackPair{PacketID: pub.video.baseSeq + uint16(first) + i, LostPackets: 0xffff})
+	}
+	nack := &rtcp.TransportLayerNack{MediaSSRC: uint32(r.track.SSRC()), Nacks: pairs}
+	if err := sub.pc.WriteRTCP([]rtcp.Packet{nack}); err != nil {
+		t.Fatalf("WriteRTCP(NACK) = %v", err)
+	}
+	waitCounter(t, h, "media_rtp_retransmits_limited", "video", 100-hz-2)
+	if got := h.counter(t, "media_rtp_retransmitted_packets", "video") - before; got < hz || got > hz+2 {
+		t.Errorf("packets resent for a NACK of 102 = %d; want the burst of %d", got, hz)
+	}
+}
