@@ -48,8 +48,9 @@ func chromeFlags(userDataDir string) []chromedp.ExecAllocatorOption {
 		"disable-background-networking", "disable-component-update", "disable-sync", "disable-extensions",
 		"disable-default-apps", "disable-domain-reliability", "disable-client-side-phishing-detection",
 		"no-pings", "disable-breakpad", "disable-dev-shm-usage", "mute-audio", "password-store=basic",
-		// Fake camera and microphone, granted without a prompt.
-		"use-fake-ui-for-media-stream", "use-fake-device-for-media-stream",
+		// Fake camera and microphone, granted without a prompt; 15 fps
+		// is plenty to see frames flow and halves the encoding work.
+		"use-fake-ui-for-media-stream", "use-fake-device-for-media-stream=fps=15",
 		// WebRTC on loopback with real host candidates (the server refuses
 		// to resolve mDNS names), and media playing without a user gesture.
 		"allow-loopback-in-peer-connection",
@@ -196,6 +197,7 @@ type snapshot struct {
 	}
 	Errors    []struct{ Code, Message string }
 	Muted     muted
+	Receivers int // transceivers of the subscriber connection
 	Transport *struct{ Publisher, Subscriber transport }
 	Tiles     []tile
 }
@@ -215,6 +217,7 @@ type tile struct {
 	ID                   string
 	Identity             string
 	Local                bool
+	Tracks               int
 	VideoWidth           int
 	VideoHeight          int
 	FramesDecoded        int

@@ -70,6 +70,9 @@ var baseServiceEnv = []string{
 	"MEDIA_TURN_UDP_PORT=0",
 	"MEDIA_TURN_TCP_PORT=0",
 	"MEDIA_TURN_PUBLIC_HOST=127.0.0.1",
+	// A Chromium tab starved of CPU can take seconds per answer; the
+	// browser suite is not where this bound is tested.
+	"MEDIA_NEGOTIATION_TIMEOUT=60s",
 }
 
 // service is one running media-service process.

@@ -45,6 +45,8 @@ func Handler() http.Handler {
 		case p == "/" || p == "/index.html":
 			http.ServeFileFS(w, r, static, "index.html")
 		case strings.HasPrefix(p, AssetPrefix) && !strings.HasSuffix(p, "/"):
+			// Applications on other origins may import the client module.
+			w.Header().Set("Access-Control-Allow-Origin", "*")
 			assets.ServeHTTP(w, r)
 		default:
 			notFound(w)

@@ -44,6 +44,13 @@ func TestHandler(t *testing.T) {
 			if csp := header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
 				t.Errorf("GET %s Content-Security-Policy = %q; want script-src 'self'", tt.path, csp)
 			}
+			wantCORS := ""
+			if strings.HasPrefix(tt.path, web.AssetPrefix) && !strings.HasSuffix(tt.path, "/") {
+				wantCORS = "*" // the client module may be imported from other origins
+			}
+			if got := header.Get("Access-Control-Allow-Origin"); got != wantCORS {
+				t.Errorf("GET %s Access-Control-Allow-Origin = %q; want %q", tt.path, got, wantCORS)
+			}
 		})
 	}
 }

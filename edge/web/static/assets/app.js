@@ -1,7 +1,8 @@
 // app.js: the demo page. It drives one MediaClient and renders its room:
 // a tile per participant, mute controls, connection state and live stats.
 //
-// Query parameters: room, identity, autojoin=1, relay=1 (TURN only).
+// Query parameters: room, identity, autojoin=1, relay=1 (TURN only),
+// quality=low|standard|high (camera resolution and frame rate).
 // For tests it exposes window.mediaClient and window.mediaDemo.snapshot().
 
 import { MediaClient, devToken } from "./client.js";
@@ -16,6 +17,14 @@ const STATE_TEXT = {
   draining: "Server restarting",
   reconnecting: "Reconnecting…",
   closed: "Left the room",
+};
+
+/** QUALITY is the camera capture of each quality setting: low saves
+ * bandwidth and CPU on a weak link or machine. */
+const QUALITY = {
+  low: { width: { ideal: 320 }, height: { ideal: 180 }, frameRate: { ideal: 15 } },
+  standard: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } },
+  high: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
 };
 
 /** tiles maps a participant id (or "local") to its rendered tile. */
@@ -47,7 +56,8 @@ async function join() {
   const room = $("room").value.trim();
   const identity = $("identity").value.trim();
   if (!$("join-form").reportValidity()) return;
-  client = new MediaClient({ relayOnly: $("relay").checked });
+  const video = QUALITY[query.get("quality")] ?? QUALITY.standard;
+  client = new MediaClient({ relayOnly: $("relay").checked, media: { audio: true, video } });
   window.mediaClient = client;
   wire(client);
   showCall(room);
@@ -276,6 +286,7 @@ function snapshot() {
     muted: { audio: client?.muted("audio") ?? false, video: client?.muted("video") ?? false },
     errors: shownErrors,
     transport: lastStats ? { publisher: lastStats.publisher, subscriber: lastStats.subscriber } : null,
+    receivers: client?.session?.pcs.subscriber?.getTransceivers().length ?? 0,
     tiles: [...tiles.values()].map((t) => tileSnapshot(t)),
   };
 }
@@ -286,6 +297,7 @@ function tileSnapshot(t) {
     id: t.participant.id,
     identity: t.participant.identity,
     local: t.local,
+    tracks: t.video.srcObject?.getTracks().length ?? 0,
     videoWidth: t.video.videoWidth,
     videoHeight: t.video.videoHeight,
     framesDecoded: st?.video.framesDecoded ?? 0,

@@ -16,8 +16,13 @@ export const PROTOCOL_VERSION = 1;
 const FINAL_REASONS = new Set(["duplicate_identity"]);
 
 /** How long before a drain deadline the client leaves by itself, so its
- * session ends with a clean leave rather than the server's 1001 close. */
-const DRAIN_LEAVE_MARGIN_MS = 1000;
+ * session ends with its own clean leave rather than the server's 1001
+ * close: a fifth of the time left, between 1 and 5 seconds. */
+const DRAIN_LEAVE_MARGIN = { share: 0.2, minMs: 1000, maxMs: 5000 };
+
+/** How long after our `leave` the server gets to close the WebSocket
+ * before we close it ourselves. */
+const LEAVE_CLOSE_WAIT_MS = 2000;
 
 /** Backoff between connection attempts: doubling, capped, with jitter so a
  * drained instance's clients do not all return in the same instant. */
@@ -262,8 +267,8 @@ export class MediaClient extends EventTarget {
   /** _connect makes one attempt: is the instance ready, a token, a
    * WebSocket, `joined`. It resolves with the joined session. */
   async _connect() {
-    await probeReady();
     const { token, url } = await this._tokens();
+    await probeReady(url);
     const s = new Session(this, url, token);
     await s.joined;
     return s;
@@ -361,6 +366,14 @@ export class MediaClient extends EventTarget {
   }
 }
 
+/** trace writes a signaling message to the console at debug level (shown
+ * in DevTools under "Verbose"), without SDP bodies. */
+function trace(session, dir, m) {
+  const what = m.type === "candidate" ? `${m.target} ${m.candidate?.candidate?.split(" ").slice(4, 8).join(" ")}`
+    : m.target ?? m.participant?.identity ?? m.code ?? m.reason ?? m.deadline ?? "";
+  console.debug(`media ${session.self?.id ?? "?"}: ${dir} ${m.type} ${what}`);
+}
+
 function emptyTotals() {
   return {
     bitrateKbps: 0, packetsLost: 0, rttMs: null,
@@ -405,13 +418,18 @@ function transportOf(report) {
   };
 }
 
-/** probeReady asks a same-origin instance whether it takes joins, so a
- * draining or full instance costs a cheap GET, not a failed WebSocket (whose
- * HTTP status a browser never shows to scripts). */
-async function probeReady() {
+/** probeReady asks the instance behind a signaling URL whether it takes
+ * joins, so a draining or full instance costs a cheap GET rather than a
+ * failed WebSocket (whose HTTP status a browser never shows to scripts).
+ * It only asks its own origin: /ready sends no CORS headers, so for another
+ * origin the WebSocket attempt has to tell. */
+async function probeReady(signalURL) {
+  const u = new URL(signalURL, location.href);
+  const origin = `${u.protocol === "wss:" ? "https:" : "http:"}//${u.host}`;
+  if (origin !== location.origin) return;
   let res;
   try {
-    res = await fetch("/ready", { cache: "no-store" });
+    res = await fetch(`${origin}/ready`, { cache: "no-store" });
   } catch (err) {
     throw new ClientError("unreachable", "the service is unreachable");
   }
@@ -457,7 +475,7 @@ class Session {
       pc.onicecandidate = (e) => {
         if (e.candidate && e.candidate.candidate) this.send({ type: "candidate", target, candidate: e.candidate.toJSON() });
       };
-      pc.onconnectionstatechange = () => this.client._emit("peerstate", { target, state: pc.connectionState });
+      pc.onconnectionstatechange = () => this._onPeerState(target, pc.connectionState);
       this.pcs[target] = pc;
     }
     this.pcs.subscriber.ontrack = (e) => { if (e.streams[0]) this.client._onTrack(this, e.streams[0]); };
@@ -479,22 +497,31 @@ class Session {
   }
 
   send(msg) {
+    trace(this, "send", msg);
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
   }
 
-  /** leave ends the session from our side: `leave`, then a normal close. */
+  /** leave ends the session from our side. The protocol has the server
+   * close the WebSocket after a `leave`; closing it ourselves at once would
+   * race our close frame against the server's and can reset the
+   * connection. Only if the server does not close it in time do we. */
   leave() {
-    if (this.closed) return;
+    if (this.closed || this.byClient) return;
     this.byClient = true;
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      this.ws.close(1000, "leave");
+      return;
+    }
     this.send({ type: "leave" });
-    this.ws.close(1000, "leave");
-    this._closePeers();
+    this.leaveTimer = setTimeout(() => this.ws.close(1000, "leave"), LEAVE_CLOSE_WAIT_MS);
   }
 
   _onMessage(data) {
     let m;
     try { m = JSON.parse(data); } catch { return; }
     if (!m || typeof m.type !== "string") return;
+    trace(this, "recv", m);
+    if (this.byClient) return; // we left: nothing more to negotiate
     if (m.type === "joined") return this._onJoined(m);
     if (!this.pcs.publisher && this.early) { this.early.push(m); return; }
     this._dispatch(m);
@@ -562,12 +589,26 @@ class Session {
     for (const c of list) await this.pcs[target].addIceCandidate(c);
   }
 
+  /** _onPeerState reports a connection's state, and gives up on a session
+   * whose media failed: ICE gave up on every path, so a fresh session (new
+   * candidates, maybe another instance) beats waiting for the server to
+   * notice. */
+  _onPeerState(target, state) {
+    console.debug(`media ${this.self?.id}: ${target} ${state}`);
+    this.client._emit("peerstate", { target, state });
+    if (state !== "failed" || this.closed) return;
+    this.client._emitError("media_failed", `the ${target} media connection failed; reconnecting`);
+    this.leave();
+  }
+
   _onDraining(m) {
     this.draining = true;
     const deadline = Date.parse(m.deadline);
     // Stay until just before the deadline (the call goes on meanwhile), then
     // leave cleanly unless a new session has replaced this one by then.
-    const wait = Number.isFinite(deadline) ? Math.max(0, deadline - Date.now() - DRAIN_LEAVE_MARGIN_MS) : 0;
+    const left = Number.isFinite(deadline) ? deadline - Date.now() : 0;
+    const margin = Math.min(DRAIN_LEAVE_MARGIN.maxMs, Math.max(DRAIN_LEAVE_MARGIN.minMs, left * DRAIN_LEAVE_MARGIN.share));
+    const wait = Math.max(0, left - margin);
     this.drainTimer = setTimeout(() => this.leave(), wait);
     this.client._onDraining(this, m.deadline);
   }
@@ -576,13 +617,15 @@ class Session {
    * one, so an offer, its candidates and the next offer never interleave. */
   _serial(target, fn) {
     this.chains[target] = this.chains[target].then(fn).catch((err) => {
-      if (!this.closed) this.client._emitError("negotiation_failed", `${target}: ${err.message}`);
+      if (!this.closed && !this.byClient) this.client._emitError("negotiation_failed", `${target}: ${err.message}`);
     });
   }
 
   _onClose(e) {
+    console.debug(`media ${this.self?.id}: closed ${e.code} clean=${e.wasClean} by_client=${this.byClient}`);
     this.closed = true;
     clearTimeout(this.drainTimer);
+    clearTimeout(this.leaveTimer);
     this._closePeers();
     const close = {
       code: e.code, reason: e.reason, wasClean: e.wasClean, byClient: this.byClient, leaveReason: this.leaveReason,
