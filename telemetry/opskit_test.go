@@ -69,6 +69,9 @@ func TestOpsKitEndToEnd(t *testing.T) {
 	t.Run("media counters reach Prometheus after media flowed", func(t *testing.T) {
 		checkMediaSeries(t, prom)
 	})
+	t.Run("every dashboard query runs in Prometheus", func(t *testing.T) {
+		checkDashboardQueries(t, prom, scrapeOps(t, svc.opsAddr))
+	})
 	// Alice stops and leaves; Bob stays, so the drain has to close him.
 	stopMedia()
 	if err := alice.Leave(ctx); err != nil {
@@ -162,6 +165,35 @@ func checkMediaSeries(t *testing.T, prom *prometheusServer) {
 		`media_draining{job="media-service"} == 0`,
 	} {
 		prom.waitQuery(t, q, 30*time.Second, nonEmpty)
+	}
+}
+
+// checkDashboardQueries runs every panel query of dashboard.json, with
+// its variables filled in as Grafana would, through Prometheus's query API
+// (which fails the test on a parse or evaluation error). A query whose
+// media_* series all exist in the live scrape must show data within 15 s.
+func checkDashboardQueries(t *testing.T, prom *prometheusServer, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	b, err := os.ReadFile("dashboard.json")
+	if err != nil {
+		t.Fatalf("read dashboard.json: %v", err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("dashboard.json: %v", err)
+	}
+	vars := strings.NewReplacer("$job", "media-service", "$instance", ".*", "$__rate_interval", "1m")
+	for _, q := range jsonStrings(doc, "expr") {
+		live := true
+		for _, name := range metricName.FindAllString(q, -1) {
+			live = live && exported(fams, name)
+		}
+		if !live {
+			prom.query(t, vars.Replace(q))
+			continue
+		}
+		// A rate needs two scrapes of a series born a moment ago.
+		prom.waitQuery(t, vars.Replace(q), 15*time.Second, nonEmpty)
 	}
 }
 
@@ -358,7 +390,7 @@ func usedMetricNames(t *testing.T) []string {
 	if err := json.Unmarshal(dash, &doc); err != nil {
 		t.Fatalf("dashboard.json: %v", err)
 	}
-	exprs = append(exprs, jsonExprs(doc)...)
+	exprs = append(exprs, jsonStrings(doc, "expr", "query")...)
 	var names []string
 	for _, e := range exprs {
 		names = append(names, metricName.FindAllString(e, -1)...)
@@ -367,21 +399,22 @@ func usedMetricNames(t *testing.T) []string {
 	return slices.Compact(names)
 }
 
-// jsonExprs collects the string values of every "expr" and "query" key.
-func jsonExprs(v any) []string {
+// jsonStrings collects the string values of every key named in keys, at
+// any depth: panel queries are "expr", template variable queries "query".
+func jsonStrings(v any, keys ...string) []string {
 	var out []string
 	switch v := v.(type) {
 	case map[string]any:
 		for k, x := range v {
-			if s, ok := x.(string); ok && (k == "expr" || k == "query") {
+			if s, ok := x.(string); ok && slices.Contains(keys, k) {
 				out = append(out, s)
 				continue
 			}
-			out = append(out, jsonExprs(x)...)
+			out = append(out, jsonStrings(x, keys...)...)
 		}
 	case []any:
 		for _, x := range v {
-			out = append(out, jsonExprs(x)...)
+			out = append(out, jsonStrings(x, keys...)...)
 		}
 	}
 	return out
