@@ -235,3 +235,21 @@ func withoutCandidates(sdp string) string {
 	}
 	return b.String()
 }
+
+// TestWildcardBind: bound to every interface (the production default),
+// the engine serves loopback participants when loopback candidates are
+// on, over IPv4 and dual-stack sockets.
+func TestWildcardBind(t *testing.T) {
+	for _, bind := range []string{"0.0.0.0", "::"} {
+		t.Run(bind, func(t *testing.T) {
+			h := newHarness(t, Config{BindAddr: bind, IncludeLoopback: true})
+			pub := h.newPublisher(t)
+			video, _ := pub.publications(t)
+			sub := h.newSubscriber(t, clientAPI(t, true))
+			sub.subscribe(t, video)
+			r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+			first := pub.video.send(t, 30)
+			checkContinuous(t, "video", r.expect(t, first, 30, pub.video.size))
+		})
+	}
+}

@@ -107,6 +107,9 @@ func clientAPIWith(t testing.TB, set func(*webrtc.SettingEngine), extra ...inter
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	// Only ever talk to loopback, even when the engine also offers the
+	// machine's other addresses (wildcard binds).
+	se.SetRemoteIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	set(&se)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(r), webrtc.WithSettingEngine(se))
