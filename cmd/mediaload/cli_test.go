@@ -39,6 +39,28 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 	}
 }
 
+func TestScenarioFirst(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantName string
+		wantRest []string
+		wantOK   bool
+	}{
+		{[]string{"fanout", "-subscribers", "5"}, "fanout", []string{"-subscribers", "5"}, true},
+		{[]string{"-spawn", "/tmp/ms", "fanout", "-subscribers", "5"}, "fanout", []string{"-spawn", "/tmp/ms", "-subscribers", "5"}, true},
+		{[]string{"floor-relay"}, "floor-relay", []string{}, true},
+		{[]string{"stampede", "-x"}, "stampede", []string{"-x"}, true},
+		{[]string{"-spawn", "/tmp/ms"}, "", nil, false},
+		{nil, "", nil, false},
+	}
+	for _, tt := range tests {
+		name, rest, ok := scenarioFirst(tt.args)
+		if name != tt.wantName || ok != tt.wantOK || strings.Join(rest, " ") != strings.Join(tt.wantRest, " ") {
+			t.Errorf("scenarioFirst(%q) = %q, %q, %v; want %q, %q, %v", tt.args, name, rest, ok, tt.wantName, tt.wantRest, tt.wantOK)
+		}
+	}
+}
+
 func TestRunHelpIsNotAFailure(t *testing.T) {
 	var stderr bytes.Buffer
 	err := run(context.Background(), []string{"fanout", "-h"}, nil, &bytes.Buffer{}, &stderr)

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 )
 
@@ -56,10 +57,10 @@ var errFailed = errors.New("run failed (see the report)")
 
 // run dispatches the subcommand. It is main without the process.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
+	name, args, ok := scenarioFirst(args)
+	if !ok {
 		return usageError{"want a scenario: fanout, meeting, churn or floor (mediaload SCENARIO -h for flags)"}
 	}
-	name, args := args[0], args[1:]
 	if name == "floor-relay" {
 		return runFloorRelay(stdin, stdout)
 	}
@@ -83,6 +84,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return errFailed
 	}
 	return nil
+}
+
+// scenarioFirst finds the scenario among args, so flags may come before
+// it (`mediaload -spawn BIN fanout -subscribers 50`, as `just load` runs
+// it), and returns it with the other arguments in their order. Without a
+// known scenario the first argument is taken, to be refused by name.
+func scenarioFirst(args []string) (name string, rest []string, ok bool) {
+	for i, a := range args {
+		if _, known := scenarios[a]; known || a == "floor-relay" {
+			rest = append(append([]string{}, args[:i]...), args[i+1:]...)
+			return a, rest, true
+		}
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return "", nil, false
+	}
+	return args[0], args[1:], true
 }
 
 // startProfile starts the load generator's own CPU profile when path is
