@@ -232,7 +232,6 @@ func (s *Server) Close() error {
 	if first {
 		s.draining.Store(true)
 		s.ln.close()
-		s.metrics.reg.Unregister()
 	}
 	return nil
 }
@@ -310,7 +309,8 @@ func (s *Server) shutdown(servers []*pionturn.Server) {
 	s.conns.closeAll()
 	s.closeRelays()
 	s.waitIdle()
-	s.metrics.reg.Unregister()
+	// The observable callbacks stay registered: the meter provider's final
+	// flush, after the drain, must still read the last values.
 	s.log.Info("turn_stopped")
 }
 

@@ -147,6 +147,11 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	// A lost handshake flight is resent after 100 ms, not Pion's 1 s (the
 	// interval doubles on each retry), so loss on a join costs little.
 	se.SetDTLSRetransmissionInterval(dtlsRetransmitInterval)
+	// Pion's SRTP replay window of 64 packets is 160 ms of 400 packets/s
+	// video: a publisher's retransmission after a longer round trip would
+	// be dropped as a replay. 1024, as browsers use, covers the NACK
+	// buffer's span.
+	// MUT se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback || e.udpAddr.IP.IsLoopback())
 	if len(e.cfg.PublicIPs) > 0 {
 		rule := webrtc.ICEAddressRewriteRule{
@@ -164,6 +169,10 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 // dtlsRetransmitInterval is the first DTLS handshake retransmission
 // timeout: above any usual round trip, far below Pion's 1 s default.
 const dtlsRetransmitInterval = 100 * time.Millisecond
+
+// srtpReplayWindow is how far behind the newest packet a packet may
+// arrive and still be accepted.
+const srtpReplayWindow = 1024
 
 // relayAcceptanceWait is how long a controlling server waits before it
 // nominates a pair through a TURN relay, so a direct pair found a moment
@@ -236,7 +245,8 @@ func (e *Engine) Close() error {
 		if e.tcpMux != nil {
 			errs = append(errs, e.tcpMux.Close())
 		}
-		errs = append(errs, e.metrics.close())
+		// The metrics callbacks stay registered: the meter provider's
+		// final flush, after the drain, must still read the last values.
 		if err := errors.Join(errs...); err != nil {
 			e.closeErr = fmt.Errorf("sfu: close engine: %w", err)
 		}

@@ -137,6 +137,3 @@ func (m *metrics) observe(meter metric.Meter) error {
 	}
 	return nil
 }
-
-// close unregisters the observable callback.
-func (m *metrics) close() error { return m.reg.Unregister() }
