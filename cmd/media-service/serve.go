@@ -140,7 +140,10 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	defer cancel(nil)
 	done := make(chan struct{})
 	defer close(done)
-	go handleSignals(runCtx, cancel, done, srv, log, cfg.edge.DrainTimeout+watchdogMargin)
+	// The watchdog covers the drain, the closing of what is left and the
+	// final metrics flush, so a slow collector cannot turn a clean drain
+	// into a watchdog exit.
+	go handleSignals(runCtx, cancel, done, srv, log, cfg.edge.DrainTimeout+watchdogMargin+flushTimeout)
 	leakDone := make(chan struct{})
 	go func() { defer close(leakDone); leaks.Run(runCtx) }()
 

@@ -47,7 +47,7 @@ type metrics struct {
 	plisThrottled      metric.Int64Counter // requests folded into another one
 	subscriptions      metric.Int64UpDownCounter
 
-	reg metric.Registration // the observable callback; unregistered on Close
+	reg metric.Registration // the observable callback; kept after Close for the final flush
 }
 
 // kindOpt returns the measurement option for kind k.
