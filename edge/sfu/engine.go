@@ -151,7 +151,7 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	// video: a publisher's retransmission after a longer round trip would
 	// be dropped as a replay. 1024, as browsers use, covers the NACK
 	// buffer's span.
-	// MUT se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
+	se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback || e.udpAddr.IP.IsLoopback())
 	if len(e.cfg.PublicIPs) > 0 {
 		rule := webrtc.ICEAddressRewriteRule{

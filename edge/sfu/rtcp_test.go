@@ -194,3 +194,27 @@ func TestNACKRateBound(t *testing.T) {
 		t.Errorf("packets resent for a NACK of 102 = %d; want the burst of %d", got, hz)
 	}
 }
+
+// TestLateRetransmissionAccepted: a publisher's retransmission that comes
+// 200 packets after the original should have (half a second of 400
+// packets/s video, a long round trip) still reaches subscribers: Pion's
+// default SRTP replay window of 64 would drop it.
+func TestLateRetransmissionAccepted(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	// A browser-sized replay window on the subscriber too.
+	sub := h.newSubscriber(t, clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetSRTPReplayProtectionWindow(1024)
+	}))
+	sub.subscribe(t, video)
+	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+
+	first := pub.video.send(t, 1)
+	late := *pub.video // holds packet first+1 back
+	pub.video.next++
+	pub.video.send(t, 200)
+	late.send(t, 1)
+	checkContinuous(t, "video", r.expect(t, first, 202, pub.video.size))
+}
