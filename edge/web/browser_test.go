@@ -22,7 +22,7 @@ const mediaTimeout = 45 * time.Second
 // joinURL is the demo page joining room as identity at once. Tabs send low
 // quality video (less CPU on a shared machine) unless the test makes the
 // README's screenshot.
-func joinURL(s *service, room, identity string, extra ...string) string {
+func joinURL(base, room, identity string, extra ...string) string {
 	q := url.Values{"room": {room}, "identity": {identity}, "autojoin": {"1"}, "quality": {"low"}}
 	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
 		q.Set("quality", "standard")
@@ -31,7 +31,7 @@ func joinURL(s *service, room, identity string, extra ...string) string {
 		k, v, _ := strings.Cut(kv, "=")
 		q.Set(k, v)
 	}
-	return s.URL + "/?" + q.Encode()
+	return base + "/?" + q.Encode()
 }
 
 // receiving reports whether s plays video from every identity (a decoded
@@ -92,14 +92,14 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 	names := []string{"alice", "bob", "carol"}
 	var pages []*page
 	for _, n := range names[:2] {
-		pages = append(pages, b.open(t, n, joinURL(svc, "trio", n)))
+		pages = append(pages, b.open(t, n, joinURL(svc.URL, "trio", n)))
 	}
 	checkRoom(t, pages, names[:2])
 	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
 		writeDemoScreenshot(t, pages[0], "bob")
 	}
 
-	pages = append(pages, b.open(t, "carol", joinURL(svc, "trio", "carol")))
+	pages = append(pages, b.open(t, "carol", joinURL(svc.URL, "trio", "carol")))
 	checkRoom(t, pages, names)
 
 	// The server's `error` reaches the user: a message type it does not know.
@@ -125,7 +125,7 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 func TestBrowserMuteButtons(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", joinURL(svc, "mute", "alice"))
+	alice := b.open(t, "alice", joinURL(svc.URL, "mute", "alice"))
 	alice.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
 	tests := []struct {
 		button string
@@ -147,8 +147,8 @@ func TestBrowserMuteButtons(t *testing.T) {
 func TestBrowserRelayOnlyThroughTURN(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", joinURL(svc, "relay", "alice", "relay=1"))
-	bob := b.open(t, "bob", joinURL(svc, "relay", "bob"))
+	alice := b.open(t, "alice", joinURL(svc.URL, "relay", "alice", "relay=1"))
+	bob := b.open(t, "bob", joinURL(svc.URL, "relay", "bob"))
 	waitReceiving(bob, "alice")
 	waitReceiving(alice, "bob")
 	// iceTransportPolicy "relay" allows nothing else, but check what the
@@ -186,9 +186,9 @@ func writeDemoScreenshot(t *testing.T, p *page, other string) {
 func TestBrowserDuplicateIdentityStops(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	first := b.open(t, "first", joinURL(svc, "dup", "alice"))
+	first := b.open(t, "first", joinURL(svc.URL, "dup", "alice"))
 	first.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
-	second := b.open(t, "second", joinURL(svc, "dup", "alice"))
+	second := b.open(t, "second", joinURL(svc.URL, "dup", "alice"))
 	second.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
 	s := first.waitFor("stop", 10*time.Second, func(s snapshot) bool { return s.State == "closed" })
 	if len(s.Errors) != 1 || s.Errors[0].Code != "duplicate_identity" || s.Reconnects != 0 {
@@ -202,8 +202,8 @@ func TestBrowserDuplicateIdentityStops(t *testing.T) {
 func TestBrowserReloadRejoins(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", joinURL(svc, "reload", "alice"))
-	bob := b.open(t, "bob", joinURL(svc, "reload", "bob"))
+	alice := b.open(t, "alice", joinURL(svc.URL, "reload", "alice"))
+	bob := b.open(t, "bob", joinURL(svc.URL, "reload", "bob"))
 	waitReceiving(alice, "bob")
 	before := waitReceiving(bob, "alice")
 
@@ -228,7 +228,7 @@ func TestBrowserDrainThenReconnect(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t, "MEDIA_DRAIN_TIMEOUT=5s")
 	names := []string{"alice", "bob"}
-	pages := []*page{b.open(t, "alice", joinURL(svc, "drain", "alice")), b.open(t, "bob", joinURL(svc, "drain", "bob"))}
+	pages := []*page{b.open(t, "alice", joinURL(svc.URL, "drain", "alice")), b.open(t, "bob", joinURL(svc.URL, "drain", "bob"))}
 	checkRoom(t, pages, names)
 
 	svc.signal(syscall.SIGTERM)
@@ -258,6 +258,43 @@ func TestBrowserDrainThenReconnect(t *testing.T) {
 	for i, p := range pages {
 		p.waitFor("reconnect", mediaTimeout, func(s snapshot) bool { return s.State == "connected" && s.Reconnects >= 1 })
 		waitReceiving(p, others(names, i)...)
+	}
+}
+
+// With another instance behind the same address, SIGTERM moves both pages
+// to it long before the drain deadline: each joins the other instance and
+// only then leaves the draining one (make before break).
+func TestBrowserDrainMovesToAnotherInstance(t *testing.T) {
+	b := newBrowser(t)
+	old := startService(t, "MEDIA_DRAIN_TIMEOUT=60s")
+	next := startService(t)
+	door := newFrontDoor(t, old.URL)
+	names := []string{"alice", "bob"}
+	pages := []*page{b.open(t, "alice", joinURL(door.URL(), "move", "alice")), b.open(t, "bob", joinURL(door.URL(), "move", "bob"))}
+	checkRoom(t, pages, names)
+
+	door.route(t, next.URL)
+	old.signal(syscall.SIGTERM)
+	start := time.Now()
+	for i, p := range pages {
+		p.waitFor("move to the other instance", mediaTimeout, func(s snapshot) bool {
+			return s.DrainingSeen && s.State == "connected" && s.Reconnects == 1
+		})
+		t.Logf("%s joined the other instance %s after SIGTERM", p.name, time.Since(start).Round(time.Millisecond))
+		waitReceiving(p, others(names, i)...)
+		t.Logf("%s receives media again %s after SIGTERM", p.name, time.Since(start).Round(time.Millisecond))
+	}
+	if err := old.waitExit(30 * time.Second); err != nil {
+		t.Errorf("draining instance exit: %v; want exit status 0", err)
+	}
+	t.Logf("draining instance exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	checkDrainLogs(t, old, len(pages))
+	stopped, _, _ := old.logs.find("server_stopped")
+	if got := stopped["closed_at_deadline"]; got != float64(0) {
+		t.Errorf("server_stopped closed_at_deadline = %v; want 0 (every page moved before the deadline)", got)
+	}
+	if got := next.logs.count("session_joined"); got != len(pages) {
+		t.Errorf("other instance logged %d session_joined; want %d", got, len(pages))
 	}
 }
 

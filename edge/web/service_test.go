@@ -240,6 +240,19 @@ func (b *logBook) wait(exited <-chan struct{}, msg string, timeout time.Duration
 	}
 }
 
+// count returns how many lines have that msg.
+func (b *logBook) count(msg string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, l := range b.lines {
+		if l["msg"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
 func (b *logBook) text() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
