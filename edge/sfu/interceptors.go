@@ -32,8 +32,15 @@ type interceptorSets struct {
 	receive, send []interceptor.Factory
 }
 
+// maxNacksPerPacket bounds how often a publisher is asked for one lost
+// packet (one NACK per 100 ms tick): Pion's default asks until the packet
+// leaves its 512-packet log, over a second of requests for a packet that
+// may be gone for good.
+const maxNacksPerPacket = 5
+
 func newInterceptorSets(logs pionLogs) (interceptorSets, error) {
-	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs))
+	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs),
+		nack.GeneratorMaxNacksPerPacket(maxNacksPerPacket))
 	if err != nil {
 		return interceptorSets{}, fmt.Errorf("sfu: nack generator: %w", err)
 	}

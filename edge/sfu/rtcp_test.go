@@ -218,3 +218,63 @@ func TestLateRetransmissionAccepted(t *testing.T) {
 	late.send(t, 1)
 	checkContinuous(t, "video", r.expect(t, first, 202, pub.video.size))
 }
+
+// TestNACKsToPublisherBounded: a packet the publisher never sends is asked
+// for, but at most maxNacksPerPacket times.
+func TestNACKsToPublisherBounded(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	pub.publications(t)
+	nacked := make(chan struct{}, 100)
+	missing := pub.video.baseSeq + uint16(pub.video.next) + 5
+	go func() {
+		for {
+			pkts, _, err := pub.video.sender.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, pkt := range pkts {
+				if n, ok := pkt.(*rtcp.TransportLayerNack); ok && nackAsks(n, missing) {
+					nacked <- struct{}{}
+				}
+			}
+		}
+	}()
+	pub.video.send(t, 5)
+	pub.video.next++ // never sent
+	// Keep sending, slowly enough that the gap stays in Pion's 512-packet
+	// log, over a window of 20 NACK ticks.
+	stop := time.After(2 * time.Second)
+	pace := time.NewTicker(5 * time.Millisecond)
+	defer pace.Stop()
+	count := 0
+	for sending := true; sending; {
+		select {
+		case <-nacked:
+			count++
+		case <-pace.C:
+			pub.video.send(t, 1)
+		case <-stop:
+			sending = false
+		}
+	}
+	for len(nacked) > 0 {
+		<-nacked
+		count++
+	}
+	if count < 1 || count > maxNacksPerPacket {
+		t.Fatalf("NACKs for the missing packet over 2s = %d; want 1 to %d", count, maxNacksPerPacket)
+	}
+}
+
+// nackAsks reports whether n asks for seq.
+func nackAsks(n *rtcp.TransportLayerNack, seq uint16) bool {
+	for _, p := range n.Nacks {
+		for _, s := range p.PacketList() {
+			if s == seq {
+				return true
+			}
+		}
+	}
+	return false
+}
