@@ -122,6 +122,12 @@ type Config struct {
 	// that long (MEDIA_TURN_CONN_IDLE_TIMEOUT, default 2m). A working
 	// relay carries ICE consent checks every few seconds.
 	ConnIdleTimeout time.Duration `env:"MEDIA_TURN_CONN_IDLE_TIMEOUT" envDefault:"2m"`
+	// ConnAllocateTimeout closes a TCP or TLS connection that holds no
+	// allocation that long after it was accepted
+	// (MEDIA_TURN_CONN_ALLOCATE_TIMEOUT, default 30s): a client allocates
+	// within a round trip or two, so a connection that only chats keeps a
+	// slot for nothing.
+	ConnAllocateTimeout time.Duration `env:"MEDIA_TURN_CONN_ALLOCATE_TIMEOUT" envDefault:"30s"`
 }
 
 // TLSEnabled reports whether a certificate is configured, so the TLS
@@ -227,6 +233,9 @@ func (c Config) validateBounds() error {
 	}
 	if c.ConnIdleTimeout < time.Second {
 		return fmt.Errorf("turn: MEDIA_TURN_CONN_IDLE_TIMEOUT must be at least 1s, got %s", c.ConnIdleTimeout)
+	}
+	if c.ConnAllocateTimeout < time.Second {
+		return fmt.Errorf("turn: MEDIA_TURN_CONN_ALLOCATE_TIMEOUT must be at least 1s, got %s", c.ConnAllocateTimeout)
 	}
 	return nil
 }

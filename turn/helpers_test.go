@@ -39,7 +39,7 @@ func testConfig() Config {
 		Realm: "test.media-service", Secret: testSecret, CredentialTTL: 10 * time.Minute,
 		MaxAllocationsPerIdentity: 10, MaxAllocations: 100,
 		UnauthRate: 1000, UnauthBurst: 1000,
-		MaxConns: 100, MaxConnsPerIP: 64, ConnIdleTimeout: 30 * time.Second,
+		MaxConns: 100, MaxConnsPerIP: 64, ConnIdleTimeout: 30 * time.Second, ConnAllocateTimeout: 30 * time.Second,
 	}
 }
 

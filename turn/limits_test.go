@@ -232,6 +232,7 @@ func TestConfigValidate(t *testing.T) {
 		{"MEDIA_TURN_MAX_CONNS", func(c *Config) { c.MaxConns = 0 }},
 		{"MEDIA_TURN_MAX_CONNS_PER_IP", func(c *Config) { c.MaxConnsPerIP = 0 }},
 		{"MEDIA_TURN_CONN_IDLE_TIMEOUT", func(c *Config) { c.ConnIdleTimeout = 0 }},
+		{"MEDIA_TURN_CONN_ALLOCATE_TIMEOUT", func(c *Config) { c.ConnAllocateTimeout = time.Millisecond }},
 	}
 	for _, tt := range tests {
 		cfg := testConfig()
@@ -300,4 +301,43 @@ func TestRelayPortRange(t *testing.T) {
 	}
 	// The server gives the reservation back just after it answers.
 	eventually(t, "the failed allocation's reservation to be given back", func() bool { return r.ledger.count() == 1 })
+}
+
+// TestUnallocatedConnectionClosed checks that a TCP connection that holds
+// no allocation is closed after ConnAllocateTimeout, and one that does is
+// kept.
+func TestUnallocatedConnectionClosed(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.ConnAllocateTimeout = time.Second })
+	idle, err := net.Dial("tcp", r.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("Read on a connection without an allocation = %v; want EOF", err)
+	}
+	noAlloc := attribute.String("reason", connNoAlloc)
+	if got := r.counter(t, "media_turn_conn_refusals", noAlloc); got != 1 {
+		t.Errorf("media_turn_conn_refusals{reason=no_allocation} = %d; want 1", got)
+	}
+
+	relayed, err := allocate(t, r, transportTCP, "xavier")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []*trackedConn
+	eventually(t, "only the allocating connection to be open", func() bool {
+		open = keys(&r.conns.mu, r.conns.open)
+		return len(open) == 1
+	})
+	r.ln.tcp.closeUnallocated(open[0]) // as its timer would
+	// Longer than 4 bytes: Pion's STUNConn takes a ChannelData frame under
+	// 9 bytes for an incomplete one and holds it until more data comes.
+	if got, err := roundTrip(t, relayed, r.media.LocalAddr(), "kept open"); err != nil || got != "kept open" {
+		t.Errorf("roundTrip on an allocating connection after the check = %q, %v; want the echo", got, err)
+	}
+	if got := r.counter(t, "media_turn_conn_refusals", noAlloc); got != 1 {
+		t.Errorf("media_turn_conn_refusals{reason=no_allocation} = %d; want still 1", got)
+	}
 }

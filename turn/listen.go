@@ -8,13 +8,15 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Connection refusal reasons, the reason attribute of media_turn_conn_refusals.
 const (
-	connTotal = "total"  // MaxConns reached
-	connPerIP = "per_ip" // MaxConnsPerIP reached for the source
+	connTotal   = "total"         // MaxConns reached
+	connPerIP   = "per_ip"        // MaxConnsPerIP reached for the source
+	connNoAlloc = "no_allocation" // closed: no allocation within ConnAllocateTimeout
 )
 
 // udpBufferSize is the socket buffer the TURN/UDP listener asks for.
@@ -185,6 +187,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			continue
 		}
 		tc := &trackedConn{Conn: c, s: l.s, ip: ip}
+		tc.allocTimer.Store(time.AfterFunc(l.s.cfg.ConnAllocateTimeout, func() { l.closeUnallocated(tc) }))
 		l.s.loops.Add(1)        // done by tc's first failed read or its close
 		if !l.s.conns.add(tc) { // closing
 			tc.Close()
@@ -192,6 +195,15 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		}
 		return tc, nil
 	}
+}
+
+// closeUnallocated closes c unless it holds an allocation by now.
+func (l *tcpListener) closeUnallocated(c *trackedConn) {
+	if l.s.ledger.has(allocKey{l.transport, c.RemoteAddr().String()}) {
+		return
+	}
+	l.s.metrics.connRefused(l.transport, connNoAlloc)
+	c.Close()
 }
 
 // tlsListener serves TLS over l; the handshake runs in Pion's per-conn
@@ -207,8 +219,9 @@ func tlsListener(l *tcpListener, cfg *tls.Config) net.Listener {
 // either, that goroutine only cleans up.
 type trackedConn struct {
 	net.Conn
-	s  *Server
-	ip netip.Addr
+	s          *Server
+	ip         netip.Addr
+	allocTimer atomic.Pointer[time.Timer] // closes the conn if it has not allocated in time
 
 	doneOnce  sync.Once
 	closeOnce sync.Once
@@ -229,6 +242,9 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 
 // Close closes the connection and gives back its slot.
 func (c *trackedConn) Close() error {
+	if t := c.allocTimer.Load(); t != nil {
+		t.Stop()
+	}
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() { c.s.conns.remove(c) })
 	c.doneOnce.Do(c.s.loops.Done)

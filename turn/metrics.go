@@ -66,7 +66,7 @@ func newMetrics(m metric.Meter, active func(transport string) int) (*metrics, er
 		peerRefusals:  counter("media_turn_peer_refusals", "Peers refused by the relay policy, by transport, reason (address range) and stage."),
 		allocRefusals: counter("media_turn_allocation_refusals", "Allocations refused, by transport and reason (identity_quota, instance_quota, draining)."),
 		rateLimited:   counter("media_turn_rate_limited", "Unauthenticated TURN/UDP requests dropped by the per-source rate limit."),
-		connRefusals:  counter("media_turn_conn_refusals", "TURN TCP/TLS connections refused, by transport and reason (total, per_ip)."),
+		connRefusals:  counter("media_turn_conn_refusals", "TURN TCP/TLS connections refused or closed by a bound, by transport and reason (total, per_ip, no_allocation)."),
 		bytes:         map[string]*byteCounts{},
 	}
 	for _, t := range transports {
