@@ -89,6 +89,7 @@ func (e *Engine) bind(logs pionLogs) error {
 		return fmt.Errorf("sfu: listen udp %s:%d: %w", host, e.cfg.UDPPort, err)
 	}
 	e.udpAddr = udp.LocalAddr().(*net.UDPAddr)
+	e.sizeBuffers(udp.(*net.UDPConn))
 	e.udpMux = webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), udp)
 	if e.cfg.TCPPort < 0 {
 		return nil
@@ -100,6 +101,23 @@ func (e *Engine) bind(logs pionLogs) error {
 	e.tcpAddr = ln.Addr().(*net.TCPAddr)
 	e.tcpMux = webrtc.NewICETCPMux(logs.NewLogger("tcpmux"), ln, tcpMuxReadPackets)
 	return nil
+}
+
+// udpBufferBytes is the socket buffer asked for in each direction. Every
+// session shares the one socket: the kernel's default (about 200 KiB)
+// holds under a second of one 2 Mbit/s stream, so a burst from many
+// publishers, or one packet fanned out to 50 subscribers (55 KB), would
+// drop or stall. The kernel caps it at net.core.rmem_max/wmem_max.
+const udpBufferBytes = 8 << 20
+
+// sizeBuffers enlarges the UDP socket's buffers, best effort.
+func (e *Engine) sizeBuffers(c *net.UDPConn) {
+	if err := c.SetReadBuffer(udpBufferBytes); err != nil {
+		e.log.Warn("udp_read_buffer_not_set", "bytes", udpBufferBytes, "error", err)
+	}
+	if err := c.SetWriteBuffer(udpBufferBytes); err != nil {
+		e.log.Warn("udp_write_buffer_not_set", "bytes", udpBufferBytes, "error", err)
+	}
 }
 
 // newAPIs builds the webrtc.APIs from the muxes, codecs and interceptors.
@@ -234,8 +252,8 @@ func (e *Engine) UDPAddr() *net.UDPAddr { return e.udpAddr }
 func (e *Engine) TCPAddr() *net.TCPAddr { return e.tcpAddr }
 
 // Close closes both muxes (and with them every ICE connection still using
-// them) and unregisters the metrics. Close the PeerConnections first: it
-// is the last step of a drain. It is idempotent.
+// them). Close the PeerConnections first: it is the last step of a drain.
+// It is idempotent.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		var errs []error
@@ -249,7 +267,9 @@ func (e *Engine) Close() error {
 		// final flush, after the drain, must still read the last values.
 		if err := errors.Join(errs...); err != nil {
 			e.closeErr = fmt.Errorf("sfu: close engine: %w", err)
+			return
 		}
+		e.log.Info("media_engine_stopped")
 	})
 	return e.closeErr
 }
