@@ -101,8 +101,11 @@ type Config struct {
 	// PeerConnections times three transports, plus an ICE restart).
 	MaxAllocationsPerIdentity int `env:"MEDIA_TURN_MAX_ALLOCATIONS_PER_IDENTITY" envDefault:"10"`
 	// MaxAllocations bounds the instance's live allocations, each a socket
-	// and a goroutine (MEDIA_TURN_MAX_ALLOCATIONS, default 2000).
-	MaxAllocations int `env:"MEDIA_TURN_MAX_ALLOCATIONS" envDefault:"2000"`
+	// and a goroutine (MEDIA_TURN_MAX_ALLOCATIONS, default 4000). Browsers
+	// allocate on every TURN URL while gathering, even when the call ends
+	// up direct, so a session holds about 4 to 6: the default covers the
+	// default 500 sessions with room for ICE restarts.
+	MaxAllocations int `env:"MEDIA_TURN_MAX_ALLOCATIONS" envDefault:"4000"`
 
 	// UnauthRate and UnauthBurst bound the TURN/UDP requests one source IP
 	// may send without an allocation, per second and in a burst
