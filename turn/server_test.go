@@ -352,15 +352,28 @@ func TestCloseEndsTCPConnections(t *testing.T) {
 // TestPortTaken checks that New fails, naming the variable, when a port
 // is taken.
 func TestPortTaken(t *testing.T) {
-	taken, err := net.ListenUDP("udp4", loopback(0))
+	udp, err := net.ListenUDP("udp4", loopback(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer taken.Close()
-	cfg := testConfig()
-	cfg.UDPPort = taken.LocalAddr().(*net.UDPAddr).Port
-	_, err = New(cfg, Options{Log: discardLog()})
-	if err == nil || !strings.Contains(err.Error(), "MEDIA_TURN_UDP_PORT") {
-		t.Errorf("New with a taken UDP port = %v; want an error naming MEDIA_TURN_UDP_PORT", err)
+	defer udp.Close()
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	tests := []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"MEDIA_TURN_UDP_PORT", func(c *Config) { c.UDPPort = udp.LocalAddr().(*net.UDPAddr).Port }},
+		{"MEDIA_TURN_TCP_PORT", func(c *Config) { c.TCPPort = tcp.Addr().(*net.TCPAddr).Port }},
+	}
+	for _, tt := range tests {
+		cfg := testConfig()
+		tt.cfg(&cfg)
+		if _, err := New(cfg, Options{Log: discardLog()}); err == nil || !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("New with a taken %s = %v; want an error naming it", tt.name, err)
+		}
 	}
 }
