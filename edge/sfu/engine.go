@@ -134,12 +134,14 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
-	api := func(r *interceptor.Registry) *webrtc.API {
+	api := func(se webrtc.SettingEngine, r *interceptor.Registry) *webrtc.API {
 		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(r))
 	}
-	e.api = api(registry(sets.receive, sets.send))
-	e.pubAPI = api(registry(sets.receive))
-	e.subAPI = api(registry(sets.send))
+	e.api = api(se, registry(sets.receive, sets.send))
+	e.pubAPI = api(se, registry(sets.receive))
+	subSE := se
+	subSE.BufferFactory = subscriberQueues
+	e.subAPI = api(subSE, registry(sets.send))
 	return nil
 }
 

@@ -82,7 +82,8 @@ func TestPublisherGone(t *testing.T) {
 }
 
 // TestSubscriberGone: when a subscriber's connection closes, its
-// subscriptions leave the fan-out at once, and a later Close is no error.
+// subscriptions are no longer written to (video ones leave the fan-out
+// at once), and a later Close is no error and empties the fan-out.
 func TestSubscriberGone(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
@@ -100,18 +101,21 @@ func TestSubscriberGone(t *testing.T) {
 	deadline := time.After(waitFor)
 	poll := time.NewTicker(5 * time.Millisecond)
 	defer poll.Stop()
-	for len(*video.subs.Load()) != 1 || len(*audio.subs.Load()) != 0 {
+	for len(*video.subs.Load()) != 1 || goneSubs[1].bound.Load() != nil {
 		select {
 		case <-poll.C:
 		case <-deadline:
-			t.Fatalf("fan-out sizes video=%d audio=%d %s after the subscriber left; want 1 and 0",
-				len(*video.subs.Load()), len(*audio.subs.Load()), waitFor)
+			t.Fatalf("%s after the subscriber left: video fan-out size %d, audio bound %v; want 1 and unbound",
+				waitFor, len(*video.subs.Load()), goneSubs[1].bound.Load() != nil)
 		}
 	}
 	for _, s := range goneSubs {
 		if err := s.Close(); err != nil {
 			t.Errorf("Subscription.Close() on a closed connection = %v; want nil", err)
 		}
+	}
+	if n := len(*audio.subs.Load()); n != 0 {
+		t.Errorf("audio fan-out size after Close = %d; want 0", n)
 	}
 	first := pub.video.send(t, 30)
 	checkContinuous(t, "video to the remaining subscriber", r.expect(t, first, 30, pub.video.size))

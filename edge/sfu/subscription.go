@@ -12,10 +12,13 @@ import (
 
 // A Subscription is one publication forwarded to one subscriber
 // PeerConnection. Its downstream track is bound by Pion once the
-// subscriber's answer is applied; until then, and after Close, packets for
-// it are skipped. Its RTCP goroutine reads the subscriber's feedback:
-// keyframe requests go to the publisher, NACKs are answered from the
-// publication's buffer.
+// subscriber's answer is applied; until then, and once its sender stops
+// (Close, or the subscriber's connection closed), packets for it are
+// skipped. A video subscription's RTCP goroutine reads the subscriber's
+// feedback: keyframe requests go to the publisher, NACKs are answered from
+// the publication's buffer. An audio subscription has no goroutine: Opus
+// is neither NACKed nor keyframed, so nothing a subscriber sends about it
+// needs an answer.
 type Subscription struct {
 	pub    *Publication
 	pc     *webrtc.PeerConnection
@@ -44,9 +47,11 @@ type binding struct {
 }
 
 // Subscribe adds the publication's track to the subscriber pc (the caller
-// renegotiates), starts reading the subscriber's RTCP for that track, and
-// asks the publisher for a keyframe as soon as the track is bound, so a
-// late joiner's video starts at once.
+// renegotiates), starts reading the subscriber's RTCP for a video track,
+// and asks the publisher for a keyframe as soon as the track is bound, so
+// a late joiner's video starts at once. Make pc with
+// NewSubscriberPeerConnection: its RTCP queues are bounded for the audio
+// subscriptions nobody reads.
 func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
 	s := &Subscription{pub: p, pc: pc, done: make(chan struct{})}
 	s.track = &downTrack{sub: s}
@@ -60,8 +65,10 @@ func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error
 		return nil, err
 	}
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
-	s.wg.Add(1)
-	go s.readRTCP()
+	if p.kind == webrtc.RTPCodecTypeVideo {
+		s.wg.Add(1)
+		go s.readRTCP()
+	}
 	if err := p.add(s); err != nil {
 		_ = s.detach()
 		return nil, err
