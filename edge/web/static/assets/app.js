@@ -95,7 +95,8 @@ function wire(c) {
 function onRetry({ attempt, delayMs, message }) {
   if (client.state === "draining") return; // the call goes on; the draining banner says enough
   const secs = Math.max(1, Math.round(delayMs / 1000));
-  setBanner("retrying", `${message}. Trying again in ${secs} s (attempt ${attempt}).`);
+  const text = message.charAt(0).toUpperCase() + message.slice(1);
+  setBanner("retrying", `${text}. Trying again in ${secs} s (attempt ${attempt}).`);
 }
 
 function onJoined(e) {
@@ -118,6 +119,7 @@ function showCall(room) {
 
 function renderState(state) {
   document.body.dataset.state = state;
+  updateCount();
   const media = state === "connected" ? mediaState() : "ok";
   $("state-text").textContent = { pending: "Connecting media…", failed: "Media connection failed" }[media] ?? STATE_TEXT[state] ?? state;
   $("status").dataset.media = media;
@@ -169,7 +171,9 @@ function removeTile(id) {
 function updateCount() {
   const n = tiles.size;
   $("grid").dataset.tiles = String(n);
-  $("invite").hidden = !(n === 1 && tiles.has("local"));
+  // Invite others only while connected: alone because disconnected is not
+  // alone in the room.
+  $("invite").hidden = !(n === 1 && tiles.has("local") && client?.state === "connected");
   $("count").dataset.count = String(n);
   $("count").textContent = `${n} ${n === 1 ? "person" : "people"}`;
 }
@@ -208,14 +212,21 @@ function toggleMute(kind, button) {
 
 async function updateStats() {
   if (!client || client.state === "closed") return;
-  let s;
-  try { s = await client.stats(); } catch { return; }
-  if (!s) return;
+  let s = null;
+  try { s = await client.stats(); } catch { /* a session closing under us: show no numbers */ }
   lastStats = s;
+  if (!s) {
+    for (const t of tiles.values()) clearStats(t);
+    return;
+  }
   for (const [id, t] of tiles) {
     const st = id === "local" ? s.local : s.remote[id];
     if (st) renderStats(t, st, id === "local");
   }
+}
+
+function clearStats(t) {
+  for (const el of t.el.querySelectorAll("[data-stat]")) el.textContent = "–";
 }
 
 function renderStats(t, st, local) {

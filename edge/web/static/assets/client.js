@@ -36,7 +36,12 @@ const BACKOFF = { initialMs: 500, maxMs: 8000 };
  */
 export async function devToken(room, identity, origin = location.origin) {
   const q = new URLSearchParams({ room, identity });
-  const res = await fetch(`${origin}/v1/dev/token?${q}`, { cache: "no-store" });
+  let res;
+  try {
+    res = await fetch(`${origin}/v1/dev/token?${q}`, { cache: "no-store" });
+  } catch {
+    throw new ClientError("unreachable", "the service is unreachable");
+  }
   if (res.status === 404) {
     throw new ClientError("dev_mode_off", "this server hands out no demo tokens (it is not in dev mode): join through your application", 0, true);
   }
@@ -430,11 +435,11 @@ async function probeReady(signalURL) {
   let res;
   try {
     res = await fetch(`${origin}/ready`, { cache: "no-store" });
-  } catch (err) {
+  } catch {
     throw new ClientError("unreachable", "the service is unreachable");
   }
   if (!res.ok) {
-    throw new ClientError("not_ready", `the service is not taking joins (${res.status})`, retryAfterMs(res));
+    throw new ClientError("not_ready", `the service is restarting or full (${res.status})`, retryAfterMs(res));
   }
 }
 
