@@ -33,6 +33,7 @@ type config struct {
 	media           mediaConfig
 	timing          timing
 	floor           bool
+	floorBatch      bool
 	joinConcurrency int
 	joinTimeout     time.Duration
 	settle          time.Duration
@@ -77,6 +78,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (config, error) {
 		return c, usageError{err.Error()}
 	}
 	fo, err := defaultFloorOptions()
+	fo.batch = c.floorBatch
 	c.floorOpts = fo
 	return c, err
 }
@@ -102,6 +104,7 @@ func (c *config) define(fs *flag.FlagSet) {
 	fs.DurationVar(&c.timing.warmup, "warmup", 3*time.Second, "media time after every join before the window opens")
 	fs.DurationVar(&c.timing.window, "duration", 20*time.Second, "the measured window")
 	fs.DurationVar(&c.timing.grace, "grace", 2*time.Second, "wait for in-flight packets after the window; what is missing then is loss")
+	fs.BoolVar(&c.floorBatch, "floor-batch", false, "the floor relay sends each packet's copies with sendmmsg instead of one sendto each (a yardstick for batched writes, not the floor)")
 	fs.BoolVar(&c.floor, "floor", true, "also measure the bare UDP relay floor in this run, with the same shape")
 	fs.IntVar(&c.joinConcurrency, "join-concurrency", 10, "joins in flight at once")
 	fs.DurationVar(&c.joinTimeout, "join-timeout", 15*time.Second, "a join that has no media by then failed")

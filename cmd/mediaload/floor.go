@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // The floor is the cheapest possible forwarder: one goroutine that
@@ -51,6 +53,12 @@ type floorRelay struct {
 	groupOf map[netip.AddrPort]uint32
 	members map[uint32][]netip.AddrPort
 	in, out atomic.Uint64
+
+	// batch, when set, sends all copies of a packet with sendmmsg calls
+	// instead of one sendto each: not the floor, but a yardstick for what
+	// batched writes would save a server.
+	batch *ipv4.PacketConn
+	msgs  []ipv4.Message
 }
 
 func newFloorRelay(conn *net.UDPConn) *floorRelay {
@@ -82,6 +90,10 @@ func (r *floorRelay) handle(p []byte, from netip.AddrPort) {
 	if !ok {
 		return
 	}
+	if r.batch != nil {
+		r.sendBatch(p, from, r.members[g])
+		return
+	}
 	for _, m := range r.members[g] {
 		if m == from {
 			continue
@@ -89,6 +101,25 @@ func (r *floorRelay) handle(p []byte, from netip.AddrPort) {
 		if _, err := r.conn.WriteToUDPAddrPort(p, m); err == nil {
 			r.out.Add(1)
 		}
+	}
+}
+
+// sendBatch sends p to every member but from, in as few sendmmsg calls as
+// the kernel takes.
+func (r *floorRelay) sendBatch(p []byte, from netip.AddrPort, members []netip.AddrPort) {
+	r.msgs = r.msgs[:0]
+	for _, m := range members {
+		if m != from {
+			r.msgs = append(r.msgs, ipv4.Message{Buffers: [][]byte{p}, Addr: net.UDPAddrFromAddrPort(m)})
+		}
+	}
+	for msgs := r.msgs; len(msgs) > 0; {
+		n, err := r.batch.WriteBatch(msgs, 0)
+		if err != nil || n == 0 {
+			return
+		}
+		r.out.Add(uint64(n))
+		msgs = msgs[n:]
 	}
 }
 
@@ -103,14 +134,17 @@ func (r *floorRelay) register(from netip.AddrPort, g uint32) {
 // runFloorRelay is the child process: it prints "addr HOST:PORT", then
 // answers each "usage" line on stdin with "usage CPU_NS IN OUT" (its own
 // user+system CPU time from getrusage and its packet counters) and exits
-// when stdin closes.
-func runFloorRelay(stdin io.Reader, stdout io.Writer) error {
+// when stdin closes. With the argument "-batch" it sends with sendmmsg.
+func runFloorRelay(args []string, stdin io.Reader, stdout io.Writer) error {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return fmt.Errorf("floor-relay: listen: %w", err)
 	}
 	setBuffers(conn)
 	r := newFloorRelay(conn)
+	if len(args) > 0 && args[0] == "-batch" {
+		r.batch = ipv4.NewPacketConn(conn)
+	}
 	var wg sync.WaitGroup
 	wg.Go(r.serve)
 	defer wg.Wait()
@@ -167,11 +201,15 @@ type relayProc struct {
 	addr  netip.AddrPort
 }
 
-// startRelayProc starts exe as the floor relay. env is added to the
-// child's environment (tests use it to make the test binary act as
-// mediaload).
-func startRelayProc(ctx context.Context, exe string, env []string) (*relayProc, error) {
-	cmd := exec.CommandContext(ctx, exe, "floor-relay")
+// startRelayProc starts exe as the floor relay (batched with sendmmsg
+// when batch is set). env is added to the child's environment (tests use
+// it to make the test binary act as mediaload).
+func startRelayProc(ctx context.Context, exe string, env []string, batch bool) (*relayProc, error) {
+	args := []string{"floor-relay"}
+	if batch {
+		args = append(args, "-batch")
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

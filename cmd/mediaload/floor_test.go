@@ -2,22 +2,29 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
-// startTestRelay runs the floor relay in-process on a real socket.
-func startTestRelay(t *testing.T) netip.AddrPort {
+// startTestRelay runs the floor relay in-process on a real socket, sending
+// with sendmmsg when batch is set.
+func startTestRelay(t *testing.T, batch bool) netip.AddrPort {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatalf("ListenUDP: %v", err)
 	}
 	r := newFloorRelay(conn)
+	if batch {
+		r.batch = ipv4.NewPacketConn(conn)
+	}
 	var wg sync.WaitGroup
 	wg.Go(r.serve)
 	t.Cleanup(func() { conn.Close(); wg.Wait() })
@@ -25,9 +32,15 @@ func startTestRelay(t *testing.T) netip.AddrPort {
 }
 
 func TestFloorRelayFansOutWithinGroup(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) { testFanOutWithinGroup(t, batch) })
+	}
+}
+
+func testFanOutWithinGroup(t *testing.T, batch bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	relay := startTestRelay(t)
+	relay := startTestRelay(t, batch)
 	groups := []uint32{0, 0, 0, 1, 1} // members 0-2 in group 0, 3-4 in group 1
 	conns := make([]*net.UDPConn, len(groups))
 	for i, g := range groups {
@@ -81,7 +94,7 @@ func readOne(t *testing.T, c *net.UDPConn, wait time.Duration) []byte {
 // socket pair, skipping some sequence numbers and repeating one, and
 // checks the receiver's accounting.
 func TestSinkOverUDPCountsLossAndLatency(t *testing.T) {
-	relay := startTestRelay(t)
+	relay := startTestRelay(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m := newMediaRun(ctx, newClock(), defaultMedia())

@@ -29,8 +29,9 @@ func (r *phaseResult) cpuPerPacket() time.Duration {
 
 // floorOptions says how to start the child relay.
 type floorOptions struct {
-	exe string   // the mediaload binary (os.Executable)
-	env []string // extra environment for the child
+	exe   string   // the mediaload binary (os.Executable)
+	env   []string // extra environment for the child
+	batch bool     // -floor-batch: the relay sends with sendmmsg
 }
 
 func defaultFloorOptions() (floorOptions, error) {
@@ -45,7 +46,7 @@ func defaultFloorOptions() (floorOptions, error) {
 // socket registered in its group, publishers sending the same paced media
 // as the real run.
 func runFloor(ctx context.Context, fo floorOptions, t topology, mc mediaConfig, tm timing, pr *progress) (*phaseResult, error) {
-	proc, err := startRelayProc(ctx, fo.exe, fo.env)
+	proc, err := startRelayProc(ctx, fo.exe, fo.env, fo.batch)
 	if err != nil {
 		return nil, err
 	}

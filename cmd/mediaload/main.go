@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return usageError{"want a scenario: fanout, meeting, churn or floor (mediaload SCENARIO -h for flags)"}
 	}
 	if name == "floor-relay" {
-		return runFloorRelay(stdin, stdout)
+		return runFloorRelay(args, stdin, stdout)
 	}
 	cfg, err := parseFlags(name, args, stderr)
 	if err != nil {
