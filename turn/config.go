@@ -65,8 +65,8 @@ type Config struct {
 	// IPv4, else 127.0.0.1). The relay's only peer is this instance's SFU,
 	// so it must be reachable from the SFU, not from the internet.
 	RelayIP string `env:"MEDIA_TURN_RELAY_IP"`
-	// RelayBindAddr is the address relayed sockets bind
-	// (MEDIA_TURN_RELAY_BIND_ADDR, default RelayIP).
+	// RelayBindAddr is the IPv4 address relayed sockets bind
+	// (MEDIA_TURN_RELAY_BIND_ADDR, default RelayIP; 0.0.0.0 binds all).
 	RelayBindAddr string `env:"MEDIA_TURN_RELAY_BIND_ADDR"`
 	// RelayPortMin and RelayPortMax bound the relayed sockets' ports
 	// (MEDIA_TURN_RELAY_PORT_MIN, MEDIA_TURN_RELAY_PORT_MAX; default 0 and
@@ -193,8 +193,8 @@ func (c Config) validateAddrs() error {
 			return fmt.Errorf("turn: MEDIA_TURN_RELAY_IP must be one IPv4 address, got %q", c.RelayIP)
 		}
 	}
-	if c.RelayBindAddr != "" && net.ParseIP(c.RelayBindAddr) == nil {
-		return fmt.Errorf("turn: MEDIA_TURN_RELAY_BIND_ADDR must be an IP address, got %q", c.RelayBindAddr)
+	if ip := net.ParseIP(c.RelayBindAddr); c.RelayBindAddr != "" && ip.To4() == nil {
+		return fmt.Errorf("turn: MEDIA_TURN_RELAY_BIND_ADDR must be an IPv4 address (relayed sockets are IPv4), got %q", c.RelayBindAddr)
 	}
 	if _, err := parsePrefixes(c.AllowPeers); err != nil {
 		return fmt.Errorf("turn: MEDIA_TURN_ALLOW_PEERS: %w", err)

@@ -220,6 +220,7 @@ func TestConfigValidate(t *testing.T) {
 		{"MEDIA_TURN_RELAY_IP", func(c *Config) { c.RelayIP = "::1" }},
 		{"MEDIA_TURN_RELAY_IP", func(c *Config) { c.RelayIP = "0.0.0.0" }},
 		{"MEDIA_TURN_RELAY_BIND_ADDR", func(c *Config) { c.RelayBindAddr = "localhost" }},
+		{"MEDIA_TURN_RELAY_BIND_ADDR", func(c *Config) { c.RelayBindAddr = "::" }},
 		{"MEDIA_TURN_ALLOW_PEERS", func(c *Config) { c.AllowPeers = []string{"10.0.0.1"} }},
 		{"MEDIA_TURN_REALM", func(c *Config) { c.Realm = "" }},
 		{"MEDIA_TURN_SECRET", func(c *Config) { c.Secret = "short" }},
