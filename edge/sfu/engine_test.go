@@ -253,3 +253,48 @@ func TestWildcardBind(t *testing.T) {
 		})
 	}
 }
+
+// TestICETimeoutsNoticeVanishedPeer: a subscriber whose network vanishes
+// (its socket closed, nothing said) is seen as disconnected, then failed,
+// after the configured ICE timeouts, so its session can be closed.
+func TestICETimeoutsNoticeVanishedPeer(t *testing.T) {
+	const disconnected, failed = 600 * time.Millisecond, 600 * time.Millisecond
+	h := newHarness(t, Config{ICEDisconnectedTimeout: disconnected, ICEFailedTimeout: failed,
+		ICEKeepalive: 100 * time.Millisecond})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := webrtc.NewICEUDPMux(nil, conn)
+	t.Cleanup(func() { _ = mux.Close() })
+	sub := h.newSubscriber(t, clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetICEUDPMux(mux)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}))
+	states := make(chan webrtc.ICEConnectionState, 10)
+	sub.server.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) { states <- s })
+	sub.subscribe(t, video)
+	sub.awaitTracks(t, 1, pub.video)
+
+	_ = conn.Close() // the subscriber's network is gone; no DTLS close_notify
+	vanished := time.Now()
+	seen := map[webrtc.ICEConnectionState]time.Duration{}
+	deadline := time.After(waitFor)
+	for seen[webrtc.ICEConnectionStateFailed] == 0 {
+		select {
+		case s := <-states:
+			seen[s] = time.Since(vanished)
+		case <-deadline:
+			t.Fatalf("server ICE states after the subscriber vanished: %v; want disconnected, then failed", seen)
+		}
+	}
+	if d := seen[webrtc.ICEConnectionStateDisconnected]; d == 0 || d > 3*disconnected {
+		t.Errorf("disconnected %s after vanishing; want about %s", d, disconnected)
+	}
+	if f := seen[webrtc.ICEConnectionStateFailed]; f < disconnected+failed/2 || f > 3*(disconnected+failed) {
+		t.Errorf("failed %s after vanishing; want about %s", f, disconnected+failed)
+	}
+}
