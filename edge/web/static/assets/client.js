@@ -300,13 +300,16 @@ export class MediaClient extends EventTarget {
 
   _onParticipantLeft(s, p) {
     if (s !== this._session) return;
+    s.left.add(p.id);
     const known = this.participants.get(p.id) ?? { ...p, stream: null };
     this.participants.delete(p.id);
     this._emit("participantleft", { participant: known });
   }
 
   _onTrack(s, stream) {
-    if (s !== this._session) return;
+    // A track of an offer made before its publisher left can surface after
+    // participant_left; the next offer removes it.
+    if (s !== this._session || s.left.has(stream.id)) return;
     // The stream id is the publishing participant's id (PROTOCOL.md); a track
     // may come before participant_joined, so make a placeholder for it.
     const p = this.participants.get(stream.id) ?? this._addParticipant({ id: stream.id, identity: "" });
@@ -460,6 +463,7 @@ class Session {
     this.pending = { publisher: [], subscriber: [] }; // candidates before the remote description
     this.leaveReason = "";
     this.byClient = false;
+    this.left = new Set(); // ids of participants that left during this session
     this.drainTimer = 0;
 
     const u = new URL(url, location.href);
