@@ -20,6 +20,11 @@ const FINAL_REASONS = new Set(["duplicate_identity"]);
  * close: a fifth of the time left, between 1 and 5 seconds. */
 const DRAIN_LEAVE_MARGIN = { share: 0.2, minMs: 1000, maxMs: 5000 };
 
+/** How long a connection attempt may take to reach `joined`: an instance
+ * that accepts the connection and then says nothing must not stall the
+ * reconnect loop. */
+const JOIN_TIMEOUT_MS = 10000;
+
 /** How long after our `leave` the server gets to close the WebSocket
  * before we close it ourselves. */
 const LEAVE_CLOSE_WAIT_MS = 2000;
@@ -283,6 +288,7 @@ export class MediaClient extends EventTarget {
     const old = this._session;
     if (this.self) this.reconnects++;
     this._session = s;
+    s.adopted = true;
     this._clearRemote();
     this.self = s.self;
     for (const p of s.initialParticipants) this._addParticipant(p);
@@ -326,7 +332,7 @@ export class MediaClient extends EventTarget {
   }
 
   _onSessionEnded(s, { reason, close }) {
-    this.lastClose = close;
+    if (s.adopted) this.lastClose = close; // not an attempt that never joined
     if (s !== this._session) return;
     this._session = null;
     this._clearRemote();
@@ -464,12 +470,17 @@ class Session {
     this.leaveReason = "";
     this.byClient = false;
     this.left = new Set(); // ids of participants that left during this session
+    this.adopted = false;  // the client made it its current session
     this.drainTimer = 0;
 
     const u = new URL(url, location.href);
     u.searchParams.set("access_token", token);
     this.ws = new WebSocket(u);
     this.joined = new Promise((resolve, reject) => { this._joinedResolve = resolve; this._joinedReject = reject; });
+    this.joinTimer = setTimeout(() => {
+      this._joinedReject(new ClientError("join_timeout", "the service did not answer"));
+      this.ws.close();
+    }, JOIN_TIMEOUT_MS);
     this.ws.onmessage = (e) => this._onMessage(e.data);
     this.ws.onclose = (e) => this._onClose(e);
     this.ws.onerror = () => {}; // onclose follows with the code
@@ -542,6 +553,7 @@ class Session {
       this.leave();
       return;
     }
+    clearTimeout(this.joinTimer);
     this.self = m.participant;
     this.initialParticipants = m.participants ?? [];
     this.iceServers = m.ice_servers ?? [];
@@ -633,6 +645,7 @@ class Session {
   _onClose(e) {
     console.debug(`media ${this.self?.id}: closed ${e.code} clean=${e.wasClean} by_client=${this.byClient}`);
     this.closed = true;
+    clearTimeout(this.joinTimer);
     clearTimeout(this.drainTimer);
     clearTimeout(this.leaveTimer);
     this._closePeers();
