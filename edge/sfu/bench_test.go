@@ -52,7 +52,7 @@ func benchPublication(b *testing.B, n int) *Publication {
 	p := &Publication{kind: webrtc.RTPCodecTypeVideo, engine: e, ring: newPacketRing(defaultRetransmit)}
 	subs := make([]*Subscription, n)
 	for i := range subs {
-		subs[i] = &Subscription{pub: p}
+		subs[i] = newSubscription(p, nil)
 		subs[i].bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: discardWriter{}})
 	}
 	p.subs.Store(&subs)

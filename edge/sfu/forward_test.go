@@ -22,8 +22,11 @@ func TestForwardToTwoSubscribers(t *testing.T) {
 	}
 	var tracks []map[webrtc.RTPCodecType]*received
 	for _, s := range subs {
-		s.subscribe(t, video, audio)
+		subscriptions := s.subscribe(t, video, audio)
 		tracks = append(tracks, s.awaitTracks(t, 2, pub.video, pub.audio))
+		for _, sub := range subscriptions {
+			closedWithin(t, sub.FirstPacket(), sub.Publication().Kind().String()+" Subscription.FirstPacket")
+		}
 	}
 
 	const n = 300

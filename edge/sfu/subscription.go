@@ -28,8 +28,11 @@ type Subscription struct {
 	bound atomic.Pointer[binding] // nil while unbound
 
 	// fwd is the header written to this subscriber, reused for every
-	// forwarded packet; only the publication's read loop touches it.
-	fwd rtp.Header
+	// forwarded packet; flowing says the first packet was written. Only the
+	// publication's read loop touches them.
+	fwd     rtp.Header
+	flowing bool
+	first   chan struct{} // closed once flowing
 
 	closeOnce sync.Once
 	closeErr  error
@@ -53,8 +56,7 @@ type binding struct {
 // NewSubscriberPeerConnection: its RTCP queues are bounded for the audio
 // subscriptions nobody reads.
 func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
-	s := &Subscription{pub: p, pc: pc, done: make(chan struct{})}
-	s.track = &downTrack{sub: s}
+	s := newSubscription(p, pc)
 	sender, err := pc.AddTrack(s.track)
 	if err != nil {
 		return nil, fmt.Errorf("sfu: subscribe to %s: add track: %w", p.id, err)
@@ -74,6 +76,14 @@ func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error
 		return nil, err
 	}
 	return s, nil
+}
+
+// newSubscription makes the subscription's state, not yet in pc or in the
+// fan-out.
+func newSubscription(p *Publication, pc *webrtc.PeerConnection) *Subscription {
+	s := &Subscription{pub: p, pc: pc, done: make(chan struct{}), first: make(chan struct{})}
+	s.track = &downTrack{sub: s}
+	return s
 }
 
 // preferCodec limits the subscriber's m-line to the publication's codec:
@@ -100,6 +110,10 @@ func (s *Subscription) Publication() *Publication { return s.pub }
 
 // Sender is the RTPSender on the subscriber's PeerConnection.
 func (s *Subscription) Sender() *webrtc.RTPSender { return s.sender }
+
+// FirstPacket is closed when the first packet has been sent to the
+// subscriber: the moment its media starts, for join-time measurements.
+func (s *Subscription) FirstPacket() <-chan struct{} { return s.first }
 
 // Done is closed when the subscription has ended: Close, or its
 // publication ended.
@@ -145,7 +159,14 @@ func (s *Subscription) writeRTP(h *rtp.Header, payload []byte) bool {
 	s.fwd.SSRC = b.ssrc
 	s.fwd.PayloadType = b.pt
 	n, err := b.w.WriteRTP(&s.fwd, payload)
-	return err == nil && n > 0
+	if err != nil || n == 0 {
+		return false
+	}
+	if !s.flowing {
+		s.flowing = true
+		close(s.first)
+	}
+	return true
 }
 
 // downTrack is the webrtc.TrackLocal of one subscription. Unlike
