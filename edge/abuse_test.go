@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -415,5 +416,37 @@ func TestTokenReplayedAfterExpiry(t *testing.T) {
 	}
 	if de.Status != http.StatusUnauthorized || de.Code != "unauthorized" || !strings.Contains(de.Message, "expired") {
 		t.Errorf("replay after expiry = %d %q %q; want 401 unauthorized naming the expiry", de.Status, de.Code, de.Message)
+	}
+}
+
+// TestJoinStormJoinedFirst: many participants join one room at once.
+// Each must get `joined` as its first message (Dial fails otherwise),
+// although the others' participant_joined race to its queue, and each
+// hears of every participant that joined after it.
+func TestJoinStormJoinedFirst(t *testing.T) {
+	const n = 30
+	ts := startServer(t, func(c *Config) { c.MaxRoomParticipants = n })
+	clients := make([]*client.Client, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range clients {
+		tok := ts.token(t, "storm", fmt.Sprintf("p%d", i), bothGrants)
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			clients[i], errs[i] = client.Dial(ctx, ts.url, tok, client.Options{API: ts.api})
+		})
+	}
+	wg.Wait()
+	for i, c := range clients {
+		if errs[i] != nil {
+			t.Fatalf("Dial %d in a join storm: %v", i, errs[i])
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	for i, c := range clients {
+		for range n - 1 - len(c.Joined().Participants) {
+			waitEvent(t, c, 5*time.Second, fmt.Sprintf("participant_joined at p%d", i), isType(signal.TypeParticipantJoined))
+		}
 	}
 }

@@ -51,13 +51,15 @@ func (srv *Server) newParticipant(conn *websocket.Conn, c *auth.Claims, r *room,
 // session's goroutines. The reader runs teardown when it ends.
 func (s *Session) start() {
 	s.srv.metrics.sessions.Add(bg, 1)
-	others, pubs := s.room.join(s)
+	// joined is queued inside the room's lock: once s is a member, a
+	// concurrent joiner may queue participant_joined to it, and that must
+	// come after joined.
+	others, pubs := s.room.join(s, func(others []*Session) { s.send(s.joinedMessage(others)) })
 	s.srv.metrics.participants.Add(bg, 1)
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.ws.writeLoop() }()
-	// joined goes first: a publication elsewhere may already have asked
-	// for a subscriber offer, which the negotiator sends once it runs.
-	s.send(s.joinedMessage(others))
+	// The negotiator starts after joined is queued: a publication elsewhere
+	// may already have asked for a subscriber offer.
 	go func() { defer s.wg.Done(); s.negotiateLoop() }()
 	for _, o := range others {
 		o.send(&signal.Message{Type: signal.TypeParticipantJoined, Participant: s.participant()})

@@ -99,12 +99,15 @@ func (rs *rooms) len() int {
 // join turns s's reservation into membership and returns the other
 // members and the room's publications at that instant. Any publication
 // added later is offered to s by addPublication, so s misses none and
-// gets none twice.
-func (r *room) join(s *Session) (others []*Session, pubs []*sfu.Publication) {
+// gets none twice. greet runs with the room locked, before any other
+// member can see s: what it queues for s comes before anything another
+// member's join or leave queues for it.
+func (r *room) join(s *Session, greet func(others []*Session)) (others []*Session, pubs []*sfu.Publication) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reserved--
 	others = r.membersExcept(s)
+	greet(others)
 	r.members[s.id] = s
 	for _, p := range r.pubs {
 		pubs = append(pubs, p.pub)
