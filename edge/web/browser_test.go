@@ -92,14 +92,14 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 	names := []string{"alice", "bob", "carol"}
 	var pages []*page
 	for _, n := range names[:2] {
-		pages = append(pages, b.open(t, n, joinURL(svc.URL, "trio", n)))
+		pages = append(pages, b.open(t, n, joinURL(svc.URL, "demo", n)))
 	}
 	checkRoom(t, pages, names[:2])
 	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
 		writeDemoScreenshot(t, pages[0], "bob")
 	}
 
-	pages = append(pages, b.open(t, "carol", joinURL(svc.URL, "trio", "carol")))
+	pages = append(pages, b.open(t, "carol", joinURL(svc.URL, "demo", "carol")))
 	checkRoom(t, pages, names)
 
 	// The server's `error` reaches the user: a message type it does not know.
