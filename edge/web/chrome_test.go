@@ -14,16 +14,16 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// chromiumPath finds Debian's chromium (or $CHROMIUM). Without one the
-// browser tests skip locally, but fail in CI, where a skipped browser suite
-// would pass a build that no browser ever tried.
+// chromiumPath finds $CHROMIUM when set, else Debian's chromium. Without
+// one the browser tests skip locally, but fail in CI, where a skipped
+// browser suite would pass a build that no browser ever tried.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	candidates := []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"}
+	candidates := []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"}
+	if c := os.Getenv("CHROMIUM"); c != "" {
+		candidates = []string{c}
+	}
 	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
 		if p, err := exec.LookPath(c); err == nil {
 			return p
 		}
