@@ -92,9 +92,9 @@ func TestBadMessagesGetErrors(t *testing.T) {
 func TestOversizedMessageCloses1009(t *testing.T) {
 	ts := startServer(t, nil)
 	c := ts.dial(t, "demo", "alice")
-	if err := c.SendRaw([]byte(`{"type":"offer","target":"publisher","sdp":"` + strings.Repeat("a", 70<<10) + `"}`)); err != nil {
-		t.Fatal(err)
-	}
+	// The server may close before the whole message is written: the send
+	// can fail, what counts is the close code the client reads.
+	_ = c.SendRaw([]byte(`{"type":"offer","target":"publisher","sdp":"` + strings.Repeat("a", 70<<10) + `"}`))
 	select {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):

@@ -86,8 +86,9 @@ func (s *Session) joinedMessage(others []*Session) *signal.Message {
 // run is the reader goroutine: it handles the client's messages in order
 // until the WebSocket ends, then tears the session down.
 func (s *Session) run() {
-	s.end(s.readLoop())
-	close(s.ws.readDone)
+	reason := s.readLoop()
+	close(s.ws.readDone) // first: the writer's lingering close reads next
+	s.end(reason)
 	s.teardown()
 }
 

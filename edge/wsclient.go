@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -142,11 +143,12 @@ func (c *wsClient) write(kind int, b []byte, deadline time.Time) error {
 // finish writes the last words within closeGrace and closes the
 // connection.
 func (c *wsClient) finish() {
-	defer c.conn.Close()
 	if c.last.abort {
+		c.conn.Close()
 		return
 	}
 	deadline := time.Now().Add(closeGrace)
+	defer c.lingeringClose(deadline)
 	var err error
 	for drained := false; !drained && err == nil; {
 		select {
@@ -160,10 +162,7 @@ func (c *wsClient) finish() {
 		err = c.write(websocket.TextMessage, c.last.msg, deadline)
 	}
 	if err == nil {
-		err = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.last.code, ""), deadline)
-	}
-	if err != nil {
-		return
+		_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.last.code, ""), deadline)
 	}
 	// Let the client's close frame arrive before the socket closes: a
 	// close with unread input resets the connection, and the client
@@ -174,4 +173,28 @@ func (c *wsClient) finish() {
 	case <-c.readDone:
 	case <-t.C:
 	}
+}
+
+// lingeringMax bounds what a lingering close reads and discards.
+const lingeringMax = 1 << 20
+
+// lingeringClose closes the connection without resetting it. Once the
+// reader has stopped (after a close frame, or an oversized message whose
+// rest is still arriving), it half-closes the socket and discards what the
+// client still sends, up to lingeringMax bytes until deadline: closing a
+// socket with unread input makes the kernel send a reset, which can
+// destroy the close frame before the client reads it.
+func (c *wsClient) lingeringClose(deadline time.Time) {
+	defer c.conn.Close()
+	select {
+	case <-c.readDone:
+	default:
+		return // the reader still owns the read side
+	}
+	tc, ok := c.conn.UnderlyingConn().(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		return
+	}
+	_ = tc.SetReadDeadline(deadline)
+	_, _ = io.Copy(io.Discard, io.LimitReader(tc, lingeringMax))
 }
