@@ -100,3 +100,33 @@ func TestForwardVideoCodecs(t *testing.T) {
 		})
 	}
 }
+
+// TestMixedCodecsOnOneConnection: a subscriber receives a VP8 publisher
+// (a Chrome) and, added later on the same connection, an H.264 publisher
+// (a Safari): each track arrives in its own codec.
+func TestMixedCodecsOnOneConnection(t *testing.T) {
+	h := newHarness(t, Config{})
+	chrome := h.newPublisher(t)
+	vp8Video, _ := chrome.publications(t)
+	safari := h.newPublisherWith(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"})
+	h264Video, _ := safari.publications(t)
+
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribe(t, vp8Video)
+	first := sub.awaitTracks(t, 1, chrome.video)[webrtc.RTPCodecTypeVideo]
+	sub.subscribe(t, h264Video)
+	second := sub.awaitTracks(t, 1, safari.video)[webrtc.RTPCodecTypeVideo]
+
+	for _, tc := range []struct {
+		r    *received
+		src  *source
+		mime string
+	}{{first, chrome.video, webrtc.MimeTypeVP8}, {second, safari.video, webrtc.MimeTypeH264}} {
+		if got := tc.r.track.Codec().MimeType; got != tc.mime {
+			t.Errorf("track %s codec = %s; want %s", tc.r.track.ID(), got, tc.mime)
+		}
+		from := tc.src.send(t, 20)
+		checkContinuous(t, tc.mime, tc.r.expect(t, from, 20, tc.src.size))
+	}
+}

@@ -189,3 +189,36 @@ func TestSubscribeChurn(t *testing.T) {
 		t.Errorf("fan-out sizes after churn = %d, %d; want 0, 0", n, m)
 	}
 }
+
+// TestResubscribeReusesTransceiver: after an unsubscribe and a
+// renegotiation, the next subscription on the same connection reuses the
+// freed m-line, even for another codec, so a long meeting with churn does
+// not grow the subscriber's SDP without bound.
+func TestResubscribeReusesTransceiver(t *testing.T) {
+	h := newHarness(t, Config{})
+	vp8Pub := h.newPublisher(t)
+	first, _ := vp8Pub.publications(t)
+	h264 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}
+	h264Pub := h.newPublisherWith(t, h264)
+	second, _ := h264Pub.publications(t)
+
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	subs := sub.subscribe(t, first)
+	sub.awaitTracks(t, 1, vp8Pub.video)
+	if err := subs[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	negotiate(t, sub.server, sub.pc)
+
+	sub.subscribe(t, second)
+	r := sub.awaitTracks(t, 1, h264Pub.video)[webrtc.RTPCodecTypeVideo]
+	if got := r.track.Codec().MimeType; got != webrtc.MimeTypeH264 {
+		t.Errorf("codec on the reused m-line = %s; want %s", got, webrtc.MimeTypeH264)
+	}
+	from := h264Pub.video.send(t, 20)
+	checkContinuous(t, "h264 video", r.expect(t, from, 20, h264Pub.video.size))
+	if n := len(sub.server.GetTransceivers()); n != 1 {
+		t.Errorf("subscriber transceivers after unsubscribe and resubscribe = %d; want 1 (reused)", n)
+	}
+}

@@ -50,7 +50,9 @@ type binding struct {
 }
 
 // Subscribe adds the publication's track to the subscriber pc (the caller
-// renegotiates), starts reading the subscriber's RTCP for a video track,
+// renegotiates; the offer carries every codec the engine has, so that
+// tracks in other codecs can follow on the same connection, and Bind picks
+// the publication's), starts reading the subscriber's RTCP for a video track,
 // and asks the publisher for a keyframe as soon as the track is bound, so
 // a late joiner's video starts at once. Make pc with
 // NewSubscriberPeerConnection: its RTCP queues are bounded for the audio
@@ -62,10 +64,6 @@ func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error
 		return nil, fmt.Errorf("sfu: subscribe to %s: add track: %w", p.id, err)
 	}
 	s.sender = sender
-	if err := s.preferCodec(); err != nil {
-		_ = pc.RemoveTrack(sender)
-		return nil, err
-	}
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
 	if p.kind == webrtc.RTPCodecTypeVideo {
 		s.wg.Add(1)
@@ -84,25 +82,6 @@ func newSubscription(p *Publication, pc *webrtc.PeerConnection) *Subscription {
 	s := &Subscription{pub: p, pc: pc, done: make(chan struct{}), first: make(chan struct{})}
 	s.track = &downTrack{sub: s}
 	return s
-}
-
-// preferCodec limits the subscriber's m-line to the publication's codec:
-// we forward the publisher's bitstream as it is, so no other codec could
-// be sent on it.
-func (s *Subscription) preferCodec() error {
-	want, ok := matchCodec(s.pub.codec.RTPCodecCapability, codecs())
-	if !ok {
-		return fmt.Errorf("sfu: subscribe to %s: codec %s not supported", s.pub.id, s.pub.codec.MimeType)
-	}
-	for _, t := range s.pc.GetTransceivers() {
-		if t.Sender() == s.sender {
-			if err := t.SetCodecPreferences([]webrtc.RTPCodecParameters{want}); err != nil {
-				return fmt.Errorf("sfu: subscribe to %s: codec preferences: %w", s.pub.id, err)
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("sfu: subscribe to %s: no transceiver for the sender", s.pub.id)
 }
 
 // Publication is the publication this subscription forwards.
