@@ -161,6 +161,10 @@ func (t *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	pub := t.sub.pub
 	c, ok := matchCodec(pub.codec.RTPCodecCapability, ctx.CodecParameters())
 	if !ok {
+		// The subscriber cannot decode the publisher's codec (say H.264 to
+		// a browser without it); we forward, we do not transcode.
+		pub.engine.log.Info("subscriber_codec_unsupported", "publication", pub.id,
+			"codec", pub.codec.MimeType, "fmtp", pub.codec.SDPFmtpLine)
 		return webrtc.RTPCodecParameters{}, fmt.Errorf("sfu: bind %s: %w", pub.id, webrtc.ErrUnsupportedCodec)
 	}
 	t.sub.bound.Store(&binding{
