@@ -27,6 +27,8 @@ const QUALITY = {
   high: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
 };
 
+const IDENTITY_KEY = "media-service.identity";
+
 /** tiles maps a participant id (or "local") to its rendered tile. */
 const tiles = new Map();
 /** shownErrors keeps every error the page showed, for tests. */
@@ -37,11 +39,14 @@ let statsTimer = 0;
 
 function init() {
   $("room").value = query.get("room") || "demo";
-  $("identity").value = query.get("identity") || `guest-${Math.random().toString(36).slice(2, 6)}`;
+  // The name survives a reload of this tab (sessionStorage), but a new tab
+  // gets its own: two tabs with one identity would push each other out.
+  $("identity").value = query.get("identity") || sessionStorage.getItem(IDENTITY_KEY) ||
+    `guest-${Math.random().toString(36).slice(2, 6)}`;
   $("relay").checked = query.get("relay") === "1";
   $("join-form").addEventListener("submit", (e) => { e.preventDefault(); join(); });
-  $("mic").addEventListener("click", () => toggleMute("audio", "mic"));
-  $("cam").addEventListener("click", () => toggleMute("video", "cam"));
+  $("mic").addEventListener("click", () => toggleMute("audio"));
+  $("cam").addEventListener("click", () => toggleMute("video"));
   $("leave").addEventListener("click", leave);
   $("copy-link").addEventListener("click", copyLink);
   $("invite-copy").addEventListener("click", copyLink);
@@ -56,6 +61,7 @@ async function join() {
   const room = $("room").value.trim();
   const identity = $("identity").value.trim();
   if (!$("join-form").reportValidity()) return;
+  sessionStorage.setItem(IDENTITY_KEY, identity);
   const video = QUALITY[query.get("quality")] ?? QUALITY.standard;
   client = new MediaClient({ relayOnly: $("relay").checked, media: { audio: true, video } });
   window.mediaClient = client;
@@ -102,6 +108,7 @@ function onRetry({ attempt, delayMs, message }) {
 function onJoined(e) {
   const local = addTile({ id: "local", identity: e.detail.self.identity }, true);
   if (client.localStream) attach(local, client.localStream);
+  renderMute();
   for (const p of e.detail.participants) addTile(p);
   if (client.reconnects > 0) toast("Reconnected");
   clearInterval(statsTimer);
@@ -198,16 +205,24 @@ function offerSound() {
   });
 }
 
-function toggleMute(kind, button) {
+function toggleMute(kind) {
   if (!client) return;
-  const muted = !client.muted(kind);
-  client.setMuted(kind, muted);
-  $(button).setAttribute("aria-pressed", String(muted));
-  $(button).title = `${muted ? "Unmute" : "Mute"} ${kind === "audio" ? "microphone" : "camera"}`;
+  client.setMuted(kind, !client.muted(kind));
+  renderMute();
+}
+
+/** renderMute shows the client's mute state on the buttons and our tile. */
+function renderMute() {
+  const audio = client.muted("audio");
+  const video = client.muted("video");
+  $("mic").setAttribute("aria-pressed", String(audio));
+  $("mic").title = audio ? "Unmute microphone" : "Mute microphone";
+  $("cam").setAttribute("aria-pressed", String(video));
+  $("cam").title = video ? "Turn camera on" : "Turn camera off";
   const local = tiles.get("local");
   if (!local) return;
-  local.el.classList.toggle("camera-off", client.muted("video"));
-  local.el.querySelector(".muted-badge").hidden = !client.muted("audio");
+  local.el.classList.toggle("camera-off", video);
+  local.el.querySelector(".muted-badge").hidden = !audio;
 }
 
 async function updateStats() {
