@@ -15,7 +15,7 @@ e2e:
 
 # Go benchmarks for the hot paths, with allocations, on 1 and 2 CPUs.
 bench:
-    go test -run '^$' -bench . -benchmem -cpu 1,2 ./edge/... ./cmd/...
+    go test -run '^$' -bench . -benchmem -cpu 1,2 ./edge/... ./turn/... ./cmd/...
 
 # Load test against a local dev instance started by the recipe.
 load *ARGS:
