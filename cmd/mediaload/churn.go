@@ -47,6 +47,12 @@ func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error 
 	start := time.Now()
 	churnAll(ctx, cfg, t, m, roomName, jr, pr)
 	c.Seconds = time.Since(start).Seconds()
+	t.finish(rep)
+	select {
+	case <-anchor.c.Done():
+		rep.fail("churn: the anchor's session ended during the churn (leave reason %q, %v); the before/after comparison is void", anchor.c.LeaveReason(), anchor.c.Err())
+	default:
+	}
 	c.Completed, c.Failed = int(jr.joined.Load()), int(jr.failed.Load())
 	rep.Joins = jr.report()
 	if c.Failed > 0 {

@@ -23,7 +23,9 @@ func runForwarding(ctx context.Context, cfg config, rep *Report, pr *progress) e
 		return err
 	}
 	defer t.close()
-	if err := measureServer(ctx, cfg, t, rep, pr); err != nil {
+	err = measureServer(ctx, cfg, t, rep, pr)
+	t.finish(rep)
+	if err != nil {
 		return err
 	}
 	if rep.Server != nil && rep.Floor != nil && rep.Floor.CPUMicrosPerPkt > 0 && rep.Server.CPUMicrosPerPkt > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/edge/signal"
 )
 
 // newLoadAPI builds the Pion API every synthetic participant shares. It
@@ -103,7 +105,10 @@ func (p *participant) join(ctx context.Context, r *serverTarget, m *mediaRun) er
 		return err
 	}
 	p.dialAt = m.clk.now()
-	c, err := client.Dial(ctx, r.rtc, tok, client.Options{API: r.api, OnTrack: p.onTrack(m.clk)})
+	c, err := client.Dial(ctx, r.rtc, tok, client.Options{
+		API: r.api, OnTrack: p.onTrack(m.clk), OnEvent: r.events.observe,
+		Log: r.clientLog.With("identity", p.identity),
+	})
 	if err != nil {
 		return fmt.Errorf("join %s: %w", p.identity, err)
 	}
@@ -155,6 +160,38 @@ func trackWriter(t *webrtc.TrackLocalStaticRTP) packetWriter {
 		pkt.Marker, pkt.SequenceNumber, pkt.Timestamp, pkt.Payload = p.marker, p.seq, p.ts, p.payload
 		return t.WriteRTP(pkt)
 	}
+}
+
+// serverEvents counts the server's `error` codes and `leave` reasons sent
+// to the participants: a healthy run has none but the leaves it asked for.
+type serverEvents struct {
+	mu     sync.Mutex // guards counts
+	counts map[string]int64
+}
+
+// observe is the clients' OnEvent; it runs on their read goroutines.
+func (e *serverEvents) observe(m *signal.Message) {
+	var key string
+	switch m.Type {
+	case signal.TypeError:
+		key = "error " + m.Code
+	case signal.TypeLeave:
+		key = "leave " + m.Reason
+	default:
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.counts == nil {
+		e.counts = make(map[string]int64)
+	}
+	e.counts[key]++
+}
+
+func (e *serverEvents) snapshot() map[string]int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.counts)
 }
 
 // onTrack starts a reader for each forwarded track.

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -27,9 +29,11 @@ type Report struct {
 	Resources *resourceReport `json:"server_resources,omitempty"`
 	Churn     *churnReport    `json:"churn,omitempty"`
 
-	LoadGenCPUSeconds float64  `json:"loadgen_cpu_seconds"`
-	Failures          []string `json:"failures,omitempty"`
-	OK                bool     `json:"ok"`
+	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
+	ClientDiagnostics int64            `json:"client_diagnostics"`      // lines the participants' clients logged (failed answers, candidates)
+	ServerEvents      map[string]int64 `json:"server_events,omitempty"` // "error CODE" and "leave REASON" messages the server sent
+	Failures          []string         `json:"failures,omitempty"`
+	OK                bool             `json:"ok"`
 }
 
 // machine describes where the run happened. The load averages say how
@@ -184,6 +188,10 @@ func (r *Report) table(w io.Writer) {
 	r.forwardingTable(w)
 	r.resourceTable(w)
 	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
+	fmt.Fprintf(w, "client diagnostics\t%d (the first ones are on stderr)\n", r.ClientDiagnostics)
+	for _, k := range slices.Sorted(maps.Keys(r.ServerEvents)) {
+		fmt.Fprintf(w, "server sent %s\t%d\n", k, r.ServerEvents[k])
+	}
 	if r.OK {
 		fmt.Fprintln(w, "result\tOK")
 		return
@@ -274,6 +282,23 @@ func (p *progress) media(phase string, elapsed time.Duration, m *mediaRun) {
 	p.last, p.lastT = n, elapsed
 	p.mu.Unlock()
 	p.printf("%-7s %5.1fs  received %10d  %8.0f pkt/s", phase, elapsed.Seconds(), n, rate)
+}
+
+// writer is where progress goes, nil when quiet.
+func (p *progress) writer() io.Writer {
+	if p == nil || p.w == nil {
+		return nil
+	}
+	return lockedWriter{p}
+}
+
+// lockedWriter writes through the progress lock, so lines do not mix.
+type lockedWriter struct{ p *progress }
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	return l.p.w.Write(b)
 }
 
 // reset starts a window's rate from the count received so far.

@@ -38,14 +38,14 @@ func runScenario(ctx context.Context, cfg config, stderr io.Writer) (*Report, er
 
 func newReport(cfg config) *Report {
 	t := cfg.shape()
+	if cfg.scenario == "churn" { // the anchor and -parallel churners, all publishing
+		t = topology{{publishers: cfg.parallel + 1}}
+	}
 	pubs := 0
 	for _, g := range t {
 		pubs += g.publishers
 	}
 	mc := cfg.media
-	if cfg.scenario == "churn" { // the anchor and -parallel churners, all publishing
-		t = topology{{publishers: cfg.parallel + 1}}
-	}
 	return &Report{
 		Scenario: cfg.scenario,
 		Started:  time.Now().UTC(),

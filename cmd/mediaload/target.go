@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -24,6 +26,13 @@ type serverTarget struct {
 	api     *webrtc.API
 	tokens  *tokenSource
 	spawned *spawned
+
+	// clientLog receives the participants' client diagnostics (a server
+	// offer the client could not answer, a candidate it could not add);
+	// clientDiag counts them and shows the first few.
+	clientLog  *slog.Logger
+	clientDiag *diagWriter
+	events     serverEvents
 }
 
 // openTarget resolves the instance: the one -spawn starts, or -url. The
@@ -47,7 +56,15 @@ func openTarget(ctx context.Context, cfg config, maxSessions int, pr *progress) 
 		return nil, err
 	}
 	t.tokens = newTokenSource(cfg, t.base)
+	t.clientDiag = &diagWriter{w: pr.writer(), show: 10}
+	t.clientLog = slog.New(slog.NewTextHandler(t.clientDiag, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return t, nil
+}
+
+// finish copies what the participants' clients saw into the report.
+func (t *serverTarget) finish(rep *Report) {
+	rep.ClientDiagnostics = t.clientDiag.n.Load()
+	rep.ServerEvents = t.events.snapshot()
 }
 
 // close stops a spawned instance (it drains on SIGTERM).
@@ -74,6 +91,20 @@ func (t *serverTarget) sampleLive(ctx context.Context) (serverSample, bool, erro
 		t.scrape.collect(ctx)
 	}
 	return t.sample(ctx)
+}
+
+// diagWriter passes the first show lines on to w and counts them all.
+type diagWriter struct {
+	w    io.Writer // nil: count only
+	show int64
+	n    atomic.Int64
+}
+
+func (d *diagWriter) Write(p []byte) (int, error) {
+	if d.n.Add(1) <= d.show && d.w != nil {
+		_, _ = fmt.Fprintf(d.w, "client: %s", p)
+	}
+	return len(p), nil
 }
 
 // tokenTTL is how long a minted token lives: long enough for any join of
