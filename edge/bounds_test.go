@@ -257,8 +257,10 @@ func TestKeepalive(t *testing.T) {
 	}
 }
 
+// TestDuplicateIdentityReplacesSession: the same identity joining again
+// (a client reconnecting) replaces its old session, even in a full room.
 func TestDuplicateIdentityReplacesSession(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := startServer(t, func(c *Config) { c.MaxRoomParticipants = 1 })
 	first := ts.dial(t, "demo", "alice")
 	second := ts.dial(t, "demo", "alice")
 	select {

@@ -47,9 +47,12 @@ func newRooms(maxRooms, maxMembers int, m *metrics) *rooms {
 	return &rooms{maxRooms: maxRooms, maxMembers: maxMembers, metrics: m, m: make(map[string]*room)}
 }
 
-// reserve admits one join to the room called name, creating the room if
-// needed. The caller must follow with join or release.
-func (rs *rooms) reserve(name string) (*room, error) {
+// reserve admits one join of identity to the room called name, creating
+// the room if needed. A member with the same identity does not count
+// toward the limit: the join replaces it (a client reconnecting after a
+// network change must not find its own old session filling the room). The
+// caller must follow with join or release.
+func (rs *rooms) reserve(name, identity string) (*room, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	r, ok := rs.m[name]
@@ -63,7 +66,11 @@ func (rs *rooms) reserve(name string) (*room, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.reserved+len(r.members) >= rs.maxMembers {
+	n := r.reserved + len(r.members)
+	if r.memberWith(identity) != nil {
+		n--
+	}
+	if n >= rs.maxMembers {
 		return nil, errRoomFull
 	}
 	r.reserved++
@@ -119,6 +126,11 @@ func (r *room) join(s *Session, greet func(others []*Session)) (others []*Sessio
 func (r *room) byIdentity(identity string) *Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.memberWith(identity)
+}
+
+// memberWith is byIdentity for a caller that holds r.mu.
+func (r *room) memberWith(identity string) *Session {
 	for _, m := range r.members {
 		if m.identity == identity {
 			return m

@@ -76,7 +76,7 @@ func (srv *Server) handleRTC(c echo.Context) error {
 		srv.perAddr.release(addr)
 		return srv.refuse(c, http.StatusServiceUnavailable, joinFull, "full", "the instance is at its session limit")
 	}
-	r, err := srv.rooms.reserve(claims.Room)
+	r, err := srv.rooms.reserve(claims.Room, claims.Identity())
 	if err != nil {
 		srv.admitted.Add(-1)
 		srv.perAddr.release(addr)
