@@ -122,11 +122,21 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 	}
 }
 
-func TestBrowserMuteButtons(t *testing.T) {
+// A user who opens the page, types a name and clicks Join gets in, and the
+// mute buttons mute and unmute the microphone and camera.
+func TestBrowserJoinFormAndMuteButtons(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", joinURL(svc.URL, "mute", "alice"))
-	alice.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
+	alice := b.open(t, "alice", svc.URL+"/?room=mute&quality=low")
+	if s := alice.snapshot(); s.State != "idle" {
+		t.Fatalf("before Join: state %s; want idle", s.State)
+	}
+	alice.typeInto("identity", "alice")
+	alice.click("join")
+	s := alice.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
+	if s.Room != "mute" || s.Self == nil || s.Self.Identity != "alice" {
+		t.Fatalf("after Join: room %q, self %+v; want room mute as alice", s.Room, s.Self)
+	}
 	tests := []struct {
 		button string
 		want   muted

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -157,6 +158,15 @@ func (p *page) eval(script string) {
 	p.t.Helper()
 	if err := chromedp.Do(p.ctx, chromedp.Evaluate[chromedp.Void](script)); err != nil {
 		p.t.Fatalf("%s: eval %s: %v", p.name, script, err)
+	}
+}
+
+// typeInto replaces the text of the input with that id, as the user would.
+func (p *page) typeInto(id, text string) {
+	p.t.Helper()
+	clear := chromedp.Evaluate[chromedp.Void](`document.getElementById(` + strconv.Quote(id) + `).value = ""`)
+	if err := chromedp.Do(p.ctx, clear, chromedp.SendKeys(chromedp.ID(id), text)); err != nil {
+		p.t.Fatalf("%s: type into #%s: %v", p.name, id, err)
 	}
 }
 
