@@ -7,6 +7,20 @@
 //
 // Signaling, rooms and who subscribes to what live in package edge; this
 // package only moves media.
+//
+// Goroutines: a publication has two (its RTP read loop, which is the only
+// writer of forwarded packets, and a drain of the publisher's RTCP); a
+// video subscription has one (the subscriber's RTCP: NACKs and keyframe
+// requests); an audio subscription has none.
+//
+// Metrics (Prometheus names; the only attribute is kind=audio|video):
+// media_rtp_received_{packets,bytes}_total,
+// media_rtp_forwarded_{packets,bytes}_total,
+// media_rtcp_nacks_received_total, media_rtp_nacked_packets_total,
+// media_rtp_retransmitted_packets_total, media_rtp_nack_misses_total,
+// media_rtp_retransmits_limited_total, media_rtcp_plis_forwarded_total,
+// media_rtcp_plis_throttled_total, media_publications_active and
+// media_subscriptions_active.
 package sfu
 
 import (
