@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/signal"
 )
@@ -102,5 +103,31 @@ func TestRoomForwarding(t *testing.T) {
 	waitFor(t, 5*time.Second, "session manager empty", func() bool { return ts.srv.Sessions().Len() == 0 })
 	if n := ts.srv.rooms.len(); n != 0 {
 		t.Errorf("rooms after everyone left = %d; want 0", n)
+	}
+}
+
+// TestGrantsShapeForwarding: a participant without the subscribe grant is
+// forwarded nothing (no subscriber offer at all), while one with only the
+// subscribe grant receives the others' tracks.
+func TestGrantsShapeForwarding(t *testing.T) {
+	ts := startServer(t, nil)
+	publisher := ts.dialWith(t, ts.token(t, "demo", "camera", auth.Grants{Publish: true}), client.Options{})
+	viewer := ts.dialWith(t, ts.token(t, "demo", "viewer", auth.Grants{Subscribe: true}), client.Options{})
+	viewerRecv := receive(t, viewer)
+	publish(t, publisher)
+	waitFor(t, 10*time.Second, "viewer receives the camera", func() bool {
+		st, _ := viewerRecv.stats(publisher.ID(), "video")
+		return st.packets > 0
+	})
+	// A second publisher's tracks would be offered to the first by now if
+	// its grants allowed it.
+	other := ts.dial(t, "demo", "other")
+	publish(t, other)
+	waitFor(t, 10*time.Second, "viewer receives the other", func() bool {
+		st, _ := viewerRecv.stats(other.ID(), "audio")
+		return st.packets > 0
+	})
+	if sd := publisher.Subscriber().RemoteDescription(); sd != nil {
+		t.Errorf("a participant without the subscribe grant got a subscriber offer: %.80q", sd.SDP)
 	}
 }
