@@ -188,6 +188,9 @@ func (c Config) validateSignaling() error {
 			return fmt.Errorf("edge: %s must be positive, got %s", v.name, v.d)
 		}
 	}
+	if c.RetryAfter < time.Second {
+		return fmt.Errorf("edge: MEDIA_RETRY_AFTER must be at least 1s (Retry-After is in whole seconds), got %s", c.RetryAfter)
+	}
 	if c.IdleTimeout <= c.PingInterval {
 		return fmt.Errorf("edge: MEDIA_WS_IDLE_TIMEOUT (%s) must exceed MEDIA_WS_PING_INTERVAL (%s)", c.IdleTimeout, c.PingInterval)
 	}
