@@ -1,8 +1,15 @@
 package sfu
 
 import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -129,4 +136,74 @@ func TestMixedCodecsOnOneConnection(t *testing.T) {
 		from := tc.src.send(t, 20)
 		checkContinuous(t, tc.mime, tc.r.expect(t, from, 20, tc.src.size))
 	}
+}
+
+// TestSubscriberWithoutTheCodec: a subscriber that cannot decode the
+// publication's codec (H.264 to a VP8-only client) gets that track
+// unbound and silent, the engine says why in its log, and the rest of its
+// connection works: its audio flows.
+func TestSubscriberWithoutTheCodec(t *testing.T) {
+	var logs syncBuffer
+	h := newHarnessLogging(t, Config{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	pub := h.newPublisherWith(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"})
+	video, audio := pub.publications(t)
+
+	vp8Only := &webrtc.MediaEngine{}
+	for _, c := range []struct {
+		codec webrtc.RTPCodecParameters
+		kind  webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: vp8}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}}, webrtc.RTPCodecTypeAudio},
+	} {
+		if err := vp8Only.RegisterCodec(c.codec, c.kind); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetRemoteIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(vp8Only), webrtc.WithSettingEngine(se))
+	sub := h.newSubscriber(t, api)
+	subs := sub.subscribe(t, video, audio)
+
+	deadline := time.After(waitFor)
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for !strings.Contains(logs.String(), "subscriber_codec_unsupported") {
+		pub.video.send(t, 1)
+		select {
+		case <-poll.C:
+		case <-deadline:
+			t.Fatalf("log after subscribing a VP8-only client to H.264 = %q; want subscriber_codec_unsupported", logs.String())
+		}
+	}
+	if subs[0].bound.Load() != nil {
+		t.Error("subscription bound to a client without the codec; want unbound")
+	}
+	r := sub.awaitTracks(t, 1, pub.audio)[webrtc.RTPCodecTypeAudio]
+	from := pub.audio.send(t, 20)
+	checkContinuous(t, "audio", r.expect(t, from, 20, pub.audio.size))
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -3,6 +3,7 @@ package sfu
 import (
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -33,13 +34,19 @@ type harness struct {
 
 func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
+	return newHarnessLogging(t, cfg, nil)
+}
+
+// newHarnessLogging is newHarness with the engine logging to log.
+func newHarnessLogging(t testing.TB, cfg Config, log *slog.Logger) *harness {
+	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = "127.0.0.1"
 	}
-	e, err := New(cfg, mp.Meter("sfu_test"), nil)
+	e, err := New(cfg, mp.Meter("sfu_test"), log)
 	if err != nil {
 		t.Fatalf("New(%+v) = %v; want nil error", cfg, err)
 	}

@@ -157,15 +157,23 @@ type downTrack struct{ sub *Subscription }
 // Bind is called by Pion when the subscriber's negotiation settles the
 // codec. It picks the negotiated codec that carries the publisher's
 // bitstream, and asks for a keyframe so the subscriber's decoder starts.
+//
+// When the subscriber cannot decode the publisher's codec (H.264 to a
+// client without it: we forward, we do not transcode) the track stays
+// unbound and silent, and Bind still succeeds: Pion fails the whole
+// SetRemoteDescription on a Bind error, which would cut the subscriber
+// off from every other track.
 func (t *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
 	pub := t.sub.pub
-	c, ok := matchCodec(pub.codec.RTPCodecCapability, ctx.CodecParameters())
+	negotiated := ctx.CodecParameters()
+	c, ok := matchCodec(pub.codec.RTPCodecCapability, negotiated)
 	if !ok {
-		// The subscriber cannot decode the publisher's codec (say H.264 to
-		// a browser without it); we forward, we do not transcode.
 		pub.engine.log.Info("subscriber_codec_unsupported", "publication", pub.id,
 			"codec", pub.codec.MimeType, "fmtp", pub.codec.SDPFmtpLine)
-		return webrtc.RTPCodecParameters{}, fmt.Errorf("sfu: bind %s: %w", pub.id, webrtc.ErrUnsupportedCodec)
+		if len(negotiated) == 0 {
+			return webrtc.RTPCodecParameters{}, fmt.Errorf("sfu: bind %s: %w", pub.id, webrtc.ErrUnsupportedCodec)
+		}
+		return negotiated[0], nil
 	}
 	t.sub.bound.Store(&binding{
 		id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), w: ctx.WriteStream(),
