@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -152,6 +153,37 @@ func TestBrowserJoinFormAndMuteButtons(t *testing.T) {
 			t.Errorf("after clicking %s: muted = %+v; want %+v", tt.button, got, tt.want)
 		}
 	}
+}
+
+// An instance with an API secret hands out no dev tokens: the page says so
+// and stops, and joins with a token minted by `media-service token`.
+func TestBrowserTokenInURLWithoutDevMode(t *testing.T) {
+	keys := []string{"MEDIA_API_KEY=browser-test", "MEDIA_API_SECRET=browser-test-secret-of-at-least-32-bytes"}
+	b := newBrowser(t)
+	svc := startService(t, keys...)
+	nodev := b.open(t, "nodev", joinURL(svc.URL, "prod", "alice"))
+	s := nodev.waitFor("refuse to join", mediaTimeout, func(s snapshot) bool { return s.State == "closed" })
+	if len(s.Errors) != 1 || s.Errors[0].Code != "dev_mode_off" {
+		t.Errorf("without a token: errors %v; want one dev_mode_off", s.Errors)
+	}
+	token := mintToken(t, keys, "prod", "bob")
+	p := b.open(t, "token", joinURL(svc.URL, "prod", "bob", "token="+token))
+	s = p.waitFor("join with the token", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
+	if s.Self == nil || s.Self.Identity != "bob" {
+		t.Errorf("joined as %+v; want bob, the token's identity", s.Self)
+	}
+}
+
+// mintToken runs `media-service token` with the instance's keys.
+func mintToken(t *testing.T, keys []string, room, identity string) string {
+	t.Helper()
+	cmd := exec.Command(serviceBinary(t), "token", "-room", room, "-identity", identity)
+	cmd.Env = append(cleanEnv(), keys...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("media-service token: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func TestBrowserRelayOnlyThroughTURN(t *testing.T) {

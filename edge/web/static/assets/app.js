@@ -2,7 +2,8 @@
 // a tile per participant, mute controls, connection state and live stats.
 //
 // Query parameters: room, identity, autojoin=1, relay=1 (TURN only),
-// quality=low|standard|high (camera resolution and frame rate).
+// quality=low|standard|high (camera resolution and frame rate), token (an
+// access token, for an instance that is not in dev mode).
 // For tests it exposes window.mediaClient and window.mediaDemo.snapshot().
 
 import { MediaClient, devToken } from "./client.js";
@@ -69,10 +70,20 @@ async function join() {
   showCall(room);
   history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(query), room })}`);
   try {
-    await client.join({ room, tokens: () => devToken(room, identity) });
+    await client.join({ room, tokens: tokenSource(room, identity) });
   } catch (err) {
     showError(err.code || "join_failed", err.message);
   }
+}
+
+/** tokenSource is where each connection attempt gets its token: the
+ * token in the URL (an operator's, from `media-service token`), else the
+ * instance's dev token endpoint. */
+function tokenSource(room, identity) {
+  const token = query.get("token");
+  if (!token) return () => devToken(room, identity);
+  const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/rtc`;
+  return async () => ({ token, url });
 }
 
 function leave() {

@@ -48,7 +48,7 @@ export async function devToken(room, identity, origin = location.origin) {
     throw new ClientError("unreachable", "the service is unreachable");
   }
   if (res.status === 404) {
-    throw new ClientError("dev_mode_off", "this server hands out no demo tokens (it is not in dev mode): join through your application", 0, true);
+    throw new ClientError("dev_mode_off", "this server hands out no demo tokens (it is not in dev mode): join through your application, or add ?token=<access token> to this page's address", 0, true);
   }
   if (!res.ok) {
     throw new ClientError("token_failed", `dev token: ${await errorMessage(res)}`, retryAfterMs(res));
