@@ -105,13 +105,13 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 
 	// The server's `error` reaches the user: a message type it does not know.
 	pages[0].eval(`mediaClient.session.send({type: "no_such_type"})`)
-	pages[0].waitFor("show the server's error", 5*time.Second, func(s snapshot) bool {
+	pages[0].waitFor("show the server's error", 10*time.Second, func(s snapshot) bool {
 		return len(s.Errors) == 1 && s.Errors[0].Code == "unknown_type" && s.Errors[0].Message != ""
 	})
 
 	// Leaving with the button closes cleanly and the others drop the tile.
 	pages[2].click("leave")
-	s := pages[2].waitFor("leave", 5*time.Second, func(s snapshot) bool { return s.LastClose != nil })
+	s := pages[2].waitFor("leave", 10*time.Second, func(s snapshot) bool { return s.LastClose != nil })
 	if c := s.LastClose; c.Code != 1000 || !c.WasClean || !c.ByClient || s.State != "closed" {
 		t.Errorf("carol after Leave: state %s, close %+v; want closed after a clean 1000 close of ours", s.State, *c)
 	}
