@@ -412,3 +412,25 @@ func TestSubscriberOffersOneAtATime(t *testing.T) {
 		t.Errorf("second offer has %d media sections; want 4 (alice's and bob's audio and video)", got)
 	}
 }
+
+// TestMessagesPaced: a client's messages beyond its rate are read more
+// slowly, not dropped: a flood of 40 at 20 per second (burst 10) is
+// answered in full, over at least the time the rate allows.
+func TestMessagesPaced(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MessageRate, c.MessageBurst = 20, 10 })
+	c := ts.dial(t, "demo", "alice")
+	start := time.Now()
+	for range 40 {
+		if err := c.SendRaw([]byte("junk")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 40 {
+		waitEvent(t, c, 5*time.Second, fmt.Sprintf("error %d", i+1), isError(signal.CodeBadMessage))
+	}
+	// 10 at once, then 30 more at 20 per second: 1.5s at least.
+	if took := time.Since(start); took < 1400*time.Millisecond {
+		t.Errorf("40 messages at 20/s with a burst of 10 were handled in %s; want at least 1.5s", took)
+	}
+	leaveNormally(t, c)
+}

@@ -87,6 +87,14 @@ type Config struct {
 	// ReadLimit is the largest message a client may send, in bytes
 	// (MEDIA_WS_READ_LIMIT, default 65536); a larger one closes with 1009.
 	ReadLimit int64 `env:"MEDIA_WS_READ_LIMIT" envDefault:"65536"`
+	// MessageRate and MessageBurst pace what the server reads from one
+	// client (MEDIA_WS_MESSAGE_RATE, default 50 per second;
+	// MEDIA_WS_MESSAGE_BURST, default 100). Beyond them the server reads
+	// more slowly and TCP pushes back on the client: nothing is dropped,
+	// but a flood of messages cannot take more than its share of a core.
+	// A browser sends a few dozen messages when it joins, then a handful.
+	MessageRate  float64 `env:"MEDIA_WS_MESSAGE_RATE" envDefault:"50"`
+	MessageBurst int     `env:"MEDIA_WS_MESSAGE_BURST" envDefault:"100"`
 	// OfferBurst and OfferInterval rate-limit a client's publisher offers
 	// (MEDIA_OFFER_BURST, default 10; MEDIA_OFFER_INTERVAL, default 1s:
 	// one more offer allowed per interval): renegotiation costs the
@@ -162,6 +170,7 @@ func (c Config) validateLimits() error {
 		{"MEDIA_MAX_ICE_CANDIDATES", c.MaxCandidates},
 		{"MEDIA_WS_SEND_QUEUE", c.SendQueue},
 		{"MEDIA_OFFER_BURST", c.OfferBurst},
+		{"MEDIA_WS_MESSAGE_BURST", c.MessageBurst},
 	} {
 		if v.n < 1 {
 			return fmt.Errorf("edge: %s must be at least 1, got %d", v.name, v.n)
@@ -187,6 +196,9 @@ func (c Config) validateSignaling() error {
 		if v.d <= 0 {
 			return fmt.Errorf("edge: %s must be positive, got %s", v.name, v.d)
 		}
+	}
+	if c.MessageRate <= 0 {
+		return fmt.Errorf("edge: MEDIA_WS_MESSAGE_RATE must be positive, got %g", c.MessageRate)
 	}
 	if c.RetryAfter < time.Second {
 		return fmt.Errorf("edge: MEDIA_RETRY_AFTER must be at least 1s (Retry-After is in whole seconds), got %s", c.RetryAfter)

@@ -27,6 +27,8 @@ func TestConfigNamesBadVariable(t *testing.T) {
 		{"MEDIA_WS_IDLE_TIMEOUT", func(c *Config) { c.IdleTimeout = c.PingInterval }},
 		{"MEDIA_WS_READ_LIMIT", func(c *Config) { c.ReadLimit = 100 }},
 		{"MEDIA_OFFER_BURST", func(c *Config) { c.OfferBurst = 0 }},
+		{"MEDIA_WS_MESSAGE_RATE", func(c *Config) { c.MessageRate = 0 }},
+		{"MEDIA_WS_MESSAGE_BURST", func(c *Config) { c.MessageBurst = 0 }},
 		{"MEDIA_OFFER_INTERVAL", func(c *Config) { c.OfferInterval = 0 }},
 		{"MEDIA_NEGOTIATION_TIMEOUT", func(c *Config) { c.NegotiationTimeout = 0 }},
 		{"MEDIA_RETRY_AFTER", func(c *Config) { c.RetryAfter = 500 * time.Millisecond }},

@@ -28,6 +28,8 @@ var testKeys = auth.KeyPair{Key: "test-key", Secret: "test-secret-0123456789abcd
 
 // testConfig is a configuration for one in-process instance on loopback
 // with short timers, so bounds and keepalives are reached in a test's time.
+// The message pacing is lifted (tests that flood must reach the other
+// bounds quickly); TestMessagesPaced sets it.
 func testConfig() Config {
 	return Config{
 		HTTPHost: "127.0.0.1", OpsHost: "127.0.0.1",
@@ -36,6 +38,7 @@ func testConfig() Config {
 		MaxRooms: 10, MaxRoomParticipants: 10, MaxTracks: 4, MaxCandidates: 50,
 		SendQueue: 256, SendTimeout: time.Second, WriteTimeout: 2 * time.Second,
 		PingInterval: time.Second, IdleTimeout: 3 * time.Second, ReadLimit: 64 << 10,
+		MessageRate: 10000, MessageBurst: 10000,
 		OfferBurst: 10, OfferInterval: time.Second, NegotiationTimeout: 5 * time.Second,
 		RetryAfter: 2 * time.Second,
 	}

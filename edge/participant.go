@@ -26,6 +26,7 @@ func (srv *Server) newParticipant(conn *websocket.Conn, c *auth.Claims, r *room,
 	s.srv, s.identity, s.grants, s.room, s.opened = srv, c.Identity(), c.Grants, r, opened
 	s.log = srv.log.With("session", s.id, "room", r.name, "identity", s.identity)
 	s.offers = rate.NewLimiter(rate.Every(srv.cfg.OfferInterval), srv.cfg.OfferBurst)
+	s.inbound = rate.NewLimiter(rate.Limit(srv.cfg.MessageRate), srv.cfg.MessageBurst)
 	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
 	s.ws = newWSClient(conn, srv.cfg, s.writeFailed)
@@ -104,6 +105,7 @@ func (s *Session) readLoop() string {
 		if err != nil {
 			return s.readEndReason(err)
 		}
+		s.pace()
 		_ = conn.SetReadDeadline(time.Now().Add(idle))
 		select {
 		case <-s.ending: // only the client's close frame matters now
@@ -115,6 +117,23 @@ func (s *Session) readLoop() string {
 			// closing with its input unread would reset the connection.
 			s.end(reasonClientLeave)
 		}
+	}
+}
+
+// pace waits, before a message is handled, until the client's message
+// rate allows it (or the session ends). While the reader waits, the
+// client's further messages stay in the socket and TCP slows the client
+// down: a flood is slowed, not dropped.
+func (s *Session) pace() {
+	d := s.inbound.Reserve().Delay()
+	if d == 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ending:
 	}
 }
 

@@ -54,6 +54,7 @@ type Session struct {
 	pubICE   *signal.Trickle
 	subICE   *signal.Trickle
 	offers   *rate.Limiter // publisher offers
+	inbound  *rate.Limiter // every client message: paces the reader
 
 	renegotiate chan struct{} // cap 1: a subscriber offer is wanted
 	answered    chan struct{} // cap 1: the outstanding offer was answered

@@ -33,7 +33,7 @@ func startEdge(t *testing.T) string {
 	cfg := edge.Config{HTTPHost: "127.0.0.1", OpsHost: "127.0.0.1", DrainTimeout: time.Second, SessionShards: 1,
 		MaxSessions: 10, MaxRooms: 2, MaxRoomParticipants: 5, MaxTracks: 2, MaxCandidates: 50,
 		SendQueue: 16, SendTimeout: time.Second, WriteTimeout: time.Second, PingInterval: time.Second,
-		IdleTimeout: 5 * time.Second, ReadLimit: 64 << 10, OfferBurst: 5, OfferInterval: time.Second,
+		IdleTimeout: 5 * time.Second, ReadLimit: 64 << 10, MessageRate: 50, MessageBurst: 100, OfferBurst: 5, OfferInterval: time.Second,
 		NegotiationTimeout: 5 * time.Second, RetryAfter: time.Second}
 	srv, err := edge.New(cfg, edge.Options{Log: log, Media: media})
 	if err != nil {
