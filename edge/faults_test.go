@@ -341,3 +341,51 @@ func TestSignalingCutWhileMediaFlows(t *testing.T) {
 		t.Errorf("bob's audio at alice: %d gaps, %d corrupt; want none", st.gaps, st.corrupt)
 	}
 }
+
+// TestDrainNotHeldByClientThatStopsReading: a client stops reading after
+// enough messages to block the server's write to it, but too few to fill
+// its send queue, so it is not (yet) a slow client. The drain must still
+// close it within the close grace after the deadline, not after the
+// write timeout: in the binary the watchdog (drain timeout + 5 s) would
+// otherwise kill the process with exit 2 under a default 10 s write
+// timeout.
+func TestDrainNotHeldByClientThatStopsReading(t *testing.T) {
+	const writeTimeout = 20 * time.Second
+	ts := startServer(t, func(c *Config) {
+		c.DrainTimeout, c.WriteTimeout = time.Second, writeTimeout
+		c.PingInterval, c.IdleTimeout = time.Minute, 2*time.Minute
+	})
+	conn := rawDial(t, ts, ts.token(t, "demo", "stuck", bothGrants), 4096)
+	waitFor(t, 5*time.Second, "the session", func() bool { return ts.srv.Sessions().Len() == 1 })
+	s := onlySession(t, ts)
+	junk := clientFrame([]byte(`{"type":"junk-that-gets-an-error-answer"}`))
+	// Each junk message is answered with an error. Once the socket
+	// buffers are full the writer blocks and answers pile up in the queue:
+	// stop while the queue is still far from full. One message at a time,
+	// each handled before the next, so no backlog fills the queue later.
+	deadline := time.Now().Add(30 * time.Second)
+	for sent := int64(1); len(s.ws.queue) < 16; sent++ {
+		if _, err := conn.NetConn().Write(junk); err != nil {
+			t.Fatalf("junk write: %v", err)
+		}
+		for ts.counter(t, "media_signal_errors", "", "") < sent {
+			if time.Now().After(deadline) {
+				t.Fatal("the server's writer never blocked on a client that does not read")
+			}
+		}
+	}
+	if n := ts.counter(t, "media_slow_client_disconnects", "", ""); n != 0 {
+		t.Fatalf("the client was already disconnected as slow (%d); the test needs a blocked writer", n)
+	}
+	started := time.Now()
+	ts.cancel(&ShutdownCause{Reason: "test"})
+	select {
+	case err := <-ts.runErr:
+		ts.runErr <- err
+	case <-time.After(writeTimeout):
+		t.Fatalf("the drain was still running %s after it began; a blocked write held it", writeTimeout)
+	}
+	if took := time.Since(started); took > time.Second+2*closeGrace+time.Second {
+		t.Errorf("drain took %s with a 1s drain timeout; want the deadline plus the close grace", took)
+	}
+}

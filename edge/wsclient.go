@@ -101,6 +101,10 @@ func (c *wsClient) stop(last lastWords) {
 	c.stopOnce.Do(func() {
 		c.last = last
 		close(c.stopping)
+		// A write already blocked on a client that stopped reading
+		// would hold the close (and a drain) for the whole write
+		// timeout: cut it to the close grace, as the last words are.
+		_ = c.conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace))
 		if last.abort {
 			// The writer may be blocked in a write to a client that
 			// does not read, and nothing more could reach it: close the
@@ -117,6 +121,12 @@ func (c *wsClient) writeLoop() {
 	ping := time.NewTicker(c.cfg.PingInterval)
 	defer ping.Stop()
 	for {
+		select { // stopping first: select would pick at random among ready cases
+		case <-c.stopping:
+			c.finish()
+			return
+		default:
+		}
 		select {
 		case b := <-c.queue:
 			c.fail(c.write(websocket.TextMessage, b, time.Now().Add(c.cfg.WriteTimeout)))
