@@ -222,3 +222,29 @@ func TestResubscribeReusesTransceiver(t *testing.T) {
 		t.Errorf("subscriber transceivers after unsubscribe and resubscribe = %d; want 1 (reused)", n)
 	}
 }
+
+// TestPublisherRemovesTrack: a publisher that stops one track (removeTrack
+// and a new offer) ends that publication and its subscriptions; its other
+// track keeps flowing.
+func TestPublisherRemovesTrack(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, audio := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	subs := sub.subscribe(t, video, audio)
+	tracks := sub.awaitTracks(t, 2, pub.video, pub.audio)
+
+	if err := pub.pc.RemoveTrack(pub.video.sender); err != nil {
+		t.Fatalf("RemoveTrack(video) = %v", err)
+	}
+	negotiate(t, pub.pc, pub.server)
+	closedWithin(t, video.Done(), "video Publication.Done")
+	closedWithin(t, subs[0].Done(), "video Subscription.Done")
+	select {
+	case <-audio.Done():
+		t.Fatal("audio publication ended with the video track; want it live")
+	default:
+	}
+	first := pub.audio.send(t, 20)
+	checkContinuous(t, "audio", tracks[webrtc.RTPCodecTypeAudio].expect(t, first, 20, pub.audio.size))
+}
