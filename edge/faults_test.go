@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
@@ -357,23 +358,7 @@ func TestDrainNotHeldByClientThatStopsReading(t *testing.T) {
 	})
 	conn := rawDial(t, ts, ts.token(t, "demo", "stuck", bothGrants), 4096)
 	waitFor(t, 5*time.Second, "the session", func() bool { return ts.srv.Sessions().Len() == 1 })
-	s := onlySession(t, ts)
-	junk := clientFrame([]byte(`{"type":"junk-that-gets-an-error-answer"}`))
-	// Each junk message is answered with an error. Once the socket
-	// buffers are full the writer blocks and answers pile up in the queue:
-	// stop while the queue is still far from full. One message at a time,
-	// each handled before the next, so no backlog fills the queue later.
-	deadline := time.Now().Add(30 * time.Second)
-	for sent := int64(1); len(s.ws.queue) < 16; sent++ {
-		if _, err := conn.NetConn().Write(junk); err != nil {
-			t.Fatalf("junk write: %v", err)
-		}
-		for ts.counter(t, "media_signal_errors", "", "") < sent {
-			if time.Now().After(deadline) {
-				t.Fatal("the server's writer never blocked on a client that does not read")
-			}
-		}
-	}
+	fillQueue(t, ts, conn, onlySession(t, ts), 16)
 	if n := ts.counter(t, "media_slow_client_disconnects", "", ""); n != 0 {
 		t.Fatalf("the client was already disconnected as slow (%d); the test needs a blocked writer", n)
 	}
@@ -388,4 +373,62 @@ func TestDrainNotHeldByClientThatStopsReading(t *testing.T) {
 	if took := time.Since(started); took > time.Second+2*closeGrace+time.Second {
 		t.Errorf("drain took %s with a 1s drain timeout; want the deadline plus the close grace", took)
 	}
+}
+
+// fillQueue makes the server's writer to conn block (conn never reads)
+// and then queues until want messages wait in the session's send queue.
+// Each junk message is answered with an error; one goes at a time, each
+// handled before the next, so no backlog adds to the queue afterwards.
+func fillQueue(t *testing.T, ts *testServer, conn *websocket.Conn, s *Session, want int) {
+	t.Helper()
+	junk := clientFrame([]byte(`{"type":"junk-that-gets-an-error-answer"}`))
+	deadline := time.Now().Add(30 * time.Second)
+	base := ts.counter(t, "media_signal_errors", "", "")
+	for sent := base + 1; len(s.ws.queue) < want; sent++ {
+		if _, err := conn.NetConn().Write(junk); err != nil {
+			t.Fatalf("junk write: %v", err)
+		}
+		for ts.counter(t, "media_signal_errors", "", "") < sent {
+			if time.Now().After(deadline) {
+				t.Fatalf("send queue at %d of %d after 30s", len(s.ws.queue), want)
+			}
+		}
+	}
+}
+
+// TestSlowClientCutWithinSendTimeout: once a client that does not read
+// has a full send queue (256), the next message that finds no room
+// disconnects it within the 1 s send timeout (not the much longer write
+// timeout), and the room keeps its media. bounds_test.go's
+// TestSlowClientDisconnected floods without measuring when.
+func TestSlowClientCutWithinSendTimeout(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.WriteTimeout, c.PingInterval, c.IdleTimeout = 30*time.Second, time.Minute, 2*time.Minute
+		c.NegotiationTimeout = time.Minute // it never answers its subscriber offer either
+	})
+	room := newMediaRoom(t, ts)
+	conn := rawDial(t, ts, ts.token(t, "demo", "slow", bothGrants), 4096)
+	waitFor(t, 5*time.Second, "the session", func() bool { return ts.srv.Sessions().Len() == 3 })
+	var slow *Session
+	for _, s := range ts.srv.Sessions().All() {
+		if s.Identity() == "slow" {
+			slow = s
+		}
+	}
+	fillQueue(t, ts, conn, slow, cap(slow.ws.queue))
+	if n := ts.counter(t, "media_slow_client_disconnects", "", ""); n != 0 {
+		t.Fatalf("disconnected as slow before the queue was full (%d)", n)
+	}
+	full := time.Now()
+	if _, err := conn.NetConn().Write(clientFrame([]byte(`{"type":"one-more"}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "slow client disconnected", func() bool {
+		return ts.counter(t, "media_slow_client_disconnects", "", "") == 1
+	})
+	if took := time.Since(full); took > 1500*time.Millisecond {
+		t.Errorf("slow client cut %s after its queue was full; want within the 1s send timeout", took)
+	}
+	waitFor(t, 5*time.Second, "slow session removed", func() bool { return ts.srv.Sessions().Len() == 2 })
+	room.stillFlowing(t, "alice still receives bob")
 }
