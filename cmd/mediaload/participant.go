@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -26,8 +28,10 @@ import (
 // change nothing the server sees. Against a loopback server ICE is kept on
 // loopback UDP, so nothing leaves the machine. With nack false the
 // participants never ask for retransmissions (-nack=false), which separates
-// the server's forwarding cost from its NACK handling.
-func newLoadAPI(loopback, nack bool) (*webrtc.API, error) {
+// the server's forwarding cost from its NACK handling. Pion's own warnings
+// and errors (RTP on an SSRC the description does not have, ...) go to
+// pionLog.
+func newLoadAPI(loopback, nack bool, pionLog io.Writer) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("load api: codecs: %w", err)
@@ -48,6 +52,9 @@ func newLoadAPI(loopback, nack bool) (*webrtc.API, error) {
 		return nil, fmt.Errorf("load api: twcc header: %w", err)
 	}
 	var se webrtc.SettingEngine
+	lf := logging.NewDefaultLoggerFactory()
+	lf.Writer, lf.DefaultLogLevel = pionLog, logging.LogLevelWarn
+	se.LoggerFactory = lf
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(true)
 	if loopback {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,8 +30,9 @@ type serverTarget struct {
 	spawned *spawned
 
 	// clientLog receives the participants' client diagnostics (a server
-	// offer the client could not answer, a candidate it could not add);
-	// clientDiag counts them and shows the first few.
+	// offer the client could not answer, a candidate it could not add),
+	// and Pion's warnings go to clientDiag too, which counts them all and
+	// shows the first few.
 	clientLog  *slog.Logger
 	clientDiag *diagWriter
 	events     serverEvents
@@ -50,21 +53,26 @@ func openTarget(ctx context.Context, cfg config, maxSessions int, pr *progress) 
 	}
 	t.rtc = rtcURL(t.base)
 	t.scrape = newScraper(opsURL)
+	t.clientDiag = &diagWriter{w: pr.writer(), show: 10}
+	t.clientLog = slog.New(slog.NewTextHandler(t.clientDiag, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
-	if t.api, err = newLoadAPI(isLoopbackURL(t.base), cfg.nack); err != nil {
+	if t.api, err = newLoadAPI(isLoopbackURL(t.base), cfg.nack, t.clientDiag); err != nil {
 		t.close()
 		return nil, err
 	}
 	t.tokens = newTokenSource(cfg, t.base)
-	t.clientDiag = &diagWriter{w: pr.writer(), show: 10}
-	t.clientLog = slog.New(slog.NewTextHandler(t.clientDiag, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return t, nil
 }
 
-// finish copies what the participants' clients saw into the report.
+// finish copies what the participants' clients saw into the report. Our
+// participants are well behaved and leave by themselves, so any `error`
+// or `leave` from the server means something went wrong: the run fails.
 func (t *serverTarget) finish(rep *Report) {
 	rep.ClientDiagnostics = t.clientDiag.n.Load()
 	rep.ServerEvents = t.events.snapshot()
+	for _, k := range slices.Sorted(maps.Keys(rep.ServerEvents)) {
+		rep.fail("the server sent %s %d times", k, rep.ServerEvents[k])
+	}
 }
 
 // close stops a spawned instance (it drains on SIGTERM).
