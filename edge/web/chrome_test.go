@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,22 +72,61 @@ func chromeFlags(userDataDir string) []chromedp.ExecAllocatorOption {
 	)
 }
 
-// browser is one Chromium process with a fresh profile; each page is a tab.
-type browser struct {
-	ctx context.Context // a chromedp context whose browser is running
+// chromium is the one Chromium process of the test binary, started by the
+// first browser test (a start per test cost seconds on a loaded machine)
+// and ended by TestMain.
+var chromium struct {
+	once    sync.Once
+	ctx     context.Context // a chromedp context whose browser is running
+	stop    func()
+	profile string
+	err     error
 }
 
-// newBrowser starts Chromium; it is closed when the test ends.
+func startChromium(path string) {
+	chromium.profile, chromium.err = os.MkdirTemp("", "media-web-chromium-")
+	if chromium.err != nil {
+		return
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		append(chromeFlags(chromium.profile), chromedp.ExecPath(path))...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	chromium.ctx, chromium.stop = ctx, func() { cancel(); cancelAlloc() }
+	if err := chromedp.Do(ctx); err != nil {
+		chromium.err = fmt.Errorf("start chromium %s: %w", path, err)
+	}
+}
+
+// stopChromium ends the browser, if a test started it, and removes its
+// profile.
+func stopChromium() {
+	if chromium.stop != nil {
+		chromium.stop()
+	}
+	if chromium.profile != "" {
+		os.RemoveAll(chromium.profile)
+	}
+}
+
+// browser is a test's own browser context (like a fresh incognito window:
+// its own storage and cookies) in the shared Chromium; each page is a tab.
+type browser struct {
+	ctx context.Context
+}
+
+// newBrowser opens a browser context that closes, with its tabs, when the
+// test ends.
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
 	path := chromiumPath(t)
-	profile := t.TempDir()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		append(chromeFlags(profile), chromedp.ExecPath(path))...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
+	chromium.once.Do(func() { startChromium(path) })
+	if chromium.err != nil {
+		t.Fatal(chromium.err)
+	}
+	ctx, cancel := chromedp.NewContext(chromium.ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium %s: %v", path, err)
+		t.Fatalf("open a browser context: %v", err)
 	}
 	return &browser{ctx: ctx}
 }

@@ -1,18 +1,25 @@
 package web_test
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-// TestMain checks that no test leaves a goroutine behind (the browser
-// suite runs log readers and DevTools connections), and removes the
-// service binary the browser tests build.
+// TestMain ends the shared Chromium, checks that no test left a goroutine
+// behind (the browser suite runs log readers and DevTools connections), and
+// removes the service binary the browser tests build.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		removeServiceBinary()
-		os.Exit(code)
-	}))
+	code := m.Run()
+	stopChromium()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	removeServiceBinary()
+	os.Exit(code)
 }
