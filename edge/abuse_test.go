@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -449,4 +450,57 @@ func TestJoinStormJoinedFirst(t *testing.T) {
 			waitEvent(t, c, 5*time.Second, fmt.Sprintf("participant_joined at p%d", i), isType(signal.TypeParticipantJoined))
 		}
 	}
+}
+
+// TestUnansweredSubscriberOfferTimesOut: a participant that never answers
+// its subscriber offer would block every later change to what it
+// receives; after NegotiationTimeout it is told `leave timeout` and
+// closed (1008), and the publisher is unaffected.
+func TestUnansweredSubscriberOfferTimesOut(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.NegotiationTimeout = time.Second; c.IdleTimeout = time.Minute })
+	bob := ts.dial(t, "demo", "bob")
+	publish(t, bob)
+	conn := rawDial(t, ts, ts.token(t, "demo", "mute", bothGrants), 0)
+	readUntilType(t, conn, signal.TypeOffer)
+	offered := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var leave *signal.Message
+	var err error
+	for {
+		var data []byte
+		if _, data, err = conn.ReadMessage(); err != nil {
+			break
+		}
+		if m, perr := signal.Parse(data); perr == nil && m.Type == signal.TypeLeave {
+			leave = m
+		}
+	}
+	if leave == nil || leave.Reason != signal.ReasonTimeout {
+		t.Errorf("last words = %+v; want leave timeout", leave)
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+		t.Errorf("close = %v; want 1008", err)
+	}
+	if took := time.Since(offered); took > 3*time.Second {
+		t.Errorf("closed %s after the unanswered offer; want about the 1s negotiation timeout", took)
+	}
+	waitLeft(t, bob, participantID(t, ts, "mute"), 5*time.Second)
+	leaveNormally(t, bob)
+}
+
+// participantID is the participant id the instance gave identity, read
+// from the session_joined log event (the session may already be gone).
+func participantID(t *testing.T, ts *testServer, identity string) string {
+	t.Helper()
+	ts.logs.mu.Lock()
+	defer ts.logs.mu.Unlock()
+	for _, line := range strings.Split(ts.logs.buf.String(), "\n") {
+		var ev struct{ Msg, Session, Identity string }
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Msg == "session_joined" && ev.Identity == identity {
+			return ev.Session
+		}
+	}
+	t.Fatalf("no session_joined for %s", identity)
+	return ""
 }
