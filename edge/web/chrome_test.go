@@ -294,7 +294,9 @@ func (s snapshot) String() string {
 // is the zero snapshot.
 func (p *page) snapshot() snapshot {
 	p.t.Helper()
-	raw, err := chromedp.Run(p.ctx, chromedp.Evaluate[[]byte](`window.mediaDemo ? window.mediaDemo.snapshot() : null`))
+	ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second) // a hung tab fails the test, not the whole run
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](`window.mediaDemo ? window.mediaDemo.snapshot() : null`))
 	if err != nil {
 		p.t.Fatalf("%s: read snapshot: %v", p.name, err)
 	}
