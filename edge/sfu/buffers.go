@@ -6,29 +6,15 @@ import (
 	"github.com/pion/transport/v5/packetio"
 )
 
-// Bounds of the queues Pion keeps between its SRTP session and the
-// readers of a subscriber connection.
-const (
-	// rtcpQueueBytes bounds the RTCP queued for one sender. Audio
-	// subscriptions have no reader (subscribers send them nothing to act
-	// on but receiver reports), so their queue only fills and drops: at
-	// Pion's 100 KB each it would hold 100 KB per audio subscription for
-	// nothing. 16 KiB still holds hundreds of NACKs for a video reader.
-	rtcpQueueBytes = 16 << 10
-	// rtpQueueBytes is Pion's own bound; subscriber connections receive
-	// no RTP.
-	rtpQueueBytes = 1000 * 1000
-)
+// rtpQueueBytes bounds the RTP a subscriber connection queues per SSRC:
+// Pion's own bound. Such a connection receives no RTP; its RTCP goes to
+// the rtcpRouter instead of a queue.
+const rtpQueueBytes = 1000 * 1000
 
-// subscriberQueues is the SettingEngine.BufferFactory of subscriber
-// connections.
-func subscriberQueues(t packetio.BufferPacketType, _ uint32) io.ReadWriteCloser {
+// subscriberQueues makes the RTP queues of subscriber connections.
+func subscriberQueues(_ packetio.BufferPacketType, _ uint32) io.ReadWriteCloser {
 	b := packetio.NewBuffer()
-	if t == packetio.RTCPBufferPacket {
-		b.SetLimitSize(rtcpQueueBytes)
-	} else {
-		b.SetLimitSize(rtpQueueBytes)
-	}
+	b.SetLimitSize(rtpQueueBytes)
 	return queue{b}
 }
 

@@ -53,10 +53,14 @@ type Engine struct {
 	metrics *metrics
 
 	// One API per role, all on the same muxes and codecs; they differ in
-	// their interceptors (see interceptorSets).
-	api    *webrtc.API // both directions
-	pubAPI *webrtc.API // receive only
-	subAPI *webrtc.API // send only
+	// their interceptors (see interceptorSets). Subscriber connections get
+	// an API each (newSubscriberAPI), for their own RTCP router.
+	api         *webrtc.API // both directions
+	pubAPI      *webrtc.API // receive only
+	subSettings webrtc.SettingEngine
+	media       *webrtc.MediaEngine
+	subRegistry *interceptor.Registry // send only
+	routers     routers               // of subscriber connections
 
 	udpMux  ice.UDPMux
 	udpAddr *net.UDPAddr
@@ -153,10 +157,17 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	}
 	e.api = api(se, registry(sets.receive, sets.send))
 	e.pubAPI = api(se, registry(sets.receive))
-	subSE := se
-	subSE.BufferFactory = subscriberQueues
-	e.subAPI = api(subSE, registry(sets.send))
+	e.subSettings, e.media, e.subRegistry = se, me, registry(sets.send)
 	return nil
+}
+
+// newSubscriberAPI is the API of one subscriber connection: the send-only
+// interceptors, and RTCP delivered through router.
+func (e *Engine) newSubscriberAPI(router *rtcpRouter) *webrtc.API {
+	se := e.subSettings
+	se.BufferFactory = router.queues
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(e.media),
+		webrtc.WithInterceptorRegistry(e.subRegistry))
 }
 
 // settings configures ICE: our muxes only, no mDNS (a server has a real
@@ -245,10 +256,17 @@ func (e *Engine) NewPublisherPeerConnection(c webrtc.Configuration) (*webrtc.Pee
 
 // NewSubscriberPeerConnection makes the connection a participant receives
 // on (the server offers and only sends): it has only the sending
-// interceptor (sender reports); NACKs and PLIs are handled by
-// Subscriptions.
+// interceptor (sender reports), and the subscriber's NACKs and keyframe
+// requests reach its Subscriptions without a goroutine per track (see
+// rtcpRouter).
 func (e *Engine) NewSubscriberPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
-	return newPeerConnection(e.subAPI, c, "subscriber")
+	router := newRTCPRouter()
+	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
+	if err != nil {
+		return nil, err
+	}
+	e.routers.add(pc, router)
+	return pc, nil
 }
 
 func newPeerConnection(api *webrtc.API, c webrtc.Configuration, role string) (*webrtc.PeerConnection, error) {

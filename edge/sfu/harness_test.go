@@ -28,8 +28,9 @@ const waitFor = 10 * time.Second
 
 // harness is one Engine on 127.0.0.1 with a metrics reader.
 type harness struct {
-	engine *Engine
-	reader *sdkmetric.ManualReader
+	engine     *Engine
+	reader     *sdkmetric.ManualReader
+	publishers int // made so far: each gets its own sequence numbers
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
@@ -257,8 +258,12 @@ func (h *harness) newPublisherWith(t testing.TB, video webrtc.RTPCodecCapability
 		server: newServerPC(t, h.engine.NewPublisherPeerConnection),
 		pubs:   make(chan *Publication, 2),
 	}
-	p.video = p.addSource(t, video, "video", 900, 1000)
-	p.audio = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", 120, 65500)
+	// Distinct sequence numbers per publisher, as real encoders pick at
+	// random, so no subscriber sees two streams' numbers coincide.
+	base := uint16(1000 + 7919*h.publishers)
+	h.publishers++
+	p.video = p.addSource(t, video, "video", 900, base)
+	p.audio = p.addSource(t, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", 120, base+64500)
 	p.server.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		pub, err := h.engine.Publish(tr, recv, p.server, publisherID)
 		if err != nil {

@@ -13,8 +13,8 @@ import (
 // one.
 var bgCtx = context.Background()
 
-// readRTCP reads the subscriber's RTCP for this track until the sender
-// stops. Pion's interceptors see every packet first (receiver reports);
+// readRTCP reads the subscriber's RTCP for a video track on a connection
+// without an rtcpRouter, until the sender stops. Pion's interceptors see every packet first (receiver reports);
 // we act on keyframe requests and NACKs. A sender stops on Close or when
 // the subscriber's PeerConnection closes; either way the subscription then
 // leaves the fan-out, so a dead subscriber costs no more writes even
@@ -24,8 +24,6 @@ func (s *Subscription) readRTCP() {
 	defer s.bound.Store(nil)
 	defer s.pub.remove(s)
 	buf := make([]byte, readBufSize)
-	hz := s.pub.engine.cfg.RetransmitRate
-	rtx := &retransmitter{sub: s, buf: make([]byte, readBufSize), limit: rate.NewLimiter(rate.Limit(hz), hz)}
 	for errs := 0; errs < maxReadErrors; {
 		n, _, err := s.sender.Read(buf)
 		if err != nil {
@@ -36,12 +34,18 @@ func (s *Subscription) readRTCP() {
 			continue
 		}
 		errs = 0
-		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		s.handleRTCP(pkts, rtx)
+		s.onRTCP(buf[:n])
 	}
+}
+
+// onRTCP handles RTCP the subscriber sent about this track: from
+// readRTCP, or from the connection's rtcpRouter.
+func (s *Subscription) onRTCP(raw []byte) {
+	pkts, err := rtcp.Unmarshal(raw)
+	if err != nil {
+		return
+	}
+	s.handleRTCP(pkts, s.rtx)
 }
 
 // handleRTCP dispatches one compound RTCP packet from the subscriber.
@@ -57,14 +61,20 @@ func (s *Subscription) handleRTCP(pkts []rtcp.Packet, rtx *retransmitter) {
 }
 
 // retransmitter answers one subscriber's NACKs from its publication's
-// packet buffer, at most Config.RetransmitRate packets a second. It is
-// owned by the subscription's RTCP goroutine, which reuses its buffer and
-// header.
+// packet buffer, at most Config.RetransmitRate packets a second. Its
+// buffer and header are reused: it is used by one goroutine at a time
+// (the subscription's readRTCP, or the connection's SRTCP reader).
 type retransmitter struct {
 	sub   *Subscription
 	buf   []byte
 	hdr   rtp.Header
 	limit *rate.Limiter
+}
+
+// newRetransmitter makes s's retransmitter, allowed the configured rate.
+func newRetransmitter(s *Subscription) *retransmitter {
+	hz := s.pub.engine.cfg.RetransmitRate
+	return &retransmitter{sub: s, buf: make([]byte, readBufSize), limit: rate.NewLimiter(rate.Limit(hz), hz)}
 }
 
 // resendResult is what became of one NACKed packet.

@@ -14,11 +14,12 @@ import (
 // PeerConnection. Its downstream track is bound by Pion once the
 // subscriber's answer is applied; until then, and once its sender stops
 // (Close, or the subscriber's connection closed), packets for it are
-// skipped. A video subscription's RTCP goroutine reads the subscriber's
-// feedback: keyframe requests go to the publisher, NACKs are answered from
-// the publication's buffer. An audio subscription has no goroutine: Opus
-// is neither NACKed nor keyframed, so nothing a subscriber sends about it
-// needs an answer.
+// skipped. For video, the subscriber's feedback is acted on: keyframe
+// requests go to the publisher, NACKs are answered from the publication's
+// buffer; on a connection from NewSubscriberPeerConnection that feedback
+// is delivered by the connection's rtcpRouter, elsewhere read by a
+// goroutine of the subscription. Audio needs nothing: Opus is neither
+// NACKed nor keyframed, so a subscriber's reports about it are dropped.
 type Subscription struct {
 	pub    *Publication
 	pc     *webrtc.PeerConnection
@@ -26,6 +27,13 @@ type Subscription struct {
 	track  *downTrack
 
 	bound atomic.Pointer[binding] // nil while unbound
+
+	// router delivers the subscriber's RTCP to a video subscription on a
+	// connection from NewSubscriberPeerConnection; without one, a video
+	// subscription reads it in its own goroutine (readRTCP). rtx answers
+	// the NACKs either way (nil for audio).
+	router *rtcpRouter
+	rtx    *retransmitter
 
 	// fwd is the header written to this subscriber, reused for every
 	// forwarded packet; flowing says the first packet was written. Only the
@@ -55,8 +63,8 @@ type binding struct {
 // the publication's), starts reading the subscriber's RTCP for a video track,
 // and asks the publisher for a keyframe as soon as the track is bound, so
 // a late joiner's video starts at once. Make pc with
-// NewSubscriberPeerConnection: its RTCP queues are bounded for the audio
-// subscriptions nobody reads.
+// NewSubscriberPeerConnection: then the subscription has no goroutine, and
+// no RTCP queues up for audio subscriptions, which nobody reads.
 func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
 	s := newSubscription(p, pc)
 	sender, err := pc.AddTrack(s.track)
@@ -66,8 +74,12 @@ func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error
 	s.sender = sender
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
 	if p.kind == webrtc.RTPCodecTypeVideo {
-		s.wg.Add(1)
-		go s.readRTCP()
+		s.rtx = newRetransmitter(s)
+		s.router = p.engine.routers.of(pc)
+		if s.router == nil {
+			s.wg.Add(1)
+			go s.readRTCP()
+		}
 	}
 	if err := p.add(s); err != nil {
 		_ = s.detach()
@@ -110,7 +122,9 @@ func (s *Subscription) Close() error {
 // detach ends the subscription once it is out of the fan-out.
 func (s *Subscription) detach() error {
 	s.closeOnce.Do(func() {
-		s.bound.Store(nil)
+		if b := s.bound.Swap(nil); b != nil && s.router != nil {
+			s.router.unroute(b.ssrc)
+		}
 		err := s.pc.RemoveTrack(s.sender)
 		if err != nil && !errors.Is(err, webrtc.ErrConnectionClosed) {
 			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
@@ -175,17 +189,24 @@ func (t *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		}
 		return negotiated[0], nil
 	}
-	t.sub.bound.Store(&binding{
-		id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), w: ctx.WriteStream(),
-	})
+	b := &binding{id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), w: ctx.WriteStream()}
+	t.sub.bound.Store(b)
+	if r := t.sub.router; r != nil {
+		r.route(b.ssrc, t.sub.onRTCP)
+	}
 	pub.requestKeyframe()
 	return c, nil
 }
 
-// Unbind is called by Pion when the sender stops.
+// Unbind is called by Pion when the sender stops: on Close, or when the
+// subscriber's connection closes. From then on nothing is written to the
+// subscription, though it stays in the fan-out until Close.
 func (t *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
 	if b := t.sub.bound.Load(); b != nil && b.id == ctx.ID() {
 		t.sub.bound.CompareAndSwap(b, nil)
+		if r := t.sub.router; r != nil {
+			r.unroute(b.ssrc)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,104 @@
+package sfu
+
+import (
+	"io"
+	"runtime"
+	"sync"
+	"weak"
+
+	"github.com/pion/transport/v5/packetio"
+	"github.com/pion/webrtc/v4"
+)
+
+// rtcpRouter delivers the RTCP a subscriber connection receives straight
+// to the subscription whose SSRC it names, on the SRTCP session's own
+// goroutine, so a video subscription needs no goroutine of its own to
+// read its sender. Each subscriber connection made by
+// NewSubscriberPeerConnection has one, installed as its API's
+// BufferFactory: Pion hands every decrypted RTCP packet to the queue of
+// its destination SSRC, and our queue's Write is the delivery.
+//
+// mu guards routes; handlers run with it released, one at a time (Pion's
+// SRTCP session has one reader goroutine per connection).
+type rtcpRouter struct {
+	mu     sync.Mutex
+	routes map[uint32]func([]byte)
+}
+
+func newRTCPRouter() *rtcpRouter { return &rtcpRouter{routes: map[uint32]func([]byte){}} }
+
+// route sends the RTCP for ssrc to handle, until unroute.
+func (r *rtcpRouter) route(ssrc uint32, handle func([]byte)) {
+	r.mu.Lock()
+	r.routes[ssrc] = handle
+	r.mu.Unlock()
+}
+
+func (r *rtcpRouter) unroute(ssrc uint32) {
+	r.mu.Lock()
+	delete(r.routes, ssrc)
+	r.mu.Unlock()
+}
+
+// deliver hands one RTCP packet for ssrc to its route, or drops it (audio
+// receiver reports, packets before Bind, unknown SSRCs).
+func (r *rtcpRouter) deliver(ssrc uint32, pkt []byte) {
+	r.mu.Lock()
+	handle := r.routes[ssrc]
+	r.mu.Unlock()
+	if handle != nil {
+		handle(pkt)
+	}
+}
+
+// queues is the connection's BufferFactory: RTCP goes to the router, RTP
+// (a subscriber connection receives none) to a bounded queue.
+func (r *rtcpRouter) queues(t packetio.BufferPacketType, ssrc uint32) io.ReadWriteCloser {
+	if t == packetio.RTCPBufferPacket {
+		return &routedQueue{router: r, ssrc: ssrc, closed: make(chan struct{})}
+	}
+	return subscriberQueues(t, ssrc)
+}
+
+// routedQueue is the RTCP "queue" of one SSRC: writes are delivered at
+// once and nothing is kept, so a read only waits for Close.
+type routedQueue struct {
+	router    *rtcpRouter
+	ssrc      uint32
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (q *routedQueue) Write(p []byte) (int, error) {
+	q.router.deliver(q.ssrc, p)
+	return len(p), nil
+}
+
+func (q *routedQueue) Read([]byte) (int, error) {
+	<-q.closed
+	return 0, io.EOF
+}
+
+func (q *routedQueue) Close() error {
+	q.closeOnce.Do(func() { close(q.closed) })
+	return nil
+}
+
+// routers finds the router of a subscriber connection. It holds the
+// connections weakly: an entry goes when its connection is collected.
+type routers struct{ m sync.Map } // weak.Pointer[webrtc.PeerConnection] -> *rtcpRouter
+
+func (rs *routers) add(pc *webrtc.PeerConnection, r *rtcpRouter) {
+	key := weak.Make(pc)
+	rs.m.Store(key, r)
+	runtime.AddCleanup(pc, func(k weak.Pointer[webrtc.PeerConnection]) { rs.m.Delete(k) }, key)
+}
+
+// of returns pc's router, or nil when pc was not made by
+// NewSubscriberPeerConnection.
+func (rs *routers) of(pc *webrtc.PeerConnection) *rtcpRouter {
+	if r, ok := rs.m.Load(weak.Make(pc)); ok {
+		return r.(*rtcpRouter)
+	}
+	return nil
+}
