@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -101,14 +102,25 @@ func (t *serverTarget) sampleLive(ctx context.Context) (serverSample, bool, erro
 	return t.sample(ctx)
 }
 
-// diagWriter passes the first show lines on to w and counts them all.
+// diagWriter passes the first show lines on to w and counts them all,
+// except the benign ones.
 type diagWriter struct {
 	w    io.Writer // nil: count only
 	show int64
 	n    atomic.Int64
 }
 
+// benignDiagnostics are log lines every join or leave produces: ICE
+// trying to check before the trickled candidates have arrived, and
+// streams accepted while the connection closes.
+var benignDiagnostics = [][]byte{[]byte("Failed to ping without candidate pairs"), []byte("stream is already closed")}
+
 func (d *diagWriter) Write(p []byte) (int, error) {
+	for _, b := range benignDiagnostics {
+		if bytes.Contains(p, b) {
+			return len(p), nil
+		}
+	}
 	if d.n.Add(1) <= d.show && d.w != nil {
 		_, _ = fmt.Fprintf(d.w, "client: %s", p)
 	}
