@@ -258,7 +258,8 @@ func (e *Engine) NewPublisherPeerConnection(c webrtc.Configuration) (*webrtc.Pee
 // on (the server offers and only sends): it has only the sending
 // interceptor (sender reports), and the subscriber's NACKs and keyframe
 // requests reach its Subscriptions without a goroutine per track (see
-// rtcpRouter).
+// rtcpRouter). So nothing is left to read from its senders: their Read
+// and ReadRTCP wait until the sender stops.
 func (e *Engine) NewSubscriberPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
 	router := newRTCPRouter()
 	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
