@@ -86,8 +86,8 @@ func parseFlags(name string, args []string, stderr io.Writer) (config, error) {
 func (c *config) define(fs *flag.FlagSet) {
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "the instance's HTTP base URL (signaling is at /v1/rtc)")
 	fs.StringVar(&c.opsURL, "ops-url", "http://127.0.0.1:9091", "the instance's ops base URL, scraped at /metrics for CPU, memory and goroutines; empty to skip")
-	fs.StringVar(&c.apiKey, "api-key", os.Getenv("MEDIA_API_KEY"), "API key that signs tokens (default $MEDIA_API_KEY; with no secret the public dev pair is used)")
-	fs.StringVar(&c.apiSecret, "api-secret", os.Getenv("MEDIA_API_SECRET"), "API secret (default $MEDIA_API_SECRET)")
+	fs.StringVar(&c.apiKey, "api-key", "", "API key that signs tokens (default $MEDIA_API_KEY; with no secret the public dev pair is used)")
+	fs.StringVar(&c.apiSecret, "api-secret", "", "API secret (default $MEDIA_API_SECRET, which -h never prints)")
 	fs.BoolVar(&c.devToken, "dev-token", false, "fetch tokens from the instance's /v1/dev/token (dev mode) instead of minting them")
 	fs.StringVar(&c.spawn, "spawn", "", "start this media-service binary in dev mode on free ports for the run (overrides -url and -ops-url)")
 	fs.IntVar(&c.subscribers, "subscribers", 50, "fanout and floor: receivers of the one publisher")
@@ -117,6 +117,9 @@ func (c *config) define(fs *flag.FlagSet) {
 }
 
 func (c *config) validate() error {
+	if c.apiKey == "" && c.apiSecret == "" {
+		c.apiKey, c.apiSecret = os.Getenv("MEDIA_API_KEY"), os.Getenv("MEDIA_API_SECRET")
+	}
 	if err := c.media.validate(); err != nil {
 		return err
 	}
