@@ -67,19 +67,22 @@ type binding struct {
 // no RTCP queues up for audio subscriptions, which nobody reads.
 func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
 	s := newSubscription(p, pc)
+	if p.kind == webrtc.RTPCodecTypeVideo {
+		// Before AddTrack: once the track is on pc, a negotiation already
+		// under way (another subscription's offer) may Bind it, and Bind
+		// reads the router.
+		s.rtx = newRetransmitter(s)
+		s.router = p.engine.routers.of(pc)
+	}
 	sender, err := pc.AddTrack(s.track)
 	if err != nil {
 		return nil, fmt.Errorf("sfu: subscribe to %s: add track: %w", p.id, err)
 	}
 	s.sender = sender
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
-	if p.kind == webrtc.RTPCodecTypeVideo {
-		s.rtx = newRetransmitter(s)
-		s.router = p.engine.routers.of(pc)
-		if s.router == nil {
-			s.wg.Add(1)
-			go s.readRTCP()
-		}
+	if p.kind == webrtc.RTPCodecTypeVideo && s.router == nil {
+		s.wg.Add(1)
+		go s.readRTCP()
 	}
 	if err := p.add(s); err != nil {
 		_ = s.detach()
