@@ -69,7 +69,7 @@ func TestCandidateFloodBounded(t *testing.T) {
 	}
 	s := onlySession(t, ts)
 	s.mu.Lock()
-	held, counted := len(s.held[signal.TargetPublisher]), s.candidates
+	held, counted := len(s.held[signal.TargetPublisher]), len(s.candidates)
 	s.mu.Unlock()
 	if held != limit || counted != limit {
 		t.Errorf("session holds %d candidates, counted %d; want %d and %d", held, counted, limit, limit)
@@ -165,14 +165,15 @@ func withCandidates(sdp string, n int) string {
 func TestSDPCandidatesCountTowardTheLimit(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.MaxCandidates = 10 })
 	c := ts.dial(t, "demo", "mallory")
-	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: withCandidates(recvOnlyOffer(t, ts), 8)}); err != nil {
+	offer := withCandidates(recvOnlyOffer(t, ts), 8)
+	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: offer}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "8 candidates counted", func() bool {
 		s := onlySession(t, ts)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.candidates == 8
+		return len(s.candidates) == 8
 	})
 	for i := range 3 {
 		cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", 100+i, 30000+i)
@@ -184,6 +185,25 @@ func TestSDPCandidatesCountTowardTheLimit(t *testing.T) {
 	waitEvent(t, c, 5*time.Second, "the 11th candidate refused", isError(signal.CodeCandidateLimit))
 	if got := ts.counter(t, "media_ice_candidates_refused", "reason", "limit"); got != 1 {
 		t.Errorf("media_ice_candidates_refused{reason=limit} = %d; want 1 (candidate 11)", got)
+	}
+
+	// A renegotiation repeats the candidates already sent: they are known,
+	// so they do not count again and pass at the bound, while a new one
+	// is still refused.
+	known := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}
+	parsed, err := known.Unmarshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := onlySession(t, ts)
+	if !s.takeCandidates(signal.TargetPublisher, sdpCandidates(parsed)) {
+		t.Error("takeCandidates(the 8 known candidates again) = false at the bound; want true")
+	}
+	if s.takeCandidates(signal.TargetPublisher, []string{"999 1 udp 2130706431 127.0.0.1 40000 typ host"}) {
+		t.Error("takeCandidates(a new candidate) = true at the bound; want false")
+	}
+	if s.takeCandidates(signal.TargetSubscriber, sdpCandidates(parsed)) {
+		t.Error("takeCandidates(the same lines for the other connection) = true at the bound; want false")
 	}
 	leaveNormally(t, c)
 }

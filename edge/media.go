@@ -3,6 +3,9 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pion/sdp/v3"
@@ -50,7 +53,7 @@ func (s *Session) handleOffer(offerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, err.Error())
 		return
 	}
-	if !s.takeCandidates(sdpCandidates(parsed)) {
+	if !s.takeCandidates(signal.TargetPublisher, sdpCandidates(parsed)) {
 		return
 	}
 	answer, err := s.answer(offer)
@@ -124,36 +127,55 @@ func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
 	return answer.SDP, nil
 }
 
-// sdpCandidates counts the ICE candidates a description carries inline,
-// at session or media level.
-func sdpCandidates(d *sdp.SessionDescription) int {
-	n := 0
+// sdpCandidates returns the ICE candidates a description carries inline,
+// session-level and per m-line.
+func sdpCandidates(d *sdp.SessionDescription) []string {
+	var out []string
 	for _, a := range d.Attributes {
 		if a.IsICECandidate() {
-			n++
+			out = append(out, a.Value)
 		}
 	}
 	for _, m := range d.MediaDescriptions {
 		for _, a := range m.Attributes {
 			if a.IsICECandidate() {
-				n++
+				out = append(out, a.Value)
 			}
 		}
 	}
-	return n
+	return out
 }
 
-// takeCandidates counts n candidates carried in a description against
-// the session's bound, as if trickled; when they do not fit it refuses
-// the description with candidate_limit and reports false.
-func (s *Session) takeCandidates(n int) bool {
-	if n == 0 {
+// candidateKey identifies a candidate of one connection, however it came:
+// trickled ("candidate:..." form) or inline in a description (bare form).
+// A hash, not the line, is kept so the set costs 8 bytes a candidate
+// whatever a client sends.
+func (s *Session) candidateKey(target, line string) uint64 {
+	return maphash.String(s.candidateSeed, target+"\x00"+strings.TrimPrefix(line, "candidate:"))
+}
+
+// takeCandidates counts the candidates of target carried in a description
+// against the session's bound, as if trickled. Only candidates the session
+// has not seen count: every renegotiation repeats the ones already sent, and
+// counting those again would cut a long call in a busy room off at the
+// bound. When the new ones do not fit it refuses the description with
+// candidate_limit and reports false.
+func (s *Session) takeCandidates(target string, lines []string) bool {
+	if len(lines) == 0 {
 		return true
 	}
 	s.mu.Lock()
-	fits := s.candidates+n <= s.srv.cfg.MaxCandidates
+	fresh := make([]uint64, 0, len(lines))
+	for _, l := range lines {
+		if k := s.candidateKey(target, l); !s.seenCandidate(k, fresh) {
+			fresh = append(fresh, k)
+		}
+	}
+	fits := len(s.candidates)+len(fresh) <= s.srv.cfg.MaxCandidates
 	if fits {
-		s.candidates += n
+		for _, k := range fresh {
+			s.candidates[k] = struct{}{}
+		}
 	}
 	s.mu.Unlock()
 	if !fits {
@@ -161,6 +183,15 @@ func (s *Session) takeCandidates(n int) bool {
 		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session, in descriptions or trickled", s.srv.cfg.MaxCandidates))
 	}
 	return fits
+}
+
+// seenCandidate reports whether k is in the session's set or in pending.
+// s.mu is held.
+func (s *Session) seenCandidate(k uint64, pending []uint64) bool {
+	if _, ok := s.candidates[k]; ok {
+		return true
+	}
+	return slices.Contains(pending, k)
 }
 
 // sendingTracks counts the offer's live audio and video m-lines the client
@@ -194,7 +225,7 @@ func (s *Session) handleAnswer(answerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, "answer does not parse")
 		return
 	}
-	if !s.takeCandidates(sdpCandidates(parsed)) {
+	if !s.takeCandidates(signal.TargetSubscriber, sdpCandidates(parsed)) {
 		return
 	}
 	err = s.sub.SetRemoteDescription(answer)
@@ -216,14 +247,19 @@ func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
 	if c.Candidate == "" {
 		return // end of candidates
 	}
+	k := s.candidateKey(target, c.Candidate)
 	s.mu.Lock()
-	if s.candidates >= s.srv.cfg.MaxCandidates {
+	if _, dup := s.candidates[k]; dup {
+		s.mu.Unlock()
+		return // the ICE agent has it already
+	}
+	if len(s.candidates) >= s.srv.cfg.MaxCandidates {
 		s.mu.Unlock()
 		s.srv.metrics.candidateRefused("limit")
 		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session", s.srv.cfg.MaxCandidates))
 		return
 	}
-	s.candidates++
+	s.candidates[k] = struct{}{}
 	pc := s.peer(target)
 	if pc.RemoteDescription() == nil {
 		s.held[target] = append(s.held[target], c)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -29,12 +30,13 @@ func (srv *Server) newParticipant(conn *websocket.Conn, c *auth.Claims, r *room,
 	s.inbound = rate.NewLimiter(rate.Limit(srv.cfg.MessageRate), srv.cfg.MessageBurst)
 	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
+	s.candidates, s.candidateSeed = make(map[uint64]struct{}), maphash.MakeSeed()
 	s.ws = newWSClient(conn, srv.cfg, s.writeFailed)
 	var err error
-	if s.pub, err = srv.media.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if s.pub, err = srv.media.NewPublisherPeerConnection(webrtc.Configuration{}); err != nil {
 		return nil, err
 	}
-	if s.sub, err = srv.media.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if s.sub, err = srv.media.NewSubscriberPeerConnection(webrtc.Configuration{}); err != nil {
 		_ = s.pub.Close()
 		return nil, err
 	}

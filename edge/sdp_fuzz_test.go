@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/pion/sdp/v3"
@@ -32,8 +33,10 @@ func FuzzOfferSDP(f *testing.F) {
 		if n := sendingTracks(parsed); n < 0 || n > len(parsed.MediaDescriptions) {
 			t.Fatalf("sendingTracks = %d of %d media sections", n, len(parsed.MediaDescriptions))
 		}
-		if sdpCandidates(parsed) < 0 {
-			t.Fatal("sdpCandidates < 0")
+		for _, c := range sdpCandidates(parsed) {
+			if !strings.Contains(offerSDP, c) {
+				t.Fatalf("sdpCandidates returned %q, which the offer does not carry", c)
+			}
 		}
 		if checkOffer(parsed) != nil {
 			return

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -60,13 +61,14 @@ type Session struct {
 	answered    chan struct{} // cap 1: the outstanding offer was answered
 	joinTimed   atomic.Bool   // the join time was recorded
 
-	mu         sync.Mutex                   // guards the fields below
-	ended      bool                         // no new subscriptions or watchers
-	reason     string                       // why it ended
-	subs       map[string]*sfu.Subscription // by publication id
-	published  int                          // publications started
-	candidates int                          // candidates received, both connections
-	held       map[string][]webrtc.ICECandidateInit
+	mu            sync.Mutex                   // guards the fields below
+	ended         bool                         // no new subscriptions or watchers
+	reason        string                       // why it ended
+	subs          map[string]*sfu.Subscription // by publication id
+	published     int                          // publications started
+	candidates    map[uint64]struct{}          // distinct candidates received, both connections: see takeCandidates
+	candidateSeed maphash.Seed                 // keys candidates; set once before the session is shared
+	held          map[string][]webrtc.ICECandidateInit
 
 	wg        sync.WaitGroup // writer, negotiator, watchers, notifications
 	ending    chan struct{}  // closed by end
