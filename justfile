@@ -19,8 +19,8 @@ bench:
 
 # Load test against a local dev instance started by the recipe.
 load *ARGS:
-    go build -o /tmp/media-service ./cmd/media-service
-    go run ./cmd/mediaload -spawn /tmp/media-service {{ARGS}}
+    go build -o .bin/media-service ./cmd/media-service
+    go run ./cmd/mediaload -spawn .bin/media-service {{ARGS}}
 
 # Long adversarial and churn runs.
 soak:
