@@ -379,8 +379,26 @@ func (s *Session) subscribe(p *sfu.Publication) {
 		return
 	}
 	s.subs[p.ID()] = sub
+	if !s.joinTimed.Load() {
+		s.wg.Add(1) // under s.mu with s.ended false: teardown has not begun waiting
+		go s.timeJoin(sub)
+	}
 	s.mu.Unlock()
 	s.requestOffer()
+}
+
+// timeJoin records the join time when the first packet is forwarded to
+// this participant on sub: the moment a user sees or hears the room. It
+// runs for the participant's first subscriptions only, and ends with the
+// subscription or the session.
+func (s *Session) timeJoin(sub *sfu.Subscription) {
+	defer s.wg.Done()
+	select {
+	case <-sub.FirstPacket():
+		s.recordJoin("forwarded")
+	case <-sub.Done():
+	case <-s.ending:
+	}
 }
 
 // unsubscribe stops forwarding ps to this participant and schedules a

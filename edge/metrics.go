@@ -57,7 +57,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 	x.joinTime, err = m.Float64Histogram("media_join_duration",
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(joinTimeBuckets...),
 		metric.WithDescription("From WebSocket open until media first flows for the participant: "+
-			"first packet received from it (first=received) or its subscriber connection up with tracks to forward (first=forwarded)."))
+			"the first packet forwarded to it (first=forwarded) or, when that comes later, its own first track arriving (first=received)."))
 	errs = append(errs, err)
 	for _, err := range errs {
 		if err != nil {

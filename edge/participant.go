@@ -191,8 +191,7 @@ func (s *Session) writeFailed(err error) {
 // connectionState ends the session when either connection fails (ICE
 // gave up after the engine's timeouts) or is closed by the client (Pion
 // closes the connection when the peer's DTLS says close_notify): either
-// way the participant's media is gone while its WebSocket may live on. It
-// records the join time when the subscriber connection comes up.
+// way the participant's media is gone while its WebSocket may live on.
 func (s *Session) connectionState(target string) func(webrtc.PeerConnectionState) {
 	return func(st webrtc.PeerConnectionState) {
 		switch st {
@@ -202,10 +201,6 @@ func (s *Session) connectionState(target string) func(webrtc.PeerConnectionState
 			}
 			s.log.Info("peer_connection_lost", "target", target, "state", st.String())
 			s.end(signal.ReasonICEFailed)
-		case webrtc.PeerConnectionStateConnected:
-			if target == signal.TargetSubscriber {
-				s.recordJoin("forwarded")
-			}
 		}
 	}
 }

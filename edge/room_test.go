@@ -82,13 +82,13 @@ func TestRoomForwarding(t *testing.T) {
 		t.Fatalf("alice Leave: %v", err)
 	}
 	for i, c := range []*client.Client{clients[1], clients[2], dave} {
-		m := waitEvent(t, c, 5*time.Second, "participant_left for alice", isType(signal.TypeParticipantLeft))
+		m := waitEvent(t, c, 15*time.Second, "participant_left for alice", isType(signal.TypeParticipantLeft))
 		if m.Participant == nil || m.Participant.ID != aliceID {
 			t.Errorf("participant_left = %+v; want alice %s", m.Participant, aliceID)
 		}
 		r := []*receiver{recv[1], recv[2], daveRecv}[i]
 		for _, kind := range []string{"audio", "video"} {
-			waitFor(t, 5*time.Second, "alice's "+kind+" track ends", func() bool {
+			waitFor(t, 15*time.Second, "alice's "+kind+" track ends", func() bool {
 				st, _ := r.stats(aliceID, kind)
 				return st.ended
 			})
