@@ -19,10 +19,15 @@ type Config struct {
 	// UDP (MEDIA_ICE_TCP_PORT, default 7881; 0 picks a free port; -1 turns
 	// ICE-TCP off).
 	TCPPort int `env:"MEDIA_ICE_TCP_PORT" envDefault:"7881"`
-	// BindAddr is the host or IP both muxes bind (MEDIA_ICE_BIND_ADDR,
+	// BindAddr is the host or IP the muxes bind (MEDIA_ICE_BIND_ADDR,
 	// default all interfaces). On Fly it is "fly-global-services", the only
 	// address whose UDP replies leave with the public source address.
 	BindAddr string `env:"MEDIA_ICE_BIND_ADDR"`
+	// TCPBindAddr is the host or IP the ICE-TCP mux binds
+	// (MEDIA_ICE_TCP_BIND_ADDR, default BindAddr). It is separate because
+	// on Fly TCP listeners cannot bind fly-global-services: there the UDP
+	// mux binds it and the TCP mux all interfaces ("0.0.0.0").
+	TCPBindAddr string `env:"MEDIA_ICE_TCP_BIND_ADDR"`
 	// PublicIPs are advertised in host candidates instead of the local
 	// addresses, for NAT and containers (MEDIA_PUBLIC_IP, comma separated;
 	// default none: the local addresses are advertised).

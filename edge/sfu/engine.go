@@ -112,6 +112,9 @@ func (e *Engine) bind(logs pionLogs) error {
 	if e.cfg.TCPPort < 0 {
 		return nil
 	}
+	if e.cfg.TCPBindAddr != "" {
+		host = e.cfg.TCPBindAddr
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(e.cfg.TCPPort)))
 	if err != nil {
 		return fmt.Errorf("sfu: listen tcp %s:%d: %w", host, e.cfg.TCPPort, err)

@@ -298,3 +298,32 @@ func TestICETimeoutsNoticeVanishedPeer(t *testing.T) {
 		t.Errorf("failed %s after vanishing; want about %s", f, disconnected+failed)
 	}
 }
+
+// TestTCPBindAddr: the ICE-TCP mux binds its own address when one is set
+// (on Fly, TCP cannot bind the address the UDP mux needs), and BindAddr
+// otherwise.
+func TestTCPBindAddr(t *testing.T) {
+	tests := []struct {
+		name             string
+		bind, tcp        string
+		wantUDP, wantTCP string
+	}{
+		{"follows BindAddr", "127.0.0.1", "", "127.0.0.1", "127.0.0.1"},
+		{"its own address", "127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := New(Config{BindAddr: tt.bind, TCPBindAddr: tt.tcp}, noop.NewMeterProvider().Meter("test"), nil)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			defer e.Close()
+			if got := e.UDPAddr().IP.String(); got != tt.wantUDP {
+				t.Errorf("UDPAddr().IP = %s; want %s", got, tt.wantUDP)
+			}
+			if got := e.TCPAddr().IP.String(); got != tt.wantTCP {
+				t.Errorf("TCPAddr().IP = %s; want %s", got, tt.wantTCP)
+			}
+		})
+	}
+}
