@@ -122,10 +122,9 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer runRelay(relay, log)()
-	// The track count is not wired yet (the media engine exposes none), so
-	// the session budget covers tracks too; see telemetry.Load.
+	// Sessions and forwarded tracks explain goroutines; see telemetry.Load.
 	leaks, err := telemetry.NewLeakDetector(cfg.telemetry, meter, func() telemetry.Load {
-		return telemetry.Load{Sessions: srv.Sessions().Len()}
+		return telemetry.Load{Sessions: srv.Sessions().Len(), Tracks: media.Tracks()}
 	})
 	if err != nil {
 		srv.Close()

@@ -289,6 +289,14 @@ func (e *Engine) UDPAddr() *net.UDPAddr { return e.udpAddr }
 // is off.
 func (e *Engine) TCPAddr() *net.TCPAddr { return e.tcpAddr }
 
+// Tracks returns the tracks being forwarded now: publications plus
+// subscriptions. The goroutine-leak detector budgets goroutines by it,
+// since each forwarded track runs a few of its own.
+func (e *Engine) Tracks() int {
+	m := e.metrics
+	return int(m.activePubs[0].Load() + m.activePubs[1].Load() + m.activeSubs.Load())
+}
+
 // Close closes both muxes (and with them every ICE connection still using
 // them). Close the PeerConnections first: it is the last step of a drain.
 // It is idempotent.

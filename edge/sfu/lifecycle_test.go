@@ -28,12 +28,18 @@ func TestUnsubscribe(t *testing.T) {
 	sub := h.newSubscriber(t, clientAPI(t, true))
 	subs := sub.subscribe(t, video, audio)
 	tracks := sub.awaitTracks(t, 2, pub.video, pub.audio)
+	if got := h.engine.Tracks(); got != 4 {
+		t.Errorf("Tracks() = %d; want 4 (two publications, two subscriptions)", got)
+	}
 
 	if err := subs[0].Close(); err != nil {
 		t.Fatalf("Subscription.Close() = %v; want nil", err)
 	}
 	if err := subs[0].Close(); err != nil {
 		t.Fatalf("second Subscription.Close() = %v; want nil", err)
+	}
+	if got := h.engine.Tracks(); got != 3 {
+		t.Errorf("Tracks() after one Subscription.Close = %d; want 3", got)
 	}
 	closedWithin(t, subs[0].Done(), "Subscription.Done after Close")
 	negotiate(t, sub.server, sub.pc)

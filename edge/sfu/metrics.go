@@ -36,6 +36,7 @@ type metrics struct {
 	forwardedPackets [2]atomic.Uint64 // to subscribers
 	forwardedBytes   [2]atomic.Uint64
 	activePubs       [2]atomic.Int64
+	activeSubs       atomic.Int64 // subscriptions now, for Engine.Tracks
 
 	nacks         metric.Int64Counter // NACK feedback messages from subscribers
 	nackedPackets metric.Int64Counter // packets those NACKs asked for

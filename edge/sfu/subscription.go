@@ -80,6 +80,7 @@ func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error
 	}
 	s.sender = sender
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
+	p.engine.metrics.activeSubs.Add(1)
 	if p.kind == webrtc.RTPCodecTypeVideo && s.router == nil {
 		s.wg.Add(1)
 		go s.readRTCP()
@@ -137,6 +138,7 @@ func (s *Subscription) detach() error {
 		}
 		s.wg.Wait()
 		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
+		s.pub.engine.metrics.activeSubs.Add(-1)
 		close(s.done)
 	})
 	<-s.done
