@@ -86,32 +86,6 @@ func publish(ctx context.Context, t *testing.T, c *client.Client) (stop func()) 
 	return stop
 }
 
-// receive waits until c receives RTP on a track from publisher.
-func receive(ctx context.Context, t *testing.T, c *client.Client, publisher string) {
-	t.Helper()
-	for {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no track from %s reached %s", publisher, c.ID())
-		case rt := <-c.Tracks():
-			if rt.ParticipantID != publisher {
-				continue
-			}
-			got := make(chan error, 1)
-			go func() { _, _, err := rt.Track.ReadRTP(); got <- err }()
-			select {
-			case err := <-got:
-				if err != nil {
-					t.Fatalf("read RTP from %s at %s: %v", publisher, c.ID(), err)
-				}
-				return
-			case <-ctx.Done():
-				t.Fatalf("no RTP from %s at %s", publisher, c.ID())
-			}
-		}
-	}
-}
-
 // sendBadCandidate sends a candidate that does not parse on c's publisher
 // connection: the instance must refuse and count it.
 func sendBadCandidate(t *testing.T, c *client.Client) {

@@ -58,7 +58,9 @@ func TestOpsKitEndToEnd(t *testing.T) {
 	alice := join(ctx, t, svc, "opskit", "alice", webrtc.ICETransportPolicyAll)
 	stopMedia := publish(ctx, t, alice)
 	bob := join(ctx, t, svc, "opskit", "bob", webrtc.ICETransportPolicyRelay) // through the TURN relay
-	receive(ctx, t, bob, alice.ID())
+	if err := bob.AwaitMedia(ctx, alice.ID()); err != nil {
+		t.Fatalf("bob receiving alice: %v", err)
+	}
 	sendBadCandidate(t, alice) // her publisher connection has its remote description
 	turnBadAuth(t, bob)
 	var refused *client.DialError

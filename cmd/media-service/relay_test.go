@@ -63,8 +63,11 @@ func exchangeThroughRelay(t *testing.T, s *service, second webrtc.ICETransportPo
 	publishAudio(ctx, t, relayed)
 	publishAudio(ctx, t, other)
 
-	receiveFrom(ctx, t, other, relayed.ID())
-	receiveFrom(ctx, t, relayed, other.ID())
+	for _, c := range []struct{ at, from *client.Client }{{other, relayed}, {relayed, other}} {
+		if err := c.at.AwaitMedia(ctx, c.from.ID()); err != nil {
+			t.Fatalf("media from %s at %s: %v", c.from.ID(), c.at.ID(), err)
+		}
+	}
 	for name, pc := range map[string]*webrtc.PeerConnection{"publisher": relayed.Publisher(), "subscriber": relayed.Subscriber()} {
 		if typ := selectedLocalType(pc); typ != webrtc.ICECandidateTypeRelay {
 			t.Errorf("relay-only %s connection's local candidate type = %s; want relay", name, typ)
@@ -134,32 +137,6 @@ func publishAudio(ctx context.Context, t *testing.T, c *client.Client) {
 		}
 	}()
 	t.Cleanup(func() { close(stop); wg.Wait() })
-}
-
-// receiveFrom waits for publisher's track at c and for RTP on it.
-func receiveFrom(ctx context.Context, t *testing.T, c *client.Client, publisher string) {
-	t.Helper()
-	for {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no track from %s at %s", publisher, c.ID())
-		case rt := <-c.Tracks():
-			if rt.ParticipantID != publisher {
-				continue
-			}
-			got := make(chan error, 1)
-			go func() { _, _, err := rt.Track.ReadRTP(); got <- err }()
-			select {
-			case err := <-got:
-				if err != nil {
-					t.Fatalf("read RTP from %s at %s: %v", publisher, c.ID(), err)
-				}
-			case <-ctx.Done():
-				t.Fatalf("no RTP from %s at %s", publisher, c.ID())
-			}
-			return
-		}
-	}
 }
 
 // selectedLocalType is the type of the local candidate of pc's selected

@@ -332,3 +332,37 @@ func (c *Client) closePeers() {
 		}
 	}
 }
+
+// AwaitMedia waits until a track published by participantID arrives and
+// its first RTP packet has been read, or ctx ends. It takes tracks from
+// Tracks as they come, the awaited one and any other, so it suits callers
+// that only want to know media flows.
+func (c *Client) AwaitMedia(ctx context.Context, participantID string) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("client: no track from %s: %w", participantID, ctx.Err())
+		case rt := <-c.Tracks():
+			if rt.ParticipantID != participantID {
+				continue
+			}
+			return awaitRTP(ctx, rt)
+		}
+	}
+}
+
+// awaitRTP waits for the first RTP packet on rt. The read goroutine ends
+// when the packet arrives or the track ends, which Close guarantees.
+func awaitRTP(ctx context.Context, rt *RemoteTrack) error {
+	got := make(chan error, 1)
+	go func() { _, _, err := rt.Track.ReadRTP(); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fmt.Errorf("client: read RTP from %s: %w", rt.ParticipantID, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("client: no RTP from %s: %w", rt.ParticipantID, ctx.Err())
+	}
+}
