@@ -64,11 +64,12 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 			return nil, fmt.Errorf("edge: metrics: %w", err)
 		}
 	}
-	// The gauges exist from the start, so an idle instance shows 0
-	// rather than no series at all.
+	// The gauges and the attribute-free counters exist from the start, so
+	// an idle instance shows 0 rather than no series at all.
 	for _, g := range []metric.Int64UpDownCounter{x.sessions, x.rooms, x.participants} {
 		g.Add(bg, 0)
 	}
+	x.slow.Add(bg, 0)
 	return x, nil
 }
 

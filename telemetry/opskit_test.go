@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -200,25 +198,15 @@ func checkDashboardQueries(t *testing.T, prom *prometheusServer, fams map[string
 }
 
 // checkUsedNamesExported requires every media_* name of the rules and the
-// dashboard in the live scrape. A counter that has not counted yet in this
-// run (a slow client, a NACK on a lossless loopback) has no series until its
-// first event; such a name passes only if an instrument of that name is
-// declared in the service's source, and is logged.
+// dashboard in the live scrape. Every counter starts at 0 for its fixed
+// attribute sets, so a name that has not counted yet in this run still has
+// a series; a name with none is misspelt or gone.
 func checkUsedNamesExported(t *testing.T, fams map[string]*dto.MetricFamily) {
 	t.Helper()
-	declared := declaredInstruments(t)
-	var notYet []string
 	for _, name := range usedMetricNames(t) {
-		switch {
-		case exported(fams, name):
-		case declaredAs(declared, name):
-			notYet = append(notYet, name)
-		default:
-			t.Errorf("%s is used by alerts.yml or dashboard.json but neither in the scrape of the running service nor declared as an instrument", name)
+		if !exported(fams, name) {
+			t.Errorf("%s is used by alerts.yml or dashboard.json but not in the scrape of the running service", name)
 		}
-	}
-	if len(notYet) > 0 {
-		t.Logf("declared but without a series in this run (no event yet): %v", notYet)
 	}
 }
 
@@ -280,56 +268,6 @@ func scrapedSum(fams map[string]*dto.MetricFamily, name string) float64 {
 		total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 	}
 	return total
-}
-
-// declaredInstruments are the quoted media_* names in the module's non-test
-// Go source: the instrument names handed to the meter.
-func declaredInstruments(t *testing.T) map[string]bool {
-	t.Helper()
-	quoted := regexp.MustCompile(`"(media_[a-z0-9_]+)"`)
-	out := map[string]bool{}
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != ".." || d.Name() == "testdata" || d.Name() == "internal_deps") {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, m := range quoted.FindAllStringSubmatch(string(b), -1) {
-			out[m[1]] = true
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk the module's source: %v", err)
-	}
-	return out
-}
-
-// declaredAs reports whether name is what the Prometheus exporter makes of
-// a declared instrument: the name itself, or with the counter's "_total",
-// a unit suffix, or a histogram series suffix added.
-func declaredAs(declared map[string]bool, name string) bool {
-	for {
-		if declared[name] {
-			return true
-		}
-		trimmed := name
-		for _, suffix := range []string{"_bucket", "_sum", "_count", "_total", "_bytes", "_seconds"} {
-			trimmed = strings.TrimSuffix(trimmed, suffix)
-		}
-		if trimmed == name {
-			return false
-		}
-		name = trimmed
-	}
 }
 
 func nonEmpty(s []sample) bool { return len(s) > 0 }
@@ -420,27 +358,4 @@ func jsonStrings(v any, keys ...string) []string {
 		}
 	}
 	return out
-}
-
-// TestDeclaredAs pins how Prometheus names map back to instrument names,
-// so a misspelt name in the rules or the dashboard cannot pass as declared.
-func TestDeclaredAs(t *testing.T) {
-	declared := map[string]bool{"media_turn_relayed": true, "media_joins": true, "media_join_duration": true, "media_draining": true}
-	tests := []struct {
-		name string
-		want bool
-	}{
-		{"media_turn_relayed_bytes_total", true},
-		{"media_joins_total", true},
-		{"media_join_duration_seconds_bucket", true},
-		{"media_draining", true},
-		{"media_turn_relayd_bytes_total", false},
-		{"media_join_total", false},
-		{"media_drained", false},
-	}
-	for _, tt := range tests {
-		if got := declaredAs(declared, tt.name); got != tt.want {
-			t.Errorf("declaredAs(%s) = %v; want %v", tt.name, got, tt.want)
-		}
-	}
 }

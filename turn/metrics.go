@@ -71,6 +71,13 @@ func newMetrics(m metric.Meter, active func(transport string) int) (*metrics, er
 	}
 	for _, t := range transports {
 		ms.bytes[t] = &byteCounts{}
+		// Every counter exists from the first scrape, at 0, for each
+		// transport: dashboards and alerts see 0 rather than no data.
+		for _, c := range []metric.Int64Counter{ms.created, ms.authFailures, ms.peerRefusals, ms.allocRefusals, ms.rateLimited, ms.connRefusals} {
+			if c != nil {
+				c.Add(context.Background(), 0, metric.WithAttributes(attribute.String("transport", t)))
+			}
+		}
 	}
 	activeGauge, err := m.Int64ObservableUpDownCounter("media_turn_allocations_active",
 		metric.WithDescription("TURN allocations live now, by transport."))
