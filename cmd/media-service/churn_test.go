@@ -91,13 +91,6 @@ func TestChurnSoak(t *testing.T) {
 	mediaload := buildMediaload(t)
 	s := startService(t, "MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_TURN_ENABLED=false",
 		"MEDIA_LEAK_SAMPLE_INTERVAL=200ms", "MEDIA_LEAK_BASELINE_SAMPLE=5")
-	// Nothing here waits for log events, and the log reader blocks once
-	// its channel is full, and with it the service's stdout and every
-	// goroutine that logs: take them all (s.log() still has them).
-	go func() {
-		for range s.events {
-		}
-	}()
 	runChurn(t, s, mediaload, 4) // warm-up: lazily built tables and pools belong to the baseline
 	before := settled(t, s, nil)
 	cycles := churnCycles()

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
 )
 
 // binary is the media-service executable built once for these tests, so
@@ -38,8 +39,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build media-service: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	before := goleak.IgnoreCurrent()
 	code := m.Run()
 	os.RemoveAll(dir)
+	// The tests' own clients, log readers and HTTP connections must all
+	// have ended with them.
+	if err := goleak.Find(before); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "goroutines outlived the tests:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -58,16 +66,19 @@ type logLine map[string]any
 func (l logLine) msg() string { s, _ := l["msg"].(string); return s }
 
 // service is a running media-service process and the log events it wrote.
+// The log reader never blocks: a service whose stdout is not read would
+// stall every goroutine that logs.
 type service struct {
 	cmd      *exec.Cmd
 	httpAddr string
 	opsAddr  string
-	events   chan logLine
 	exited   chan struct{}
 	exitErr  error
+	next     int // the next event waitFor examines; the test goroutine's own
 
-	mu   sync.Mutex
-	seen []logLine // every event so far, for failure messages
+	mu      sync.Mutex    // guards seen and changed
+	seen    []logLine     // every event so far
+	changed chan struct{} // closed and replaced when an event arrives
 }
 
 // startService runs the binary with testEnv plus env and waits for its
@@ -84,7 +95,7 @@ func startService(t *testing.T, env ...string) *service {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start media-service: %v", err)
 	}
-	s := &service{cmd: cmd, events: make(chan logLine, 256), exited: make(chan struct{})}
+	s := &service{cmd: cmd, exited: make(chan struct{}), changed: make(chan struct{})}
 	go s.readLogs(t, stdout)
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -107,11 +118,11 @@ func (s *service) readLogs(t *testing.T, r io.Reader) {
 		}
 		s.mu.Lock()
 		s.seen = append(s.seen, l)
+		close(s.changed)
+		s.changed = make(chan struct{})
 		s.mu.Unlock()
-		s.events <- l
 	}
 	s.exitErr = s.cmd.Wait()
-	close(s.events)
 	close(s.exited)
 }
 
@@ -120,13 +131,25 @@ func (s *service) waitFor(t *testing.T, msg string, within time.Duration) logLin
 	t.Helper()
 	timeout := time.After(within)
 	for {
-		select {
-		case l, ok := <-s.events:
-			if !ok {
-				t.Fatalf("service exited before logging %q; log: %v", msg, s.log())
-			}
+		s.mu.Lock()
+		for s.next < len(s.seen) {
+			l := s.seen[s.next]
+			s.next++
 			if l.msg() == msg {
+				s.mu.Unlock()
 				return l
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-s.exited:
+			s.mu.Lock()
+			more := s.next < len(s.seen)
+			s.mu.Unlock()
+			if !more {
+				t.Fatalf("service exited before logging %q; log: %v", msg, s.log())
 			}
 		case <-timeout:
 			t.Fatalf("no %q log event within %s; log: %v", msg, within, s.log())

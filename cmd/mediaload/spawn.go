@@ -37,6 +37,7 @@ func spawnEnv(maxSessions int) []string {
 		"MEDIA_API_KEY=", "MEDIA_API_SECRET=",
 		"MEDIA_MAX_SESSIONS=" + strconv.Itoa(maxSessions),
 		"MEDIA_MAX_ROOM_PARTICIPANTS=" + strconv.Itoa(maxSessions),
+		"MEDIA_MAX_SESSIONS_PER_IP=0", // every synthetic participant comes from 127.0.0.1
 		"MEDIA_DRAIN_TIMEOUT=5s",
 	}
 }
