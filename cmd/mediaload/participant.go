@@ -169,8 +169,9 @@ func trackWriter(t *webrtc.TrackLocalStaticRTP) packetWriter {
 	}
 }
 
-// serverEvents counts the server's `error` codes and `leave` reasons sent
-// to the participants: a healthy run has none but the leaves it asked for.
+// serverEvents counts the server's `error` codes, with their messages, and
+// `leave` reasons sent to the participants: a healthy run has none but the
+// leaves it asked for.
 type serverEvents struct {
 	mu     sync.Mutex // guards counts
 	counts map[string]int64
@@ -181,7 +182,10 @@ func (e *serverEvents) observe(m *signal.Message) {
 	var key string
 	switch m.Type {
 	case signal.TypeError:
-		key = "error " + m.Code
+		// The message names the server's reason (an offer that cannot be
+		// applied, an answer with no offer outstanding): what a failed run
+		// needs to be diagnosed. The server's messages are a fixed set.
+		key = "error " + m.Code + " (" + m.Message + ")"
 	case signal.TypeLeave:
 		key = "leave " + m.Reason
 	default:

@@ -31,7 +31,7 @@ type Report struct {
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
 	ClientDiagnostics int64            `json:"client_diagnostics"`      // lines the participants' clients logged (failed answers, candidates)
-	ServerEvents      map[string]int64 `json:"server_events,omitempty"` // "error CODE" and "leave REASON" messages the server sent
+	ServerEvents      map[string]int64 `json:"server_events,omitempty"` // "error CODE (MESSAGE)" and "leave REASON" messages the server sent
 	Failures          []string         `json:"failures,omitempty"`
 	OK                bool             `json:"ok"`
 }
