@@ -23,7 +23,7 @@ import (
 // loopback-only ICE (relay-only when policy says so).
 func join(ctx context.Context, t *testing.T, p *process, room, identity string, policy webrtc.ICETransportPolicy) *client.Client {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", p.httpAddr, room, identity))
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", p.HTTPAddr, room, identity))
 	if err != nil {
 		t.Fatalf("GET /v1/dev/token: %v", err)
 	}
@@ -36,7 +36,7 @@ func join(ctx context.Context, t *testing.T, p *process, room, identity string, 
 	if err != nil {
 		t.Fatalf("client.NewAPI: %v", err)
 	}
-	c, err := client.Dial(ctx, "ws://"+p.httpAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy})
+	c, err := client.Dial(ctx, "ws://"+p.HTTPAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy})
 	if err != nil {
 		t.Fatalf("join %s as %s: %v", room, identity, err)
 	}

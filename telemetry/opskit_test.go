@@ -42,7 +42,7 @@ func TestOpsKitEndToEnd(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.URL(), "OTEL_METRIC_EXPORT_INTERVAL=3600000",
 		"FLY_MACHINE_ID=opskit-machine", "FLY_REGION=opskit-region",
 		"MEDIA_LEAK_SAMPLE_INTERVAL=100ms", "MEDIA_LEAK_BASELINE_SAMPLE=5", "MEDIA_DRAIN_TIMEOUT=3s")
-	prom := startPrometheus(t, svc.opsAddr)
+	prom := startPrometheus(t, svc.OpsAddr)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 
@@ -62,7 +62,7 @@ func TestOpsKitEndToEnd(t *testing.T) {
 	sendBadCandidate(t, alice) // her publisher connection has its remote description
 	turnBadAuth(t, bob)
 	var refused *client.DialError
-	if _, err := client.Dial(ctx, "ws://"+svc.httpAddr+"/v1/rtc", "not-a-token", client.Options{}); !errors.As(err, &refused) || refused.Status != http.StatusUnauthorized {
+	if _, err := client.Dial(ctx, "ws://"+svc.HTTPAddr+"/v1/rtc", "not-a-token", client.Options{}); !errors.As(err, &refused) || refused.Status != http.StatusUnauthorized {
 		t.Fatalf("join with a bad token = %v; want a 401 refusal", err)
 	}
 
@@ -70,7 +70,7 @@ func TestOpsKitEndToEnd(t *testing.T) {
 		checkMediaSeries(t, prom)
 	})
 	t.Run("every dashboard query runs in Prometheus", func(t *testing.T) {
-		checkDashboardQueries(t, prom, scrapeOps(t, svc.opsAddr))
+		checkDashboardQueries(t, prom, scrapeOps(t, svc.OpsAddr))
 	})
 	// Alice stops and leaves; Bob stays, so the drain has to close him.
 	stopMedia()
@@ -78,14 +78,14 @@ func TestOpsKitEndToEnd(t *testing.T) {
 		t.Fatalf("alice leave: %v", err)
 	}
 	prom.waitQuery(t, `sum(media_sessions_active{job="media-service"}) == 1`, 30*time.Second, nonEmpty)
-	before := scrapeOps(t, svc.opsAddr)
+	before := scrapeOps(t, svc.OpsAddr)
 	t.Run("every metric in alerts.yml and dashboard.json is in the live scrape", func(t *testing.T) {
 		checkUsedNamesExported(t, before)
 	})
 	if n := len(rcv.Pushes()); n != 0 {
 		t.Fatalf("OTLP pushes before the drain = %d; want 0 with an hour's interval", n)
 	}
-	if code := svc.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+	if code := svc.Stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d; want 0", code)
 	}
 

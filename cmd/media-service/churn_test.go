@@ -32,7 +32,7 @@ type serverState struct {
 func sampleAfterGC(t *testing.T, s *service) serverState {
 	t.Helper()
 	for range 2 {
-		if code, _ := get(t, "http://"+s.opsAddr+"/debug/pprof/heap?gc=1"); code != 200 {
+		if code, _ := get(t, "http://"+s.OpsAddr+"/debug/pprof/heap?gc=1"); code != 200 {
 			t.Fatalf("GET /debug/pprof/heap?gc=1 = %d", code)
 		}
 	}
@@ -64,7 +64,7 @@ func runChurn(t *testing.T, s *service, mediaload string, cycles int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cycles)*time.Second+2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mediaload, "churn",
-		"-url", "http://"+s.httpAddr, "-ops-url", "http://"+s.opsAddr, "-dev-token",
+		"-url", "http://"+s.HTTPAddr, "-ops-url", "http://"+s.OpsAddr, "-dev-token",
 		"-cycles", strconv.Itoa(cycles), "-parallel", "4", "-hold", "200ms",
 		"-video-kbps", "200", "-settle", "30s", "-json", "-quiet")
 	cmd.Stderr = os.Stderr

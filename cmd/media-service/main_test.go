@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/media-service/media-service/internal/servicetest"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,141 +50,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testEnv binds every listener of the service to a free port on loopback,
-// so tests run in parallel with each other and with other packages.
-var testEnv = []string{
-	"PORT=0", "MEDIA_HTTP_HOST=127.0.0.1",
-	"MEDIA_OPS_PORT=0", "MEDIA_OPS_HOST=127.0.0.1",
-	"MEDIA_ICE_UDP_PORT=0", "MEDIA_ICE_TCP_PORT=0",
-	"MEDIA_TURN_UDP_PORT=0", "MEDIA_TURN_TCP_PORT=0", "MEDIA_TURN_BIND_ADDR=127.0.0.1", "MEDIA_TURN_TCP_BIND_ADDR=127.0.0.1",
-}
+// service is a running media-service under test.
+type service = servicetest.Process
 
-// logLine is one JSON log event of the service.
-type logLine map[string]any
-
-func (l logLine) msg() string { s, _ := l["msg"].(string); return s }
-
-// service is a running media-service process and the log events it wrote.
-// The log reader never blocks: a service whose stdout is not read would
-// stall every goroutine that logs.
-type service struct {
-	cmd      *exec.Cmd
-	httpAddr string
-	opsAddr  string
-	exited   chan struct{}
-	exitErr  error
-	next     int // the next event waitFor examines; the test goroutine's own
-
-	mu      sync.Mutex    // guards seen and changed
-	seen    []logLine     // every event so far
-	changed chan struct{} // closed and replaced when an event arrives
-}
-
-// startService runs the binary with testEnv plus env and waits for its
-// server_started event.
+// startService runs the binary with the process environment, the loopback
+// listeners and env, and waits for its server_started event.
 func startService(t *testing.T, env ...string) *service {
 	t.Helper()
-	cmd := exec.Command(binary)
-	cmd.Env = append(append(os.Environ(), testEnv...), env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start media-service: %v", err)
-	}
-	s := &service{cmd: cmd, exited: make(chan struct{}), changed: make(chan struct{})}
-	go s.readLogs(t, stdout)
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-s.exited
-	})
-	started := s.waitFor(t, "server_started", 20*time.Second)
-	s.httpAddr, _ = started["http_addr"].(string)
-	s.opsAddr, _ = started["ops_addr"].(string)
-	return s
-}
-
-func (s *service) readLogs(t *testing.T, r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var l logLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Errorf("log line is not JSON: %q", sc.Text())
-			continue
-		}
-		s.mu.Lock()
-		s.seen = append(s.seen, l)
-		close(s.changed)
-		s.changed = make(chan struct{})
-		s.mu.Unlock()
-	}
-	s.exitErr = s.cmd.Wait()
-	close(s.exited)
-}
-
-// waitFor returns the next event named msg, skipping others.
-func (s *service) waitFor(t *testing.T, msg string, within time.Duration) logLine {
-	t.Helper()
-	timeout := time.After(within)
-	for {
-		s.mu.Lock()
-		for s.next < len(s.seen) {
-			l := s.seen[s.next]
-			s.next++
-			if l.msg() == msg {
-				s.mu.Unlock()
-				return l
-			}
-		}
-		changed := s.changed
-		s.mu.Unlock()
-		select {
-		case <-changed:
-		case <-s.exited:
-			s.mu.Lock()
-			more := s.next < len(s.seen)
-			s.mu.Unlock()
-			if !more {
-				t.Fatalf("service exited before logging %q; log: %v", msg, s.log())
-			}
-		case <-timeout:
-			t.Fatalf("no %q log event within %s; log: %v", msg, within, s.log())
-		}
-	}
-}
-
-func (s *service) log() []logLine {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]logLine(nil), s.seen...)
-}
-
-// waitExit waits for the process to end and returns its exit code.
-func (s *service) waitExit(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-s.exited:
-	case <-time.After(within):
-		t.Fatalf("service still running %s after the signal; log: %v", within, s.log())
-	}
-	var ee *exec.ExitError
-	if errors.As(s.exitErr, &ee) {
-		return ee.ExitCode()
-	}
-	if s.exitErr != nil {
-		t.Fatalf("wait: %v", s.exitErr)
-	}
-	return 0
-}
-
-func (s *service) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %v: %v", sig, err)
-	}
+	return servicetest.Start(t, binary, append(append(os.Environ(), servicetest.LoopbackEnv...), env...))
 }
 
 // get fetches url and returns the status and body.
@@ -207,34 +79,34 @@ func TestServeAndDrainOnSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			s := startService(t)
-			if code, body := get(t, "http://"+s.httpAddr+"/health"); code != 200 || body != `{"service":"media-service","status":"ok"}`+"\n" {
+			if code, body := get(t, "http://"+s.HTTPAddr+"/health"); code != 200 || body != `{"service":"media-service","status":"ok"}`+"\n" {
 				t.Errorf("GET /health = %d %q; want 200 with the exact health body", code, body)
 			}
-			if code, _ := get(t, "http://"+s.httpAddr+"/ready"); code != 200 {
+			if code, _ := get(t, "http://"+s.HTTPAddr+"/ready"); code != 200 {
 				t.Errorf("GET /ready = %d; want 200 while serving", code)
 			}
-			_, metrics := get(t, "http://"+s.opsAddr+"/metrics")
+			_, metrics := get(t, "http://"+s.OpsAddr+"/metrics")
 			for _, name := range []string{"media_goroutine_count", "media_goroutine_count_max", "media_potential_goroutine_leak", "process_cpu_seconds_total", "process_resident_memory_bytes", "go_goroutines", "go_memstats_heap_alloc_bytes"} {
 				if !regexp.MustCompile(`(?m)^` + name + `[ {]`).MatchString(metrics) {
 					t.Errorf("GET /metrics lacks a %s series", name)
 				}
 			}
-			if code, dump := get(t, "http://"+s.opsAddr+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.HasPrefix(dump, "goroutine profile: total") {
+			if code, dump := get(t, "http://"+s.OpsAddr+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.HasPrefix(dump, "goroutine profile: total") {
 				t.Errorf("GET /debug/pprof/goroutine?debug=1 = %d %.40q; want a goroutine dump", code, dump)
 			}
 
 			sent := time.Now()
-			s.signal(t, sig)
-			down := s.waitFor(t, "shutting_down_server", 5*time.Second)
+			s.Signal(t, sig)
+			down := s.WaitFor(t, "shutting_down_server", 5*time.Second)
 			if down["reason"] != "signal" || down["signal"] != sig.String() && down["signal"] != signalName(sig) {
 				t.Errorf("shutting_down_server = %v; want reason signal and signal %s", down, signalName(sig))
 			}
-			s.waitFor(t, "closing_all_sessions", 5*time.Second)
-			stopped := s.waitFor(t, "server_stopped", 5*time.Second)
+			s.WaitFor(t, "closing_all_sessions", 5*time.Second)
+			stopped := s.WaitFor(t, "server_stopped", 5*time.Second)
 			if got := stopped["closed_sessions"]; got != 0.0 {
 				t.Errorf("server_stopped closed_sessions = %v; want 0", got)
 			}
-			if code := s.waitExit(t, 5*time.Second); code != 0 {
+			if code := s.WaitExit(t, 5*time.Second); code != 0 {
 				t.Errorf("exit code = %d; want 0", code)
 			}
 			// With nothing connected the process must be gone within 2 s.
@@ -270,7 +142,7 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(binary)
-			cmd.Env = append(append(os.Environ(), testEnv...), tt.env...)
+			cmd.Env = append(append(os.Environ(), servicetest.LoopbackEnv...), tt.env...)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
@@ -286,7 +158,7 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 // devToken fetches an access token from the dev token endpoint.
 func devToken(t *testing.T, s *service, room, identity string) string {
 	t.Helper()
-	code, body := get(t, fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", s.httpAddr, room, identity))
+	code, body := get(t, fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", s.HTTPAddr, room, identity))
 	if code != 200 {
 		t.Fatalf("GET /v1/dev/token = %d %s", code, body)
 	}
@@ -301,7 +173,7 @@ func devToken(t *testing.T, s *service, room, identity string) string {
 // message.
 func joinDev(t *testing.T, s *service, room, identity string) *websocket.Conn {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial("ws://"+s.httpAddr+"/v1/rtc?access_token="+devToken(t, s, room, identity), nil)
+	ws, resp, err := websocket.DefaultDialer.Dial("ws://"+s.HTTPAddr+"/v1/rtc?access_token="+devToken(t, s, room, identity), nil)
 	if err != nil {
 		t.Fatalf("dial /v1/rtc: %v (%v)", err, resp)
 	}
@@ -332,17 +204,17 @@ func TestDrainWaitsForSessions(t *testing.T) {
 	ws := joinDev(t, s, "drain", "alice")
 	late := devToken(t, s, "drain", "carol")
 
-	s.signal(t, syscall.SIGTERM)
-	s.waitFor(t, "shutting_down_server", 5*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	s.WaitFor(t, "shutting_down_server", 5*time.Second)
 	draining := readType(t, ws, "draining")
 	deadline, err := time.Parse(time.RFC3339, fmt.Sprint(draining["deadline"]))
 	if err != nil || time.Until(deadline) < 10*time.Second {
 		t.Errorf("draining deadline = %v (%v); want about 20s ahead", draining["deadline"], err)
 	}
-	if code, body := get(t, "http://"+s.httpAddr+"/ready"); code != http.StatusServiceUnavailable || !json.Valid([]byte(body)) {
+	if code, body := get(t, "http://"+s.HTTPAddr+"/ready"); code != http.StatusServiceUnavailable || !json.Valid([]byte(body)) {
 		t.Errorf("GET /ready while draining = %d %q; want 503 with a JSON body", code, body)
 	}
-	resp, err := http.Get("http://" + s.httpAddr + "/v1/rtc?access_token=" + late)
+	resp, err := http.Get("http://" + s.HTTPAddr + "/v1/rtc?access_token=" + late)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,12 +226,12 @@ func TestDrainWaitsForSessions(t *testing.T) {
 	if err := ws.WriteJSON(map[string]string{"type": "leave"}); err != nil {
 		t.Fatal(err)
 	}
-	s.waitFor(t, "closing_all_sessions", 10*time.Second)
-	stopped := s.waitFor(t, "server_stopped", 5*time.Second)
+	s.WaitFor(t, "closing_all_sessions", 10*time.Second)
+	stopped := s.WaitFor(t, "server_stopped", 5*time.Second)
 	if got := stopped["closed_sessions"]; got != 1.0 {
 		t.Errorf("server_stopped closed_sessions = %v; want 1", got)
 	}
-	if code := s.waitExit(t, 5*time.Second); code != 0 {
+	if code := s.WaitExit(t, 5*time.Second); code != 0 {
 		t.Errorf("exit code = %d; want 0", code)
 	}
 }
@@ -368,16 +240,16 @@ func TestSecondSignalSkipsTheWait(t *testing.T) {
 	s := startService(t, "MEDIA_DRAIN_TIMEOUT=60s")
 	ws := joinDev(t, s, "second", "bob")
 
-	s.signal(t, syscall.SIGTERM)
-	s.waitFor(t, "shutting_down_server", 5*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	s.WaitFor(t, "shutting_down_server", 5*time.Second)
 	readType(t, ws, "draining")
-	s.signal(t, syscall.SIGTERM)
-	s.waitFor(t, "closing_all_sessions", 5*time.Second)
-	stopped := s.waitFor(t, "server_stopped", 10*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	s.WaitFor(t, "closing_all_sessions", 5*time.Second)
+	stopped := s.WaitFor(t, "server_stopped", 10*time.Second)
 	if got := stopped["closed_sessions"]; got != 1.0 {
 		t.Errorf("server_stopped closed_sessions = %v; want 1", got)
 	}
-	if code := s.waitExit(t, 10*time.Second); code != 0 {
+	if code := s.WaitExit(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code = %d; want 0", code)
 	}
 	leave := readType(t, ws, "leave")

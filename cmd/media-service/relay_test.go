@@ -89,7 +89,7 @@ func exchangeThroughRelay(t *testing.T, s *service, second webrtc.ICETransportPo
 // joinRoom joins room as identity with a dev token through the Go client.
 func joinRoom(ctx context.Context, t *testing.T, s *service, room, identity string, policy webrtc.ICETransportPolicy) *client.Client {
 	t.Helper()
-	code, body := get(t, fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", s.httpAddr, room, identity))
+	code, body := get(t, fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", s.HTTPAddr, room, identity))
 	var tok struct{ Token string }
 	if code != 200 || json.Unmarshal([]byte(body), &tok) != nil {
 		t.Fatalf("GET /v1/dev/token = %d %s", code, body)
@@ -98,7 +98,7 @@ func joinRoom(ctx context.Context, t *testing.T, s *service, room, identity stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.Dial(ctx, "ws://"+s.httpAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy})
+	c, err := client.Dial(ctx, "ws://"+s.HTTPAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy})
 	if err != nil {
 		t.Fatalf("join %s as %s: %v", room, identity, err)
 	}
@@ -165,7 +165,7 @@ func selectedLocalType(pc *webrtc.PeerConnection) webrtc.ICECandidateType {
 // scrape sums each media_turn_* series of the ops /metrics by name.
 func scrape(t *testing.T, s *service) map[string]float64 {
 	t.Helper()
-	code, body := get(t, "http://"+s.opsAddr+"/metrics")
+	code, body := get(t, "http://"+s.OpsAddr+"/metrics")
 	if code != 200 {
 		t.Fatalf("GET /metrics = %d", code)
 	}
@@ -217,15 +217,15 @@ func TestDrainRefusesTURNAllocations(t *testing.T) {
 	if err := allocate(); err != nil {
 		t.Fatalf("Allocate at %s before the drain = %v; want a relayed address", server, err)
 	}
-	s.signal(t, syscall.SIGTERM)
-	s.waitFor(t, "turn_draining", 5*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	s.WaitFor(t, "turn_draining", 5*time.Second)
 	var te *stun.TurnError
 	if err := allocate(); !errors.As(err, &te) || te.ErrorCodeAttr.Code != stun.CodeInsufficientCapacity {
 		t.Errorf("Allocate while draining = %v; want 508 Insufficient Capacity", err)
 	}
 	c.Close()
-	s.waitFor(t, "turn_stopped", 10*time.Second)
-	if code := s.waitExit(t, 10*time.Second); code != 0 {
+	s.WaitFor(t, "turn_stopped", 10*time.Second)
+	if code := s.WaitExit(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code after the drain = %d; want 0", code)
 	}
 }

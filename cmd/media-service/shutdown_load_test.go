@@ -26,7 +26,7 @@ const loadSessions = 100
 // /metrics.
 func metricSum(t *testing.T, s *service, name string) float64 {
 	t.Helper()
-	code, body := get(t, "http://"+s.opsAddr+"/metrics")
+	code, body := get(t, "http://"+s.OpsAddr+"/metrics")
 	if code != 200 {
 		t.Fatalf("GET /metrics = %d", code)
 	}
@@ -74,7 +74,7 @@ func joinLoad(t *testing.T, s *service, leaveOnDrain func(i int) bool) []*client
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			clients[i], errs[i] = client.Dial(ctx, "ws://"+s.httpAddr+"/v1/rtc", tokens[i], opts)
+			clients[i], errs[i] = client.Dial(ctx, "ws://"+s.HTTPAddr+"/v1/rtc", tokens[i], opts)
 		})
 	}
 	wg.Wait()
@@ -133,15 +133,15 @@ func TestShutdownUnderLoad(t *testing.T) {
 	}
 
 	sent := time.Now()
-	s.signal(t, syscall.SIGTERM)
-	stopped := s.waitFor(t, "server_stopped", drain+10*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	stopped := s.WaitFor(t, "server_stopped", drain+10*time.Second)
 	if got := stopped["closed_sessions"]; got != gauge {
 		t.Errorf("server_stopped closed_sessions = %v; want %v (media_sessions_active before SIGTERM)", got, gauge)
 	}
 	if got := stopped["closed_at_deadline"]; got != float64(loadSessions/2) {
 		t.Errorf("server_stopped closed_at_deadline = %v; want %d (the ones that stayed)", got, loadSessions/2)
 	}
-	if code := s.waitExit(t, 10*time.Second); code != 0 {
+	if code := s.WaitExit(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code = %d; want 0", code)
 	}
 	if took := time.Since(sent); took > drain+watchdogMargin {
@@ -178,15 +178,15 @@ func TestSecondSignalUnderLoad(t *testing.T) {
 	s := startService(t, "MEDIA_DRAIN_TIMEOUT=60s", "MEDIA_MAX_SESSIONS_PER_IP=0", "MEDIA_ICE_BIND_ADDR=127.0.0.1")
 	clients := joinLoad(t, s, func(int) bool { return false })
 	waitConnected(t, clients)
-	s.signal(t, syscall.SIGTERM)
-	s.waitFor(t, "shutting_down_server", 5*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	s.WaitFor(t, "shutting_down_server", 5*time.Second)
 	second := time.Now()
-	s.signal(t, syscall.SIGTERM)
-	stopped := s.waitFor(t, "server_stopped", 15*time.Second)
+	s.Signal(t, syscall.SIGTERM)
+	stopped := s.WaitFor(t, "server_stopped", 15*time.Second)
 	if got := stopped["closed_sessions"]; got != float64(loadSessions) {
 		t.Errorf("server_stopped closed_sessions = %v; want %d", got, loadSessions)
 	}
-	if code := s.waitExit(t, 10*time.Second); code != 0 {
+	if code := s.WaitExit(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code = %d; want 0", code)
 	}
 	if took := time.Since(second); took > watchdogMargin {

@@ -76,8 +76,8 @@ func turnCode(err error) int {
 // mediaUDPAddr is the SFU's ICE UDP address from the service's log.
 func mediaUDPAddr(t *testing.T, s *service) *net.UDPAddr {
 	t.Helper()
-	for _, l := range s.log() {
-		if l.msg() == "media_engine_started" {
+	for _, l := range s.Log() {
+		if l.Msg() == "media_engine_started" {
 			a, err := net.ResolveUDPAddr("udp4", l["udp"].(string))
 			if err != nil {
 				t.Fatal(err)
