@@ -238,7 +238,7 @@ func (s *Session) closeMedia() {
 			s.log.Debug("subscription_close_failed", "err", err)
 		}
 	}
-	if err := errors.Join(s.pub.Close(), s.sub.Close()); err != nil {
+	if err := errors.Join(closePeer(s.pub), closePeer(s.sub)); err != nil {
 		s.log.Debug("peer_close_failed", "err", err)
 	}
 }

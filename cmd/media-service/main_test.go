@@ -57,7 +57,13 @@ type service = servicetest.Process
 // listeners and env, and waits for its server_started event.
 func startService(t *testing.T, env ...string) *service {
 	t.Helper()
-	return servicetest.Start(t, binary, append(append(os.Environ(), servicetest.LoopbackEnv...), env...))
+	return startBinary(t, binary, env...)
+}
+
+// startBinary is startService for another build of the service.
+func startBinary(t *testing.T, bin string, env ...string) *service {
+	t.Helper()
+	return servicetest.Start(t, bin, append(append(os.Environ(), servicetest.LoopbackEnv...), env...))
 }
 
 // get fetches url and returns the status and body.

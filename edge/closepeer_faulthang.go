@@ -1,0 +1,13 @@
+//go:build faulthang
+
+package edge
+
+import "github.com/pion/webrtc/v4"
+
+// closePeer never returns: this build stands in for a PeerConnection close
+// that hangs (a DTLS or ICE close stuck on the network, a bug in a
+// dependency), the fault the drain watchdog exists for. Only
+// cmd/media-service's watchdog test builds with the faulthang tag.
+func closePeer(*webrtc.PeerConnection) error {
+	select {}
+}
