@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -49,7 +50,11 @@ type Process struct {
 }
 
 // Start runs bin with the environment env (the whole of it) and waits for
-// its server_started event. The process is killed when the test ends.
+// its server_started event. Of two entries with one name the later wins,
+// so a test restarts a service on the address of one that has exited by
+// appending PORT=<its port> after LoopbackEnv. The process is killed when
+// the test ends, and its log is written to the test's output if the test
+// failed.
 func Start(t *testing.T, bin string, env []string) *Process {
 	t.Helper()
 	cmd := exec.Command(bin)
@@ -67,6 +72,9 @@ func Start(t *testing.T, bin string, env []string) *Process {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-p.exited
+		if t.Failed() {
+			t.Logf("log of %s (pid %d):\n%s", bin, cmd.Process.Pid, p.text())
+		}
 	})
 	started := p.WaitFor(t, "server_started", 30*time.Second)
 	p.HTTPAddr, _ = started["http_addr"].(string)
@@ -88,6 +96,10 @@ func (p *Process) read(t *testing.T, r io.Reader) {
 		close(p.changed)
 		p.changed = make(chan struct{})
 		p.mu.Unlock()
+	}
+	if err := sc.Err(); err != nil {
+		t.Errorf("read service log: %v", err)
+		io.Copy(io.Discard, r) // a full pipe would stall the service
 	}
 	p.exitErr = p.cmd.Wait()
 	close(p.exited)
@@ -116,10 +128,10 @@ func (p *Process) WaitFor(t *testing.T, msg string, within time.Duration) Event 
 			more := p.next < len(p.seen)
 			p.mu.Unlock()
 			if !more {
-				t.Fatalf("service exited before logging %q; log: %v", msg, p.Log())
+				t.Fatalf("service exited before logging %q (its log follows at the end of the test)", msg)
 			}
 		case <-timeout:
-			t.Fatalf("no %q log event within %s; log: %v", msg, within, p.Log())
+			t.Fatalf("no %q log event within %s (its log follows at the end of the test)", msg, within)
 		}
 	}
 }
@@ -129,6 +141,46 @@ func (p *Process) Log() []Event {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]Event(nil), p.seen...)
+}
+
+// Find returns the first event named msg logged so far, counting from the
+// start of the log. Unlike WaitFor it neither waits nor moves WaitFor's
+// place, so a test can check an event after the fact (server_stopped once
+// the process has exited, say) in any order.
+func (p *Process) Find(msg string) (Event, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.seen {
+		if e.Msg() == msg {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+// Count returns how many events named msg were logged so far, counting
+// from the start of the log.
+func (p *Process) Count(msg string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, e := range p.seen {
+		if e.Msg() == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// text is the log so far, one JSON event a line, for a failed test's output.
+func (p *Process) text() string {
+	var b strings.Builder
+	for _, e := range p.Log() {
+		line, _ := json.Marshal(e) // it was JSON when it was read
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // Signal sends sig to the process.
@@ -145,7 +197,7 @@ func (p *Process) WaitExit(t *testing.T, within time.Duration) int {
 	select {
 	case <-p.exited:
 	case <-time.After(within):
-		t.Fatalf("service still running after %s; log: %v", within, p.Log())
+		t.Fatalf("service still running after %s (its log follows at the end of the test)", within)
 	}
 	var ee *exec.ExitError
 	if errors.As(p.exitErr, &ee) {
