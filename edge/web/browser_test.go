@@ -93,14 +93,14 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 	names := []string{"alice", "bob", "carol"}
 	var pages []*page
 	for _, n := range names[:2] {
-		pages = append(pages, b.open(t, n, joinURL(svc.URL, "demo", n)))
+		pages = append(pages, b.open(t, n, joinURL(serviceURL(svc), "demo", n)))
 	}
 	checkRoom(t, pages, names[:2])
 	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
 		writeDemoScreenshot(t, pages[0], "bob")
 	}
 
-	pages = append(pages, b.open(t, "carol", joinURL(svc.URL, "demo", "carol")))
+	pages = append(pages, b.open(t, "carol", joinURL(serviceURL(svc), "demo", "carol")))
 	checkRoom(t, pages, names)
 
 	// The server's `error` reaches the user: a message type it does not know.
@@ -128,7 +128,7 @@ func TestBrowserPagesSeeAndHearEachOther(t *testing.T) {
 func TestBrowserJoinFormAndMuteButtons(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", svc.URL+"/?room=mute&quality=low")
+	alice := b.open(t, "alice", serviceURL(svc)+"/?room=mute&quality=low")
 	if s := alice.snapshot(); s.State != "idle" {
 		t.Fatalf("before Join: state %s; want idle", s.State)
 	}
@@ -161,13 +161,13 @@ func TestBrowserTokenInURLWithoutDevMode(t *testing.T) {
 	keys := []string{"MEDIA_API_KEY=browser-test", "MEDIA_API_SECRET=browser-test-secret-of-at-least-32-bytes"}
 	b := newBrowser(t)
 	svc := startService(t, keys...)
-	nodev := b.open(t, "nodev", joinURL(svc.URL, "prod", "alice"))
+	nodev := b.open(t, "nodev", joinURL(serviceURL(svc), "prod", "alice"))
 	s := nodev.waitFor("refuse to join", mediaTimeout, func(s snapshot) bool { return s.State == "closed" })
 	if len(s.Errors) != 1 || s.Errors[0].Code != "dev_mode_off" {
 		t.Errorf("without a token: errors %v; want one dev_mode_off", s.Errors)
 	}
 	token := mintToken(t, keys, "prod", "bob")
-	p := b.open(t, "token", joinURL(svc.URL, "prod", "bob", "token="+token))
+	p := b.open(t, "token", joinURL(serviceURL(svc), "prod", "bob", "token="+token))
 	s = p.waitFor("join with the token", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
 	if s.Self == nil || s.Self.Identity != "bob" {
 		t.Errorf("joined as %+v; want bob, the token's identity", s.Self)
@@ -189,8 +189,8 @@ func mintToken(t *testing.T, keys []string, room, identity string) string {
 func TestBrowserRelayOnlyThroughTURN(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", joinURL(svc.URL, "relay", "alice", "relay=1"))
-	bob := b.open(t, "bob", joinURL(svc.URL, "relay", "bob"))
+	alice := b.open(t, "alice", joinURL(serviceURL(svc), "relay", "alice", "relay=1"))
+	bob := b.open(t, "bob", joinURL(serviceURL(svc), "relay", "bob"))
 	waitReceiving(bob, "alice")
 	waitReceiving(alice, "bob")
 	// iceTransportPolicy "relay" allows nothing else, but check what the
@@ -228,9 +228,9 @@ func writeDemoScreenshot(t *testing.T, p *page, other string) {
 func TestBrowserDuplicateIdentityStops(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	first := b.open(t, "first", joinURL(svc.URL, "dup", "alice"))
+	first := b.open(t, "first", joinURL(serviceURL(svc), "dup", "alice"))
 	first.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
-	second := b.open(t, "second", joinURL(svc.URL, "dup", "alice"))
+	second := b.open(t, "second", joinURL(serviceURL(svc), "dup", "alice"))
 	second.waitFor("join", mediaTimeout, func(s snapshot) bool { return s.State == "connected" })
 	s := first.waitFor("stop", 10*time.Second, func(s snapshot) bool { return s.State == "closed" })
 	if len(s.Errors) != 1 || s.Errors[0].Code != "duplicate_identity" || s.Reconnects != 0 {
@@ -244,8 +244,8 @@ func TestBrowserDuplicateIdentityStops(t *testing.T) {
 func TestBrowserReloadRejoins(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t)
-	alice := b.open(t, "alice", joinURL(svc.URL, "reload", "alice"))
-	bob := b.open(t, "bob", joinURL(svc.URL, "reload", "bob"))
+	alice := b.open(t, "alice", joinURL(serviceURL(svc), "reload", "alice"))
+	bob := b.open(t, "bob", joinURL(serviceURL(svc), "reload", "bob"))
 	waitReceiving(alice, "bob")
 	before := waitReceiving(bob, "alice")
 
@@ -270,10 +270,10 @@ func TestBrowserDrainThenReconnect(t *testing.T) {
 	b := newBrowser(t)
 	svc := startService(t, "MEDIA_DRAIN_TIMEOUT=5s")
 	names := []string{"alice", "bob"}
-	pages := []*page{b.open(t, "alice", joinURL(svc.URL, "drain", "alice")), b.open(t, "bob", joinURL(svc.URL, "drain", "bob"))}
+	pages := []*page{b.open(t, "alice", joinURL(serviceURL(svc), "drain", "alice")), b.open(t, "bob", joinURL(serviceURL(svc), "drain", "bob"))}
 	checkRoom(t, pages, names)
 
-	svc.signal(syscall.SIGTERM)
+	svc.Signal(t, syscall.SIGTERM)
 	for _, p := range pages {
 		p.waitFor("show the draining notice", 5*time.Second, func(s snapshot) bool {
 			return s.DrainingSeen && s.Banner == "draining"
@@ -288,14 +288,14 @@ func TestBrowserDrainThenReconnect(t *testing.T) {
 			t.Errorf("%s: WebSocket closed with %+v; want a clean 1000 or 1001 close", p.name, *c)
 		}
 	}
-	if err := svc.waitExit(15 * time.Second); err != nil {
-		t.Errorf("service exit: %v; want exit status 0", err)
+	if code := svc.WaitExit(t, 15*time.Second); code != 0 {
+		t.Errorf("service exit code = %d; want 0", code)
 	}
 	checkDrainLogs(t, svc, len(pages))
 
 	// The same address comes back (a restarted instance, or the platform's
 	// next one): both pages return on their own and get media again.
-	_, port, _ := net.SplitHostPort(svc.Addr)
+	_, port, _ := net.SplitHostPort(svc.HTTPAddr)
 	startService(t, "PORT="+port)
 	for i, p := range pages {
 		p.waitFor("reconnect", mediaTimeout, func(s snapshot) bool { return s.State == "connected" && s.Reconnects >= 1 })
@@ -310,13 +310,13 @@ func TestBrowserDrainMovesToAnotherInstance(t *testing.T) {
 	b := newBrowser(t)
 	old := startService(t, "MEDIA_DRAIN_TIMEOUT=60s")
 	next := startService(t)
-	door := newFrontDoor(t, old.URL)
+	door := newFrontDoor(t, serviceURL(old))
 	names := []string{"alice", "bob"}
 	pages := []*page{b.open(t, "alice", joinURL(door.URL(), "move", "alice")), b.open(t, "bob", joinURL(door.URL(), "move", "bob"))}
 	checkRoom(t, pages, names)
 
-	door.route(t, next.URL)
-	old.signal(syscall.SIGTERM)
+	door.route(t, serviceURL(next))
+	old.Signal(t, syscall.SIGTERM)
 	start := time.Now()
 	for i, p := range pages {
 		p.waitFor("move to the other instance", mediaTimeout, func(s snapshot) bool {
@@ -326,16 +326,16 @@ func TestBrowserDrainMovesToAnotherInstance(t *testing.T) {
 		waitReceiving(p, others(names, i)...)
 		t.Logf("%s receives media again %s after SIGTERM", p.name, time.Since(start).Round(time.Millisecond))
 	}
-	if err := old.waitExit(30 * time.Second); err != nil {
-		t.Errorf("draining instance exit: %v; want exit status 0", err)
+	if code := old.WaitExit(t, 30*time.Second); code != 0 {
+		t.Errorf("draining instance exit code = %d; want 0", code)
 	}
 	t.Logf("draining instance exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
 	checkDrainLogs(t, old, len(pages))
-	stopped, _, _ := old.logs.find("server_stopped")
+	stopped, _ := old.Find("server_stopped")
 	if got := stopped["closed_at_deadline"]; got != float64(0) {
 		t.Errorf("server_stopped closed_at_deadline = %v; want 0 (every page moved before the deadline)", got)
 	}
-	if got := next.logs.count("session_joined"); got != len(pages) {
+	if got := next.Count("session_joined"); got != len(pages) {
 		t.Errorf("other instance logged %d session_joined; want %d", got, len(pages))
 	}
 }
@@ -343,7 +343,7 @@ func TestBrowserDrainMovesToAnotherInstance(t *testing.T) {
 // checkDrainLogs checks that server_stopped counts every session.
 func checkDrainLogs(t *testing.T, svc *service, sessions int) {
 	t.Helper()
-	stopped, ok, _ := svc.logs.find("server_stopped")
+	stopped, ok := svc.Find("server_stopped")
 	if !ok {
 		t.Fatalf("no server_stopped log line")
 	}

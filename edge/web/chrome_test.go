@@ -136,8 +136,8 @@ type page struct {
 	t          *testing.T
 	name       string
 	ctx        context.Context
-	console    *lockedBuffer
-	exceptions atomic.Int32 // uncaught exceptions and unhandled rejections
+	console    strings.Builder // written by open's console goroutine, read only once it has ended
+	exceptions atomic.Int32    // uncaught exceptions and unhandled rejections
 }
 
 // open opens url in a new tab. The tab's console is kept and printed if
@@ -146,7 +146,7 @@ type page struct {
 func (b *browser) open(t *testing.T, name, url string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
-	p := &page{t: t, name: name, ctx: ctx, console: &lockedBuffer{}}
+	p := &page{t: t, name: name, ctx: ctx}
 	msgs := chromedp.Console(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -155,7 +155,7 @@ func (b *browser) open(t *testing.T, name, url string) *page {
 			if err != nil {
 				return
 			}
-			fmt.Fprintf(p.console, "%s %s\n", m.Time.Format("15:04:05.000"), m)
+			fmt.Fprintf(&p.console, "%s %s\n", m.Time.Format("15:04:05.000"), m)
 			if m.IsException() {
 				p.exceptions.Add(1)
 			}
@@ -168,7 +168,7 @@ func (b *browser) open(t *testing.T, name, url string) *page {
 			t.Errorf("%s: %d uncaught exceptions in the page; want none", name, n)
 		}
 		if t.Failed() {
-			t.Logf("console of %s:\n%s", name, p.console)
+			t.Logf("console of %s:\n%s", name, p.console.String())
 		}
 	})
 	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {

@@ -1,20 +1,15 @@
 package web_test
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/media-service/media-service/internal/servicetest"
 )
 
 // The browser tests run the real service binary, as an operator would,
@@ -58,17 +53,14 @@ func removeServiceBinary() {
 	}
 }
 
-// baseServiceEnv binds everything to loopback on free ports, so parallel
-// test runs never collide.
-var baseServiceEnv = []string{
-	"PORT=0",
-	"MEDIA_HTTP_HOST=127.0.0.1",
-	"MEDIA_OPS_PORT=0",
-	"MEDIA_OPS_HOST=127.0.0.1",
-	"MEDIA_ICE_UDP_PORT=0",
-	"MEDIA_ICE_TCP_PORT=0",
-	"MEDIA_TURN_UDP_PORT=0",
-	"MEDIA_TURN_TCP_PORT=0",
+// browserEnv is what the browser suite changes in servicetest.LoopbackEnv.
+var browserEnv = []string{
+	// TURN listens on every interface, as by default, so its relayed
+	// addresses are on the host's own IPv4, where the SFU's host candidates
+	// are; the tabs still reach TURN itself on loopback. (LoopbackEnv binds
+	// TURN to 127.0.0.1, whose relayed addresses reach only an SFU bound
+	// to loopback.)
+	"MEDIA_TURN_BIND_ADDR=", "MEDIA_TURN_TCP_BIND_ADDR=",
 	"MEDIA_TURN_PUBLIC_HOST=127.0.0.1",
 	// A Chromium tab starved of CPU can take seconds per answer; the
 	// browser suite is not where this bound is tested.
@@ -76,98 +68,19 @@ var baseServiceEnv = []string{
 }
 
 // service is one running media-service process.
-type service struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	URL    string // http://127.0.0.1:port
-	Addr   string // 127.0.0.1:port
-	logs   *logBook
-	stderr *lockedBuffer
-	exited chan struct{} // closed once the process has exited and its output is read
-	err    error         // the exit error, set before exited closes
-}
+type service = servicetest.Process
 
-// startService runs the service with the base environment plus env (later
-// entries win) and waits for its server_started log line.
+// startService runs the service on loopback with the browser suite's
+// environment plus env (later entries win) and waits for its
+// server_started event.
 func startService(t *testing.T, env ...string) *service {
 	t.Helper()
-	s := &service{t: t, logs: newLogBook(), stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	s.cmd = exec.Command(serviceBinary(t))
-	s.cmd.Env = append(append(cleanEnv(), baseServiceEnv...), env...)
-	s.cmd.Stderr = s.stderr
-	stdout, err := s.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatalf("service stdout pipe: %v", err)
-	}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start service: %v", err)
-	}
-	go s.read(stdout)
-	t.Cleanup(s.stop)
-	started, err := s.logs.wait(s.exited, "server_started", 20*time.Second)
-	if err != nil {
-		t.Fatalf("service did not start: %v\nstderr: %s", err, s.stderr)
-	}
-	s.Addr, _ = started["http_addr"].(string)
-	s.URL = "http://" + s.Addr
-	return s
+	base := append(append(cleanEnv(), servicetest.LoopbackEnv...), browserEnv...)
+	return servicetest.Start(t, serviceBinary(t), append(base, env...))
 }
 
-// read collects the JSON log lines until the process closes stdout, then
-// reaps the process.
-func (s *service) read(stdout interface{ Read([]byte) (int, error) }) {
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		s.logs.add(sc.Text())
-	}
-	s.err = s.cmd.Wait()
-	close(s.exited)
-}
-
-// signal sends sig to the service.
-func (s *service) signal(sig syscall.Signal) {
-	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("signal service %v: %v", sig, err)
-	}
-}
-
-// waitExit waits for the process to end and returns its exit error.
-func (s *service) waitExit(timeout time.Duration) error {
-	s.t.Helper()
-	select {
-	case <-s.exited:
-		return s.err
-	case <-time.After(timeout):
-		s.t.Fatalf("service still running %s after it was told to stop", timeout)
-		return nil
-	}
-}
-
-// stop ends the service (a drain with no sessions is quick; a second
-// signal skips the wait) and dumps its output when the test failed.
-func (s *service) stop() {
-	select {
-	case <-s.exited:
-	default:
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-s.exited:
-			case <-time.After(5 * time.Second):
-				_ = s.cmd.Process.Kill()
-				<-s.exited
-			}
-		}
-	}
-	if s.t.Failed() {
-		s.t.Logf("service log:\n%s\nservice stderr:\n%s", s.logs.text(), s.stderr)
-	}
-}
+// serviceURL is the base URL of s's HTTP listener.
+func serviceURL(s *service) string { return "http://" + s.HTTPAddr }
 
 // cleanEnv is the test's environment without anything that configures the
 // service, so a developer's shell cannot change what the tests run.
@@ -180,99 +93,4 @@ func cleanEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-// logBook holds a process's JSON log lines and wakes waiters on each one.
-type logBook struct {
-	mu      sync.Mutex
-	lines   []map[string]any
-	raw     []string
-	changed chan struct{} // closed and replaced on each new line
-}
-
-func newLogBook() *logBook { return &logBook{changed: make(chan struct{})} }
-
-func (b *logBook) add(line string) {
-	var m map[string]any
-	_ = json.Unmarshal([]byte(line), &m) // a non-JSON line is kept raw only
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.raw = append(b.raw, line)
-	if m != nil {
-		b.lines = append(b.lines, m)
-	}
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-// find returns the first line whose msg is msg.
-func (b *logBook) find(msg string) (map[string]any, bool, <-chan struct{}) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, l := range b.lines {
-		if l["msg"] == msg {
-			return l, true, b.changed
-		}
-	}
-	return nil, false, b.changed
-}
-
-// wait returns the first line whose msg is msg, waiting for it until the
-// timeout or until exited closes.
-func (b *logBook) wait(exited <-chan struct{}, msg string, timeout time.Duration) (map[string]any, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		l, ok, changed := b.find(msg)
-		if ok {
-			return l, nil
-		}
-		select {
-		case <-changed:
-		case <-exited:
-			if l, ok, _ := b.find(msg); ok {
-				return l, nil
-			}
-			return nil, fmt.Errorf("process exited before logging %s", msg)
-		case <-ctx.Done():
-			return nil, errors.New("no " + msg + " log line within " + timeout.String())
-		}
-	}
-}
-
-// count returns how many lines have that msg.
-func (b *logBook) count(msg string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, l := range b.lines {
-		if l["msg"] == msg {
-			n++
-		}
-	}
-	return n
-}
-
-func (b *logBook) text() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Join(b.raw, "\n")
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
