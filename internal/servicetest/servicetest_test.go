@@ -11,10 +11,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-// fakeEnv makes the test binary, run again by Start, act as a service that
-// logs server_started, then a session_joined event for each of the names
-// given, then left events up to the count given, and exits 0. It stands in
-// for media-service so the runner's own bookkeeping can be checked exactly.
+// With fakeJoinsEnv set, the test binary, run again by Start, acts as a
+// service that logs server_started, a session_joined event for each letter
+// of fakeJoinsEnv, then as many session_left events as fakeLeftEnv says,
+// and exits 0. It stands in for media-service so that the runner's own
+// bookkeeping can be checked exactly.
 const (
 	fakeJoinsEnv = "SERVICETEST_FAKE_JOINS"
 	fakeLeftEnv  = "SERVICETEST_FAKE_LEFT"
