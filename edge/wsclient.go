@@ -56,9 +56,20 @@ type lastWords struct {
 // hides a client that stopped reading from the send queue for a long time.
 const socketSendBuffer = 64 << 10
 
+// The socket controls the signaling connection needs, asked for by
+// interface: the HTTP listener's conns wrap a *net.TCPConn (connlimit.go)
+// and have its methods, but are not one.
+type (
+	sendBufferSetter interface{ SetWriteBuffer(bytes int) error }
+	halfCloser       interface {
+		net.Conn
+		CloseWrite() error
+	}
+)
+
 func newWSClient(conn *websocket.Conn, cfg Config, onFail func(error)) *wsClient {
 	conn.SetReadLimit(cfg.ReadLimit)
-	if tc, ok := conn.UnderlyingConn().(*net.TCPConn); ok {
+	if tc, ok := conn.UnderlyingConn().(sendBufferSetter); ok {
 		_ = tc.SetWriteBuffer(socketSendBuffer) // best effort: the queue bounds remain
 	}
 	return &wsClient{
@@ -201,7 +212,7 @@ func (c *wsClient) lingeringClose(deadline time.Time) {
 	default:
 		return // the reader still owns the read side
 	}
-	tc, ok := c.conn.UnderlyingConn().(*net.TCPConn)
+	tc, ok := c.conn.UnderlyingConn().(halfCloser)
 	if !ok || tc.CloseWrite() != nil {
 		return
 	}
