@@ -42,12 +42,19 @@ func (l *addrLimit) key(r *http.Request) netip.Prefix {
 		}
 		ip, _ = netip.ParseAddr(host)
 	}
+	return addrBucket(ip)
+}
+
+// addrBucket is the bucket an address counts in: an IPv4 address alone
+// (an IPv4-mapped IPv6 address as its IPv4 form), an IPv6 address by its
+// /64. An invalid address is the zero Prefix: one shared bucket.
+func addrBucket(ip netip.Addr) netip.Prefix {
 	ip = ip.Unmap()
 	bits := 32
 	if ip.Is6() {
 		bits = 64
 	}
-	p, _ := ip.Prefix(bits) // an unparsable address is the zero Prefix: one shared bucket
+	p, _ := ip.Prefix(bits)
 	return p
 }
 

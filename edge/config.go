@@ -52,6 +52,45 @@ type Config struct {
 	// value itself.
 	ClientIPHeader string `env:"MEDIA_CLIENT_IP_HEADER"`
 
+	// MaxConnsPerIP bounds the TCP connections one client address holds
+	// open on PORT at once, an IPv6 client counting by its /64
+	// (MEDIA_MAX_CONNS_PER_IP, default 128; 0 turns it off). It counts
+	// from the accept, before a request is read, so clients that connect
+	// and send nothing are bounded too; a connection beyond it is reset at
+	// once and counted in media_http_conn_refusals. The default leaves a
+	// host at MEDIA_MAX_SESSIONS_PER_IP (64 sessions, one connection each)
+	// as many again for page loads, health checks and reconnects; when
+	// both are on it must exceed that bound. With MEDIA_CLIENT_IP_HEADER
+	// set every TCP peer is the proxy, so this bound is not applied (it
+	// would cap the whole instance): the proxy's own limits and
+	// MEDIA_MAX_CONNS stand in.
+	MaxConnsPerIP int `env:"MEDIA_MAX_CONNS_PER_IP" envDefault:"128"`
+	// MaxConns bounds the TCP connections open on PORT in total
+	// (MEDIA_MAX_CONNS, default 4096; 0 turns it off): each costs a file
+	// descriptor, a goroutine and buffers, so this is the last line
+	// against a flood from many addresses. At the bound every new
+	// connection is reset, health checks included, until some close: the
+	// per-address bound keeps one host from getting there. When on it
+	// must exceed MEDIA_MAX_SESSIONS (every session holds a connection).
+	// Keep the process's file limit above it plus TURN's connections.
+	MaxConns int `env:"MEDIA_MAX_CONNS" envDefault:"4096"`
+	// HTTPHeaderTimeout bounds reading one request on PORT and on the ops
+	// port (MEDIA_HTTP_HEADER_TIMEOUT, default 10s): from the accept, or
+	// on a kept-alive connection from the next request's first byte, to
+	// the end of its headers. On PORT it bounds any request body too (no
+	// route reads one, and a declared body that never arrives would
+	// otherwise hold the connection forever). A connection that sends
+	// nothing is closed when it passes.
+	HTTPHeaderTimeout time.Duration `env:"MEDIA_HTTP_HEADER_TIMEOUT" envDefault:"10s"`
+	// HTTPIdleTimeout closes a kept-alive connection on PORT or the ops
+	// port that sends no next request for that long
+	// (MEDIA_HTTP_IDLE_TIMEOUT, default 75s). It does not apply to
+	// WebSockets (MEDIA_WS_IDLE_TIMEOUT does). The default is above the
+	// 60s for which common proxies keep an idle pooled connection, so the
+	// proxy, not this server, closes it first: a server closing first
+	// races the proxy's reuse of the connection, which fails as a 502.
+	HTTPIdleTimeout time.Duration `env:"MEDIA_HTTP_IDLE_TIMEOUT" envDefault:"75s"`
+
 	// MaxRooms bounds the rooms of this instance (MEDIA_MAX_ROOMS, default
 	// 100); a join that would open one more gets 503 full.
 	MaxRooms int `env:"MEDIA_MAX_ROOMS" envDefault:"100"`
@@ -135,6 +174,9 @@ func (c Config) validate() error {
 	if c.MaxSessionsPerIP < 0 {
 		return fmt.Errorf("edge: MEDIA_MAX_SESSIONS_PER_IP must be 0 (off) or more, got %d", c.MaxSessionsPerIP)
 	}
+	if err := c.validateConns(); err != nil {
+		return err
+	}
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
@@ -153,6 +195,32 @@ func (c Config) validate() error {
 func checkPort(name string, p int) error {
 	if p < 0 || p > 65535 {
 		return fmt.Errorf("edge: %s must be a port from 0 to 65535, got %d", name, p)
+	}
+	return nil
+}
+
+// validateConns checks the connection bounds and HTTP timeouts of PORT.
+// A connection bound at or below the matching session bound would refuse
+// sessions the session bound admits, and leave no connection for a
+// health check.
+func (c Config) validateConns() error {
+	if c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("edge: MEDIA_MAX_CONNS_PER_IP must be 0 (off) or more, got %d", c.MaxConnsPerIP)
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("edge: MEDIA_MAX_CONNS must be 0 (off) or more, got %d", c.MaxConns)
+	}
+	if c.MaxConns > 0 && c.MaxConns <= c.MaxSessions {
+		return fmt.Errorf("edge: MEDIA_MAX_CONNS (%d) must exceed MEDIA_MAX_SESSIONS (%d), or be 0 (off)", c.MaxConns, c.MaxSessions)
+	}
+	if c.ClientIPHeader == "" && c.MaxConnsPerIP > 0 && c.MaxConnsPerIP <= c.MaxSessionsPerIP {
+		return fmt.Errorf("edge: MEDIA_MAX_CONNS_PER_IP (%d) must exceed MEDIA_MAX_SESSIONS_PER_IP (%d), or be 0 (off)", c.MaxConnsPerIP, c.MaxSessionsPerIP)
+	}
+	if c.HTTPHeaderTimeout <= 0 {
+		return fmt.Errorf("edge: MEDIA_HTTP_HEADER_TIMEOUT must be positive, got %s", c.HTTPHeaderTimeout)
+	}
+	if c.HTTPIdleTimeout <= 0 {
+		return fmt.Errorf("edge: MEDIA_HTTP_IDLE_TIMEOUT must be positive, got %s", c.HTTPIdleTimeout)
 	}
 	return nil
 }

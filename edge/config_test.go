@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caarlos0/env/v11"
 )
 
 // TestConfigNamesBadVariable: every bad value stops the start with an
@@ -32,6 +34,12 @@ func TestConfigNamesBadVariable(t *testing.T) {
 		{"MEDIA_OFFER_INTERVAL", func(c *Config) { c.OfferInterval = 0 }},
 		{"MEDIA_NEGOTIATION_TIMEOUT", func(c *Config) { c.NegotiationTimeout = 0 }},
 		{"MEDIA_RETRY_AFTER", func(c *Config) { c.RetryAfter = 500 * time.Millisecond }},
+		{"MEDIA_MAX_CONNS_PER_IP", func(c *Config) { c.MaxConnsPerIP = -1 }},
+		{"MEDIA_MAX_CONNS_PER_IP", func(c *Config) { c.MaxSessionsPerIP, c.MaxConnsPerIP = 10, 10 }},
+		{"MEDIA_MAX_CONNS", func(c *Config) { c.MaxConns = -1 }},
+		{"MEDIA_MAX_CONNS", func(c *Config) { c.MaxConns = c.MaxSessions }},
+		{"MEDIA_HTTP_HEADER_TIMEOUT", func(c *Config) { c.HTTPHeaderTimeout = 0 }},
+		{"MEDIA_HTTP_IDLE_TIMEOUT", func(c *Config) { c.HTTPIdleTimeout = -time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.variable, func(t *testing.T) {
@@ -42,5 +50,43 @@ func TestConfigNamesBadVariable(t *testing.T) {
 				t.Errorf("validate() = %v; want an error naming %s", err, tt.variable)
 			}
 		})
+	}
+}
+
+// TestConfigConnBounds: the defaults from an empty environment are
+// valid, and so are the connection bounds turned off, or a per-address
+// bound below the session one behind a proxy, where it does not apply.
+func TestConfigConnBounds(t *testing.T) {
+	var defaults Config
+	if err := env.ParseWithOptions(&defaults, env.Options{Environment: map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cfg  func() Config
+	}{
+		{"defaults", func() Config { return defaults }},
+		{"both off", func() Config {
+			c := testConfig()
+			c.MaxConnsPerIP, c.MaxConns = 0, 0
+			return c
+		}},
+		{"per address below sessions behind a proxy", func() Config {
+			c := testConfig()
+			c.ClientIPHeader, c.MaxSessionsPerIP, c.MaxConnsPerIP = "Fly-Client-IP", 10, 5
+			return c
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg().validate(); err != nil {
+				t.Errorf("validate() = %v; want nil", err)
+			}
+		})
+	}
+	if defaults.MaxConnsPerIP != 128 || defaults.MaxConns != 4096 ||
+		defaults.HTTPHeaderTimeout != 10*time.Second || defaults.HTTPIdleTimeout != 75*time.Second {
+		t.Errorf("defaults: conns per IP %d, conns %d, header %s, idle %s; want 128, 4096, 10s, 75s",
+			defaults.MaxConnsPerIP, defaults.MaxConns, defaults.HTTPHeaderTimeout, defaults.HTTPIdleTimeout)
 	}
 }

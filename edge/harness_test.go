@@ -40,7 +40,8 @@ func testConfig() Config {
 		PingInterval: time.Second, IdleTimeout: 3 * time.Second, ReadLimit: 64 << 10,
 		MessageRate: 10000, MessageBurst: 10000,
 		OfferBurst: 10, OfferInterval: time.Second, NegotiationTimeout: 5 * time.Second,
-		RetryAfter: 2 * time.Second,
+		RetryAfter: 2 * time.Second, MaxConns: 500, MaxConnsPerIP: 200,
+		HTTPHeaderTimeout: 5 * time.Second, HTTPIdleTimeout: 5 * time.Second,
 	}
 }
 

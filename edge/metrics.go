@@ -22,6 +22,8 @@ type metrics struct {
 	slow          metric.Int64Counter       // media_slow_client_disconnects_total
 	signalErrors  metric.Int64Counter       // media_signal_errors_total{code}
 	joinTime      metric.Float64Histogram   // media_join_duration_seconds{first}
+	conns         metric.Int64UpDownCounter // media_http_conns_active
+	connRefusals  metric.Int64Counter       // media_http_conn_refusals_total{reason}
 }
 
 // bg is the context of measurements: they are never cancelled.
@@ -52,6 +54,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		candidatesOut: counter("media_ice_candidates_refused", "ICE candidates refused before the ICE agent, by reason."),
 		slow:          counter("media_slow_client_disconnects", "Clients disconnected because their send queue stayed full."),
 		signalErrors:  counter("media_signal_errors", "error messages sent to clients, by code."),
+		conns:         upDown("media_http_conns_active", "TCP connections open now on the HTTP port (signaling, health, demo page), WebSockets included."),
+		connRefusals:  counter("media_http_conn_refusals", "TCP connections to the HTTP port reset right after accept by a bound, by reason (per_ip, total)."),
 	}
 	var err error
 	x.joinTime, err = m.Float64Histogram("media_join_duration",
@@ -66,10 +70,13 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 	}
 	// The gauges and the attribute-free counters exist from the start, so
 	// an idle instance shows 0 rather than no series at all.
-	for _, g := range []metric.Int64UpDownCounter{x.sessions, x.rooms, x.participants} {
+	for _, g := range []metric.Int64UpDownCounter{x.sessions, x.rooms, x.participants, x.conns} {
 		g.Add(bg, 0)
 	}
 	x.slow.Add(bg, 0)
+	for _, reason := range []string{connPerIP, connTotal} {
+		x.connRefusals.Add(bg, 0, metric.WithAttributes(attribute.String("reason", reason)))
+	}
 	return x, nil
 }
 
@@ -87,6 +94,10 @@ func (m *metrics) candidateRefused(reason string) {
 
 func (m *metrics) signalError(code string) {
 	m.signalErrors.Add(bg, 1, metric.WithAttributes(attribute.String("code", code)))
+}
+
+func (m *metrics) connRefused(reason string) {
+	m.connRefusals.Add(bg, 1, metric.WithAttributes(attribute.String("reason", reason)))
 }
 
 func (m *metrics) joinDuration(d time.Duration, first string) {

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
@@ -73,6 +72,7 @@ type Server struct {
 	keys     auth.KeyPair
 	upgrader websocket.Upgrader
 	perAddr  *addrLimit // sessions per client address
+	conns    *connLimit // open TCP connections of httpLn
 
 	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
 	closingAll atomic.Bool  // the drain is closing every session
@@ -128,12 +128,19 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.httpLn, err = listen("PORT", cfg.HTTPHost, cfg.Port); err != nil {
 		return nil, err
 	}
+	s.conns = newConnLimit(cfg, m)
+	s.httpLn = limitConns(s.httpLn, s.conns)
 	if s.opsLn, err = listen("MEDIA_OPS_PORT", cfg.OpsHost, cfg.OpsPort); err != nil {
 		s.httpLn.Close()
 		return nil, err
 	}
-	s.httpSrv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
-	s.opsSrv = &http.Server{Handler: opsHandler(opts.Metrics), ReadHeaderTimeout: 10 * time.Second}
+	// ReadTimeout bounds a request's body too on PORT (see
+	// Config.HTTPHeaderTimeout); not on ops, where it would cut a 30 s
+	// CPU profile short.
+	s.httpSrv = &http.Server{Handler: s.echo, ReadHeaderTimeout: cfg.HTTPHeaderTimeout,
+		ReadTimeout: cfg.HTTPHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout}
+	s.opsSrv = &http.Server{Handler: opsHandler(opts.Metrics), ReadHeaderTimeout: cfg.HTTPHeaderTimeout,
+		IdleTimeout: cfg.HTTPIdleTimeout}
 	return s, nil
 }
 

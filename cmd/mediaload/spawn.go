@@ -38,6 +38,7 @@ func spawnEnv(maxSessions int) []string {
 		"MEDIA_MAX_SESSIONS=" + strconv.Itoa(maxSessions),
 		"MEDIA_MAX_ROOM_PARTICIPANTS=" + strconv.Itoa(maxSessions),
 		"MEDIA_MAX_SESSIONS_PER_IP=0", // every synthetic participant comes from 127.0.0.1
+		"MEDIA_MAX_CONNS_PER_IP=0",    // and so does every one of their connections
 		"MEDIA_DRAIN_TIMEOUT=5s",
 	}
 }
