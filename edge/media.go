@@ -58,7 +58,7 @@ func (s *Session) handleOffer(offerSDP string) {
 	}
 	answer, err := s.answer(offer)
 	if err != nil {
-		s.log.Debug("offer_refused", "err", err)
+		s.log.Info("offer_refused", "err", err)
 		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
 		s.endIfStuck()
 		return
@@ -215,6 +215,8 @@ func sendingTracks(d *sdp.SessionDescription) int {
 // handleAnswer applies the client's answer to the outstanding subscriber
 // offer.
 func (s *Session) handleAnswer(answerSDP string) {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
 	if s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
 		return
@@ -228,11 +230,17 @@ func (s *Session) handleAnswer(answerSDP string) {
 	if !s.takeCandidates(signal.TargetSubscriber, sdpCandidates(parsed)) {
 		return
 	}
-	err = s.sub.SetRemoteDescription(answer)
-	if err != nil {
-		s.log.Debug("answer_refused", "err", err)
-		s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
-		return
+	if err := s.sub.SetRemoteDescription(answer); err != nil {
+		if s.sub.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+			s.log.Info("answer_refused", "err", err)
+			s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
+			return
+		}
+		// Pion took the answer and then failed to start a sender: the
+		// fault is ours, not the client's. The next offer starts the
+		// senders left unstarted, so ask for one.
+		s.log.Warn("answer_partly_applied", "err", err)
+		s.requestOffer()
 	}
 	s.addHeld(signal.TargetSubscriber, s.sub)
 	select {
@@ -367,6 +375,8 @@ func (s *Session) subscribe(p *sfu.Publication) {
 	if !s.grants.Subscribe {
 		return
 	}
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
 	s.mu.Lock()
 	if s.ended || s.subs[p.ID()] != nil {
 		s.mu.Unlock()
@@ -413,11 +423,13 @@ func (s *Session) unsubscribe(ps ...*sfu.Publication) {
 		}
 	}
 	s.mu.Unlock()
+	s.negMu.Lock()
 	for _, sub := range gone {
 		if err := sub.Close(); err != nil {
 			s.log.Debug("unsubscribe_failed", "err", err)
 		}
 	}
+	s.negMu.Unlock()
 	if len(gone) > 0 {
 		s.requestOffer()
 	}
@@ -464,6 +476,8 @@ func (s *Session) negotiateLoop() {
 }
 
 func (s *Session) offerSubscriber() error {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
 	offer, err := s.sub.CreateOffer(nil)
 	if err != nil {
 		return fmt.Errorf("edge: subscriber offer: %w", err)

@@ -77,6 +77,11 @@ func runChurn(t *testing.T, s *service, mediaload string, cycles int) {
 		t.Fatalf("mediaload churn -cycles %d: %v; report %q: %v", cycles, err, out, jerr)
 	}
 	if err != nil || !rep.OK {
+		for _, e := range s.Log() {
+			if e.Msg() == "offer_refused" || e.Msg() == "answer_refused" {
+				t.Logf("server: %v", e)
+			}
+		}
 		t.Fatalf("mediaload churn -cycles %d failed: %v %q", cycles, err, rep.Failures)
 	}
 }
