@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -217,12 +218,12 @@ func getHealth(t *testing.T, ts *testServer, src *net.TCPAddr) error {
 // it may and keeps opening more. Each of those is reset at once, while
 // /health answers and participants from another address join and get
 // media. When the flood ends the instance is back where it started:
-// nothing counted, the goroutines of the flood gone, and the flooding
-// address can connect again.
+// nothing counted, the goroutines and files of the flood gone, and the
+// flooding address can connect again.
 func TestConnFloodLeavesOthersServed(t *testing.T) {
 	const perIP = 16
 	ts := startServer(t, func(c *Config) { c.MaxConnsPerIP, c.MaxSessionsPerIP, c.HTTPHeaderTimeout = perIP, 8, time.Minute })
-	baseline := runtime.NumGoroutine()
+	baseline, fds := runtime.NumGoroutine(), openFDs(t)
 
 	held := make([]net.Conn, perIP)
 	for i := range held {
@@ -268,9 +269,21 @@ func TestConnFloodLeavesOthersServed(t *testing.T) {
 	waitFor(t, 10*time.Second, fmt.Sprintf("goroutines back to within 5 of %d", baseline), func() bool {
 		return runtime.NumGoroutine() <= baseline+5
 	})
+	waitFor(t, 10*time.Second, fmt.Sprintf("open files back to %d", fds), func() bool { return openFDs(t) <= fds })
 	if err := getHealth(t, ts, floodSrc); err != nil {
 		t.Errorf("/health from the flooding address after the flood: %v", err)
 	}
+}
+
+// openFDs is how many files the test process (clients and server) has
+// open.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("count open files: %v", err)
+	}
+	return len(fds)
 }
 
 // TestKeepAliveConnClosedWhenIdle: a connection that made requests and
