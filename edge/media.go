@@ -215,8 +215,6 @@ func sendingTracks(d *sdp.SessionDescription) int {
 // handleAnswer applies the client's answer to the outstanding subscriber
 // offer.
 func (s *Session) handleAnswer(answerSDP string) {
-	s.negMu.Lock()
-	defer s.negMu.Unlock()
 	if s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
 		return
@@ -230,7 +228,7 @@ func (s *Session) handleAnswer(answerSDP string) {
 	if !s.takeCandidates(signal.TargetSubscriber, sdpCandidates(parsed)) {
 		return
 	}
-	if err := s.sub.SetRemoteDescription(answer); err != nil {
+	if err := s.srv.media.Negotiate(s.sub, func() error { return s.sub.SetRemoteDescription(answer) }); err != nil {
 		if s.sub.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
 			s.log.Info("answer_refused", "err", err)
 			s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
@@ -375,8 +373,6 @@ func (s *Session) subscribe(p *sfu.Publication) {
 	if !s.grants.Subscribe {
 		return
 	}
-	s.negMu.Lock()
-	defer s.negMu.Unlock()
 	s.mu.Lock()
 	if s.ended || s.subs[p.ID()] != nil {
 		s.mu.Unlock()
@@ -423,13 +419,11 @@ func (s *Session) unsubscribe(ps ...*sfu.Publication) {
 		}
 	}
 	s.mu.Unlock()
-	s.negMu.Lock()
 	for _, sub := range gone {
 		if err := sub.Close(); err != nil {
 			s.log.Debug("unsubscribe_failed", "err", err)
 		}
 	}
-	s.negMu.Unlock()
 	if len(gone) > 0 {
 		s.requestOffer()
 	}
@@ -476,13 +470,14 @@ func (s *Session) negotiateLoop() {
 }
 
 func (s *Session) offerSubscriber() error {
-	s.negMu.Lock()
-	defer s.negMu.Unlock()
-	offer, err := s.sub.CreateOffer(nil)
+	var offer webrtc.SessionDescription
+	err := s.srv.media.Negotiate(s.sub, func() (err error) {
+		if offer, err = s.sub.CreateOffer(nil); err != nil {
+			return err
+		}
+		return s.sub.SetLocalDescription(offer)
+	})
 	if err != nil {
-		return fmt.Errorf("edge: subscriber offer: %w", err)
-	}
-	if err := s.sub.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("edge: subscriber offer: %w", err)
 	}
 	s.send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP})

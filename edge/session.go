@@ -57,12 +57,6 @@ type Session struct {
 	offers   *rate.Limiter // publisher offers
 	inbound  *rate.Limiter // every client message: paces the reader
 
-	// negMu serializes what changes the subscriber connection's senders or
-	// descriptions: AddTrack, RemoveTrack, the offer and the answer. Pion
-	// does not: a RemoveTrack by another participant's leave, landing while
-	// an answer starts the senders, failed that answer half-applied.
-	// Taken before mu.
-	negMu       sync.Mutex
 	renegotiate chan struct{} // cap 1: a subscriber offer is wanted
 	answered    chan struct{} // cap 1: the outstanding offer was answered
 	joinTimed   atomic.Bool   // the join time was recorded

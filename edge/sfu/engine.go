@@ -60,7 +60,7 @@ type Engine struct {
 	subSettings webrtc.SettingEngine
 	media       *webrtc.MediaEngine
 	subRegistry *interceptor.Registry // send only
-	routers     routers               // of subscriber connections
+	subscribers subscriberConns       // subscriber connections' routers and locks
 
 	udpMux  ice.UDPMux
 	udpAddr *net.UDPAddr
@@ -269,8 +269,21 @@ func (e *Engine) NewSubscriberPeerConnection(c webrtc.Configuration) (*webrtc.Pe
 	if err != nil {
 		return nil, err
 	}
-	e.routers.add(pc, router)
+	e.subscribers.add(pc, &subscriberConn{rtcp: router})
 	return pc, nil
+}
+
+// Negotiate runs f, the caller's change to pc's descriptions (creating
+// and setting an offer, or setting the answer to it), with pc's senders
+// held still: Subscribe and Subscription.Close on pc, from any goroutine,
+// wait for f, and f waits for them. Pion applies an answer by starting
+// each negotiated sender in turn, and a sender removed meanwhile fails the
+// answer half-applied. On a connection not made by
+// NewSubscriberPeerConnection f just runs. f must not call Subscribe or
+// Close on pc.
+func (e *Engine) Negotiate(pc *webrtc.PeerConnection, f func() error) error {
+	defer e.subscribers.of(pc).lockSenders()()
+	return f()
 }
 
 func newPeerConnection(api *webrtc.API, c webrtc.Configuration, role string) (*webrtc.PeerConnection, error) {

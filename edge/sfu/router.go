@@ -84,21 +84,45 @@ func (q *routedQueue) Close() error {
 	return nil
 }
 
-// routers finds the router of a subscriber connection. It holds the
-// connections weakly: an entry goes when its connection is collected.
-type routers struct{ m sync.Map } // weak.Pointer[webrtc.PeerConnection] -> *rtcpRouter
-
-func (rs *routers) add(pc *webrtc.PeerConnection, r *rtcpRouter) {
-	key := weak.Make(pc)
-	rs.m.Store(key, r)
-	runtime.AddCleanup(pc, func(k weak.Pointer[webrtc.PeerConnection]) { rs.m.Delete(k) }, key)
+// subscriberConn is what the engine keeps of a connection made by
+// NewSubscriberPeerConnection: its RTCP router, and the lock that orders
+// changes to its senders against its negotiation.
+type subscriberConn struct {
+	rtcp *rtcpRouter
+	// senders is held by AddTrack (Subscribe) and RemoveTrack
+	// (Subscription.Close, or the publication's end) on the connection,
+	// and by Engine.Negotiate around the caller's offer or answer. Pion
+	// does not order them: a RemoveTrack landing while an answer starts
+	// the negotiated senders fails that answer half-way, and the senders
+	// after the removed one never start.
+	senders sync.Mutex
 }
 
-// of returns pc's router, or nil when pc was not made by
+// subscriberConns finds the subscriberConn of a connection. It holds the
+// connections weakly: an entry goes when its connection is collected.
+type subscriberConns struct{ m sync.Map } // weak.Pointer[webrtc.PeerConnection] -> *subscriberConn
+
+func (cs *subscriberConns) add(pc *webrtc.PeerConnection, c *subscriberConn) {
+	key := weak.Make(pc)
+	cs.m.Store(key, c)
+	runtime.AddCleanup(pc, func(k weak.Pointer[webrtc.PeerConnection]) { cs.m.Delete(k) }, key)
+}
+
+// of returns pc's subscriberConn, or nil when pc was not made by
 // NewSubscriberPeerConnection.
-func (rs *routers) of(pc *webrtc.PeerConnection) *rtcpRouter {
-	if r, ok := rs.m.Load(weak.Make(pc)); ok {
-		return r.(*rtcpRouter)
+func (cs *subscriberConns) of(pc *webrtc.PeerConnection) *subscriberConn {
+	if c, ok := cs.m.Load(weak.Make(pc)); ok {
+		return c.(*subscriberConn)
 	}
 	return nil
+}
+
+// lockSenders holds c's senders lock, if c is a subscriberConn, until the
+// returned func is called.
+func (c *subscriberConn) lockSenders() (unlock func()) {
+	if c == nil {
+		return func() {}
+	}
+	c.senders.Lock()
+	return c.senders.Unlock
 }

@@ -34,6 +34,7 @@ type Subscription struct {
 	// the NACKs either way (nil for audio).
 	router *rtcpRouter
 	rtx    *retransmitter
+	conn   *subscriberConn // nil when pc was not made by NewSubscriberPeerConnection
 
 	// fwd is the header written to this subscriber, reused for every
 	// forwarded packet; flowing says the first packet was written. Only the
@@ -67,14 +68,19 @@ type binding struct {
 // no RTCP queues up for audio subscriptions, which nobody reads.
 func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
 	s := newSubscription(p, pc)
+	s.conn = p.engine.subscribers.of(pc)
 	if p.kind == webrtc.RTPCodecTypeVideo {
 		// Before AddTrack: once the track is on pc, a negotiation already
 		// under way (another subscription's offer) may Bind it, and Bind
 		// reads the router.
 		s.rtx = newRetransmitter(s)
-		s.router = p.engine.routers.of(pc)
+		if s.conn != nil {
+			s.router = s.conn.rtcp
+		}
 	}
+	unlock := s.conn.lockSenders()
 	sender, err := pc.AddTrack(s.track)
+	unlock()
 	if err != nil {
 		return nil, fmt.Errorf("sfu: subscribe to %s: add track: %w", p.id, err)
 	}
@@ -129,6 +135,7 @@ func (s *Subscription) detach() error {
 		if b := s.bound.Swap(nil); b != nil && s.router != nil {
 			s.router.unroute(b.ssrc)
 		}
+		unlock := s.conn.lockSenders()
 		err := s.pc.RemoveTrack(s.sender)
 		if err != nil && !errors.Is(err, webrtc.ErrConnectionClosed) {
 			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
@@ -136,6 +143,7 @@ func (s *Subscription) detach() error {
 			// the RTCP goroutine ends.
 			_ = s.sender.Stop()
 		}
+		unlock()
 		s.wg.Wait()
 		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
 		s.pub.engine.metrics.activeSubs.Add(-1)
