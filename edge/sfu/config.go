@@ -52,10 +52,12 @@ type Config struct {
 	// the publisher several times a normal frame's bits, and one keyframe
 	// serves every subscriber that asked within the interval.
 	PLIInterval time.Duration `env:"MEDIA_PLI_INTERVAL" envDefault:"500ms"`
-	// RetransmitPackets is how many recent packets each video publication
-	// keeps to answer subscribers' NACKs (MEDIA_NACK_BUFFER, default 512,
-	// a power of two from 64 to 4096). 512 packets hold over a second of
-	// 400 packets/s video, more than one round trip on any usable path.
+	// RetransmitPackets bounds how many recent packets each video
+	// publication keeps to answer subscribers' NACKs (MEDIA_NACK_BUFFER,
+	// default 512, a power of two from 64 to 4096). The history keeps about
+	// the last second, packed by size, and never more packets than this:
+	// 512 packets hold over a second of 400 packets/s video, more than one
+	// round trip on any usable path.
 	RetransmitPackets int `env:"MEDIA_NACK_BUFFER" envDefault:"512"`
 	// RetransmitRate bounds the packets resent to one subscriber per
 	// second, with a burst of as many (MEDIA_NACK_RATE, default 250). A
