@@ -145,7 +145,9 @@ func checkRulesHealthy(t *testing.T, prom *prometheusServer) {
 }
 
 // checkMediaSeries asks Prometheus for what two participants, a bad token,
-// a bad candidate and a bad TURN credential must have left behind.
+// a bad candidate and a bad TURN credential must have left behind. The
+// connection refusal counters exist at 0 for both reasons, which the alerts
+// on them select by.
 func checkMediaSeries(t *testing.T, prom *prometheusServer) {
 	t.Helper()
 	for _, q := range []string{
@@ -162,6 +164,8 @@ func checkMediaSeries(t *testing.T, prom *prometheusServer) {
 		`sum(media_ice_candidates_refused_total{job="media-service",reason="invalid"}) >= 1`,
 		`histogram_quantile(0.99, sum by (le) (media_join_duration_seconds_bucket{job="media-service"})) > 0`,
 		`media_sessions_limit{job="media-service"} == 500`,
+		`sum(media_http_conns_active{job="media-service"}) >= 2`, // alice's and bob's WebSockets
+		`count(media_http_conn_refusals_total{job="media-service",reason=~"per_ip|total"}) == 2`,
 		`media_draining{job="media-service"} == 0`,
 	} {
 		prom.waitQuery(t, q, 30*time.Second, nonEmpty)
