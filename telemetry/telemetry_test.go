@@ -286,27 +286,56 @@ func TestPeriodicPush(t *testing.T) {
 	}
 }
 
+// TestInstanceGauges reads the instance gauges back from a scrape: the
+// drain flag follows Draining, and both limits are the configured values,
+// a connection bound that is off included (0, not a missing series).
 func TestInstanceGauges(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxConns int
+	}{
+		{"connection bound on", 4096},
+		{"connection bound off", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := New(t.Context(), defaultConfig(t, nil), Options{Log: discardLog()})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			defer p.Shutdown(context.Background())
+			var draining atomic.Bool
+			st := InstanceState{Draining: draining.Load, MaxSessions: 500, MaxConns: tc.maxConns}
+			if err := RegisterInstance(p.Meter("test"), st); err != nil {
+				t.Fatalf("RegisterInstance: %v", err)
+			}
+			for _, want := range []float64{0, 1} {
+				draining.Store(want == 1)
+				checkInstanceGauges(t, scrape(t, p.Handler()), map[string]float64{
+					"media_draining":         want,
+					"media_sessions_limit":   500,
+					"media_http_conns_limit": float64(tc.maxConns),
+				})
+			}
+		})
+	}
+}
+
+func TestRegisterInstanceRequiresDraining(t *testing.T) {
 	p, err := New(t.Context(), defaultConfig(t, nil), Options{Log: discardLog()})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	defer p.Shutdown(context.Background())
-	var draining atomic.Bool
-	if err := RegisterInstance(p.Meter("test"), InstanceState{Draining: draining.Load, MaxSessions: 500}); err != nil {
-		t.Fatalf("RegisterInstance: %v", err)
-	}
-	for _, want := range []float64{0, 1} {
-		draining.Store(want == 1)
-		fams := scrape(t, p.Handler())
-		if got, _ := gaugeValue(t, fams, "media_draining"); got != want {
-			t.Errorf("media_draining while draining=%v = %g; want %g", draining.Load(), got, want)
-		}
-		if got, _ := gaugeValue(t, fams, "media_sessions_limit"); got != 500 {
-			t.Errorf("media_sessions_limit = %g; want 500", got)
-		}
-	}
-	if err := RegisterInstance(p.Meter("test"), InstanceState{}); err == nil {
+	if err := RegisterInstance(p.Meter("test"), InstanceState{MaxConns: 4096}); err == nil {
 		t.Error("RegisterInstance without Draining = nil; want an error")
+	}
+}
+
+func checkInstanceGauges(t *testing.T, fams map[string]*dto.MetricFamily, want map[string]float64) {
+	t.Helper()
+	for name, w := range want {
+		if got, _ := gaugeValue(t, fams, name); got != w {
+			t.Errorf("scraped %s = %g; want %g", name, got, w)
+		}
 	}
 }
