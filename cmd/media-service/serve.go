@@ -130,7 +130,7 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		srv.Close()
 		return err
 	}
-	if err := telemetry.RegisterInstance(meter, telemetry.InstanceState{Draining: srv.Draining, MaxSessions: cfg.edge.MaxSessions}); err != nil {
+	if err := telemetry.RegisterInstance(meter, telemetry.InstanceState{Draining: srv.Draining, MaxSessions: cfg.edge.MaxSessions, MaxConns: cfg.edge.MaxConns}); err != nil {
 		srv.Close()
 		return err
 	}
