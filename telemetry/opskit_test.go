@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +24,11 @@ import (
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/telemetry"
 )
+
+// opsKitMaxConns is the instance's MEDIA_MAX_CONNS: not the default (4096),
+// so media_http_conns_limit can match it only if the configured value
+// reaches the gauge.
+const opsKitMaxConns = 3000
 
 // TestOpsKitEndToEnd runs the real binary with both readers on: a real
 // Prometheus scrapes its ops port and evaluates alerts.yml, and an in-test
@@ -41,7 +47,8 @@ func TestOpsKitEndToEnd(t *testing.T) {
 	svc := startProcess(t, bin,
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.URL(), "OTEL_METRIC_EXPORT_INTERVAL=3600000",
 		"FLY_MACHINE_ID=opskit-machine", "FLY_REGION=opskit-region",
-		"MEDIA_LEAK_SAMPLE_INTERVAL=100ms", "MEDIA_LEAK_BASELINE_SAMPLE=5", "MEDIA_DRAIN_TIMEOUT=3s")
+		"MEDIA_LEAK_SAMPLE_INTERVAL=100ms", "MEDIA_LEAK_BASELINE_SAMPLE=5", "MEDIA_DRAIN_TIMEOUT=3s",
+		"MEDIA_MAX_CONNS="+strconv.Itoa(opsKitMaxConns))
 	prom := startPrometheus(t, svc.OpsAddr)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
@@ -147,7 +154,8 @@ func checkRulesHealthy(t *testing.T, prom *prometheusServer) {
 // checkMediaSeries asks Prometheus for what two participants, a bad token,
 // a bad candidate and a bad TURN credential must have left behind. The
 // connection refusal counters exist at 0 for both reasons, which the alerts
-// on them select by.
+// on them select by, and both limit gauges read the instance's
+// configuration.
 func checkMediaSeries(t *testing.T, prom *prometheusServer) {
 	t.Helper()
 	for _, q := range []string{
@@ -164,6 +172,7 @@ func checkMediaSeries(t *testing.T, prom *prometheusServer) {
 		`sum(media_ice_candidates_refused_total{job="media-service",reason="invalid"}) >= 1`,
 		`histogram_quantile(0.99, sum by (le) (media_join_duration_seconds_bucket{job="media-service"})) > 0`,
 		`media_sessions_limit{job="media-service"} == 500`,
+		`media_http_conns_limit{job="media-service"} == ` + strconv.Itoa(opsKitMaxConns),
 		`sum(media_http_conns_active{job="media-service"}) >= 2`, // alice's and bob's WebSockets
 		`count(media_http_conn_refusals_total{job="media-service",reason=~"per_ip|total"}) == 2`,
 		`media_draining{job="media-service"} == 0`,
@@ -251,6 +260,7 @@ func checkFinalPush(t *testing.T, last *colmetrics.ExportMetricsServiceRequest, 
 		{"media_sessions_closed", []string{"reason", "client_leave"}, 1},
 		{"media_sessions_closed", []string{"reason", "server_shutdown"}, 1}, // bob, at the drain deadline
 		{"media_draining", nil, 1},
+		{"media_http_conns_limit", nil, opsKitMaxConns},
 		{"media_potential_goroutine_leak", nil, 0},
 	}
 	for _, f := range finals {
