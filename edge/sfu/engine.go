@@ -63,6 +63,7 @@ type Engine struct {
 	subscribers subscriberConns       // subscriber connections' routers and locks
 
 	udpMux  ice.UDPMux
+	udpConn *batchConn // the mux's socket: fan-outs batch their sends on it
 	udpAddr *net.UDPAddr
 	tcpMux  ice.TCPMux   // nil when ICE-TCP is off
 	tcpAddr *net.TCPAddr // nil when ICE-TCP is off
@@ -108,7 +109,8 @@ func (e *Engine) bind(logs pionLogs) error {
 	}
 	e.udpAddr = udp.LocalAddr().(*net.UDPAddr)
 	e.sizeBuffers(udp.(*net.UDPConn))
-	e.udpMux = webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), udp)
+	e.udpConn = newBatchConn(udp.(*net.UDPConn), func(n int) { e.metrics.sendErrors.Add(bgCtx, int64(n)) })
+	e.udpMux = webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), e.udpConn)
 	if e.cfg.TCPPort < 0 {
 		return nil
 	}

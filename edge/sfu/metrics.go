@@ -47,6 +47,7 @@ type metrics struct {
 	plis               metric.Int64Counter // keyframe requests sent to publishers
 	plisThrottled      metric.Int64Counter // requests folded into another one
 	subscriptions      metric.Int64UpDownCounter
+	sendErrors         metric.Int64Counter // datagrams a batched send could not deliver
 
 	reg metric.Registration // the observable callback; kept after Close for the final flush
 }
@@ -77,6 +78,7 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 		"Packets asked for beyond a subscriber's retransmission rate (MEDIA_NACK_RATE), not resent.")
 	m.plis = counter("media_rtcp_plis_forwarded", "Keyframe requests (PLI) sent to publishers.")
 	m.plisThrottled = counter("media_rtcp_plis_throttled", "Keyframe requests folded into another within the PLI interval.")
+	m.sendErrors = counter("media_udp_send_errors", "Datagrams the kernel refused in a batched send (sendmmsg) on the ICE UDP socket.")
 	if err != nil {
 		return nil, fmt.Errorf("sfu: create counter: %w", err)
 	}

@@ -195,7 +195,7 @@ func (p *Publication) forward(pkt []byte, h *rtp.Header) {
 	if p.ring != nil {
 		p.ring.put(h.SequenceNumber, pkt)
 	}
-	sent := fanOut(*p.subs.Load(), h, payload)
+	sent := p.engine.fanOut(*p.subs.Load(), h, payload)
 	p.engine.metrics.forwardedPackets[k].Add(uint64(sent))
 	size := h.MarshalSize() + len(payload) + int(h.PaddingSize)
 	p.engine.metrics.forwardedBytes[k].Add(uint64(sent * size))
@@ -228,7 +228,11 @@ func parseRTP(pkt []byte, h *rtp.Header) ([]byte, bool) {
 
 // fanOut writes one packet to every subscriber and returns how many took
 // it. It is the whole per-subscriber cost of forwarding on our side.
-func fanOut(subs []*Subscription, h *rtp.Header, payload []byte) int {
+func (e *Engine) fanOut(subs []*Subscription, h *rtp.Header, payload []byte) int {
+	if len(subs) > 1 && e.udpConn != nil {
+		e.udpConn.hold()
+		defer e.udpConn.release()
+	}
 	sent := 0
 	for _, s := range subs {
 		if s.writeRTP(h, payload) {

@@ -1,0 +1,124 @@
+package sfu
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// udpPeer is a receiving socket on 127.0.0.1.
+func udpPeer(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// receive reads n datagrams from c and returns them in arrival order.
+func receive(t *testing.T, c *net.UDPConn, n int) [][]byte {
+	t.Helper()
+	var got [][]byte
+	buf := make([]byte, 2048)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < n {
+		k, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", len(got), n, err)
+		}
+		got = append(got, bytes.Clone(buf[:k]))
+	}
+	return got
+}
+
+func newTestBatchConn(t *testing.T, laddr string) (*batchConn, *atomic.Int64) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", laddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	var errs atomic.Int64
+	return newBatchConn(pc.(*net.UDPConn), func(n int) { errs.Add(int64(n)) }), &errs
+}
+
+func TestBatchConnSendsHeldWritesInOrder(t *testing.T) {
+	tests := []struct {
+		name    string
+		laddr   string
+		batches bool
+	}{
+		{"IPv4 socket", "127.0.0.1:0", true},
+		{"dual-stack socket", ":0", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, errs := newTestBatchConn(t, tt.laddr)
+			if got := b.batch != nil; got != tt.batches {
+				t.Fatalf("batching on %s = %v; want %v", b.LocalAddr(), got, tt.batches)
+			}
+			peer := udpPeer(t)
+			to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+			const n = batchSize*2 + 7 // fills the batch twice: sent before the release
+			b.hold()
+			for i := range n {
+				msg := fmt.Appendf(nil, "datagram %03d", i)
+				if k, err := b.WriteToAddrPort(msg, to); err != nil || k != len(msg) {
+					t.Fatalf("WriteToAddrPort(%d) = %d, %v; want %d, nil", i, k, err, len(msg))
+				}
+			}
+			b.release()
+			for i, d := range receive(t, peer, n) {
+				if want := fmt.Sprintf("datagram %03d", i); string(d) != want {
+					t.Fatalf("datagram %d = %q; want %q", i, d, want)
+				}
+			}
+			if errs.Load() != 0 {
+				t.Errorf("send errors = %d; want 0", errs.Load())
+			}
+		})
+	}
+}
+
+func TestBatchConnWritesAtOnceWhenNotHeld(t *testing.T) {
+	b, _ := newTestBatchConn(t, "127.0.0.1:0")
+	peer := udpPeer(t)
+	if _, err := b.WriteToAddrPort([]byte("now"), peer.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, peer, 1); string(got[0]) != "now" {
+		t.Errorf("received %q; want %q", got[0], "now")
+	}
+}
+
+// A destination the kernel refuses costs only its own datagram: the ones
+// around it in the batch are sent, and it is counted.
+func TestBatchConnSkipsARefusedDatagram(t *testing.T) {
+	b, errs := newTestBatchConn(t, "127.0.0.1:0")
+	peer := udpPeer(t)
+	to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	refused := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0) // port 0: EINVAL
+	b.hold()
+	for _, w := range []struct {
+		msg string
+		to  netip.AddrPort
+	}{{"first", to}, {"refused", refused}, {"second", to}} {
+		if _, err := b.WriteToAddrPort([]byte(w.msg), w.to); err != nil {
+			t.Fatalf("WriteToAddrPort(%q) while held = %v; want nil", w.msg, err)
+		}
+	}
+	b.release()
+	got := receive(t, peer, 2)
+	if string(got[0]) != "first" || string(got[1]) != "second" {
+		t.Errorf("received %q, %q; want first, second", got[0], got[1])
+	}
+	if errs.Load() != 1 {
+		t.Errorf("send errors = %d; want 1", errs.Load())
+	}
+}
