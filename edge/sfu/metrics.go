@@ -93,15 +93,16 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 	return m, nil
 }
 
-// zero adds 0 to every counter for each kind, so every series exists from
-// the first scrape: dashboards and alerts see 0 rather than no data, and
-// rate() sees the first event.
+// zero adds 0 to every counter, for each kind where it has one, so every
+// series exists from the first scrape: dashboards and alerts see 0 rather
+// than no data, and rate() sees the first event.
 func (m *metrics) zero() {
 	for _, c := range []metric.Int64Counter{m.nacks, m.nackedPackets, m.retransmits, m.nackMisses, m.retransmitsLimited, m.plis, m.plisThrottled} {
 		for _, set := range kindAttrs {
 			c.Add(bgCtx, 0, metric.WithAttributeSet(set))
 		}
 	}
+	m.sendErrors.Add(bgCtx, 0) // per socket, not per kind
 }
 
 // observed is one observable instrument and the per-kind values it reports.

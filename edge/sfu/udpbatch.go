@@ -3,6 +3,7 @@ package sfu
 import (
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -24,15 +25,16 @@ const batchSize = 64
 // until the fan-out ends, under a millisecond. Outside them a write is a
 // plain sendto.
 //
-// Batching needs an IPv4 socket: x/net marshals every IPv4 destination,
-// mapped or not, as a sockaddr_in, which a dual-stack (IPv6) socket
-// refuses. On any other socket hold and release do nothing.
+// Batching is Linux's: sendmmsg exists there, and there a dual-stack
+// socket (Go's choice for a wildcard bind) takes the sockaddr_in that x/net
+// writes for an IPv4 destination as well as a sockaddr_in6. Elsewhere
+// hold and release do nothing and every write is a plain sendto.
 //
 // Pion's mux uses the AddrPortReaderWriter methods when a connection has
 // them; WriteTo is kept for any other caller.
 type batchConn struct {
 	*net.UDPConn
-	batch *ipv4.PacketConn // nil: not an IPv4 socket, no batching
+	batch *ipv4.PacketConn // nil: no batching (not Linux)
 
 	mu    sync.Mutex   // guards the fields below
 	holds atomic.Int32 // fan-outs under way; changed under mu, read without it first
@@ -40,7 +42,7 @@ type batchConn struct {
 	msgs  []ipv4.Message
 	bufs  [][maxRingPacket]byte
 	addrs []net.UDPAddr
-	ips   [][4]byte
+	ips   [][net.IPv6len]byte
 	// errs counts datagrams a batch failed to send (the kernel refused
 	// the destination); a plain sendto's error goes to its caller.
 	errs func(n int)
@@ -49,14 +51,14 @@ type batchConn struct {
 // newBatchConn wraps c. errs is told of datagrams that could not be sent.
 func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 	b := &batchConn{UDPConn: c, errs: errs}
-	// A socket bound to one IPv4 address is an IPv4 socket; Go binds a
-	// wildcard (":port", "0.0.0.0:port") as a dual-stack IPv6 socket.
-	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil && !a.IP.IsUnspecified() {
+	if runtime.GOOS == "linux" {
+		// ipv4's WriteBatch is x/net's sendmmsg; it marshals each
+		// destination by its own family, IPv6 ones too.
 		b.batch = ipv4.NewPacketConn(c)
 		b.msgs = make([]ipv4.Message, batchSize)
 		b.bufs = make([][maxRingPacket]byte, batchSize)
 		b.addrs = make([]net.UDPAddr, batchSize)
-		b.ips = make([][4]byte, batchSize)
+		b.ips = make([][net.IPv6len]byte, batchSize)
 		for i := range b.msgs {
 			b.msgs[i].Buffers = make([][]byte, 1)
 		}
@@ -88,8 +90,7 @@ func (b *batchConn) release() {
 // WriteToAddrPort sends p to addr, or holds it while a fan-out is under
 // way.
 func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) {
-	ip := addr.Addr().Unmap()
-	if b.batch == nil || !ip.Is4() || len(p) > maxRingPacket || b.holds.Load() == 0 {
+	if b.batch == nil || len(p) > maxRingPacket || b.holds.Load() == 0 {
 		return b.UDPConn.WriteToUDPAddrPort(p, addr)
 	}
 	b.mu.Lock()
@@ -101,8 +102,12 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 		b.flush()
 	}
 	i := b.n
-	b.ips[i] = ip.As4()
-	b.addrs[i] = net.UDPAddr{IP: b.ips[i][:], Port: int(addr.Port())}
+	ip := addr.Addr().Unmap()
+	b.ips[i] = ip.As16()
+	b.addrs[i] = net.UDPAddr{IP: b.ips[i][:], Port: int(addr.Port()), Zone: ip.Zone()}
+	if ip.Is4() {
+		b.addrs[i].IP = b.ips[i][12:]
+	}
 	b.msgs[i].Buffers[0] = b.bufs[i][:copy(b.bufs[i][:], p)]
 	b.msgs[i].Addr = &b.addrs[i]
 	b.n++
