@@ -92,8 +92,12 @@ func connLife(src *net.TCPAddr, addr net.Addr, limit time.Duration) lifetime {
 
 // bucketConns is how many open connections the listener counts for ip's
 // bucket.
-func bucketConns(ts *testServer, ip string) int {
-	l := ts.srv.conns.perAddr
+func bucketConns(ts *testServer, ip string) int { return bucketCount(ts.srv.conns.perAddr, ip) }
+
+// bucketSessions is how many sessions ip's bucket holds now.
+func bucketSessions(ts *testServer, ip string) int { return bucketCount(ts.srv.perAddr, ip) }
+
+func bucketCount(l *addrLimit, ip string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.n[addrBucket(netip.MustParseAddr(ip))]
@@ -392,8 +396,12 @@ func TestConnSlotSurvivesUpgrade(t *testing.T) {
 			ts := startServer(t, func(c *Config) { c.MaxConnsPerIP, c.MaxSessionsPerIP = perIP, 1 })
 			for i := range cycles {
 				tt.end(t, ts, fmt.Sprintf("p%d", i))
-				waitFor(t, 5*time.Second, fmt.Sprintf("cycle %d: slot given back", i), func() bool {
-					return bucketConns(ts, "127.0.0.1") == 0 && ts.srv.conns.open.Load() == 0
+				// The connection's slot comes back when it closes, the
+				// session's (MaxSessionsPerIP 1) when its teardown is
+				// over, which may be later: the next cycle needs both.
+				waitFor(t, 5*time.Second, fmt.Sprintf("cycle %d: slots given back", i), func() bool {
+					return bucketConns(ts, "127.0.0.1") == 0 && ts.srv.conns.open.Load() == 0 &&
+						bucketSessions(ts, "127.0.0.1") == 0
 				})
 			}
 			if got := ts.counter(t, "media_http_conn_refusals", "", ""); got != 0 {
