@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -523,4 +524,144 @@ func participantID(t *testing.T, ts *testServer, identity string) string {
 	}
 	t.Fatalf("no session_joined for %s", identity)
 	return ""
+}
+
+// TestAnswerWithoutCommonCodec: a subscriber answer that keeps none of
+// the offered video codecs. Pion takes the description and then fails to
+// start the video sender, which leaves the connection unable to offer
+// again. The client is told invalid_sdp and its session is closed at
+// once (reason negotiation_failed), instead of hanging on until the
+// negotiation timeout or failing later as an internal error; the room
+// goes on: a new participant gets the publisher's media.
+func TestAnswerWithoutCommonCodec(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.NegotiationTimeout = 10 * time.Second; c.IdleTimeout = time.Minute })
+	bob := ts.dial(t, "demo", "bob")
+	publish(t, bob)
+	conn := rawDial(t, ts, ts.token(t, "demo", "eve", bothGrants), 0)
+	msgs := readRaw(conn)
+	api, err := client.NewAPI(client.LoopbackOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	answerTo := func(offer *signal.Message) string {
+		t.Helper()
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
+			t.Fatalf("client: apply the subscriber offer: %v", err)
+		}
+		answer, err := pc.CreateAnswer(nil)
+		if err == nil {
+			err = pc.SetLocalDescription(answer)
+		}
+		if err != nil {
+			t.Fatalf("client: answer: %v", err)
+		}
+		return answer.SDP
+	}
+	sendAnswer := func(sdp string) {
+		t.Helper()
+		b, err := signal.Encode(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: sdp})
+		if err == nil {
+			err = conn.WriteMessage(websocket.TextMessage, b)
+		}
+		if err != nil {
+			t.Fatalf("send answer: %v", err)
+		}
+	}
+
+	// Answer in full until an offer carries bob's video, then without it.
+	videoCodec := regexp.MustCompile(`(?m)^(a=rtpmap:\d+ )(VP8|VP9|H264|AV1)/`)
+	var answer string
+	for !videoCodec.MatchString(answer) {
+		if answer != "" {
+			sendAnswer(answer)
+		}
+		answer = answerTo(nextRaw(t, msgs, 5*time.Second, "a subscriber offer", isType(signal.TypeOffer)))
+	}
+	sendAnswer(videoCodec.ReplaceAllString(answer, "${1}X-NONE/"))
+	refused := time.Now()
+	if m := nextRaw(t, msgs, 5*time.Second, "an error", isType(signal.TypeError)); m.Code != signal.CodeInvalidSDP {
+		t.Fatalf("answer without a common video codec: error %s (%s); want %s", m.Code, m.Message, signal.CodeInvalidSDP)
+	}
+	for range msgs { // until the server closes the connection
+	}
+	if took := time.Since(refused); took > 5*time.Second {
+		t.Errorf("connection closed %s after the refused answer; want at once, not at the 10s negotiation timeout", took)
+	}
+	waitFor(t, 5*time.Second, "eve's session closed as negotiation_failed", func() bool {
+		return ts.logCount(`"msg":"session_closed"`, `"identity":"eve"`, `"reason":"negotiation_failed"`) == 1
+	})
+	if n := ts.logCount(`"msg":"subscriber_offer_failed"`); n != 0 {
+		t.Errorf("log has %d subscriber_offer_failed; want the session closed before another offer", n)
+	}
+
+	carol := ts.dial(t, "demo", "carol")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := carol.AwaitMedia(ctx, participantID(t, ts, "bob")); err != nil {
+		t.Errorf("a new participant after eve's refused answer: %v; want bob's media", err)
+	}
+	leaveNormally(t, carol)
+	leaveNormally(t, bob)
+}
+
+// readRaw reads a raw connection in the background until it ends; the
+// channel is closed then.
+func readRaw(conn *websocket.Conn) <-chan *signal.Message {
+	out := make(chan *signal.Message, 256)
+	go func() {
+		defer close(out)
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if m, err := signal.Parse(data); err == nil {
+				out <- m
+			}
+		}
+	}()
+	return out
+}
+
+// nextRaw returns the next message from msgs that matches, skipping the
+// others.
+func nextRaw(t *testing.T, msgs <-chan *signal.Message, within time.Duration, what string, match func(*signal.Message) bool) *signal.Message {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("connection ended waiting for %s", what)
+			}
+			if match(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s within %s", what, within)
+		}
+	}
+}
+
+// logCount counts the lines of the instance's log that contain every one
+// of parts.
+func (ts *testServer) logCount(parts ...string) int {
+	ts.logs.mu.Lock()
+	defer ts.logs.mu.Unlock()
+	n := 0
+	for line := range strings.Lines(ts.logs.buf.String()) {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
 }

@@ -67,8 +67,9 @@ func (s *Session) handleOffer(offerSDP string) {
 	s.pubICE.Open()
 }
 
-// reasonNegotiationFailed closes a session whose publisher connection was
-// left half-negotiated by an offer that failed inside Pion.
+// reasonNegotiationFailed closes a session whose publisher or subscriber
+// connection was left half-negotiated by a description that failed inside
+// Pion.
 const reasonNegotiationFailed = "negotiation_failed"
 
 // checkOffer refuses, before Pion sees it, an offer that Pion would
@@ -229,16 +230,16 @@ func (s *Session) handleAnswer(answerSDP string) {
 		return
 	}
 	if err := s.srv.media.Negotiate(s.sub, func() error { return s.sub.SetRemoteDescription(answer) }); err != nil {
-		if s.sub.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
-			s.log.Info("answer_refused", "err", err)
-			s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
-			return
+		s.log.Info("answer_refused", "state", s.sub.SignalingState().String(), "err", err)
+		s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
+		if s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+			// Pion took the description and then failed, e.g. starting
+			// a sender whose codec the answer does not accept: the
+			// connection is half-negotiated and every later offer
+			// fails. The client learns it must reconnect.
+			s.end(reasonNegotiationFailed)
 		}
-		// Pion took the answer and then failed to start a sender: the
-		// fault is ours, not the client's. The next offer starts the
-		// senders left unstarted, so ask for one.
-		s.log.Warn("answer_partly_applied", "err", err)
-		s.requestOffer()
+		return // else nothing was applied: the offer still waits for an answer
 	}
 	s.addHeld(signal.TargetSubscriber, s.sub)
 	select {
