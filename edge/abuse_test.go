@@ -538,7 +538,7 @@ func TestAnswerWithoutCommonCodec(t *testing.T) {
 	bob := ts.dial(t, "demo", "bob")
 	publish(t, bob)
 	conn := rawDial(t, ts, ts.token(t, "demo", "eve", bothGrants), 0)
-	msgs := readRaw(conn)
+	msgs := pump(t, conn)
 	api, err := client.NewAPI(client.LoopbackOnly)
 	if err != nil {
 		t.Fatal(err)
@@ -607,25 +607,6 @@ func TestAnswerWithoutCommonCodec(t *testing.T) {
 	}
 	leaveNormally(t, carol)
 	leaveNormally(t, bob)
-}
-
-// readRaw reads a raw connection in the background until it ends; the
-// channel is closed then.
-func readRaw(conn *websocket.Conn) <-chan *signal.Message {
-	out := make(chan *signal.Message, 256)
-	go func() {
-		defer close(out)
-		for {
-			_, data, err := conn.ReadMessage()
-			if err != nil {
-				return
-			}
-			if m, err := signal.Parse(data); err == nil {
-				out <- m
-			}
-		}
-	}()
-	return out
 }
 
 // nextRaw returns the next message from msgs that matches, skipping the

@@ -328,20 +328,7 @@ func pump(t *testing.T, conn *websocket.Conn) <-chan *signal.Message {
 // nextOffer reads until the server's next subscriber offer.
 func nextOffer(t *testing.T, msgs <-chan *signal.Message) *signal.Message {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				t.Fatal("connection ended before a subscriber offer")
-			}
-			if m.Type == signal.TypeOffer {
-				return m
-			}
-		case <-timeout:
-			t.Fatal("no subscriber offer within 10s")
-		}
-	}
+	return nextRaw(t, msgs, 10*time.Second, "subscriber offer", isType(signal.TypeOffer))
 }
 
 func mediaSections(t *testing.T, offer string) int {
