@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -127,15 +128,7 @@ func (r *packetRing) grow() {
 			r.slots[i] = ringSlot{}
 		}
 	}
-	slices.SortFunc(live, func(a, b int) int {
-		switch pa, pb := r.slots[a].pos, r.slots[b].pos; {
-		case pa < pb:
-			return -1
-		case pa > pb:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(live, func(a, b int) int { return cmp.Compare(r.slots[a].pos, r.slots[b].pos) })
 	old, oldSize := r.data, uint64(len(r.data))
 	r.data = make([]byte, size)
 	var w uint64
