@@ -49,7 +49,8 @@ func benchPublication(b *testing.B, n int) *Publication {
 		b.Fatal(err)
 	}
 	e := &Engine{metrics: m, log: slog.New(slog.DiscardHandler)}
-	p := &Publication{kind: webrtc.RTPCodecTypeVideo, engine: e, ring: newPacketRing(defaultRetransmit)}
+	p := &Publication{kind: webrtc.RTPCodecTypeVideo, engine: e, ring: newPacketRing(defaultRetransmit, &m.nackBufferBytes)}
+	b.Cleanup(p.ring.release)
 	subs := make([]*Subscription, n)
 	for i := range subs {
 		subs[i] = newSubscription(p, nil)

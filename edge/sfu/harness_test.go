@@ -59,14 +59,18 @@ func newHarnessLogging(t testing.TB, cfg Config, log *slog.Logger) *harness {
 	return &harness{engine: e, reader: reader}
 }
 
-// counter returns the current value of the counter name for kind.
+// counter returns the current value of the counter name for kind, or of
+// a counter without attributes for kind "".
 func (h *harness) counter(t testing.TB, name, kind string) int64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := h.reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatalf("Collect() = %v", err)
 	}
-	want := attribute.NewSet(attribute.String("kind", kind))
+	want := attribute.NewSet()
+	if kind != "" {
+		want = attribute.NewSet(attribute.String("kind", kind))
+	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name != name {

@@ -67,10 +67,16 @@ func TestPublisherGone(t *testing.T) {
 			sub := h.newSubscriber(t, clientAPI(t, true))
 			subs := sub.subscribe(t, video, audio)
 			sub.awaitTracks(t, 2, pub.video, pub.audio)
+			if got := h.counter(t, "media_nack_buffer_bytes", ""); got < ringStartBytes {
+				t.Errorf("media_nack_buffer_bytes while video is published = %d; want at least %d", got, ringStartBytes)
+			}
 
 			tc.gone(pub, video, audio)
 			for _, p := range []*Publication{video, audio} {
 				closedWithin(t, p.Done(), p.Kind().String()+" Publication.Done")
+			}
+			if got := h.counter(t, "media_nack_buffer_bytes", ""); got != 0 {
+				t.Errorf("media_nack_buffer_bytes after the publisher left = %d; want 0, its history freed", got)
 			}
 			for _, s := range subs {
 				closedWithin(t, s.Done(), s.Publication().Kind().String()+" Subscription.Done")

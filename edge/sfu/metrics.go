@@ -37,6 +37,7 @@ type metrics struct {
 	forwardedBytes   [2]atomic.Uint64
 	activePubs       [2]atomic.Int64
 	activeSubs       atomic.Int64 // subscriptions now, for Engine.Tracks
+	nackBufferBytes  atomic.Int64 // memory of the publications' NACK histories
 
 	nacks         metric.Int64Counter // NACK feedback messages from subscribers
 	nackedPackets metric.Int64Counter // packets those NACKs asked for
@@ -134,11 +135,17 @@ func (m *metrics) observe(meter metric.Meter) error {
 			return fmt.Errorf("sfu: create %s: %w", o.name, err)
 		}
 	}
-	obs := make([]metric.Observable, len(insts))
+	// Only video publications keep a NACK history: the gauge has no kind.
+	nackBuf, err := meter.Int64ObservableUpDownCounter("media_nack_buffer_bytes",
+		metric.WithDescription("Memory the video publications' NACK histories hold (outside the Go heap on Linux)."))
+	if err != nil {
+		return fmt.Errorf("sfu: create media_nack_buffer_bytes: %w", err)
+	}
+	obs := make([]metric.Observable, len(insts), len(insts)+1)
 	for i, inst := range insts {
 		obs[i] = inst
 	}
-	var err error
+	obs = append(obs, nackBuf)
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for k, set := range kindAttrs {
 			opt := metric.WithAttributeSet(set)
@@ -146,6 +153,7 @@ func (m *metrics) observe(meter metric.Meter) error {
 				o.ObserveInt64(inst, list[i].value(k), opt)
 			}
 		}
+		o.ObserveInt64(nackBuf, m.nackBufferBytes.Load())
 		return nil
 	}, obs...)
 	if err != nil {

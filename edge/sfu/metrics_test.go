@@ -50,7 +50,7 @@ func TestPrometheusNames(t *testing.T) {
 		"media_rtp_retransmitted_packets_total", "media_rtp_nack_misses_total",
 		"media_rtp_retransmits_limited_total", "media_rtcp_plis_forwarded_total",
 		"media_rtcp_plis_throttled_total", "media_publications_active", "media_subscriptions_active",
-		"media_udp_send_errors_total",
+		"media_udp_send_errors_total", "media_nack_buffer_bytes",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("exported metric names = %v; want %s among them", got, want)

@@ -76,7 +76,7 @@ func (e *Engine) Publish(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, p
 	}
 	p.subs.Store(&[]*Subscription{})
 	if p.kind == webrtc.RTPCodecTypeVideo {
-		p.ring = newPacketRing(e.cfg.RetransmitPackets)
+		p.ring = newPacketRing(e.cfg.RetransmitPackets, &e.metrics.nackBufferBytes)
 		p.keyframes = newKeyframeRequester(e.cfg.PLIInterval, p.sendPLI, p.countThrottled)
 	}
 	e.metrics.activePubs[kindIndex(p.kind)].Add(1)
@@ -172,6 +172,11 @@ func (p *Publication) end() {
 	}
 	if p.keyframes != nil {
 		p.keyframes.stop()
+	}
+	if p.ring != nil {
+		// After the subscriptions are detached: a NACK still being
+		// answered finds the ring empty.
+		p.ring.release()
 	}
 	p.stopOnce.Do(func() {
 		close(p.stop)

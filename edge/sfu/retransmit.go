@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,7 +36,10 @@ const (
 // packets written within ringKeep fill it, up to len(slots) packets of
 // maxRingPacket bytes: a 1 Mbit/s camera keeps about 145 KiB, 3.5 Mbit/s
 // video about 490 KiB, where a fixed slot per packet took 750 KiB at any
-// rate. It never shrinks; it goes with the publication.
+// rate. It never shrinks. On Linux data lives outside the Go heap
+// (ringAlloc), so it costs resident memory once and not twice, and release
+// gives it back when the publication ends; held counts its bytes for
+// media_nack_buffer_bytes.
 //
 // Positions are absolute (bytes written since the last compaction): a
 // packet at pos is in data[pos%len(data):] and intact while fewer than
@@ -43,14 +47,16 @@ const (
 // that would is written at the start of data instead.
 //
 // mu guards every field: the publication's read loop writes, the
-// subscribers' RTCP deliveries read.
+// subscribers' RTCP deliveries read. data is nil once released.
 type packetRing struct {
-	mu    sync.Mutex
-	data  []byte
-	max   int        // bytes data may grow to
-	w     uint64     // position of the next write
-	slots []ringSlot // by sequence number & mask
-	mask  uint16
+	mu     sync.Mutex
+	data   []byte
+	mapped bool          // data is from a mapping (ringAlloc)
+	held   *atomic.Int64 // bytes of every ring's data, engine-wide
+	max    int           // bytes data may grow to
+	w      uint64        // position of the next write
+	slots  []ringSlot    // by sequence number & mask
+	mask   uint16
 
 	winStart time.Duration // start of the growth window (since ringClock)
 	winBytes int           // bytes written since winStart
@@ -66,15 +72,27 @@ type ringSlot struct {
 // ringClock is the monotonic time base of the growth windows.
 var ringClock = time.Now()
 
-// newPacketRing makes a ring of n slots; n is a power of two.
-func newPacketRing(n int) *packetRing {
+// newPacketRing makes a ring of n slots; n is a power of two. held
+// counts the bytes it takes until release.
+func newPacketRing(n int, held *atomic.Int64) *packetRing {
 	max := n * maxRingPacket
-	return &packetRing{
-		data:  make([]byte, min(ringStartBytes, max)),
-		max:   max,
-		slots: make([]ringSlot, n),
-		mask:  uint16(n - 1),
+	r := &packetRing{held: held, max: max, slots: make([]ringSlot, n), mask: uint16(n - 1)}
+	r.data, r.mapped = ringAlloc(min(ringStartBytes, max))
+	held.Add(int64(len(r.data)))
+	return r
+}
+
+// release frees data; from then on the ring keeps and returns nothing.
+// It is idempotent.
+func (r *packetRing) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.data == nil {
+		return
 	}
+	r.held.Add(-int64(len(r.data)))
+	ringFree(r.data, r.mapped)
+	r.data = nil
 }
 
 // put stores pkt under seq, replacing the packet n sequence numbers older
@@ -91,6 +109,9 @@ func (r *packetRing) putAt(seq uint16, pkt []byte, now time.Duration) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.data == nil {
+		return
+	}
 	if now-r.winStart >= ringKeep {
 		r.winStart, r.winBytes = now, 0
 	}
@@ -129,8 +150,9 @@ func (r *packetRing) grow() {
 		}
 	}
 	slices.SortFunc(live, func(a, b int) int { return cmp.Compare(r.slots[a].pos, r.slots[b].pos) })
-	old, oldSize := r.data, uint64(len(r.data))
-	r.data = make([]byte, size)
+	old, oldSize, oldMapped := r.data, uint64(len(r.data)), r.mapped
+	r.data, r.mapped = ringAlloc(size)
+	r.held.Add(int64(size) - int64(oldSize))
 	var w uint64
 	for _, i := range live {
 		s := &r.slots[i]
@@ -140,6 +162,7 @@ func (r *packetRing) grow() {
 		w += uint64(s.n)
 	}
 	r.w = w
+	ringFree(old, oldMapped)
 }
 
 // get copies the packet with seq into dst and returns its length, or 0 when
@@ -148,7 +171,7 @@ func (r *packetRing) get(seq uint16, dst []byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.slots[seq&r.mask]
-	if s.seq != seq || !r.intact(s) {
+	if r.data == nil || s.seq != seq || !r.intact(s) {
 		return 0
 	}
 	from := s.pos % uint64(len(r.data))

@@ -2,9 +2,20 @@ package sfu
 
 import (
 	"bytes"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// newTestRing makes a ring of n slots that is released when the test ends,
+// and the counter of its bytes.
+func newTestRing(t *testing.T, n int) (*packetRing, *atomic.Int64) {
+	t.Helper()
+	held := new(atomic.Int64)
+	r := newPacketRing(n, held)
+	t.Cleanup(r.release)
+	return r, held
+}
 
 // ringPacket is packet seq of a test stream: size bytes derived from seq,
 // so a packet read back shows whether it is whole and the right one.
@@ -62,12 +73,15 @@ func TestPacketRingGrowsToKeepASecond(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newPacketRing(512)
+			r, counted := newTestRing(t, 512)
 			const count = 3
 			feed(r, 60000, count*tt.rate, tt.size, tt.rate, 0)
 			t.Logf("history: %d bytes", len(r.data))
 			if got := len(r.data); got < tt.wantBytes || got > tt.maxBytes {
 				t.Errorf("history after %d s = %d bytes; want %d to %d", count, got, tt.wantBytes, tt.maxBytes)
+			}
+			if got, want := counted.Load(), int64(len(r.data)); got != want {
+				t.Errorf("bytes counted after growing = %d; want %d, the history's size", got, want)
 			}
 			// Every packet of the last second (bounded by the 512 slots)
 			// is there and whole, wrapped past 65535 as it is.
@@ -83,7 +97,7 @@ func TestPacketRingGrowsToKeepASecond(t *testing.T) {
 }
 
 func TestPacketRingForgets(t *testing.T) {
-	r := newPacketRing(64)
+	r, _ := newTestRing(t, 64)
 	now := feed(r, 0, 64, 1000, 50, 0)
 	if !held(t, r, 0, 1000) {
 		t.Fatal("packet 0 is gone with 64 slots and 64 packets written; want it held")
@@ -97,7 +111,7 @@ func TestPacketRingForgets(t *testing.T) {
 	}
 	// At a low rate the history stays small: older packets give way to
 	// newer ones in data before their slots are reused.
-	r = newPacketRing(4096)
+	r, _ = newTestRing(t, 4096)
 	feed(r, 0, 4096, 1400, 10, 0) // 400 s of 10 packets/s
 	if len(r.data) != ringStartBytes {
 		t.Fatalf("history at 10 packets/s = %d bytes; want it left at %d", len(r.data), ringStartBytes)
@@ -113,7 +127,7 @@ func TestPacketRingForgets(t *testing.T) {
 }
 
 func TestPacketRingRefusesOversizedPackets(t *testing.T) {
-	r := newPacketRing(64)
+	r, _ := newTestRing(t, 64)
 	r.putAt(1, make([]byte, maxRingPacket+1), 0)
 	r.putAt(2, nil, 0)
 	buf := make([]byte, 2*maxRingPacket)
@@ -122,5 +136,36 @@ func TestPacketRingRefusesOversizedPackets(t *testing.T) {
 	}
 	if n := r.get(2, buf); n != 0 {
 		t.Errorf("get(2) = %d bytes; want an empty packet not kept", n)
+	}
+}
+
+// TestPacketRingRelease: a released ring gives its memory back (the count
+// drops to zero), then keeps and returns nothing, and a second release is
+// harmless. Get after release must not touch the freed memory: on Linux it
+// is unmapped, and the test would fault.
+func TestPacketRingRelease(t *testing.T) {
+	held := new(atomic.Int64)
+	a := newPacketRing(512, held)
+	b := newPacketRing(512, held)
+	feed(a, 0, 800, 1200, 400, 0) // grows a past its first size
+	if got, want := held.Load(), int64(len(a.data)+len(b.data)); got != want || len(a.data) <= ringStartBytes {
+		t.Fatalf("bytes counted for two rings, one grown to %d = %d; want %d", len(a.data), got, want)
+	}
+	a.release()
+	if got, want := held.Load(), int64(ringStartBytes); got != want {
+		t.Errorf("bytes counted after releasing the grown ring = %d; want %d (the other)", got, want)
+	}
+	buf := make([]byte, maxRingPacket)
+	if n := a.get(799, buf); n != 0 {
+		t.Errorf("get(799) after release = %d bytes; want 0", n)
+	}
+	a.putAt(800, ringPacket(800, 1200), 2*time.Second)
+	if n := a.get(800, buf); n != 0 {
+		t.Errorf("get(800) of a packet put after release = %d bytes; want 0", n)
+	}
+	a.release()
+	b.release()
+	if got := held.Load(); got != 0 {
+		t.Errorf("bytes counted after releasing both rings = %d; want 0", got)
 	}
 }
