@@ -263,3 +263,28 @@ func TestSecondSignalSkipsTheWait(t *testing.T) {
 		t.Errorf("leave = %v; want reason server_shutdown", leave)
 	}
 }
+
+// TestGCTarget: the instance collects at 50 % heap growth unless GOGC
+// says otherwise, as the Go runtime itself reports it on /metrics.
+func TestGCTarget(t *testing.T) {
+	for _, tc := range []struct{ gogc, want string }{
+		{"", "50"}, // unset: empty is unset to the runtime too
+		{"100", "100"},
+		{"80", "80"},
+	} {
+		t.Run("GOGC="+tc.gogc, func(t *testing.T) {
+			s := startService(t, "GOGC="+tc.gogc)
+			_, metrics := get(t, "http://"+s.OpsAddr+"/metrics")
+			m := regexp.MustCompile(`(?m)^go_gc_gogc_percent(?:\{[^}]*\})? (\S+)$`).FindStringSubmatch(metrics)
+			if m == nil {
+				t.Fatal("GET /metrics lacks go_gc_gogc_percent")
+			}
+			if m[1] != tc.want {
+				t.Errorf("go_gc_gogc_percent with GOGC=%q = %s; want %s", tc.gogc, m[1], tc.want)
+			}
+			if ev, ok := s.Find("gc_target"); !ok || ev["percent"] != tc.want {
+				t.Errorf("gc_target event = %v; want percent %s", ev, tc.want)
+			}
+		})
+	}
+}

@@ -94,6 +94,8 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	gcPercent, gcFrom := tuneGC()
+	log.Info("gc_target", "percent", gcPercent, "from", gcFrom)
 	if cfg.edge.DevMode() {
 		log.Warn("dev_mode_insecure", "detail", "DEV MODE: no MEDIA_API_SECRET set; anyone can mint tokens with the public dev key pair. Never run this on the internet.")
 	}
