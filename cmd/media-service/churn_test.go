@@ -24,6 +24,7 @@ func churnCycles() int {
 // service process as its ops endpoint reports it.
 type serverState struct {
 	goroutines, fds, heap, sessions, leak float64
+	nackBuf                               float64 // off-heap NACK histories, bytes
 }
 
 // sampleAfterGC forces two garbage collections in the service (pprof's
@@ -42,6 +43,7 @@ func sampleAfterGC(t *testing.T, s *service) serverState {
 		heap:       metricSum(t, s, "go_memstats_heap_alloc_bytes"),
 		sessions:   metricSum(t, s, "media_sessions_active"),
 		leak:       metricSum(t, s, "media_potential_goroutine_leak"),
+		nackBuf:    metricSum(t, s, "media_nack_buffer_bytes"),
 	}
 }
 
@@ -89,9 +91,10 @@ func runChurn(t *testing.T, s *service, mediaload string, cycles int) {
 // TestChurnSoak runs join/exchange/leave cycles through `mediaload churn`
 // against the real service and checks it returns to where it was: no
 // session left, goroutines within 5 of the start, open files back to the
-// start, live heap within 10% (after GC), and no leak suspected by the
-// goroutine-leak detector, which runs here with a 200 ms sample interval
-// so its baseline is fixed during the warm-up and the churn is judged.
+// start, live heap within 10% (after GC), every NACK history freed, and
+// no leak suspected by the goroutine-leak detector, which runs here with a
+// 200 ms sample interval so its baseline is fixed during the warm-up and
+// the churn is judged.
 func TestChurnSoak(t *testing.T) {
 	mediaload := buildMediaload(t)
 	s := startService(t, "MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_TURN_ENABLED=false",
@@ -118,6 +121,10 @@ func TestChurnSoak(t *testing.T) {
 	if after.leak != 0 {
 		t.Errorf("media_potential_goroutine_leak = %v after the churn; want 0", after.leak)
 	}
+	// The histories are outside the heap: the heap check cannot see them.
+	if after.nackBuf != 0 {
+		t.Errorf("media_nack_buffer_bytes = %v after the churn; want 0, every history unmapped", after.nackBuf)
+	}
 }
 
 // settled samples the service until it is idle (no sessions) and, when
@@ -128,7 +135,7 @@ func settled(t *testing.T, s *service, want *serverState) serverState {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st := sampleAfterGC(t, s)
-		idle := st.sessions == 0
+		idle := st.sessions == 0 && st.nackBuf == 0
 		if want != nil {
 			idle = idle && st.goroutines <= want.goroutines+5 && st.fds <= want.fds && st.heap <= 1.1*want.heap
 		}
