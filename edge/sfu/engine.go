@@ -10,8 +10,12 @@
 //
 // Goroutines: a publication has two (its RTP read loop, which is the only
 // writer of forwarded packets, and a drain of the publisher's RTCP); a
-// video subscription has one (the subscriber's RTCP: NACKs and keyframe
-// requests); an audio subscription has none.
+// subscription has none on a connection from NewSubscriberPeerConnection,
+// whose RTCP router hands NACKs and keyframe requests over, and a video
+// one has one (reading the subscriber's RTCP) on any other.
+//
+// Memory: a video publication's NACK history is mapped outside the Go
+// heap on Linux and unmapped when the publication ends (ringmem_linux.go).
 //
 // Metrics (Prometheus names; the only attribute is kind=audio|video):
 // media_rtp_received_{packets,bytes}_total,
@@ -20,7 +24,8 @@
 // media_rtp_retransmitted_packets_total, media_rtp_nack_misses_total,
 // media_rtp_retransmits_limited_total, media_rtcp_plis_forwarded_total,
 // media_rtcp_plis_throttled_total, media_publications_active and
-// media_subscriptions_active.
+// media_subscriptions_active; without attributes,
+// media_udp_send_errors_total and media_nack_buffer_bytes.
 package sfu
 
 import (
