@@ -104,10 +104,7 @@ func TestOversizedMessageCloses1009(t *testing.T) {
 	if !errors.As(c.Err(), &ce) || ce.Code != websocket.CloseMessageTooBig {
 		t.Errorf("close after a 70 KiB message = %v; want 1009", c.Err())
 	}
-	waitFor(t, 5*time.Second, "session removed", func() bool { return ts.srv.Sessions().Len() == 0 })
-	if got := ts.counter(t, "media_sessions_closed", "reason", "message_too_big"); got != 1 {
-		t.Errorf("media_sessions_closed{reason=message_too_big} = %d; want 1", got)
-	}
+	waitSessionClosed(t, ts, reasonMessageTooBig, 0)
 }
 
 func TestPublishRefusals(t *testing.T) {
@@ -224,10 +221,7 @@ func TestSlowClientDisconnected(t *testing.T) {
 		return ts.counter(t, "media_slow_client_disconnects", "", "") == 1
 	})
 	<-flooded
-	waitFor(t, 5*time.Second, "slow session removed", func() bool { return ts.srv.Sessions().Len() == 2 })
-	if got := ts.counter(t, "media_sessions_closed", "reason", signal.ReasonSlowClient); got != 1 {
-		t.Errorf("media_sessions_closed{reason=slow_client} = %d; want 1", got)
-	}
+	waitSessionClosed(t, ts, signal.ReasonSlowClient, 2)
 	before, _ := aliceRecv.stats(bob.ID(), "audio")
 	waitFor(t, 5*time.Second, "alice still receives bob", func() bool {
 		st, _ := aliceRecv.stats(bob.ID(), "audio")

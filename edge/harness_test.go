@@ -226,6 +226,27 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// waitSessionClosed waits until the server holds sessions sessions and
+// has counted one session closed for reason. Teardown takes a session out
+// of the manager just before it counts the close, so a test that saw the
+// session gone and read the counter at once could read it a moment early.
+func waitSessionClosed(t *testing.T, ts *testServer, reason string, sessions int) {
+	t.Helper()
+	var n int
+	var closed int64
+	done := func() bool {
+		n, closed = ts.srv.Sessions().Len(), ts.counter(t, "media_sessions_closed", "reason", reason)
+		return n == sessions && closed == 1
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !done() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5s: %d sessions, media_sessions_closed{reason=%s} = %d; want %d and 1", n, reason, closed, sessions)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitEvent reads c's events until one satisfies match.
 func waitEvent(t *testing.T, c *client.Client, timeout time.Duration, what string, match func(*signal.Message) bool) *signal.Message {
 	t.Helper()
