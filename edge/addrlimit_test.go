@@ -46,7 +46,7 @@ func FuzzAddrLimit(f *testing.F) {
 		if ip, err := netip.ParseAddr(header); err == nil && ip.Zone() == "" && !k.Contains(ip.Unmap()) {
 			t.Fatalf("key(header %q) = %s; want a prefix holding it", header, k)
 		}
-		if !l.acquire(k) || !l.acquire(k) || l.acquire(k) {
+		if got := [3]bool{l.acquire(k), l.acquire(k), l.acquire(k)}; got != [3]bool{true, true, false} {
 			t.Fatalf("acquire(%s) three times did not stop at 2", k)
 		}
 		l.release(k)

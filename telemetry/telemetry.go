@@ -107,7 +107,7 @@ func newPrometheus(res *resource.Resource) (*prometheus.Registry, *otelprom.Expo
 	labels := prometheus.Labels{}
 	for _, kv := range res.Attributes() {
 		if promoted(kv) {
-			labels[labelName(kv.Key)] = kv.Value.Emit()
+			labels[labelName(kv.Key)] = kv.Value.String()
 		}
 	}
 	wrapped := prometheus.WrapRegistererWith(labels, reg)

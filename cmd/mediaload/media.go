@@ -108,7 +108,6 @@ type sender struct {
 	cfg     mediaConfig
 	clk     clock
 	write   packetWriter
-	key     atomic.Bool // a key frame was requested: the next frame is one
 	errors  atomic.Uint64
 	skipped atomic.Uint64 // packets not sent because the sender fell too far behind
 	buf     []byte
@@ -117,9 +116,6 @@ type sender struct {
 func newSender(src *source, cfg mediaConfig, clk clock, w packetWriter) *sender {
 	return &sender{src: src, cfg: cfg, clk: clk, write: w, buf: make([]byte, cfg.size(src.kind))}
 }
-
-// requestKeyframe makes the next video frame a key frame (on a PLI or FIR).
-func (s *sender) requestKeyframe() { s.key.Store(true) }
 
 // maxLag is how far a sender may fall behind its schedule (the load
 // generator starved of CPU) before it skips packets instead of catching up
@@ -172,7 +168,7 @@ func (s *sender) packet(n, perFrame uint32) rtpPacket {
 		frame, idx := n/perFrame, n%perFrame
 		p.ts = frame * (90000 / uint32(s.cfg.FPS))
 		p.marker = idx == perFrame-1
-		key := idx == 0 && (frame%uint32(s.cfg.KeyframeEvery) == 0 || s.key.Swap(false))
+		key := idx == 0 && frame%uint32(s.cfg.KeyframeEvery) == 0
 		vp8Header(p.payload, idx == 0, key)
 	}
 	putStamp(p.payload, stamp{stream: s.src.id, seq: s.src.next.Add(1) - 1, sent: s.clk.now()})

@@ -327,9 +327,3 @@ func (d *durations) quantile(q float64) time.Duration {
 	rank := int(math.Ceil(q * float64(len(s))))
 	return s[min(max(rank, 1), len(s))-1]
 }
-
-func (d *durations) len() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.d)
-}
