@@ -258,6 +258,38 @@ var claims = []struct {
 	{"SECURITY.md", `room .\[A-Za-z0-9_.-\]\{1,([0-9]+)\}`, "auth.MaxRoomLen", auth.MaxRoomLen},
 }
 
+// fileClaims are numbers the documents take from files other than the
+// Go configuration: each pattern's first group is the value, and the two
+// must agree.
+var fileClaims = []struct {
+	doc, docPattern, src, srcPattern string
+}{
+	{"README.md", `SIGTERM with a ([0-9]+ s) kill timeout`, "fly.toml", `kill_timeout = "([0-9]+s)"`},
+	{"README.md", `terminationGracePeriodSeconds: ([0-9]+)`, "fly.toml", `kill_timeout = "([0-9]+)s"`},
+}
+
+// TestDocsStateTheDeployment: what the documents say of fly.toml is what
+// it holds.
+func TestDocsStateTheDeployment(t *testing.T) {
+	for _, c := range fileClaims {
+		src := regexp.MustCompile(c.srcPattern).FindStringSubmatch(readDoc(t, c.src))
+		if src == nil {
+			t.Errorf("%s no longer matches %q: update the claim with the file", c.src, c.srcPattern)
+			continue
+		}
+		want, ok := parseQuantity(src[1])
+		if !ok {
+			t.Fatalf("%s: %q is not a quantity", c.src, src[1])
+		}
+		doc := regexp.MustCompile(c.docPattern).FindStringSubmatch(readDoc(t, c.doc))
+		if doc == nil {
+			t.Errorf("%s no longer says %q: update the claim with the document", c.doc, c.docPattern)
+			continue
+		}
+		checkQuantity(t, c.doc, c.src, doc[1], want)
+	}
+}
+
 // TestProseStatesTheDefaults: the numbers stated in prose are the
 // defaults. A claim whose phrase is gone fails too: reword the pattern
 // with the document.

@@ -197,7 +197,10 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("validate(defaults) = %v; want nil", err)
 	}
 	if !cfg.Enabled || cfg.UDPPort != 3478 || cfg.TCPPort != 3478 || cfg.TLSPort != 5349 ||
-		cfg.CredentialTTL != time.Hour || cfg.MaxAllocationsPerIdentity != 10 || cfg.Realm != "media-service" {
+		cfg.CredentialTTL != time.Hour || cfg.MaxAllocationsPerIdentity != 10 || cfg.Realm != "media-service" ||
+		cfg.MaxAllocations != 4000 || cfg.UnauthRate != 20 || cfg.UnauthBurst != 100 ||
+		cfg.MaxConns != 4000 || cfg.MaxConnsPerIP != 64 ||
+		cfg.ConnIdleTimeout != 2*time.Minute || cfg.ConnAllocateTimeout != 30*time.Second {
 		t.Errorf("defaults = %+v; want the documented ones", cfg)
 	}
 }
