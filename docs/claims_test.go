@@ -1,7 +1,8 @@
 // Package docs_test holds the documentation to the code: every default
-// and bound that README.md, SECURITY.md, docs/*.md, edge/PROTOCOL.md and
-// telemetry/RUNBOOK.md state must be the one the configuration structs'
-// envDefault tags give, so the two cannot drift apart again (SECURITY.md
+// and bound that README.md, SECURITY.md, docs/*.md, edge/PROTOCOL.md,
+// telemetry/RUNBOOK.md and the Config field comments state must be the
+// one the configuration structs' envDefault tags (or, for fixed bounds,
+// the constants) give, so the two cannot drift apart again (SECURITY.md
 // once said 2,000 TURN allocations while the code allowed 4,000).
 package docs_test
 
@@ -187,6 +188,48 @@ func TestREADMEConfigurationTables(t *testing.T) {
 	for name := range defs {
 		if !listed[name] {
 			t.Errorf("README's configuration tables leave out %s", name)
+		}
+	}
+}
+
+// fieldDefault matches a field comment's "(VAR, default X".
+var fieldDefault = regexp.MustCompile(`([A-Z][A-Z0-9_]+), default "?([^\s;,:)"]+)`)
+
+// TestFieldCommentsStateTheDefaults: the Config field comments, where
+// README's meanings come from, state each default as its tag has it.
+func TestFieldCommentsStateTheDefaults(t *testing.T) {
+	defs := defaults(t)
+	stated := map[string]bool{}
+	for _, c := range configs {
+		dir := strings.TrimPrefix(reflect.TypeOf(c).PkgPath(), "github.com/media-service/media-service/")
+		files, err := filepath.Glob(filepath.Join("..", dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := strings.Join(strings.Fields(strings.ReplaceAll(string(b), "//", " ")), " ")
+			for _, m := range fieldDefault.FindAllStringSubmatch(text, -1) {
+				want, ok := defs[m[1]]
+				if !ok || want == "" {
+					continue // not a variable, or one whose default the code computes
+				}
+				stated[m[1]] = true
+				if m[2] != want {
+					t.Errorf("%s: comment says %s, default %s; its tag says %q", f, m[1], m[2], want)
+				}
+			}
+		}
+	}
+	for name, def := range defs {
+		if def != "" && !stated[name] {
+			t.Errorf("no field comment says (%s, default %s)", name, def)
 		}
 	}
 }
