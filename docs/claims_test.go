@@ -243,6 +243,9 @@ var varAfter = regexp.MustCompile("`([A-Z][A-Z0-9_]*)`(?: \\(|, )([0-9][^ ;,)]*(
 // (SECURITY.md's way).
 var varBefore = regexp.MustCompile("([0-9][0-9,.]*(?: ?[A-Za-z]+)?)(?: [a-z]+){0,4} \\(`([A-Z][A-Z0-9_]*)`\\)")
 
+// portRow matches a row of README's port table: "| 7882/udp | `VAR` |".
+var portRow = regexp.MustCompile("\\| ([0-9]+)/(?:tcp|udp) \\| `([A-Z][A-Z0-9_]*)` \\|")
+
 // TestDocsStateTheDefaults: wherever a document puts a number beside a
 // variable, it is the variable's default.
 func TestDocsStateTheDefaults(t *testing.T) {
@@ -257,6 +260,10 @@ func TestDocsStateTheDefaults(t *testing.T) {
 			}
 		}
 		for _, m := range varBefore.FindAllStringSubmatch(doc, -1) {
+			checkClaim(t, name, m[2], m[1], defs)
+			checked++
+		}
+		for _, m := range portRow.FindAllStringSubmatch(doc, -1) {
 			checkClaim(t, name, m[2], m[1], defs)
 			checked++
 		}
