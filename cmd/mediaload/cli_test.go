@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/load"
 )
 
 func TestRunRejectsBadCommandLines(t *testing.T) {
@@ -86,7 +88,7 @@ func TestFailedJoinsFailTheRun(t *testing.T) {
 	if !errors.Is(err, errFailed) {
 		t.Fatalf("run(%q) = %v; want errFailed", args, err)
 	}
-	var rep Report
+	var rep load.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
 	}
@@ -96,27 +98,20 @@ func TestFailedJoinsFailTheRun(t *testing.T) {
 }
 
 // TestFloorScenarioJSON runs the floor scenario through the command line,
-// with the test binary as the relay child, and reads its JSON report.
+// with the test binary as the relay child (see TestMain), and reads its
+// JSON report: by default the floor batches its sends, as the server does.
 func TestFloorScenarioJSON(t *testing.T) {
-	cfg, err := parseFlags("floor", []string{"-rooms", "2", "-participants", "3", "-video-kbps", "440",
-		"-warmup", "200ms", "-duration", "1s", "-json", "-quiet"}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatalf("parseFlags = %v", err)
-	}
-	cfg.floorOpts = testFloorOptions(t)
+	args := []string{"floor", "-rooms", "2", "-participants", "3", "-video-kbps", "440",
+		"-warmup", "200ms", "-duration", "1s", "-json", "-quiet"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := runScenario(ctx, cfg, &bytes.Buffer{})
-	if err != nil {
-		t.Fatalf("runScenario = %v", err)
+	var stdout bytes.Buffer
+	if err := run(ctx, args, nil, &stdout, &bytes.Buffer{}); err != nil {
+		t.Fatalf("run(%q) = %v", args, err)
 	}
-	var out bytes.Buffer
-	if err := rep.write(&out, true); err != nil {
-		t.Fatal(err)
-	}
-	var got Report
-	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
-		t.Fatalf("report is not JSON: %v", err)
+	var got load.Report
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
 	}
 	// 2 rooms x 3 publishers x 2 receivers each x (50 video + 50 audio)/s.
 	if got.Shape.ExpectedPerSec != 1200 {
@@ -125,6 +120,9 @@ func TestFloorScenarioJSON(t *testing.T) {
 	f := got.Floor
 	if !got.OK || f == nil || f.Lost != 0 || f.Forwarded == 0 || f.CPUMicrosPerPkt <= 0 || f.LatencyP99 <= 0 {
 		t.Errorf("floor report ok=%v %+v; want ok, no loss, packets, CPU and latency", got.OK, f)
+	}
+	if got.FloorSends != load.FloorSendsBatched {
+		t.Errorf("floor_sends = %q; want %q by default", got.FloorSends, load.FloorSendsBatched)
 	}
 	if got.Server != nil {
 		t.Errorf("floor scenario has a server section %+v; want none", got.Server)

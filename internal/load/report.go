@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"encoding/json"
@@ -22,12 +22,17 @@ type Report struct {
 	Machine  machine     `json:"machine"`
 	Shape    shapeReport `json:"shape"`
 
-	Joins     *joinReport     `json:"joins,omitempty"`
-	Server    *phaseReport    `json:"server,omitempty"`
-	Floor     *phaseReport    `json:"floor,omitempty"`
-	CostRatio float64         `json:"cost_vs_floor,omitempty"` // server CPU/packet ÷ floor CPU/packet
-	Resources *resourceReport `json:"server_resources,omitempty"`
-	Churn     *churnReport    `json:"churn,omitempty"`
+	Joins  *joinReport  `json:"joins,omitempty"`
+	Server *phaseReport `json:"server,omitempty"`
+	Floor  *phaseReport `json:"floor,omitempty"`
+	// FloorSends names the floor the figures compare with: its relay sent
+	// each packet's copies batched (FloorSendsBatched, the default, as the
+	// server does) or one system call each (FloorSendsSingle).
+	FloorSends string           `json:"floor_sends,omitempty"`
+	CostRatio  float64          `json:"cost_vs_floor,omitempty"` // server CPU/packet ÷ floor CPU/packet
+	Resources  *resourceReport  `json:"server_resources,omitempty"`
+	Placement  *placementReport `json:"placement,omitempty"` // with several instances
+	Churn      *churnReport     `json:"churn,omitempty"`
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
 	ClientDiagnostics int64            `json:"client_diagnostics"`      // lines the participants' clients logged (failed answers, candidates)
@@ -69,6 +74,15 @@ type joinReport struct {
 	FirstVideoP50  float64 `json:"first_video_p50_ms"`
 	FirstVideoP95  float64 `json:"first_video_p95_ms"`
 	FirstErrorText string  `json:"first_error,omitempty"`
+	// Redirected counts the joins an instance sent on to the one that
+	// holds the room (a fleet's `redirect`), each hop once.
+	Redirected int64 `json:"redirected"`
+}
+
+// placementReport is how the joins were spread over several instances.
+type placementReport struct {
+	Policy string         `json:"policy"`
+	Joins  map[string]int `json:"joins_per_url"` // joins dialled through each base URL
 }
 
 type phaseReport struct {
@@ -164,7 +178,7 @@ func (r *Report) fail(format string, args ...any) {
 	r.Failures = append(r.Failures, fmt.Sprintf(format, args...))
 }
 
-func (r *Report) write(w io.Writer, asJSON bool) error {
+func (r *Report) Write(w io.Writer, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -181,9 +195,14 @@ func (r *Report) table(w io.Writer) {
 	fmt.Fprintf(w, "shape\t%d participants (%d publishing) in %d room(s); video %.0f pkt/s x %d B, audio %d pkt/s x %d B\n",
 		s.Participants, s.Publishers, s.Rooms, s.VideoPPS, s.VideoPacket, s.AudioPPS, s.AudioPacket)
 	if j := r.Joins; j != nil {
-		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed\n", j.Joined, j.Attempted, j.Failed)
+		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed, %d redirected\n", j.Joined, j.Attempted, j.Failed, j.Redirected)
 		fmt.Fprintf(w, "join to first media\tp50 %.1f ms\tp95 %.1f ms\tmax %.1f ms\n", j.FirstMediaP50, j.FirstMediaP95, j.FirstMediaMax)
 		fmt.Fprintf(w, "join to first video\tp50 %.1f ms\tp95 %.1f ms\n", j.FirstVideoP50, j.FirstVideoP95)
+	}
+	if p := r.Placement; p != nil {
+		for _, u := range slices.Sorted(maps.Keys(p.Joins)) {
+			fmt.Fprintf(w, "joins through %s (%s)\t%d\n", u, p.Policy, p.Joins[u])
+		}
 	}
 	r.forwardingTable(w)
 	r.resourceTable(w)
@@ -203,7 +222,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	if r.Server == nil && r.Floor == nil {
 		return
 	}
-	fmt.Fprintln(w, "\nforwarding\tserver\tfloor (bare UDP relay)")
+	fmt.Fprintf(w, "\nforwarding\tserver\tfloor (bare UDP relay, %s)\n", r.FloorSends)
 	row := func(name, format string, f func(*phaseReport) any) {
 		fmt.Fprintf(w, "%s\t%s\t%s\n", name, cell(r.Server, format, f), cell(r.Floor, format, f))
 	}
@@ -221,7 +240,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	row("CPU per forwarded packet", "%.2f µs", func(p *phaseReport) any { return p.CPUMicrosPerPkt })
 	row("sends skipped (load generator behind)", "%d", func(p *phaseReport) any { return p.SkippedSends })
 	if r.CostRatio > 0 {
-		fmt.Fprintf(w, "server cost vs floor\t%.2f x\n", r.CostRatio)
+		fmt.Fprintf(w, "server cost vs floor (%s)\t%.2f x\n", r.FloorSends, r.CostRatio)
 	}
 }
 

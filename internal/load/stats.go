@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"math"
@@ -326,10 +326,4 @@ func (d *durations) quantile(q float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	rank := int(math.Ceil(q * float64(len(s))))
 	return s[min(max(rank, 1), len(s))-1]
-}
-
-func (d *durations) len() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.d)
 }

@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 
 // runForwarding is the fanout and meeting scenarios: the floor first (with
 // the server idle), then the same shape against the server.
-func runForwarding(ctx context.Context, cfg config, rep *Report, pr *progress) error {
-	if cfg.floor {
-		if err := measureFloor(ctx, cfg.floorOpts, cfg, rep, pr); err != nil {
+func runForwarding(ctx context.Context, cfg Config, rep *Report, pr *progress) error {
+	if cfg.Floor {
+		if err := measureFloor(ctx, cfg, rep, pr); err != nil {
 			return err
 		}
 	}
@@ -67,15 +67,15 @@ func runID() string {
 }
 
 // measureServer joins every participant, measures the window, and leaves.
-func measureServer(ctx context.Context, cfg config, t *serverTarget, rep *Report, pr *progress) error {
-	m := newMediaRun(ctx, newClock(), cfg.media)
+func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report, pr *progress) error {
+	m := newMediaRun(newClock(), cfg.Media)
 	defer m.stopSenders()
 	base, haveMetrics, err := t.sample(ctx)
 	if err != nil {
 		return fmt.Errorf("server metrics before the run (pass -ops-url '' to skip them): %w", err)
 	}
 	rooms := plan(cfg.shape(), m)
-	defer leaveAll(rooms, cfg.joinConcurrency)
+	defer leaveAll(rooms, cfg.JoinConcurrency)
 	jr := joinAll(ctx, cfg, t, m, rooms, pr)
 	rep.Joins = jr.report()
 	if jr.failed.Load() > 0 {
@@ -86,10 +86,10 @@ func measureServer(ctx context.Context, cfg config, t *serverTarget, rep *Report
 	}
 	expectRooms(rooms)
 
-	pr.printf("server: %d participants joined; warming up %s, measuring %s", jr.joined.Load(), cfg.timing.warmup, cfg.timing.window)
+	pr.printf("server: %d participants joined; warming up %s, measuring %s", jr.joined.Load(), cfg.Timing.Warmup, cfg.Timing.Window)
 	var s0, s1 serverSample
 	res := &phaseResult{cpuKnown: haveMetrics}
-	res.window, err = m.measure(ctx, cfg.timing, windowHooks{
+	res.window, err = m.measure(ctx, cfg.Timing, windowHooks{
 		open: func() (err error) {
 			pr.reset(m)
 			s0, _, err = t.sample(ctx)
@@ -104,7 +104,7 @@ func measureServer(ctx context.Context, cfg config, t *serverTarget, rep *Report
 	res.media, res.sendErrors, res.skipped = m.totals(), m.sendErrors(), m.skipped()
 	res.cpu = time.Duration((s1.CPUSeconds - s0.CPUSeconds) * float64(time.Second))
 	rep.Server = newPhaseReport(res)
-	checkLoss(rep, "server", rep.Server, cfg.maxLoss)
+	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
 	if haveMetrics {
 		rep.Resources = newResources(base, s0, int(jr.joined.Load()))
 	}
@@ -156,7 +156,7 @@ func (j *joinResult) report() *joinReport {
 // joinAll joins the first publisher of every room, then everyone else,
 // -join-concurrency at a time. The later joins are timed from the
 // WebSocket dial to the first media packet received.
-func joinAll(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, rooms []*room, pr *progress) *joinResult {
+func joinAll(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, rooms []*room, pr *progress) *joinResult {
 	jr := &joinResult{}
 	var firsts, rest []*participant
 	for _, r := range rooms {
@@ -182,8 +182,8 @@ func joinAll(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, room
 
 // timedJoin joins p and waits for its first media packet; it reports
 // whether both happened within -join-timeout.
-func timedJoin(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult) bool {
-	jctx, cancel := context.WithTimeout(ctx, cfg.joinTimeout)
+func timedJoin(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult) bool {
+	jctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
 	defer cancel()
 	if err := p.join(jctx, t, m); err != nil {
 		jr.fail(err)
@@ -195,7 +195,7 @@ func timedJoin(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, p 
 		jr.firstMedia.add(time.Duration(p.sink.firstAt(kindCount) - p.dialAt))
 		return true
 	case <-jctx.Done():
-		jr.fail(fmt.Errorf("join %s: no media within %s", p.identity, cfg.joinTimeout))
+		jr.fail(fmt.Errorf("join %s: no media within %s", p.identity, cfg.JoinTimeout))
 		return false
 	}
 }
@@ -211,8 +211,8 @@ func recordFirstVideo(ps []*participant, jr *joinResult) {
 }
 
 // joinEach runs f for every participant, n at a time, and waits.
-func joinEach(ctx context.Context, cfg config, ps []*participant, f func(*participant)) {
-	sem := make(chan struct{}, cfg.joinConcurrency)
+func joinEach(ctx context.Context, cfg Config, ps []*participant, f func(*participant)) {
+	sem := make(chan struct{}, cfg.JoinConcurrency)
 	var wg sync.WaitGroup
 	for _, p := range ps {
 		if ctx.Err() != nil {

@@ -1,11 +1,10 @@
-package main
+package load
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -22,15 +21,12 @@ func buildServer(t *testing.T) string {
 	return bin
 }
 
-// smokeConfig parses args as mediaload's command line would, with the test
-// binary as the floor relay.
-func smokeConfig(t *testing.T, scenario string, args ...string) config {
+// smokeConfig is a short run of scenario against a real instance that
+// -spawn starts from bin, with the test binary as the floor relay.
+func smokeConfig(t *testing.T, scenario, bin string) Config {
 	t.Helper()
-	cfg, err := parseFlags(scenario, append(args, "-quiet"), &bytes.Buffer{})
-	if err != nil {
-		t.Fatalf("parseFlags(%s %q) = %v", scenario, args, err)
-	}
-	cfg.floorOpts = testFloorOptions(t)
+	cfg := DefaultConfig()
+	cfg.Scenario, cfg.Spawn, cfg.RelayExe = scenario, bin, testExe(t)
 	return cfg
 }
 
@@ -43,15 +39,16 @@ func TestFanoutSmoke(t *testing.T) {
 		t.Skip("builds and runs the real server")
 	}
 	bin := buildServer(t)
-	// -max-loss 5: CI runs this beside browser tests on 2 cores; the
+	// MaxLoss 5: CI runs this beside browser tests on 2 cores; the
 	// point here is that every part of the run works end to end.
-	cfg := smokeConfig(t, "fanout", "-spawn", bin, "-subscribers", "3", "-video-kbps", "880",
-		"-warmup", "1s", "-duration", "3s", "-max-loss", "5")
+	cfg := smokeConfig(t, "fanout", bin)
+	cfg.Subscribers, cfg.Media.VideoKbps, cfg.MaxLoss = 3, 880, 5
+	cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 3*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := runScenario(ctx, cfg, io.Discard)
+	rep, err := Run(ctx, cfg, nil)
 	if err != nil {
-		t.Fatalf("runScenario(fanout) = %v", err)
+		t.Fatalf("Run(fanout) = %v", err)
 	}
 	if !rep.OK {
 		t.Errorf("fanout smoke failed: %q", rep.Failures)
@@ -70,6 +67,9 @@ func TestFanoutSmoke(t *testing.T) {
 	if s.CPUSeconds <= 0 || rep.Floor == nil || rep.CostRatio <= 0 {
 		t.Errorf("server CPU %.3fs, floor %+v, cost ratio %.2f; want all measured", s.CPUSeconds, rep.Floor, rep.CostRatio)
 	}
+	if rep.FloorSends != FloorSendsBatched && runtime.GOOS == "linux" {
+		t.Errorf("floor sends = %q; want %q by default", rep.FloorSends, FloorSendsBatched)
+	}
 	if r := rep.Resources; r == nil || r.Loaded.Goroutines <= r.Baseline.Goroutines || r.Loaded.RSS <= 0 {
 		t.Errorf("server resources = %+v; want more goroutines loaded than idle", r)
 	}
@@ -83,13 +83,13 @@ func TestChurnSmoke(t *testing.T) {
 		t.Skip("builds and runs the real server")
 	}
 	bin := buildServer(t)
-	cfg := smokeConfig(t, "churn", "-spawn", bin, "-cycles", "6", "-parallel", "2", "-hold", "300ms",
-		"-video-kbps", "440", "-settle", "15s")
+	cfg := smokeConfig(t, "churn", bin)
+	cfg.Cycles, cfg.Parallel, cfg.Hold, cfg.Media.VideoKbps, cfg.Settle = 6, 2, 300*time.Millisecond, 440, 15*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := runScenario(ctx, cfg, io.Discard)
+	rep, err := Run(ctx, cfg, nil)
 	if err != nil {
-		t.Fatalf("runScenario(churn) = %v", err)
+		t.Fatalf("Run(churn) = %v", err)
 	}
 	if !rep.OK {
 		t.Errorf("churn smoke failed: %q", rep.Failures)

@@ -1,0 +1,87 @@
+package load
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// diagWriter passes the first show lines on to w and counts them all,
+// except the benign ones.
+type diagWriter struct {
+	w    io.Writer // nil: count only
+	show int64
+	n    atomic.Int64
+}
+
+// benignDiagnostics are log lines every join or leave produces: ICE
+// trying to check before the trickled candidates have arrived, and
+// streams accepted while the connection closes.
+var benignDiagnostics = [][]byte{[]byte("Failed to ping without candidate pairs"), []byte("stream is already closed")}
+
+func (d *diagWriter) Write(p []byte) (int, error) {
+	for _, b := range benignDiagnostics {
+		if bytes.Contains(p, b) {
+			return len(p), nil
+		}
+	}
+	if d.n.Add(1) <= d.show && d.w != nil {
+		_, _ = fmt.Fprintf(d.w, "client: %s", p)
+	}
+	return len(p), nil
+}
+
+// serverEvents counts the server's `error` codes, with their messages, and
+// `leave` reasons sent to the participants: a healthy run has none but the
+// leaves it asked for. Apart from those it counts the redirects the
+// clients followed to the instance that holds a participant's room.
+type serverEvents struct {
+	mu        sync.Mutex // guards counts
+	counts    map[string]int64
+	redirects atomic.Int64
+}
+
+// typeRedirect is the signaling message that sends a join on to the
+// instance holding its room; edge/client follows it and reports it as an
+// event. (signal.TypeRedirect, once the fleet's routing is in edge/signal.)
+const typeRedirect = "redirect"
+
+// observe is the clients' OnEvent; it runs on their read goroutines.
+func (e *serverEvents) observe(m *signal.Message) {
+	var key string
+	switch m.Type {
+	case signal.TypeError:
+		// The message names the server's reason (an offer that cannot be
+		// applied, an answer with no offer outstanding): what a failed run
+		// needs to be diagnosed. The server's messages are a fixed set.
+		key = "error " + m.Code + " (" + m.Message + ")"
+	case signal.TypeLeave:
+		key = "leave " + m.Reason
+	case typeRedirect:
+		e.observeRedirect()
+		return
+	default:
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.counts == nil {
+		e.counts = make(map[string]int64)
+	}
+	e.counts[key]++
+}
+
+// observeRedirect counts one join sent on to another instance. It is the
+// hook for the fleet's redirect message.
+func (e *serverEvents) observeRedirect() { e.redirects.Add(1) }
+
+func (e *serverEvents) snapshot() map[string]int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.counts)
+}
