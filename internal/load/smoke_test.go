@@ -39,10 +39,12 @@ func TestFanoutSmoke(t *testing.T) {
 		t.Skip("builds and runs the real server")
 	}
 	bin := buildServer(t)
-	// MaxLoss 5: CI runs this beside browser tests on 2 cores; the
-	// point here is that every part of the run works end to end.
+	// No loss is allowed, as README claims none: video losses are
+	// repaired by NACK within the 2 s grace, the paced senders skip (and
+	// count, never as loss) what a starved load generator cannot send in
+	// time, and so a loaded 2-core machine loses nothing here.
 	cfg := smokeConfig(t, "fanout", bin)
-	cfg.Subscribers, cfg.Media.VideoKbps, cfg.MaxLoss = 3, 880, 5
+	cfg.Subscribers, cfg.Media.VideoKbps, cfg.MaxLoss = 3, 880, 0
 	cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 3*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -57,15 +59,15 @@ func TestFanoutSmoke(t *testing.T) {
 		t.Errorf("joins = %+v; want 4 joined with a first-media time", j)
 	}
 	s := rep.Server
-	if s == nil || s.Forwarded == 0 || s.Unexpected != 0 || s.LatencyP50 <= 0 || s.Forwarded+s.Lost != s.Expected {
-		t.Fatalf("server forwarding = %+v; want packets, nothing unexpected, a latency, forwarded+lost = expected", s)
+	if s == nil || s.Forwarded == 0 || s.Lost != 0 || s.Unexpected != 0 || s.LatencyP50 <= 0 || s.Forwarded != s.Expected {
+		t.Fatalf("server forwarding = %+v; want packets, no loss, nothing unexpected, a latency, forwarded = expected", s)
 	}
 	// 3 subscribers x (100 video + 50 audio) per second.
 	if s.PacketsPerSec < 0.7*450 || s.PacketsPerSec > 1.2*450 {
 		t.Errorf("forwarded per second = %.0f; want about 450", s.PacketsPerSec)
 	}
-	if s.CPUSeconds <= 0 || rep.Floor == nil || rep.CostRatio <= 0 {
-		t.Errorf("server CPU %.3fs, floor %+v, cost ratio %.2f; want all measured", s.CPUSeconds, rep.Floor, rep.CostRatio)
+	if s.CPUSeconds <= 0 || rep.Floor == nil || rep.Floor.Lost != 0 || rep.CostRatio <= 0 {
+		t.Errorf("server CPU %.3fs, floor %+v, cost ratio %.2f; want all measured, the floor without loss", s.CPUSeconds, rep.Floor, rep.CostRatio)
 	}
 	if rep.FloorSends != FloorSendsBatched && runtime.GOOS == "linux" {
 		t.Errorf("floor sends = %q; want %q by default", rep.FloorSends, FloorSendsBatched)
