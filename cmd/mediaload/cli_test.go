@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,13 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"bad url", []string{"fanout", "-url", "ftp://x"}, "-url"},
 		{"tiny video packets", []string{"fanout", "-video-packet", "10"}, "-video-packet"},
 		{"stray argument", []string{"floor", "extra"}, "unexpected arguments"},
+		{"url and urls", []string{"fanout", "-url", "http://a:1", "-urls", "http://b:1"}, "-url and -urls exclude"},
+		{"ops-url with urls", []string{"fanout", "-urls", "http://a:1", "-ops-url", "http://a:9"}, "-ops-urls"},
+		{"ops-urls without urls", []string{"fanout", "-ops-urls", "http://a:9"}, "-ops-urls goes with -urls"},
+		{"bad url in urls", []string{"fanout", "-urls", "http://a:1,ftp://b"}, "-urls"},
+		{"empty urls", []string{"fanout", "-urls", " , "}, "-urls"},
+		{"bad ops url", []string{"fanout", "-ops-url", "a:9"}, "-ops-url"},
+		{"bad placement", []string{"fanout", "-urls", "http://a:1", "-placement", "nearest"}, "-placement"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -36,6 +44,32 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 			var ue usageError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("run(%q) = %v; want a usage error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsTargets(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		wantURLs    []string
+		wantOpsURLs []string
+	}{
+		{"defaults", nil, []string{"http://127.0.0.1:8080"}, []string{"http://127.0.0.1:9091"}},
+		{"one instance without metrics", []string{"-url", "http://h:1", "-ops-url", ""}, []string{"http://h:1"}, nil},
+		{"several instances", []string{"-urls", "http://a:1, http://b:2,", "-ops-urls", "http://a:9"},
+			[]string{"http://a:1", "http://b:2"}, []string{"http://a:9"}},
+		{"several instances without metrics", []string{"-urls", "http://a:1,http://b:2"}, []string{"http://a:1", "http://b:2"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl, err := parseFlags("fanout", tt.args, &bytes.Buffer{})
+			if err != nil {
+				t.Fatalf("parseFlags(fanout %q) = %v", tt.args, err)
+			}
+			if !slices.Equal(cl.cfg.URLs, tt.wantURLs) || !slices.Equal(cl.cfg.OpsURLs, tt.wantOpsURLs) {
+				t.Errorf("parseFlags(fanout %q) URLs %q, OpsURLs %q; want %q, %q", tt.args, cl.cfg.URLs, cl.cfg.OpsURLs, tt.wantURLs, tt.wantOpsURLs)
 			}
 		})
 	}

@@ -129,12 +129,12 @@ func (c *Config) validateTarget() error {
 		}
 		for _, u := range c.URLs {
 			if !isHTTPURL(u) {
-				return fmt.Errorf("-url must be an http(s) URL, got %q", u)
+				return fmt.Errorf("-url and -urls take http(s) URLs, got %q", u)
 			}
 		}
 		for _, u := range c.OpsURLs {
 			if !isHTTPURL(u) {
-				return fmt.Errorf("-ops-url must be an http(s) URL, got %q", u)
+				return fmt.Errorf("-ops-url and -ops-urls take http(s) URLs, got %q", u)
 			}
 		}
 	}

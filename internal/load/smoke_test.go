@@ -2,9 +2,11 @@ package load
 
 import (
 	"context"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -99,5 +101,42 @@ func TestChurnSmoke(t *testing.T) {
 	c := rep.Churn
 	if c == nil || c.Completed != 6 || c.Before.Goroutines <= 0 {
 		t.Fatalf("churn = %+v; want 6 completed cycles and server samples", c)
+	}
+}
+
+// TestSeveralURLsSmoke joins a fanout through two URLs of one real
+// instance (127.0.0.1 and localhost), as a run against a fleet joins
+// through several instances: every participant is placed by round robin
+// and counted per URL, and the instance's numbers come from -ops-urls.
+func TestSeveralURLsSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real server")
+	}
+	bin := buildServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := spawn(ctx, bin, 16)
+	if err != nil {
+		t.Fatalf("spawn(%s) = %v", bin, err)
+	}
+	defer s.stop()
+	byName := strings.Replace(s.httpURL, "127.0.0.1", "localhost", 1)
+	cfg := DefaultConfig()
+	cfg.URLs, cfg.OpsURLs, cfg.Floor = []string{s.httpURL, byName}, []string{s.opsURL}, false
+	cfg.Subscribers, cfg.Media.VideoKbps = 3, 440
+	cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 2*time.Second
+	rep, err := Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("Run(fanout -urls) = %v", err)
+	}
+	if !rep.OK || rep.Joins == nil || rep.Joins.Joined != 4 || rep.Joins.Redirected != 0 {
+		t.Errorf("report ok=%v joins=%+v failures=%q; want ok, 4 joined, none redirected", rep.OK, rep.Joins, rep.Failures)
+	}
+	want := map[string]int{s.httpURL: 2, byName: 2}
+	if p := rep.Placement; p == nil || p.Policy != PlaceRoundRobin || !maps.Equal(p.Joins, want) {
+		t.Errorf("placement = %+v; want round-robin with %v", p, want)
+	}
+	if rep.Server == nil || rep.Server.CPUSeconds <= 0 || rep.Floor != nil {
+		t.Errorf("server %+v, floor %+v; want the server's CPU from -ops-urls and no floor", rep.Server, rep.Floor)
 	}
 }
