@@ -75,7 +75,7 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.StringVar(&c.APIKey, "api-key", "", "API key that signs tokens (default $MEDIA_API_KEY; with no secret the public dev pair is used)")
 	fs.StringVar(&c.APISecret, "api-secret", "", "API secret (default $MEDIA_API_SECRET, which -h never prints)")
 	fs.BoolVar(&c.DevToken, "dev-token", false, "fetch tokens from the instance's /v1/dev/token (dev mode) instead of minting them")
-	fs.StringVar(&c.Spawn, "spawn", "", "start this media-service binary in dev mode on free ports for the run (overrides -url and -ops-url)")
+	fs.StringVar(&c.Spawn, "spawn", "", "start this media-service binary in dev mode on free ports for the run (instead of -url or -urls and their ops URLs)")
 	cl.defineShape(fs)
 	cl.defineMedia(fs)
 	fs.BoolVar(&c.FloorBatch, "floor-batch", c.FloorBatch, "the floor relay sends each packet's copies with sendmmsg, as the server does; false: one sendto per copy, the slower floor of earlier reports")

@@ -76,6 +76,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	cl.cfg.ChildStderr = stderr
 	var progress io.Writer
 	if !cl.quiet {
 		progress = stderr

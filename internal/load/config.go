@@ -3,6 +3,7 @@ package load
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"time"
 )
@@ -54,6 +55,10 @@ type Config struct {
 	// RelayExe is the mediaload binary, started as `RelayExe floor-relay`
 	// for the floor (ServeFloorRelay is what that command runs).
 	RelayExe string
+	// ChildStderr receives the standard error of the processes a run
+	// starts (the floor relay, the -spawn instance): a child that fails
+	// says why there. Nil discards it.
+	ChildStderr io.Writer
 
 	JoinConcurrency int           // joins in flight at once (10)
 	JoinTimeout     time.Duration // a join with no media by then failed (15 s)
@@ -195,5 +200,5 @@ func (c *Config) shape() topology {
 
 // floorOptions says how to start the child relay.
 func (c *Config) floorOptions() floorOptions {
-	return floorOptions{exe: c.RelayExe, batch: c.FloorBatch}
+	return floorOptions{exe: c.RelayExe, batch: c.FloorBatch, stderr: c.ChildStderr}
 }

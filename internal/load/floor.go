@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -15,8 +16,9 @@ import (
 
 // floorOptions says how to start the child relay.
 type floorOptions struct {
-	exe   string // the mediaload binary, run as `exe floor-relay`
-	batch bool   // the relay sends with sendmmsg
+	exe    string    // the mediaload binary, run as `exe floor-relay`
+	batch  bool      // the relay sends with sendmmsg
+	stderr io.Writer // the relay's standard error; nil discards it
 }
 
 // What the floor relay's sends are, as the report names them.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -27,14 +26,14 @@ type relayProc struct {
 }
 
 // startRelayProc starts the floor relay as `fo.exe floor-relay` (with
-// -batch for sendmmsg). Its stderr is ours: a relay that fails says why.
+// -batch for sendmmsg). A relay that fails says why on fo.stderr.
 func startRelayProc(ctx context.Context, fo floorOptions) (*relayProc, error) {
 	args := []string{FloorRelayCommand}
 	if fo.batch {
 		args = append(args, "-batch")
 	}
 	cmd := exec.CommandContext(ctx, fo.exe, args...)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = fo.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("floor: stdin pipe: %w", err)

@@ -16,7 +16,7 @@ import (
 )
 
 // Run runs the configured scenario and builds its report, writing a
-// progress line a second to progress (nil: none). An error means the run
+// progress line a second to progressOut (nil: none). An error means the run
 // could not be carried out at all (a bad Config, the server unreachable
 // before anything was measured); a run that was carried out but missed its
 // pass conditions returns a report with failures and OK false.

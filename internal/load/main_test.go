@@ -34,5 +34,5 @@ func testExe(t *testing.T) string {
 // testFloorOptions starts the test binary as the relay child.
 func testFloorOptions(t *testing.T, batch bool) floorOptions {
 	t.Helper()
-	return floorOptions{exe: testExe(t), batch: batch}
+	return floorOptions{exe: testExe(t), batch: batch, stderr: os.Stderr}
 }

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -28,7 +29,7 @@ func buildServer(t *testing.T) string {
 func smokeConfig(t *testing.T, scenario, bin string) Config {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Scenario, cfg.Spawn, cfg.RelayExe = scenario, bin, testExe(t)
+	cfg.Scenario, cfg.Spawn, cfg.RelayExe, cfg.ChildStderr = scenario, bin, testExe(t), os.Stderr
 	return cfg
 }
 
@@ -115,7 +116,7 @@ func TestSeveralURLsSmoke(t *testing.T) {
 	bin := buildServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := spawn(ctx, bin, 16)
+	s, err := spawn(ctx, bin, 16, os.Stderr)
 	if err != nil {
 		t.Fatalf("spawn(%s) = %v", bin, err)
 	}

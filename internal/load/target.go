@@ -41,7 +41,7 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 	t := &serverTarget{urls: cfg.URLs, placement: cfg.Placement, placed: make(map[string]int)}
 	opsURLs := cfg.OpsURLs
 	if cfg.Spawn != "" {
-		s, err := spawn(ctx, cfg.Spawn, maxSessions+16)
+		s, err := spawn(ctx, cfg.Spawn, maxSessions+16, cfg.ChildStderr)
 		if err != nil {
 			return nil, err
 		}
