@@ -46,10 +46,20 @@ type serverEvents struct {
 	redirects atomic.Int64
 }
 
-// typeRedirect is the signaling message that sends a join on to the
-// instance holding its room; edge/client follows it and reports it as an
-// event. (signal.TypeRedirect, once the fleet's routing is in edge/signal.)
-const typeRedirect = "redirect"
+// redirectCounter is what edge/client's Client offers once the fleet's
+// routing is merged (branch fleet-route): how many `redirect` messages
+// Dial followed to join. Until then no client has it, and no join is
+// counted as redirected.
+type redirectCounter interface{ Redirects() int }
+
+// countRedirects counts the redirects a client followed to join. It is
+// the hook for the fleet's routing; with it merged, the assertion can
+// become a plain call of (*client.Client).Redirects.
+func (e *serverEvents) countRedirects(c any) {
+	if rc, ok := c.(redirectCounter); ok {
+		e.redirects.Add(int64(rc.Redirects()))
+	}
+}
 
 // observe is the clients' OnEvent; it runs on their read goroutines.
 func (e *serverEvents) observe(m *signal.Message) {
@@ -62,9 +72,6 @@ func (e *serverEvents) observe(m *signal.Message) {
 		key = "error " + m.Code + " (" + m.Message + ")"
 	case signal.TypeLeave:
 		key = "leave " + m.Reason
-	case typeRedirect:
-		e.observeRedirect()
-		return
 	default:
 		return
 	}
@@ -75,10 +82,6 @@ func (e *serverEvents) observe(m *signal.Message) {
 	}
 	e.counts[key]++
 }
-
-// observeRedirect counts one join sent on to another instance. It is the
-// hook for the fleet's redirect message.
-func (e *serverEvents) observeRedirect() { e.redirects.Add(1) }
 
 func (e *serverEvents) snapshot() map[string]int64 {
 	e.mu.Lock()

@@ -45,6 +45,7 @@ func (p *participant) join(ctx context.Context, r *serverTarget, m *mediaRun) er
 		return fmt.Errorf("join %s: %w", p.identity, err)
 	}
 	p.c = c
+	r.events.countRedirects(c)
 	if !p.publish {
 		return nil
 	}

@@ -73,8 +73,9 @@ type joinReport struct {
 	FirstVideoP50  float64 `json:"first_video_p50_ms"`
 	FirstVideoP95  float64 `json:"first_video_p95_ms"`
 	FirstErrorText string  `json:"first_error,omitempty"`
-	// Redirected counts the joins an instance sent on to the one that
-	// holds the room (a fleet's `redirect`), each hop once.
+	// Redirected counts the redirects the joins followed from the
+	// instance they dialled to the one that holds the room (a fleet's
+	// `redirect`), each hop once.
 	Redirected int64 `json:"redirected"`
 }
 
