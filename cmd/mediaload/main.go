@@ -12,6 +12,10 @@
 //	mediaload churn   -cycles 2000 -parallel 4 [flags]   join, exchange media, leave, repeatedly
 //	mediaload floor   -subscribers 50 [flags]            the bare relay alone, no server
 //
+// A run targets one instance (-url, or -spawn to start one), or several
+// (-urls, with -placement and -ops-urls): the report then counts the joins
+// through each instance and the redirects they followed.
+//
 // `mediaload -h` and `mediaload SCENARIO -h` list the flags. The exit status
 // is 1 when the run failed (a join failed, loss above -max-loss, the server
 // could not be reached), 2 for bad flags. The work is done by package
