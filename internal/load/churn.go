@@ -40,7 +40,7 @@ func runChurn(ctx context.Context, cfg Config, rep *Report, pr *progress) error 
 	}
 	before, have, err := t.sampleLive(ctx)
 	if err != nil {
-		return fmt.Errorf("churn: server metrics (pass -ops-url '' to skip them): %w", err)
+		return fmt.Errorf("churn: server metrics (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
 	}
 	c := &churnReport{Cycles: cfg.Cycles, Before: before}
 	jr := &joinResult{attempted: cfg.Cycles}
@@ -49,11 +49,7 @@ func runChurn(ctx context.Context, cfg Config, rep *Report, pr *progress) error 
 	c.Seconds = time.Since(start).Seconds()
 	rep.Joins = jr.report()
 	t.finish(rep)
-	select {
-	case <-anchor.c.Done():
-		rep.fail("churn: the anchor's session ended during the churn (leave reason %q, %v); the before/after comparison is void", anchor.c.LeaveReason(), anchor.c.Err())
-	default:
-	}
+	checkAnchor(rep, anchor)
 	c.Completed, c.Failed = int(jr.joined.Load()), int(jr.failed.Load())
 	if c.Failed > 0 {
 		rep.fail("churn: %d of %d joins failed (first: %s)", c.Failed, c.Cycles, rep.Joins.FirstErrorText)
@@ -64,6 +60,16 @@ func runChurn(ctx context.Context, cfg Config, rep *Report, pr *progress) error 
 	}
 	rep.Churn = c
 	return nil
+}
+
+// checkAnchor fails the run when the anchor's session ended during the
+// churn: the server's before and after would then differ by its session.
+func checkAnchor(rep *Report, anchor *participant) {
+	select {
+	case <-anchor.c.Done():
+		rep.fail("churn: the anchor's session ended during the churn (leave reason %q, %v); the before/after comparison is void", anchor.c.LeaveReason(), anchor.c.Err())
+	default:
+	}
 }
 
 // prime runs one cycle before the baseline is taken. The anchor's

@@ -70,7 +70,7 @@ func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report
 	defer m.stopSenders()
 	base, haveMetrics, err := t.sample(ctx)
 	if err != nil {
-		return fmt.Errorf("server metrics before the run (pass -ops-url '' to skip them): %w", err)
+		return fmt.Errorf("server metrics before the run (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
 	}
 	rooms := plan(cfg.shape(), m)
 	defer leaveAll(rooms, cfg.JoinConcurrency)
@@ -85,28 +85,40 @@ func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report
 	expectRooms(rooms)
 
 	pr.printf("server: %d participants joined; warming up %s, measuring %s", jr.joined.Load(), cfg.Timing.Warmup, cfg.Timing.Window)
-	var s0, s1 serverSample
-	res := &phaseResult{cpuKnown: haveMetrics}
-	res.window, err = m.measure(ctx, cfg.Timing, windowHooks{
+	res, loaded, err := serverWindow(ctx, cfg.Timing, t, m, pr)
+	if err != nil {
+		return err
+	}
+	res.cpuKnown = haveMetrics
+	rep.Server = newPhaseReport(res)
+	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
+	if haveMetrics {
+		rep.Resources = newResources(base, loaded, int(jr.joined.Load()))
+	}
+	return nil
+}
+
+// serverWindow measures the window of the joined participants' media,
+// with the server's CPU from samples at its edges. loaded is the sample
+// as the window opens, with every participant connected.
+func serverWindow(ctx context.Context, tm Timing, t *serverTarget, m *mediaRun, pr *progress) (res *phaseResult, loaded serverSample, err error) {
+	var s1 serverSample
+	res = &phaseResult{}
+	res.window, err = m.measure(ctx, tm, windowHooks{
 		open: func() (err error) {
 			pr.reset(m)
-			s0, _, err = t.sample(ctx)
+			loaded, _, err = t.sample(ctx)
 			return err
 		},
 		close:    func() (err error) { s1, _, err = t.sample(ctx); return err },
 		progress: func(el time.Duration) { pr.media("server", el, m) },
 	})
 	if err != nil {
-		return fmt.Errorf("server window: %w", err)
+		return nil, loaded, fmt.Errorf("server window: %w", err)
 	}
 	res.media, res.sendErrors, res.skipped = m.totals(), m.sendErrors(), m.skipped()
-	res.cpu = time.Duration((s1.CPUSeconds - s0.CPUSeconds) * float64(time.Second))
-	rep.Server = newPhaseReport(res)
-	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
-	if haveMetrics {
-		rep.Resources = newResources(base, s0, int(jr.joined.Load()))
-	}
-	return nil
+	res.cpu = time.Duration((s1.CPUSeconds - loaded.CPUSeconds) * float64(time.Second))
+	return res, loaded, nil
 }
 
 func newResources(base, loaded serverSample, n int) *resourceReport {
