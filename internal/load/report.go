@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"encoding/json"
@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 )
@@ -22,12 +21,17 @@ type Report struct {
 	Machine  machine     `json:"machine"`
 	Shape    shapeReport `json:"shape"`
 
-	Joins     *joinReport     `json:"joins,omitempty"`
-	Server    *phaseReport    `json:"server,omitempty"`
-	Floor     *phaseReport    `json:"floor,omitempty"`
-	CostRatio float64         `json:"cost_vs_floor,omitempty"` // server CPU/packet ÷ floor CPU/packet
-	Resources *resourceReport `json:"server_resources,omitempty"`
-	Churn     *churnReport    `json:"churn,omitempty"`
+	Joins  *joinReport  `json:"joins,omitempty"`
+	Server *phaseReport `json:"server,omitempty"`
+	Floor  *phaseReport `json:"floor,omitempty"`
+	// FloorSends names the floor the figures compare with: its relay sent
+	// each packet's copies batched (FloorSendsBatched, the default, as the
+	// server does) or one system call each (FloorSendsSingle).
+	FloorSends string           `json:"floor_sends,omitempty"`
+	CostRatio  float64          `json:"cost_vs_floor,omitempty"` // server CPU/packet ÷ floor CPU/packet
+	Resources  *resourceReport  `json:"server_resources,omitempty"`
+	Placement  *placementReport `json:"placement,omitempty"` // with several instances
+	Churn      *churnReport     `json:"churn,omitempty"`
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
 	ClientDiagnostics int64            `json:"client_diagnostics"`      // lines the participants' clients logged (failed answers, candidates)
@@ -69,6 +73,16 @@ type joinReport struct {
 	FirstVideoP50  float64 `json:"first_video_p50_ms"`
 	FirstVideoP95  float64 `json:"first_video_p95_ms"`
 	FirstErrorText string  `json:"first_error,omitempty"`
+	// Redirected counts the redirects the joins followed from the
+	// instance they dialled to the one that holds the room (a fleet's
+	// `redirect`), each hop once.
+	Redirected int64 `json:"redirected"`
+}
+
+// placementReport is how the joins were spread over several instances.
+type placementReport struct {
+	Policy string         `json:"policy"`
+	Joins  map[string]int `json:"joins_per_url"` // joins dialled through each base URL
 }
 
 type phaseReport struct {
@@ -164,7 +178,7 @@ func (r *Report) fail(format string, args ...any) {
 	r.Failures = append(r.Failures, fmt.Sprintf(format, args...))
 }
 
-func (r *Report) write(w io.Writer, asJSON bool) error {
+func (r *Report) Write(w io.Writer, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -181,9 +195,14 @@ func (r *Report) table(w io.Writer) {
 	fmt.Fprintf(w, "shape\t%d participants (%d publishing) in %d room(s); video %.0f pkt/s x %d B, audio %d pkt/s x %d B\n",
 		s.Participants, s.Publishers, s.Rooms, s.VideoPPS, s.VideoPacket, s.AudioPPS, s.AudioPacket)
 	if j := r.Joins; j != nil {
-		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed\n", j.Joined, j.Attempted, j.Failed)
+		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed, %d redirected\n", j.Joined, j.Attempted, j.Failed, j.Redirected)
 		fmt.Fprintf(w, "join to first media\tp50 %.1f ms\tp95 %.1f ms\tmax %.1f ms\n", j.FirstMediaP50, j.FirstMediaP95, j.FirstMediaMax)
 		fmt.Fprintf(w, "join to first video\tp50 %.1f ms\tp95 %.1f ms\n", j.FirstVideoP50, j.FirstVideoP95)
+	}
+	if p := r.Placement; p != nil {
+		for _, u := range slices.Sorted(maps.Keys(p.Joins)) {
+			fmt.Fprintf(w, "joins through %s (%s)\t%d\n", u, p.Policy, p.Joins[u])
+		}
 	}
 	r.forwardingTable(w)
 	r.resourceTable(w)
@@ -203,7 +222,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	if r.Server == nil && r.Floor == nil {
 		return
 	}
-	fmt.Fprintln(w, "\nforwarding\tserver\tfloor (bare UDP relay)")
+	fmt.Fprintf(w, "\nforwarding\tserver\tfloor (bare UDP relay, %s)\n", r.FloorSends)
 	row := func(name, format string, f func(*phaseReport) any) {
 		fmt.Fprintf(w, "%s\t%s\t%s\n", name, cell(r.Server, format, f), cell(r.Floor, format, f))
 	}
@@ -221,7 +240,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	row("CPU per forwarded packet", "%.2f µs", func(p *phaseReport) any { return p.CPUMicrosPerPkt })
 	row("sends skipped (load generator behind)", "%d", func(p *phaseReport) any { return p.SkippedSends })
 	if r.CostRatio > 0 {
-		fmt.Fprintf(w, "server cost vs floor\t%.2f x\n", r.CostRatio)
+		fmt.Fprintf(w, "server cost vs floor (%s)\t%.2f x\n", r.FloorSends, r.CostRatio)
 	}
 }
 
@@ -249,87 +268,4 @@ func cell(p *phaseReport, format string, f func(*phaseReport) any) string {
 		return "-"
 	}
 	return fmt.Sprintf(format, f(p))
-}
-
-// progress prints one line a second on stderr while a run goes on.
-type progress struct {
-	w     io.Writer // nil: quiet
-	mu    sync.Mutex
-	last  uint64
-	lastT time.Duration
-}
-
-func (p *progress) printf(format string, args ...any) {
-	if p == nil || p.w == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, format+"\n", args...)
-}
-
-// media prints the packets received so far and the rate since the last line.
-func (p *progress) media(phase string, elapsed time.Duration, m *mediaRun) {
-	if p == nil || p.w == nil {
-		return
-	}
-	n := m.total.Load()
-	p.mu.Lock()
-	rate := 0.0
-	if dt := elapsed - p.lastT; dt > 0 && n >= p.last {
-		rate = float64(n-p.last) / dt.Seconds()
-	}
-	p.last, p.lastT = n, elapsed
-	p.mu.Unlock()
-	p.printf("%-7s %5.1fs  received %10d  %8.0f pkt/s", phase, elapsed.Seconds(), n, rate)
-}
-
-// writer is where progress goes, nil when quiet.
-func (p *progress) writer() io.Writer {
-	if p == nil || p.w == nil {
-		return nil
-	}
-	return lockedWriter{p}
-}
-
-// lockedWriter writes through the progress lock, so lines do not mix.
-type lockedWriter struct{ p *progress }
-
-func (l lockedWriter) Write(b []byte) (int, error) {
-	l.p.mu.Lock()
-	defer l.p.mu.Unlock()
-	return l.p.w.Write(b)
-}
-
-// reset starts a window's rate from the count received so far.
-func (p *progress) reset(m *mediaRun) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	p.last, p.lastT = m.total.Load(), 0
-	p.mu.Unlock()
-}
-
-// every prints line() every d until the returned stop is called; stop
-// waits for the printer to end.
-func (p *progress) every(d time.Duration, line func() string) (stop func()) {
-	if p == nil || p.w == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p.printf("%s", line())
-			}
-		}
-	})
-	return func() { close(done); wg.Wait() }
 }

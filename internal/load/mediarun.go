@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"context"
@@ -30,23 +30,21 @@ func (t topology) participants() int {
 // sinks of its receivers, and the count of received packets for progress.
 type mediaRun struct {
 	clk     clock
-	cfg     mediaConfig
+	cfg     MediaConfig
 	sources *sourceSet
 	total   atomic.Uint64 // stamped packets received by every sink
 
-	ctx    context.Context // senders run until it is cancelled
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // running senders
+	stop     chan struct{} // closed by stopSenders: every sender ends
+	stopOnce sync.Once
+	wg       sync.WaitGroup // running senders
 
 	mu      sync.Mutex // guards sinks and senders
 	sinks   []*sink
 	senders []*sender
 }
 
-func newMediaRun(ctx context.Context, clk clock, cfg mediaConfig) *mediaRun {
-	m := &mediaRun{clk: clk, cfg: cfg, sources: newSourceSet()}
-	m.ctx, m.cancel = context.WithCancel(ctx)
-	return m
+func newMediaRun(clk clock, cfg MediaConfig) *mediaRun {
+	return &mediaRun{clk: clk, cfg: cfg, sources: newSourceSet(), stop: make(chan struct{})}
 }
 
 // addSink creates the accounting of one receiving participant.
@@ -69,18 +67,19 @@ func (m *mediaRun) newSender(kind mediaKind, w packetWriter) *sender {
 }
 
 // start runs s until stopSenders ends it.
-func (m *mediaRun) start(s *sender) { m.startCtx(m.ctx, s) }
+func (m *mediaRun) start(s *sender) { m.startUntil(s, nil) }
 
-// startCtx runs s until ctx (which must derive from m.ctx) or stopSenders
-// ends it: a participant that leaves stops its own senders.
-func (m *mediaRun) startCtx(ctx context.Context, s *sender) {
-	m.wg.Go(func() { s.run(ctx) })
+// startUntil runs s until leave is closed or stopSenders ends it: a
+// participant that leaves stops its own senders. A nil leave never closes.
+func (m *mediaRun) startUntil(s *sender, leave <-chan struct{}) {
+	m.wg.Go(func() { s.run(m.stop, leave) })
 }
 
 // stopSenders stops every sender and waits for them. It may be called
-// more than once.
+// more than once. A run that is interrupted stops its senders here too:
+// measure, and every scenario, defer it.
 func (m *mediaRun) stopSenders() {
-	m.cancel()
+	m.stopOnce.Do(func() { close(m.stop) })
 	m.wg.Wait()
 }
 
@@ -149,6 +148,25 @@ func (m *mediaRun) totals() mediaTotals {
 	return t
 }
 
+// phaseResult is what one measured phase (the floor, or the server)
+// produced inside its window.
+type phaseResult struct {
+	window     time.Duration
+	media      mediaTotals
+	cpu        time.Duration // the forwarding process's CPU time in the window
+	cpuKnown   bool
+	sendErrors uint64
+	skipped    uint64 // packets the load generator could not send in time
+}
+
+// cpuPerPacket is the forwarder's CPU per delivered packet.
+func (r *phaseResult) cpuPerPacket() time.Duration {
+	if !r.cpuKnown || r.media.got == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.media.got)
+}
+
 // windowHooks are what a phase measures at the edges of its window.
 type windowHooks struct {
 	open     func() error                // before the window opens (CPU reading)
@@ -156,19 +174,19 @@ type windowHooks struct {
 	progress func(elapsed time.Duration) // once a second inside the window
 }
 
-// timing is how long a phase warms up, measures, and waits for stragglers.
-type timing struct {
-	warmup time.Duration
-	window time.Duration
-	grace  time.Duration
+// Timing is how long a phase warms up, measures, and waits for stragglers.
+type Timing struct {
+	Warmup time.Duration // media time after every join before the window opens
+	Window time.Duration // the measured window
+	Grace  time.Duration // wait for in-flight packets after the window; what is missing then is loss
 }
 
 // measure runs the already started senders through warm-up and the
 // measured window, stops them and waits for the last packets. It returns
 // the window's length.
-func (m *mediaRun) measure(ctx context.Context, tm timing, h windowHooks) (time.Duration, error) {
+func (m *mediaRun) measure(ctx context.Context, tm Timing, h windowHooks) (time.Duration, error) {
 	defer m.stopSenders()
-	if err := waitFor(ctx, tm.warmup); err != nil {
+	if err := waitFor(ctx, tm.Warmup); err != nil {
 		return 0, err
 	}
 	if err := h.open(); err != nil {
@@ -178,7 +196,7 @@ func (m *mediaRun) measure(ctx context.Context, tm timing, h windowHooks) (time.
 	t0 := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	end := time.NewTimer(tm.window)
+	end := time.NewTimer(tm.Window)
 	defer end.Stop()
 	for done := false; !done; {
 		select {
@@ -196,7 +214,7 @@ func (m *mediaRun) measure(ctx context.Context, tm timing, h windowHooks) (time.
 	if err := h.close(); err != nil {
 		return 0, err
 	}
-	m.waitDelivered(ctx, tm.grace)
+	m.waitDelivered(ctx, tm.Grace)
 	return elapsed, nil
 }
 

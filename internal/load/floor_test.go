@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"context"
@@ -97,7 +97,7 @@ func TestSinkOverUDPCountsLossAndLatency(t *testing.T) {
 	relay := startTestRelay(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m := newMediaRun(ctx, newClock(), defaultMedia())
+	m := newMediaRun(newClock(), DefaultMedia())
 	var members []*floorMember
 	for range 2 {
 		c, err := joinFloor(ctx, relay, 0)
@@ -141,20 +141,26 @@ func TestSinkOverUDPCountsLossAndLatency(t *testing.T) {
 }
 
 // TestFloorPhaseWithChildRelay runs the whole floor phase as a real run
-// does: the relay is a child process, the senders are paced, and the
-// relay's CPU comes from the child's getrusage.
+// does, batched (the default) and not: the relay is a child process, the
+// senders are paced, and the relay's CPU comes from the child's getrusage.
 func TestFloorPhaseWithChildRelay(t *testing.T) {
+	for _, batch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) { testFloorPhase(t, batch) })
+	}
+}
+
+func testFloorPhase(t *testing.T, batch bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mc := defaultMedia()
+	mc := DefaultMedia()
 	mc.VideoKbps = 880 // 100 packets/s of 1100 bytes
 	topo := topology{{publishers: 1, listeners: 3}}
-	tm := timing{warmup: 200 * time.Millisecond, window: 1500 * time.Millisecond, grace: 2 * time.Second}
-	res, err := runFloor(ctx, testFloorOptions(t), topo, mc, tm, nil)
+	tm := Timing{Warmup: 200 * time.Millisecond, Window: 1500 * time.Millisecond, Grace: 2 * time.Second}
+	res, err := runFloor(ctx, testFloorOptions(t, batch), topo, mc, tm, nil)
 	if err != nil {
 		t.Fatalf("runFloor = %v", err)
 	}
-	perSub := (mc.VideoPPS() + float64(mc.AudioPPS)) * tm.window.Seconds()
+	perSub := (mc.VideoPPS() + float64(mc.AudioPPS)) * tm.Window.Seconds()
 	if exp := float64(res.media.expected); exp < 0.5*3*perSub || exp > 1.5*3*perSub {
 		t.Errorf("expected packets = %.0f; want about %.0f (3 receivers x %.0f)", exp, 3*perSub, perSub)
 	}

@@ -1,21 +1,17 @@
-package main
+package load
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/net/ipv4"
 )
@@ -130,11 +126,15 @@ func (r *floorRelay) register(from netip.AddrPort, g uint32) {
 	_, _ = r.conn.WriteToUDPAddrPort(floorAck, from) // a lost ack is retried by the member
 }
 
-// runFloorRelay is the child process: it prints "addr HOST:PORT", then
+// FloorRelayCommand is the subcommand of mediaload that runs
+// ServeFloorRelay: the floor starts Config.RelayExe with it.
+const FloorRelayCommand = "floor-relay"
+
+// ServeFloorRelay is the child process: it prints "addr HOST:PORT", then
 // answers each "usage" line on stdin with "usage CPU_NS IN OUT" (its own
 // user+system CPU time from getrusage and its packet counters) and exits
 // when stdin closes. With the argument "-batch" it sends with sendmmsg.
-func runFloorRelay(args []string, stdin io.Reader, stdout io.Writer) error {
+func ServeFloorRelay(args []string, stdin io.Reader, stdout io.Writer) error {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return fmt.Errorf("floor-relay: listen: %w", err)
@@ -175,156 +175,4 @@ const socketBuffer = 4 << 20
 func setBuffers(c *net.UDPConn) {
 	_ = c.SetReadBuffer(socketBuffer)
 	_ = c.SetWriteBuffer(socketBuffer)
-}
-
-// relayUsage is one reading of the child relay.
-type relayUsage struct {
-	cpu     time.Duration
-	in, out uint64
-}
-
-// relayProc is the parent's handle on the child relay process.
-type relayProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Scanner
-	addr  netip.AddrPort
-}
-
-// startRelayProc starts exe as the floor relay (batched with sendmmsg
-// when batch is set). env is added to the child's environment (tests use
-// it to make the test binary act as mediaload).
-func startRelayProc(ctx context.Context, exe string, env []string, batch bool) (*relayProc, error) {
-	args := []string{"floor-relay"}
-	if batch {
-		args = append(args, "-batch")
-	}
-	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, fmt.Errorf("floor: stdin pipe: %w", err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("floor: stdout pipe: %w", err)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("floor: start relay %s: %w", exe, err)
-	}
-	p := &relayProc{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
-	line, err := p.line("addr")
-	if err == nil {
-		p.addr, err = netip.ParseAddrPort(line)
-	}
-	if err != nil {
-		p.close()
-		return nil, fmt.Errorf("floor: relay address: %w", err)
-	}
-	return p, nil
-}
-
-// line reads the child's next line, which must start with word.
-func (p *relayProc) line(word string) (string, error) {
-	if !p.out.Scan() {
-		if err := p.out.Err(); err != nil {
-			return "", err
-		}
-		return "", io.ErrUnexpectedEOF
-	}
-	rest, ok := strings.CutPrefix(p.out.Text(), word+" ")
-	if !ok {
-		return "", fmt.Errorf("want %q line, got %q", word, p.out.Text())
-	}
-	return rest, nil
-}
-
-func (p *relayProc) usage() (relayUsage, error) {
-	var u relayUsage
-	if _, err := io.WriteString(p.stdin, "usage\n"); err != nil {
-		return u, fmt.Errorf("floor: ask usage: %w", err)
-	}
-	line, err := p.line("usage")
-	if err != nil {
-		return u, fmt.Errorf("floor: read usage: %w", err)
-	}
-	var ns int64
-	if _, err := fmt.Sscanf(line, "%d %d %d", &ns, &u.in, &u.out); err != nil {
-		return u, fmt.Errorf("floor: parse usage %q: %w", line, err)
-	}
-	u.cpu = time.Duration(ns)
-	return u, nil
-}
-
-// close ends the child (its stdin closes) and waits for it.
-func (p *relayProc) close() error {
-	p.stdin.Close()
-	if err := p.cmd.Wait(); err != nil {
-		return fmt.Errorf("floor: relay exit: %w", err)
-	}
-	return nil
-}
-
-// floorMember is one synthetic participant of the floor: a UDP socket
-// registered with the relay, its sink, and (for a publisher) its senders.
-type floorMember struct {
-	conn  *net.UDPConn
-	sink  *sink
-	relay netip.AddrPort
-}
-
-// joinFloor opens a socket and registers it in group g, retrying until
-// the relay acknowledges (UDP may drop the first try) or ctx ends.
-func joinFloor(ctx context.Context, relay netip.AddrPort, g uint32) (*net.UDPConn, error) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("floor: member listen: %w", err)
-	}
-	setBuffers(conn)
-	reg := binary.BigEndian.AppendUint32(append([]byte(nil), floorRegister...), g)
-	buf := make([]byte, 64)
-	for ctx.Err() == nil {
-		if _, err := conn.WriteToUDPAddrPort(reg, relay); err != nil {
-			break
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		n, _, err := conn.ReadFromUDPAddrPort(buf)
-		if err == nil && bytes.Equal(buf[:n], floorAck) {
-			_ = conn.SetReadDeadline(time.Time{})
-			return conn, nil
-		}
-	}
-	conn.Close()
-	return nil, fmt.Errorf("floor: register with relay %s: no acknowledgement", relay)
-}
-
-// receive reads media until the socket closes, accounting each payload
-// (the packet without its RTP header and tag padding).
-func (fm *floorMember) receive(clk clock) {
-	buf := make([]byte, 2048)
-	for {
-		n, _, err := fm.conn.ReadFromUDPAddrPort(buf)
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil || n < floorHeader+floorTag {
-			continue
-		}
-		fm.sink.observe(buf[floorHeader:n-floorTag], clk.now())
-	}
-}
-
-// writer is the member's transport for one sender: header, payload and
-// tag padding in one datagram to the relay.
-func (fm *floorMember) writer(size int) packetWriter {
-	pkt := make([]byte, floorHeader+size+floorTag)
-	return func(p rtpPacket) error {
-		pkt[0] = 0x80
-		binary.BigEndian.PutUint16(pkt[2:4], p.seq)
-		binary.BigEndian.PutUint32(pkt[4:8], p.ts)
-		copy(pkt[floorHeader:], p.payload)
-		_, err := fm.conn.WriteToUDPAddrPort(pkt, fm.relay)
-		return err
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"context"
@@ -21,13 +21,13 @@ const (
 // for -hold and leave, -cycles times in all. It compares the server's
 // goroutines, open files and heap before and after: a session that leaves
 // anything behind shows up there.
-func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error {
-	t, err := openTarget(ctx, cfg, cfg.parallel+1, pr)
+func runChurn(ctx context.Context, cfg Config, rep *Report, pr *progress) error {
+	t, err := openTarget(ctx, cfg, cfg.Parallel+1, pr)
 	if err != nil {
 		return err
 	}
 	defer t.close()
-	m := newMediaRun(ctx, newClock(), cfg.media)
+	m := newMediaRun(newClock(), cfg.Media)
 	defer m.stopSenders()
 	roomName := "load-" + runID() + "-churn"
 	anchor := &participant{room: roomName, identity: "anchor", publish: true, sink: m.addSink()}
@@ -40,30 +40,36 @@ func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error 
 	}
 	before, have, err := t.sampleLive(ctx)
 	if err != nil {
-		return fmt.Errorf("churn: server metrics (pass -ops-url '' to skip them): %w", err)
+		return fmt.Errorf("churn: server metrics (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
 	}
-	c := &churnReport{Cycles: cfg.cycles, Before: before}
-	jr := &joinResult{attempted: cfg.cycles}
+	c := &churnReport{Cycles: cfg.Cycles, Before: before}
+	jr := &joinResult{attempted: cfg.Cycles}
 	start := time.Now()
 	churnAll(ctx, cfg, t, m, roomName, jr, pr)
 	c.Seconds = time.Since(start).Seconds()
+	rep.Joins = jr.report()
 	t.finish(rep)
+	checkAnchor(rep, anchor)
+	c.Completed, c.Failed = int(jr.joined.Load()), int(jr.failed.Load())
+	if c.Failed > 0 {
+		rep.fail("churn: %d of %d joins failed (first: %s)", c.Failed, c.Cycles, rep.Joins.FirstErrorText)
+	}
+	if have {
+		c.After, c.SettledSeconds = settle(ctx, t, before, cfg.Settle)
+		checkLeaks(rep, c)
+	}
+	rep.Churn = c
+	return nil
+}
+
+// checkAnchor fails the run when the anchor's session ended during the
+// churn: the server's before and after would then differ by its session.
+func checkAnchor(rep *Report, anchor *participant) {
 	select {
 	case <-anchor.c.Done():
 		rep.fail("churn: the anchor's session ended during the churn (leave reason %q, %v); the before/after comparison is void", anchor.c.LeaveReason(), anchor.c.Err())
 	default:
 	}
-	c.Completed, c.Failed = int(jr.joined.Load()), int(jr.failed.Load())
-	rep.Joins = jr.report()
-	if c.Failed > 0 {
-		rep.fail("churn: %d of %d joins failed (first: %s)", c.Failed, c.Cycles, rep.Joins.FirstErrorText)
-	}
-	if have {
-		c.After, c.SettledSeconds = settle(ctx, t, before, cfg.settle)
-		checkLeaks(rep, c)
-	}
-	rep.Churn = c
-	return nil
 }
 
 // prime runs one cycle before the baseline is taken. The anchor's
@@ -71,7 +77,7 @@ func runChurn(ctx context.Context, cfg config, rep *Report, pr *progress) error 
 // goroutines only started) once there is a track to send it; that happens
 // with the first joiner and lasts as long as the anchor, so it belongs in
 // the baseline, not in what churn leaves behind.
-func prime(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, roomName string) error {
+func prime(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roomName string) error {
 	jr := &joinResult{}
 	p := &participant{room: roomName, identity: "primer", publish: true, sink: newSink(m.clk, m.sources, &m.total)}
 	churnOnce(ctx, cfg, t, m, p, jr)
@@ -85,16 +91,16 @@ func prime(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, roomNa
 }
 
 // churnAll runs the cycles on -parallel workers.
-func churnAll(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, roomName string, jr *joinResult, pr *progress) {
+func churnAll(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roomName string, jr *joinResult, pr *progress) {
 	var next atomic.Int64
 	stop := pr.every(time.Second, func() string {
-		return fmt.Sprintf("churn   %d/%d cycles, %d failed, join p50 %.0f ms", jr.joined.Load(), cfg.cycles, jr.failed.Load(), ms(jr.firstMedia.quantile(0.5)))
+		return fmt.Sprintf("churn   %d/%d cycles, %d failed, join p50 %.0f ms", jr.joined.Load(), cfg.Cycles, jr.failed.Load(), ms(jr.firstMedia.quantile(0.5)))
 	})
 	defer stop()
 	var wg sync.WaitGroup
-	for range cfg.parallel {
+	for range cfg.Parallel {
 		wg.Go(func() {
-			for i := next.Add(1); i <= int64(cfg.cycles) && ctx.Err() == nil; i = next.Add(1) {
+			for i := next.Add(1); i <= int64(cfg.Cycles) && ctx.Err() == nil; i = next.Add(1) {
 				p := &participant{room: roomName, identity: fmt.Sprintf("c%d", i), publish: true,
 					sink: newSink(m.clk, m.sources, &m.total)}
 				churnOnce(ctx, cfg, t, m, p, jr)
@@ -105,10 +111,10 @@ func churnAll(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, roo
 }
 
 // churnOnce is one cycle: join and wait for media, hold, leave.
-func churnOnce(ctx context.Context, cfg config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult) {
+func churnOnce(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult) {
 	defer leaveOne(p)
 	if timedJoin(ctx, cfg, t, m, p, jr) {
-		_ = waitFor(ctx, cfg.hold)
+		_ = waitFor(ctx, cfg.Hold)
 		recordFirstVideo([]*participant{p}, jr)
 	}
 }

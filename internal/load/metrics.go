@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"bufio"
@@ -20,6 +20,19 @@ type serverSample struct {
 	FDs        float64   `json:"open_fds"`         // process_open_fds
 	HeapInuse  float64   `json:"heap_inuse_bytes"` // go_memstats_heap_inuse_bytes
 	At         time.Time `json:"at"`
+}
+
+// add sums o into s: the numbers of several instances are their sums.
+// At is the later of the two.
+func (s *serverSample) add(o serverSample) {
+	s.CPUSeconds += o.CPUSeconds
+	s.RSS += o.RSS
+	s.Goroutines += o.Goroutines
+	s.FDs += o.FDs
+	s.HeapInuse += o.HeapInuse
+	if o.At.After(s.At) {
+		s.At = o.At
+	}
 }
 
 // scrapedNames are the series read from /metrics; any labels are ignored

@@ -1,7 +1,6 @@
-package main
+package load
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -27,8 +26,8 @@ func (k mediaKind) String() string {
 	return "any"
 }
 
-// mediaConfig shapes the synthetic media every publisher sends.
-type mediaConfig struct {
+// MediaConfig shapes the synthetic media every publisher sends.
+type MediaConfig struct {
 	// VideoKbps is the video bitrate; with VideoPacket it sets the packet
 	// rate (3520 kbit/s of 1100-byte payloads is 400 packets/s).
 	VideoKbps int
@@ -38,9 +37,10 @@ type mediaConfig struct {
 	// FPS groups video packets into frames: one RTP timestamp per frame,
 	// the marker bit on its last packet.
 	FPS int
-	// KeyframeEvery makes every n-th frame a key frame (and a key frame
-	// also follows each keyframe request), so a server that waits for a
-	// key frame before forwarding to a new subscriber does not wait long.
+	// KeyframeEvery makes every n-th frame a key frame, so a server that
+	// waits for a key frame before forwarding to a new subscriber does not
+	// wait long. (Keyframe requests are not answered: the default, every
+	// 2 s at 30 fps, bounds the wait instead.)
 	KeyframeEvery int
 	// AudioPacket is the audio payload size: an Opus packet of 20 ms.
 	AudioPacket int
@@ -48,11 +48,11 @@ type mediaConfig struct {
 	AudioPPS int
 }
 
-func defaultMedia() mediaConfig {
-	return mediaConfig{VideoKbps: 3520, VideoPacket: 1100, FPS: 30, KeyframeEvery: 60, AudioPacket: 100, AudioPPS: 50}
+func DefaultMedia() MediaConfig {
+	return MediaConfig{VideoKbps: 3520, VideoPacket: 1100, FPS: 30, KeyframeEvery: 60, AudioPacket: 100, AudioPPS: 50}
 }
 
-func (c mediaConfig) validate() error {
+func (c MediaConfig) validate() error {
 	switch {
 	case c.VideoKbps < 0:
 		return fmt.Errorf("-video-kbps must not be negative, got %d", c.VideoKbps)
@@ -69,18 +69,18 @@ func (c mediaConfig) validate() error {
 }
 
 // VideoPPS is the video packet rate the bitrate and packet size give.
-func (c mediaConfig) VideoPPS() float64 {
+func (c MediaConfig) VideoPPS() float64 {
 	return float64(c.VideoKbps) * 1000 / 8 / float64(c.VideoPacket)
 }
 
-func (c mediaConfig) pps(k mediaKind) float64 {
+func (c MediaConfig) pps(k mediaKind) float64 {
 	if k == kindVideo {
 		return c.VideoPPS()
 	}
 	return float64(c.AudioPPS)
 }
 
-func (c mediaConfig) size(k mediaKind) int {
+func (c MediaConfig) size(k mediaKind) int {
 	if k == kindVideo {
 		return c.VideoPacket
 	}
@@ -105,7 +105,7 @@ type packetWriter func(p rtpPacket) error
 // by RTP timestamp and marker.
 type sender struct {
 	src     *source
-	cfg     mediaConfig
+	cfg     MediaConfig
 	clk     clock
 	write   packetWriter
 	errors  atomic.Uint64
@@ -113,7 +113,7 @@ type sender struct {
 	buf     []byte
 }
 
-func newSender(src *source, cfg mediaConfig, clk clock, w packetWriter) *sender {
+func newSender(src *source, cfg MediaConfig, clk clock, w packetWriter) *sender {
 	return &sender{src: src, cfg: cfg, clk: clk, write: w, buf: make([]byte, cfg.size(src.kind))}
 }
 
@@ -122,11 +122,12 @@ func newSender(src *source, cfg mediaConfig, clk clock, w packetWriter) *sender 
 // in one burst. Skipped packets are counted, never sent late.
 const maxLag = 200 * time.Millisecond
 
-// run sends until ctx is done, on an absolute schedule: a late wake-up
-// sends every packet that is due, so the configured rate holds even when
-// the timer fires late. A transport error is counted, not fatal: a server
-// that drops one write should show up as loss, not end the run.
-func (s *sender) run(ctx context.Context) {
+// run sends until stop or leave is closed, on an absolute schedule: a
+// late wake-up sends every packet that is due, so the configured rate
+// holds even when the timer fires late. A transport error is counted, not
+// fatal: a server that drops one write should show up as loss, not end
+// the run.
+func (s *sender) run(stop, leave <-chan struct{}) {
 	pps := s.cfg.pps(s.src.kind)
 	if pps <= 0 {
 		return
@@ -150,7 +151,9 @@ func (s *sender) run(ctx context.Context) {
 		}
 		t.Reset(next.Sub(now))
 		select {
-		case <-ctx.Done():
+		case <-stop:
+			return
+		case <-leave:
 			return
 		case <-t.C:
 		}

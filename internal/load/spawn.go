@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
@@ -44,10 +43,12 @@ func spawnEnv(maxSessions int) []string {
 }
 
 // spawn starts bin and waits (at most 30 s) for it to log its addresses.
-func spawn(ctx context.Context, bin string, maxSessions int) (*spawned, error) {
+// Its environment is ours with spawnEnv on top; its stderr goes to stderr
+// (nil: discarded).
+func spawn(ctx context.Context, bin string, maxSessions int, stderr io.Writer) (*spawned, error) {
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), spawnEnv(maxSessions)...)
-	cmd.Stderr = os.Stderr
+	cmd.Env = append(cmd.Environ(), spawnEnv(maxSessions)...)
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("spawn %s: stdout: %w", bin, err)
