@@ -3,6 +3,8 @@ package edge
 import (
 	"fmt"
 	"time"
+
+	"github.com/media-service/media-service/internal/connlimit"
 )
 
 // Config configures an edge instance. cmd/media-service fills it from the
@@ -154,6 +156,19 @@ type Config struct {
 // DevMode reports whether no API secret is configured, so the instance
 // uses the fixed dev key pair and serves /v1/dev/token.
 func (c Config) DevMode() bool { return c.APISecret == "" }
+
+// httpConnLimits are the connection bounds of PORT. Behind a proxy
+// (ClientIPHeader set) every TCP peer is the proxy, so the per-address
+// bound would cap the whole instance at MaxConnsPerIP: it is left off,
+// and only the total applies.
+func httpConnLimits(cfg Config, m *metrics) connlimit.Limits {
+	perIP := cfg.MaxConnsPerIP
+	if cfg.ClientIPHeader != "" {
+		perIP = 0
+	}
+	return connlimit.Limits{PerAddr: perIP, Total: cfg.MaxConns,
+		Counted: func(d int64) { m.conns.Add(bg, d) }, Refused: m.connRefused}
+}
 
 func (c Config) validate() error {
 	if err := checkPort("PORT", c.Port); err != nil {
