@@ -11,8 +11,8 @@ import (
 // TestConfigNamesBadVariable: every bad value stops the start with an
 // error that names its environment variable.
 func TestConfigNamesBadVariable(t *testing.T) {
-	if err := testConfig().validate(); err != nil {
-		t.Fatalf("testConfig().validate() = %v; want nil", err)
+	if err := testConfig().Validate(); err != nil {
+		t.Fatalf("testConfig().Validate() = %v; want nil", err)
 	}
 	tests := []struct {
 		variable string
@@ -45,9 +45,9 @@ func TestConfigNamesBadVariable(t *testing.T) {
 		t.Run(tt.variable, func(t *testing.T) {
 			c := testConfig()
 			tt.edit(&c)
-			err := c.validate()
+			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tt.variable) {
-				t.Errorf("validate() = %v; want an error naming %s", err, tt.variable)
+				t.Errorf("Validate() = %v; want an error naming %s", err, tt.variable)
 			}
 		})
 	}
@@ -79,8 +79,8 @@ func TestConfigConnBounds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.cfg().validate(); err != nil {
-				t.Errorf("validate() = %v; want nil", err)
+			if err := tt.cfg().Validate(); err != nil {
+				t.Errorf("Validate() = %v; want nil", err)
 			}
 		})
 	}

@@ -95,7 +95,7 @@ type Server struct {
 // New validates cfg and binds the HTTP and ops listeners, so that a taken
 // port fails here, before anything is served.
 func New(cfg Config, opts Options) (*Server, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Log == nil {

@@ -81,10 +81,10 @@ type Engine struct {
 // cfg.TCPPort is -1) and builds the webrtc.API. A taken port fails here,
 // before the instance serves anything.
 func New(cfg Config, meter metric.Meter, log *slog.Logger) (*Engine, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
