@@ -123,6 +123,10 @@ func TestServeAndDrainOnSignal(t *testing.T) {
 	}
 }
 
+// TestConfigErrorsStopTheStart: a bad value stops the start with exit 1
+// and one line on stderr that names the variable, before anything is
+// logged or bound, whichever package's configuration it belongs to; a
+// taken port fails with its address.
 func TestConfigErrorsStopTheStart(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -132,30 +136,49 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 	takenPort := fmt.Sprint(taken.Addr().(*net.TCPAddr).Port)
 
 	tests := []struct {
-		name string
-		env  []string
-		want string // the message must name the culprit
+		name  string
+		env   []string
+		want  string // the message must name the culprit
+		bound bool   // the error comes from binding, after the start-up log
 	}{
-		{"bad duration", []string{"MEDIA_DRAIN_TIMEOUT=abc"}, "MEDIA_DRAIN_TIMEOUT"},
-		{"negative drain", []string{"MEDIA_DRAIN_TIMEOUT=-1s"}, "MEDIA_DRAIN_TIMEOUT"},
-		{"bad port", []string{"PORT=99999"}, "PORT"},
-		{"port not a number", []string{"MEDIA_OPS_PORT=ops"}, "MEDIA_OPS_PORT"},
-		{"http port taken", []string{"PORT=" + takenPort}, "127.0.0.1:" + takenPort},
-		{"ops port taken", []string{"MEDIA_OPS_PORT=" + takenPort}, "127.0.0.1:" + takenPort},
-		{"short secret", []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, "MEDIA_API_SECRET"},
-		{"bad leak factor", []string{"MEDIA_LEAK_FACTOR=0.5"}, "MEDIA_LEAK_FACTOR"},
+		{"bad duration", []string{"MEDIA_DRAIN_TIMEOUT=abc"}, `media-service: MEDIA_DRAIN_TIMEOUT: "abc" is not a duration`, false},
+		{"negative drain", []string{"MEDIA_DRAIN_TIMEOUT=-1s"}, "media-service: edge: MEDIA_DRAIN_TIMEOUT must be positive, got -1s", false},
+		{"bad port", []string{"PORT=99999"}, "media-service: edge: PORT must be a port from 0 to 65535, got 99999", false},
+		{"port not a number", []string{"PORT=notaport"}, `media-service: PORT: "notaport" is not a port number (0-65535)`, false},
+		{"ops port not a number", []string{"MEDIA_OPS_PORT=ops"}, `media-service: MEDIA_OPS_PORT: "ops" is not a port number`, false},
+		{"two bad values", []string{"MEDIA_OPS_PORT=ops", "MEDIA_MAX_ROOMS=many"}, `MEDIA_OPS_PORT: "ops" is not a port number (0-65535); MEDIA_MAX_ROOMS: "many" is not a whole number`, false},
+		{"short secret", []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, "media-service: edge: MEDIA_API_SECRET must be at least 32 bytes, got 5", false},
+		{"bad leak factor", []string{"MEDIA_LEAK_FACTOR=0.5"}, "media-service: telemetry: MEDIA_LEAK_FACTOR must be above 1", false},
+		{"bad media value", []string{"MEDIA_NACK_BUFFER=500"}, "media-service: sfu: MEDIA_NACK_BUFFER must be a power of two", false},
+		// TURN is configured last and built after the media engine binds:
+		// its values too are checked before that.
+		{"bad turn value", []string{"MEDIA_TURN_MAX_CONNS=0"}, "media-service: turn: MEDIA_TURN_MAX_CONNS must be at least 1, got 0", false},
+		{"turn certificate missing", []string{"MEDIA_TURN_TLS_CERT=/nonexistent.pem", "MEDIA_TURN_TLS_KEY=/nonexistent.key"}, "media-service: turn: MEDIA_TURN_TLS_CERT and MEDIA_TURN_TLS_KEY do not load", false},
+		{"http port taken", []string{"PORT=" + takenPort}, "127.0.0.1:" + takenPort, true},
+		{"ops port taken", []string{"MEDIA_OPS_PORT=" + takenPort}, "127.0.0.1:" + takenPort, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(binary)
 			cmd.Env = append(append(os.Environ(), servicetest.LoopbackEnv...), tt.env...)
-			out, err := cmd.CombinedOutput()
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
 			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
-				t.Fatalf("media-service with %v: err = %v; want a non-zero exit\n%s", tt.env, err, out)
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Fatalf("media-service with %v: err = %v; want exit 1\n%s%s", tt.env, err, stdout.String(), stderr.String())
 			}
-			if !strings.Contains(string(out), tt.want) {
-				t.Errorf("media-service with %v said %q; want it to name %q", tt.env, out, tt.want)
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("media-service with %v said %q; want it to say %q", tt.env, stderr.String(), tt.want)
+			}
+			if tt.bound {
+				return
+			}
+			if lines := strings.Count(stderr.String(), "\n"); lines != 1 {
+				t.Errorf("media-service with %v wrote %d lines on stderr; want 1", tt.env, lines)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("media-service with %v logged before the error (so it may have bound a port):\n%s", tt.env, stdout.String())
 			}
 		})
 	}
