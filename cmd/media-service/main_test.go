@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,6 +180,72 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("media-service with %v logged before the error (so it may have bound a port):\n%s", tt.env, stdout.String())
+			}
+		})
+	}
+}
+
+// TestCommandLine: a request for help prints the usage and exits 0, a
+// flag or command it does not know prints the usage and exits 2, and
+// neither starts an instance; token mints only with a key pair an
+// instance would accept.
+func TestCommandLine(t *testing.T) {
+	const secret = "prod-secret-0123456789abcdef0123456789"
+	tests := []struct {
+		args     []string
+		env      []string
+		code     int
+		stdout   string // what stdout must hold
+		stderr   string // what stderr must hold; "" for nothing at all
+		noStdout bool
+	}{
+		{[]string{"-h"}, nil, 0, "media-service token -room R", "", false},
+		{[]string{"-help"}, nil, 0, `README.md, section "Configuration"`, "", false},
+		{[]string{"--help"}, nil, 0, "media-service [serve]", "", false},
+		{[]string{"help"}, nil, 0, "media-service [serve]", "", false},
+		{[]string{"serve", "-h"}, nil, 0, "media-service [serve]", "", false},
+		{[]string{"-port=80"}, nil, 2, "", "flag provided but not defined: -port", true},
+		{[]string{"serve", "-v"}, nil, 2, "", "Usage:", true},
+		{[]string{"serve", "now"}, nil, 2, "", `serve takes no arguments, got ["now"]`, true},
+		{[]string{"start"}, nil, 2, "", `unknown command "start"`, true},
+		{[]string{"token", "-h"}, nil, 0, "-identity", "", false},
+		{[]string{"token", "-bogus"}, nil, 2, "", "flag provided but not defined: -bogus", true},
+		{[]string{"token", "-room", "demo"}, nil, 2, "", "-room and -identity are required", true},
+		{[]string{"token", "-room", "demo", "-identity", "alice"}, []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, 1, "", "MEDIA_API_SECRET must be at least 32 bytes, got 5", true},
+		{[]string{"token", "-room", "demo", "-identity", "alice"}, []string{"MEDIA_API_SECRET=" + secret}, 1, "", "MEDIA_API_KEY is required when MEDIA_API_SECRET is set", true},
+		{[]string{"token", "-room", "demo", "-identity", "alice"}, []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=" + secret}, 0, "eyJ", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, tt.args...)
+			cmd.Env = append(append(os.Environ(), servicetest.LoopbackEnv...), "MEDIA_API_KEY=", "MEDIA_API_SECRET=")
+			cmd.Env = append(cmd.Env, tt.env...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("media-service %v still ran after a minute (an instance started?)\n%s", tt.args, stdout.String())
+			}
+			if code != tt.code {
+				t.Errorf("media-service %v exit code = %d; want %d\nstdout: %s\nstderr: %s", tt.args, code, tt.code, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) || tt.noStdout && stdout.Len() > 0 {
+				t.Errorf("media-service %v stdout = %q; want it to hold %q", tt.args, stdout.String(), tt.stdout)
+			}
+			if tt.stderr == "" && stderr.Len() > 0 || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("media-service %v stderr = %q; want %q", tt.args, stderr.String(), tt.stderr)
+			}
+			if strings.Contains(stdout.String()+stderr.String(), "server_started") || strings.Contains(stderr.String(), "help requested") {
+				t.Errorf("media-service %v printed %q %q; want no server and no flag noise", tt.args, stdout.String(), stderr.String())
 			}
 		})
 	}
