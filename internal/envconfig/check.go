@@ -64,6 +64,17 @@ func (v *Checker) Failf(field any, format string, args ...any) {
 	v.err = fmt.Errorf(prefix+format, args...)
 }
 
+// rule records a failure of field unless ok. It looks the variable up
+// even when ok, so any run of a Validate with good values (every test's)
+// proves each rule's field has a name: a mistake there panics in tests,
+// not at an operator's bad value.
+func (v *Checker) rule(field any, ok bool, format string, args ...any) {
+	v.Var(field)
+	if !ok {
+		v.Failf(field, format, args...)
+	}
+}
+
 // Err is the first failure, or nil when every check passed.
 func (v *Checker) Err() error { return v.err }
 
@@ -75,49 +86,35 @@ type number interface {
 
 // AtLeast checks *field >= min.
 func AtLeast[T number](v *Checker, field *T, min T) {
-	if *field < min {
-		v.Failf(field, "must be at least %v, got %v", min, *field)
-	}
+	v.rule(field, *field >= min, "must be at least %v, got %v", min, *field)
 }
 
 // Positive checks *field > 0.
 func Positive[T number](v *Checker, field *T) {
-	if *field <= 0 {
-		v.Failf(field, "must be positive, got %v", *field)
-	}
+	v.rule(field, *field > 0, "must be positive, got %v", *field)
 }
 
 // NotNegative checks *field >= 0.
 func NotNegative[T number](v *Checker, field *T) {
-	if *field < 0 {
-		v.Failf(field, "must not be negative, got %v", *field)
-	}
+	v.rule(field, *field >= 0, "must not be negative, got %v", *field)
 }
 
 // OffOrMore checks *field >= 0 for a bound that 0 turns off.
 func OffOrMore(v *Checker, field *int) {
-	if *field < 0 {
-		v.Failf(field, "must be 0 (off) or more, got %d", *field)
-	}
+	v.rule(field, *field >= 0, "must be 0 (off) or more, got %d", *field)
 }
 
 // Between checks lo <= *field <= hi.
 func Between[T cmp.Ordered](v *Checker, field *T, lo, hi T) {
-	if *field < lo || *field > hi {
-		v.Failf(field, "must be from %v to %v, got %v", lo, hi, *field)
-	}
+	v.rule(field, *field >= lo && *field <= hi, "must be from %v to %v, got %v", lo, hi, *field)
 }
 
 // Port checks that *field is a port number, 0 included (the system picks
 // a free port); with offOK, -1 (off) too.
 func Port(v *Checker, field *int, offOK bool) {
-	switch p := *field; {
-	case offOK && p == -1:
-	case p < 0 || p > 65535:
-		or := ""
-		if offOK {
-			or = "-1 (off) or "
-		}
-		v.Failf(field, "must be %sa port from 0 to 65535, got %d", or, p)
+	p, or := *field, ""
+	if offOK {
+		or = "-1 (off) or "
 	}
+	v.rule(field, p >= 0 && p <= 65535 || offOK && p == -1, "must be %sa port from 0 to 65535, got %d", or, p)
 }

@@ -133,3 +133,17 @@ func TestVarMisuse(t *testing.T) {
 		}()
 	}
 }
+
+// TestRuleNamesFieldEvenWhenGood: a rule given a field that is not the
+// checked struct's panics with a good value too, so a mistake shows in
+// any test rather than at an operator's bad value.
+func TestRuleNamesFieldEvenWhenGood(t *testing.T) {
+	var c, other testConfig
+	other.Sessions = 5
+	defer func() {
+		if r := recover(); r == nil {
+			t.Error("AtLeast on another struct's field with a good value did not panic")
+		}
+	}()
+	AtLeast(Check("test", &c), &other.Sessions, 1)
+}
