@@ -28,16 +28,31 @@ func Check(pkg string, cfg any) *Checker {
 }
 
 // Var is the environment variable of field, a pointer to a field of the
-// struct being checked. It panics if field is not one, or has no env
-// tag: that is a mistake in the caller's code, not in a configuration.
-func (v *Checker) Var(field any) string {
+// struct being checked (see Name).
+func (v *Checker) Var(field any) string { return name(v.cfg, field) }
+
+// Name is the environment variable of field, a pointer to a field of
+// *cfg, for errors outside validation (a port that cannot be bound). It
+// panics if field is not one, or has no env tag: that is a mistake in
+// the caller's code, not in a configuration.
+func Name(cfg, field any) string {
+	v := reflect.ValueOf(cfg)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		panic(fmt.Sprintf("envconfig: Name(%T): want a pointer to a struct", cfg))
+	}
+	return name(v.Elem(), field)
+}
+
+// name is the variable of field, a pointer into the addressable struct
+// cfg.
+func name(cfg reflect.Value, field any) string {
 	p := reflect.ValueOf(field)
 	if p.Kind() != reflect.Pointer {
-		panic(fmt.Sprintf("envconfig: Var(%T): want a pointer to a field", field))
+		panic(fmt.Sprintf("envconfig: %T: want a pointer to a field", field))
 	}
-	t := v.cfg.Type()
+	t := cfg.Type()
 	for i := range t.NumField() {
-		f := v.cfg.Field(i)
+		f := cfg.Field(i)
 		if f.Type() == p.Type().Elem() && f.Addr().Pointer() == p.Pointer() {
 			if name := tagName(t.Field(i)); name != "" {
 				return name
@@ -45,7 +60,7 @@ func (v *Checker) Var(field any) string {
 			panic(fmt.Sprintf("envconfig: field %s.%s has no env tag", t, t.Field(i).Name))
 		}
 	}
-	panic(fmt.Sprintf("envconfig: Var(%T): not a field of the %s being checked", field, t))
+	panic(fmt.Sprintf("envconfig: %T: not a field of the %s", field, t))
 }
 
 // Failf records that field's value is bad, unless a check failed before.

@@ -147,3 +147,11 @@ func TestRuleNamesFieldEvenWhenGood(t *testing.T) {
 	}()
 	AtLeast(Check("test", &c), &other.Sessions, 1)
 }
+
+// TestName: the variable of a field, outside any Checker.
+func TestName(t *testing.T) {
+	var c testConfig
+	if got := Name(&c, &c.ICEPort); got != "MEDIA_ICE_TCP_PORT" {
+		t.Errorf("Name(&c, &c.ICEPort) = %q; want MEDIA_ICE_TCP_PORT", got)
+	}
+}
