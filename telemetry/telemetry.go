@@ -72,7 +72,7 @@ type Provider struct {
 // exporter. When an OTLP endpoint is configured, a periodic reader pushes
 // to it over HTTP as well.
 func New(ctx context.Context, cfg Config, opts Options) (*Provider, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Log == nil {
