@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("env.Parse(empty) = %+v; want %+v", got, want)
 	}
-	if err := got.validate(); err != nil {
+	if err := got.Validate(); err != nil {
 		t.Errorf("validate(defaults) = %v; want nil", err)
 	}
 }
