@@ -117,7 +117,7 @@ func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
 	if err := s.pub.SetRemoteDescription(offer); err != nil {
 		return "", fmt.Errorf("edge: publisher offer: %w", err)
 	}
-	s.addHeld(signal.TargetPublisher, s.pub)
+	s.addHeld(signal.TargetPublisher)
 	answer, err := s.pub.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
@@ -216,7 +216,7 @@ func sendingTracks(d *sdp.SessionDescription) int {
 // handleAnswer applies the client's answer to the outstanding subscriber
 // offer.
 func (s *Session) handleAnswer(answerSDP string) {
-	if s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+	if s.sub.PeerConnection().SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
 		return
 	}
@@ -229,10 +229,11 @@ func (s *Session) handleAnswer(answerSDP string) {
 	if !s.takeCandidates(signal.TargetSubscriber, sdpCandidates(parsed)) {
 		return
 	}
-	if err := s.srv.media.Negotiate(s.sub, func() error { return s.sub.SetRemoteDescription(answer) }); err != nil {
-		s.log.Info("answer_refused", "state", s.sub.SignalingState().String(), "err", err)
+	if err := s.sub.Answer(answer); err != nil {
+		state := s.sub.PeerConnection().SignalingState()
+		s.log.Info("answer_refused", "state", state.String(), "err", err)
 		s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
-		if s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		if state != webrtc.SignalingStateHaveLocalOffer {
 			// Pion took the description and then failed, e.g. starting
 			// a sender whose codec the answer does not accept: the
 			// connection is half-negotiated and every later offer
@@ -241,7 +242,7 @@ func (s *Session) handleAnswer(answerSDP string) {
 		}
 		return // else nothing was applied: the offer still waits for an answer
 	}
-	s.addHeld(signal.TargetSubscriber, s.sub)
+	s.addHeld(signal.TargetSubscriber)
 	select {
 	case s.answered <- struct{}{}:
 	default:
@@ -267,38 +268,48 @@ func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
 		return
 	}
 	s.candidates[k] = struct{}{}
-	pc := s.peer(target)
-	if pc.RemoteDescription() == nil {
+	if !s.hasRemote(target) {
 		s.held[target] = append(s.held[target], c)
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()
-	if err := pc.AddICECandidate(c); err != nil {
+	s.addCandidate(target, c)
+}
+
+// hasRemote reports whether target's connection has its remote
+// description; until then its candidates are held.
+func (s *Session) hasRemote(target string) bool {
+	if target == signal.TargetPublisher {
+		return s.pub.RemoteDescription() != nil
+	}
+	return s.sub.PeerConnection().RemoteDescription() != nil
+}
+
+// addCandidate adds c to target's connection; one that does not parse is
+// refused with invalid_candidate.
+func (s *Session) addCandidate(target string, c webrtc.ICECandidateInit) {
+	var err error
+	if target == signal.TargetPublisher {
+		err = s.pub.AddICECandidate(c)
+	} else {
+		err = s.sub.AddCandidate(c)
+	}
+	if err != nil {
 		s.srv.metrics.candidateRefused("invalid")
 		s.sendError(signal.CodeInvalidCandidate, "candidate does not parse")
 	}
 }
 
-func (s *Session) peer(target string) *webrtc.PeerConnection {
-	if target == signal.TargetPublisher {
-		return s.pub
-	}
-	return s.sub
-}
-
-// addHeld adds the candidates held for target once pc has its remote
-// description.
-func (s *Session) addHeld(target string, pc *webrtc.PeerConnection) {
+// addHeld adds the candidates held for target once its connection has its
+// remote description.
+func (s *Session) addHeld(target string) {
 	s.mu.Lock()
 	held := s.held[target]
 	delete(s.held, target)
 	s.mu.Unlock()
 	for _, c := range held {
-		if err := pc.AddICECandidate(c); err != nil {
-			s.srv.metrics.candidateRefused("invalid")
-			s.sendError(signal.CodeInvalidCandidate, "candidate does not parse")
-		}
+		s.addCandidate(target, c)
 	}
 }
 
@@ -379,7 +390,7 @@ func (s *Session) subscribe(p *sfu.Publication) {
 		s.mu.Unlock()
 		return
 	}
-	sub, err := p.Subscribe(s.sub)
+	sub, err := s.sub.Subscribe(p)
 	if err != nil {
 		s.mu.Unlock()
 		s.log.Debug("subscribe_failed", "publication", p.ID(), "err", err)
@@ -471,15 +482,9 @@ func (s *Session) negotiateLoop() {
 }
 
 func (s *Session) offerSubscriber() error {
-	var offer webrtc.SessionDescription
-	err := s.srv.media.Negotiate(s.sub, func() (err error) {
-		if offer, err = s.sub.CreateOffer(nil); err != nil {
-			return err
-		}
-		return s.sub.SetLocalDescription(offer)
-	})
+	offer, err := s.sub.Offer()
 	if err != nil {
-		return fmt.Errorf("edge: subscriber offer: %w", err)
+		return err
 	}
 	s.send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP})
 	s.subICE.Open()

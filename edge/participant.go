@@ -36,17 +36,17 @@ func (srv *Server) newParticipant(conn *websocket.Conn, c *auth.Claims, r *room,
 	if s.pub, err = srv.media.NewPublisherPeerConnection(webrtc.Configuration{}); err != nil {
 		return nil, err
 	}
-	if s.sub, err = srv.media.NewSubscriberPeerConnection(webrtc.Configuration{}); err != nil {
+	if s.sub, err = srv.media.NewSubscriberConn(webrtc.Configuration{}); err != nil {
 		_ = s.pub.Close()
 		return nil, err
 	}
 	s.pubICE = signal.NewTrickle(s.candidateSender(signal.TargetPublisher))
 	s.subICE = signal.NewTrickle(s.candidateSender(signal.TargetSubscriber))
 	s.pub.OnICECandidate(s.pubICE.Candidate)
-	s.sub.OnICECandidate(s.subICE.Candidate)
+	s.sub.PeerConnection().OnICECandidate(s.subICE.Candidate)
 	s.pub.OnTrack(s.onTrack)
 	s.pub.OnConnectionStateChange(s.connectionState(signal.TargetPublisher))
-	s.sub.OnConnectionStateChange(s.connectionState(signal.TargetSubscriber))
+	s.sub.PeerConnection().OnConnectionStateChange(s.connectionState(signal.TargetSubscriber))
 	return s, nil
 }
 

@@ -51,7 +51,8 @@ type Session struct {
 	room     *room
 	opened   time.Time // WebSocket open: the start of the join time
 	ws       *wsClient
-	pub, sub *webrtc.PeerConnection
+	pub      *webrtc.PeerConnection // publisher: the client offers and sends
+	sub      *sfu.SubscriberConn    // subscriber: the server offers and sends
 	pubICE   *signal.Trickle
 	subICE   *signal.Trickle
 	offers   *rate.Limiter // publisher offers

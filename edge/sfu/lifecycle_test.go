@@ -42,7 +42,7 @@ func TestUnsubscribe(t *testing.T) {
 		t.Errorf("Tracks() after one Subscription.Close = %d; want 3", got)
 	}
 	closedWithin(t, subs[0].Done(), "Subscription.Done after Close")
-	negotiate(t, sub.server, sub.pc)
+	sub.negotiate(t)
 	closedWithin(t, tracks[webrtc.RTPCodecTypeVideo].ended, "end of the removed video track at the subscriber")
 
 	first := pub.audio.send(t, 50)
@@ -86,7 +86,7 @@ func TestPublisherGone(t *testing.T) {
 					t.Errorf("subscriber still sends track %s after its publisher left", s.Track().ID())
 				}
 			}
-			if _, err := video.Subscribe(sub.server); !errors.Is(err, ErrClosed) {
+			if _, err := sub.conn.Subscribe(video); !errors.Is(err, ErrClosed) {
 				t.Errorf("Subscribe() after the publisher left = %v; want ErrClosed", err)
 			}
 		})
@@ -139,8 +139,7 @@ func TestCloseBeforeNegotiation(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
 	video, _ := pub.publications(t)
-	server := newServerPC(t, h.engine.NewSubscriberPeerConnection)
-	sub, err := video.Subscribe(server)
+	sub, err := subscriberConn(t, h.engine).Subscribe(video)
 	if err != nil {
 		t.Fatalf("Subscribe() = %v", err)
 	}
@@ -221,7 +220,7 @@ func TestResubscribeReusesTransceiver(t *testing.T) {
 	if err := subs[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	negotiate(t, sub.server, sub.pc)
+	sub.negotiate(t)
 
 	again := sub.subscribe(t, second)
 	r := sub.awaitTracks(t, 1, h264Pub.video)[webrtc.RTPCodecTypeVideo]
