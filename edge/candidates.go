@@ -56,7 +56,7 @@ func (s *Session) takeCandidates(target string, lines []string) bool {
 			fresh = append(fresh, k)
 		}
 	}
-	fits := len(s.candidates)+len(fresh) <= s.srv.cfg.MaxCandidates
+	fits := len(s.candidates)+len(fresh) <= s.deps.cfg.MaxCandidates
 	if fits {
 		for _, k := range fresh {
 			s.candidates[k] = struct{}{}
@@ -64,8 +64,8 @@ func (s *Session) takeCandidates(target string, lines []string) bool {
 	}
 	s.mu.Unlock()
 	if !fits {
-		s.srv.metrics.candidateRefused("limit")
-		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session, in descriptions or trickled", s.srv.cfg.MaxCandidates))
+		s.deps.metrics.candidateRefused("limit")
+		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session, in descriptions or trickled", s.deps.cfg.MaxCandidates))
 	}
 	return fits
 }
@@ -91,10 +91,10 @@ func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
 		s.mu.Unlock()
 		return // the ICE agent has it already
 	}
-	if len(s.candidates) >= s.srv.cfg.MaxCandidates {
+	if len(s.candidates) >= s.deps.cfg.MaxCandidates {
 		s.mu.Unlock()
-		s.srv.metrics.candidateRefused("limit")
-		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session", s.srv.cfg.MaxCandidates))
+		s.deps.metrics.candidateRefused("limit")
+		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session", s.deps.cfg.MaxCandidates))
 		return
 	}
 	s.candidates[k] = struct{}{}
@@ -126,7 +126,7 @@ func (s *Session) addCandidate(target string, c webrtc.ICECandidateInit) {
 		err = s.sub.AddCandidate(c)
 	}
 	if err != nil {
-		s.srv.metrics.candidateRefused("invalid")
+		s.deps.metrics.candidateRefused("invalid")
 		s.sendError(signal.CodeInvalidCandidate, "candidate does not parse")
 	}
 }

@@ -41,8 +41,8 @@ func (s *Session) handleOffer(offerSDP string) {
 	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
 		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
 		return
-	} else if n > s.srv.cfg.MaxTracks {
-		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.srv.cfg.MaxTracks))
+	} else if n > s.deps.cfg.MaxTracks {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.deps.cfg.MaxTracks))
 		return
 	}
 	if err := checkOffer(parsed); err != nil {
@@ -203,7 +203,7 @@ func (s *Session) negotiateLoop() {
 			s.end(reasonInternal)
 			return
 		}
-		t := time.NewTimer(s.srv.cfg.NegotiationTimeout)
+		t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
 		select {
 		case <-s.answered:
 			t.Stop()

@@ -13,7 +13,7 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	if !s.admitTrack() {
 		return
 	}
-	p, err := s.srv.media.Publish(remote, recv, s.pub, s.id)
+	p, err := s.deps.media.Publish(remote, recv, s.pub, s.id)
 	if err != nil {
 		s.wg.Done()
 		s.log.Warn("publish_failed", "err", err)
@@ -37,7 +37,7 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 func (s *Session) admitTrack() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended || !s.grants.Publish || s.published >= s.srv.cfg.MaxTracks {
+	if s.ended || !s.grants.Publish || s.published >= s.deps.cfg.MaxTracks {
 		return false
 	}
 	s.published++

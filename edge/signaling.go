@@ -22,7 +22,7 @@ func (s *Session) run() {
 // (end keeps the first reason, so a leave before the close wins).
 func (s *Session) readLoop() string {
 	conn := s.ws.conn
-	idle := s.srv.cfg.IdleTimeout
+	idle := s.deps.cfg.IdleTimeout
 	_ = conn.SetReadDeadline(time.Now().Add(idle))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(idle)) })
 	for {
