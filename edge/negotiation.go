@@ -34,22 +34,7 @@ func (s *Session) handleOffer(offerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
 		return
 	}
-	if len(parsed.MediaDescriptions) > maxOfferSections {
-		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d media sections per offer", maxOfferSections))
-		return
-	}
-	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
-		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
-		return
-	} else if n > s.deps.cfg.MaxTracks {
-		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.deps.cfg.MaxTracks))
-		return
-	}
-	if err := checkOffer(parsed); err != nil {
-		s.sendError(signal.CodeInvalidSDP, err.Error())
-		return
-	}
-	if !s.takeCandidates(signal.TargetPublisher, sdpCandidates(parsed)) {
+	if !s.admitOffer(parsed) {
 		return
 	}
 	answer, err := s.answer(offer)
@@ -61,6 +46,28 @@ func (s *Session) handleOffer(offerSDP string) {
 	}
 	s.send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetPublisher, SDP: answer})
 	s.pubICE.Open()
+}
+
+// admitOffer runs the section, grant, track, shape and candidate checks
+// on a parsed publisher offer; it answers a refusal itself and reports
+// whether the offer may be applied.
+func (s *Session) admitOffer(parsed *sdp.SessionDescription) bool {
+	if len(parsed.MediaDescriptions) > maxOfferSections {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d media sections per offer", maxOfferSections))
+		return false
+	}
+	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
+		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
+		return false
+	} else if n > s.deps.cfg.MaxTracks {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.deps.cfg.MaxTracks))
+		return false
+	}
+	if err := checkOffer(parsed); err != nil {
+		s.sendError(signal.CodeInvalidSDP, err.Error())
+		return false
+	}
+	return s.takeCandidates(signal.TargetPublisher, sdpCandidates(parsed))
 }
 
 // reasonNegotiationFailed closes a session whose publisher or subscriber

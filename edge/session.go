@@ -377,7 +377,7 @@ func (s *Session) closeMedia() {
 	s.subs = nil
 	s.mu.Unlock()
 	for _, sub := range subs {
-		if err := sub.Close(); err != nil {
+		if err := s.sub.Unsubscribe(sub); err != nil {
 			s.log.Debug("subscription_close_failed", "err", err)
 		}
 	}

@@ -55,7 +55,7 @@ func (s *Session) unsubscribe(ps ...*sfu.Publication) {
 	}
 	s.mu.Unlock()
 	for _, sub := range gone {
-		if err := sub.Close(); err != nil {
+		if err := s.sub.Unsubscribe(sub); err != nil {
 			s.log.Debug("unsubscribe_failed", "err", err)
 		}
 	}

@@ -394,7 +394,7 @@ func subscriberConn(t testing.TB, e *Engine) *SubscriberConn {
 // a video subscription reads its RTCP in a goroutine of its own.
 func generalConn(t testing.TB, e *Engine) *SubscriberConn {
 	t.Helper()
-	return newSubscriberConn(e, newServerPC(t, e.NewPeerConnection))
+	return &SubscriberConn{pc: newServerPC(t, e.NewPeerConnection)}
 }
 
 // newSubscriberOn is newSubscriber with the server connection made by

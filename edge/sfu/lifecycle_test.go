@@ -152,6 +152,35 @@ func TestCloseBeforeNegotiation(t *testing.T) {
 	}
 }
 
+// TestUnsubscribeOtherConnection: a connection refuses to end another
+// connection's subscription, which keeps forwarding; its own connection
+// ends it.
+func TestUnsubscribeOtherConnection(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	own, other := subscriberConn(t, h.engine), subscriberConn(t, h.engine)
+	sub, err := own.Subscribe(video)
+	if err != nil {
+		t.Fatalf("Subscribe() = %v", err)
+	}
+	if err := other.Unsubscribe(sub); !errors.Is(err, errNotOnConn) {
+		t.Fatalf("Unsubscribe() on another connection = %v; want %v", err, errNotOnConn)
+	}
+	select {
+	case <-sub.Done():
+		t.Fatal("the subscription ended after another connection's Unsubscribe; want it forwarding")
+	default:
+	}
+	if n := len(*video.subs.Load()); n != 1 {
+		t.Errorf("fan-out size after a refused Unsubscribe = %d; want 1", n)
+	}
+	if err := own.Unsubscribe(sub); err != nil {
+		t.Fatalf("Unsubscribe() on its own connection = %v; want nil", err)
+	}
+	closedWithin(t, sub.Done(), "Subscription.Done")
+}
+
 // TestSubscribeChurn: subscribers come and go while the publisher sends
 // without pause; each one receives media, and the race detector and
 // goleak watch the fan-out's copy-on-write and the bindings.

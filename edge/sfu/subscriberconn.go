@@ -28,12 +28,12 @@ import (
 // layer, pausing what does not fit. Neither exists yet.
 //
 // Goroutines: none of its own. Its rtcpRouter runs on Pion's SRTCP
-// reader; a video Subscription on a connection without a router (made by
-// newSubscriberConn over a general PeerConnection) reads its RTCP itself.
+// reader; a video Subscription on a connection without a router (a
+// general PeerConnection, which only the package's tests build) reads its
+// RTCP itself.
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
 	router *rtcpRouter // nil on a general PeerConnection
-	engine *Engine
 
 	// mu is held around every change to pc's descriptions, candidates and
 	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack
@@ -54,14 +54,7 @@ func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, err
 	if err != nil {
 		return nil, err
 	}
-	return &SubscriberConn{pc: pc, router: router, engine: e}, nil
-}
-
-// newSubscriberConn makes a subscriber connection of pc, a PeerConnection
-// of e made by NewPeerConnection: without a router, a video subscription
-// reads its subscriber's RTCP in a goroutine of its own.
-func newSubscriberConn(e *Engine, pc *webrtc.PeerConnection) *SubscriberConn {
-	return &SubscriberConn{pc: pc, engine: e}
+	return &SubscriberConn{pc: pc, router: router}, nil
 }
 
 // PeerConnection is the connection itself, for its callbacks
@@ -112,9 +105,18 @@ func (c *SubscriberConn) Subscribe(p *Publication) (*Subscription, error) {
 	return p.subscribe(c)
 }
 
+// errNotOnConn: Unsubscribe was given another connection's subscription.
+var errNotOnConn = errors.New("sfu: unsubscribe: the subscription is on another connection")
+
 // Unsubscribe stops forwarding sub and removes its track from the
-// connection (the caller renegotiates). It is sub.Close.
-func (c *SubscriberConn) Unsubscribe(sub *Subscription) error { return sub.Close() }
+// connection (the caller renegotiates): sub.Close, for a subscription of
+// this connection.
+func (c *SubscriberConn) Unsubscribe(sub *Subscription) error {
+	if sub.conn != c {
+		return errNotOnConn
+	}
+	return sub.Close()
+}
 
 // addTrack adds t to the connection, ordered against negotiation.
 func (c *SubscriberConn) addTrack(t webrtc.TrackLocal) (*webrtc.RTPSender, error) {
