@@ -15,7 +15,7 @@
 // one (reading the subscriber's RTCP) on any other.
 //
 // Memory: a video publication's NACK history is mapped outside the Go
-// heap on Linux and unmapped when the publication ends (ringmem_linux.go).
+// heap on Linux and unmapped when the publication ends (packethistory_linux.go).
 //
 // Metrics (Prometheus names; the only attribute is kind=audio|video):
 // media_rtp_received_{packets,bytes}_total,
