@@ -7,8 +7,9 @@ import (
 	"sync/atomic"
 )
 
-// Sessions is the instance's session manager: a sessionSet of *Session.
-type Sessions = sessionSet[*Session]
+// Sessions is the instance's session manager: the sessionSet of *Session
+// (in its methods, S is *Session).
+type Sessions struct{ sessionSet[*Session] }
 
 // managed is what the manager needs of what it holds.
 type managed interface {
@@ -39,15 +40,19 @@ type sessionShard[S managed] struct {
 }
 
 // NewSessions returns a manager with n shards (at least 1).
-func NewSessions(n int) *Sessions { return newSessionSet[*Session](n) }
+func NewSessions(n int) *Sessions {
+	m := &Sessions{}
+	m.init(n)
+	return m
+}
 
-func newSessionSet[S managed](n int) *sessionSet[S] {
+// init makes m's n shards (at least 1); m is not yet shared.
+func (m *sessionSet[S]) init(n int) {
 	n = max(n, 1)
-	m := &sessionSet[S]{seed: maphash.MakeSeed(), shards: make([]sessionShard[S], n), empty: make(chan struct{})}
+	m.seed, m.shards, m.empty = maphash.MakeSeed(), make([]sessionShard[S], n), make(chan struct{})
 	for i := range m.shards {
 		m.shards[i].m = make(map[string]S)
 	}
-	return m
 }
 
 func (m *sessionSet[S]) shard(id string) *sessionShard[S] {

@@ -18,7 +18,11 @@ type bareSession struct {
 
 type bareSessions = sessionSet[*bareSession]
 
-func newBareSessions(n int) *bareSessions { return newSessionSet[*bareSession](n) }
+func newBareSessions(n int) *bareSessions {
+	m := &bareSessions{}
+	m.init(n)
+	return m
+}
 
 func newBare(id string, m *bareSessions) *bareSession { return &bareSession{id: id, m: m} }
 
