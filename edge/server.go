@@ -1,6 +1,3 @@
-// Package edge is one edge instance of media-service: the Echo application
-// with its signaling WebSocket, the sessions and rooms, the SFU forwarding,
-// and the instance lifecycle with its drain.
 package edge
 
 import (
