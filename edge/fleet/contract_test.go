@@ -236,3 +236,42 @@ func TestStaleOwnerCannotOverwrite(t *testing.T) {
 		}
 	})
 }
+
+// Release drops the room's claim; Close drops the held rooms' claims and
+// the registration, so the fleet places them again at once.
+func TestReleaseAndClose(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		open, _ := b.start(t)
+		a := join(t, open(t), "a", "ams", fleet.Load{})
+		for _, room := range []string{"r1", "r2"} {
+			if owner, err := a.Place(t.Context(), room, "ams"); err != nil || owner.ID != "a" {
+				t.Fatalf("Place(%s) on a = %s, %v; want a", room, owner.ID, err)
+			}
+			a.Hold(room)
+		}
+		if n, _ := a.metric(t, "media_fleet_rooms_owned"); n != 2 {
+			t.Errorf("media_fleet_rooms_owned = %v; want 2", n)
+		}
+		a.Release("r1")
+		eventually(t, "r1's claim released", func() bool {
+			_, ok, err := a.store.Lookup(t.Context(), "r1")
+			return err == nil && !ok
+		})
+		a.stop()
+		if err := a.Close(); err != nil {
+			t.Fatalf("Close() = %v", err)
+		}
+		if err := a.Close(); err != nil {
+			t.Errorf("second Close() = %v; want nil", err)
+		}
+		if _, ok, err := a.store.Lookup(t.Context(), "r2"); err != nil || ok {
+			t.Errorf("r2 after Close: entry present = %v, %v; want none", ok, err)
+		}
+		if _, ok, err := a.store.Instance(t.Context(), "a"); err != nil || ok {
+			t.Errorf("a after Close: registered = %v, %v; want not", ok, err)
+		}
+		if n, _ := a.metric(t, "media_fleet_rooms_owned"); n != 0 {
+			t.Errorf("media_fleet_rooms_owned after Close = %v; want 0", n)
+		}
+	})
+}
