@@ -148,12 +148,13 @@ func (s *RedisStore) Instance(ctx context.Context, id string) (Instance, bool, e
 	if err != nil {
 		return Instance{}, false, err
 	}
-	in, err := decodeInstance(v)
-	return in, err == nil, err
+	in, ok := decodeInstance(v)
+	return in, ok && in.ID == id, nil
 }
 
 // Instances implements [Store]: a SCAN of the instance keys, then their
-// values in one MGET (a key that expired in between is left out).
+// values in one MGET (a key that expired in between is left out, and so is
+// one an instance did not write: see decodeInstance).
 func (s *RedisStore) Instances(ctx context.Context) ([]Instance, error) {
 	var keys []string
 	it := s.c.Scan(ctx, 0, instanceKey+"*", 1000).Iterator()
@@ -171,27 +172,27 @@ func (s *RedisStore) Instances(ctx context.Context) ([]Instance, error) {
 		return nil, err
 	}
 	out := make([]Instance, 0, len(vals))
-	for _, v := range vals {
+	for i, v := range vals {
 		str, ok := v.(string)
 		if !ok {
-			continue
+			continue // expired since the SCAN
 		}
-		in, err := decodeInstance(str)
-		if err != nil {
-			return nil, err
+		if in, ok := decodeInstance(str); ok && keys[i] == instanceKey+in.ID {
+			out = append(out, in)
 		}
-		out = append(out, in)
 	}
 	return out, nil
 }
 
-// decodeInstance parses an instance key's value.
-func decodeInstance(v string) (Instance, error) {
+// decodeInstance parses an instance key's value. One that does not parse,
+// or names no id or URL, was not written by an instance: it counts as no
+// instance, so no room is placed on it or followed to it.
+func decodeInstance(v string) (Instance, bool) {
 	var in Instance
-	if err := json.Unmarshal([]byte(v), &in); err != nil {
-		return Instance{}, fmt.Errorf("instance entry: %w", err)
+	if err := json.Unmarshal([]byte(v), &in); err != nil || in.ID == "" || in.URL == "" {
+		return Instance{}, false
 	}
-	return in, nil
+	return in, true
 }
 
 // Lookup implements [Store].
@@ -203,11 +204,7 @@ func (s *RedisStore) Lookup(ctx context.Context, room string) (Claim, bool, erro
 	if err != nil {
 		return Claim{}, false, err
 	}
-	c, err := decodeClaim(v)
-	if err != nil {
-		return Claim{}, false, fmt.Errorf("room entry: %w", err)
-	}
-	return c, true, nil
+	return decodeClaim(v), true, nil
 }
 
 // Claim implements [Store].
@@ -216,11 +213,7 @@ func (s *RedisStore) Claim(ctx context.Context, room string, old, c Claim, ttl t
 	if err != nil || v == "" {
 		return Claim{}, err
 	}
-	cur, err := decodeClaim(v)
-	if err != nil {
-		return Claim{}, fmt.Errorf("room entry: %w", err)
-	}
-	return cur, nil
+	return decodeClaim(v), nil
 }
 
 // Renew implements [Store].

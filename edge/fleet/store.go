@@ -47,6 +47,11 @@ type Claim struct {
 	Owner string `json:"owner"`
 	URL   string `json:"url"`
 	Token string `json:"token"`
+
+	// raw is an entry the store holds that is not a claim's encoding
+	// (written by something else): it names no owner, so Place replaces
+	// it, comparing it byte for byte like any other.
+	raw string
 }
 
 // IsZero reports whether c is the zero Claim (no entry).
@@ -61,6 +66,9 @@ func newClaim(inst Instance) Claim {
 // is deterministic (fields in declaration order), so entries compare as
 // bytes.
 func (c Claim) encode() string {
+	if c.raw != "" {
+		return c.raw
+	}
 	if c.IsZero() {
 		return ""
 	}
@@ -68,9 +76,12 @@ func (c Claim) encode() string {
 	return string(b)
 }
 
-// decodeClaim parses an entry the store holds.
-func decodeClaim(s string) (Claim, error) {
+// decodeClaim parses an entry the store holds. One that is not a claim's
+// encoding is kept raw, so it can be replaced.
+func decodeClaim(s string) Claim {
 	var c Claim
-	err := json.Unmarshal([]byte(s), &c)
-	return c, err
+	if err := json.Unmarshal([]byte(s), &c); err != nil || c.encode() != s {
+		return Claim{raw: s}
+	}
+	return c
 }
