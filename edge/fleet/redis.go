@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,13 +55,17 @@ if cur == false then cur = '' end
 if cur ~= ARGV[1] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return ARGV[2]`)
-	// renewScript: KEYS[1] room key; ARGV entry, TTL in ms. Returns 1 if
-	// renewed.
+	// renewScript: KEYS room keys; ARGV TTL in ms, then each key's
+	// entry. Returns, for each key, 1 if renewed, else 0.
 	renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = 0
+  if redis.call('GET', key) == ARGV[i + 1] then
+    out[i] = redis.call('PEXPIRE', key, ARGV[1])
+  end
 end
-return 0`)
+return out`)
 	// releaseScript: KEYS[1] room key; ARGV entry. Returns 1 if deleted.
 	releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -216,10 +222,34 @@ func (s *RedisStore) Claim(ctx context.Context, room string, old, c Claim, ttl t
 	return decodeClaim(v), nil
 }
 
-// Renew implements [Store].
-func (s *RedisStore) Renew(ctx context.Context, room string, c Claim, ttl time.Duration) (bool, error) {
-	n, err := renewScript.Run(ctx, s.c, []string{roomKey + room}, c.encode(), ttl.Milliseconds()).Int()
-	return n == 1, err
+// renewBatch bounds the rooms one renewal script call takes: a script
+// blocks the Redis server while it runs, so a large instance's renewal is
+// a few short scripts rather than one long one.
+const renewBatch = 256
+
+// Renew implements [Store]: a script renews up to renewBatch rooms per
+// round trip.
+func (s *RedisStore) Renew(ctx context.Context, claims map[string]Claim, ttl time.Duration) ([]string, error) {
+	rooms := slices.Sorted(maps.Keys(claims))
+	var stale []string
+	for batch := range slices.Chunk(rooms, renewBatch) {
+		keys := make([]string, len(batch))
+		args := []any{ttl.Milliseconds()}
+		for i, room := range batch {
+			keys[i] = roomKey + room
+			args = append(args, claims[room].encode())
+		}
+		renewed, err := renewScript.Run(ctx, s.c, keys, args...).Int64Slice()
+		if err != nil {
+			return nil, err
+		}
+		for i, room := range batch {
+			if i >= len(renewed) || renewed[i] != 1 {
+				stale = append(stale, room)
+			}
+		}
+	}
+	return stale, nil
 }
 
 // Release implements [Store].

@@ -31,8 +31,10 @@ type Store interface {
 	// force afterwards: c if the write happened, else the other one (the
 	// zero Claim if the room has none).
 	Claim(ctx context.Context, room string, old, c Claim, ttl time.Duration) (Claim, error)
-	// Renew extends room's entry to ttl if it is still c.
-	Renew(ctx context.Context, room string, c Claim, ttl time.Duration) (bool, error)
+	// Renew extends to ttl the entry of each room of claims that is still
+	// the claim given, in one round trip, and returns the rooms whose entry
+	// is not (any more).
+	Renew(ctx context.Context, claims map[string]Claim, ttl time.Duration) (stale []string, err error)
 	// Release deletes room's entry if it is still c.
 	Release(ctx context.Context, room string, c Claim) (bool, error)
 
