@@ -275,3 +275,28 @@ func TestReleaseAndClose(t *testing.T) {
 		}
 	})
 }
+
+// A room held without a Place before it (edge serving a room the
+// directory does not know of yet) is claimed at the next renewal; one
+// another instance owns is reported lost instead of being taken.
+func TestHoldClaimsAtRenewal(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		open, _ := b.start(t)
+		a := join(t, open(t), "a", "ams", fleet.Load{})
+		bm := join(t, open(t), "b", "ams", fleet.Load{})
+		if owner, err := bm.Place(t.Context(), "theirs", "ams"); err != nil || owner.ID != "b" {
+			t.Fatalf("Place(theirs) on b = %s, %v; want b", owner.ID, err)
+		}
+		bm.Hold("theirs")
+		a.Hold("fresh")
+		a.Hold("theirs")
+		eventually(t, "a claimed fresh", func() bool {
+			cur, _, err := a.store.Lookup(t.Context(), "fresh")
+			return err == nil && cur.Owner == "a"
+		})
+		a.waitLost(t, "theirs")
+		if owner, err := bm.Place(t.Context(), "theirs", "ams"); err != nil || owner.ID != "b" {
+			t.Errorf("Place(theirs) after a held it too = %s, %v; want b", owner.ID, err)
+		}
+	})
+}
