@@ -21,6 +21,9 @@
 //     default) and rewritten every third of it with the instance's current
 //     load and state. A key that expired is an instance gone (crashed,
 //     partitioned, or stopped without deregistering).
+//   - instances is the set of the registered ids, so listing the
+//     instances reads their keys and not the whole keyspace; an id whose
+//     key expired is dropped from it by the next listing.
 //   - room:<room> is the room's directory entry: a [Claim] as JSON (the
 //     owner's id and URL, and a fencing token unique to that claim),
 //     written with the same TTL and renewed by the owner while it holds the

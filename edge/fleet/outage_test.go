@@ -95,6 +95,10 @@ func TestRedisGarbageEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Listed as registered, as a registration would.
+	if err := rdb.SAdd(t.Context(), "media:fleet:instances", "ghost", "liar").Err(); err != nil {
+		t.Fatal(err)
+	}
 	for _, room := range []string{"r", "r2"} {
 		owner, err := a.Place(t.Context(), room, "ams")
 		if err != nil || owner.ID != "a" {

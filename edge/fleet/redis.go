@@ -19,6 +19,7 @@ import (
 const (
 	keyPrefix   = "media:fleet:"
 	instanceKey = keyPrefix + "instance:"
+	instanceSet = keyPrefix + "instances"
 	roomKey     = keyPrefix + "room:"
 )
 
@@ -43,6 +44,38 @@ type RedisLog struct{ Log *slog.Logger }
 func (l RedisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.Log.DebugContext(ctx, "redis_client", "msg_text", fmt.Sprintf(format, v...))
 }
+
+// The registry scripts keep instanceSet, the ids of the instances that
+// registered, beside their keys, so listing the instances reads those keys
+// and not the whole keyspace (a SCAN walks every room key too).
+var (
+	// registerScript: KEYS[1] instance key, KEYS[2] instanceSet; ARGV
+	// entry, TTL in ms, id. Returns 1 if a live lease was there.
+	registerScript = redis.NewScript(`
+local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
+redis.call('SADD', KEYS[2], ARGV[3])
+if old then return 1 end
+return 0`)
+	// deregisterScript: KEYS[1] instance key, KEYS[2] instanceSet; ARGV id.
+	deregisterScript = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+return redis.call('SREM', KEYS[2], ARGV[1])`)
+	// instancesScript: KEYS[1] instanceSet; ARGV the instance key prefix.
+	// Returns the id and entry of each live instance, one after the other,
+	// and drops from the set the ids whose lease expired.
+	instancesScript = redis.NewScript(`
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then
+    out[#out + 1] = id
+    out[#out + 1] = v
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out`)
+)
 
 // The room entry scripts: each compares the entry in force with the one the
 // caller expects, byte for byte, and writes only on a match.
@@ -126,23 +159,20 @@ func checkRedisURL(s string) error {
 	return nil
 }
 
-// Register implements [Store]: one SET with PX and GET, so the write and
-// "was a lease there" are one step.
+// Register implements [Store]: the write and "was a lease there" are one
+// step (SET with GET).
 func (s *RedisStore) Register(ctx context.Context, inst Instance, ttl time.Duration) (bool, error) {
 	b, err := json.Marshal(inst)
 	if err != nil {
 		return false, err
 	}
-	err = s.c.Do(ctx, "SET", instanceKey+inst.ID, b, "PX", ttl.Milliseconds(), "GET").Err()
-	if errors.Is(err, redis.Nil) {
-		return false, nil
-	}
-	return err == nil, err
+	n, err := registerScript.Run(ctx, s.c, []string{instanceKey + inst.ID, instanceSet}, b, ttl.Milliseconds(), inst.ID).Int()
+	return n == 1, err
 }
 
 // Deregister implements [Store].
 func (s *RedisStore) Deregister(ctx context.Context, id string) error {
-	return s.c.Del(ctx, instanceKey+id).Err()
+	return deregisterScript.Run(ctx, s.c, []string{instanceKey + id, instanceSet}, id).Err()
 }
 
 // Instance implements [Store].
@@ -158,32 +188,17 @@ func (s *RedisStore) Instance(ctx context.Context, id string) (Instance, bool, e
 	return in, ok && in.ID == id, nil
 }
 
-// Instances implements [Store]: a SCAN of the instance keys, then their
-// values in one MGET (a key that expired in between is left out, and so is
-// one an instance did not write: see decodeInstance).
+// Instances implements [Store]: one script reads the entries of the ids
+// in instanceSet. An entry an instance did not write (see decodeInstance),
+// or one under another id's key, is left out.
 func (s *RedisStore) Instances(ctx context.Context) ([]Instance, error) {
-	var keys []string
-	it := s.c.Scan(ctx, 0, instanceKey+"*", 1000).Iterator()
-	for it.Next(ctx) {
-		keys = append(keys, it.Val())
-	}
-	if err := it.Err(); err != nil {
-		return nil, err
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	vals, err := s.c.MGet(ctx, keys...).Result()
+	vals, err := instancesScript.Run(ctx, s.c, []string{instanceSet}, instanceKey).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Instance, 0, len(vals))
-	for i, v := range vals {
-		str, ok := v.(string)
-		if !ok {
-			continue // expired since the SCAN
-		}
-		if in, ok := decodeInstance(str); ok && keys[i] == instanceKey+in.ID {
+	out := make([]Instance, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		if in, ok := decodeInstance(vals[i+1]); ok && in.ID == vals[i] {
 			out = append(out, in)
 		}
 	}
