@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/media-service/media-service/edge/fleet"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // Many goroutines on several Fleets placing the same new rooms at once
@@ -299,4 +300,17 @@ func TestHoldClaimsAtRenewal(t *testing.T) {
 			t.Errorf("Place(theirs) after a held it too = %s, %v; want b", owner.ID, err)
 		}
 	})
+}
+
+// Before Run's first registration, with no other instance serving, Place
+// answers ErrUnavailable (try again soon), not ErrFull.
+func TestPlaceBeforeRegistration(t *testing.T) {
+	cfg := fleet.Config{PublicURL: "http://a.test", LeaseTTL: testTTL}
+	f, err := fleet.New(cfg, cfg.Instance("a"), fleet.NewMemoryStore(), testLog(t), noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Place(t.Context(), "r", ""); !errors.Is(err, fleet.ErrUnavailable) {
+		t.Errorf("Place before Run = %v; want ErrUnavailable", err)
+	}
 }
