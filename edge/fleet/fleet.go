@@ -68,8 +68,9 @@ type seen struct {
 }
 
 // New returns this instance's Fleet on store. self is this instance's
-// registry entry (Config.Instance); its load is updated with SetLoad.
-// Nothing is written to the store until Run.
+// registry entry (Config.Instance); its load is updated with SetLoad. log
+// is scoped by the caller (with the instance id, say). Nothing is written
+// to the store until Run.
 func New(cfg Config, self Instance, store Store, log *slog.Logger, meter metric.Meter) (*Fleet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -85,7 +86,7 @@ func New(cfg Config, self Instance, store Store, log *slog.Logger, meter metric.
 		return nil, err
 	}
 	return &Fleet{
-		store: store, log: log.With("instance", self.ID), m: m,
+		store: store, log: log, m: m,
 		ttl: cfg.LeaseTTL, every: cfg.LeaseTTL / 3,
 		kick: make(chan struct{}, 1), lost: make(chan string, lostBuffer),
 		self: self, up: true,
