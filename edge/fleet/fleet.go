@@ -58,6 +58,17 @@ type Fleet struct {
 	releasing  map[string]Claim // rooms Released here whose claim Run is to delete
 	seen       map[string]seen  // claims naming this instance that Place answered, for Hold to take
 	lostQueue  []string         // lost rooms not yet taken from lost
+	placed     []placement      // rooms this Fleet placed within a renewal interval, oldest first
+}
+
+// placement is a new room this Fleet claimed for an instance, and when.
+// Until the instance's next registration shows the room in its load,
+// placement counts it in, so a burst of new rooms spreads over the fleet
+// instead of all going to the instance that was least loaded when it
+// began.
+type placement struct {
+	id string
+	at time.Time
 }
 
 // seen is a claim naming this instance that Place read, and when: Hold
