@@ -3,9 +3,10 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/url"
 	"time"
+
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // minLeaseTTL bounds MEDIA_FLEET_LEASE_TTL from below: a lease is renewed
@@ -45,23 +46,22 @@ type Config struct {
 // Validate checks c and names the variable of the first bad value. It
 // never echoes the Redis URL, which may hold a password.
 func (c Config) Validate() error {
+	v := envconfig.Check("fleet", &c)
 	if c.RedisURL != "" {
 		if err := checkRedisURL(c.RedisURL); err != nil {
-			return fmt.Errorf("fleet: MEDIA_REDIS_URL: %w", err)
+			v.Failf(&c.RedisURL, ": %w", err)
 		}
 		if c.PublicURL == "" {
-			return errors.New("fleet: MEDIA_PUBLIC_URL is required with MEDIA_REDIS_URL: other instances send this instance's clients there")
+			v.Failf(&c.PublicURL, "is required with %s: other instances send this instance's clients there", v.Var(&c.RedisURL))
 		}
 	}
 	if c.PublicURL != "" {
 		if err := checkPublicURL(c.PublicURL); err != nil {
-			return fmt.Errorf("fleet: MEDIA_PUBLIC_URL %q: %w", c.PublicURL, err)
+			v.Failf(&c.PublicURL, "=%q: %w", c.PublicURL, err)
 		}
 	}
-	if c.LeaseTTL < minLeaseTTL {
-		return fmt.Errorf("fleet: MEDIA_FLEET_LEASE_TTL %v: must be at least %v", c.LeaseTTL, minLeaseTTL)
-	}
-	return nil
+	envconfig.AtLeast(v, &c.LeaseTTL, minLeaseTTL)
+	return v.Err()
 }
 
 // checkPublicURL accepts an http or https URL with a host and no query or
