@@ -33,6 +33,16 @@ const LEAVE_CLOSE_WAIT_MS = 2000;
  * drained instance's clients do not all return in the same instant. */
 const BACKOFF = { initialMs: 500, maxMs: 8000 };
 
+/** How many `redirect`s one connection attempt follows (the room lives on
+ * another instance of the fleet). One is the rule; more cover a room that
+ * moved meanwhile. Beyond it the attempt fails with redirect_loop. */
+const MAX_REDIRECTS = 3;
+
+/** How long a draining session stays after its replacement joined, at
+ * most: until the replacement's publisher connection is up, so the room
+ * keeps receiving us while we move (make before break). */
+const HANDOVER_MAX_MS = 5000;
+
 /**
  * devToken asks a dev-mode instance for an access token.
  * It is the demo page's token provider; a real application mints tokens on
@@ -99,7 +109,8 @@ function sleep(ms, signal) {
  *   participantleft      {participant}
  *   track                {participant, stream}   a participant's media arrived or changed
  *   error                {code, message}
- *   draining             {deadline}
+ *   draining             {deadline, url}  url: where the room moved, when it did
+ *   redirect             {url}        the room lives on another instance; following
  *   leave                {reason}     the server ended the session
  *   peerstate            {target, state} a PeerConnection's connectionState changed
  *   retry                {attempt, delayMs, code, message}  an attempt failed; the next one is in delayMs
@@ -127,6 +138,8 @@ export class MediaClient extends EventTarget {
     this.room = "";
     this.drainingSeen = false; // a draining message arrived at some point
     this.reconnects = 0;       // sessions adopted after the first
+    this.redirects = 0;        // redirects followed, every attempt together
+    this.moveURL = "";         // where a draining instance said the room went
     this.lastClose = null;     // {code, reason, wasClean, byClient} of the last session's WebSocket
     this.lastError = null;
     this.iceTransportPolicy = this.relayOnly ? "relay" : "all";
@@ -275,13 +288,29 @@ export class MediaClient extends EventTarget {
   }
 
   /** _connect makes one attempt: is the instance ready, a token, a
-   * WebSocket, `joined`. It resolves with the joined session. */
+   * WebSocket, `joined`, following redirects with the same token. It
+   * resolves with the joined session. A draining instance that named where
+   * the room moved sends the attempt there rather than to the token's URL. */
   async _connect() {
-    const { token, url } = await this._tokens();
-    await probeReady(url);
-    const s = new Session(this, url, token);
-    await s.joined;
-    return s;
+    const tok = await this._tokens();
+    let url = this.moveURL || tok.url;
+    this.moveURL = "";
+    for (let hops = 0; ; hops++) {
+      await probeReady(url);
+      const s = new Session(this, url, tok.token);
+      try {
+        await s.joined;
+        return s;
+      } catch (err) {
+        if (err.code !== "redirect") throw err;
+        if (hops === MAX_REDIRECTS) {
+          throw new ClientError("redirect_loop", `redirected more than ${MAX_REDIRECTS} times, the last time to ${err.url}`);
+        }
+        this.redirects++;
+        this._emit("redirect", { url: err.url });
+        url = err.url;
+      }
+    }
   }
 
   _adopt(s) {
@@ -293,9 +322,21 @@ export class MediaClient extends EventTarget {
     this.self = s.self;
     for (const p of s.initialParticipants) this._addParticipant(p);
     s.start(this.localStream);
-    old?.leave();
+    if (old) this._handOver(old, s);
     this._setState("connected");
     this._emit("joined", { self: this.self, participants: [...this.participants.values()] });
+  }
+
+  /** _handOver lets the old session leave once the new one's publisher
+   * connection is up (or at once when there is nothing to publish), and
+   * after HANDOVER_MAX_MS at the latest. */
+  _handOver(old, s) {
+    const pc = s.pcs.publisher;
+    if (old.closed || !pc || !this.localStream?.getTracks().length) { old.leave(); return; }
+    const done = () => { clearTimeout(t); pc.removeEventListener("connectionstatechange", check); old.leave(); };
+    const check = () => { if (pc.connectionState !== "new" && pc.connectionState !== "connecting") done(); };
+    const t = setTimeout(done, HANDOVER_MAX_MS);
+    pc.addEventListener("connectionstatechange", check);
   }
 
   // Called by the session that is current; an old session's news is moot.
@@ -323,11 +364,12 @@ export class MediaClient extends EventTarget {
     this._emit("track", { participant: p, stream });
   }
 
-  _onDraining(s, deadline) {
+  _onDraining(s, deadline, url) {
     if (s !== this._session) return;
     this.drainingSeen = true;
+    this.moveURL = url ?? "";
     this._setState("draining");
-    this._emit("draining", { deadline });
+    this._emit("draining", { deadline, url: url ?? "" });
     this._startLoop();
   }
 
@@ -543,6 +585,7 @@ class Session {
     trace(this, "recv", m);
     if (this.byClient) return; // we left: nothing more to negotiate
     if (m.type === "joined") return this._onJoined(m);
+    if (m.type === "redirect" && !this.self) return this._onRedirect(m);
     if (!this.pcs.publisher && this.early) { this.early.push(m); return; }
     this._dispatch(m);
   }
@@ -559,6 +602,24 @@ class Session {
     this.iceServers = m.ice_servers ?? [];
     this.early = [];
     this._joinedResolve(this);
+  }
+
+  /** _onRedirect: the room lives elsewhere. The attempt fails with code
+   * "redirect" and the URL, which _connect follows; the server closes the
+   * WebSocket (1000) after it. */
+  _onRedirect(m) {
+    clearTimeout(this.joinTimer);
+    let url = "";
+    try {
+      const u = new URL(m.url);
+      if (u.protocol === "ws:" || u.protocol === "wss:") url = u.href;
+    } catch { /* not a URL: refused below */ }
+    const err = url ? new ClientError("redirect", `the room is at ${url}`)
+      : new ClientError("bad_redirect", "the service redirected to something that is not a ws:// or wss:// URL");
+    err.url = url;
+    this._joinedReject(err);
+    this.byClient = true;
+    this.ws.close(1000, "redirect");
   }
 
   _dispatch(m) {
@@ -631,7 +692,7 @@ class Session {
     const margin = Math.min(DRAIN_LEAVE_MARGIN.maxMs, Math.max(DRAIN_LEAVE_MARGIN.minMs, left * DRAIN_LEAVE_MARGIN.share));
     const wait = Math.max(0, left - margin);
     this.drainTimer = setTimeout(() => this.leave(), wait);
-    this.client._onDraining(this, m.deadline);
+    this.client._onDraining(this, m.deadline, typeof m.url === "string" ? m.url : "");
   }
 
   /** _serial runs one negotiation step of a connection after the previous
