@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/media-service/media-service/edge"
+	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/telemetry"
 	"github.com/media-service/media-service/turn"
@@ -36,6 +37,7 @@ var version = telemetry.DefaultVersion
 // config is every package's configuration, each parsed from the environment.
 type config struct {
 	edge      edge.Config
+	fleet     fleet.Config
 	media     sfu.Config
 	telemetry telemetry.Config
 	turn      turn.Config
@@ -55,7 +57,10 @@ func loadConfig() (config, error) {
 	if err := parseEnv(&c.turn); err != nil {
 		return c, err
 	}
-	return c, nil
+	if err := parseEnv(&c.fleet); err != nil {
+		return c, err
+	}
+	return c, c.fleet.Validate()
 }
 
 // parseEnv fills one package's Config from the environment. A value that
@@ -115,7 +120,16 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		_ = media.Close()
 		return err
 	}
-	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay)})
+	fl, err := openFleet(ctx, cfg.fleet, log, meter)
+	if err != nil {
+		if relay != nil {
+			_ = relay.Close()
+		}
+		_ = media.Close()
+		return err
+	}
+	defer fl.stop()
+	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay), Fleet: fl.directory()})
 	if err != nil {
 		if relay != nil {
 			_ = relay.Close()
@@ -124,6 +138,7 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer runRelay(relay, log)()
+	fl.run()
 	// Sessions and forwarded tracks explain goroutines; see telemetry.Load.
 	leaks, err := telemetry.NewLeakDetector(cfg.telemetry, meter, func() telemetry.Load {
 		return telemetry.Load{Sessions: srv.Sessions().Len(), Tracks: media.Tracks()}
