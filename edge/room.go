@@ -25,7 +25,10 @@ type rooms struct {
 	// claims, in a fleet, holds the directory's claim on each room while
 	// it exists here and releases it when the room empties (called under
 	// mu, so a room's Hold and Release are never reordered); nil alone.
-	claims interface{ Hold(room string); Release(room string) }
+	claims interface {
+		Hold(room string)
+		Release(room string)
+	}
 
 	mu sync.Mutex // guards m, and each room's reserved and members counts as seen from here
 	m  map[string]*room

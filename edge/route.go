@@ -64,7 +64,7 @@ const (
 // How a join was sent to the owner: the values of
 // media_joins_routed_total's via attribute.
 const (
-	viaRedirect = "redirect"   // a `redirect` message the client follows
+	viaRedirect  = "redirect"   // a `redirect` message the client follows
 	viaFlyReplay = "fly_replay" // a fly-replay header Fly's proxy follows
 )
 
