@@ -1,0 +1,76 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"time"
+)
+
+// Store holds the fleet's registry and room directory. Its methods are
+// safe for concurrent use. Every write of a room entry compares the entry
+// in force with the one the caller expects, so a writer holding a stale
+// view cannot overwrite a newer claim.
+type Store interface {
+	// Register writes inst under inst.ID with a lease of ttl, replacing
+	// what was there. It reports whether a live lease was there before
+	// (false on the first registration and after a lapse).
+	Register(ctx context.Context, inst Instance, ttl time.Duration) (renewed bool, err error)
+	// Deregister deletes the instance's lease.
+	Deregister(ctx context.Context, id string) error
+	// Instance returns the registered instance id; false if it has no
+	// live lease.
+	Instance(ctx context.Context, id string) (Instance, bool, error)
+	// Instances returns every instance with a live lease, in no order.
+	Instances(ctx context.Context) ([]Instance, error)
+
+	// Lookup returns room's entry; false if it has none.
+	Lookup(ctx context.Context, room string) (Claim, bool, error)
+	// Claim writes c as room's entry for ttl if the entry in force is old
+	// (the zero Claim: if the room has no entry). It returns the entry in
+	// force afterwards: c if the write happened, else the other one (the
+	// zero Claim if the room has none).
+	Claim(ctx context.Context, room string, old, c Claim, ttl time.Duration) (Claim, error)
+	// Renew extends room's entry to ttl if it is still c.
+	Renew(ctx context.Context, room string, c Claim, ttl time.Duration) (bool, error)
+	// Release deletes room's entry if it is still c.
+	Release(ctx context.Context, room string, c Claim) (bool, error)
+
+	// Close releases the store's connections.
+	Close() error
+}
+
+// Claim is a room's directory entry: its owner and the fencing token that
+// makes this claim's value unique, so that only its writer can renew,
+// release or move it.
+type Claim struct {
+	Owner string `json:"owner"`
+	URL   string `json:"url"`
+	Token string `json:"token"`
+}
+
+// IsZero reports whether c is the zero Claim (no entry).
+func (c Claim) IsZero() bool { return c == Claim{} }
+
+// newClaim is a claim of a room for inst with a fresh random token.
+func newClaim(inst Instance) Claim {
+	return Claim{Owner: inst.ID, URL: inst.URL, Token: rand.Text()}
+}
+
+// encode is c as the store holds it; "" for the zero Claim. The encoding
+// is deterministic (fields in declaration order), so entries compare as
+// bytes.
+func (c Claim) encode() string {
+	if c.IsZero() {
+		return ""
+	}
+	b, _ := json.Marshal(c) // three strings cannot fail
+	return string(b)
+}
+
+// decodeClaim parses an entry the store holds.
+func decodeClaim(s string) (Claim, error) {
+	var c Claim
+	err := json.Unmarshal([]byte(s), &c)
+	return c, err
+}
