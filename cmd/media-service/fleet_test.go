@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
+	be "encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -160,7 +160,7 @@ func (m *member) send(ctx context.Context) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111}, Payload: make([]byte, 80)}
-	binary.BigEndian.PutUint16(pkt.Payload, m.index)
+	be.BigEndian.PutUint16(pkt.Payload, m.index)
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,7 +189,7 @@ func (m *member) read(rt *client.RemoteTrack) {
 		if len(p.Payload) < 2 {
 			continue
 		}
-		from := binary.BigEndian.Uint16(p.Payload)
+		from := be.BigEndian.Uint16(p.Payload)
 		now := time.Now()
 		m.mu.Lock()
 		m.arrived[from] = append(m.arrived[from], now)
