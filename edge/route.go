@@ -42,6 +42,8 @@ type Directory interface {
 	PickSibling(ctx context.Context) (fleet.Instance, bool, error)
 	// Move hands room's directory entry to another instance.
 	Move(ctx context.Context, room string, to fleet.Instance) error
+	// Lost delivers held rooms the directory gave to another instance.
+	Lost() <-chan string
 }
 
 // Routing timings.

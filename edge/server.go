@@ -214,8 +214,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go serve(s.opsSrv, s.opsLn, "ops")
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	if s.routing != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); s.publishLoad(loadCtx) }()
+		go func() { defer wg.Done(); s.followLost(loadCtx) }()
 	}
 	s.log.Info("server_started", "http_addr", s.httpLn.Addr().String(), "ops_addr", s.opsLn.Addr().String())
 

@@ -294,13 +294,18 @@ func (c *Client) URL() string { return c.url }
 // Redirects is how many redirects Dial followed to join.
 func (c *Client) Redirects() int { return c.redirects }
 
+// handoverMax bounds how long Move keeps the old participant once the
+// new one has published, waiting for the new publisher connection.
+const handoverMax = 5 * time.Second
+
 // Move follows a `draining` message that names where the room went
 // (its url) or any other move to rtcURL, make before break: a new
 // participant joins at rtcURL with token and opts, setup (when not nil)
-// publishes on it, and only then does c leave. The room's other
-// participants see the new session join before the old one leaves, and
-// the caller's own media keeps flowing through c meanwhile. If the new
-// join or setup fails, c stays as it was and the error is returned.
+// publishes on it, and only once the new publisher connection is up (or
+// after 5 s) does c leave. The room's other participants see the new
+// session join before the old one leaves, and the caller's own media
+// keeps flowing through c meanwhile. If the new join or setup fails, c
+// stays as it was and the error is returned.
 func (c *Client) Move(ctx context.Context, rtcURL, token string, opts Options, setup func(context.Context, *Client) error) (*Client, error) {
 	next, err := Dial(ctx, rtcURL, token, opts)
 	if err != nil {
@@ -312,6 +317,7 @@ func (c *Client) Move(ctx context.Context, rtcURL, token string, opts Options, s
 			return nil, fmt.Errorf("client: move to %s: %w", rtcURL, err)
 		}
 	}
+	next.awaitPublisher(ctx, handoverMax)
 	if err := c.Leave(ctx); err != nil {
 		c.log.Debug("leave_after_move_failed", "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -78,6 +79,32 @@ func (c *Client) candidateSender(target string) func(webrtc.ICECandidateInit) {
 // Publisher is the publisher PeerConnection, for callers that need more
 // than Publish (stats, transceivers).
 func (c *Client) Publisher() *webrtc.PeerConnection { return c.pub }
+
+// awaitPublisher waits until the publisher connection is past
+// connecting, when it sends anything, for at most limit or until ctx
+// ends. It polls rather than set OnConnectionStateChange, which belongs
+// to the caller (Publisher).
+func (c *Client) awaitPublisher(ctx context.Context, limit time.Duration) {
+	if len(c.pub.GetSenders()) == 0 {
+		return
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	end := time.NewTimer(limit)
+	defer end.Stop()
+	for {
+		if st := c.pub.ConnectionState(); st != webrtc.PeerConnectionStateNew && st != webrtc.PeerConnectionStateConnecting {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-end.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
 
 // Subscriber is the subscriber PeerConnection.
 func (c *Client) Subscriber() *webrtc.PeerConnection { return c.sub }
