@@ -335,17 +335,6 @@ func (r *fleetRun) roomOf(room string) []*member {
 	return out
 }
 
-// rooms returns the room names.
-func (r *fleetRun) rooms() []string {
-	var names []string
-	for _, m := range r.members {
-		if !slices.Contains(names, m.room) {
-			names = append(names, m.room)
-		}
-	}
-	return names
-}
-
 // checkOneInstancePerRoom checks that every room's members are joined at
 // one instance, and returns the instance of each room.
 func (r *fleetRun) checkOneInstancePerRoom() map[string]string {

@@ -238,6 +238,8 @@ type snapshot struct {
 	Banner       string
 	DrainingSeen bool
 	Reconnects   int
+	Redirects    int
+	URL          string // the current session's signaling URL
 	LastClose    *struct {
 		Code        int
 		Reason      string

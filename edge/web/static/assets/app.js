@@ -318,6 +318,8 @@ function snapshot() {
     banner: $("banner").hidden ? "" : $("banner").dataset.kind,
     drainingSeen: client?.drainingSeen ?? false,
     reconnects: client?.reconnects ?? 0,
+    redirects: client?.redirects ?? 0,
+    url: client?.session?.url ?? "",
     lastClose: client?.lastClose ?? null,
     lastError: client?.lastError ?? null,
     muted: { audio: client?.muted("audio") ?? false, video: client?.muted("video") ?? false },

@@ -516,6 +516,8 @@ class Session {
     this.drainTimer = 0;
 
     const u = new URL(url, location.href);
+    /** the signaling URL this session joined at, without the token */
+    this.url = u.href;
     u.searchParams.set("access_token", token);
     this.ws = new WebSocket(u);
     this.joined = new Promise((resolve, reject) => { this._joinedResolve = resolve; this._joinedReject = reject; });

@@ -1,0 +1,103 @@
+package web_test
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/media-service/media-service/internal/redistest"
+)
+
+// fleetNode is one instance of a fleet on one Redis, and the signaling
+// URL its MEDIA_PUBLIC_URL gives clients.
+type fleetNode struct {
+	*service
+	rtc string
+}
+
+// startFleetNode runs an instance in the fleet on redisURL; its port is
+// chosen first, since its MEDIA_PUBLIC_URL must name it.
+func startFleetNode(t *testing.T, redisURL string, env ...string) fleetNode {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	base := []string{"PORT=" + port, "MEDIA_REDIS_URL=" + redisURL, "MEDIA_PUBLIC_URL=http://127.0.0.1:" + port}
+	return fleetNode{startService(t, append(base, env...)...), "ws://127.0.0.1:" + port + "/v1/rtc"}
+}
+
+// Two pages open the demo page of two different instances of a fleet and
+// join one room: the directory sends one of them to the other's instance
+// (a redirect the browser client follows), and they play each other's
+// video. SIGTERM to that instance moves the room whole: both pages join
+// the sibling the `draining` message names, make before break, and play
+// each other's video again there.
+func TestBrowserFleetRoomOnOneInstance(t *testing.T) {
+	rd := redistest.Start(t)
+	var nodes []fleetNode
+	for range 3 {
+		nodes = append(nodes, startFleetNode(t, rd.URL(), "MEDIA_DRAIN_TIMEOUT=60s"))
+	}
+	b := newBrowser(t)
+	names := []string{"alice", "bob"}
+	pages := []*page{
+		b.open(t, "alice", joinURL(serviceURL(nodes[0].service), "fleet", "alice")),
+		b.open(t, "bob", joinURL(serviceURL(nodes[1].service), "fleet", "bob")),
+	}
+	checkRoom(t, pages, names)
+	at := sameInstance(t, pages)
+	var holder fleetNode
+	for _, n := range nodes {
+		if n.rtc == at {
+			holder = n
+		}
+	}
+	if holder.service == nil {
+		t.Fatalf("the room is at %s, no instance of the fleet", at)
+	}
+
+	holder.Signal(t, syscall.SIGTERM)
+	start := time.Now()
+	for i, p := range pages {
+		p.waitFor("move with the room", mediaTimeout, func(s snapshot) bool {
+			return s.DrainingSeen && s.State == "connected" && s.Reconnects == 1 && s.URL != at
+		})
+		waitReceiving(p, others(names, i)...)
+		t.Logf("%s plays the other's video again at the sibling %s after SIGTERM", p.name, time.Since(start).Round(time.Millisecond))
+	}
+	if moved := sameInstance(t, pages); moved == at {
+		t.Errorf("the room is still at the drained instance %s", at)
+	}
+	if code := holder.WaitExit(t, 30*time.Second); code != 0 {
+		t.Errorf("drained instance exit code = %d; want 0", code)
+	}
+	stopped, _ := holder.Find("server_stopped")
+	if got := stopped["closed_at_deadline"]; got != float64(0) {
+		t.Errorf("server_stopped closed_at_deadline = %v; want 0 (both pages moved before the deadline)", got)
+	}
+}
+
+// sameInstance checks that every page's session is at one instance and
+// returns its signaling URL.
+func sameInstance(t *testing.T, pages []*page) string {
+	t.Helper()
+	var urls []string
+	for _, p := range pages {
+		urls = append(urls, fmt.Sprintf("%s at %s (%d redirects)", p.name, p.snapshot().URL, p.snapshot().Redirects))
+	}
+	first := pages[0].snapshot().URL
+	for _, p := range pages[1:] {
+		if u := p.snapshot().URL; u != first || u == "" {
+			t.Fatalf("the room is split: %s", strings.Join(urls, ", "))
+		}
+	}
+	t.Logf("%s", strings.Join(urls, ", "))
+	return first
+}
