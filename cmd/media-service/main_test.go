@@ -144,6 +144,9 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 		{"ops port taken", []string{"MEDIA_OPS_PORT=" + takenPort}, "127.0.0.1:" + takenPort},
 		{"short secret", []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, "MEDIA_API_SECRET"},
 		{"bad leak factor", []string{"MEDIA_LEAK_FACTOR=0.5"}, "MEDIA_LEAK_FACTOR"},
+		{"bad redis url", []string{"MEDIA_REDIS_URL=http://127.0.0.1:6379", "MEDIA_PUBLIC_URL=http://127.0.0.1:8080"}, "MEDIA_REDIS_URL"},
+		{"redis without public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379"}, "MEDIA_PUBLIC_URL"},
+		{"bad public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379", "MEDIA_PUBLIC_URL=media.example.com"}, "MEDIA_PUBLIC_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
