@@ -114,7 +114,11 @@ func (srv *Server) route(c echo.Context, room string) (bool, error) {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), placeTimeout)
 	defer cancel()
 	owner, err := srv.routing.dir.Place(ctx, room, srv.clientRegion(c.Request()))
-	if err != nil {
+	switch {
+	case errors.Is(err, fleet.ErrFull):
+		return true, srv.refuse(c, http.StatusServiceUnavailable, joinRoomsFull, "full",
+			"every instance of the fleet is at its limits")
+	case err != nil:
 		if !errors.Is(err, fleet.ErrUnavailable) {
 			srv.log.Warn("place_failed", "err", err)
 		}
