@@ -283,7 +283,9 @@ type fleetRun struct {
 }
 
 // joinRooms joins rooms*perRoom members, each through a random instance of
-// nodes, a few at a time, and starts their senders.
+// nodes, and starts their senders. A room's members join at once, so
+// instances race to place each room: the directory must give it one
+// owner every time.
 func joinRooms(t *testing.T, nodes []*fleetNode, rooms, perRoom int) *fleetRun {
 	t.Helper()
 	api, err := client.NewAPI(client.LoopbackOnly)
@@ -297,10 +299,10 @@ func joinRooms(t *testing.T, nodes []*fleetNode, rooms, perRoom int) *fleetRun {
 	run.stop = stop
 	t.Cleanup(run.close)
 	for i := range rooms * perRoom {
-		run.members = append(run.members, newMember(t, api, i, fmt.Sprintf("room%d", i%rooms)))
+		run.members = append(run.members, newMember(t, api, i, fmt.Sprintf("room%d", i/perRoom)))
 	}
 	errs := make([]error, len(run.members))
-	sem := make(chan struct{}, 6)
+	sem := make(chan struct{}, perRoom)
 	var wg sync.WaitGroup
 	for i, m := range run.members {
 		wg.Go(func() {
