@@ -12,7 +12,9 @@ import (
 
 	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/internal/redistest"
-	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // testTTL is the lease TTL of the tests' fleets: short, so a lapse is
@@ -60,8 +62,9 @@ func forEachBackend(t *testing.T, test func(t *testing.T, b backend)) {
 // member is one running Fleet of a test.
 type member struct {
 	*fleet.Fleet
-	store fleet.Store
-	stop  func() // ends Run (without Close); idempotent
+	store  fleet.Store
+	reader *sdkmetric.ManualReader // the Fleet's metrics
+	stop   func()                  // ends Run (without Close); idempotent
 }
 
 // testLog writes to the test's output only with -v.
@@ -77,8 +80,11 @@ func testLog(t *testing.T) *slog.Logger {
 // ends.
 func join(t *testing.T, store fleet.Store, id, region string, load fleet.Load) *member {
 	t.Helper()
-	cfg := fleet.Config{PublicURL: "http://" + id + ".test", LeaseTTL: testTTL}
-	f, err := fleet.New(cfg, cfg.Instance(id), store, testLog(t), noop.NewMeterProvider().Meter("test"))
+	cfg := fleet.Config{PublicURL: "http://" + id + ".test", Region: region, LeaseTTL: testTTL}
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { provider.Shutdown(context.Background()) })
+	f, err := fleet.New(cfg, cfg.Instance(id), store, testLog(t), provider.Meter("test"))
 	if err != nil {
 		t.Fatalf("fleet.New(%s): %v", id, err)
 	}
@@ -87,7 +93,7 @@ func join(t *testing.T, store fleet.Store, id, region string, load fleet.Load) *
 	var wg sync.WaitGroup
 	wg.Go(func() { f.Run(ctx) })
 	var once sync.Once
-	m := &member{Fleet: f, store: store, stop: func() { once.Do(func() { cancel(); wg.Wait() }) }}
+	m := &member{Fleet: f, store: store, reader: reader, stop: func() { once.Do(func() { cancel(); wg.Wait() }) }}
 	t.Cleanup(func() { m.stop(); f.Close() })
 	eventually(t, fmt.Sprintf("%s registered", id), func() bool {
 		_, ok, err := store.Instance(t.Context(), id)
@@ -105,5 +111,71 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("not within %v: %s", waitFor, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metric returns the sum of the data points of the named instrument
+// whose attributes include attrs (key, value pairs), and whether there was
+// any: a counter's or gauge's value, a histogram's count.
+func (m *member) metric(t *testing.T, name string, attrs ...string) (float64, bool) {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := m.reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatalf("collect metrics: %v", err)
+	}
+	var sum float64
+	found := false
+	match := func(set interface {
+		Value(attribute.Key) (attribute.Value, bool)
+	}) bool {
+		for i := 0; i+1 < len(attrs); i += 2 {
+			v, ok := set.Value(attribute.Key(attrs[i]))
+			if !ok || v.String() != attrs[i+1] {
+				return false
+			}
+		}
+		return true
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if mt.Name != name {
+				continue
+			}
+			switch d := mt.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					if match(&p.Attributes) {
+						sum, found = sum+float64(p.Value), true
+					}
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					if match(&p.Attributes) {
+						sum, found = sum+float64(p.Value), true
+					}
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					if match(&p.Attributes) {
+						sum, found = sum+float64(p.Count), true
+					}
+				}
+			}
+		}
+	}
+	return sum, found
+}
+
+// waitLost waits for m to report room on Lost, failing the test if it
+// reports another or none within waitFor.
+func (m *member) waitLost(t *testing.T, room string) {
+	t.Helper()
+	select {
+	case got := <-m.Lost():
+		if got != room {
+			t.Errorf("Lost() = %q; want %q", got, room)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not report %s lost within %v", m.Self().ID, room, waitFor)
 	}
 }

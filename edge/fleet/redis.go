@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -28,6 +29,18 @@ const (
 	redisIOTimeout   = time.Second
 	redisMaxRetries  = 1
 )
+
+// RedisLog carries go-redis's own log lines (a dial that failed, a
+// connection pool event) to a *slog.Logger at debug level: the Fleet logs
+// what an operator needs (fleet_store_unreachable and its return) once
+// per outage. go-redis's logger is process-wide, so only cmd sets it:
+// redis.SetLogger(fleet.RedisLog{Log: log}).
+type RedisLog struct{ Log *slog.Logger }
+
+// Printf implements go-redis's logging interface.
+func (l RedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.Log.DebugContext(ctx, "redis_client", "msg_text", fmt.Sprintf(format, v...))
+}
 
 // The room entry scripts: each compares the entry in force with the one the
 // caller expects, byte for byte, and writes only on a match.
@@ -80,6 +93,9 @@ func NewRedisStore(_ context.Context, rawURL string) (*RedisStore, error) {
 	}
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = redisMaxRetries
+	}
+	if opt.DialerRetries == 0 {
+		opt.DialerRetries = redisMaxRetries
 	}
 	opt.DisableIdentity = true // no CLIENT SETINFO: servers before 7.2 refuse it
 	return &RedisStore{c: redis.NewClient(opt)}, nil
