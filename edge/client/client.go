@@ -295,14 +295,15 @@ func (c *Client) URL() string { return c.url }
 func (c *Client) Redirects() int { return c.redirects }
 
 // handoverMax bounds how long Move keeps the old participant once the
-// new one has published, waiting for the new publisher connection.
+// new one has published, waiting for its connections.
 const handoverMax = 5 * time.Second
 
 // Move follows a `draining` message that names where the room went
 // (its url) or any other move to rtcURL, make before break: a new
 // participant joins at rtcURL with token and opts, setup (when not nil)
-// publishes on it, and only once the new publisher connection is up (or
-// after 5 s) does c leave. The room's other participants see the new
+// publishes on it, and only once the new publisher connection is up, and
+// the new subscriber connection too if c's was (the others moved and
+// their media reaches the new participant), or after 5 s, does c leave. The room's other participants see the new
 // session join before the old one leaves, and the caller's own media
 // keeps flowing through c meanwhile. If the new join or setup fails, c
 // stays as it was and the error is returned.
@@ -317,7 +318,7 @@ func (c *Client) Move(ctx context.Context, rtcURL, token string, opts Options, s
 			return nil, fmt.Errorf("client: move to %s: %w", rtcURL, err)
 		}
 	}
-	next.awaitPublisher(ctx, handoverMax)
+	next.awaitHandover(ctx, c, handoverMax)
 	if err := c.Leave(ctx); err != nil {
 		c.log.Debug("leave_after_move_failed", "err", err)
 	}

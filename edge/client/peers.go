@@ -80,20 +80,29 @@ func (c *Client) candidateSender(target string) func(webrtc.ICECandidateInit) {
 // than Publish (stats, transceivers).
 func (c *Client) Publisher() *webrtc.PeerConnection { return c.pub }
 
-// awaitPublisher waits until the publisher connection is past
-// connecting, when it sends anything, for at most limit or until ctx
-// ends. It polls rather than set OnConnectionStateChange, which belongs
-// to the caller (Publisher).
-func (c *Client) awaitPublisher(ctx context.Context, limit time.Duration) {
-	if len(c.pub.GetSenders()) == 0 {
-		return
+// awaitHandover waits, for at most limit or until ctx ends, until this
+// new participant can stand in for old: its publisher connection is up
+// when it sends anything, and its subscriber connection is up when old's
+// was (the room's others have reached this instance and their media
+// flows here). It polls rather than set OnConnectionStateChange, which
+// belongs to the caller (Publisher, Subscriber).
+func (c *Client) awaitHandover(ctx context.Context, old *Client, limit time.Duration) {
+	var wait []*webrtc.PeerConnection
+	if len(c.pub.GetSenders()) > 0 {
+		wait = append(wait, c.pub)
+	}
+	if old.sub.ConnectionState() == webrtc.PeerConnectionStateConnected {
+		wait = append(wait, c.sub)
 	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	end := time.NewTimer(limit)
 	defer end.Stop()
 	for {
-		if st := c.pub.ConnectionState(); st != webrtc.PeerConnectionStateNew && st != webrtc.PeerConnectionStateConnecting {
+		for len(wait) > 0 && past(wait[0].ConnectionState()) {
+			wait = wait[1:]
+		}
+		if len(wait) == 0 {
 			return
 		}
 		select {
@@ -104,6 +113,11 @@ func (c *Client) awaitPublisher(ctx context.Context, limit time.Duration) {
 			return
 		}
 	}
+}
+
+// past reports whether a connection is past connecting: up, or failed.
+func past(st webrtc.PeerConnectionState) bool {
+	return st != webrtc.PeerConnectionStateNew && st != webrtc.PeerConnectionStateConnecting
 }
 
 // Subscriber is the subscriber PeerConnection.
