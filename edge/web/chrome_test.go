@@ -240,7 +240,11 @@ type snapshot struct {
 	Reconnects   int
 	Redirects    int
 	URL          string // the current session's signaling URL
-	LastClose    *struct {
+	Handover     *struct {
+		WaitedMs int
+		CaughtUp bool
+	} // the last swap of a draining session for its replacement
+	LastClose *struct {
 		Code        int
 		Reason      string
 		WasClean    bool

@@ -68,9 +68,12 @@ func TestBrowserFleetRoomOnOneInstance(t *testing.T) {
 	start := time.Now()
 	gaps := watchGaps(t, pages, names, at)
 	for i, p := range pages {
-		waitReceiving(p, others(names, i)...)
-		t.Logf("%s plays the other's media at the sibling; the longest time it played none was %s (the page's stats tick once a second)",
-			p.name, gaps[i].Round(100*time.Millisecond))
+		s := waitReceiving(p, others(names, i)...)
+		if s.Handover == nil || !s.Handover.CaughtUp {
+			t.Errorf("%s: handover %+v; want the new session swapped in once it received the others", p.name, s.Handover)
+		}
+		t.Logf("%s plays the other's media at the sibling; the longest time it showed no video of the other was %s; %+v",
+			p.name, gaps[i].Round(100*time.Millisecond), *s.Handover)
 	}
 	t.Logf("both moved within %s of SIGTERM", time.Since(start).Round(time.Millisecond))
 	if moved := sameInstance(t, pages); moved == at {
@@ -86,8 +89,8 @@ func TestBrowserFleetRoomOnOneInstance(t *testing.T) {
 }
 
 // watchGaps polls the pages until each has moved away from the instance
-// at and plays the others' media there, and returns for each the longest
-// stretch it played none, as its snapshots show it.
+// at and shows the others' video there, and returns for each the longest
+// stretch it showed none, as its snapshots (every 100 ms or so) see it.
 func watchGaps(t *testing.T, pages []*page, names []string, at string) []time.Duration {
 	t.Helper()
 	gaps := make([]time.Duration, len(pages))
@@ -103,7 +106,7 @@ func watchGaps(t *testing.T, pages []*page, names []string, at string) []time.Du
 		}
 		for i, p := range pages {
 			s := p.snapshot()
-			if done[i] || !receiving(s, others(names, i)...) || s.State != "connected" {
+			if done[i] || !showingVideo(s, others(names, i)...) {
 				continue
 			}
 			now := time.Now()
@@ -114,6 +117,18 @@ func watchGaps(t *testing.T, pages []*page, names []string, at string) []time.Du
 		time.Sleep(100 * time.Millisecond)
 	}
 	return gaps
+}
+
+// showingVideo reports whether s has a video element with a decoded frame
+// for every identity: what the user sees, read from the elements, not
+// from the stats the page gathers once a second.
+func showingVideo(s snapshot, identities ...string) bool {
+	for _, id := range identities {
+		if t, ok := s.remote(id); !ok || t.VideoWidth == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // sameInstance checks that every page's session is at one instance and

@@ -320,6 +320,7 @@ function snapshot() {
     reconnects: client?.reconnects ?? 0,
     redirects: client?.redirects ?? 0,
     url: client?.session?.url ?? "",
+    handover: client?.lastHandover ?? null,
     lastClose: client?.lastClose ?? null,
     lastError: client?.lastError ?? null,
     muted: { audio: client?.muted("audio") ?? false, video: client?.muted("video") ?? false },

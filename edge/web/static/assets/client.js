@@ -39,8 +39,10 @@ const BACKOFF = { initialMs: 500, maxMs: 8000 };
 const MAX_REDIRECTS = 3;
 
 /** How long a draining session stays after its replacement joined, at
- * most: until the replacement's publisher connection is up, so the room
- * keeps receiving us while we move (make before break). */
+ * most: the replacement starts in the background and is swapped in once it
+ * receives everyone the draining one plays, and the draining one leaves
+ * once the replacement's publisher connection is up, so the room keeps
+ * receiving us while we move (make before break). */
 const HANDOVER_MAX_MS = 5000;
 
 /**
@@ -140,6 +142,7 @@ export class MediaClient extends EventTarget {
     this.reconnects = 0;       // sessions adopted after the first
     this.redirects = 0;        // redirects followed, every attempt together
     this.moveURL = "";         // where a draining instance said the room went
+    this.lastHandover = null;  // {waitedMs, caughtUp} of the last swap of a draining session
     this.lastClose = null;     // {code, reason, wasClean, byClient} of the last session's WebSocket
     this.lastError = null;
     this.iceTransportPolicy = this.relayOnly ? "relay" : "all";
@@ -266,7 +269,9 @@ export class MediaClient extends EventTarget {
     for (let attempt = 1; this._wanted && (!this._session || this._session.draining); attempt++) {
       try {
         const next = await this._connect();
+        if (this._session?.draining && !this._session.closed) await this._prepare(next);
         if (!this._wanted) { next.leave(); return; }
+        if (next.closed) throw new ClientError("connect_failed", "the new session ended before it was used");
         this._adopt(next);
         return;
       } catch (err) {
@@ -313,6 +318,26 @@ export class MediaClient extends EventTarget {
     }
   }
 
+  /** _prepare starts a session that replaces a draining one while the
+   * draining one still plays: it resolves once the new session receives
+   * media from everyone the current one plays, or after HANDOVER_MAX_MS. */
+  async _prepare(next) {
+    next.start(this.localStream);
+    const started = Date.now();
+    while (Date.now() < started + HANDOVER_MAX_MS && !next.closed && this._wanted && !this._caughtUp(next)) {
+      await sleep(100, this._abort.signal);
+    }
+    this.lastHandover = { waitedMs: Date.now() - started, caughtUp: this._caughtUp(next) };
+  }
+
+  /** _caughtUp reports whether next has a stream from a participant of
+   * each identity the current session plays. */
+  _caughtUp(next) {
+    const have = new Set();
+    for (const [id, p] of next.roster) if (next.streams.has(id)) have.add(p.identity);
+    return [...this.participants.values()].every((p) => !p.stream || have.has(p.identity));
+  }
+
   _adopt(s) {
     const old = this._session;
     if (this.self) this.reconnects++;
@@ -320,8 +345,9 @@ export class MediaClient extends EventTarget {
     s.adopted = true;
     this._clearRemote();
     this.self = s.self;
-    for (const p of s.initialParticipants) this._addParticipant(p);
-    s.start(this.localStream);
+    for (const p of s.roster.values()) this._addParticipant(p);
+    if (!s.pcs.publisher) s.start(this.localStream);
+    for (const stream of s.streams.values()) this._onTrack(s, stream);
     if (old) this._handOver(old, s);
     this._setState("connected");
     this._emit("joined", { self: this.self, participants: [...this.participants.values()] });
@@ -505,7 +531,8 @@ class Session {
     this.draining = false;
     this.closed = false;
     this.self = null;
-    this.initialParticipants = [];
+    this.roster = new Map();  // id -> participant: the room's others now
+    this.streams = new Map(); // participant id -> MediaStream received
     this.pcs = {}; // target -> RTCPeerConnection
     this.chains = { publisher: Promise.resolve(), subscriber: Promise.resolve() };
     this.pending = { publisher: [], subscriber: [] }; // candidates before the remote description
@@ -542,7 +569,11 @@ class Session {
       pc.onconnectionstatechange = () => this._onPeerState(target, pc.connectionState);
       this.pcs[target] = pc;
     }
-    this.pcs.subscriber.ontrack = (e) => { if (e.streams[0]) this.client._onTrack(this, e.streams[0]); };
+    this.pcs.subscriber.ontrack = (e) => {
+      if (!e.streams[0]) return;
+      this.streams.set(e.streams[0].id, e.streams[0]);
+      this.client._onTrack(this, e.streams[0]);
+    };
     if (localStream && localStream.getTracks().length) this._publish(localStream);
     // Messages that arrived between joined and start (an early subscriber
     // offer) were queued; play them now.
@@ -600,7 +631,7 @@ class Session {
     }
     clearTimeout(this.joinTimer);
     this.self = m.participant;
-    this.initialParticipants = m.participants ?? [];
+    for (const p of m.participants ?? []) this.roster.set(p.id, p);
     this.iceServers = m.ice_servers ?? [];
     this.early = [];
     this._joinedResolve(this);
@@ -629,8 +660,12 @@ class Session {
       case "offer": return this._onOffer(m);
       case "answer": return this._onAnswer(m);
       case "candidate": return this._onCandidate(m);
-      case "participant_joined": return this.client._onParticipantJoined(this, m.participant);
-      case "participant_left": return this.client._onParticipantLeft(this, m.participant);
+      case "participant_joined":
+        if (m.participant) this.roster.set(m.participant.id, m.participant);
+        return this.client._onParticipantJoined(this, m.participant);
+      case "participant_left":
+        if (m.participant) { this.roster.delete(m.participant.id); this.streams.delete(m.participant.id); }
+        return this.client._onParticipantLeft(this, m.participant);
       case "error": return this.client._emitError(m.code, m.message);
       case "draining": return this._onDraining(m);
       case "leave": this.leaveReason = m.reason; return;
