@@ -114,16 +114,19 @@ func newMember(t *testing.T, api *webrtc.API, index int, room string) *member {
 	return m
 }
 
-// options are the member's client options: a `draining` that names
-// where the room went is followed at once, as the browser client does.
+// options are the options of one of the member's clients: the first
+// `draining` that names where the room went is followed at once, as the
+// browser client does.
 func (m *member) options() client.Options {
+	followed := false // by this client; guarded by m.mu
 	return client.Options{API: m.api, OnTrack: m.read, OnEvent: func(msg *signal.Message) {
 		if msg.Type != signal.TypeDraining || msg.URL == "" {
 			return
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		if !m.done {
+		if !m.done && !followed {
+			followed = true
 			m.follows.Go(func() { m.follow(msg.URL) })
 		}
 	}}
