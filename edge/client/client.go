@@ -301,9 +301,9 @@ const handoverMax = 5 * time.Second
 // Move follows a `draining` message that names where the room went
 // (its url) or any other move to rtcURL, make before break: a new
 // participant joins at rtcURL with token and opts, setup (when not nil)
-// publishes on it, and only once the new publisher connection is up, and
-// the new subscriber connection too if c's was (the others moved and
-// their media reaches the new participant), or after 5 s, does c leave. The room's other participants see the new
+// publishes on it, and only once the new publisher connection is up and
+// the new participant receives as many tracks as c (the others moved and
+// their media reaches it), or after 5 s, does c leave. The room's other participants see the new
 // session join before the old one leaves, and the caller's own media
 // keeps flowing through c meanwhile. If the new join or setup fails, c
 // stays as it was and the error is returned.

@@ -82,29 +82,16 @@ func (c *Client) Publisher() *webrtc.PeerConnection { return c.pub }
 
 // awaitHandover waits, for at most limit or until ctx ends, until this
 // new participant can stand in for old: its publisher connection is up
-// when it sends anything, and its subscriber connection is up when old's
-// was (the room's others have reached this instance and their media
-// flows here). It polls rather than set OnConnectionStateChange, which
-// belongs to the caller (Publisher, Subscriber).
+// when it sends anything, and it receives as many tracks as old does over
+// a connected subscriber connection (the room's others have reached this
+// instance and their media flows here). It polls rather than set
+// OnConnectionStateChange, which belongs to the caller.
 func (c *Client) awaitHandover(ctx context.Context, old *Client, limit time.Duration) {
-	var wait []*webrtc.PeerConnection
-	if len(c.pub.GetSenders()) > 0 {
-		wait = append(wait, c.pub)
-	}
-	if old.sub.ConnectionState() == webrtc.PeerConnectionStateConnected {
-		wait = append(wait, c.sub)
-	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	end := time.NewTimer(limit)
 	defer end.Stop()
-	for {
-		for len(wait) > 0 && past(wait[0].ConnectionState()) {
-			wait = wait[1:]
-		}
-		if len(wait) == 0 {
-			return
-		}
+	for !c.standsInFor(old) {
 		select {
 		case <-tick.C:
 		case <-end.C:
@@ -113,6 +100,32 @@ func (c *Client) awaitHandover(ctx context.Context, old *Client, limit time.Dura
 			return
 		}
 	}
+}
+
+// standsInFor reports whether c publishes and receives what old does.
+func (c *Client) standsInFor(old *Client) bool {
+	if len(c.pub.GetSenders()) > 0 && !past(c.pub.ConnectionState()) {
+		return false
+	}
+	want := old.receiving()
+	return want == 0 || c.sub.ConnectionState() == webrtc.PeerConnectionStateConnected && c.receiving() >= want
+}
+
+// receiving counts the tracks the subscriber connection receives now.
+func (c *Client) receiving() int {
+	if c.sub.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		return 0
+	}
+	n := 0
+	for _, tr := range c.sub.GetTransceivers() {
+		if d := tr.Direction(); d != webrtc.RTPTransceiverDirectionRecvonly && d != webrtc.RTPTransceiverDirectionSendrecv {
+			continue
+		}
+		if r := tr.Receiver(); r != nil && r.Track() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // past reports whether a connection is past connecting: up, or failed.
