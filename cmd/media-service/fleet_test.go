@@ -398,9 +398,13 @@ func TestFleetRoomsOnOneInstance(t *testing.T) {
 	for _, m := range run.members {
 		redirects += m.current().Redirects()
 	}
-	var routed float64
+	var routed, rooms float64
 	for _, n := range nodes {
 		routed += metricSum(t, n.service, "media_joins_routed_total")
+		rooms += metricSum(t, n.service, "media_rooms_active")
+	}
+	if rooms != fleetRooms { // a split room counts once on each instance
+		t.Errorf("media_rooms_active summed over the instances = %v; want %d", rooms, fleetRooms)
 	}
 	if int(routed) != redirects {
 		t.Errorf("media_joins_routed_total summed = %v; want the %d redirects the clients followed", routed, redirects)
@@ -512,6 +516,7 @@ func TestFleetKilledInstance(t *testing.T) {
 	}
 	victim.Signal(t, syscall.SIGKILL)
 	victim.WaitExit(t, 10*time.Second)
+	killed := time.Now()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
@@ -527,12 +532,15 @@ func TestFleetKilledInstance(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("reconnects: %v", err)
 	}
+	rejoined := time.Since(killed)
 	run.waitMedia(time.Now(), 30*time.Second)
 	for room, u := range run.checkOneInstancePerRoom() {
 		if u == victim.rtc {
 			t.Errorf("room %s is still placed at the killed instance", room)
 		}
 	}
+	t.Logf("the killed instance's participants rejoined within %s (lease TTL 2s); media flows %s after the kill",
+		rejoined.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 }
 
 // rejoin reconnects a member whose instance died, as a client does:
