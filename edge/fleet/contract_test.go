@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/media-service/media-service/edge/fleet"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // Many goroutines on several Fleets placing the same new rooms at once
@@ -274,4 +275,42 @@ func TestReleaseAndClose(t *testing.T) {
 			t.Errorf("media_fleet_rooms_owned after Close = %v; want 0", n)
 		}
 	})
+}
+
+// A room held without a Place before it (edge serving a room the
+// directory does not know of yet) is claimed at the next renewal; one
+// another instance owns is reported lost instead of being taken.
+func TestHoldClaimsAtRenewal(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		open, _ := b.start(t)
+		a := join(t, open(t), "a", "ams", fleet.Load{})
+		bm := join(t, open(t), "b", "ams", fleet.Load{})
+		if owner, err := bm.Place(t.Context(), "theirs", "ams"); err != nil || owner.ID != "b" {
+			t.Fatalf("Place(theirs) on b = %s, %v; want b", owner.ID, err)
+		}
+		bm.Hold("theirs")
+		a.Hold("fresh")
+		a.Hold("theirs")
+		eventually(t, "a claimed fresh", func() bool {
+			cur, _, err := a.store.Lookup(t.Context(), "fresh")
+			return err == nil && cur.Owner == "a"
+		})
+		a.waitLost(t, "theirs")
+		if owner, err := bm.Place(t.Context(), "theirs", "ams"); err != nil || owner.ID != "b" {
+			t.Errorf("Place(theirs) after a held it too = %s, %v; want b", owner.ID, err)
+		}
+	})
+}
+
+// Before Run's first registration, with no other instance serving, Place
+// answers ErrUnavailable (try again soon), not ErrFull.
+func TestPlaceBeforeRegistration(t *testing.T) {
+	cfg := fleet.Config{PublicURL: "http://a.test", LeaseTTL: testTTL}
+	f, err := fleet.New(cfg, cfg.Instance("a"), fleet.NewMemoryStore(), testLog(t), noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Place(t.Context(), "r", ""); !errors.Is(err, fleet.ErrUnavailable) {
+		t.Errorf("Place before Run = %v; want ErrUnavailable", err)
+	}
 }

@@ -21,6 +21,9 @@
 //     default) and rewritten every third of it with the instance's current
 //     load and state. A key that expired is an instance gone (crashed,
 //     partitioned, or stopped without deregistering).
+//   - instances is the set of the registered ids, so listing the
+//     instances reads their keys and not the whole keyspace; an id whose
+//     key expired is dropped from it by the next listing.
 //   - room:<room> is the room's directory entry: a [Claim] as JSON (the
 //     owner's id and URL, and a fencing token unique to that claim),
 //     written with the same TTL and renewed by the owner while it holds the
@@ -29,11 +32,16 @@
 // Every write of a room entry is a Lua script that compares the entry in
 // force with the one the writer expects, byte for byte, and writes only if
 // they match: a claim (only if there is no entry, or to replace a stale
-// entry the writer read), a renewal, a release and a move. The token makes
-// every claim's value unique, so an owner that lost its claim (its lease
-// lapsed and the room was placed again) can never renew, release or move
-// the newer owner's entry, even if the newer owner is the same instance
-// after a restart.
+// entry the writer read), a release and a move (a claim that replaces the
+// mover's own). The renewal script takes every room the instance holds
+// (256 a call), so a renewal pass costs a round trip or a few, however
+// many rooms. The token makes every claim's value unique, so an owner that
+// lost its claim (its lease lapsed and the room was placed again) can never
+// renew, release or move the newer owner's entry, even if the newer owner
+// is the same instance after a restart. Entries no instance wrote (not a
+// claim's exact encoding, or an instance entry that does not parse or sits
+// under another id) are never followed: a room's is replaced by a
+// placement, an instance's counts as no instance.
 //
 // # Placement
 //

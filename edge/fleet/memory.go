@@ -94,14 +94,18 @@ func (s *MemoryStore) Claim(_ context.Context, room string, old, c Claim, ttl ti
 }
 
 // Renew implements [Store].
-func (s *MemoryStore) Renew(_ context.Context, room string, c Claim, ttl time.Duration) (bool, error) {
+func (s *MemoryStore) Renew(_ context.Context, claims map[string]Claim, ttl time.Duration) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.IsZero() || s.entry(room) != c {
-		return false, nil
+	var stale []string
+	for room, c := range claims {
+		if c.IsZero() || s.entry(room) != c {
+			stale = append(stale, room)
+			continue
+		}
+		s.rooms[room] = leased[Claim]{c, time.Now().Add(ttl)}
 	}
-	s.rooms[room] = leased[Claim]{c, time.Now().Add(ttl)}
-	return true, nil
+	return stale, nil
 }
 
 // Release implements [Store].

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/media-service/media-service/edge/fleet"
+	"github.com/redis/go-redis/v9"
 )
 
 // Redis stopped mid-run: the rooms an instance holds are still answered
@@ -14,13 +15,7 @@ import (
 // its rooms again without a restart, and a room another instance took in
 // between is reported lost.
 func TestRedisOutage(t *testing.T) {
-	var redisBackend backend
-	for _, b := range backends {
-		if b.name == "redis" {
-			redisBackend = b
-		}
-	}
-	open, srv := redisBackend.start(t)
+	open, srv := redisBackend(t).start(t)
 	a := join(t, open(t), "a", "ams", fleet.Load{})
 	for _, room := range []string{"kept", "taken"} {
 		if owner, err := a.Place(t.Context(), room, "ams"); err != nil || owner.ID != "a" {
@@ -80,4 +75,56 @@ func TestRedisOutage(t *testing.T) {
 	if n, _ := a.metric(t, "media_fleet_rooms_owned"); n != 1 {
 		t.Errorf("media_fleet_rooms_owned = %v; want 1 (kept; taken was lost)", n)
 	}
+}
+
+// Entries in Redis that no instance wrote (not JSON, no TTL) block
+// nothing: a room entry is replaced by a placement, an instance entry is
+// no instance.
+func TestRedisGarbageEntries(t *testing.T) {
+	open, srv := redisBackend(t).start(t)
+	a := join(t, open(t), "a", "ams", fleet.Load{})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	for key, v := range map[string]string{
+		"media:fleet:room:r":         "not json",
+		"media:fleet:room:r2":        `{"token":"t","url":"http://a.test","owner":"a"}`, // a claim, not as an instance writes it
+		"media:fleet:instance:ghost": "not json",
+		"media:fleet:instance:liar":  `{"id":"other","url":"http://liar.test"}`,
+	} {
+		if err := rdb.Set(t.Context(), key, v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Listed as registered, as a registration would.
+	if err := rdb.SAdd(t.Context(), "media:fleet:instances", "ghost", "liar").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, room := range []string{"r", "r2"} {
+		owner, err := a.Place(t.Context(), room, "ams")
+		if err != nil || owner.ID != "a" {
+			t.Errorf("Place(%s) over a garbage entry = %s, %v; want a", room, owner.ID, err)
+		}
+		if cur, _, err := a.store.Lookup(t.Context(), room); err != nil || cur.Owner != "a" || cur.Token == "t" {
+			t.Errorf("entry of %s after Place = %+v, %v; want a's new claim", room, cur, err)
+		}
+	}
+	all, err := a.store.Instances(t.Context())
+	if err != nil || len(all) != 1 || all[0].ID != "a" {
+		t.Errorf("Instances() = %+v, %v; want only a", all, err)
+	}
+	if _, ok, err := a.store.Instance(t.Context(), "liar"); err != nil || ok {
+		t.Errorf("Instance(liar), an entry naming another id = %v, %v; want not registered", ok, err)
+	}
+}
+
+// redisBackend is the Redis entry of backends.
+func redisBackend(t *testing.T) backend {
+	t.Helper()
+	for _, b := range backends {
+		if b.name == "redis" {
+			return b
+		}
+	}
+	t.Fatal("no redis backend")
+	return backend{}
 }

@@ -12,6 +12,10 @@ import (
 // stale winners is not worth more round trips for one join.
 const placeAttempts = 3
 
+// errNotRegistered is why a placement found no instance before Run's
+// first registration; Place answers it as ErrUnavailable.
+var errNotRegistered = errors.New("fleet: this instance is not registered yet")
+
 // Place returns room's owner: its current one if that is registered now
 // under the entry's URL and serving, else the instance it claims the room
 // for (see the package doc). owner.ID == Self().ID means "serve it here".
@@ -85,6 +89,15 @@ func (f *Fleet) pick(ctx context.Context, region, exclude string) (Instance, err
 	}
 	in, ok := leastLoaded(insts, region, f.Self().ID, exclude)
 	if !ok {
+		f.mu.Lock()
+		registered := f.registered
+		f.mu.Unlock()
+		if !registered {
+			// Run has not registered this instance yet (it has just
+			// started, or the store has not answered since): "full"
+			// would be wrong, and it is soon over.
+			return Instance{}, errNotRegistered
+		}
 		return Instance{}, ErrFull
 	}
 	return in, nil

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 const (
 	keyPrefix   = "media:fleet:"
 	instanceKey = keyPrefix + "instance:"
+	instanceSet = keyPrefix + "instances"
 	roomKey     = keyPrefix + "room:"
 )
 
@@ -42,6 +45,38 @@ func (l RedisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.Log.DebugContext(ctx, "redis_client", "msg_text", fmt.Sprintf(format, v...))
 }
 
+// The registry scripts keep instanceSet, the ids of the instances that
+// registered, beside their keys, so listing the instances reads those keys
+// and not the whole keyspace (a SCAN walks every room key too).
+var (
+	// registerScript: KEYS[1] instance key, KEYS[2] instanceSet; ARGV
+	// entry, TTL in ms, id. Returns 1 if a live lease was there.
+	registerScript = redis.NewScript(`
+local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
+redis.call('SADD', KEYS[2], ARGV[3])
+if old then return 1 end
+return 0`)
+	// deregisterScript: KEYS[1] instance key, KEYS[2] instanceSet; ARGV id.
+	deregisterScript = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+return redis.call('SREM', KEYS[2], ARGV[1])`)
+	// instancesScript: KEYS[1] instanceSet; ARGV the instance key prefix.
+	// Returns the id and entry of each live instance, one after the other,
+	// and drops from the set the ids whose lease expired.
+	instancesScript = redis.NewScript(`
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then
+    out[#out + 1] = id
+    out[#out + 1] = v
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out`)
+)
+
 // The room entry scripts: each compares the entry in force with the one the
 // caller expects, byte for byte, and writes only on a match.
 var (
@@ -53,13 +88,17 @@ if cur == false then cur = '' end
 if cur ~= ARGV[1] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return ARGV[2]`)
-	// renewScript: KEYS[1] room key; ARGV entry, TTL in ms. Returns 1 if
-	// renewed.
+	// renewScript: KEYS room keys; ARGV TTL in ms, then each key's
+	// entry. Returns, for each key, 1 if renewed, else 0.
 	renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = 0
+  if redis.call('GET', key) == ARGV[i + 1] then
+    out[i] = redis.call('PEXPIRE', key, ARGV[1])
+  end
 end
-return 0`)
+return out`)
 	// releaseScript: KEYS[1] room key; ARGV entry. Returns 1 if deleted.
 	releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -120,23 +159,20 @@ func checkRedisURL(s string) error {
 	return nil
 }
 
-// Register implements [Store]: one SET with PX and GET, so the write and
-// "was a lease there" are one step.
+// Register implements [Store]: the write and "was a lease there" are one
+// step (SET with GET).
 func (s *RedisStore) Register(ctx context.Context, inst Instance, ttl time.Duration) (bool, error) {
 	b, err := json.Marshal(inst)
 	if err != nil {
 		return false, err
 	}
-	err = s.c.Do(ctx, "SET", instanceKey+inst.ID, b, "PX", ttl.Milliseconds(), "GET").Err()
-	if errors.Is(err, redis.Nil) {
-		return false, nil
-	}
-	return err == nil, err
+	n, err := registerScript.Run(ctx, s.c, []string{instanceKey + inst.ID, instanceSet}, b, ttl.Milliseconds(), inst.ID).Int()
+	return n == 1, err
 }
 
 // Deregister implements [Store].
 func (s *RedisStore) Deregister(ctx context.Context, id string) error {
-	return s.c.Del(ctx, instanceKey+id).Err()
+	return deregisterScript.Run(ctx, s.c, []string{instanceKey + id, instanceSet}, id).Err()
 }
 
 // Instance implements [Store].
@@ -148,50 +184,36 @@ func (s *RedisStore) Instance(ctx context.Context, id string) (Instance, bool, e
 	if err != nil {
 		return Instance{}, false, err
 	}
-	in, err := decodeInstance(v)
-	return in, err == nil, err
+	in, ok := decodeInstance(v)
+	return in, ok && in.ID == id, nil
 }
 
-// Instances implements [Store]: a SCAN of the instance keys, then their
-// values in one MGET (a key that expired in between is left out).
+// Instances implements [Store]: one script reads the entries of the ids
+// in instanceSet. An entry an instance did not write (see decodeInstance),
+// or one under another id's key, is left out.
 func (s *RedisStore) Instances(ctx context.Context) ([]Instance, error) {
-	var keys []string
-	it := s.c.Scan(ctx, 0, instanceKey+"*", 1000).Iterator()
-	for it.Next(ctx) {
-		keys = append(keys, it.Val())
-	}
-	if err := it.Err(); err != nil {
-		return nil, err
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	vals, err := s.c.MGet(ctx, keys...).Result()
+	vals, err := instancesScript.Run(ctx, s.c, []string{instanceSet}, instanceKey).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Instance, 0, len(vals))
-	for _, v := range vals {
-		str, ok := v.(string)
-		if !ok {
-			continue
+	out := make([]Instance, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		if in, ok := decodeInstance(vals[i+1]); ok && in.ID == vals[i] {
+			out = append(out, in)
 		}
-		in, err := decodeInstance(str)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, in)
 	}
 	return out, nil
 }
 
-// decodeInstance parses an instance key's value.
-func decodeInstance(v string) (Instance, error) {
+// decodeInstance parses an instance key's value. One that does not parse,
+// or names no id or URL, was not written by an instance: it counts as no
+// instance, so no room is placed on it or followed to it.
+func decodeInstance(v string) (Instance, bool) {
 	var in Instance
-	if err := json.Unmarshal([]byte(v), &in); err != nil {
-		return Instance{}, fmt.Errorf("instance entry: %w", err)
+	if err := json.Unmarshal([]byte(v), &in); err != nil || in.ID == "" || in.URL == "" {
+		return Instance{}, false
 	}
-	return in, nil
+	return in, true
 }
 
 // Lookup implements [Store].
@@ -203,11 +225,7 @@ func (s *RedisStore) Lookup(ctx context.Context, room string) (Claim, bool, erro
 	if err != nil {
 		return Claim{}, false, err
 	}
-	c, err := decodeClaim(v)
-	if err != nil {
-		return Claim{}, false, fmt.Errorf("room entry: %w", err)
-	}
-	return c, true, nil
+	return decodeClaim(v), true, nil
 }
 
 // Claim implements [Store].
@@ -216,17 +234,37 @@ func (s *RedisStore) Claim(ctx context.Context, room string, old, c Claim, ttl t
 	if err != nil || v == "" {
 		return Claim{}, err
 	}
-	cur, err := decodeClaim(v)
-	if err != nil {
-		return Claim{}, fmt.Errorf("room entry: %w", err)
-	}
-	return cur, nil
+	return decodeClaim(v), nil
 }
 
-// Renew implements [Store].
-func (s *RedisStore) Renew(ctx context.Context, room string, c Claim, ttl time.Duration) (bool, error) {
-	n, err := renewScript.Run(ctx, s.c, []string{roomKey + room}, c.encode(), ttl.Milliseconds()).Int()
-	return n == 1, err
+// renewBatch bounds the rooms one renewal script call takes: a script
+// blocks the Redis server while it runs, so a large instance's renewal is
+// a few short scripts rather than one long one.
+const renewBatch = 256
+
+// Renew implements [Store]: a script renews up to renewBatch rooms per
+// round trip.
+func (s *RedisStore) Renew(ctx context.Context, claims map[string]Claim, ttl time.Duration) ([]string, error) {
+	rooms := slices.Sorted(maps.Keys(claims))
+	var stale []string
+	for batch := range slices.Chunk(rooms, renewBatch) {
+		keys := make([]string, len(batch))
+		args := []any{ttl.Milliseconds()}
+		for i, room := range batch {
+			keys[i] = roomKey + room
+			args = append(args, claims[room].encode())
+		}
+		renewed, err := renewScript.Run(ctx, s.c, keys, args...).Int64Slice()
+		if err != nil {
+			return nil, err
+		}
+		for i, room := range batch {
+			if i >= len(renewed) || renewed[i] != 1 {
+				stale = append(stale, room)
+			}
+		}
+	}
+	return stale, nil
 }
 
 // Release implements [Store].

@@ -51,34 +51,46 @@ func (f *Fleet) renewLease(ctx context.Context) bool {
 	return true
 }
 
-// renewRooms renews the claim of every held room. A claim that is gone
-// (expired during an outage, or Redis restarted empty) is made again; an
-// entry naming this instance under another token (placed here again by
-// another instance) is adopted; an entry naming another instance means
-// the room is lost.
+// renewRooms renews the claims of every held room in one store call. A
+// claim that is gone (expired during an outage, or Redis restarted empty)
+// is made again; an entry naming this instance under another token (placed
+// here again by another instance) is adopted; an entry naming another
+// instance means the room is lost.
 func (f *Fleet) renewRooms(ctx context.Context) {
 	f.mu.Lock()
 	rooms := maps.Clone(f.held)
 	self := f.self
 	f.mu.Unlock()
-	for room, c := range rooms {
-		cur, err := f.renewRoom(ctx, room, c, self)
+	known := maps.Clone(rooms)
+	maps.DeleteFunc(known, func(_ string, c Claim) bool { return c.IsZero() })
+	var stale []string
+	if len(known) > 0 {
+		var err error
+		stale, err = timed(f.m, opRenew, func() ([]string, error) { return f.store.Renew(ctx, known, f.ttl) })
 		if err != nil {
-			continue // the store is in trouble: the next pass tries again
+			return // the store is in trouble: the next pass tries again
+		}
+	}
+	todo := map[string]bool{}
+	for _, room := range stale {
+		todo[room] = true
+	}
+	for room, c := range rooms {
+		if !c.IsZero() && !todo[room] {
+			continue
+		}
+		cur, err := f.reclaim(ctx, room, c, self)
+		if err != nil {
+			continue
 		}
 		f.settle(room, c, cur, self)
 	}
 }
 
-// renewRoom renews room's claim c (or, if that fails, claims it for self
-// if it has no entry) and returns the entry in force.
-func (f *Fleet) renewRoom(ctx context.Context, room string, c Claim, self Instance) (Claim, error) {
-	if !c.IsZero() {
-		ok, err := timed(f.m, opRenew, func() (bool, error) { return f.store.Renew(ctx, room, c, f.ttl) })
-		if err != nil || ok {
-			return c, err
-		}
-	} else {
+// reclaim claims room for self with c (a new claim if c is zero) if it has
+// no entry, and returns the entry in force.
+func (f *Fleet) reclaim(ctx context.Context, room string, c Claim, self Instance) (Claim, error) {
+	if c.IsZero() {
 		c = newClaim(self)
 	}
 	return timed(f.m, opClaim, func() (Claim, error) { return f.store.Claim(ctx, room, Claim{}, c, f.ttl) })

@@ -31,8 +31,10 @@ type Store interface {
 	// force afterwards: c if the write happened, else the other one (the
 	// zero Claim if the room has none).
 	Claim(ctx context.Context, room string, old, c Claim, ttl time.Duration) (Claim, error)
-	// Renew extends room's entry to ttl if it is still c.
-	Renew(ctx context.Context, room string, c Claim, ttl time.Duration) (bool, error)
+	// Renew extends to ttl the entry of each room of claims that is still
+	// the claim given, in one round trip, and returns the rooms whose entry
+	// is not (any more).
+	Renew(ctx context.Context, claims map[string]Claim, ttl time.Duration) (stale []string, err error)
 	// Release deletes room's entry if it is still c.
 	Release(ctx context.Context, room string, c Claim) (bool, error)
 
@@ -47,6 +49,11 @@ type Claim struct {
 	Owner string `json:"owner"`
 	URL   string `json:"url"`
 	Token string `json:"token"`
+
+	// raw is an entry the store holds that is not a claim's encoding
+	// (written by something else): it names no owner, so Place replaces
+	// it, comparing it byte for byte like any other.
+	raw string
 }
 
 // IsZero reports whether c is the zero Claim (no entry).
@@ -61,6 +68,9 @@ func newClaim(inst Instance) Claim {
 // is deterministic (fields in declaration order), so entries compare as
 // bytes.
 func (c Claim) encode() string {
+	if c.raw != "" {
+		return c.raw
+	}
 	if c.IsZero() {
 		return ""
 	}
@@ -68,9 +78,12 @@ func (c Claim) encode() string {
 	return string(b)
 }
 
-// decodeClaim parses an entry the store holds.
-func decodeClaim(s string) (Claim, error) {
+// decodeClaim parses an entry the store holds. One that is not a claim's
+// encoding is kept raw, so it can be replaced.
+func decodeClaim(s string) Claim {
 	var c Claim
-	err := json.Unmarshal([]byte(s), &c)
-	return c, err
+	if err := json.Unmarshal([]byte(s), &c); err != nil || c.encode() != s {
+		return Claim{raw: s}
+	}
+	return c
 }

@@ -1,6 +1,8 @@
 package fleet_test
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -48,18 +50,23 @@ func TestStoreContract(t *testing.T) {
 			c1 := fleet.Claim{Owner: "x", URL: "http://x.test", Token: "1"}
 			c2 := fleet.Claim{Owner: "y", URL: "http://y.test", Token: "2"}
 			c3 := fleet.Claim{Owner: "x", URL: "http://x.test", Token: "3"}
+			// renew renews r's claim c and reports whether it was renewed.
+			renew := func(c fleet.Claim) (bool, error) {
+				stale, err := s.Renew(ctx, map[string]fleet.Claim{"r": c}, time.Minute)
+				return len(stale) == 0, err
+			}
 			steps := []struct {
 				name string
 				do   func() (any, error)
 				want any
 			}{
 				{"Lookup(empty)", func() (any, error) { c, _, err := s.Lookup(ctx, "r"); return c, err }, fleet.Claim{}},
-				{"Renew(none)", func() (any, error) { return s.Renew(ctx, "r", c1, time.Minute) }, false},
+				{"Renew(none)", func() (any, error) { return renew(c1) }, false},
 				{"Claim(none→c1)", func() (any, error) { return s.Claim(ctx, "r", fleet.Claim{}, c1, time.Minute) }, c1},
 				{"Claim(none→c2) over c1", func() (any, error) { return s.Claim(ctx, "r", fleet.Claim{}, c2, time.Minute) }, c1},
-				{"Renew(c1)", func() (any, error) { return s.Renew(ctx, "r", c1, time.Minute) }, true},
+				{"Renew(c1)", func() (any, error) { return renew(c1) }, true},
 				{"Claim(c1→c2)", func() (any, error) { return s.Claim(ctx, "r", c1, c2, time.Minute) }, c2},
-				{"Renew(stale c1)", func() (any, error) { return s.Renew(ctx, "r", c1, time.Minute) }, false},
+				{"Renew(stale c1)", func() (any, error) { return renew(c1) }, false},
 				{"Release(stale c1)", func() (any, error) { return s.Release(ctx, "r", c1) }, false},
 				{"Claim(stale c1→c3)", func() (any, error) { return s.Claim(ctx, "r", c1, c3, time.Minute) }, c2},
 				{"Lookup", func() (any, error) { c, _, err := s.Lookup(ctx, "r"); return c, err }, c2},
@@ -77,6 +84,28 @@ func TestStoreContract(t *testing.T) {
 				_, ok, err := s.Lookup(ctx, "r")
 				return err == nil && !ok
 			})
+		})
+		t.Run("renew many", func(t *testing.T) {
+			// More rooms than one Redis script call takes, every other one
+			// claimed by someone else: exactly those come back stale.
+			mine, want := map[string]fleet.Claim{}, []string{}
+			for i := range 600 {
+				room := fmt.Sprintf("m%03d", i)
+				c := fleet.Claim{Owner: "x", URL: "http://x.test", Token: room}
+				if i%2 == 1 {
+					want = append(want, room)
+					c.Token = "other"
+				}
+				if _, err := s.Claim(ctx, room, fleet.Claim{}, c, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				mine[room] = fleet.Claim{Owner: "x", URL: "http://x.test", Token: room}
+			}
+			stale, err := s.Renew(ctx, mine, time.Minute)
+			slices.Sort(stale)
+			if err != nil || !slices.Equal(stale, want) {
+				t.Errorf("Renew(600 rooms) stale = %d rooms, %v; want the %d claimed by another", len(stale), err, len(want))
+			}
 		})
 	})
 }
