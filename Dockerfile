@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Build: a static binary (no cgo) so the final image needs no libc.
-FROM golang:1.26-bookworm AS build
+# Build: a static binary (no cgo) so the final image needs no libc. The Go
+# version is go.mod's, so the build does not fetch another toolchain.
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -26,10 +26,12 @@ load *ARGS:
 soak:
     MEDIA_SOAK=1 go test -race -count=1 -timeout 60m -run 'Soak|Churn' -v ./...
 
-# Formatting and static checks.
+# Formatting and static checks (staticcheck pinned as in .ci/run).
 lint:
     test -z "$(gofmt -l $(git ls-files '*.go'))"
     go vet ./...
+    GOBIN="$PWD/.bin" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+    .bin/staticcheck ./...
 
 # The container image.
 docker:

@@ -1,8 +1,11 @@
 package edge
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/internal/connlimit"
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // Config configures an edge instance. cmd/media-service fills it from the
@@ -155,127 +158,101 @@ type Config struct {
 // uses the fixed dev key pair and serves /v1/dev/token.
 func (c Config) DevMode() bool { return c.APISecret == "" }
 
-func (c Config) validate() error {
-	if err := checkPort("PORT", c.Port); err != nil {
-		return err
+// httpConnLimits are the connection bounds of PORT. Behind a proxy
+// (ClientIPHeader set) every TCP peer is the proxy, so the per-address
+// bound would cap the whole instance at MaxConnsPerIP: it is left off,
+// and only the total applies.
+func httpConnLimits(cfg Config, m *metrics) connlimit.Limits {
+	perIP := cfg.MaxConnsPerIP
+	if cfg.ClientIPHeader != "" {
+		perIP = 0
 	}
-	if err := checkPort("MEDIA_OPS_PORT", c.OpsPort); err != nil {
-		return err
+	return connlimit.Limits{PerAddr: perIP, Total: cfg.MaxConns,
+		Counted: func(d int64) { m.conns.Add(bg, d) }, Refused: m.connRefused}
+}
+
+// Validate checks every value of c; an error names the variable of the
+// first bad one. New calls it; cmd/media-service calls it first, so a bad
+// value stops the start before anything is bound.
+func (c Config) Validate() error {
+	v := envconfig.Check("edge", &c)
+	envconfig.Port(v, &c.Port, false)
+	envconfig.Port(v, &c.OpsPort, false)
+	envconfig.Positive(v, &c.DrainTimeout)
+	envconfig.AtLeast(v, &c.SessionShards, 1)
+	envconfig.AtLeast(v, &c.MaxSessions, 1)
+	envconfig.OffOrMore(v, &c.MaxSessionsPerIP)
+	c.checkConns(v)
+	c.checkLimits(v)
+	c.checkSignaling(v)
+	c.checkKeys(v)
+	return v.Err()
+}
+
+// Keys is the key pair access tokens are signed and checked with: the
+// configured one, or in dev mode the public dev pair. It checks the pair
+// by the rule Validate applies, so `media-service token` mints only what
+// an instance with the same environment accepts.
+func (c Config) Keys() (auth.KeyPair, error) {
+	v := envconfig.Check("edge", &c)
+	c.checkKeys(v)
+	if err := v.Err(); err != nil {
+		return auth.KeyPair{}, err
 	}
-	if c.DrainTimeout <= 0 {
-		return fmt.Errorf("edge: MEDIA_DRAIN_TIMEOUT must be positive, got %s", c.DrainTimeout)
-	}
-	if c.SessionShards < 1 {
-		return fmt.Errorf("edge: MEDIA_SESSION_SHARDS must be at least 1, got %d", c.SessionShards)
-	}
-	if c.MaxSessions < 1 {
-		return fmt.Errorf("edge: MEDIA_MAX_SESSIONS must be at least 1, got %d", c.MaxSessions)
-	}
-	if c.MaxSessionsPerIP < 0 {
-		return fmt.Errorf("edge: MEDIA_MAX_SESSIONS_PER_IP must be 0 (off) or more, got %d", c.MaxSessionsPerIP)
-	}
-	if err := c.validateConns(); err != nil {
-		return err
-	}
-	if err := c.validateLimits(); err != nil {
-		return err
-	}
-	if err := c.validateSignaling(); err != nil {
-		return err
-	}
-	if c.APISecret != "" && len(c.APISecret) < 32 {
-		return fmt.Errorf("edge: MEDIA_API_SECRET must be at least 32 bytes, got %d", len(c.APISecret))
+	return c.keys(), nil
+}
+
+// checkKeys checks the API key pair: no secret (dev mode), or a secret of
+// at least auth.MinSecretLen bytes with its key.
+func (c *Config) checkKeys(v *envconfig.Checker) {
+	if c.APISecret != "" && len(c.APISecret) < auth.MinSecretLen {
+		v.Failf(&c.APISecret, "must be at least %d bytes, got %d", auth.MinSecretLen, len(c.APISecret))
 	}
 	if c.APISecret != "" && c.APIKey == "" {
-		return fmt.Errorf("edge: MEDIA_API_KEY is required when MEDIA_API_SECRET is set")
+		v.Failf(&c.APIKey, "is required when %s is set", v.Var(&c.APISecret))
 	}
-	return nil
 }
 
-func checkPort(name string, p int) error {
-	if p < 0 || p > 65535 {
-		return fmt.Errorf("edge: %s must be a port from 0 to 65535, got %d", name, p)
-	}
-	return nil
-}
-
-// validateConns checks the connection bounds and HTTP timeouts of PORT.
+// checkConns checks the connection bounds and HTTP timeouts of PORT.
 // A connection bound at or below the matching session bound would refuse
 // sessions the session bound admits, and leave no connection for a
 // health check.
-func (c Config) validateConns() error {
-	if c.MaxConnsPerIP < 0 {
-		return fmt.Errorf("edge: MEDIA_MAX_CONNS_PER_IP must be 0 (off) or more, got %d", c.MaxConnsPerIP)
-	}
-	if c.MaxConns < 0 {
-		return fmt.Errorf("edge: MEDIA_MAX_CONNS must be 0 (off) or more, got %d", c.MaxConns)
-	}
+func (c *Config) checkConns(v *envconfig.Checker) {
+	envconfig.OffOrMore(v, &c.MaxConnsPerIP)
+	envconfig.OffOrMore(v, &c.MaxConns)
 	if c.MaxConns > 0 && c.MaxConns <= c.MaxSessions {
-		return fmt.Errorf("edge: MEDIA_MAX_CONNS (%d) must exceed MEDIA_MAX_SESSIONS (%d), or be 0 (off)", c.MaxConns, c.MaxSessions)
+		v.Failf(&c.MaxConns, "(%d) must exceed %s (%d), or be 0 (off)", c.MaxConns, v.Var(&c.MaxSessions), c.MaxSessions)
 	}
 	if c.ClientIPHeader == "" && c.MaxConnsPerIP > 0 && c.MaxConnsPerIP <= c.MaxSessionsPerIP {
-		return fmt.Errorf("edge: MEDIA_MAX_CONNS_PER_IP (%d) must exceed MEDIA_MAX_SESSIONS_PER_IP (%d), or be 0 (off)", c.MaxConnsPerIP, c.MaxSessionsPerIP)
+		v.Failf(&c.MaxConnsPerIP, "(%d) must exceed %s (%d), or be 0 (off)", c.MaxConnsPerIP, v.Var(&c.MaxSessionsPerIP), c.MaxSessionsPerIP)
 	}
-	if c.HTTPHeaderTimeout <= 0 {
-		return fmt.Errorf("edge: MEDIA_HTTP_HEADER_TIMEOUT must be positive, got %s", c.HTTPHeaderTimeout)
-	}
-	if c.HTTPIdleTimeout <= 0 {
-		return fmt.Errorf("edge: MEDIA_HTTP_IDLE_TIMEOUT must be positive, got %s", c.HTTPIdleTimeout)
-	}
-	return nil
+	envconfig.Positive(v, &c.HTTPHeaderTimeout)
+	envconfig.Positive(v, &c.HTTPIdleTimeout)
 }
 
-// validateLimits checks the per-room, per-instance and per-participant
+// checkLimits checks the per-room, per-instance and per-participant
 // bounds.
-func (c Config) validateLimits() error {
-	for _, v := range []struct {
-		name string
-		n    int
-	}{
-		{"MEDIA_MAX_ROOMS", c.MaxRooms},
-		{"MEDIA_MAX_ROOM_PARTICIPANTS", c.MaxRoomParticipants},
-		{"MEDIA_MAX_TRACKS_PER_PARTICIPANT", c.MaxTracks},
-		{"MEDIA_MAX_ICE_CANDIDATES", c.MaxCandidates},
-		{"MEDIA_WS_SEND_QUEUE", c.SendQueue},
-		{"MEDIA_OFFER_BURST", c.OfferBurst},
-		{"MEDIA_WS_MESSAGE_BURST", c.MessageBurst},
-	} {
-		if v.n < 1 {
-			return fmt.Errorf("edge: %s must be at least 1, got %d", v.name, v.n)
-		}
+func (c *Config) checkLimits(v *envconfig.Checker) {
+	for _, n := range []*int{&c.MaxRooms, &c.MaxRoomParticipants, &c.MaxTracks,
+		&c.MaxCandidates, &c.SendQueue, &c.OfferBurst, &c.MessageBurst} {
+		envconfig.AtLeast(v, n, 1)
 	}
-	return nil
 }
 
-// validateSignaling checks the WebSocket timings and sizes.
-func (c Config) validateSignaling() error {
-	for _, v := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"MEDIA_WS_SEND_TIMEOUT", c.SendTimeout},
-		{"MEDIA_WS_WRITE_TIMEOUT", c.WriteTimeout},
-		{"MEDIA_WS_PING_INTERVAL", c.PingInterval},
-		{"MEDIA_WS_IDLE_TIMEOUT", c.IdleTimeout},
-		{"MEDIA_OFFER_INTERVAL", c.OfferInterval},
-		{"MEDIA_NEGOTIATION_TIMEOUT", c.NegotiationTimeout},
-		{"MEDIA_RETRY_AFTER", c.RetryAfter},
-	} {
-		if v.d <= 0 {
-			return fmt.Errorf("edge: %s must be positive, got %s", v.name, v.d)
-		}
+// checkSignaling checks the WebSocket timings and sizes.
+func (c *Config) checkSignaling(v *envconfig.Checker) {
+	for _, d := range []*time.Duration{&c.SendTimeout, &c.WriteTimeout, &c.PingInterval,
+		&c.IdleTimeout, &c.OfferInterval, &c.NegotiationTimeout, &c.RetryAfter} {
+		envconfig.Positive(v, d)
 	}
-	if c.MessageRate <= 0 {
-		return fmt.Errorf("edge: MEDIA_WS_MESSAGE_RATE must be positive, got %g", c.MessageRate)
-	}
+	envconfig.Positive(v, &c.MessageRate)
 	if c.RetryAfter < time.Second {
-		return fmt.Errorf("edge: MEDIA_RETRY_AFTER must be at least 1s (Retry-After is in whole seconds), got %s", c.RetryAfter)
+		v.Failf(&c.RetryAfter, "must be at least 1s (Retry-After is in whole seconds), got %s", c.RetryAfter)
 	}
 	if c.IdleTimeout <= c.PingInterval {
-		return fmt.Errorf("edge: MEDIA_WS_IDLE_TIMEOUT (%s) must exceed MEDIA_WS_PING_INTERVAL (%s)", c.IdleTimeout, c.PingInterval)
+		v.Failf(&c.IdleTimeout, "(%s) must exceed %s (%s)", c.IdleTimeout, v.Var(&c.PingInterval), c.PingInterval)
 	}
 	if c.ReadLimit < 1024 {
-		return fmt.Errorf("edge: MEDIA_WS_READ_LIMIT must be at least 1024 bytes, got %d", c.ReadLimit)
+		v.Failf(&c.ReadLimit, "must be at least 1024 bytes, got %d", c.ReadLimit)
 	}
-	return nil
 }

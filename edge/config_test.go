@@ -1,18 +1,21 @@
 package edge
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/media-service/media-service/edge/auth"
 )
 
 // TestConfigNamesBadVariable: every bad value stops the start with an
 // error that names its environment variable.
 func TestConfigNamesBadVariable(t *testing.T) {
-	if err := testConfig().validate(); err != nil {
-		t.Fatalf("testConfig().validate() = %v; want nil", err)
+	if err := testConfig().Validate(); err != nil {
+		t.Fatalf("testConfig().Validate() = %v; want nil", err)
 	}
 	tests := []struct {
 		variable string
@@ -40,14 +43,16 @@ func TestConfigNamesBadVariable(t *testing.T) {
 		{"MEDIA_MAX_CONNS", func(c *Config) { c.MaxConns = c.MaxSessions }},
 		{"MEDIA_HTTP_HEADER_TIMEOUT", func(c *Config) { c.HTTPHeaderTimeout = 0 }},
 		{"MEDIA_HTTP_IDLE_TIMEOUT", func(c *Config) { c.HTTPIdleTimeout = -time.Second }},
+		{"MEDIA_API_SECRET", func(c *Config) { c.APIKey, c.APISecret = "k", "short" }},
+		{"MEDIA_API_KEY", func(c *Config) { c.APIKey, c.APISecret = "", strings.Repeat("s", 32) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.variable, func(t *testing.T) {
 			c := testConfig()
 			tt.edit(&c)
-			err := c.validate()
+			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tt.variable) {
-				t.Errorf("validate() = %v; want an error naming %s", err, tt.variable)
+				t.Errorf("Validate() = %v; want an error naming %s", err, tt.variable)
 			}
 		})
 	}
@@ -79,8 +84,8 @@ func TestConfigConnBounds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.cfg().validate(); err != nil {
-				t.Errorf("validate() = %v; want nil", err)
+			if err := tt.cfg().Validate(); err != nil {
+				t.Errorf("Validate() = %v; want nil", err)
 			}
 		})
 	}
@@ -88,5 +93,36 @@ func TestConfigConnBounds(t *testing.T) {
 		defaults.HTTPHeaderTimeout != 10*time.Second || defaults.HTTPIdleTimeout != 75*time.Second {
 		t.Errorf("defaults: conns per IP %d, conns %d, header %s, idle %s; want 128, 4096, 10s, 75s",
 			defaults.MaxConnsPerIP, defaults.MaxConns, defaults.HTTPHeaderTimeout, defaults.HTTPIdleTimeout)
+	}
+}
+
+// TestKeys: the key pair is checked by the rule the start applies, and
+// is the dev pair without a secret.
+func TestKeys(t *testing.T) {
+	secret := strings.Repeat("s", auth.MinSecretLen)
+	tests := []struct {
+		key, secret string
+		want        auth.KeyPair
+		wantErr     string
+	}{
+		{"", "", auth.DevKeyPair(), ""},
+		{"prod", secret, auth.KeyPair{Key: "prod", Secret: secret}, ""},
+		{"prod", secret[1:], auth.KeyPair{}, "edge: MEDIA_API_SECRET must be at least 32 bytes, got 31"},
+		{"", secret, auth.KeyPair{}, "edge: MEDIA_API_KEY is required when MEDIA_API_SECRET is set"},
+	}
+	for _, tt := range tests {
+		c := testConfig()
+		c.APIKey, c.APISecret = tt.key, tt.secret
+		got, err := c.Keys()
+		errText := ""
+		if err != nil {
+			errText = err.Error()
+		}
+		if got != tt.want || errText != tt.wantErr {
+			t.Errorf("Config{%q, %q}.Keys() = %+v, %v; want %+v, %q", tt.key, tt.secret, got, err, tt.want, tt.wantErr)
+		}
+		if verr := c.Validate(); fmt.Sprint(verr) != fmt.Sprint(err) {
+			t.Errorf("Config{%q, %q}: Keys() = %v but Validate() = %v; want the same verdict", tt.key, tt.secret, err, verr)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/media-service/media-service/internal/connlimit"
 )
 
 // metrics are the instance's signaling and session instruments. Attribute
@@ -74,8 +76,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		g.Add(bg, 0)
 	}
 	x.slow.Add(bg, 0)
-	for _, reason := range []string{connPerIP, connTotal} {
-		x.connRefusals.Add(bg, 0, metric.WithAttributes(attribute.String("reason", reason)))
+	for _, reason := range connlimit.Reasons {
+		x.connRefusals.Add(bg, 0, metric.WithAttributes(attribute.String("reason", string(reason))))
 	}
 	return x, nil
 }
@@ -96,8 +98,8 @@ func (m *metrics) signalError(code string) {
 	m.signalErrors.Add(bg, 1, metric.WithAttributes(attribute.String("code", code)))
 }
 
-func (m *metrics) connRefused(reason string) {
-	m.connRefusals.Add(bg, 1, metric.WithAttributes(attribute.String("reason", reason)))
+func (m *metrics) connRefused(reason connlimit.Reason) {
+	m.connRefusals.Add(bg, 1, metric.WithAttributes(attribute.String("reason", string(reason))))
 }
 
 func (m *metrics) joinDuration(d time.Duration, first string) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/signal"
+	"github.com/media-service/media-service/internal/connlimit"
 )
 
 // Join results: the values of media_joins_total's result attribute.
@@ -70,19 +71,19 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if done, err := srv.route(c, claims.Room); done { // the room lives elsewhere, or cannot be placed
 		return err
 	}
-	addr := srv.perAddr.key(c.Request())
-	if !srv.perAddr.acquire(addr) {
+	addr := connlimit.RequestBucket(c.Request(), srv.cfg.ClientIPHeader)
+	if !srv.perAddr.Acquire(addr) {
 		return srv.refuse(c, http.StatusTooManyRequests, joinAddrLimit, "too_many_sessions", "this address holds as many sessions as one address may")
 	}
 	if srv.admitted.Add(1) > int64(srv.cfg.MaxSessions) {
 		srv.admitted.Add(-1)
-		srv.perAddr.release(addr)
+		srv.perAddr.Release(addr)
 		return srv.refuse(c, http.StatusServiceUnavailable, joinFull, "full", "the instance is at its session limit")
 	}
 	r, err := srv.rooms.reserve(claims.Room, claims.Identity())
 	if err != nil {
 		srv.admitted.Add(-1)
-		srv.perAddr.release(addr)
+		srv.perAddr.Release(addr)
 		if errors.Is(err, errRoomFull) {
 			return srv.refuse(c, http.StatusForbidden, joinRoomFull, "room_full", "the room is full")
 		}
@@ -102,7 +103,7 @@ func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened 
 	if err != nil { // the upgrader has answered the client
 		srv.rooms.release(r)
 		srv.admitted.Add(-1)
-		srv.perAddr.release(addr)
+		srv.perAddr.Release(addr)
 		srv.metrics.join(joinUpgradeFail)
 		return nil
 	}
@@ -114,12 +115,12 @@ func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened 
 		conn.Close()
 		srv.rooms.release(r)
 		srv.admitted.Add(-1)
-		srv.perAddr.release(addr)
+		srv.perAddr.Release(addr)
 		srv.metrics.join(joinInternal)
 		return nil
 	}
 	srv.sessions.Add(s)
-	srv.perAddr.releaseWhenDone(addr, s.Done())
+	srv.perAddr.ReleaseWhenDone(addr, s.Done())
 	srv.metrics.join(joinOK)
 	s.log.Info("session_joined")
 	s.start()

@@ -24,6 +24,7 @@ import (
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/edge/web"
+	"github.com/media-service/media-service/internal/connlimit"
 )
 
 // Relay is what an instance needs from its embedded TURN relay: the
@@ -77,9 +78,9 @@ type Server struct {
 	rooms    *rooms
 	keys     auth.KeyPair
 	upgrader websocket.Upgrader
-	perAddr  *addrLimit // sessions per client address
-	conns    *connLimit // open TCP connections of httpLn
-	routing  *routing   // the instance's part in a fleet; nil alone
+	perAddr  *connlimit.Addrs    // sessions per client address
+	conns    *connlimit.Listener // httpLn: open TCP connections of PORT
+	routing  *routing            // the instance's part in a fleet; nil alone
 
 	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
 	closingAll atomic.Bool  // the drain is closing every session
@@ -101,7 +102,7 @@ type Server struct {
 // New validates cfg and binds the HTTP and ops listeners, so that a taken
 // port fails here, before anything is served.
 func New(cfg Config, opts Options) (*Server, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Log == nil {
@@ -127,7 +128,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		rooms:    newRooms(cfg.MaxRooms, cfg.MaxRoomParticipants, m),
 		keys:     cfg.keys(),
 		upgrader: newUpgrader(),
-		perAddr:  newAddrLimit(cfg.MaxSessionsPerIP, cfg.ClientIPHeader),
+		perAddr:  connlimit.NewAddrs(cfg.MaxSessionsPerIP),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -141,8 +142,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.httpLn, err = listen("PORT", cfg.HTTPHost, cfg.Port); err != nil {
 		return nil, err
 	}
-	s.conns = newConnLimit(cfg, m)
-	s.httpLn = limitConns(s.httpLn, s.conns)
+	s.conns = connlimit.NewListener(s.httpLn.(*net.TCPListener), httpConnLimits(cfg, m))
+	s.httpLn = s.conns
 	if s.opsLn, err = listen("MEDIA_OPS_PORT", cfg.OpsHost, cfg.OpsPort); err != nil {
 		s.httpLn.Close()
 		return nil, err

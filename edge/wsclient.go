@@ -57,7 +57,7 @@ type lastWords struct {
 const socketSendBuffer = 64 << 10
 
 // The socket controls the signaling connection needs, asked for by
-// interface: the HTTP listener's conns wrap a *net.TCPConn (connlimit.go)
+// interface: the HTTP listener's conns wrap a *net.TCPConn (internal/connlimit)
 // and have its methods, but are not one.
 type (
 	sendBufferSetter interface{ SetWriteBuffer(bytes int) error }

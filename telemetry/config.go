@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // Config configures the telemetry package. Field comments give each
@@ -107,71 +109,74 @@ func (m *Millis) UnmarshalText(b []byte) error {
 // Duration is m as a time.Duration.
 func (m Millis) Duration() time.Duration { return time.Duration(m) }
 
-func (c Config) validate() error {
-	if err := c.validateLeak(); err != nil {
-		return err
-	}
-	if c.ExportInterval <= 0 {
-		return fmt.Errorf("telemetry: OTEL_METRIC_EXPORT_INTERVAL must be positive, got %s", c.ExportInterval.Duration())
-	}
-	if c.ExportTimeout <= 0 {
-		return fmt.Errorf("telemetry: OTEL_METRIC_EXPORT_TIMEOUT must be positive, got %s", c.ExportTimeout.Duration())
-	}
+// String is m as a duration ("1m0s"), for messages.
+func (m Millis) String() string { return m.Duration().String() }
+
+// Validate checks every value of c; an error names the variable of the
+// first bad one. New calls it; cmd/media-service calls it first, so a bad
+// value stops the start before anything is bound.
+func (c Config) Validate() error {
+	v := envconfig.Check("telemetry", &c)
+	c.checkLeak(v)
+	envconfig.Positive(v, &c.ExportInterval)
+	envconfig.Positive(v, &c.ExportTimeout)
 	if _, err := parseResourceAttributes(c.ResourceAttributes); err != nil {
-		return fmt.Errorf("telemetry: OTEL_RESOURCE_ATTRIBUTES: %w", err)
+		v.Failf(&c.ResourceAttributes, ": %w", err)
 	}
-	if err := c.validateProtocol(); err != nil {
-		return err
+	c.checkProtocol(v)
+	if v.Err() != nil {
+		return v.Err()
 	}
 	_, err := c.otlpURL()
 	return err
 }
 
+// validateLeak checks the leak detector's part of c.
 func (c Config) validateLeak() error {
-	switch {
-	case c.LeakSampleInterval <= 0:
-		return fmt.Errorf("telemetry: MEDIA_LEAK_SAMPLE_INTERVAL must be positive, got %s", c.LeakSampleInterval)
-	case c.LeakBaselineSample < 1:
-		return fmt.Errorf("telemetry: MEDIA_LEAK_BASELINE_SAMPLE must be at least 1, got %d", c.LeakBaselineSample)
-	case c.LeakFactor <= 1:
-		return fmt.Errorf("telemetry: MEDIA_LEAK_FACTOR must be above 1, got %g", c.LeakFactor)
-	case c.LeakSessionBudget < 0:
-		return fmt.Errorf("telemetry: MEDIA_LEAK_SESSION_BUDGET must not be negative, got %d", c.LeakSessionBudget)
-	case c.LeakTrackBudget < 0:
-		return fmt.Errorf("telemetry: MEDIA_LEAK_TRACK_BUDGET must not be negative, got %d", c.LeakTrackBudget)
-	case c.LeakMinBaseline < 1:
-		return fmt.Errorf("telemetry: MEDIA_LEAK_MIN_BASELINE must be at least 1, got %d", c.LeakMinBaseline)
-	}
-	return nil
+	v := envconfig.Check("telemetry", &c)
+	c.checkLeak(v)
+	return v.Err()
 }
 
-// validateProtocol accepts only OTLP over HTTP with protobuf, the transport
+func (c *Config) checkLeak(v *envconfig.Checker) {
+	envconfig.Positive(v, &c.LeakSampleInterval)
+	envconfig.AtLeast(v, &c.LeakBaselineSample, 1)
+	if c.LeakFactor <= 1 {
+		v.Failf(&c.LeakFactor, "must be above 1, got %g", c.LeakFactor)
+	}
+	envconfig.NotNegative(v, &c.LeakSessionBudget)
+	envconfig.NotNegative(v, &c.LeakTrackBudget)
+	envconfig.AtLeast(v, &c.LeakMinBaseline, 1)
+}
+
+// checkProtocol accepts only OTLP over HTTP with protobuf, the transport
 // this binary carries; the metrics-specific variable wins.
-func (c Config) validateProtocol() error {
-	name, proto := "OTEL_EXPORTER_OTLP_PROTOCOL", c.OTLPProtocol
+func (c *Config) checkProtocol(v *envconfig.Checker) {
+	field, proto := &c.OTLPProtocol, c.OTLPProtocol
 	if c.OTLPMetricsProtocol != "" {
-		name, proto = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", c.OTLPMetricsProtocol
+		field, proto = &c.OTLPMetricsProtocol, c.OTLPMetricsProtocol
 	}
 	if proto != "" && proto != "http/protobuf" {
-		return fmt.Errorf("telemetry: %s=%q is not supported: media-service pushes OTLP as http/protobuf only", name, proto)
+		v.Failf(field, "=%q is not supported: media-service pushes OTLP as http/protobuf only", proto)
 	}
-	return nil
 }
 
 // otlpURL is where metrics are pushed, or "" when no push is configured.
 // As the specification says, the signal-specific endpoint is used as it
 // is, while the generic one gets "v1/metrics" appended to its path.
 func (c Config) otlpURL() (string, error) {
-	name, raw := "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", c.OTLPMetricsEndpoint
+	field, raw := &c.OTLPMetricsEndpoint, c.OTLPMetricsEndpoint
 	if raw == "" {
-		name, raw = "OTEL_EXPORTER_OTLP_ENDPOINT", c.OTLPEndpoint
+		field, raw = &c.OTLPEndpoint, c.OTLPEndpoint
 	}
 	if raw == "" {
 		return "", nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("telemetry: %s must be an http:// or https:// URL, got %q", name, raw)
+		v := envconfig.Check("telemetry", &c)
+		v.Failf(field, "must be an http:// or https:// URL, got %q", raw)
+		return "", v.Err()
 	}
 	if c.OTLPMetricsEndpoint == "" {
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/metrics"

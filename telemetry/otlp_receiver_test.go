@@ -128,11 +128,10 @@ func sumPoints(mt *metricspb.Metric, match []string) float64 {
 // entry as string attributes.
 func PushedResource(m *colmetrics.ExportMetricsServiceRequest) map[string]string {
 	attrs := map[string]string{}
-	for _, rm := range m.GetResourceMetrics() {
-		for _, kv := range rm.GetResource().GetAttributes() {
+	if rms := m.GetResourceMetrics(); len(rms) > 0 {
+		for _, kv := range rms[0].GetResource().GetAttributes() {
 			attrs[kv.GetKey()] = kv.GetValue().GetStringValue()
 		}
-		break
 	}
 	return attrs
 }

@@ -72,7 +72,7 @@ type Provider struct {
 // exporter. When an OTLP endpoint is configured, a periodic reader pushes
 // to it over HTTP as well.
 func New(ctx context.Context, cfg Config, opts Options) (*Provider, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Log == nil {
@@ -107,7 +107,7 @@ func newPrometheus(res *resource.Resource) (*prometheus.Registry, *otelprom.Expo
 	labels := prometheus.Labels{}
 	for _, kv := range res.Attributes() {
 		if promoted(kv) {
-			labels[labelName(kv.Key)] = kv.Value.Emit()
+			labels[labelName(kv.Key)] = kv.Value.String()
 		}
 	}
 	wrapped := prometheus.WrapRegistererWith(labels, reg)

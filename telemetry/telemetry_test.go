@@ -114,8 +114,8 @@ func TestResource(t *testing.T) {
 			}
 			for k, want := range tt.want {
 				got, _ := res.Set().Value(attribute.Key(k))
-				if got.Emit() != want {
-					t.Errorf("resource %s = %q; want %q", k, got.Emit(), want)
+				if got.String() != want {
+					t.Errorf("resource %s = %q; want %q", k, got.String(), want)
 				}
 			}
 		})

@@ -1,11 +1,13 @@
 package turn
 
 import (
-	"fmt"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // MaxCredentialTTL caps MEDIA_TURN_CREDENTIAL_TTL. A TURN credential cannot
@@ -142,103 +144,88 @@ func (c Config) TLSEnabled() bool { return c.TLSCert != "" }
 // `joined`), as it does; a backend minting them itself needs the secret.
 func (c Config) SecretGenerated() bool { return c.Secret == "" }
 
-func (c Config) validate() error {
-	checks := []func() error{c.validatePorts, c.validateAddrs, c.validateAuth, c.validateBounds}
-	for _, check := range checks {
-		if err := check(); err != nil {
-			return err
-		}
+// Validate checks every value of c; an error names the variable of the
+// first bad one. The certificate files, when set, must load. New calls
+// it; cmd/media-service calls it first, so a bad value stops the start
+// before anything is bound.
+func (c Config) Validate() error {
+	v := envconfig.Check("turn", &c)
+	c.checkPorts(v)
+	c.checkAddrs(v)
+	c.checkAuth(v)
+	c.checkBounds(v)
+	if v.Err() == nil && c.TLSEnabled() {
+		_, err := c.certificate()
+		return err
 	}
-	return nil
+	return v.Err()
 }
 
-func (c Config) validatePorts() error {
-	ports := []struct {
-		name  string
-		p, lo int
-	}{
-		{"MEDIA_TURN_UDP_PORT", c.UDPPort, -1},
-		{"MEDIA_TURN_TCP_PORT", c.TCPPort, -1},
-		{"MEDIA_TURN_TLS_PORT", c.TLSPort, 0},
-		{"MEDIA_TURN_TLS_PUBLIC_PORT", c.TLSPublicPort, 0},
-		{"MEDIA_TURN_RELAY_PORT_MIN", c.RelayPortMin, 0},
-		{"MEDIA_TURN_RELAY_PORT_MAX", c.RelayPortMax, 0},
+// certificate loads the TURN-over-TLS certificate chain and its key.
+func (c Config) certificate() (tls.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		v := envconfig.Check("turn", &c)
+		v.Failf(&c.TLSCert, "and %s do not load: %w", v.Var(&c.TLSKey), err)
+		return cert, v.Err()
 	}
-	for _, p := range ports {
-		if p.p < p.lo || p.p > 65535 {
-			return fmt.Errorf("turn: %s must be a port from %d to 65535, got %d", p.name, p.lo, p.p)
-		}
+	return cert, nil
+}
+
+func (c *Config) checkPorts(v *envconfig.Checker) {
+	envconfig.Port(v, &c.UDPPort, true)
+	envconfig.Port(v, &c.TCPPort, true)
+	for _, p := range []*int{&c.TLSPort, &c.TLSPublicPort, &c.RelayPortMin, &c.RelayPortMax} {
+		envconfig.Port(v, p, false)
 	}
 	if c.UDPPort < 0 && c.TCPPort < 0 && !c.TLSEnabled() {
-		return fmt.Errorf("turn: MEDIA_TURN_UDP_PORT and MEDIA_TURN_TCP_PORT are both off and no TLS is configured: set MEDIA_TURN_ENABLED=false instead")
+		v.Failf(&c.UDPPort, "and %s are both off and no TLS is configured: set %s=false instead",
+			v.Var(&c.TCPPort), v.Var(&c.Enabled))
 	}
 	if (c.RelayPortMin == 0) != (c.RelayPortMax == 0) || c.RelayPortMin > c.RelayPortMax {
-		return fmt.Errorf("turn: MEDIA_TURN_RELAY_PORT_MIN and MEDIA_TURN_RELAY_PORT_MAX must both be 0 or form a range, got %d-%d", c.RelayPortMin, c.RelayPortMax)
+		v.Failf(&c.RelayPortMin, "and %s must both be 0 or form a range, got %d-%d",
+			v.Var(&c.RelayPortMax), c.RelayPortMin, c.RelayPortMax)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return fmt.Errorf("turn: MEDIA_TURN_TLS_CERT and MEDIA_TURN_TLS_KEY must be set together")
+		v.Failf(&c.TLSCert, "and %s must be set together", v.Var(&c.TLSKey))
 	}
-	return nil
 }
 
-func (c Config) validateAddrs() error {
+func (c *Config) checkAddrs(v *envconfig.Checker) {
 	for _, ip := range c.PublicIPs {
 		if _, err := netip.ParseAddr(strings.TrimSpace(ip)); err != nil {
-			return fmt.Errorf("turn: MEDIA_PUBLIC_IP must list IP addresses, got %q", ip)
+			v.Failf(&c.PublicIPs, "must list IP addresses, got %q", ip)
 		}
 	}
 	if c.RelayIP != "" {
 		ip, err := netip.ParseAddr(c.RelayIP)
 		if err != nil || !ip.Unmap().Is4() || ip.IsUnspecified() {
-			return fmt.Errorf("turn: MEDIA_TURN_RELAY_IP must be one IPv4 address, got %q", c.RelayIP)
+			v.Failf(&c.RelayIP, "must be one IPv4 address, got %q", c.RelayIP)
 		}
 	}
 	if ip := net.ParseIP(c.RelayBindAddr); c.RelayBindAddr != "" && ip.To4() == nil {
-		return fmt.Errorf("turn: MEDIA_TURN_RELAY_BIND_ADDR must be an IPv4 address (relayed sockets are IPv4), got %q", c.RelayBindAddr)
+		v.Failf(&c.RelayBindAddr, "must be an IPv4 address (relayed sockets are IPv4), got %q", c.RelayBindAddr)
 	}
 	if _, err := parsePrefixes(c.AllowPeers); err != nil {
-		return fmt.Errorf("turn: MEDIA_TURN_ALLOW_PEERS: %w", err)
+		v.Failf(&c.AllowPeers, ": %w", err)
 	}
-	return nil
 }
 
-func (c Config) validateAuth() error {
+func (c *Config) checkAuth(v *envconfig.Checker) {
 	if c.Realm == "" {
-		return fmt.Errorf("turn: MEDIA_TURN_REALM must not be empty")
+		v.Failf(&c.Realm, "must not be empty")
 	}
 	if c.Secret != "" && len(c.Secret) < 32 {
-		return fmt.Errorf("turn: MEDIA_TURN_SECRET must be at least 32 bytes, got %d", len(c.Secret))
+		v.Failf(&c.Secret, "must be at least 32 bytes, got %d", len(c.Secret))
 	}
-	if c.CredentialTTL < time.Minute || c.CredentialTTL > MaxCredentialTTL {
-		return fmt.Errorf("turn: MEDIA_TURN_CREDENTIAL_TTL must be from 1m to %s, got %s", MaxCredentialTTL, c.CredentialTTL)
-	}
-	return nil
+	envconfig.Between(v, &c.CredentialTTL, time.Minute, MaxCredentialTTL)
 }
 
-func (c Config) validateBounds() error {
-	counts := []struct {
-		name string
-		n    int
-	}{
-		{"MEDIA_TURN_MAX_ALLOCATIONS_PER_IDENTITY", c.MaxAllocationsPerIdentity},
-		{"MEDIA_TURN_MAX_ALLOCATIONS", c.MaxAllocations},
-		{"MEDIA_TURN_UNAUTH_BURST", c.UnauthBurst},
-		{"MEDIA_TURN_MAX_CONNS", c.MaxConns},
-		{"MEDIA_TURN_MAX_CONNS_PER_IP", c.MaxConnsPerIP},
+func (c *Config) checkBounds(v *envconfig.Checker) {
+	for _, n := range []*int{&c.MaxAllocationsPerIdentity, &c.MaxAllocations, &c.UnauthBurst, &c.MaxConns, &c.MaxConnsPerIP} {
+		envconfig.AtLeast(v, n, 1)
 	}
-	for _, n := range counts {
-		if n.n < 1 {
-			return fmt.Errorf("turn: %s must be at least 1, got %d", n.name, n.n)
-		}
-	}
-	if c.UnauthRate <= 0 {
-		return fmt.Errorf("turn: MEDIA_TURN_UNAUTH_RATE must be positive, got %g", c.UnauthRate)
-	}
-	if c.ConnIdleTimeout < time.Second {
-		return fmt.Errorf("turn: MEDIA_TURN_CONN_IDLE_TIMEOUT must be at least 1s, got %s", c.ConnIdleTimeout)
-	}
-	if c.ConnAllocateTimeout < time.Second {
-		return fmt.Errorf("turn: MEDIA_TURN_CONN_ALLOCATE_TIMEOUT must be at least 1s, got %s", c.ConnAllocateTimeout)
-	}
-	return nil
+	envconfig.Positive(v, &c.UnauthRate)
+	envconfig.AtLeast(v, &c.ConnIdleTimeout, time.Second)
+	envconfig.AtLeast(v, &c.ConnAllocateTimeout, time.Second)
 }

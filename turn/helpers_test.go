@@ -55,11 +55,10 @@ type testRelay struct {
 // testClock is the relay's clock, which a test can move forward.
 type testClock struct{ offset atomic.Int64 }
 
-func (c *testClock) now() time.Time           { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *testClock) advance(d time.Duration)  { c.offset.Add(int64(d)) }
-func discardLog() *slog.Logger                { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func loopback(port int) *net.UDPAddr          { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port} }
-func udpAddrOf(c net.PacketConn) *net.UDPAddr { return c.LocalAddr().(*net.UDPAddr) }
+func (c *testClock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+func discardLog() *slog.Logger               { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func loopback(port int) *net.UDPAddr         { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port} }
 
 // startRelay starts a relay with cfg changed by mutate, whose own media
 // address is a fresh echo socket, and closes both at the end of the test.

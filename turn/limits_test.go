@@ -193,11 +193,14 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.validate(); err != nil {
-		t.Errorf("validate(defaults) = %v; want nil", err)
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate(defaults) = %v; want nil", err)
 	}
 	if !cfg.Enabled || cfg.UDPPort != 3478 || cfg.TCPPort != 3478 || cfg.TLSPort != 5349 ||
-		cfg.CredentialTTL != time.Hour || cfg.MaxAllocationsPerIdentity != 10 || cfg.Realm != "media-service" {
+		cfg.CredentialTTL != time.Hour || cfg.MaxAllocationsPerIdentity != 10 || cfg.Realm != "media-service" ||
+		cfg.MaxAllocations != 4000 || cfg.UnauthRate != 20 || cfg.UnauthBurst != 100 ||
+		cfg.MaxConns != 4000 || cfg.MaxConnsPerIP != 64 ||
+		cfg.ConnIdleTimeout != 2*time.Minute || cfg.ConnAllocateTimeout != 30*time.Second {
 		t.Errorf("defaults = %+v; want the documented ones", cfg)
 	}
 }
@@ -214,6 +217,7 @@ func TestConfigValidate(t *testing.T) {
 		{"MEDIA_TURN_TLS_PORT", func(c *Config) { c.TLSPort = -1 }},
 		{"MEDIA_TURN_UDP_PORT", func(c *Config) { c.UDPPort, c.TCPPort = -1, -1 }},
 		{"MEDIA_TURN_TLS_KEY", func(c *Config) { c.TLSCert = "cert.pem" }},
+		{"MEDIA_TURN_TLS_CERT", func(c *Config) { c.TLSCert, c.TLSKey = "/nonexistent/cert.pem", "/nonexistent/key.pem" }},
 		{"MEDIA_TURN_RELAY_PORT_MIN", func(c *Config) { c.RelayPortMin = 50000 }},
 		{"MEDIA_TURN_RELAY_PORT_MAX", func(c *Config) { c.RelayPortMin, c.RelayPortMax = 50010, 50000 }},
 		{"MEDIA_PUBLIC_IP", func(c *Config) { c.PublicIPs = []string{"turn.example.com"} }},
@@ -238,6 +242,9 @@ func TestConfigValidate(t *testing.T) {
 	for _, tt := range tests {
 		cfg := testConfig()
 		tt.cfg(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("Validate() with a bad %s = %v; want an error naming it", tt.name, err)
+		}
 		_, err := New(cfg, Options{Log: discardLog()})
 		if err == nil || !strings.Contains(err.Error(), tt.name) {
 			t.Errorf("New with a bad %s = %v; want an error naming it", tt.name, err)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // Connection refusal reasons, the reason attribute of media_turn_conn_refusals.
@@ -36,7 +38,7 @@ func (s *Server) bind() error {
 		addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.UDPPort))
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return fmt.Errorf("turn: listen udp %s (MEDIA_TURN_UDP_PORT): %w", addr, err)
+			return fmt.Errorf("turn: listen udp %s (%s): %w", addr, envconfig.Name(&cfg, &cfg.UDPPort), err)
 		}
 		if uc, ok := pc.(*net.UDPConn); ok {
 			// Every client's TURN/UDP traffic shares this one socket: ask for
@@ -48,14 +50,14 @@ func (s *Server) bind() error {
 		s.ln.udp = &udpListener{PacketConn: pc, s: s}
 	}
 	if cfg.TCPPort >= 0 {
-		ln, err := s.listenTCP(transportTCP, "MEDIA_TURN_TCP_PORT", cfg.TCPPort)
+		ln, err := s.listenTCP(transportTCP, envconfig.Name(&cfg, &cfg.TCPPort), cfg.TCPPort)
 		if err != nil {
 			return err
 		}
 		s.ln.tcp = ln
 	}
 	if cfg.TLSEnabled() {
-		ln, err := s.listenTCP(transportTLS, "MEDIA_TURN_TLS_PORT", cfg.TLSPort)
+		ln, err := s.listenTCP(transportTLS, envconfig.Name(&cfg, &cfg.TLSPort), cfg.TLSPort)
 		if err != nil {
 			return err
 		}

@@ -101,7 +101,7 @@ type Server struct {
 // New validates cfg and binds every listener, so that a taken port fails
 // here, before anything is served.
 func New(cfg Config, opts Options) (*Server, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Log == nil {
@@ -143,9 +143,9 @@ func (s *Server) setup(opts Options) error {
 		return err
 	}
 	if s.cfg.TLSEnabled() {
-		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		cert, err := s.cfg.certificate()
 		if err != nil {
-			return fmt.Errorf("turn: load MEDIA_TURN_TLS_CERT/MEDIA_TURN_TLS_KEY: %w", err)
+			return err
 		}
 		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}

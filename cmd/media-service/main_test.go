@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,6 +124,10 @@ func TestServeAndDrainOnSignal(t *testing.T) {
 	}
 }
 
+// TestConfigErrorsStopTheStart: a bad value stops the start with exit 1
+// and one line on stderr that names the variable, before anything is
+// logged or bound, whichever package's configuration it belongs to; a
+// taken port fails with its address.
 func TestConfigErrorsStopTheStart(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -132,33 +137,118 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 	takenPort := fmt.Sprint(taken.Addr().(*net.TCPAddr).Port)
 
 	tests := []struct {
-		name string
-		env  []string
-		want string // the message must name the culprit
+		name  string
+		env   []string
+		want  string // the message must name the culprit
+		bound bool   // the error comes from binding, after the start-up log
 	}{
-		{"bad duration", []string{"MEDIA_DRAIN_TIMEOUT=abc"}, "MEDIA_DRAIN_TIMEOUT"},
-		{"negative drain", []string{"MEDIA_DRAIN_TIMEOUT=-1s"}, "MEDIA_DRAIN_TIMEOUT"},
-		{"bad port", []string{"PORT=99999"}, "PORT"},
-		{"port not a number", []string{"MEDIA_OPS_PORT=ops"}, "MEDIA_OPS_PORT"},
-		{"http port taken", []string{"PORT=" + takenPort}, "127.0.0.1:" + takenPort},
-		{"ops port taken", []string{"MEDIA_OPS_PORT=" + takenPort}, "127.0.0.1:" + takenPort},
-		{"short secret", []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, "MEDIA_API_SECRET"},
-		{"bad leak factor", []string{"MEDIA_LEAK_FACTOR=0.5"}, "MEDIA_LEAK_FACTOR"},
-		{"bad redis url", []string{"MEDIA_REDIS_URL=http://127.0.0.1:6379", "MEDIA_PUBLIC_URL=http://127.0.0.1:8080"}, "MEDIA_REDIS_URL"},
-		{"redis without public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379"}, "MEDIA_PUBLIC_URL"},
-		{"bad public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379", "MEDIA_PUBLIC_URL=media.example.com"}, "MEDIA_PUBLIC_URL"},
+		{"bad duration", []string{"MEDIA_DRAIN_TIMEOUT=abc"}, `media-service: MEDIA_DRAIN_TIMEOUT: "abc" is not a duration`, false},
+		{"negative drain", []string{"MEDIA_DRAIN_TIMEOUT=-1s"}, "media-service: edge: MEDIA_DRAIN_TIMEOUT must be positive, got -1s", false},
+		{"bad port", []string{"PORT=99999"}, "media-service: edge: PORT must be a port from 0 to 65535, got 99999", false},
+		{"port not a number", []string{"PORT=notaport"}, `media-service: PORT: "notaport" is not a port number (0-65535)`, false},
+		{"ops port not a number", []string{"MEDIA_OPS_PORT=ops"}, `media-service: MEDIA_OPS_PORT: "ops" is not a port number`, false},
+		{"two bad values", []string{"MEDIA_OPS_PORT=ops", "MEDIA_MAX_ROOMS=many"}, `MEDIA_OPS_PORT: "ops" is not a port number (0-65535); MEDIA_MAX_ROOMS: "many" is not a whole number`, false},
+		{"short secret", []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, "media-service: edge: MEDIA_API_SECRET must be at least 32 bytes, got 5", false},
+		{"bad leak factor", []string{"MEDIA_LEAK_FACTOR=0.5"}, "media-service: telemetry: MEDIA_LEAK_FACTOR must be above 1", false},
+		{"bad media value", []string{"MEDIA_NACK_BUFFER=500"}, "media-service: sfu: MEDIA_NACK_BUFFER must be a power of two", false},
+		// TURN is configured last and built after the media engine binds:
+		// its values too are checked before that.
+		{"bad turn value", []string{"MEDIA_TURN_MAX_CONNS=0"}, "media-service: turn: MEDIA_TURN_MAX_CONNS must be at least 1, got 0", false},
+		{"turn certificate missing", []string{"MEDIA_TURN_TLS_CERT=/nonexistent.pem", "MEDIA_TURN_TLS_KEY=/nonexistent.key"}, "media-service: turn: MEDIA_TURN_TLS_CERT and MEDIA_TURN_TLS_KEY do not load", false},
+		{"http port taken", []string{"PORT=" + takenPort}, "127.0.0.1:" + takenPort, true},
+		{"ops port taken", []string{"MEDIA_OPS_PORT=" + takenPort}, "127.0.0.1:" + takenPort, true},
+		{"bad redis url", []string{"MEDIA_REDIS_URL=http://127.0.0.1:6379", "MEDIA_PUBLIC_URL=http://127.0.0.1:8080"}, "MEDIA_REDIS_URL", false},
+		{"redis without public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379"}, "MEDIA_PUBLIC_URL", false},
+		{"bad public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379", "MEDIA_PUBLIC_URL=media.example.com"}, "MEDIA_PUBLIC_URL", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(binary)
 			cmd.Env = append(append(os.Environ(), servicetest.LoopbackEnv...), tt.env...)
-			out, err := cmd.CombinedOutput()
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
 			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
-				t.Fatalf("media-service with %v: err = %v; want a non-zero exit\n%s", tt.env, err, out)
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Fatalf("media-service with %v: err = %v; want exit 1\n%s%s", tt.env, err, stdout.String(), stderr.String())
 			}
-			if !strings.Contains(string(out), tt.want) {
-				t.Errorf("media-service with %v said %q; want it to name %q", tt.env, out, tt.want)
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("media-service with %v said %q; want it to say %q", tt.env, stderr.String(), tt.want)
+			}
+			if tt.bound {
+				return
+			}
+			if lines := strings.Count(stderr.String(), "\n"); lines != 1 {
+				t.Errorf("media-service with %v wrote %d lines on stderr; want 1", tt.env, lines)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("media-service with %v logged before the error (so it may have bound a port):\n%s", tt.env, stdout.String())
+			}
+		})
+	}
+}
+
+// TestCommandLine: a request for help prints the usage and exits 0, a
+// flag or command it does not know prints the usage and exits 2, and
+// neither starts an instance; token mints only with a key pair an
+// instance would accept.
+func TestCommandLine(t *testing.T) {
+	const secret = "prod-secret-0123456789abcdef0123456789"
+	tests := []struct {
+		args     []string
+		env      []string
+		code     int
+		stdout   string // what stdout must hold
+		stderr   string // what stderr must hold; "" for nothing at all
+		noStdout bool
+	}{
+		{[]string{"-h"}, nil, 0, "media-service token -room R", "", false},
+		{[]string{"-help"}, nil, 0, `README.md, section "Configuration"`, "", false},
+		{[]string{"--help"}, nil, 0, "media-service [serve]", "", false},
+		{[]string{"help"}, nil, 0, "media-service [serve]", "", false},
+		{[]string{"serve", "-h"}, nil, 0, "media-service [serve]", "", false},
+		{[]string{"-port=80"}, nil, 2, "", "flag provided but not defined: -port", true},
+		{[]string{"serve", "-v"}, nil, 2, "", "Usage:", true},
+		{[]string{"serve", "now"}, nil, 2, "", `serve takes no arguments, got ["now"]`, true},
+		{[]string{"start"}, nil, 2, "", `unknown command "start"`, true},
+		{[]string{"token", "-h"}, nil, 0, "-identity", "", false},
+		{[]string{"token", "-bogus"}, nil, 2, "", "flag provided but not defined: -bogus", true},
+		{[]string{"token", "-room", "demo"}, nil, 2, "", "-room and -identity are required", true},
+		{[]string{"token", "-room", "demo", "-identity", "alice"}, []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=short"}, 1, "", "MEDIA_API_SECRET must be at least 32 bytes, got 5", true},
+		{[]string{"token", "-room", "demo", "-identity", "alice"}, []string{"MEDIA_API_SECRET=" + secret}, 1, "", "MEDIA_API_KEY is required when MEDIA_API_SECRET is set", true},
+		{[]string{"token", "-room", "demo", "-identity", "alice"}, []string{"MEDIA_API_KEY=k", "MEDIA_API_SECRET=" + secret}, 0, "eyJ", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, tt.args...)
+			cmd.Env = append(append(os.Environ(), servicetest.LoopbackEnv...), "MEDIA_API_KEY=", "MEDIA_API_SECRET=")
+			cmd.Env = append(cmd.Env, tt.env...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("media-service %v still ran after a minute (an instance started?)\n%s", tt.args, stdout.String())
+			}
+			if code != tt.code {
+				t.Errorf("media-service %v exit code = %d; want %d\nstdout: %s\nstderr: %s", tt.args, code, tt.code, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) || tt.noStdout && stdout.Len() > 0 {
+				t.Errorf("media-service %v stdout = %q; want it to hold %q", tt.args, stdout.String(), tt.stdout)
+			}
+			if tt.stderr == "" && stderr.Len() > 0 || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("media-service %v stderr = %q; want %q", tt.args, stderr.String(), tt.stderr)
+			}
+			if strings.Contains(stdout.String()+stderr.String(), "server_started") || strings.Contains(stderr.String(), "help requested") {
+				t.Errorf("media-service %v printed %q %q; want no server and no flag noise", tt.args, stdout.String(), stderr.String())
 			}
 		})
 	}

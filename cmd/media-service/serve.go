@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"reflect"
-	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +15,7 @@ import (
 	"github.com/media-service/media-service/edge"
 	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/internal/envconfig"
 	"github.com/media-service/media-service/telemetry"
 	"github.com/media-service/media-service/turn"
 )
@@ -43,62 +40,35 @@ type config struct {
 	turn      turn.Config
 }
 
-func loadConfig() (config, error) {
+// loadConfig parses every package's configuration from environ and
+// validates all of it, so that a bad value stops the start before
+// anything is logged or bound, with one line that names its variable.
+func loadConfig(environ map[string]string) (config, error) {
 	var c config
-	if err := parseEnv(&c.edge); err != nil {
-		return c, err
-	}
-	if err := parseEnv(&c.telemetry); err != nil {
-		return c, err
-	}
-	if err := parseEnv(&c.media); err != nil {
-		return c, err
-	}
-	if err := parseEnv(&c.turn); err != nil {
-		return c, err
-	}
-	if err := parseEnv(&c.fleet); err != nil {
-		return c, err
-	}
-	return c, c.fleet.Validate()
-}
-
-// parseEnv fills one package's Config from the environment. A value that
-// does not parse stops the start with an error that names the variable,
-// not the Go field.
-func parseEnv[T any](cfg *T) error {
-	err := env.Parse(cfg)
-	if err == nil {
-		return nil
-	}
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return fmt.Errorf("config: %w", err)
-	}
-	t := reflect.TypeFor[T]()
-	msgs := make([]string, 0, len(agg.Errors))
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if !errors.As(e, &pe) {
-			msgs = append(msgs, e.Error())
-			continue
+	for _, p := range []any{&c.edge, &c.telemetry, &c.media, &c.turn, &c.fleet} {
+		if err := envconfig.Parse(p, environ); err != nil {
+			return c, err
 		}
-		name := pe.Name
-		if f, ok := t.FieldByName(pe.Name); ok {
-			name, _, _ = strings.Cut(f.Tag.Get("env"), ",")
-		}
-		msgs = append(msgs, fmt.Sprintf("%s: %v", name, pe.Err))
 	}
-	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
+	checks := []func() error{c.edge.Validate, c.telemetry.Validate, c.media.Validate, c.fleet.Validate}
+	if c.turn.Enabled {
+		checks = append(checks, c.turn.Validate)
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 // serve runs the instance until SIGINT or SIGTERM, then drains it.
 func serve(ctx context.Context, stdout io.Writer) error {
-	log := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", telemetry.ServiceName)
-	cfg, err := loadConfig()
+	cfg, err := loadConfig(env.ToMap(os.Environ()))
 	if err != nil {
 		return err
 	}
+	log := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", telemetry.ServiceName)
 	gcPercent, gcFrom := tuneGC()
 	log.Info("gc_target", "percent", gcPercent, "from", gcFrom)
 	if cfg.edge.DevMode() {

@@ -6,33 +6,43 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+
+	"github.com/media-service/media-service/edge"
 	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // token mints an access token for one participant and prints it. The key
-// pair comes from MEDIA_API_KEY and MEDIA_API_SECRET, as the instance
-// reads them; without a secret it is the public dev pair, which only a
-// dev-mode instance accepts.
+// pair comes from MEDIA_API_KEY and MEDIA_API_SECRET, read and checked as
+// the instance reads and checks them (edge.Config.Keys), so it never mints
+// a token that an instance with the same environment refuses at start.
+// Without a secret it is the public dev pair, which only a dev-mode
+// instance accepts.
 //
 //	media-service token -room R -identity I [-ttl 1h] [-publish=true] [-subscribe=true]
 func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	room := fs.String("room", "", "room name (required)")
 	identity := fs.String("identity", "", "participant identity (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	publish := fs.Bool("publish", true, "grant publishing tracks")
 	subscribe := fs.Bool("subscribe", true, "grant receiving the others' tracks")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, tokenUsage(fs))
 		return err
+	case err != nil:
+		return usageError(stderr, tokenUsage(fs), "token: %v", err)
+	case *room == "" || *identity == "":
+		return usageError(stderr, tokenUsage(fs), "token: -room and -identity are required")
 	}
-	if *room == "" || *identity == "" {
-		fs.Usage()
-		return errors.New("token: -room and -identity are required")
-	}
-	keys, err := tokenKeys(os.Getenv("MEDIA_API_KEY"), os.Getenv("MEDIA_API_SECRET"), stderr)
+	keys, err := tokenKeys(stderr)
 	if err != nil {
 		return err
 	}
@@ -46,14 +56,26 @@ func token(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// tokenKeys picks the key pair the way the instance does.
-func tokenKeys(key, secret string, stderr io.Writer) (auth.KeyPair, error) {
-	if secret == "" {
+// tokenUsage is the token command's help, with its flags.
+func tokenUsage(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("Usage:\n  media-service token -room R -identity I [flags]\n\n" +
+		"Prints an access token signed with MEDIA_API_KEY and MEDIA_API_SECRET\n" +
+		"(without a secret, the public dev key pair). Flags:\n")
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	return b.String()
+}
+
+// tokenKeys picks and checks the key pair the way the instance does.
+func tokenKeys(stderr io.Writer) (auth.KeyPair, error) {
+	var cfg edge.Config
+	if err := envconfig.Parse(&cfg, env.ToMap(os.Environ())); err != nil {
+		return auth.KeyPair{}, err
+	}
+	if cfg.DevMode() {
 		fmt.Fprintln(stderr, "media-service: no MEDIA_API_SECRET: minting with the public dev key pair (accepted only by dev-mode instances)")
-		return auth.DevKeyPair(), nil
 	}
-	if key == "" {
-		return auth.KeyPair{}, errors.New("token: MEDIA_API_KEY is required when MEDIA_API_SECRET is set")
-	}
-	return auth.KeyPair{Key: key, Secret: secret}, nil
+	return cfg.Keys()
 }

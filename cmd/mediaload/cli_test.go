@@ -7,9 +7,12 @@ import (
 	"errors"
 	"flag"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/load"
 )
 
 func TestRunRejectsBadCommandLines(t *testing.T) {
@@ -26,6 +29,13 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"bad url", []string{"fanout", "-url", "ftp://x"}, "-url"},
 		{"tiny video packets", []string{"fanout", "-video-packet", "10"}, "-video-packet"},
 		{"stray argument", []string{"floor", "extra"}, "unexpected arguments"},
+		{"url and urls", []string{"fanout", "-url", "http://a:1", "-urls", "http://b:1"}, "-url and -urls exclude"},
+		{"ops-url with urls", []string{"fanout", "-urls", "http://a:1", "-ops-url", "http://a:9"}, "-ops-urls"},
+		{"ops-urls without urls", []string{"fanout", "-ops-urls", "http://a:9"}, "-ops-urls goes with -urls"},
+		{"bad url in urls", []string{"fanout", "-urls", "http://a:1,ftp://b"}, "-urls"},
+		{"empty urls", []string{"fanout", "-urls", " , "}, "-urls"},
+		{"bad ops url", []string{"fanout", "-ops-url", "a:9"}, "-ops-url"},
+		{"bad placement", []string{"fanout", "-urls", "http://a:1", "-placement", "nearest"}, "-placement"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -34,6 +44,32 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 			var ue usageError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("run(%q) = %v; want a usage error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsTargets(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		wantURLs    []string
+		wantOpsURLs []string
+	}{
+		{"defaults", nil, []string{"http://127.0.0.1:8080"}, []string{"http://127.0.0.1:9091"}},
+		{"one instance without metrics", []string{"-url", "http://h:1", "-ops-url", ""}, []string{"http://h:1"}, nil},
+		{"several instances", []string{"-urls", "http://a:1, http://b:2,", "-ops-urls", "http://a:9"},
+			[]string{"http://a:1", "http://b:2"}, []string{"http://a:9"}},
+		{"several instances without metrics", []string{"-urls", "http://a:1,http://b:2"}, []string{"http://a:1", "http://b:2"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl, err := parseFlags("fanout", tt.args, &bytes.Buffer{})
+			if err != nil {
+				t.Fatalf("parseFlags(fanout %q) = %v", tt.args, err)
+			}
+			if !slices.Equal(cl.cfg.URLs, tt.wantURLs) || !slices.Equal(cl.cfg.OpsURLs, tt.wantOpsURLs) {
+				t.Errorf("parseFlags(fanout %q) URLs %q, OpsURLs %q; want %q, %q", tt.args, cl.cfg.URLs, cl.cfg.OpsURLs, tt.wantURLs, tt.wantOpsURLs)
 			}
 		})
 	}
@@ -86,7 +122,7 @@ func TestFailedJoinsFailTheRun(t *testing.T) {
 	if !errors.Is(err, errFailed) {
 		t.Fatalf("run(%q) = %v; want errFailed", args, err)
 	}
-	var rep Report
+	var rep load.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
 	}
@@ -96,27 +132,20 @@ func TestFailedJoinsFailTheRun(t *testing.T) {
 }
 
 // TestFloorScenarioJSON runs the floor scenario through the command line,
-// with the test binary as the relay child, and reads its JSON report.
+// with the test binary as the relay child (see TestMain), and reads its
+// JSON report: by default the floor batches its sends, as the server does.
 func TestFloorScenarioJSON(t *testing.T) {
-	cfg, err := parseFlags("floor", []string{"-rooms", "2", "-participants", "3", "-video-kbps", "440",
-		"-warmup", "200ms", "-duration", "1s", "-json", "-quiet"}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatalf("parseFlags = %v", err)
-	}
-	cfg.floorOpts = testFloorOptions(t)
+	args := []string{"floor", "-rooms", "2", "-participants", "3", "-video-kbps", "440",
+		"-warmup", "200ms", "-duration", "1s", "-json", "-quiet"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := runScenario(ctx, cfg, &bytes.Buffer{})
-	if err != nil {
-		t.Fatalf("runScenario = %v", err)
+	var stdout bytes.Buffer
+	if err := run(ctx, args, nil, &stdout, &bytes.Buffer{}); err != nil {
+		t.Fatalf("run(%q) = %v", args, err)
 	}
-	var out bytes.Buffer
-	if err := rep.write(&out, true); err != nil {
-		t.Fatal(err)
-	}
-	var got Report
-	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
-		t.Fatalf("report is not JSON: %v", err)
+	var got load.Report
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
 	}
 	// 2 rooms x 3 publishers x 2 receivers each x (50 video + 50 audio)/s.
 	if got.Shape.ExpectedPerSec != 1200 {
@@ -125,6 +154,9 @@ func TestFloorScenarioJSON(t *testing.T) {
 	f := got.Floor
 	if !got.OK || f == nil || f.Lost != 0 || f.Forwarded == 0 || f.CPUMicrosPerPkt <= 0 || f.LatencyP99 <= 0 {
 		t.Errorf("floor report ok=%v %+v; want ok, no loss, packets, CPU and latency", got.OK, f)
+	}
+	if got.FloorSends != load.FloorSendsBatched {
+		t.Errorf("floor_sends = %q; want %q by default", got.FloorSends, load.FloorSendsBatched)
 	}
 	if got.Server != nil {
 		t.Errorf("floor scenario has a server section %+v; want none", got.Server)

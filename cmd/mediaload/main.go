@@ -3,17 +3,23 @@
 // running instance, send paced audio and video whose payloads carry a send
 // time and sequence number, and measure joins, loss, forwarding latency and
 // the server's CPU, memory and goroutines (from its ops /metrics). In the
-// same run it measures the floor, a bare UDP relay doing the same fan-out,
-// and reports the server's CPU per forwarded packet as a multiple of it.
+// same run it measures the floor, a bare UDP relay doing the same fan-out
+// with batched sends (sendmmsg, as the server), and reports the server's
+// CPU per forwarded packet as a multiple of it.
 //
 //	mediaload fanout  -subscribers 50 [flags]            1 publisher to N subscribers
 //	mediaload meeting -rooms 2 -participants 5 [flags]   every participant publishes
 //	mediaload churn   -cycles 2000 -parallel 4 [flags]   join, exchange media, leave, repeatedly
 //	mediaload floor   -subscribers 50 [flags]            the bare relay alone, no server
 //
+// A run targets one instance (-url, or -spawn to start one), or several
+// (-urls, with -placement and -ops-urls): the report then counts the joins
+// through each instance and the redirects they followed.
+//
 // `mediaload -h` and `mediaload SCENARIO -h` list the flags. The exit status
 // is 1 when the run failed (a join failed, loss above -max-loss, the server
-// could not be reached), 2 for bad flags.
+// could not be reached), 2 for bad flags. The work is done by package
+// internal/load; this command only turns the command line into its Config.
 package main
 
 import (
@@ -27,6 +33,8 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+
+	"github.com/media-service/media-service/internal/load"
 )
 
 func main() {
@@ -61,23 +69,28 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if !ok {
 		return usageError{"want a scenario: fanout, meeting, churn or floor (mediaload SCENARIO -h for flags)"}
 	}
-	if name == "floor-relay" {
-		return runFloorRelay(args, stdin, stdout)
+	if name == load.FloorRelayCommand {
+		return load.ServeFloorRelay(args, stdin, stdout)
 	}
-	cfg, err := parseFlags(name, args, stderr)
+	cl, err := parseFlags(name, args, stderr)
 	if err != nil {
 		return err
 	}
-	stopProfile, err := startProfile(cfg.cpuProfile)
+	stopProfile, err := startProfile(cl.cpuProfile)
 	if err != nil {
 		return err
 	}
-	rep, err := runScenario(ctx, cfg, stderr)
+	cl.cfg.ChildStderr = stderr
+	var progress io.Writer
+	if !cl.quiet {
+		progress = stderr
+	}
+	rep, err := load.Run(ctx, cl.cfg, progress)
 	stopProfile()
 	if err != nil {
 		return err
 	}
-	if err := rep.write(stdout, cfg.jsonOut); err != nil {
+	if err := rep.Write(stdout, cl.jsonOut); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
 	if !rep.OK {
@@ -92,7 +105,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // known scenario the first argument is taken, to be refused by name.
 func scenarioFirst(args []string) (name string, rest []string, ok bool) {
 	for i, a := range args {
-		if _, known := scenarios[a]; known || a == "floor-relay" {
+		if _, known := load.Describe(a); known || a == load.FloorRelayCommand {
 			rest = append(append([]string{}, args[:i]...), args[i+1:]...)
 			return a, rest, true
 		}

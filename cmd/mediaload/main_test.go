@@ -6,14 +6,15 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/media-service/media-service/internal/load"
 )
 
-// childEnv makes the test binary act as mediaload itself, so tests can
-// start the floor relay as the real child process it is in a run.
-const childEnv = "MEDIALOAD_TEST_AS_BINARY"
-
+// TestMain lets the test binary act as mediaload itself when a run starts
+// it as its floor relay (`TESTBINARY floor-relay`): run takes os.Executable
+// as the relay, which in a test is this binary.
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
+	if len(os.Args) > 1 && os.Args[1] == load.FloorRelayCommand {
 		if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
 			os.Stderr.WriteString("mediaload (test child): " + err.Error() + "\n")
 			os.Exit(1)
@@ -21,14 +22,4 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m)
-}
-
-// testFloorOptions starts the test binary as the relay child.
-func testFloorOptions(t *testing.T) floorOptions {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatalf("os.Executable() = %v", err)
-	}
-	return floorOptions{exe: exe, env: []string{childEnv + "=1"}}
 }

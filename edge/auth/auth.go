@@ -31,6 +31,11 @@ const (
 	MaxIdentityLen = 128
 	// MaxRoomLen bounds the room name, in bytes.
 	MaxRoomLen = 128
+	// MinSecretLen is the shortest API secret accepted, in bytes: an
+	// HS256 key should be at least as long as the hash's 256 bits
+	// (RFC 7518, section 3.2), and a short one can be brute-forced from
+	// any token it signed.
+	MinSecretLen = 32
 	// Leeway is the clock skew tolerated on exp and nbf between the
 	// backend that mints and the instance that verifies.
 	Leeway = 5 * time.Second

@@ -26,7 +26,7 @@ func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 // videoPacket is a marshalled 1100-byte video packet, the size issue 6
 // measures with, with a transport-cc extension as browsers send it.
-func videoPacket(b *testing.B) []byte {
+func videoPacket(b testing.TB) []byte {
 	b.Helper()
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 90000, SSRC: 1234}}
 	if err := pkt.SetExtension(3, []byte{0, 1}); err != nil {
@@ -42,7 +42,7 @@ func videoPacket(b *testing.B) []byte {
 
 // benchPublication is a video publication with n bound subscriptions
 // writing to discardWriter, and no goroutines.
-func benchPublication(b *testing.B, n int) *Publication {
+func benchPublication(b testing.TB, n int) *Publication {
 	b.Helper()
 	m, err := newMetrics(noop.NewMeterProvider().Meter("bench"))
 	if err != nil {

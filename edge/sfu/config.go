@@ -1,9 +1,10 @@
 package sfu
 
 import (
-	"fmt"
 	"net"
 	"time"
+
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // Config configures the media engine. cmd/media-service fills it from the
@@ -96,39 +97,28 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
-// validate checks c after withDefaults; errors name the variable.
-func (c Config) validate() error {
-	if c.UDPPort < 0 || c.UDPPort > 65535 {
-		return fmt.Errorf("sfu: MEDIA_ICE_UDP_PORT must be a port from 0 to 65535, got %d", c.UDPPort)
-	}
-	if c.TCPPort < -1 || c.TCPPort > 65535 {
-		return fmt.Errorf("sfu: MEDIA_ICE_TCP_PORT must be -1 (off) or a port from 0 to 65535, got %d", c.TCPPort)
-	}
+// Validate checks every value of c, zero values standing for their
+// defaults; an error names the variable of the first bad one. New calls
+// it; cmd/media-service calls it first, so a bad value stops the start
+// before anything is bound.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	v := envconfig.Check("sfu", &c)
+	envconfig.Port(v, &c.UDPPort, false)
+	envconfig.Port(v, &c.TCPPort, true)
 	for _, ip := range c.PublicIPs {
 		if net.ParseIP(ip) == nil {
-			return fmt.Errorf("sfu: MEDIA_PUBLIC_IP must list IP addresses, got %q", ip)
+			v.Failf(&c.PublicIPs, "must list IP addresses, got %q", ip)
 		}
 	}
-	durations := []struct {
-		name string
-		d    time.Duration
-	}{
-		{"MEDIA_ICE_DISCONNECTED_TIMEOUT", c.ICEDisconnectedTimeout},
-		{"MEDIA_ICE_FAILED_TIMEOUT", c.ICEFailedTimeout},
-		{"MEDIA_ICE_KEEPALIVE", c.ICEKeepalive},
-		{"MEDIA_PLI_INTERVAL", c.PLIInterval},
+	for _, d := range []*time.Duration{&c.ICEDisconnectedTimeout, &c.ICEFailedTimeout, &c.ICEKeepalive, &c.PLIInterval} {
+		envconfig.Positive(v, d)
 	}
-	for _, d := range durations {
-		if d.d < 0 {
-			return fmt.Errorf("sfu: %s must be positive, got %s", d.name, d.d)
-		}
-	}
-	n := c.RetransmitPackets
-	if n < 64 || n > 4096 || n&(n-1) != 0 {
-		return fmt.Errorf("sfu: MEDIA_NACK_BUFFER must be a power of two from 64 to 4096, got %d", n)
+	if n := c.RetransmitPackets; n < 64 || n > 4096 || n&(n-1) != 0 {
+		v.Failf(&c.RetransmitPackets, "must be a power of two from 64 to 4096, got %d", n)
 	}
 	if c.RetransmitRate < 1 || c.RetransmitRate > 100000 {
-		return fmt.Errorf("sfu: MEDIA_NACK_RATE must be from 1 to 100000 packets per second, got %d", c.RetransmitRate)
+		v.Failf(&c.RetransmitRate, "must be from 1 to 100000 packets per second, got %d", c.RetransmitRate)
 	}
-	return nil
+	return v.Err()
 }

@@ -41,8 +41,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("env.Parse() = %+v; want %+v", got, tc.want)
 			}
-			if err := got.withDefaults().validate(); err != nil {
-				t.Fatalf("validate() = %v; want nil", err)
+			if err := got.Validate(); err != nil {
+				t.Fatalf("Validate() = %v; want nil", err)
 			}
 		})
 	}

@@ -42,6 +42,8 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // tcpMuxReadPackets is how many packets an ICE-TCP connection queues
@@ -81,10 +83,10 @@ type Engine struct {
 // cfg.TCPPort is -1) and builds the webrtc.API. A taken port fails here,
 // before the instance serves anything.
 func New(cfg Config, meter metric.Meter, log *slog.Logger) (*Engine, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -215,7 +217,7 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 			Mode:            webrtc.ICEAddressRewriteReplace,
 		}
 		if err := se.SetICEAddressRewriteRules(rule); err != nil {
-			return se, fmt.Errorf("sfu: MEDIA_PUBLIC_IP: %w", err)
+			return se, fmt.Errorf("sfu: %s: %w", envconfig.Name(&e.cfg, &e.cfg.PublicIPs), err)
 		}
 	}
 	return se, nil

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/media-service/media-service/internal/testenv"
 )
 
 // chromiumPath finds $CHROMIUM when set, else Debian's chromium. Without
@@ -30,11 +32,7 @@ func chromiumPath(t *testing.T) string {
 			return p
 		}
 	}
-	msg := "no Chromium found (apt-get install chromium, or set CHROMIUM=/path/to/chrome): browser tests not run"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Missing(t, "no Chromium found (apt-get install chromium, or set CHROMIUM=/path/to/chrome): browser tests not run")
 	return ""
 }
 
@@ -175,14 +173,6 @@ func (b *browser) open(t *testing.T, name, url string) *page {
 		t.Fatalf("%s: navigate to %s: %v", name, url, err)
 	}
 	return p
-}
-
-// close closes the tab, as a user closing it would.
-func (p *page) close() {
-	p.t.Helper()
-	if err := chromedp.Cancel(p.ctx); err != nil {
-		p.t.Fatalf("%s: close tab: %v", p.name, err)
-	}
 }
 
 // reload reloads the tab.

@@ -1,0 +1,133 @@
+//go:build linux
+
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// sockWriter is a subscriber's transport with Pion's part taken out: it
+// marshals the forwarded packet as the track writer does (less SRTP) and
+// writes it to the engine's batchConn, the ICE mux's socket, for the
+// subscriber's address. So the fan-out's held writes and the sendmmsg
+// that flushes them are on the measured path.
+type sockWriter struct {
+	conn *batchConn
+	to   netip.AddrPort
+	buf  [maxRingPacket]byte
+}
+
+func (w *sockWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	n, err := h.MarshalTo(w.buf[:])
+	if err != nil {
+		return 0, err
+	}
+	n += copy(w.buf[n:], payload)
+	return w.conn.WriteToAddrPort(w.buf[:n], w.to)
+}
+
+func (w *sockWriter) Write(b []byte) (int, error) { return w.conn.WriteToAddrPort(b, w.to) }
+
+// TestForwardDoesNotAllocate holds README's "zero allocations per
+// forwarded packet in our own path": parsing, the NACK history, the
+// per-subscriber header rewrite, the counters, and the batched send
+// (hold, held writes, sendmmsg) over a real UDP socket on loopback. Pion's
+// own write path (interceptors, SRTP) is not ours and is left out, as in
+// BenchmarkForward. 100 subscribers take two sendmmsg calls per packet.
+//
+// Under -race it is skipped: the race detector's sync.Pool drops one Put
+// in four on purpose, so x/net's pooled sendmmsg headers are allocated
+// again now and then. .ci/run runs it without -race.
+func TestForwardDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops pooled objects under -race; .ci/run runs this test without it")
+	}
+	for _, n := range []int{1, 10, 50, 100} {
+		t.Run(fmt.Sprintf("subs=%d", n), func(t *testing.T) {
+			p, peers := socketPublication(t, n)
+			pkt := videoPacket(t)
+			var h rtp.Header
+			seq := uint16(0)
+			forward := func() {
+				seq++
+				pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+				p.forward(pkt, &h)
+			}
+			if got := testing.AllocsPerRun(200, forward); got != 0 {
+				t.Errorf("allocations per forwarded packet to %d subscribers = %v; want 0", n, got)
+			}
+			// The sends were real: the last packet reached every subscriber.
+			for _, peer := range peers {
+				drain(t, peer)
+			}
+			forward()
+			seen := map[uint32]bool{}
+			for i, peer := range peers {
+				for _, d := range receive(t, peer, min(n-i*subsPerPeer, subsPerPeer)) {
+					seen[ssrcOf(t, d)] = true
+				}
+			}
+			if len(seen) != n {
+				t.Errorf("subscribers that received the packet = %d; want %d", len(seen), n)
+			}
+		})
+	}
+}
+
+// subsPerPeer is how many subscribers share one receiving socket: the
+// datagrams of one packet to all of them fit its default receive buffer.
+const subsPerPeer = 25
+
+// socketPublication is benchPublication whose n subscribers are
+// receiving sockets on 127.0.0.1 (subscriber i on peers[i/subsPerPeer]),
+// written through a batchConn.
+func socketPublication(t *testing.T, n int) (*Publication, []*net.UDPConn) {
+	t.Helper()
+	conn, _ := newTestBatchConn(t, "127.0.0.1:0")
+	if conn.batch == nil {
+		t.Fatal("no batching on Linux: the batched send is not measured")
+	}
+	p := benchPublication(t, n)
+	p.engine.udpConn = conn
+	var peers []*net.UDPConn
+	for i, s := range *p.subs.Load() {
+		if i%subsPerPeer == 0 {
+			peers = append(peers, udpPeer(t))
+		}
+		to := peers[len(peers)-1].LocalAddr().(*net.UDPAddr).AddrPort()
+		s.bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: &sockWriter{conn: conn, to: to}})
+	}
+	return p, peers
+}
+
+// drain reads what is queued on c, until it stays empty for a moment.
+func drain(t *testing.T, c *net.UDPConn) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := c.Read(buf); errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// ssrcOf is the SSRC of a received RTP datagram.
+func ssrcOf(t *testing.T, d []byte) uint32 {
+	t.Helper()
+	var h rtp.Header
+	if _, err := h.Unmarshal(d); err != nil {
+		t.Fatalf("received a datagram that is not RTP: %v", err)
+	}
+	return h.SSRC
+}

@@ -1,0 +1,151 @@
+package load
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+)
+
+// runForwarding is the fanout and meeting scenarios: the floor first (with
+// the server idle), then the same shape against the server.
+func runForwarding(ctx context.Context, cfg Config, rep *Report, pr *progress) error {
+	if cfg.Floor {
+		if err := measureFloor(ctx, cfg, rep, pr); err != nil {
+			return err
+		}
+	}
+	t, err := openTarget(ctx, cfg, cfg.shape().participants(), pr)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	err = measureServer(ctx, cfg, t, rep, pr)
+	t.finish(rep)
+	if err != nil {
+		return err
+	}
+	if rep.Server != nil && rep.Floor != nil && rep.Floor.CPUMicrosPerPkt > 0 && rep.Server.CPUMicrosPerPkt > 0 {
+		rep.CostRatio = rep.Server.CPUMicrosPerPkt / rep.Floor.CPUMicrosPerPkt
+	}
+	return nil
+}
+
+// room is one room of the run: its participants, the first of which is a
+// publisher that joins before the others, so every later join has media
+// to wait for.
+type room struct {
+	name    string
+	members []*participant
+}
+
+// plan creates the rooms and participants of topology t; nothing joins yet.
+func plan(t topology, m *mediaRun) []*room {
+	run := runID()
+	rooms := make([]*room, len(t))
+	for i, g := range t {
+		r := &room{name: fmt.Sprintf("load-%s-%d", run, i)}
+		for j := range g.publishers + g.listeners {
+			r.members = append(r.members, &participant{
+				room: r.name, identity: fmt.Sprintf("p%d-%d", i, j),
+				publish: j < g.publishers, sink: m.addSink(),
+			})
+		}
+		rooms[i] = r
+	}
+	return rooms
+}
+
+// runID keeps the rooms of two runs against one instance apart.
+func runID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// measureServer joins every participant, measures the window, and leaves.
+func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report, pr *progress) error {
+	m := newMediaRun(newClock(), cfg.Media)
+	defer m.stopSenders()
+	base, haveMetrics, err := t.sample(ctx)
+	if err != nil {
+		return fmt.Errorf("server metrics before the run (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
+	}
+	rooms := plan(cfg.shape(), m)
+	defer leaveAll(rooms, cfg.JoinConcurrency)
+	jr := joinAll(ctx, cfg, t, m, rooms, pr)
+	rep.Joins = jr.report()
+	if jr.failed.Load() > 0 {
+		rep.fail("joins: %d of %d failed (first: %s)", jr.failed.Load(), jr.attempted, rep.Joins.FirstErrorText)
+	}
+	if jr.joined.Load() == 0 {
+		return nil
+	}
+	expectRooms(rooms)
+
+	pr.printf("server: %d participants joined; warming up %s, measuring %s", jr.joined.Load(), cfg.Timing.Warmup, cfg.Timing.Window)
+	res, loaded, err := serverWindow(ctx, cfg.Timing, t, m, pr)
+	if err != nil {
+		return err
+	}
+	res.cpuKnown = haveMetrics
+	rep.Server = newPhaseReport(res)
+	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
+	if haveMetrics {
+		rep.Resources = newResources(base, loaded, int(jr.joined.Load()))
+	}
+	return nil
+}
+
+// serverWindow measures the window of the joined participants' media,
+// with the server's CPU from samples at its edges. loaded is the sample
+// as the window opens, with every participant connected.
+func serverWindow(ctx context.Context, tm Timing, t *serverTarget, m *mediaRun, pr *progress) (res *phaseResult, loaded serverSample, err error) {
+	var s1 serverSample
+	res = &phaseResult{}
+	res.window, err = m.measure(ctx, tm, windowHooks{
+		open: func() (err error) {
+			pr.reset(m)
+			loaded, _, err = t.sample(ctx)
+			return err
+		},
+		close:    func() (err error) { s1, _, err = t.sample(ctx); return err },
+		progress: func(el time.Duration) { pr.media("server", el, m) },
+	})
+	if err != nil {
+		return nil, loaded, fmt.Errorf("server window: %w", err)
+	}
+	res.media, res.sendErrors, res.skipped = m.totals(), m.sendErrors(), m.skipped()
+	res.cpu = time.Duration((s1.CPUSeconds - loaded.CPUSeconds) * float64(time.Second))
+	return res, loaded, nil
+}
+
+func newResources(base, loaded serverSample, n int) *resourceReport {
+	r := &resourceReport{Baseline: base, Loaded: loaded, Participants: n}
+	if n > 0 {
+		r.RSSPerParticipantMiB = (loaded.RSS - base.RSS) / float64(n) / mib
+		r.GoroutinesPerParticip = (loaded.Goroutines - base.Goroutines) / float64(n)
+	}
+	return r
+}
+
+// expectRooms makes every joined participant expect every source of the
+// other joined publishers of its room.
+func expectRooms(rooms []*room) {
+	for _, r := range rooms {
+		for _, p := range r.members {
+			if p.c == nil {
+				continue
+			}
+			for _, q := range r.members {
+				if q == p || q.c == nil {
+					continue
+				}
+				for _, s := range q.senders {
+					p.sink.expect(s.src)
+				}
+			}
+		}
+	}
+}
