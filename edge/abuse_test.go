@@ -26,7 +26,7 @@ import (
 // The adversarial suite: a client that breaks the protocol on purpose.
 // Each test drives a real instance over loopback sockets and checks that
 // the abuse gets a clear answer, costs bounded resources and leaves the
-// session (or the others) working. bounds_test.go and rtc_test.go cover
+// session (or the others) working. bounds_test.go and join_test.go cover
 // the single-step refusals; these are the floods, the storms and the
 // tricks.
 
@@ -357,7 +357,7 @@ func TestSessionsPerAddressBounded(t *testing.T) {
 
 // TestTokenTricks: tokens an attacker could try from the outside, each
 // refused before the upgrade with 401 or 403 and a JSON code.
-// rtc_test.go covers bad signatures, expiry, other rooms and missing
+// join_test.go covers bad signatures, expiry, other rooms and missing
 // grants.
 func TestTokenTricks(t *testing.T) {
 	ts := startServer(t, nil)

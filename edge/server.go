@@ -1,6 +1,3 @@
-// Package edge is one edge instance of media-service: the Echo application
-// with its signaling WebSocket, the sessions and rooms, the SFU forwarding,
-// and the instance lifecycle with its drain.
 package edge
 
 import (
@@ -25,6 +22,7 @@ import (
 	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/edge/web"
 	"github.com/media-service/media-service/internal/connlimit"
+	"github.com/media-service/media-service/internal/envconfig"
 )
 
 // Relay is what an instance needs from its embedded TURN relay: the
@@ -139,12 +137,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		s.rooms.claims = opts.Fleet
 	}
 	s.echo = s.newEcho()
-	if s.httpLn, err = listen("PORT", cfg.HTTPHost, cfg.Port); err != nil {
+	if s.httpLn, err = listen(envconfig.Name(&cfg, &cfg.Port), cfg.HTTPHost, cfg.Port); err != nil {
 		return nil, err
 	}
 	s.conns = connlimit.NewListener(s.httpLn.(*net.TCPListener), httpConnLimits(cfg, m))
 	s.httpLn = s.conns
-	if s.opsLn, err = listen("MEDIA_OPS_PORT", cfg.OpsHost, cfg.OpsPort); err != nil {
+	if s.opsLn, err = listen(envconfig.Name(&cfg, &cfg.OpsPort), cfg.OpsHost, cfg.OpsPort); err != nil {
 		s.httpLn.Close()
 		return nil, err
 	}

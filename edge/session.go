@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"sync"
@@ -26,32 +28,72 @@ const (
 	reasonInternal      = "internal" // our own failure (PeerConnection setup)
 )
 
+// sessionDeps is everything a session uses of its instance, and all it
+// gets: no session holds the Server, so none can reach its listeners,
+// its drain or its other sessions except through these.
+type sessionDeps struct {
+	cfg      sessionConfig
+	log      *slog.Logger // the instance's; each session scopes it
+	metrics  *metrics
+	media    *sfu.Engine // makes the session's two connections and its publications
+	rooms    *rooms      // the session leaves its room through it
+	sessions *Sessions   // the manager that holds the session
+
+	// iceServers are the relay's servers and credentials for an
+	// identity; nil without a relay.
+	iceServers func(identity string) []signal.ICEServer
+	// closed is called once at the end of teardown, before Done closes:
+	// the instance takes back the session's admission.
+	closed func()
+}
+
+// sessionConfig is the part of Config a session reads (see Config for
+// each field's meaning and default).
+type sessionConfig struct {
+	MaxTracks          int
+	MaxCandidates      int
+	IdleTimeout        time.Duration
+	NegotiationTimeout time.Duration
+	OfferInterval      time.Duration
+	OfferBurst         int
+	MessageRate        float64
+	MessageBurst       int
+	WS                 wsConfig
+}
+
+func newSessionConfig(c Config) sessionConfig {
+	return sessionConfig{
+		MaxTracks: c.MaxTracks, MaxCandidates: c.MaxCandidates,
+		IdleTimeout: c.IdleTimeout, NegotiationTimeout: c.NegotiationTimeout,
+		OfferInterval: c.OfferInterval, OfferBurst: c.OfferBurst,
+		MessageRate: c.MessageRate, MessageBurst: c.MessageBurst,
+		WS: newWSConfig(c),
+	}
+}
+
 // Session is one participant's connection: its signaling client, its two
 // PeerConnections (publisher: the client offers and sends; subscriber: the
 // server offers and sends) and the tracks it publishes and receives. It is
 // owned by the Server's session manager from join until its teardown
-// removes it.
+// removes it. It sees its instance only through its sessionDeps.
 //
 // Goroutines: the reader (readLoop, then teardown) owns the WebSocket's
 // read side and the session's end; the writer (wsClient.writeLoop) owns
 // its write side; the negotiator (negotiateLoop) sends subscriber offers
 // one at a time; one watcher per publication waits for its end. Pion's
 // callbacks run on Pion's goroutines and only enqueue or call end.
-//
-// A session made by newSession alone (no participant) only removes itself
-// from the manager on Close; the manager's tests use that.
 type Session struct {
-	id       string
-	sessions *Sessions // the manager that holds it
+	id   string
+	deps sessionDeps
 
-	srv      *Server
-	log      *slog.Logger
+	log      *slog.Logger // deps.log scoped to the session
 	identity string
 	grants   auth.Grants
 	room     *room
 	opened   time.Time // WebSocket open: the start of the join time
 	ws       *wsClient
-	pub, sub *webrtc.PeerConnection
+	pub      *webrtc.PeerConnection // publisher: the client offers and sends
+	sub      *sfu.SubscriberConn    // subscriber: the server offers and sends
 	pubICE   *signal.Trickle
 	subICE   *signal.Trickle
 	offers   *rate.Limiter // publisher offers
@@ -70,15 +112,80 @@ type Session struct {
 	candidateSeed maphash.Seed                 // keys candidates; set once before the session is shared
 	held          map[string][]webrtc.ICECandidateInit
 
-	wg        sync.WaitGroup // writer, negotiator, watchers, notifications
-	ending    chan struct{}  // closed by end
-	endOnce   sync.Once
-	closeOnce sync.Once     // bare sessions only
-	done      chan struct{} // closed when the session has fully closed
+	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
+	ending  chan struct{}  // closed by end
+	endOnce sync.Once
+	done    chan struct{} // closed when the session has fully closed
 }
 
-func newSession(id string, m *Sessions) *Session {
-	return &Session{id: id, sessions: m, done: make(chan struct{}), ending: make(chan struct{})}
+// newParticipantID returns "PA_" and 12 random characters: ids a client
+// sees must not be guessable.
+func newParticipantID() string { return "PA_" + rand.Text()[:12] }
+
+// newSession builds the session of an admitted, upgraded client: its
+// WebSocket client and both PeerConnections. It starts nothing.
+func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time, deps sessionDeps) (*Session, error) {
+	s := &Session{id: newParticipantID(), deps: deps, done: make(chan struct{}), ending: make(chan struct{})}
+	s.identity, s.grants, s.room, s.opened = c.Identity(), c.Grants, r, opened
+	s.log = deps.log.With("session", s.id, "room", r.name, "identity", s.identity)
+	s.offers = rate.NewLimiter(rate.Every(deps.cfg.OfferInterval), deps.cfg.OfferBurst)
+	s.inbound = rate.NewLimiter(rate.Limit(deps.cfg.MessageRate), deps.cfg.MessageBurst)
+	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
+	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
+	s.candidates, s.candidateSeed = make(map[uint64]struct{}), maphash.MakeSeed()
+	s.ws = newWSClient(conn, deps.cfg.WS, s.writeFailed)
+	var err error
+	if s.pub, err = deps.media.NewPublisherPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, err
+	}
+	if s.sub, err = deps.media.NewSubscriberConn(webrtc.Configuration{}); err != nil {
+		_ = s.pub.Close()
+		return nil, err
+	}
+	s.pubICE = signal.NewTrickle(s.candidateSender(signal.TargetPublisher))
+	s.subICE = signal.NewTrickle(s.candidateSender(signal.TargetSubscriber))
+	s.pub.OnICECandidate(s.pubICE.Candidate)
+	s.sub.PeerConnection().OnICECandidate(s.subICE.Candidate)
+	s.pub.OnTrack(s.onTrack)
+	s.pub.OnConnectionStateChange(s.connectionState(signal.TargetPublisher))
+	s.sub.PeerConnection().OnConnectionStateChange(s.connectionState(signal.TargetSubscriber))
+	return s, nil
+}
+
+// start joins the room, greets the client and the room, and starts the
+// session's goroutines. The reader runs teardown when it ends.
+func (s *Session) start() {
+	s.deps.metrics.sessions.Add(bg, 1)
+	// joined is queued inside the room's lock: once s is a member, a
+	// concurrent joiner may queue participant_joined to it, and that must
+	// come after joined.
+	others, pubs := s.room.join(s, func(others []*Session) { s.send(s.joinedMessage(others)) })
+	s.deps.metrics.participants.Add(bg, 1)
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.ws.writeLoop() }()
+	// The negotiator starts after joined is queued: a publication elsewhere
+	// may already have asked for a subscriber offer.
+	go func() { defer s.wg.Done(); s.negotiateLoop() }()
+	for _, o := range others {
+		o.send(&signal.Message{Type: signal.TypeParticipantJoined, Participant: s.participant()})
+	}
+	for _, p := range pubs {
+		s.subscribe(p)
+	}
+	go s.run()
+}
+
+func (s *Session) joinedMessage(others []*Session) *signal.Message {
+	m := &signal.Message{Type: signal.TypeJoined, Protocol: signal.Version, Room: s.room.name,
+		Participant: s.participant(), Participants: make([]signal.Participant, 0, len(others)),
+		ICEServers: []signal.ICEServer{}}
+	for _, o := range others {
+		m.Participants = append(m.Participants, *o.participant())
+	}
+	if s.deps.iceServers != nil {
+		m.ICEServers = append(m.ICEServers, s.deps.iceServers(s.identity)...)
+	}
+	return m
 }
 
 // ID returns the session's id (the participant id).
@@ -98,7 +205,7 @@ func (s *Session) participant() *signal.Participant {
 // must have left and, when its room moved to another instance, that
 // instance's signaling URL. It does not wait for a slow client.
 func (s *Session) notifyDraining(deadline time.Time, url string) {
-	if s.ws == nil || !s.track() {
+	if !s.track() {
 		return
 	}
 	go func() {
@@ -130,13 +237,6 @@ func (s *Session) track() bool {
 // It is idempotent; it must not be called from the session's own
 // goroutines (they call end).
 func (s *Session) Close(reason string) {
-	if s.ws == nil {
-		s.closeOnce.Do(func() {
-			s.sessions.Remove(s.id)
-			close(s.done)
-		})
-		return
-	}
 	s.end(reason)
 	<-s.done
 }
@@ -201,20 +301,91 @@ func (s *Session) slowClient() {
 	if s.isEnded() {
 		return
 	}
-	s.log.Info("slow_client", "queue", s.srv.cfg.SendQueue)
-	s.srv.metrics.slow.Add(bg, 1)
+	s.log.Info("slow_client", "queue", s.deps.cfg.WS.SendQueue)
+	s.deps.metrics.slow.Add(bg, 1)
 	s.end(signal.ReasonSlowClient)
 }
 
 // sendError answers a refused request; the session continues.
 func (s *Session) sendError(code, msg string) {
-	s.srv.metrics.signalError(code)
+	s.deps.metrics.signalError(code)
 	s.send(&signal.Message{Type: signal.TypeError, Code: code, Message: msg})
 }
 
 // recordJoin records the join time once, when media first flows.
 func (s *Session) recordJoin(first string) {
 	if s.joinTimed.CompareAndSwap(false, true) {
-		s.srv.metrics.joinDuration(time.Since(s.opened), first)
+		s.deps.metrics.joinDuration(time.Since(s.opened), first)
 	}
 }
+
+// writeFailed is the writer's report of a failed write or ping. A write
+// that timed out means the client stopped reading: a slow client. Any
+// other failure means the connection is gone.
+func (s *Session) writeFailed(err error) {
+	s.log.Debug("signal_write_failed", "err", err)
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.slowClient()
+		return
+	}
+	s.end(reasonClientClosed)
+}
+
+// connectionState ends the session when either connection fails (ICE
+// gave up after the engine's timeouts) or is closed by the client (Pion
+// closes the connection when the peer's DTLS says close_notify): either
+// way the participant's media is gone while its WebSocket may live on.
+func (s *Session) connectionState(target string) func(webrtc.PeerConnectionState) {
+	return func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			if s.isEnded() { // our own teardown closes them too
+				return
+			}
+			s.log.Info("peer_connection_lost", "target", target, "state", st.String())
+			s.end(signal.ReasonICEFailed)
+		}
+	}
+}
+
+// teardown runs once on the reader goroutine after the session ended:
+// nothing the session owned outlives it.
+func (s *Session) teardown() {
+	s.wg.Wait() // writer (connection closed), negotiator, watchers
+	others, owned := s.deps.rooms.leave(s.room, s)
+	s.deps.metrics.participants.Add(bg, -1)
+	for _, p := range owned {
+		p.Close()
+	}
+	for _, o := range others {
+		o.unsubscribe(owned...)
+		o.send(&signal.Message{Type: signal.TypeParticipantLeft, Participant: s.participant()})
+	}
+	s.closeMedia()
+	s.deps.sessions.Remove(s.id)
+	s.deps.closed()
+	s.deps.metrics.sessions.Add(bg, -1)
+	s.deps.metrics.sessionClosed(s.reason)
+	s.log.Info("session_closed", "reason", s.reason, "duration", time.Since(s.opened).Round(time.Millisecond).String())
+	close(s.done)
+}
+
+// closeMedia ends the session's subscriptions and both PeerConnections.
+func (s *Session) closeMedia() {
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = nil
+	s.mu.Unlock()
+	for _, sub := range subs {
+		if err := s.sub.Unsubscribe(sub); err != nil {
+			s.log.Debug("subscription_close_failed", "err", err)
+		}
+	}
+	if err := errors.Join(closePeer(s.pub), closePeer(s.sub)); err != nil {
+		s.log.Debug("peer_close_failed", "err", err)
+	}
+}
+
+// String names the session in logs and errors.
+func (s *Session) String() string { return fmt.Sprintf("session %s (%s)", s.id, s.identity) }

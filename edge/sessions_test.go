@@ -8,13 +8,35 @@ import (
 	"time"
 )
 
+// bareSession is what the manager's tests hold: an id, and a Close that
+// removes it from its manager, as a session's teardown does.
+type bareSession struct {
+	id      string
+	m       *bareSessions
+	closeMu sync.Once
+}
+
+type bareSessions = sessionSet[*bareSession]
+
+func newBareSessions(n int) *bareSessions {
+	m := &bareSessions{}
+	m.init(n)
+	return m
+}
+
+func newBare(id string, m *bareSessions) *bareSession { return &bareSession{id: id, m: m} }
+
+func (b *bareSession) ID() string { return b.id }
+
+func (b *bareSession) Close(string) { b.closeMu.Do(func() { b.m.Remove(b.id) }) }
+
 func TestSessionsAddGetRemove(t *testing.T) {
-	m := NewSessions(4)
-	a, b := newSession("a", m), newSession("b", m)
+	m := newBareSessions(4)
+	a, b := newBare("a", m), newBare("b", m)
 	if !m.Add(a) || !m.Add(b) {
 		t.Fatal("Add of new ids = false; want true")
 	}
-	if m.Add(newSession("a", m)) {
+	if m.Add(newBare("a", m)) {
 		t.Error("Add of a taken id = true; want false")
 	}
 	if got, ok := m.Get("a"); !ok || got != a {
@@ -41,9 +63,9 @@ func TestSessionsAddGetRemove(t *testing.T) {
 }
 
 func TestSessionsWaitEmpty(t *testing.T) {
-	m := NewSessions(8)
+	m := newBareSessions(8)
 	for i := range 50 {
-		m.Add(newSession(fmt.Sprint(i), m))
+		m.Add(newBare(fmt.Sprint(i), m))
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.WaitEmpty(context.Background()) }()
@@ -56,7 +78,7 @@ func TestSessionsWaitEmpty(t *testing.T) {
 		t.Fatalf("WaitEmpty() = %v; want nil once every session left", err)
 	}
 
-	m.Add(newSession("stuck", m))
+	m.Add(newBare("stuck", m))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := m.WaitEmpty(ctx); err != context.DeadlineExceeded {
@@ -68,10 +90,10 @@ func TestSessionsWaitEmpty(t *testing.T) {
 // against.
 type mutexSessions struct {
 	mu sync.RWMutex
-	m  map[string]*Session
+	m  map[string]*bareSession
 }
 
-func (m *mutexSessions) Add(s *Session) bool {
+func (m *mutexSessions) Add(s *bareSession) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.m[s.ID()]; ok {
@@ -81,7 +103,7 @@ func (m *mutexSessions) Add(s *Session) bool {
 	return true
 }
 
-func (m *mutexSessions) Get(id string) (*Session, bool) {
+func (m *mutexSessions) Get(id string) (*bareSession, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	s, ok := m.m[id]
@@ -98,19 +120,19 @@ func (m *mutexSessions) Remove(id string) bool {
 
 // sessionStore is what both managers offer the benchmark.
 type sessionStore interface {
-	Add(*Session) bool
-	Get(string) (*Session, bool)
+	Add(*bareSession) bool
+	Get(string) (*bareSession, bool)
 	Remove(string) bool
 }
 
 // benchSessions runs a join/look-up/leave mix over 1,000 resident sessions:
 // eight look-ups for every add and remove, as signaling does.
-func benchSessions(b *testing.B, store sessionStore, owner *Sessions) {
+func benchSessions(b *testing.B, store sessionStore, owner *bareSessions) {
 	const resident = 1000
 	ids := make([]string, resident)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("PA_%06d", i)
-		store.Add(newSession(ids[i], owner))
+		store.Add(newBare(ids[i], owner))
 	}
 	var seq sync.Mutex
 	next := 0
@@ -121,7 +143,7 @@ func benchSessions(b *testing.B, store sessionStore, owner *Sessions) {
 		w := next
 		next++
 		seq.Unlock()
-		extra := newSession(fmt.Sprintf("worker_%d", w), owner)
+		extra := newBare(fmt.Sprintf("worker_%d", w), owner)
 		i := w * 7919
 		for pb.Next() {
 			i++
@@ -139,10 +161,10 @@ func benchSessions(b *testing.B, store sessionStore, owner *Sessions) {
 
 func BenchmarkSessions(b *testing.B) {
 	b.Run("sharded", func(b *testing.B) {
-		m := NewSessions(32)
+		m := newBareSessions(32)
 		benchSessions(b, m, m)
 	})
 	b.Run("single-mutex", func(b *testing.B) {
-		benchSessions(b, &mutexSessions{m: make(map[string]*Session)}, NewSessions(1))
+		benchSessions(b, &mutexSessions{m: make(map[string]*bareSession)}, newBareSessions(1))
 	})
 }

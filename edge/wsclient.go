@@ -32,7 +32,7 @@ var (
 // and closes the connection.
 type wsClient struct {
 	conn *websocket.Conn
-	cfg  Config
+	cfg  wsConfig
 
 	queue    chan []byte   // encoded messages; the writer drains it
 	stopping chan struct{} // closed by stop
@@ -67,7 +67,22 @@ type (
 	}
 )
 
-func newWSClient(conn *websocket.Conn, cfg Config, onFail func(error)) *wsClient {
+// wsConfig is the part of Config a session's WebSocket reads (see Config
+// for each field's meaning and default).
+type wsConfig struct {
+	ReadLimit    int64
+	SendQueue    int
+	SendTimeout  time.Duration
+	WriteTimeout time.Duration
+	PingInterval time.Duration
+}
+
+func newWSConfig(c Config) wsConfig {
+	return wsConfig{ReadLimit: c.ReadLimit, SendQueue: c.SendQueue, SendTimeout: c.SendTimeout,
+		WriteTimeout: c.WriteTimeout, PingInterval: c.PingInterval}
+}
+
+func newWSClient(conn *websocket.Conn, cfg wsConfig, onFail func(error)) *wsClient {
 	conn.SetReadLimit(cfg.ReadLimit)
 	if tc, ok := conn.UnderlyingConn().(sendBufferSetter); ok {
 		_ = tc.SetWriteBuffer(socketSendBuffer) // best effort: the queue bounds remain

@@ -1,14 +1,9 @@
 package turn
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"testing"
-
-	"github.com/pion/stun/v3"
 )
 
 // BenchmarkRelayWrite is the relayed socket's per-datagram path from
@@ -57,47 +52,6 @@ func BenchmarkPermitAddr(b *testing.B) {
 			}
 		})
 	}
-}
-
-// FuzzIsSTUNRequest checks the header test against Pion's decoding of the
-// message type.
-func FuzzIsSTUNRequest(f *testing.F) {
-	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
-	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw)
-	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		want := false
-		if stun.IsMessage(b) && b[0]&0xc0 == 0 {
-			var mt stun.MessageType
-			mt.ReadValue(binary.BigEndian.Uint16(b[0:2]))
-			want = mt.Class == stun.ClassRequest
-		}
-		if got := isSTUNRequest(b); got != want {
-			t.Errorf("isSTUNRequest(% x) = %v; want %v", b, got, want)
-		}
-	})
-}
-
-// FuzzParseUsername checks that any username parses without panicking and
-// that a parsed one is "expiry:identity" with a non-empty identity.
-func FuzzParseUsername(f *testing.F) {
-	f.Add("1764120000:alice")
-	f.Add("1764120000:a:b")
-	f.Add(":")
-	f.Add("-1:x")
-	f.Fuzz(func(t *testing.T, u string) {
-		expiry, identity, ok := parseUsername(u)
-		if !ok {
-			return
-		}
-		ts, rest, _ := strings.Cut(u, ":")
-		if identity == "" || rest != identity || expiry.Unix() <= 0 {
-			t.Errorf("parseUsername(%q) = %v, %q; want a positive expiry and the identity after the first colon", u, expiry, identity)
-		}
-		if n, err := strconv.ParseInt(ts, 10, 64); err != nil || n != expiry.Unix() {
-			t.Errorf("parseUsername(%q) expiry = %d; want %s", u, expiry.Unix(), ts)
-		}
-	})
 }
 
 // BenchmarkRelayRoundTrip is one datagram from a Pion TURN client through

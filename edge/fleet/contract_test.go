@@ -314,3 +314,30 @@ func TestPlaceBeforeRegistration(t *testing.T) {
 		t.Errorf("Place before Run = %v; want ErrUnavailable", err)
 	}
 }
+
+// A burst of new rooms placed from one instance spreads over the equally
+// loaded fleet: each placement counts in the rooms placed just before it,
+// which the registry does not show yet.
+func TestBurstSpreads(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		open, _ := b.start(t)
+		// A placement counts for a renewal interval: make it far longer
+		// than the burst, however loaded the machine.
+		const ttl = time.Minute
+		load := fleet.Load{MaxRooms: 100, MaxSessions: 500}
+		a := joinTTL(t, open(t), "a", "ams", load, ttl)
+		joinTTL(t, open(t), "b", "ams", load, ttl)
+		joinTTL(t, open(t), "c", "ams", load, ttl)
+		count := map[string]int{}
+		for i := range 6 {
+			owner, err := a.Place(t.Context(), fmt.Sprintf("burst-%d", i), "ams")
+			if err != nil {
+				t.Fatalf("Place(burst-%d) = %v", i, err)
+			}
+			count[owner.ID]++
+		}
+		if count["a"] != 2 || count["b"] != 2 || count["c"] != 2 {
+			t.Errorf("6 new rooms placed from a went to %v; want 2 on each of a, b, c", count)
+		}
+	})
+}

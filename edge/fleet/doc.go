@@ -51,9 +51,12 @@
 // owner gone, a forged or stale entry, a draining owner that did not move
 // the room) is replaced atomically by a new placement: the least-loaded
 // serving instance that is not at its bounds, in the client's region
-// first, then in any region, this instance winning ties. When several
-// instances place one room at once, one claim wins and every caller gets
-// its owner.
+// first, then in any region, this instance winning ties. An instance's
+// load is what it last registered, plus the rooms this instance placed on
+// it since (within a renewal interval), so a burst of new rooms spreads
+// instead of all going to the instance least loaded when it began. When
+// several instances place one room at once, one claim wins and every
+// caller gets its owner.
 //
 // # Outages
 //

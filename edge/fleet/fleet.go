@@ -58,6 +58,17 @@ type Fleet struct {
 	releasing  map[string]Claim // rooms Released here whose claim Run is to delete
 	seen       map[string]seen  // claims naming this instance that Place answered, for Hold to take
 	lostQueue  []string         // lost rooms not yet taken from lost
+	placed     []placement      // rooms this Fleet placed within a renewal interval, oldest first
+}
+
+// placement is a new room this Fleet claimed for an instance, and when.
+// Until the instance's next registration shows the room in its load,
+// placement counts it in, so a burst of new rooms spreads over the fleet
+// instead of all going to the instance that was least loaded when it
+// began.
+type placement struct {
+	id string
+	at time.Time
 }
 
 // seen is a claim naming this instance that Place read, and when: Hold
@@ -68,8 +79,9 @@ type seen struct {
 }
 
 // New returns this instance's Fleet on store. self is this instance's
-// registry entry (Config.Instance); its load is updated with SetLoad.
-// Nothing is written to the store until Run.
+// registry entry (Config.Instance); its load is updated with SetLoad. log
+// is scoped by the caller (with the instance id, say). Nothing is written
+// to the store until Run.
 func New(cfg Config, self Instance, store Store, log *slog.Logger, meter metric.Meter) (*Fleet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -85,7 +97,7 @@ func New(cfg Config, self Instance, store Store, log *slog.Logger, meter metric.
 		return nil, err
 	}
 	return &Fleet{
-		store: store, log: log.With("instance", self.ID), m: m,
+		store: store, log: log, m: m,
 		ttl: cfg.LeaseTTL, every: cfg.LeaseTTL / 3,
 		kick: make(chan struct{}, 1), lost: make(chan string, lostBuffer),
 		self: self, up: true,

@@ -80,7 +80,13 @@ func testLog(t *testing.T) *slog.Logger {
 // ends.
 func join(t *testing.T, store fleet.Store, id, region string, load fleet.Load) *member {
 	t.Helper()
-	cfg := fleet.Config{PublicURL: "http://" + id + ".test", Region: region, LeaseTTL: testTTL}
+	return joinTTL(t, store, id, region, load, testTTL)
+}
+
+// joinTTL is join with a lease TTL of ttl.
+func joinTTL(t *testing.T, store fleet.Store, id, region string, load fleet.Load, ttl time.Duration) *member {
+	t.Helper()
+	cfg := fleet.Config{PublicURL: "http://" + id + ".test", Region: region, LeaseTTL: ttl}
 	reader := sdkmetric.NewManualReader()
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { provider.Shutdown(context.Background()) })

@@ -61,6 +61,7 @@ func (f *Fleet) place(ctx context.Context, room, region string) (Instance, error
 		}
 		if won == mine {
 			f.note(room, mine)
+			f.notePlaced(pick.ID)
 			return pick, nil
 		}
 		f.m.conflicts.Add(bg, 1)
@@ -87,6 +88,7 @@ func (f *Fleet) pick(ctx context.Context, region, exclude string) (Instance, err
 	if err != nil {
 		return Instance{}, err
 	}
+	f.countPlaced(insts)
 	in, ok := leastLoaded(insts, region, f.Self().ID, exclude)
 	if !ok {
 		f.mu.Lock()
@@ -101,6 +103,32 @@ func (f *Fleet) pick(ctx context.Context, region, exclude string) (Instance, err
 		return Instance{}, ErrFull
 	}
 	return in, nil
+}
+
+// notePlaced records a new room claimed for instance id.
+func (f *Fleet) notePlaced(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.placed = append(f.placed, placement{id, time.Now()})
+}
+
+// countPlaced adds to insts' room counts the rooms this Fleet placed on
+// them within the last renewal interval, which their registrations may not
+// show yet, and forgets older ones.
+func (f *Fleet) countPlaced(insts []Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cutoff := time.Now().Add(-f.every)
+	for len(f.placed) > 0 && f.placed[0].at.Before(cutoff) {
+		f.placed = f.placed[1:]
+	}
+	for _, p := range f.placed {
+		for i := range insts {
+			if insts[i].ID == p.id {
+				insts[i].Load.Rooms++
+			}
+		}
+	}
 }
 
 // note keeps a claim naming this instance that Place answered, for the

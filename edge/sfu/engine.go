@@ -10,12 +10,12 @@
 //
 // Goroutines: a publication has two (its RTP read loop, which is the only
 // writer of forwarded packets, and a drain of the publisher's RTCP); a
-// subscription has none on a connection from NewSubscriberPeerConnection,
-// whose RTCP router hands NACKs and keyframe requests over, and a video
-// one has one (reading the subscriber's RTCP) on any other.
+// subscription has none on a SubscriberConn from NewSubscriberConn, whose
+// RTCP router hands NACKs and keyframe requests over, and a video one has
+// one (reading the subscriber's RTCP) on any other.
 //
 // Memory: a video publication's NACK history is mapped outside the Go
-// heap on Linux and unmapped when the publication ends (ringmem_linux.go).
+// heap on Linux and unmapped when the publication ends (packethistory_linux.go).
 //
 // Metrics (Prometheus names; the only attribute is kind=audio|video):
 // media_rtp_received_{packets,bytes}_total,
@@ -67,7 +67,6 @@ type Engine struct {
 	subSettings webrtc.SettingEngine
 	media       *webrtc.MediaEngine
 	subRegistry *interceptor.Registry // send only
-	subscribers subscriberConns       // subscriber connections' routers and locks
 
 	udpMux  ice.UDPMux
 	udpConn *batchConn // the mux's socket: fan-outs batch their sends on it
@@ -253,8 +252,8 @@ func setAcceptanceWaits(se *webrtc.SettingEngine) {
 
 // NewPeerConnection makes a PeerConnection on the engine's muxes and
 // codecs that can both receive and send. The caller owns it and closes it.
-// Prefer NewPublisherPeerConnection and NewSubscriberPeerConnection, which
-// cost fewer goroutines.
+// Prefer NewPublisherPeerConnection and NewSubscriberConn, which cost
+// fewer goroutines.
 func (e *Engine) NewPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
 	return newPeerConnection(e.api, c, "peer")
 }
@@ -264,35 +263,6 @@ func (e *Engine) NewPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnecti
 // receiving interceptors (NACK generator, receiver reports, TWCC).
 func (e *Engine) NewPublisherPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
 	return newPeerConnection(e.pubAPI, c, "publisher")
-}
-
-// NewSubscriberPeerConnection makes the connection a participant receives
-// on (the server offers and only sends): it has only the sending
-// interceptor (sender reports), and the subscriber's NACKs and keyframe
-// requests reach its Subscriptions without a goroutine per track (see
-// rtcpRouter). So nothing is left to read from its senders: their Read
-// and ReadRTCP wait until the sender stops.
-func (e *Engine) NewSubscriberPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
-	router := newRTCPRouter()
-	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
-	if err != nil {
-		return nil, err
-	}
-	e.subscribers.add(pc, &subscriberConn{rtcp: router})
-	return pc, nil
-}
-
-// Negotiate runs f, the caller's change to pc's descriptions (creating
-// and setting an offer, or setting the answer to it), with pc's senders
-// held still: Subscribe and Subscription.Close on pc, from any goroutine,
-// wait for f, and f waits for them. Pion applies an answer by starting
-// each negotiated sender in turn, and a sender removed meanwhile fails the
-// answer half-applied. On a connection not made by
-// NewSubscriberPeerConnection f just runs. f must not call Subscribe or
-// Close on pc.
-func (e *Engine) Negotiate(pc *webrtc.PeerConnection, f func() error) error {
-	defer e.subscribers.of(pc).lockSenders()()
-	return f()
 }
 
 func newPeerConnection(api *webrtc.API, c webrtc.Configuration, role string) (*webrtc.PeerConnection, error) {

@@ -195,7 +195,7 @@ func TestNominatesPeerReflexiveAtOnce(t *testing.T) {
 	pub := h.newPublisher(t)
 	video, _ := pub.publications(t)
 	sub := h.newSubscriber(t, clientAPI(t, true))
-	if _, err := video.Subscribe(sub.server); err != nil {
+	if _, err := sub.conn.Subscribe(video); err != nil {
 		t.Fatal(err)
 	}
 	connected := make(chan time.Time, 1)
@@ -205,7 +205,7 @@ func TestNominatesPeerReflexiveAtOnce(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	negotiateEdited(t, sub.server, sub.pc, withoutCandidates)
+	sub.negotiateEdited(t, withoutCandidates)
 	select {
 	case at := <-connected:
 		// Pion's default would be at least 1s; leave room for a slow machine.

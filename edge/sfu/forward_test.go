@@ -25,7 +25,7 @@ func TestForwardToTwoSubscribers(t *testing.T) {
 
 	subs := []*subscriber{
 		h.newSubscriber(t, clientAPI(t, true)),
-		h.newSubscriberOn(t, clientAPI(t, true), h.engine.NewPeerConnection),
+		h.newSubscriberOn(t, clientAPI(t, true), generalConn),
 	}
 	var tracks []map[webrtc.RTPCodecType]*received
 	for _, s := range subs {

@@ -169,23 +169,30 @@ func negotiateEdited(t testing.TB, offerer, answerer *webrtc.PeerConnection, edi
 		t.Fatalf("SetLocalDescription(offer) = %v", err)
 	}
 	<-gathered
-	if err := answerer.SetRemoteDescription(*offerer.LocalDescription()); err != nil {
+	if err := offerer.SetRemoteDescription(answerTo(t, answerer, *offerer.LocalDescription(), editAnswer)); err != nil {
+		t.Fatalf("SetRemoteDescription(answer) = %v", err)
+	}
+}
+
+// answerTo applies offer to answerer and returns its answer, gathered and
+// edited by editAnswer.
+func answerTo(t testing.TB, answerer *webrtc.PeerConnection, offer webrtc.SessionDescription, editAnswer func(string) string) webrtc.SessionDescription {
+	t.Helper()
+	if err := answerer.SetRemoteDescription(offer); err != nil {
 		t.Fatalf("SetRemoteDescription(offer) = %v", err)
 	}
 	answer, err := answerer.CreateAnswer(nil)
 	if err != nil {
 		t.Fatalf("CreateAnswer() = %v", err)
 	}
-	gathered = webrtc.GatheringCompletePromise(answerer)
+	gathered := webrtc.GatheringCompletePromise(answerer)
 	if err := answerer.SetLocalDescription(answer); err != nil {
 		t.Fatalf("SetLocalDescription(answer) = %v", err)
 	}
 	<-gathered
 	desc := *answerer.LocalDescription()
 	desc.SDP = editAnswer(desc.SDP)
-	if err := offerer.SetRemoteDescription(desc); err != nil {
-		t.Fatalf("SetRemoteDescription(answer) = %v", err)
-	}
+	return desc
 }
 
 // source writes numbered packets through a TrackLocalStaticRTP, as a
@@ -353,7 +360,8 @@ type received struct {
 // subscriber connection.
 type subscriber struct {
 	pc     *webrtc.PeerConnection
-	server *webrtc.PeerConnection
+	conn   *SubscriberConn
+	server *webrtc.PeerConnection // conn's, for reading its state
 	tracks chan *received
 	// discard makes tracks read raw packets into one buffer and keep
 	// none, so benchmarks measure the server, not the test's parsing.
@@ -361,19 +369,43 @@ type subscriber struct {
 }
 
 // newSubscriber makes a test participant that receives on a server
-// connection made by NewSubscriberPeerConnection.
+// connection made by NewSubscriberConn.
 func (h *harness) newSubscriber(t testing.TB, api *webrtc.API) *subscriber {
 	t.Helper()
-	return h.newSubscriberOn(t, api, h.engine.NewSubscriberPeerConnection)
+	return h.newSubscriberOn(t, api, subscriberConn)
+}
+
+// newConn makes the server side of a test subscriber.
+type newConn func(testing.TB, *Engine) *SubscriberConn
+
+// subscriberConn is a connection from NewSubscriberConn: the subscriber's
+// RTCP arrives through its router.
+func subscriberConn(t testing.TB, e *Engine) *SubscriberConn {
+	t.Helper()
+	c, err := e.NewSubscriberConn(webrtc.Configuration{})
+	if err != nil {
+		t.Fatalf("NewSubscriberConn() = %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// generalConn is a subscriber connection over a general PeerConnection:
+// a video subscription reads its RTCP in a goroutine of its own.
+func generalConn(t testing.TB, e *Engine) *SubscriberConn {
+	t.Helper()
+	return &SubscriberConn{pc: newServerPC(t, e.NewPeerConnection)}
 }
 
 // newSubscriberOn is newSubscriber with the server connection made by
 // dial.
-func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newPC) *subscriber {
+func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newConn) *subscriber {
 	t.Helper()
+	conn := dial(t, h.engine)
 	s := &subscriber{
 		pc:     newClientPC(t, api),
-		server: newServerPC(t, dial),
+		conn:   conn,
+		server: conn.PeerConnection(),
 		tracks: make(chan *received, 4),
 	}
 	s.pc.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
@@ -418,14 +450,36 @@ func (s *subscriber) subscribe(t testing.TB, pubs ...*Publication) []*Subscripti
 	t.Helper()
 	var subs []*Subscription
 	for _, p := range pubs {
-		sub, err := p.Subscribe(s.server)
+		sub, err := s.conn.Subscribe(p)
 		if err != nil {
 			t.Fatalf("Subscribe(%s) = %v", p.ID(), err)
 		}
 		subs = append(subs, sub)
 	}
-	negotiate(t, s.server, s.pc)
+	s.negotiate(t)
 	return subs
+}
+
+// negotiate runs one subscriber offer and answer, as edge does, with
+// complete (non-trickled) gathering.
+func (s *subscriber) negotiate(t testing.TB) {
+	t.Helper()
+	s.negotiateEdited(t, func(sdp string) string { return sdp })
+}
+
+// negotiateEdited is negotiate with the answer edited by editAnswer on
+// its way to the server.
+func (s *subscriber) negotiateEdited(t testing.TB, editAnswer func(string) string) {
+	t.Helper()
+	gathered := webrtc.GatheringCompletePromise(s.server)
+	if _, err := s.conn.Offer(); err != nil {
+		t.Fatalf("Offer() = %v", err)
+	}
+	<-gathered
+	answer := answerTo(t, s.pc, *s.server.LocalDescription(), editAnswer)
+	if err := s.conn.Answer(answer); err != nil {
+		t.Fatalf("Answer() = %v", err)
+	}
 }
 
 // awaitTracks sends packets on src until s has received n tracks, and

@@ -26,7 +26,7 @@ import (
 //
 // There is no NACK responder interceptor: it would keep a copy of every
 // packet per subscriber. Publications keep one shared buffer instead and
-// answer subscribers' NACKs from it (retransmit.go). The stats interceptor
+// answer subscribers' NACKs from it (packethistory.go). The stats interceptor
 // is left out too: it costs per packet and we export our own metrics.
 type interceptorSets struct {
 	receive, send []interceptor.Factory

@@ -42,7 +42,7 @@ func TestUnsubscribe(t *testing.T) {
 		t.Errorf("Tracks() after one Subscription.Close = %d; want 3", got)
 	}
 	closedWithin(t, subs[0].Done(), "Subscription.Done after Close")
-	negotiate(t, sub.server, sub.pc)
+	sub.negotiate(t)
 	closedWithin(t, tracks[webrtc.RTPCodecTypeVideo].ended, "end of the removed video track at the subscriber")
 
 	first := pub.audio.send(t, 50)
@@ -86,7 +86,7 @@ func TestPublisherGone(t *testing.T) {
 					t.Errorf("subscriber still sends track %s after its publisher left", s.Track().ID())
 				}
 			}
-			if _, err := video.Subscribe(sub.server); !errors.Is(err, ErrClosed) {
+			if _, err := sub.conn.Subscribe(video); !errors.Is(err, ErrClosed) {
 				t.Errorf("Subscribe() after the publisher left = %v; want ErrClosed", err)
 			}
 		})
@@ -139,8 +139,7 @@ func TestCloseBeforeNegotiation(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
 	video, _ := pub.publications(t)
-	server := newServerPC(t, h.engine.NewSubscriberPeerConnection)
-	sub, err := video.Subscribe(server)
+	sub, err := subscriberConn(t, h.engine).Subscribe(video)
 	if err != nil {
 		t.Fatalf("Subscribe() = %v", err)
 	}
@@ -151,6 +150,35 @@ func TestCloseBeforeNegotiation(t *testing.T) {
 	if n := len(*video.subs.Load()); n != 0 {
 		t.Errorf("fan-out size after Close = %d; want 0", n)
 	}
+}
+
+// TestUnsubscribeOtherConnection: a connection refuses to end another
+// connection's subscription, which keeps forwarding; its own connection
+// ends it.
+func TestUnsubscribeOtherConnection(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	own, other := subscriberConn(t, h.engine), subscriberConn(t, h.engine)
+	sub, err := own.Subscribe(video)
+	if err != nil {
+		t.Fatalf("Subscribe() = %v", err)
+	}
+	if err := other.Unsubscribe(sub); !errors.Is(err, errNotOnConn) {
+		t.Fatalf("Unsubscribe() on another connection = %v; want %v", err, errNotOnConn)
+	}
+	select {
+	case <-sub.Done():
+		t.Fatal("the subscription ended after another connection's Unsubscribe; want it forwarding")
+	default:
+	}
+	if n := len(*video.subs.Load()); n != 1 {
+		t.Errorf("fan-out size after a refused Unsubscribe = %d; want 1", n)
+	}
+	if err := own.Unsubscribe(sub); err != nil {
+		t.Fatalf("Unsubscribe() on its own connection = %v; want nil", err)
+	}
+	closedWithin(t, sub.Done(), "Subscription.Done")
 }
 
 // TestSubscribeChurn: subscribers come and go while the publisher sends
@@ -221,7 +249,7 @@ func TestResubscribeReusesTransceiver(t *testing.T) {
 	if err := subs[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	negotiate(t, sub.server, sub.pc)
+	sub.negotiate(t)
 
 	again := sub.subscribe(t, second)
 	r := sub.awaitTracks(t, 1, h264Pub.video)[webrtc.RTPCodecTypeVideo]

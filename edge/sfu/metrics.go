@@ -10,6 +10,10 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
+// bgCtx is the context for synchronous metric updates, which do not use
+// one.
+var bgCtx = context.Background()
+
 // kindIndex maps a track kind to an index into per-kind counters: 0 audio,
 // 1 video. Kind is the only attribute media metrics carry.
 func kindIndex(k webrtc.RTPCodecType) int {

@@ -1,7 +1,6 @@
 package sfu
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,31 +9,35 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// A Subscription is one publication forwarded to one subscriber
-// PeerConnection. Its downstream track is bound by Pion once the
-// subscriber's answer is applied; until then, and once its sender stops
-// (Close, or the subscriber's connection closed), packets for it are
-// skipped. For video, the subscriber's feedback is acted on: keyframe
-// requests go to the publisher, NACKs are answered from the publication's
-// buffer; on a connection from NewSubscriberPeerConnection that feedback
-// is delivered by the connection's rtcpRouter, elsewhere read by a
-// goroutine of the subscription. Audio needs nothing: Opus is neither
+// A Subscription is one outgoing stream on a SubscriberConn: its
+// downTrack, whose source is a publication. The track is bound by Pion
+// once the subscriber's answer is applied; until then, and once its
+// sender stops (Close, or the subscriber's connection closed), packets for
+// it are skipped. For video, the subscriber's feedback is acted on:
+// keyframe requests go to the publisher, NACKs are answered from the
+// publication's buffer; on a connection from NewSubscriberConn that
+// feedback is delivered by the connection's rtcpRouter, elsewhere read by
+// a goroutine of the subscription. Audio needs nothing: Opus is neither
 // NACKed nor keyframed, so a subscriber's reports about it are dropped.
+//
+// The source is fixed today. With simulcast it becomes the layer the
+// SubscriberConn picks for this subscription within its bandwidth
+// estimate; writeRTP, the one writer of the stream, is where SSRC,
+// sequence number and timestamp will be rewritten across a switch.
 type Subscription struct {
 	pub    *Publication
-	pc     *webrtc.PeerConnection
+	conn   *SubscriberConn
 	sender *webrtc.RTPSender
 	track  *downTrack
 
 	bound atomic.Pointer[binding] // nil while unbound
 
 	// router delivers the subscriber's RTCP to a video subscription on a
-	// connection from NewSubscriberPeerConnection; without one, a video
+	// connection from NewSubscriberConn; without one, a video
 	// subscription reads it in its own goroutine (readRTCP). rtx answers
 	// the NACKs either way (nil for audio).
 	router *rtcpRouter
 	rtx    *retransmitter
-	conn   *subscriberConn // nil when pc was not made by NewSubscriberPeerConnection
 
 	// fwd is the header written to this subscriber, reused for every
 	// forwarded packet; flowing says the first packet was written. Only the
@@ -58,29 +61,19 @@ type binding struct {
 	w    webrtc.TrackLocalWriter
 }
 
-// Subscribe adds the publication's track to the subscriber pc (the caller
-// renegotiates; the offer carries every codec the engine has, so that
-// tracks in other codecs can follow on the same connection, and Bind picks
-// the publication's), starts reading the subscriber's RTCP for a video track,
-// and asks the publisher for a keyframe as soon as the track is bound, so
-// a late joiner's video starts at once. Make pc with
-// NewSubscriberPeerConnection: then the subscription has no goroutine, and
-// no RTCP queues up for audio subscriptions, which nobody reads.
-func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error) {
-	s := newSubscription(p, pc)
-	s.conn = p.engine.subscribers.of(pc)
+// subscribe is SubscriberConn.Subscribe: it adds the track to c and,
+// for a video track on a connection without a router, starts reading the
+// subscriber's RTCP.
+func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
+	s := newSubscription(p, c)
 	if p.kind == webrtc.RTPCodecTypeVideo {
-		// Before AddTrack: once the track is on pc, a negotiation already
-		// under way (another subscription's offer) may Bind it, and Bind
-		// reads the router.
+		// Before AddTrack: once the track is on the connection, a
+		// negotiation already under way (another subscription's offer)
+		// may Bind it, and Bind reads the router.
 		s.rtx = newRetransmitter(s)
-		if s.conn != nil {
-			s.router = s.conn.rtcp
-		}
+		s.router = c.router
 	}
-	unlock := s.conn.lockSenders()
-	sender, err := pc.AddTrack(s.track)
-	unlock()
+	sender, err := c.addTrack(s.track)
 	if err != nil {
 		return nil, fmt.Errorf("sfu: subscribe to %s: add track: %w", p.id, err)
 	}
@@ -100,8 +93,8 @@ func (p *Publication) Subscribe(pc *webrtc.PeerConnection) (*Subscription, error
 
 // newSubscription makes the subscription's state, not yet in pc or in the
 // fan-out.
-func newSubscription(p *Publication, pc *webrtc.PeerConnection) *Subscription {
-	s := &Subscription{pub: p, pc: pc, done: make(chan struct{}), first: make(chan struct{})}
+func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
+	s := &Subscription{pub: p, conn: c, done: make(chan struct{}), first: make(chan struct{})}
 	s.track = &downTrack{sub: s}
 	return s
 }
@@ -135,15 +128,9 @@ func (s *Subscription) detach() error {
 		if b := s.bound.Swap(nil); b != nil && s.router != nil {
 			s.router.unroute(b.ssrc)
 		}
-		unlock := s.conn.lockSenders()
-		err := s.pc.RemoveTrack(s.sender)
-		if err != nil && !errors.Is(err, webrtc.ErrConnectionClosed) {
+		if err := s.conn.removeTrack(s.sender); err != nil {
 			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
-			// RemoveTrack failed before stopping the sender; stop it so
-			// the RTCP goroutine ends.
-			_ = s.sender.Stop()
 		}
-		unlock()
 		s.wg.Wait()
 		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
 		s.pub.engine.metrics.activeSubs.Add(-1)

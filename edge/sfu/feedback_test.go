@@ -138,12 +138,12 @@ func TestNACKRetransmission(t *testing.T) {
 		// dial picks the engine's constructor for the subscriber's
 		// server connection: feedback arrives through the connection's
 		// router, or through a goroutine of the subscription.
-		dial func(*Engine) newPC
+		dial newConn
 		// readers is how many goroutines read the subscription's RTCP.
 		readers int
 	}{
-		{"subscriber connection", func(e *Engine) newPC { return e.NewSubscriberPeerConnection }, 0},
-		{"general connection", func(e *Engine) newPC { return e.NewPeerConnection }, 1},
+		{"subscriber connection", subscriberConn, 0},
+		{"general connection", generalConn, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, Config{})
@@ -154,7 +154,7 @@ func TestNACKRetransmission(t *testing.T) {
 			// Replay protection off: the drop happens after decryption, so the
 			// resent copy would otherwise look like a replay. On a real network
 			// the first copy never reaches SRTP.
-			sub := h.newSubscriberOn(t, clientAPI(t, false, drop), tc.dial(h.engine))
+			sub := h.newSubscriberOn(t, clientAPI(t, false, drop), tc.dial)
 			sub.subscribe(t, video)
 			r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
 			if got := goroutinesIn("sfu.(*Subscription).readRTCP"); got != tc.readers {

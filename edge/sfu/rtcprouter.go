@@ -2,21 +2,18 @@ package sfu
 
 import (
 	"io"
-	"runtime"
 	"sync"
-	"weak"
 
 	"github.com/pion/transport/v5/packetio"
-	"github.com/pion/webrtc/v4"
 )
 
 // rtcpRouter delivers the RTCP a subscriber connection receives straight
 // to the subscription whose SSRC it names, on the SRTCP session's own
 // goroutine, so a video subscription needs no goroutine of its own to
-// read its sender. Each subscriber connection made by
-// NewSubscriberPeerConnection has one, installed as its API's
-// BufferFactory: Pion hands every decrypted RTCP packet to the queue of
-// its destination SSRC, and our queue's Write is the delivery.
+// read its sender. Each SubscriberConn made by NewSubscriberConn has one,
+// installed as its API's BufferFactory: Pion hands every decrypted RTCP
+// packet to the queue of its destination SSRC, and our queue's Write is
+// the delivery.
 //
 // mu guards routes; handlers run with it released, one at a time (Pion's
 // SRTCP session has one reader goroutine per connection).
@@ -82,47 +79,4 @@ func (q *routedQueue) Read([]byte) (int, error) {
 func (q *routedQueue) Close() error {
 	q.closeOnce.Do(func() { close(q.closed) })
 	return nil
-}
-
-// subscriberConn is what the engine keeps of a connection made by
-// NewSubscriberPeerConnection: its RTCP router, and the lock that orders
-// changes to its senders against its negotiation.
-type subscriberConn struct {
-	rtcp *rtcpRouter
-	// senders is held by AddTrack (Subscribe) and RemoveTrack
-	// (Subscription.Close, or the publication's end) on the connection,
-	// and by Engine.Negotiate around the caller's offer or answer. Pion
-	// does not order them: a RemoveTrack landing while an answer starts
-	// the negotiated senders fails that answer half-way, and the senders
-	// after the removed one never start.
-	senders sync.Mutex
-}
-
-// subscriberConns finds the subscriberConn of a connection. It holds the
-// connections weakly: an entry goes when its connection is collected.
-type subscriberConns struct{ m sync.Map } // weak.Pointer[webrtc.PeerConnection] -> *subscriberConn
-
-func (cs *subscriberConns) add(pc *webrtc.PeerConnection, c *subscriberConn) {
-	key := weak.Make(pc)
-	cs.m.Store(key, c)
-	runtime.AddCleanup(pc, func(k weak.Pointer[webrtc.PeerConnection]) { cs.m.Delete(k) }, key)
-}
-
-// of returns pc's subscriberConn, or nil when pc was not made by
-// NewSubscriberPeerConnection.
-func (cs *subscriberConns) of(pc *webrtc.PeerConnection) *subscriberConn {
-	if c, ok := cs.m.Load(weak.Make(pc)); ok {
-		return c.(*subscriberConn)
-	}
-	return nil
-}
-
-// lockSenders holds c's senders lock, if c is a subscriberConn, until the
-// returned func is called.
-func (c *subscriberConn) lockSenders() (unlock func()) {
-	if c == nil {
-		return func() {}
-	}
-	c.senders.Lock()
-	return c.senders.Unlock
 }

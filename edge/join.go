@@ -107,7 +107,7 @@ func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened 
 		srv.metrics.join(joinUpgradeFail)
 		return nil
 	}
-	s, err := srv.newParticipant(conn, claims, r, opened)
+	s, err := newSession(conn, claims, r, opened, srv.sessionDeps())
 	if err != nil {
 		srv.log.Error("session_setup_failed", "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage,
@@ -151,4 +151,17 @@ func (srv *Server) refuse(c echo.Context, status int, result, code, msg string) 
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(srv.cfg.RetryAfter.Seconds())))
 	}
 	return c.JSON(status, apiError{Code: code, Message: msg})
+}
+
+// sessionDeps is what the instance lends each session it admits.
+func (srv *Server) sessionDeps() sessionDeps {
+	d := sessionDeps{
+		cfg: newSessionConfig(srv.cfg), log: srv.log, metrics: srv.metrics, media: srv.media,
+		rooms: srv.rooms, sessions: srv.sessions,
+		closed: func() { srv.admitted.Add(-1) },
+	}
+	if srv.relay != nil {
+		d.iceServers = srv.relay.ICEServers
+	}
+	return d
 }

@@ -1,0 +1,236 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// maxOfferSections bounds the media sections (m-lines) of a publisher
+// offer, sending or not. Every section becomes a transceiver on the
+// server, and a recvonly or inactive one escapes the track limit, so
+// without this bound one 64 KiB offer of about 450 bare sections costs
+// the server a megabyte and a large fraction of a CPU second to answer,
+// ten times in a burst. A browser needs one section per track it ever
+// published (stopped ones are recycled); 64 leaves room for a long
+// session of toggled screen shares.
+const maxOfferSections = 64
+
+// handleOffer answers the client's publisher offer, after the rate limit
+// and the grant, track and candidate checks.
+func (s *Session) handleOffer(offerSDP string) {
+	if !s.offers.Allow() {
+		s.sendError(signal.CodeRateLimited, "too many offers; wait before renegotiating")
+		return
+	}
+	offer := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerSDP}
+	parsed, err := offer.Unmarshal()
+	if err != nil {
+		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
+		return
+	}
+	if !s.admitOffer(parsed) {
+		return
+	}
+	answer, err := s.answer(offer)
+	if err != nil {
+		s.log.Info("offer_refused", "err", err)
+		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
+		s.endIfStuck()
+		return
+	}
+	s.send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetPublisher, SDP: answer})
+	s.pubICE.Open()
+}
+
+// admitOffer runs the section, grant, track, shape and candidate checks
+// on a parsed publisher offer; it answers a refusal itself and reports
+// whether the offer may be applied.
+func (s *Session) admitOffer(parsed *sdp.SessionDescription) bool {
+	if len(parsed.MediaDescriptions) > maxOfferSections {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d media sections per offer", maxOfferSections))
+		return false
+	}
+	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
+		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
+		return false
+	} else if n > s.deps.cfg.MaxTracks {
+		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.deps.cfg.MaxTracks))
+		return false
+	}
+	if err := checkOffer(parsed); err != nil {
+		s.sendError(signal.CodeInvalidSDP, err.Error())
+		return false
+	}
+	return s.takeCandidates(signal.TargetPublisher, sdpCandidates(parsed))
+}
+
+// reasonNegotiationFailed closes a session whose publisher or subscriber
+// connection was left half-negotiated by a description that failed inside
+// Pion.
+const reasonNegotiationFailed = "negotiation_failed"
+
+// checkOffer refuses, before Pion sees it, an offer that Pion would
+// refuse only after moving the connection to have-remote-offer: Pion
+// cannot roll a remote offer back, so such an offer would leave the
+// publisher connection unable to negotiate again.
+func checkOffer(d *sdp.SessionDescription) error {
+	has := func(key string) bool {
+		if _, ok := d.Attribute(key); ok {
+			return true
+		}
+		for _, m := range d.MediaDescriptions {
+			if _, ok := m.Attribute(key); ok {
+				return true
+			}
+		}
+		return false
+	}
+	for _, key := range []string{"ice-ufrag", "ice-pwd", "fingerprint"} {
+		if !has(key) {
+			return fmt.Errorf("offer has no %s", key)
+		}
+	}
+	for _, m := range d.MediaDescriptions {
+		if _, ok := m.Attribute("mid"); !ok {
+			return errors.New("offer has a media section without a mid")
+		}
+	}
+	return nil
+}
+
+// endIfStuck ends the session when a failed offer left the publisher
+// connection in have-remote-offer, where it can never negotiate again:
+// the client learns it must reconnect, instead of a session that refuses
+// every later offer.
+func (s *Session) endIfStuck() {
+	if s.pub.SignalingState() == webrtc.SignalingStateHaveRemoteOffer {
+		s.log.Info("publisher_negotiation_stuck")
+		s.end(reasonNegotiationFailed)
+	}
+}
+
+// answer applies offer to the publisher connection and returns the answer.
+func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
+	if err := s.pub.SetRemoteDescription(offer); err != nil {
+		return "", fmt.Errorf("edge: publisher offer: %w", err)
+	}
+	s.addHeld(signal.TargetPublisher)
+	answer, err := s.pub.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("edge: publisher answer: %w", err)
+	}
+	if err := s.pub.SetLocalDescription(answer); err != nil {
+		return "", fmt.Errorf("edge: publisher answer: %w", err)
+	}
+	return answer.SDP, nil
+}
+
+// sendingTracks counts the offer's live audio and video m-lines the client
+// sends on.
+func sendingTracks(d *sdp.SessionDescription) int {
+	n := 0
+	for _, m := range d.MediaDescriptions {
+		kind := m.MediaName.Media
+		if (kind != "audio" && kind != "video") || m.MediaName.Port.Value == 0 {
+			continue
+		}
+		_, recvonly := m.Attribute("recvonly")
+		_, inactive := m.Attribute("inactive")
+		if !recvonly && !inactive {
+			n++
+		}
+	}
+	return n
+}
+
+// handleAnswer applies the client's answer to the outstanding subscriber
+// offer.
+func (s *Session) handleAnswer(answerSDP string) {
+	if s.sub.PeerConnection().SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
+		return
+	}
+	answer := webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP}
+	parsed, err := answer.Unmarshal()
+	if err != nil {
+		s.sendError(signal.CodeInvalidSDP, "answer does not parse")
+		return
+	}
+	if !s.takeCandidates(signal.TargetSubscriber, sdpCandidates(parsed)) {
+		return
+	}
+	if err := s.sub.Answer(answer); err != nil {
+		state := s.sub.PeerConnection().SignalingState()
+		s.log.Info("answer_refused", "state", state.String(), "err", err)
+		s.sendError(signal.CodeInvalidSDP, "answer cannot be applied")
+		if state != webrtc.SignalingStateHaveLocalOffer {
+			// Pion took the description and then failed, e.g. starting
+			// a sender whose codec the answer does not accept: the
+			// connection is half-negotiated and every later offer
+			// fails. The client learns it must reconnect.
+			s.end(reasonNegotiationFailed)
+		}
+		return // else nothing was applied: the offer still waits for an answer
+	}
+	s.addHeld(signal.TargetSubscriber)
+	select {
+	case s.answered <- struct{}{}:
+	default:
+	}
+}
+
+// requestOffer asks the negotiator for a subscriber offer. Requests made
+// while one is outstanding fold into the next offer.
+func (s *Session) requestOffer() {
+	select {
+	case s.renegotiate <- struct{}{}:
+	default:
+	}
+}
+
+// negotiateLoop is the negotiator goroutine: one subscriber offer at a
+// time, each covering every change requested before it was made. An offer
+// not answered within NegotiationTimeout ends the session: no later change
+// could reach the client.
+func (s *Session) negotiateLoop() {
+	for {
+		select {
+		case <-s.renegotiate:
+		case <-s.ending:
+			return
+		}
+		if err := s.offerSubscriber(); err != nil {
+			s.log.Warn("subscriber_offer_failed", "err", err)
+			s.end(reasonInternal)
+			return
+		}
+		t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
+		select {
+		case <-s.answered:
+			t.Stop()
+		case <-t.C:
+			s.log.Info("subscriber_answer_timeout")
+			s.end(signal.ReasonTimeout)
+			return
+		case <-s.ending:
+			t.Stop()
+			return
+		}
+	}
+}
+
+func (s *Session) offerSubscriber() error {
+	offer, err := s.sub.Offer()
+	if err != nil {
+		return err
+	}
+	s.send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP})
+	s.subICE.Open()
+	return nil
+}

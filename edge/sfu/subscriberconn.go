@@ -1,0 +1,145 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// SubscriberConn is the connection a participant receives on: the server
+// offers and only sends. It owns its PeerConnection and keeps its own
+// discipline: every change to it (an offer, the answer, a trickled
+// candidate, a track added or removed) goes through its methods, which
+// take mu, so no caller has to remember to order them. Pion does not
+// order them itself: a RemoveTrack landing while an answer starts the
+// negotiated senders fails that answer half-way, and the senders after
+// the removed one never start.
+//
+// Each Subscription on the connection is one outgoing stream (its
+// downTrack, with its own SSRC and sequence numbers) whose source is a
+// Publication. That split is where media that adapts will live (DESIGN.md,
+// "Media that adapts"): the Subscription will own which simulcast layer
+// feeds it and rewrite SSRC, sequence number and timestamp when the layer
+// changes at a keyframe; the SubscriberConn will own the connection's
+// send-side bandwidth estimate (transport-wide feedback arrives per
+// connection, through its rtcpRouter) and choose each subscription's
+// layer, pausing what does not fit. Neither exists yet.
+//
+// Goroutines: none of its own. Its rtcpRouter runs on Pion's SRTCP
+// reader; a video Subscription on a connection without a router (a
+// general PeerConnection, which only the package's tests build) reads its
+// RTCP itself.
+type SubscriberConn struct {
+	pc     *webrtc.PeerConnection
+	router *rtcpRouter // nil on a general PeerConnection
+
+	// mu is held around every change to pc's descriptions, candidates and
+	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack
+	// (Subscribe, Subscription.Close, a publication's end). It orders
+	// them; it guards no field of SubscriberConn.
+	mu sync.Mutex
+}
+
+// NewSubscriberConn makes a subscriber connection on the engine's muxes
+// and codecs. It has only the sending interceptor (sender reports), and
+// the subscriber's NACKs and keyframe requests reach its Subscriptions
+// without a goroutine per track (see rtcpRouter), so nothing is left to
+// read from its senders: their Read and ReadRTCP wait until the sender
+// stops. The caller owns it and closes it.
+func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, error) {
+	router := newRTCPRouter()
+	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
+	if err != nil {
+		return nil, err
+	}
+	return &SubscriberConn{pc: pc, router: router}, nil
+}
+
+// PeerConnection is the connection itself, for its callbacks
+// (OnICECandidate, OnConnectionStateChange) and its state. Change it only
+// through the SubscriberConn's methods.
+func (c *SubscriberConn) PeerConnection() *webrtc.PeerConnection { return c.pc }
+
+// Offer creates an offer covering every subscription made so far, sets it
+// as the local description and returns it.
+func (c *SubscriberConn) Offer() (webrtc.SessionDescription, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	offer, err := c.pc.CreateOffer(nil)
+	if err != nil {
+		return offer, fmt.Errorf("sfu: subscriber offer: %w", err)
+	}
+	if err := c.pc.SetLocalDescription(offer); err != nil {
+		return offer, fmt.Errorf("sfu: subscriber offer: %w", err)
+	}
+	return offer, nil
+}
+
+// Answer applies the subscriber's answer to the outstanding offer; Pion
+// then binds and starts the negotiated senders.
+func (c *SubscriberConn) Answer(answer webrtc.SessionDescription) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.pc.SetRemoteDescription(answer); err != nil {
+		return fmt.Errorf("sfu: subscriber answer: %w", err)
+	}
+	return nil
+}
+
+// AddCandidate adds one of the subscriber's ICE candidates. The
+// connection must have the subscriber's answer.
+func (c *SubscriberConn) AddCandidate(ci webrtc.ICECandidateInit) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pc.AddICECandidate(ci)
+}
+
+// Subscribe adds p's track to the connection (the caller renegotiates with
+// Offer; the offer carries every codec the engine has, so that tracks in
+// other codecs can follow on the same connection, and the track's Bind
+// picks the publication's) and asks the publisher for a keyframe as soon
+// as the track is bound, so a late joiner's video starts at once.
+func (c *SubscriberConn) Subscribe(p *Publication) (*Subscription, error) {
+	return p.subscribe(c)
+}
+
+// errNotOnConn: Unsubscribe was given another connection's subscription.
+var errNotOnConn = errors.New("sfu: unsubscribe: the subscription is on another connection")
+
+// Unsubscribe stops forwarding sub and removes its track from the
+// connection (the caller renegotiates): sub.Close, for a subscription of
+// this connection.
+func (c *SubscriberConn) Unsubscribe(sub *Subscription) error {
+	if sub.conn != c {
+		return errNotOnConn
+	}
+	return sub.Close()
+}
+
+// addTrack adds t to the connection, ordered against negotiation.
+func (c *SubscriberConn) addTrack(t webrtc.TrackLocal) (*webrtc.RTPSender, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pc.AddTrack(t)
+}
+
+// removeTrack removes sender from the connection, ordered against
+// negotiation. A connection already closed is not an error. When
+// RemoveTrack fails before stopping the sender it stops it, so nothing
+// keeps reading the sender's RTCP.
+func (c *SubscriberConn) removeTrack(sender *webrtc.RTPSender) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.pc.RemoveTrack(sender)
+	if err == nil || errors.Is(err, webrtc.ErrConnectionClosed) {
+		return nil
+	}
+	_ = sender.Stop()
+	return err
+}
+
+// Close closes the PeerConnection; every sender stops. Close the
+// subscriptions first, or let their publications end them.
+func (c *SubscriberConn) Close() error { return c.pc.Close() }

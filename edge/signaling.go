@@ -1,0 +1,99 @@
+package edge
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/media-service/media-service/edge/signal"
+)
+
+// run is the reader goroutine: it handles the client's messages in order
+// until the WebSocket ends, then tears the session down.
+func (s *Session) run() {
+	reason := s.readLoop()
+	close(s.ws.readDone) // first: the writer's lingering close reads next
+	s.end(reason)
+	s.teardown()
+}
+
+// readLoop reads until the connection ends and returns the close reason
+// (end keeps the first reason, so a leave before the close wins).
+func (s *Session) readLoop() string {
+	conn := s.ws.conn
+	idle := s.deps.cfg.IdleTimeout
+	_ = conn.SetReadDeadline(time.Now().Add(idle))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(idle)) })
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			return s.readEndReason(err)
+		}
+		s.pace()
+		_ = conn.SetReadDeadline(time.Now().Add(idle))
+		select {
+		case <-s.ending: // only the client's close frame matters now
+			continue
+		default:
+		}
+		if s.handle(data) {
+			// Keep reading, discarding, until the client's close frame:
+			// closing with its input unread would reset the connection.
+			s.end(reasonClientLeave)
+		}
+	}
+}
+
+// pace waits, before a message is handled, until the client's message
+// rate allows it (or the session ends). While the reader waits, the
+// client's further messages stay in the socket and TCP slows the client
+// down: a flood is slowed, not dropped.
+func (s *Session) pace() {
+	d := s.inbound.Reserve().Delay()
+	if d == 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ending:
+	}
+}
+
+// readEndReason names why reading ended.
+func (s *Session) readEndReason(err error) string {
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return reasonMessageTooBig
+	case errors.As(err, &ne) && ne.Timeout():
+		return signal.ReasonTimeout
+	}
+	return reasonClientClosed
+}
+
+// handle dispatches one client message; it reports whether the client
+// left.
+func (s *Session) handle(data []byte) (left bool) {
+	m, err := signal.Decode(data)
+	if err != nil {
+		var se *signal.Error
+		if errors.As(err, &se) {
+			s.sendError(se.Code, se.Message)
+		}
+		return false
+	}
+	switch m.Type {
+	case signal.TypeOffer:
+		s.handleOffer(m.SDP)
+	case signal.TypeAnswer:
+		s.handleAnswer(m.SDP)
+	case signal.TypeCandidate:
+		s.handleCandidate(m.Target, *m.Candidate)
+	case signal.TypeLeave:
+		return true
+	}
+	return false
+}
