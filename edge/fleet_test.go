@@ -142,3 +142,40 @@ func TestDrainNamesTheSibling(t *testing.T) {
 		})
 	}
 }
+
+// TestLostRoomMovesItsParticipants: when the directory gives a room this
+// instance serves to another instance (claimed there while this one could
+// not renew), its participants are told, with the drain's message, to
+// join at the new owner.
+func TestLostRoomMovesItsParticipants(t *testing.T) {
+	store := fleet.NewMemoryStore()
+	a := startFleetServer(t, store, "")
+	b := startFleetServer(t, store, "")
+	waitRegistered(t, store, 2)
+	drainings := make(chan *signal.Message, 1)
+	a.dialWith(t, a.token(t, "r", "ann", bothGrants), client.Options{OnEvent: func(m *signal.Message) {
+		if m.Type == signal.TypeDraining {
+			select {
+			case drainings <- m:
+			default: // OnEvent must not block
+			}
+		}
+	}})
+	ctx := context.Background()
+	cur, ok, err := store.Lookup(ctx, "r")
+	if err != nil || !ok {
+		t.Fatalf("Lookup(r) = %v, %v, %v; want a's claim", cur, ok, err)
+	}
+	other := b.srv.routing.dir.Self()
+	if _, err := store.Claim(ctx, "r", cur, fleet.Claim{Owner: other.ID, URL: other.URL, Token: "taken-over"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-drainings:
+		if m.URL != b.url {
+			t.Errorf("draining url = %q; want b's %q", m.URL, b.url)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no draining message within 10s of the room being claimed away")
+	}
+}
