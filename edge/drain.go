@@ -43,8 +43,9 @@ func (s *Server) drain(cause error) {
 	if s.relay != nil {
 		s.relay.Drain()
 	}
+	s.moveRooms(deadline) // in a fleet: each room to a sibling (fleetdrain.go)
 	for _, sess := range s.sessions.All() {
-		sess.notifyDraining(deadline)
+		sess.notifyDraining(deadline, s.movedTo(sess))
 	}
 
 	waitCtx, cancel := context.WithDeadline(context.Background(), deadline)

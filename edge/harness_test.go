@@ -82,9 +82,10 @@ type testServer struct {
 	api    *webrtc.API
 }
 
-// startServer runs an instance with testConfig changed by edit, and stops
-// it (with its drain) when the test ends.
-func startServer(t *testing.T, edit func(*Config)) *testServer {
+// startServer runs an instance with testConfig changed by edit, and
+// Options changed by each of with, and stops it (with its drain) when the
+// test ends.
+func startServer(t *testing.T, edit func(*Config), with ...func(*Options)) *testServer {
 	t.Helper()
 	cfg := testConfig()
 	if edit != nil {
@@ -98,7 +99,11 @@ func startServer(t *testing.T, edit func(*Config)) *testServer {
 	if err != nil {
 		t.Fatalf("sfu.New: %v", err)
 	}
-	ts.srv, err = New(cfg, Options{Log: log, Meter: meter, Media: media})
+	opts := Options{Log: log, Meter: meter, Media: media}
+	for _, w := range with {
+		w(&opts)
+	}
+	ts.srv, err = New(cfg, opts)
 	if err != nil {
 		media.Close()
 		t.Fatalf("New: %v", err)

@@ -68,6 +68,9 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if srv.Draining() {
 		return srv.refuse(c, http.StatusServiceUnavailable, joinDraining, "draining", "the instance is draining; reconnect")
 	}
+	if done, err := srv.route(c, claims.Room); done { // the room lives elsewhere, or cannot be placed
+		return err
+	}
 	addr := connlimit.RequestBucket(c.Request(), srv.cfg.ClientIPHeader)
 	if !srv.perAddr.Acquire(addr) {
 		return srv.refuse(c, http.StatusTooManyRequests, joinAddrLimit, "too_many_sessions", "this address holds as many sessions as one address may")
@@ -125,7 +128,7 @@ func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened 
 	if srv.closingAll.Load() {
 		s.end(signal.ReasonServerShutdown)
 	} else if srv.Draining() {
-		s.notifyDraining(srv.drainDeadline())
+		s.notifyDraining(srv.drainDeadline(), srv.movedTo(s))
 	}
 	return nil
 }

@@ -22,6 +22,13 @@ var (
 type rooms struct {
 	maxRooms, maxMembers int
 	metrics              *metrics
+	// claims, in a fleet, holds the directory's claim on each room while
+	// it exists here and releases it when the room empties (called under
+	// mu, so a room's Hold and Release are never reordered); nil alone.
+	claims interface {
+		Hold(room string)
+		Release(room string)
+	}
 
 	mu sync.Mutex // guards m, and each room's reserved and members counts as seen from here
 	m  map[string]*room
@@ -58,11 +65,15 @@ func (rs *rooms) reserve(name, identity string) (*room, error) {
 	r, ok := rs.m[name]
 	if !ok {
 		if len(rs.m) >= rs.maxRooms {
+			rs.unclaim(name) // the directory may have placed it here
 			return nil, errRoomsFull
 		}
 		r = &room{name: name, members: make(map[string]*Session), pubs: make(map[string]roomPub)}
 		rs.m[name] = r
 		rs.metrics.rooms.Add(bg, 1)
+		if rs.claims != nil {
+			rs.claims.Hold(name)
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -93,6 +104,15 @@ func (rs *rooms) removeIfEmpty(r *room) {
 	if r.reserved == 0 && len(r.members) == 0 && rs.m[r.name] == r {
 		delete(rs.m, r.name)
 		rs.metrics.rooms.Add(bg, -1)
+		rs.unclaim(r.name)
+	}
+}
+
+// unclaim drops the directory's claim on a room that does not exist
+// here. The caller holds rs.mu.
+func (rs *rooms) unclaim(name string) {
+	if rs.claims != nil {
+		rs.claims.Release(name)
 	}
 }
 

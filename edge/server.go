@@ -56,6 +56,12 @@ type Options struct {
 	// the media addresses); from New on the Server owns it and closes it
 	// after the sessions, at the end of the drain.
 	Media *sfu.Engine
+	// Fleet is the fleet's directory (edge/fleet), when the instance is
+	// one of several: joins are routed to their room's instance and the
+	// drain moves rooms whole (route.go, fleetdrain.go). The caller runs
+	// and closes it, after Run has returned. Default: none, the instance
+	// serves every room itself.
+	Fleet Directory
 }
 
 // Server is one edge instance. New binds every listener, Run serves until
@@ -72,6 +78,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	perAddr  *connlimit.Addrs    // sessions per client address
 	conns    *connlimit.Listener // httpLn: open TCP connections of PORT
+	routing  *routing            // the instance's part in a fleet; nil alone
 
 	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
 	closingAll atomic.Bool  // the drain is closing every session
@@ -122,6 +129,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		perAddr:  connlimit.NewAddrs(cfg.MaxSessionsPerIP),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
+	}
+	if s.routing, err = newRouting(opts.Fleet, opts.Meter); err != nil {
+		return nil, err
+	}
+	if opts.Fleet != nil {
+		s.rooms.claims = opts.Fleet
 	}
 	s.echo = s.newEcho()
 	if s.httpLn, err = listen(envconfig.Name(&cfg, &cfg.Port), cfg.HTTPHost, cfg.Port); err != nil {
@@ -198,6 +211,12 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(2)
 	go serve(s.httpSrv, s.httpLn, "http")
 	go serve(s.opsSrv, s.opsLn, "ops")
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	if s.routing != nil {
+		wg.Add(2)
+		go func() { defer wg.Done(); s.publishLoad(loadCtx) }()
+		go func() { defer wg.Done(); s.followLost(loadCtx) }()
+	}
 	s.log.Info("server_started", "http_addr", s.httpLn.Addr().String(), "ops_addr", s.opsLn.Addr().String())
 
 	var runErr error
@@ -207,6 +226,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case runErr = <-errc:
 	}
 	s.drain(context.Cause(ctx))
+	stopLoad()
 	s.opsSrv.Close()
 	wg.Wait()
 	return runErr

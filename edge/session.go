@@ -201,15 +201,16 @@ func (s *Session) participant() *signal.Participant {
 	return &signal.Participant{ID: s.id, Identity: s.identity}
 }
 
-// notifyDraining tells the client the instance is draining and by when it
-// must have left. It does not wait for a slow client.
-func (s *Session) notifyDraining(deadline time.Time) {
+// notifyDraining tells the client the instance is draining, by when it
+// must have left and, when its room moved to another instance, that
+// instance's signaling URL. It does not wait for a slow client.
+func (s *Session) notifyDraining(deadline time.Time, url string) {
 	if !s.track() {
 		return
 	}
 	go func() {
 		defer s.wg.Done()
-		s.send(&signal.Message{Type: signal.TypeDraining, Deadline: deadline.UTC().Truncate(time.Second)})
+		s.send(&signal.Message{Type: signal.TypeDraining, Deadline: deadline.UTC().Truncate(time.Second), URL: url})
 	}()
 }
 

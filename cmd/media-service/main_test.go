@@ -157,6 +157,9 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 		{"turn certificate missing", []string{"MEDIA_TURN_TLS_CERT=/nonexistent.pem", "MEDIA_TURN_TLS_KEY=/nonexistent.key"}, "media-service: turn: MEDIA_TURN_TLS_CERT and MEDIA_TURN_TLS_KEY do not load", false},
 		{"http port taken", []string{"PORT=" + takenPort}, "127.0.0.1:" + takenPort, true},
 		{"ops port taken", []string{"MEDIA_OPS_PORT=" + takenPort}, "127.0.0.1:" + takenPort, true},
+		{"bad redis url", []string{"MEDIA_REDIS_URL=http://127.0.0.1:6379", "MEDIA_PUBLIC_URL=http://127.0.0.1:8080"}, "MEDIA_REDIS_URL", false},
+		{"redis without public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379"}, "MEDIA_PUBLIC_URL", false},
+		{"bad public url", []string{"MEDIA_REDIS_URL=redis://127.0.0.1:6379", "MEDIA_PUBLIC_URL=media.example.com"}, "MEDIA_PUBLIC_URL", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

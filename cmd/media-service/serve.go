@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/media-service/media-service/edge"
+	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/internal/envconfig"
 	"github.com/media-service/media-service/telemetry"
@@ -33,6 +34,7 @@ var version = telemetry.DefaultVersion
 // config is every package's configuration, each parsed from the environment.
 type config struct {
 	edge      edge.Config
+	fleet     fleet.Config
 	media     sfu.Config
 	telemetry telemetry.Config
 	turn      turn.Config
@@ -43,12 +45,12 @@ type config struct {
 // anything is logged or bound, with one line that names its variable.
 func loadConfig(environ map[string]string) (config, error) {
 	var c config
-	for _, p := range []any{&c.edge, &c.telemetry, &c.media, &c.turn} {
+	for _, p := range []any{&c.edge, &c.telemetry, &c.media, &c.turn, &c.fleet} {
 		if err := envconfig.Parse(p, environ); err != nil {
 			return c, err
 		}
 	}
-	checks := []func() error{c.edge.Validate, c.telemetry.Validate, c.media.Validate}
+	checks := []func() error{c.edge.Validate, c.telemetry.Validate, c.media.Validate, c.fleet.Validate}
 	if c.turn.Enabled {
 		checks = append(checks, c.turn.Validate)
 	}
@@ -88,7 +90,16 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		_ = media.Close()
 		return err
 	}
-	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay)})
+	fl, err := openFleet(ctx, cfg.fleet, log, meter)
+	if err != nil {
+		if relay != nil {
+			_ = relay.Close()
+		}
+		_ = media.Close()
+		return err
+	}
+	defer fl.stop()
+	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay), Fleet: fl.directory()})
 	if err != nil {
 		if relay != nil {
 			_ = relay.Close()
@@ -97,6 +108,7 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer runRelay(relay, log)()
+	fl.run()
 	// Sessions and forwarded tracks explain goroutines; see telemetry.Load.
 	leaks, err := telemetry.NewLeakDetector(cfg.telemetry, meter, func() telemetry.Load {
 		return telemetry.Load{Sessions: srv.Sessions().Len(), Tracks: media.Tracks()}

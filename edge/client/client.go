@@ -39,6 +39,16 @@ const (
 	readLimit = 1 << 20
 )
 
+// MaxRedirects is how many `redirect` messages one Dial follows. A room
+// has one owner, so one hop is the rule; a second or third covers an
+// owner that moved while the client was on its way. A fourth means the
+// instances disagree: Dial fails with ErrRedirectLoop rather than spin.
+const MaxRedirects = 3
+
+// ErrRedirectLoop is Dial's error when the server redirects it more than
+// MaxRedirects times.
+var ErrRedirectLoop = errors.New("client: redirect loop")
+
 // Options tunes a Client. The zero value works.
 type Options struct {
 	// API builds both PeerConnections. Default: NewAPI(nil), which
@@ -89,10 +99,12 @@ type RemoteTrack struct {
 
 // Client is one participant's connection to a room.
 type Client struct {
-	opts   Options
-	log    *slog.Logger
-	conn   *websocket.Conn
-	joined Joined
+	opts      Options
+	log       *slog.Logger
+	conn      *websocket.Conn
+	joined    Joined
+	url       string // the signaling URL it joined at, after redirects
+	redirects int    // redirects followed to get there
 
 	writeMu sync.Mutex // serializes WebSocket writes (gorilla allows one writer)
 
@@ -127,18 +139,16 @@ func (e *DialError) Error() string {
 }
 
 // Dial opens the signaling WebSocket to rtcURL (ws://host/v1/rtc) with
-// token, waits for `joined`, and sets up both PeerConnections. A refusal
+// token, waits for `joined`, and sets up both PeerConnections. A
+// `redirect` instead of `joined` (the room lives on another instance) is
+// followed with the same token, at most MaxRedirects times. A refusal
 // before the upgrade is a *DialError.
 func Dial(ctx context.Context, rtcURL, token string, opts Options) (*Client, error) {
 	c, err := newClient(opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.dial(ctx, rtcURL, token); err != nil {
-		return nil, err
-	}
-	if err := c.awaitJoined(ctx); err != nil {
-		c.conn.Close()
+	if err := c.join(ctx, rtcURL, token); err != nil {
 		return nil, err
 	}
 	if err := c.setupPeers(); err != nil {
@@ -212,8 +222,44 @@ func refusal(resp *http.Response) error {
 	return e
 }
 
-// awaitJoined reads the first message, which must be `joined`.
-func (c *Client) awaitJoined(ctx context.Context) error {
+// join dials rtcURL and waits for `joined`, following redirects. On
+// success c.conn is the joined connection; on failure it is closed.
+func (c *Client) join(ctx context.Context, rtcURL, token string) error {
+	for {
+		if err := c.dial(ctx, rtcURL, token); err != nil {
+			return err
+		}
+		next, err := c.awaitJoined(ctx)
+		if err == nil && next == "" {
+			c.url = rtcURL
+			return nil
+		}
+		c.conn.Close()
+		if err != nil {
+			return err
+		}
+		if c.redirects == MaxRedirects {
+			return fmt.Errorf("%w: redirected %d times, the last time from %s to %s", ErrRedirectLoop, c.redirects+1, rtcURL, next)
+		}
+		c.redirects++
+		c.log.Debug("redirected", "from", rtcURL, "to", next)
+		rtcURL = next
+	}
+}
+
+// redirectTarget checks the url of a `redirect`: a WebSocket URL with a
+// host. The client sends its token there, so anything else is refused.
+func redirectTarget(m *signal.Message) (string, error) {
+	u, err := url.Parse(m.URL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return "", fmt.Errorf("client: redirect to %.100q: not a ws:// or wss:// URL", m.URL)
+	}
+	return m.URL, nil
+}
+
+// awaitJoined reads the first message, which must be `joined`, or a
+// `redirect`, whose URL it returns.
+func (c *Client) awaitJoined(ctx context.Context) (redirect string, err error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(handshakeTimeout)
@@ -222,21 +268,62 @@ func (c *Client) awaitJoined(ctx context.Context) error {
 	defer c.conn.SetReadDeadline(time.Time{})
 	_, data, err := c.conn.ReadMessage()
 	if err != nil {
-		return fmt.Errorf("client: wait for joined: %w", err)
+		return "", fmt.Errorf("client: wait for joined: %w", err)
 	}
 	m, err := signal.Parse(data)
 	if err != nil {
-		return fmt.Errorf("client: wait for joined: %w", err)
+		return "", fmt.Errorf("client: wait for joined: %w", err)
+	}
+	if m.Type == signal.TypeRedirect {
+		return redirectTarget(m)
 	}
 	if m.Type != signal.TypeJoined || m.Participant == nil {
-		return fmt.Errorf("client: wait for joined: got %q first", m.Type)
+		return "", fmt.Errorf("client: wait for joined: got %q first", m.Type)
 	}
 	c.joined = Joined{Room: m.Room, Participant: *m.Participant, Participants: m.Participants, ICEServers: m.ICEServers}
-	return nil
+	return "", nil
 }
 
 // Joined returns what the server said when this participant joined.
 func (c *Client) Joined() Joined { return c.joined }
+
+// URL is the signaling URL this participant joined at, after any
+// redirects, without its access token.
+func (c *Client) URL() string { return c.url }
+
+// Redirects is how many redirects Dial followed to join.
+func (c *Client) Redirects() int { return c.redirects }
+
+// handoverMax bounds how long Move keeps the old participant once the
+// new one has published, waiting for its connections.
+const handoverMax = 5 * time.Second
+
+// Move follows a `draining` message that names where the room went
+// (its url) or any other move to rtcURL, make before break: a new
+// participant joins at rtcURL with token and opts, setup (when not nil)
+// publishes on it, and only once the new publisher connection is up and
+// the new participant receives as many tracks as c (the others moved and
+// their media reaches it), or after 5 s, does c leave. The room's other participants see the new
+// session join before the old one leaves, and the caller's own media
+// keeps flowing through c meanwhile. If the new join or setup fails, c
+// stays as it was and the error is returned.
+func (c *Client) Move(ctx context.Context, rtcURL, token string, opts Options, setup func(context.Context, *Client) error) (*Client, error) {
+	next, err := Dial(ctx, rtcURL, token, opts)
+	if err != nil {
+		return nil, fmt.Errorf("client: move to %s: %w", rtcURL, err)
+	}
+	if setup != nil {
+		if err := setup(ctx, next); err != nil {
+			next.Close()
+			return nil, fmt.Errorf("client: move to %s: %w", rtcURL, err)
+		}
+	}
+	next.awaitHandover(ctx, c, handoverMax)
+	if err := c.Leave(ctx); err != nil {
+		c.log.Debug("leave_after_move_failed", "err", err)
+	}
+	return next, nil
+}
 
 // ID is this participant's id.
 func (c *Client) ID() string { return c.joined.Participant.ID }

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/rtp"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/goleak"
@@ -140,4 +144,62 @@ func TestPublishReceiveLeave(t *testing.T) {
 		}
 	}
 	t.Error("bob's events ended without participant_left for alice")
+}
+
+// redirector is a signaling endpoint that answers every join with a
+// `redirect` to to(its own URL): a fleet whose instances disagree.
+func redirector(t *testing.T, to func(self string) string) string {
+	t.Helper()
+	var self string
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		b, _ := signal.Encode(&signal.Message{Type: signal.TypeRedirect, URL: to(self), Reason: signal.ReasonRoomElsewhere})
+		_ = conn.WriteMessage(websocket.TextMessage, b)
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	}))
+	t.Cleanup(srv.Close)
+	self = "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/rtc"
+	return self
+}
+
+// TestDialFollowsRedirects: a redirect is followed with the same token to
+// the instance that serves the room; URL and Redirects report the path.
+func TestDialFollowsRedirects(t *testing.T) {
+	edgeURL := startEdge(t)
+	first := redirector(t, func(string) string { return edgeURL })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, first, token(t, "r", "ann"), client.Options{})
+	if err != nil {
+		t.Fatalf("Dial(through a redirect) = %v; want joined", err)
+	}
+	defer c.Close()
+	if c.URL() != edgeURL || c.Redirects() != 1 {
+		t.Errorf("URL(), Redirects() = %q, %d; want %q, 1", c.URL(), c.Redirects(), edgeURL)
+	}
+}
+
+// TestDialRedirectLoop: a server that keeps redirecting gets MaxRedirects
+// hops, then Dial fails with ErrRedirectLoop instead of hanging.
+func TestDialRedirectLoop(t *testing.T) {
+	var hops atomic.Int32
+	loop := redirector(t, func(self string) string { hops.Add(1); return self })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := client.Dial(ctx, loop, token(t, "r", "ann"), client.Options{})
+	if !errors.Is(err, client.ErrRedirectLoop) {
+		t.Fatalf("Dial(a redirect loop) = %v; want ErrRedirectLoop", err)
+	}
+	if got := hops.Load(); got != client.MaxRedirects+1 {
+		t.Errorf("joins attempted = %d; want %d", got, client.MaxRedirects+1)
+	}
+	bad := redirector(t, func(string) string { return "https://elsewhere.example/v1/rtc" })
+	if _, err := client.Dial(ctx, bad, token(t, "r", "ann"), client.Options{}); err == nil || !strings.Contains(err.Error(), "not a ws") {
+		t.Errorf("Dial(a redirect to https://) = %v; want a refusal of the URL", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -78,6 +79,59 @@ func (c *Client) candidateSender(target string) func(webrtc.ICECandidateInit) {
 // Publisher is the publisher PeerConnection, for callers that need more
 // than Publish (stats, transceivers).
 func (c *Client) Publisher() *webrtc.PeerConnection { return c.pub }
+
+// awaitHandover waits, for at most limit or until ctx ends, until this
+// new participant can stand in for old: its publisher connection is up
+// when it sends anything, and it receives as many tracks as old does over
+// a connected subscriber connection (the room's others have reached this
+// instance and their media flows here). It polls rather than set
+// OnConnectionStateChange, which belongs to the caller.
+func (c *Client) awaitHandover(ctx context.Context, old *Client, limit time.Duration) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	end := time.NewTimer(limit)
+	defer end.Stop()
+	for !c.standsInFor(old) {
+		select {
+		case <-tick.C:
+		case <-end.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// standsInFor reports whether c publishes and receives what old does.
+func (c *Client) standsInFor(old *Client) bool {
+	if len(c.pub.GetSenders()) > 0 && !past(c.pub.ConnectionState()) {
+		return false
+	}
+	want := old.receiving()
+	return want == 0 || c.sub.ConnectionState() == webrtc.PeerConnectionStateConnected && c.receiving() >= want
+}
+
+// receiving counts the tracks the subscriber connection receives now.
+func (c *Client) receiving() int {
+	if c.sub.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		return 0
+	}
+	n := 0
+	for _, tr := range c.sub.GetTransceivers() {
+		if d := tr.Direction(); d != webrtc.RTPTransceiverDirectionRecvonly && d != webrtc.RTPTransceiverDirectionSendrecv {
+			continue
+		}
+		if r := tr.Receiver(); r != nil && r.Track() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// past reports whether a connection is past connecting: up, or failed.
+func past(st webrtc.PeerConnectionState) bool {
+	return st != webrtc.PeerConnectionStateNew && st != webrtc.PeerConnectionStateConnecting
+}
 
 // Subscriber is the subscriber PeerConnection.
 func (c *Client) Subscriber() *webrtc.PeerConnection { return c.sub }

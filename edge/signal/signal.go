@@ -25,6 +25,7 @@ const (
 	TypeParticipantLeft   = "participant_left"
 	TypeError             = "error"
 	TypeDraining          = "draining"
+	TypeRedirect          = "redirect"
 
 	TypeOffer     = "offer"
 	TypeAnswer    = "answer"
@@ -60,6 +61,10 @@ const (
 	ReasonDuplicateIdentity = "duplicate_identity"
 	ReasonTimeout           = "timeout"
 )
+
+// ReasonRoomElsewhere is the reason of a `redirect`: the room lives on
+// another instance of the fleet.
+const ReasonRoomElsewhere = "room_elsewhere"
 
 // Participant names a participant of a room: its id (unique per session,
 // and the msid stream id of its forwarded tracks) and its identity.
@@ -102,8 +107,11 @@ type Message struct {
 
 	// draining
 	Deadline time.Time `json:"deadline,omitzero"`
+	// draining (where the room moved, when it did), redirect (where the
+	// room lives): the signaling URL to join at, without access_token
+	URL string `json:"url,omitempty"`
 
-	// leave (server to client)
+	// leave (server to client), redirect
 	Reason string `json:"reason,omitempty"`
 }
 

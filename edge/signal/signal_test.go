@@ -73,6 +73,8 @@ func TestEncodeRoundTrip(t *testing.T) {
 	deadline := time.Date(2026, 11, 26, 10, 0, 30, 0, time.UTC)
 	msgs := []*Message{
 		{Type: TypeDraining, Deadline: deadline},
+		{Type: TypeDraining, Deadline: deadline, URL: "wss://media-2.example.com/v1/rtc"},
+		{Type: TypeRedirect, URL: "wss://media-2.example.com/v1/rtc", Reason: ReasonRoomElsewhere},
 		{Type: TypeLeave, Reason: ReasonServerShutdown},
 		{Type: TypeError, Code: CodeCandidateLimit, Message: "at most 50"},
 		{Type: TypeCandidate, Target: TargetPublisher, Candidate: &webrtc.ICECandidateInit{Candidate: "candidate:1", SDPMid: &mid}},
@@ -92,6 +94,9 @@ func TestEncodeRoundTrip(t *testing.T) {
 		}
 		if in.Type == TypeDraining && !strings.Contains(string(b), `"deadline":"2026-11-26T10:00:30Z"`) {
 			t.Errorf("Encode(draining) = %s; want an RFC 3339 deadline", b)
+		}
+		if in.URL != "" && !strings.Contains(string(b), `"url":"wss://media-2.example.com/v1/rtc"`) {
+			t.Errorf("Encode(%s) = %s; want its url", in.Type, b)
 		}
 	}
 }

@@ -228,7 +228,13 @@ type snapshot struct {
 	Banner       string
 	DrainingSeen bool
 	Reconnects   int
-	LastClose    *struct {
+	Redirects    int
+	URL          string // the current session's signaling URL
+	Handover     *struct {
+		WaitedMs int
+		CaughtUp bool
+	} // the last swap of a draining session for its replacement
+	LastClose *struct {
 		Code        int
 		Reason      string
 		WasClean    bool

@@ -33,6 +33,18 @@ const LEAVE_CLOSE_WAIT_MS = 2000;
  * drained instance's clients do not all return in the same instant. */
 const BACKOFF = { initialMs: 500, maxMs: 8000 };
 
+/** How many `redirect`s one connection attempt follows (the room lives on
+ * another instance of the fleet). One is the rule; more cover a room that
+ * moved meanwhile. Beyond it the attempt fails with redirect_loop. */
+const MAX_REDIRECTS = 3;
+
+/** How long a draining session stays after its replacement joined, at
+ * most: the replacement starts in the background and is swapped in once it
+ * receives everyone the draining one plays, and the draining one leaves
+ * once the replacement's publisher connection is up, so the room keeps
+ * receiving us while we move (make before break). */
+const HANDOVER_MAX_MS = 5000;
+
 /**
  * devToken asks a dev-mode instance for an access token.
  * It is the demo page's token provider; a real application mints tokens on
@@ -99,7 +111,8 @@ function sleep(ms, signal) {
  *   participantleft      {participant}
  *   track                {participant, stream}   a participant's media arrived or changed
  *   error                {code, message}
- *   draining             {deadline}
+ *   draining             {deadline, url}  url: where the room moved, when it did
+ *   redirect             {url}        the room lives on another instance; following
  *   leave                {reason}     the server ended the session
  *   peerstate            {target, state} a PeerConnection's connectionState changed
  *   retry                {attempt, delayMs, code, message}  an attempt failed; the next one is in delayMs
@@ -127,6 +140,9 @@ export class MediaClient extends EventTarget {
     this.room = "";
     this.drainingSeen = false; // a draining message arrived at some point
     this.reconnects = 0;       // sessions adopted after the first
+    this.redirects = 0;        // redirects followed, every attempt together
+    this.moveURL = "";         // where a draining instance said the room went
+    this.lastHandover = null;  // {waitedMs, caughtUp} of the last swap of a draining session
     this.lastClose = null;     // {code, reason, wasClean, byClient} of the last session's WebSocket
     this.lastError = null;
     this.iceTransportPolicy = this.relayOnly ? "relay" : "all";
@@ -253,7 +269,9 @@ export class MediaClient extends EventTarget {
     for (let attempt = 1; this._wanted && (!this._session || this._session.draining); attempt++) {
       try {
         const next = await this._connect();
+        if (this._session?.draining && !this._session.closed) await this._prepare(next);
         if (!this._wanted) { next.leave(); return; }
+        if (next.closed) throw new ClientError("connect_failed", "the new session ended before it was used");
         this._adopt(next);
         return;
       } catch (err) {
@@ -275,13 +293,49 @@ export class MediaClient extends EventTarget {
   }
 
   /** _connect makes one attempt: is the instance ready, a token, a
-   * WebSocket, `joined`. It resolves with the joined session. */
+   * WebSocket, `joined`, following redirects with the same token. It
+   * resolves with the joined session. A draining instance that named where
+   * the room moved sends the attempt there rather than to the token's URL. */
   async _connect() {
-    const { token, url } = await this._tokens();
-    await probeReady(url);
-    const s = new Session(this, url, token);
-    await s.joined;
-    return s;
+    const tok = await this._tokens();
+    let url = this.moveURL || tok.url;
+    this.moveURL = "";
+    for (let hops = 0; ; hops++) {
+      await probeReady(url);
+      const s = new Session(this, url, tok.token);
+      try {
+        await s.joined;
+        return s;
+      } catch (err) {
+        if (err.code !== "redirect") throw err;
+        if (hops === MAX_REDIRECTS) {
+          throw new ClientError("redirect_loop", `redirected more than ${MAX_REDIRECTS} times, the last time to ${err.url}`);
+        }
+        this.redirects++;
+        this._emit("redirect", { url: err.url });
+        url = err.url;
+      }
+    }
+  }
+
+  /** _prepare starts a session that replaces a draining one while the
+   * draining one still plays: it resolves once the new session receives
+   * media from everyone the current one plays, or after HANDOVER_MAX_MS. */
+  async _prepare(next) {
+    next.start(this.localStream);
+    const started = Date.now();
+    while (Date.now() < started + HANDOVER_MAX_MS && !next.closed && this._wanted && !this._caughtUp(next)) {
+      await sleep(100, this._abort.signal);
+    }
+    this.lastHandover = { waitedMs: Date.now() - started, caughtUp: this._caughtUp(next) };
+  }
+
+  /** _caughtUp reports whether next has a stream from a participant of
+   * each identity the current session plays. */
+  _caughtUp(next) {
+    const have = new Set();
+    for (const [id, p] of next.roster) if (next.streams.has(id)) have.add(p.identity);
+    return [...this.participants.values()].every((p) => !p.stream || have.has(p.identity));
   }
 
   _adopt(s) {
@@ -291,11 +345,24 @@ export class MediaClient extends EventTarget {
     s.adopted = true;
     this._clearRemote();
     this.self = s.self;
-    for (const p of s.initialParticipants) this._addParticipant(p);
-    s.start(this.localStream);
-    old?.leave();
+    for (const p of s.roster.values()) this._addParticipant(p);
+    if (!s.pcs.publisher) s.start(this.localStream);
+    for (const stream of s.streams.values()) this._onTrack(s, stream);
+    if (old) this._handOver(old, s);
     this._setState("connected");
     this._emit("joined", { self: this.self, participants: [...this.participants.values()] });
+  }
+
+  /** _handOver lets the old session leave once the new one's publisher
+   * connection is up (or at once when there is nothing to publish), and
+   * after HANDOVER_MAX_MS at the latest. */
+  _handOver(old, s) {
+    const pc = s.pcs.publisher;
+    if (old.closed || !pc || !this.localStream?.getTracks().length) { old.leave(); return; }
+    const done = () => { clearTimeout(t); pc.removeEventListener("connectionstatechange", check); old.leave(); };
+    const check = () => { if (pc.connectionState !== "new" && pc.connectionState !== "connecting") done(); };
+    const t = setTimeout(done, HANDOVER_MAX_MS);
+    pc.addEventListener("connectionstatechange", check);
   }
 
   // Called by the session that is current; an old session's news is moot.
@@ -323,11 +390,12 @@ export class MediaClient extends EventTarget {
     this._emit("track", { participant: p, stream });
   }
 
-  _onDraining(s, deadline) {
+  _onDraining(s, deadline, url) {
     if (s !== this._session) return;
     this.drainingSeen = true;
+    this.moveURL = url ?? "";
     this._setState("draining");
-    this._emit("draining", { deadline });
+    this._emit("draining", { deadline, url: url ?? "" });
     this._startLoop();
   }
 
@@ -463,7 +531,8 @@ class Session {
     this.draining = false;
     this.closed = false;
     this.self = null;
-    this.initialParticipants = [];
+    this.roster = new Map();  // id -> participant: the room's others now
+    this.streams = new Map(); // participant id -> MediaStream received
     this.pcs = {}; // target -> RTCPeerConnection
     this.chains = { publisher: Promise.resolve(), subscriber: Promise.resolve() };
     this.pending = { publisher: [], subscriber: [] }; // candidates before the remote description
@@ -474,6 +543,8 @@ class Session {
     this.drainTimer = 0;
 
     const u = new URL(url, location.href);
+    /** the signaling URL this session joined at, without the token */
+    this.url = u.href;
     u.searchParams.set("access_token", token);
     this.ws = new WebSocket(u);
     this.joined = new Promise((resolve, reject) => { this._joinedResolve = resolve; this._joinedReject = reject; });
@@ -498,7 +569,11 @@ class Session {
       pc.onconnectionstatechange = () => this._onPeerState(target, pc.connectionState);
       this.pcs[target] = pc;
     }
-    this.pcs.subscriber.ontrack = (e) => { if (e.streams[0]) this.client._onTrack(this, e.streams[0]); };
+    this.pcs.subscriber.ontrack = (e) => {
+      if (!e.streams[0]) return;
+      this.streams.set(e.streams[0].id, e.streams[0]);
+      this.client._onTrack(this, e.streams[0]);
+    };
     if (localStream && localStream.getTracks().length) this._publish(localStream);
     // Messages that arrived between joined and start (an early subscriber
     // offer) were queued; play them now.
@@ -543,6 +618,7 @@ class Session {
     trace(this, "recv", m);
     if (this.byClient) return; // we left: nothing more to negotiate
     if (m.type === "joined") return this._onJoined(m);
+    if (m.type === "redirect" && !this.self) return this._onRedirect(m);
     if (!this.pcs.publisher && this.early) { this.early.push(m); return; }
     this._dispatch(m);
   }
@@ -555,10 +631,28 @@ class Session {
     }
     clearTimeout(this.joinTimer);
     this.self = m.participant;
-    this.initialParticipants = m.participants ?? [];
+    for (const p of m.participants ?? []) this.roster.set(p.id, p);
     this.iceServers = m.ice_servers ?? [];
     this.early = [];
     this._joinedResolve(this);
+  }
+
+  /** _onRedirect: the room lives elsewhere. The attempt fails with code
+   * "redirect" and the URL, which _connect follows; the server closes the
+   * WebSocket (1000) after it. */
+  _onRedirect(m) {
+    clearTimeout(this.joinTimer);
+    let url = "";
+    try {
+      const u = new URL(m.url);
+      if (u.protocol === "ws:" || u.protocol === "wss:") url = u.href;
+    } catch { /* not a URL: refused below */ }
+    const err = url ? new ClientError("redirect", `the room is at ${url}`)
+      : new ClientError("bad_redirect", "the service redirected to something that is not a ws:// or wss:// URL");
+    err.url = url;
+    this._joinedReject(err);
+    this.byClient = true;
+    this.ws.close(1000, "redirect");
   }
 
   _dispatch(m) {
@@ -566,8 +660,12 @@ class Session {
       case "offer": return this._onOffer(m);
       case "answer": return this._onAnswer(m);
       case "candidate": return this._onCandidate(m);
-      case "participant_joined": return this.client._onParticipantJoined(this, m.participant);
-      case "participant_left": return this.client._onParticipantLeft(this, m.participant);
+      case "participant_joined":
+        if (m.participant) this.roster.set(m.participant.id, m.participant);
+        return this.client._onParticipantJoined(this, m.participant);
+      case "participant_left":
+        if (m.participant) { this.roster.delete(m.participant.id); this.streams.delete(m.participant.id); }
+        return this.client._onParticipantLeft(this, m.participant);
       case "error": return this.client._emitError(m.code, m.message);
       case "draining": return this._onDraining(m);
       case "leave": this.leaveReason = m.reason; return;
@@ -631,7 +729,7 @@ class Session {
     const margin = Math.min(DRAIN_LEAVE_MARGIN.maxMs, Math.max(DRAIN_LEAVE_MARGIN.minMs, left * DRAIN_LEAVE_MARGIN.share));
     const wait = Math.max(0, left - margin);
     this.drainTimer = setTimeout(() => this.leave(), wait);
-    this.client._onDraining(this, m.deadline);
+    this.client._onDraining(this, m.deadline, typeof m.url === "string" ? m.url : "");
   }
 
   /** _serial runs one negotiation step of a connection after the previous
