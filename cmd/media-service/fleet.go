@@ -66,7 +66,7 @@ func (m *fleetMember) directory() edge.Directory {
 	if m == nil {
 		return nil
 	}
-	return m.fleet
+	return &loadedFleet{Fleet: m.fleet}
 }
 
 // run starts renewing the lease and the claims. It outlives the drain on
