@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -46,24 +47,21 @@ func TestFleetMetricsExported(t *testing.T) {
 	wg.Go(func() { f.Run(ctx) })
 	defer func() { cancel(); wg.Wait(); f.Close() }()
 	// A placement records the round-trip histogram and the placement
-	// counter; the first renewal (which may still be under way) the gauge.
+	// counter; the first renewal, which may end after the placement, the
+	// store gauge. So scrape until both have happened.
 	deadline := time.Now().Add(20 * time.Second)
+	var fams map[string]*dto.MetricFamily
 	for {
-		if _, err := f.Place(t.Context(), "r", ""); err == nil {
+		_, err := f.Place(t.Context(), "r", "")
+		fams = scrape(t, p)
+		if err == nil && exported(fams, "media_fleet_store_up") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("Place never succeeded")
+			t.Fatalf("after 20 s: Place = %v, media_fleet_store_up exported = %v; want a placement and a renewal",
+				err, exported(fams, "media_fleet_store_up"))
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-
-	rec := httptest.NewRecorder()
-	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(rec.Body.String()))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
 	}
 	used := map[string]bool{}
 	for _, name := range usedMetricNames(t) {
@@ -87,4 +85,17 @@ func TestFleetMetricsExported(t *testing.T) {
 			t.Errorf("a Fleet exports %s, which neither dashboard.json nor alerts.yml shows", name)
 		}
 	}
+}
+
+// scrape parses the provider's /metrics.
+func scrape(t *testing.T, p *telemetry.Provider) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(rec.Body.String()))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
 }
