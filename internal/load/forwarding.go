@@ -135,7 +135,7 @@ func newResources(base, loaded serverSample, n int) *resourceReport {
 func expectRooms(rooms []*room) {
 	for _, r := range rooms {
 		for _, p := range r.members {
-			if p.c == nil {
+			if p.current() == nil {
 				continue
 			}
 			for _, q := range r.members {

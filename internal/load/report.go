@@ -77,6 +77,19 @@ type joinReport struct {
 	// instance they dialled to the one that holds the room (a fleet's
 	// `redirect`), each hop once.
 	Redirected int64 `json:"redirected"`
+	// Direct and ViaRedirect split the timed joins (the first publisher
+	// of each room is not timed) by whether they reached the room's
+	// instance at once or after a redirect: the difference of their
+	// first-media times is what a redirect costs.
+	Direct      joinSplit `json:"direct"`
+	ViaRedirect joinSplit `json:"redirected_joins"`
+}
+
+// joinSplit is the first-media time of a part of the timed joins.
+type joinSplit struct {
+	Joins         int     `json:"joins"`
+	FirstMediaP50 float64 `json:"first_media_p50_ms"`
+	FirstMediaP95 float64 `json:"first_media_p95_ms"`
 }
 
 // placementReport is how the joins were spread over several instances.
@@ -198,6 +211,14 @@ func (r *Report) table(w io.Writer) {
 		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed, %d redirected\n", j.Joined, j.Attempted, j.Failed, j.Redirected)
 		fmt.Fprintf(w, "join to first media\tp50 %.1f ms\tp95 %.1f ms\tmax %.1f ms\n", j.FirstMediaP50, j.FirstMediaP95, j.FirstMediaMax)
 		fmt.Fprintf(w, "join to first video\tp50 %.1f ms\tp95 %.1f ms\n", j.FirstVideoP50, j.FirstVideoP95)
+		if j.ViaRedirect.Joins > 0 {
+			for _, s := range []struct {
+				name string
+				js   joinSplit
+			}{{"direct", j.Direct}, {"redirected", j.ViaRedirect}} {
+				fmt.Fprintf(w, "join to first media, %s\tp50 %.1f ms\tp95 %.1f ms\t(%d joins)\n", s.name, s.js.FirstMediaP50, s.js.FirstMediaP95, s.js.Joins)
+			}
+		}
 	}
 	if p := r.Placement; p != nil {
 		for _, u := range slices.Sorted(maps.Keys(p.Joins)) {

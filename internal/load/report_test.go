@@ -1,0 +1,43 @@
+package load
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJoinSplitByRedirect: the timed joins are reported apart by whether
+// they followed a redirect, and the table shows both lines only when some
+// join was redirected (a single instance's report is as before).
+func TestJoinSplitByRedirect(t *testing.T) {
+	jr := &joinResult{}
+	for _, d := range []time.Duration{100, 110, 120, 200} {
+		jr.direct.add(d * time.Millisecond)
+		jr.firstMedia.add(d * time.Millisecond)
+	}
+	for _, d := range []time.Duration{150, 300} {
+		jr.redirected.add(d * time.Millisecond)
+		jr.firstMedia.add(d * time.Millisecond)
+	}
+	j := jr.report()
+	want := joinSplit{Joins: 4, FirstMediaP50: 110, FirstMediaP95: 200}
+	if j.Direct != want {
+		t.Errorf("Direct = %+v; want %+v", j.Direct, want)
+	}
+	want = joinSplit{Joins: 2, FirstMediaP50: 150, FirstMediaP95: 300}
+	if j.ViaRedirect != want {
+		t.Errorf("ViaRedirect = %+v; want %+v", j.ViaRedirect, want)
+	}
+	var b strings.Builder
+	(&Report{Joins: j}).table(&b)
+	for _, line := range []string{"join to first media, direct\tp50 110.0 ms\tp95 200.0 ms\t(4 joins)", "join to first media, redirected\tp50 150.0 ms\tp95 300.0 ms\t(2 joins)"} {
+		if !strings.Contains(b.String(), line) {
+			t.Errorf("table lacks %q:\n%s", line, b.String())
+		}
+	}
+	b.Reset()
+	(&Report{Joins: (&joinResult{}).report()}).table(&b)
+	if strings.Contains(b.String(), "redirected\tp50") {
+		t.Errorf("table without redirects shows the split:\n%s", b.String())
+	}
+}
