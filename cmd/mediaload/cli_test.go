@@ -36,6 +36,13 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"empty urls", []string{"fanout", "-urls", " , "}, "-urls"},
 		{"bad ops url", []string{"fanout", "-ops-url", "a:9"}, "-ops-url"},
 		{"bad placement", []string{"fanout", "-urls", "http://a:1", "-placement", "nearest"}, "-placement"},
+		{"fleet without spawn", []string{"fanout", "-spawn-fleet", "2"}, "-spawn-fleet needs -spawn"},
+		{"huge fleet", []string{"fanout", "-spawn", "x", "-spawn-fleet", "99"}, "-spawn-fleet must be"},
+		{"drain without fleet", []string{"fanout", "-drain-after", "2s"}, "-drain-after needs -spawn-fleet 2"},
+		{"drain of a fleet of one", []string{"fanout", "-spawn", "x", "-spawn-fleet", "1", "-drain-after", "2s"}, "-drain-after needs"},
+		{"drain in churn", []string{"churn", "-spawn", "x", "-spawn-fleet", "2", "-drain-after", "2s"}, "fanout and meeting"},
+		{"drain after the window", []string{"fanout", "-spawn", "x", "-spawn-fleet", "2", "-drain-after", "30s", "-duration", "20s"}, "inside -duration"},
+		{"negative drain", []string{"fanout", "-drain-after", "-1s"}, "-drain-after must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

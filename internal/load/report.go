@@ -31,6 +31,7 @@ type Report struct {
 	CostRatio  float64          `json:"cost_vs_floor,omitempty"` // server CPU/packet ÷ floor CPU/packet
 	Resources  *resourceReport  `json:"server_resources,omitempty"`
 	Placement  *placementReport `json:"placement,omitempty"` // with several instances
+	Drain      *drainReport     `json:"drain,omitempty"`     // with -drain-after
 	Churn      *churnReport     `json:"churn,omitempty"`
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
@@ -225,6 +226,7 @@ func (r *Report) table(w io.Writer) {
 			fmt.Fprintf(w, "joins through %s (%s)\t%d\n", u, p.Policy, p.Joins[u])
 		}
 	}
+	r.drainTable(w)
 	r.forwardingTable(w)
 	r.resourceTable(w)
 	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
@@ -237,6 +239,22 @@ func (r *Report) table(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "result\tFAILED: %s\n", strings.Join(r.Failures, "; "))
+}
+
+func (r *Report) drainTable(w io.Writer) {
+	d := r.Drain
+	if d == nil {
+		return
+	}
+	fmt.Fprintf(w, "drain\tSIGTERM to %s (of %d instances) %.1f s into the window: %d of its %d participants moved, %d failed\n",
+		d.Drained, d.Instances, d.AfterSeconds, d.Moved, d.Participants, d.MoveFailed)
+	fmt.Fprintf(w, "rooms on one instance after the drain\t%d of %d\n", d.RoomsWhole, d.Rooms)
+	for _, k := range []struct {
+		name string
+		g    gapReport
+	}{{"audio", d.AudioGap}, {"video", d.VideoGap}} {
+		fmt.Fprintf(w, "drain gap, %s\tp50 %.1f ms\tmax %.1f ms\t(%d receivers)\n", k.name, k.g.P50, k.g.Max, k.g.Receivers)
+	}
 }
 
 func (r *Report) forwardingTable(w io.Writer) {

@@ -43,11 +43,11 @@ func spawnEnv(maxSessions int) []string {
 }
 
 // spawn starts bin and waits (at most 30 s) for it to log its addresses.
-// Its environment is ours with spawnEnv on top; its stderr goes to stderr
-// (nil: discarded).
-func spawn(ctx context.Context, bin string, maxSessions int, stderr io.Writer) (*spawned, error) {
+// Its environment is ours with env on top (spawnEnv, and a fleet's
+// variables); its stderr goes to stderr (nil: discarded).
+func spawn(ctx context.Context, bin string, env []string, stderr io.Writer) (*spawned, error) {
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(cmd.Environ(), spawnEnv(maxSessions)...)
+	cmd.Env = append(cmd.Environ(), env...)
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
