@@ -20,6 +20,9 @@ type drainReport struct {
 	MoveFailed   int     `json:"move_failed"`
 	Rooms        int     `json:"rooms"`
 	RoomsWhole   int     `json:"rooms_on_one_instance"`
+	// EndedAt counts the joined participants at each instance (signaling
+	// URL) once the movers have moved.
+	EndedAt map[string]int `json:"ended_at"`
 	// AudioGap and VideoGap are over the moved receivers: for each, the
 	// time from the last packet of the kind its old session received to
 	// the first its new session did (0 when they overlapped).
@@ -133,7 +136,7 @@ func (d *drainer) finish(ctx context.Context, after time.Duration, rep *Report) 
 		}
 	}
 	dr.AudioGap, dr.VideoGap = audio.gaps(), video.gaps()
-	dr.Rooms, dr.RoomsWhole = d.roomsWhole()
+	dr.Rooms, dr.RoomsWhole, dr.EndedAt = d.whereNow()
 	if dr.Moved != dr.Participants {
 		rep.fail("drain: %d of the drained instance's %d participants moved", dr.Moved, dr.Participants)
 	}
@@ -160,14 +163,16 @@ func (d *drainer) awaitMoves(ctx context.Context) {
 	}
 }
 
-// roomsWhole counts the rooms whose joined participants are all at one
-// instance now.
-func (d *drainer) roomsWhole() (rooms, whole int) {
+// whereNow counts the rooms whose joined participants are all at one
+// instance now, and the participants at each instance.
+func (d *drainer) whereNow() (rooms, whole int, endedAt map[string]int) {
+	endedAt = map[string]int{}
 	for _, r := range d.rooms {
 		at := map[string]bool{}
 		for _, p := range r.members {
 			if c := p.current(); c != nil {
 				at[c.URL()] = true
+				endedAt[c.URL()]++
 			}
 		}
 		rooms++
@@ -175,7 +180,7 @@ func (d *drainer) roomsWhole() (rooms, whole int) {
 			whole++
 		}
 	}
-	return rooms, whole
+	return rooms, whole, endedAt
 }
 
 // gaps adds p's move gaps to audio and video and returns them.

@@ -249,6 +249,9 @@ func (r *Report) drainTable(w io.Writer) {
 	fmt.Fprintf(w, "drain\tSIGTERM to %s (of %d instances) %.1f s into the window: %d of its %d participants moved, %d failed\n",
 		d.Drained, d.Instances, d.AfterSeconds, d.Moved, d.Participants, d.MoveFailed)
 	fmt.Fprintf(w, "rooms on one instance after the drain\t%d of %d\n", d.RoomsWhole, d.Rooms)
+	for _, u := range slices.Sorted(maps.Keys(d.EndedAt)) {
+		fmt.Fprintf(w, "participants at %s after the drain\t%d\n", u, d.EndedAt[u])
+	}
 	for _, k := range []struct {
 		name string
 		g    gapReport

@@ -41,3 +41,32 @@ func TestJoinSplitByRedirect(t *testing.T) {
 		t.Errorf("table without redirects shows the split:\n%s", b.String())
 	}
 }
+
+// TestMoveGap: a mover's gap runs from the last packet of a kind on its
+// old session to the first on its new one; an overlap is no gap, and a
+// kind missing on either side has none to report.
+func TestMoveGap(t *testing.T) {
+	p := &participant{identity: "p"}
+	for _, at := range []int64{100, 200, 300} {
+		p.arrivals[0][kindAudio].record(at * int64(time.Millisecond))
+		p.arrivals[0][kindVideo].record(at * int64(time.Millisecond))
+	}
+	p.arrivals[1][kindAudio].record(340 * int64(time.Millisecond))
+	p.arrivals[1][kindAudio].record(360 * int64(time.Millisecond))
+	p.arrivals[1][kindVideo].record(250 * int64(time.Millisecond)) // before the old session's last
+	if d, ok := p.moveGap(kindAudio); !ok || d != 40*time.Millisecond {
+		t.Errorf("moveGap(audio) = %v, %v; want 40ms, true", d, ok)
+	}
+	if d, ok := p.moveGap(kindVideo); !ok || d != 0 {
+		t.Errorf("moveGap(video) = %v, %v; want 0 (overlap), true", d, ok)
+	}
+	var audio, video durations
+	g := (&participant{identity: "q"}).gaps(&audio, &video)
+	if g.Audio != nil || g.Video != nil || audio.count() != 0 {
+		t.Errorf("gaps of a participant that received nothing = %+v; want none", g)
+	}
+	g = p.gaps(&audio, &video)
+	if g.Audio == nil || *g.Audio != 40 || g.Video == nil || *g.Video != 0 || audio.gaps().Max != 40 {
+		t.Errorf("gaps = %+v (audio %+v); want audio 40 ms, video 0 ms", g, audio.gaps())
+	}
+}

@@ -185,6 +185,14 @@ func TestFleetDrainSmoke(t *testing.T) {
 	if d.Instances != 2 || d.Participants != 5 || d.Moved != 5 || d.MoveFailed != 0 || d.Rooms != 1 || d.RoomsWhole != 1 {
 		t.Errorf("drain = %+v; want all 5 participants of the one room moved, the room whole on one of 2 instances", d)
 	}
+	if len(d.EndedAt) != 1 {
+		t.Errorf("after the drain, participants at %v; want one instance", d.EndedAt)
+	}
+	for u, n := range d.EndedAt {
+		if n != 5 || strings.Contains(u, strings.TrimPrefix(d.Drained, "http://")) {
+			t.Errorf("after the drain, participants at %v; want all 5 at the survivor, none at the drained %s", d.EndedAt, d.Drained)
+		}
+	}
 	for _, g := range []gapReport{d.AudioGap, d.VideoGap} {
 		if g.Receivers != 4 || g.Max > 10_000 {
 			t.Errorf("drain gap = %+v; want 4 receivers, each resumed within 10 s", g)
