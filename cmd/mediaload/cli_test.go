@@ -82,6 +82,19 @@ func TestParseFlagsTargets(t *testing.T) {
 	}
 }
 
+// TestParseFlagsFleet: -spawn-fleet and -drain-after reach the run's
+// configuration.
+func TestParseFlagsFleet(t *testing.T) {
+	args := []string{"-spawn", "/tmp/ms", "-spawn-fleet", "3", "-drain-after", "5s", "-duration", "20s"}
+	cl, err := parseFlags("meeting", append(args, "-rooms", "6"), &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("parseFlags(meeting %q) = %v", args, err)
+	}
+	if c := cl.cfg; c.Spawn != "/tmp/ms" || c.SpawnFleet != 3 || c.DrainAfter != 5*time.Second {
+		t.Errorf("parseFlags(meeting %q): spawn %q, fleet %d, drain after %s; want /tmp/ms, 3, 5s", args, c.Spawn, c.SpawnFleet, c.DrainAfter)
+	}
+}
+
 func TestScenarioFirst(t *testing.T) {
 	tests := []struct {
 		args     []string

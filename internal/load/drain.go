@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"syscall"
 	"time"
 )
 
@@ -20,8 +19,8 @@ type drainReport struct {
 	MoveFailed   int     `json:"move_failed"`
 	Rooms        int     `json:"rooms"`
 	RoomsWhole   int     `json:"rooms_on_one_instance"`
-	// EndedAt counts the joined participants at each instance (signaling
-	// URL) once the movers have moved.
+	// EndedAt counts the joined participants at each instance (its HTTP
+	// base URL) once the movers have moved.
 	EndedAt map[string]int `json:"ended_at"`
 	// AudioGap and VideoGap are over the moved receivers: for each, the
 	// time from the last packet of the kind its old session received to
@@ -102,7 +101,7 @@ func (d *drainer) signal(pr *progress) {
 	d.movers = by[host]
 	d.t.drain(d.drained.opsURL)
 	pr.printf("drain: SIGTERM to %s, holding %d participants", d.drained.httpURL, len(d.movers))
-	if err := d.drained.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d.drained.terminate(); err != nil {
 		d.err = fmt.Errorf("drain: signal %s: %w", d.drained.httpURL, err)
 	}
 }
@@ -172,7 +171,7 @@ func (d *drainer) whereNow() (rooms, whole int, endedAt map[string]int) {
 		for _, p := range r.members {
 			if c := p.current(); c != nil {
 				at[c.URL()] = true
-				endedAt[c.URL()]++
+				endedAt[d.instance(c.URL())]++
 			}
 		}
 		rooms++
@@ -181,6 +180,17 @@ func (d *drainer) whereNow() (rooms, whole int, endedAt map[string]int) {
 		}
 	}
 	return rooms, whole, endedAt
+}
+
+// instance is the HTTP base URL of the spawned instance whose signaling
+// URL is rtcURL, or rtcURL itself.
+func (d *drainer) instance(rtcURL string) string {
+	if u, err := url.Parse(rtcURL); err == nil {
+		if s := d.t.fleet.byHost(u.Host); s != nil {
+			return s.httpURL
+		}
+	}
+	return rtcURL
 }
 
 // gaps adds p's move gaps to audio and video and returns them.

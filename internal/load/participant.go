@@ -87,7 +87,9 @@ func (p *participant) join(ctx context.Context, r *serverTarget, m *mediaRun) er
 }
 
 // options are the options of the participant's client number gen (0:
-// the first, 1: the one it moved to).
+// the first, 1: the one it moved to). A run drains one instance, so only
+// the first client follows a `draining` message that names where the
+// room went; the one it moved to ends with the run.
 func (p *participant) options(r *serverTarget, m *mediaRun, gen int) client.Options {
 	return client.Options{
 		API: r.api, OnTrack: p.onTrack(m.clk, gen),

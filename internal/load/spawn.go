@@ -105,10 +105,16 @@ func (s *spawned) readLog(r io.Reader, addrs chan<- [2]string) {
 	_, _ = io.Copy(io.Discard, r)
 }
 
+// terminate sends SIGTERM, which starts the instance's drain, and
+// returns: stop still waits for the process.
+func (s *spawned) terminate() error {
+	return s.cmd.Process.Signal(syscall.SIGTERM)
+}
+
 // stop sends SIGTERM, so the instance drains as in production, and waits;
 // after 15 s it is killed.
 func (s *spawned) stop() error {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.terminate()
 	t := time.AfterFunc(15*time.Second, func() { _ = s.cmd.Process.Kill() })
 	defer t.Stop()
 	<-s.logDone
