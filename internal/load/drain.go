@@ -37,8 +37,9 @@ type gapReport struct {
 	Max       float64 `json:"max_ms"`
 }
 
-// receiverGaps is one moved participant's gaps; a kind it received on
-// only one side of the move is absent.
+// receiverGaps is one moved receiver's gaps; a kind it received on only
+// one side of the move is absent (a mover that receives nothing, like a
+// fanout's publisher, has no entry).
 type receiverGaps struct {
 	Identity string   `json:"identity"`
 	Audio    *float64 `json:"audio_ms,omitempty"`
@@ -131,7 +132,9 @@ func (d *drainer) finish(ctx context.Context, after time.Duration, rep *Report) 
 			rep.fail("drain: %v", err)
 		case n > 0:
 			dr.Moved++
-			dr.Gaps = append(dr.Gaps, p.gaps(&audio, &video))
+			if g := p.gaps(&audio, &video); g.Audio != nil || g.Video != nil {
+				dr.Gaps = append(dr.Gaps, g)
+			}
 		}
 	}
 	dr.AudioGap, dr.VideoGap = audio.gaps(), video.gaps()
