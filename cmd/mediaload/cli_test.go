@@ -36,6 +36,13 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"empty urls", []string{"fanout", "-urls", " , "}, "-urls"},
 		{"bad ops url", []string{"fanout", "-ops-url", "a:9"}, "-ops-url"},
 		{"bad placement", []string{"fanout", "-urls", "http://a:1", "-placement", "nearest"}, "-placement"},
+		{"fleet without spawn", []string{"fanout", "-spawn-fleet", "2"}, "-spawn-fleet needs -spawn"},
+		{"huge fleet", []string{"fanout", "-spawn", "x", "-spawn-fleet", "99"}, "-spawn-fleet must be"},
+		{"drain without fleet", []string{"fanout", "-drain-after", "2s"}, "-drain-after needs -spawn-fleet 2"},
+		{"drain of a fleet of one", []string{"fanout", "-spawn", "x", "-spawn-fleet", "1", "-drain-after", "2s"}, "-drain-after needs"},
+		{"drain in churn", []string{"churn", "-spawn", "x", "-spawn-fleet", "2", "-drain-after", "2s"}, "fanout and meeting"},
+		{"drain after the window", []string{"fanout", "-spawn", "x", "-spawn-fleet", "2", "-drain-after", "30s", "-duration", "20s"}, "inside -duration"},
+		{"negative drain", []string{"fanout", "-drain-after", "-1s"}, "-drain-after must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +79,19 @@ func TestParseFlagsTargets(t *testing.T) {
 				t.Errorf("parseFlags(fanout %q) URLs %q, OpsURLs %q; want %q, %q", tt.args, cl.cfg.URLs, cl.cfg.OpsURLs, tt.wantURLs, tt.wantOpsURLs)
 			}
 		})
+	}
+}
+
+// TestParseFlagsFleet: -spawn-fleet and -drain-after reach the run's
+// configuration.
+func TestParseFlagsFleet(t *testing.T) {
+	args := []string{"-spawn", "/tmp/ms", "-spawn-fleet", "3", "-drain-after", "5s", "-duration", "20s"}
+	cl, err := parseFlags("meeting", append(args, "-rooms", "6"), &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("parseFlags(meeting %q) = %v", args, err)
+	}
+	if c := cl.cfg; c.Spawn != "/tmp/ms" || c.SpawnFleet != 3 || c.DrainAfter != 5*time.Second {
+		t.Errorf("parseFlags(meeting %q): spawn %q, fleet %d, drain after %s; want /tmp/ms, 3, 5s", args, c.Spawn, c.SpawnFleet, c.DrainAfter)
 	}
 }
 

@@ -76,6 +76,8 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.StringVar(&c.APISecret, "api-secret", "", "API secret (default $MEDIA_API_SECRET, which -h never prints)")
 	fs.BoolVar(&c.DevToken, "dev-token", false, "fetch tokens from the instance's /v1/dev/token (dev mode) instead of minting them")
 	fs.StringVar(&c.Spawn, "spawn", "", "start this media-service binary in dev mode on free ports for the run (instead of -url or -urls and their ops URLs)")
+	fs.IntVar(&c.SpawnFleet, "spawn-fleet", 0, "with -spawn, start a redis-server on a free loopback port and this many instances of the binary on it, as a fleet; participants join through them as -placement says")
+	fs.DurationVar(&c.DrainAfter, "drain-after", 0, "with -spawn-fleet 2 or more (fanout, meeting): this long into the measured window, SIGTERM to the instance holding the most participants; they move to a sibling and the report gives each one's media gap")
 	cl.defineShape(fs)
 	cl.defineMedia(fs)
 	fs.BoolVar(&c.FloorBatch, "floor-batch", c.FloorBatch, "the floor relay sends each packet's copies with sendmmsg, as the server does; false: one sendto per copy, the slower floor of earlier reports")

@@ -34,6 +34,14 @@ type Config struct {
 	// Spawn is a media-service binary to start in dev mode on free ports
 	// for the run; it replaces URLs and OpsURLs.
 	Spawn string
+	// SpawnFleet, when above 0, starts a redis-server on a free loopback
+	// port and that many instances of Spawn on it, as a fleet (0).
+	SpawnFleet int
+	// DrainAfter, with a fleet of at least 2, sends SIGTERM to the
+	// instance holding the most participants that long into the measured
+	// window; they move to a sibling as the draining message says, and
+	// the report gives the media gap each saw (0: no drain).
+	DrainAfter time.Duration
 
 	Subscribers  int           // fanout and floor: receivers of the one publisher (50)
 	Rooms        int           // meeting (and floor): rooms; 0 with floor means the fanout shape (0)
@@ -143,6 +151,9 @@ func (c *Config) validateTarget() error {
 			}
 		}
 	}
+	if err := c.validateFleet(); err != nil {
+		return err
+	}
 	if c.Placement != PlaceRoundRobin && c.Placement != PlaceRandom {
 		return fmt.Errorf("-placement must be %s or %s, got %q", PlaceRoundRobin, PlaceRandom, c.Placement)
 	}
@@ -151,6 +162,29 @@ func (c *Config) validateTarget() error {
 	}
 	if needsFloor := c.Scenario == "floor" || (c.Floor && c.Scenario != "churn"); needsFloor && c.RelayExe == "" {
 		return errors.New("the floor needs the mediaload binary to start its relay (RelayExe)")
+	}
+	return nil
+}
+
+// maxFleet bounds -spawn-fleet: instances on one machine.
+const maxFleet = 16
+
+func (c *Config) validateFleet() error {
+	switch {
+	case c.SpawnFleet < 0 || c.SpawnFleet > maxFleet:
+		return fmt.Errorf("-spawn-fleet must be from 0 to %d, got %d", maxFleet, c.SpawnFleet)
+	case c.SpawnFleet > 0 && c.Spawn == "":
+		return errors.New("-spawn-fleet needs -spawn to name the media-service binary")
+	case c.DrainAfter < 0:
+		return fmt.Errorf("-drain-after must not be negative, got %s", c.DrainAfter)
+	case c.DrainAfter == 0:
+		return nil
+	case c.SpawnFleet < 2:
+		return errors.New("-drain-after needs -spawn-fleet 2 or more: the drained instance's rooms move to a sibling")
+	case c.Scenario != "fanout" && c.Scenario != "meeting":
+		return fmt.Errorf("-drain-after works with fanout and meeting, not %s", c.Scenario)
+	case c.DrainAfter >= c.Timing.Window:
+		return fmt.Errorf("-drain-after %s must fall inside -duration %s (leave a few seconds for the move)", c.DrainAfter, c.Timing.Window)
 	}
 	return nil
 }

@@ -85,9 +85,17 @@ func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report
 	expectRooms(rooms)
 
 	pr.printf("server: %d participants joined; warming up %s, measuring %s", jr.joined.Load(), cfg.Timing.Warmup, cfg.Timing.Window)
+	var d *drainer
+	if cfg.DrainAfter > 0 {
+		d = startDrain(ctx, t, rooms, cfg.Timing.Warmup, cfg.DrainAfter, pr)
+		defer d.stop()
+	}
 	res, loaded, err := serverWindow(ctx, cfg.Timing, t, m, pr)
 	if err != nil {
 		return err
+	}
+	if d != nil {
+		d.finish(ctx, cfg.DrainAfter, rep)
 	}
 	res.cpuKnown = haveMetrics
 	rep.Server = newPhaseReport(res)
@@ -135,7 +143,7 @@ func newResources(base, loaded serverSample, n int) *resourceReport {
 func expectRooms(rooms []*room) {
 	for _, r := range rooms {
 		for _, p := range r.members {
-			if p.c == nil {
+			if p.current() == nil {
 				continue
 			}
 			for _, q := range r.members {

@@ -15,8 +15,11 @@ type joinResult struct {
 	failed     atomic.Int64
 	firstMedia durations // WebSocket dial to first packet of any kind
 	firstVideo durations // WebSocket dial to first video packet
-	errMu      sync.Mutex
-	firstErr   error
+	// firstMedia split by whether the join followed a redirect to the
+	// room's instance: the difference is what a redirect costs.
+	direct, redirected durations
+	errMu              sync.Mutex
+	firstErr           error
 }
 
 func (j *joinResult) fail(err error) {
@@ -34,6 +37,7 @@ func (j *joinResult) report() *joinReport {
 		FirstMediaP50: ms(j.firstMedia.quantile(0.5)), FirstMediaP95: ms(j.firstMedia.quantile(0.95)),
 		FirstMediaMax: ms(j.firstMedia.quantile(1)),
 		FirstVideoP50: ms(j.firstVideo.quantile(0.5)), FirstVideoP95: ms(j.firstVideo.quantile(0.95)),
+		Direct: j.direct.split(), ViaRedirect: j.redirected.split(),
 	}
 	if j.firstErr != nil {
 		r.FirstErrorText = j.firstErr.Error()
@@ -80,7 +84,13 @@ func timedJoin(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, p 
 	select {
 	case <-p.sink.arrived:
 		jr.joined.Add(1)
-		jr.firstMedia.add(time.Duration(p.sink.firstAt(kindCount) - p.dialAt))
+		d := time.Duration(p.sink.firstAt(kindCount) - p.dialAt)
+		jr.firstMedia.add(d)
+		if p.current().Redirects() > 0 {
+			jr.redirected.add(d)
+		} else {
+			jr.direct.add(d)
+		}
 		return true
 	case <-jctx.Done():
 		jr.fail(fmt.Errorf("join %s: no media within %s", p.identity, cfg.JoinTimeout))

@@ -31,6 +31,7 @@ type Report struct {
 	CostRatio  float64          `json:"cost_vs_floor,omitempty"` // server CPU/packet ÷ floor CPU/packet
 	Resources  *resourceReport  `json:"server_resources,omitempty"`
 	Placement  *placementReport `json:"placement,omitempty"` // with several instances
+	Drain      *drainReport     `json:"drain,omitempty"`     // with -drain-after
 	Churn      *churnReport     `json:"churn,omitempty"`
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
@@ -77,6 +78,19 @@ type joinReport struct {
 	// instance they dialled to the one that holds the room (a fleet's
 	// `redirect`), each hop once.
 	Redirected int64 `json:"redirected"`
+	// Direct and ViaRedirect split the timed joins (the first publisher
+	// of each room is not timed) by whether they reached the room's
+	// instance at once or after a redirect: the difference of their
+	// first-media times is what a redirect costs.
+	Direct      joinSplit `json:"direct"`
+	ViaRedirect joinSplit `json:"redirected_joins"`
+}
+
+// joinSplit is the first-media time of a part of the timed joins.
+type joinSplit struct {
+	Joins         int     `json:"joins"`
+	FirstMediaP50 float64 `json:"first_media_p50_ms"`
+	FirstMediaP95 float64 `json:"first_media_p95_ms"`
 }
 
 // placementReport is how the joins were spread over several instances.
@@ -198,12 +212,21 @@ func (r *Report) table(w io.Writer) {
 		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed, %d redirected\n", j.Joined, j.Attempted, j.Failed, j.Redirected)
 		fmt.Fprintf(w, "join to first media\tp50 %.1f ms\tp95 %.1f ms\tmax %.1f ms\n", j.FirstMediaP50, j.FirstMediaP95, j.FirstMediaMax)
 		fmt.Fprintf(w, "join to first video\tp50 %.1f ms\tp95 %.1f ms\n", j.FirstVideoP50, j.FirstVideoP95)
+		if j.ViaRedirect.Joins > 0 {
+			for _, s := range []struct {
+				name string
+				js   joinSplit
+			}{{"direct", j.Direct}, {"redirected", j.ViaRedirect}} {
+				fmt.Fprintf(w, "join to first media, %s\tp50 %.1f ms\tp95 %.1f ms\t(%d joins)\n", s.name, s.js.FirstMediaP50, s.js.FirstMediaP95, s.js.Joins)
+			}
+		}
 	}
 	if p := r.Placement; p != nil {
 		for _, u := range slices.Sorted(maps.Keys(p.Joins)) {
 			fmt.Fprintf(w, "joins through %s (%s)\t%d\n", u, p.Policy, p.Joins[u])
 		}
 	}
+	r.drainTable(w)
 	r.forwardingTable(w)
 	r.resourceTable(w)
 	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
@@ -216,6 +239,25 @@ func (r *Report) table(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "result\tFAILED: %s\n", strings.Join(r.Failures, "; "))
+}
+
+func (r *Report) drainTable(w io.Writer) {
+	d := r.Drain
+	if d == nil {
+		return
+	}
+	fmt.Fprintf(w, "drain\tSIGTERM to %s (of %d instances) %.1f s into the window: %d of its %d participants moved, %d failed\n",
+		d.Drained, d.Instances, d.AfterSeconds, d.Moved, d.Participants, d.MoveFailed)
+	fmt.Fprintf(w, "rooms on one instance after the drain\t%d of %d\n", d.RoomsWhole, d.Rooms)
+	for _, u := range slices.Sorted(maps.Keys(d.EndedAt)) {
+		fmt.Fprintf(w, "participants at %s after the drain\t%d\n", u, d.EndedAt[u])
+	}
+	for _, k := range []struct {
+		name string
+		g    gapReport
+	}{{"audio", d.AudioGap}, {"video", d.VideoGap}} {
+		fmt.Fprintf(w, "drain gap, %s\tp50 %.1f ms\tmax %.1f ms\t(%d receivers)\n", k.name, k.g.P50, k.g.Max, k.g.Receivers)
+	}
 }
 
 func (r *Report) forwardingTable(w io.Writer) {

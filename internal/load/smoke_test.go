@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/redistest"
 )
 
 // buildServer builds the real media-service binary for the tests that
@@ -116,7 +118,7 @@ func TestSeveralURLsSmoke(t *testing.T) {
 	bin := buildServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := spawn(ctx, bin, 16, os.Stderr)
+	s, err := spawn(ctx, bin, spawnEnv(16), os.Stderr)
 	if err != nil {
 		t.Fatalf("spawn(%s) = %v", bin, err)
 	}
@@ -139,5 +141,69 @@ func TestSeveralURLsSmoke(t *testing.T) {
 	}
 	if rep.Server == nil || rep.Server.CPUSeconds <= 0 || rep.Floor != nil {
 		t.Errorf("server %+v, floor %+v; want the server's CPU from -ops-urls and no floor", rep.Server, rep.Floor)
+	}
+}
+
+// TestFleetDrainSmoke runs a small fanout against a fleet that
+// -spawn-fleet starts (a real redis-server and two instances of the built
+// binary), joining round robin through both, and drains the instance
+// holding the room partway through the window: joins are split into
+// direct and redirected ones, every participant moves make before break
+// and the room ends whole on the survivor, and each receiver's media gap
+// is measured. Only a generous bound is put on the gap: the machine may
+// be loaded.
+func TestFleetDrainSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real server")
+	}
+	redistest.Require(t)
+	bin := buildServer(t)
+	cfg := smokeConfig(t, "fanout", bin)
+	cfg.SpawnFleet, cfg.DrainAfter, cfg.Floor = 2, 2*time.Second, false
+	cfg.Subscribers, cfg.Media.VideoKbps = 4, 440
+	// What a receiver misses while it moves is loss in the window: allow
+	// a loaded machine's gap, which the drain report measures.
+	cfg.MaxLoss = 20
+	// The moves, 2 s into the window, have 8 s to complete while media
+	// still flows, whatever the machine's load.
+	cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 10*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("Run(fanout -spawn-fleet 2 -drain-after 2s) = %v", err)
+	}
+	var b strings.Builder
+	rep.Write(&b, false)
+	t.Logf("report:\n%s", b.String())
+	j := rep.Joins
+	if j == nil || j.Joined != 5 || j.Direct.Joins == 0 || j.ViaRedirect.Joins == 0 || j.Redirected == 0 {
+		t.Errorf("joins = %+v; want 5 joined, some timed joins direct and some redirected", j)
+	}
+	d := rep.Drain
+	if d == nil {
+		t.Fatalf("no drain report; failures %q", rep.Failures)
+	}
+	if d.Instances != 2 || d.Participants != 5 || d.Moved != 5 || d.MoveFailed != 0 || d.Rooms != 1 || d.RoomsWhole != 1 {
+		t.Errorf("drain = %+v; want all 5 participants of the one room moved, the room whole on one of 2 instances", d)
+	}
+	if len(d.EndedAt) != 1 {
+		t.Errorf("after the drain, participants at %v; want one instance", d.EndedAt)
+	}
+	for u, n := range d.EndedAt {
+		if n != 5 || u == d.Drained {
+			t.Errorf("after the drain, participants at %v; want all 5 at the survivor, none at the drained %s", d.EndedAt, d.Drained)
+		}
+	}
+	if len(d.Gaps) != 4 {
+		t.Errorf("drain gaps per receiver = %d entries; want the 4 subscribers'", len(d.Gaps))
+	}
+	for _, g := range []gapReport{d.AudioGap, d.VideoGap} {
+		if g.Receivers != 4 || g.Max > 10_000 {
+			t.Errorf("drain gap = %+v; want 4 receivers, each resumed within 10 s", g)
+		}
+	}
+	if !rep.OK {
+		t.Errorf("fleet drain smoke failed: %q", rep.Failures)
 	}
 }

@@ -43,11 +43,11 @@ func spawnEnv(maxSessions int) []string {
 }
 
 // spawn starts bin and waits (at most 30 s) for it to log its addresses.
-// Its environment is ours with spawnEnv on top; its stderr goes to stderr
-// (nil: discarded).
-func spawn(ctx context.Context, bin string, maxSessions int, stderr io.Writer) (*spawned, error) {
+// Its environment is ours with env on top (spawnEnv, and a fleet's
+// variables); its stderr goes to stderr (nil: discarded).
+func spawn(ctx context.Context, bin string, env []string, stderr io.Writer) (*spawned, error) {
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(cmd.Environ(), spawnEnv(maxSessions)...)
+	cmd.Env = append(cmd.Environ(), env...)
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -105,10 +105,16 @@ func (s *spawned) readLog(r io.Reader, addrs chan<- [2]string) {
 	_, _ = io.Copy(io.Discard, r)
 }
 
+// terminate sends SIGTERM, which starts the instance's drain, and
+// returns: stop still waits for the process.
+func (s *spawned) terminate() error {
+	return s.cmd.Process.Signal(syscall.SIGTERM)
+}
+
 // stop sends SIGTERM, so the instance drains as in production, and waits;
 // after 15 s it is killed.
 func (s *spawned) stop() error {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.terminate()
 	t := time.AfterFunc(15*time.Second, func() { _ = s.cmd.Process.Kill() })
 	defer t.Stop()
 	<-s.logDone

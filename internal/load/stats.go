@@ -315,6 +315,18 @@ func (d *durations) add(v time.Duration) {
 	d.mu.Unlock()
 }
 
+// count is how many durations were recorded.
+func (d *durations) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.d)
+}
+
+// split is the report of one part of the join times.
+func (d *durations) split() joinSplit {
+	return joinSplit{Joins: d.count(), FirstMediaP50: ms(d.quantile(0.5)), FirstMediaP95: ms(d.quantile(0.95))}
+}
+
 // quantile is the nearest-rank quantile q of the recorded durations.
 func (d *durations) quantile(q float64) time.Duration {
 	d.mu.Lock()

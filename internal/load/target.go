@@ -21,10 +21,15 @@ type serverTarget struct {
 	api       *webrtc.API
 	tokens    *tokenSource
 	spawned   *spawned
+	fleet     *fleet // with -spawn-fleet, instead of spawned
 
-	mu     sync.Mutex     // guards next and placed
+	mu     sync.Mutex     // guards next, placed, drained and last
 	next   int            // round robin: the index of the next join's URL
 	placed map[string]int // joins dialled through each base URL
+	// drained marks the scrapers of instances a drain stopped; once one
+	// no longer answers, its last sample stands for it.
+	drained map[*scraper]bool
+	last    map[*scraper]serverSample
 
 	// clientLog receives the participants' client diagnostics (a server
 	// offer the client could not answer, a candidate it could not add),
@@ -40,8 +45,21 @@ type serverTarget struct {
 func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) (*serverTarget, error) {
 	t := &serverTarget{urls: cfg.URLs, placement: cfg.Placement, placed: make(map[string]int)}
 	opsURLs := cfg.OpsURLs
-	if cfg.Spawn != "" {
-		s, err := spawn(ctx, cfg.Spawn, maxSessions+16, cfg.ChildStderr)
+	switch {
+	case cfg.SpawnFleet > 0:
+		// A drain moves every participant of an instance onto a sibling,
+		// each briefly twice (make before break).
+		f, err := spawnFleet(ctx, cfg.Spawn, cfg.SpawnFleet, 2*maxSessions+16, cfg.ChildStderr)
+		if err != nil {
+			return nil, err
+		}
+		t.fleet, t.urls, opsURLs = f, nil, nil
+		for _, s := range f.nodes {
+			t.urls, opsURLs = append(t.urls, s.httpURL), append(opsURLs, s.opsURL)
+		}
+		pr.printf("spawned redis on %s and %d instances of %s: signaling %v", f.redisAddr, len(f.nodes), cfg.Spawn, t.urls)
+	case cfg.Spawn != "":
+		s, err := spawn(ctx, cfg.Spawn, spawnEnv(maxSessions+16), cfg.ChildStderr)
 		if err != nil {
 			return nil, err
 		}
@@ -101,12 +119,15 @@ func (t *serverTarget) finish(rep *Report) {
 	}
 }
 
-// close stops a spawned instance (it drains on SIGTERM).
+// close stops a spawned instance or fleet (they drain on SIGTERM).
 func (t *serverTarget) close() error {
-	if t.spawned == nil {
-		return nil
+	switch {
+	case t.fleet != nil:
+		return t.fleet.stop()
+	case t.spawned != nil:
+		return t.spawned.stop()
 	}
-	return t.spawned.stop()
+	return nil
 }
 
 // sample scrapes every instance and sums their numbers, or returns
@@ -114,13 +135,46 @@ func (t *serverTarget) close() error {
 func (t *serverTarget) sample(ctx context.Context) (serverSample, bool, error) {
 	var sum serverSample
 	for _, s := range t.scrapers {
-		smp, err := s.sample(ctx)
+		smp, err := t.sampleOne(ctx, s)
 		if err != nil {
 			return sum, false, err
 		}
 		sum.add(smp)
 	}
 	return sum, len(t.scrapers) > 0, nil
+}
+
+// sampleOne scrapes s, or gives the last sample of a drained instance
+// that has gone.
+func (t *serverTarget) sampleOne(ctx context.Context, s *scraper) (serverSample, error) {
+	smp, err := s.sample(ctx)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err == nil {
+		if t.last == nil {
+			t.last = make(map[*scraper]serverSample)
+		}
+		t.last[s] = smp
+		return smp, nil
+	}
+	if last, ok := t.last[s]; ok && t.drained[s] {
+		return last, nil
+	}
+	return smp, err
+}
+
+// drain marks the instance at opsURL as drained: it is expected to go.
+func (t *serverTarget) drain(opsURL string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.drained == nil {
+		t.drained = make(map[*scraper]bool)
+	}
+	for _, s := range t.scrapers {
+		if s != nil && s.url == newScraper(opsURL).url {
+			t.drained[s] = true
+		}
+	}
 }
 
 // sampleLive is sample after a garbage collection on every instance: for

@@ -41,14 +41,7 @@ type Server struct {
 // answers PING. The server is stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found on PATH with CI=true: install Debian's redis-server package (apt-get install -y redis-server)")
-		}
-		t.Skipf("redis-server not found on PATH: install Debian's redis-server package to run this test")
-	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: Require(t), dir: t.TempDir()}
 	t.Cleanup(s.Stop)
 	// A free port can be taken by another process between our probe and
 	// the server's bind: try a few.
@@ -65,6 +58,21 @@ func Start(t testing.TB) *Server {
 	}
 	t.Fatalf("redistest: %v", last)
 	return nil
+}
+
+// Require returns the path of redis-server, for a test that starts it
+// some other way (mediaload's -spawn-fleet starts its own). Without it on
+// PATH the test is skipped, or under CI=true fails.
+func Require(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server not found on PATH with CI=true: install Debian's redis-server package (apt-get install -y redis-server)")
+		}
+		t.Skipf("redis-server not found on PATH: install Debian's redis-server package to run this test")
+	}
+	return bin
 }
 
 // URL is the server's address as a redis:// URL.
