@@ -10,9 +10,8 @@
 //
 // Goroutines: a publication has two (its RTP read loop, which is the only
 // writer of forwarded packets, and a drain of the publisher's RTCP); a
-// subscription has none on a SubscriberConn from NewSubscriberConn, whose
-// RTCP router hands NACKs and keyframe requests over, and a video one has
-// one (reading the subscriber's RTCP) on any other.
+// subscription has none: its SubscriberConn's RTCP router hands NACKs and
+// keyframe requests over.
 //
 // Memory: a video publication's NACK history is mapped outside the Go
 // heap on Linux and unmapped when the publication ends (packethistory_linux.go).
@@ -51,8 +50,8 @@ import (
 const tcpMuxReadPackets = 128
 
 // Engine is the instance's media core. It binds its muxes in New and keeps
-// them until Close; every PeerConnection made by NewPeerConnection shares
-// them, so an instance needs one UDP and one TCP port whatever its load.
+// them until Close; every PeerConnection made by NewPublisherPeerConnection
+// and NewSubscriberConn shares them, so an instance needs one UDP and one TCP port whatever its load.
 // An Engine is safe for concurrent use.
 type Engine struct {
 	cfg     Config
@@ -62,7 +61,6 @@ type Engine struct {
 	// One API per role, all on the same muxes and codecs; they differ in
 	// their interceptors (see interceptorSets). Subscriber connections get
 	// an API each (newSubscriberAPI), for their own RTCP router.
-	api         *webrtc.API // both directions
 	pubAPI      *webrtc.API // receive only
 	subSettings webrtc.SettingEngine
 	media       *webrtc.MediaEngine
@@ -166,7 +164,6 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	api := func(se webrtc.SettingEngine, r *interceptor.Registry) *webrtc.API {
 		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(r))
 	}
-	e.api = api(se, registry(sets.receive, sets.send))
 	e.pubAPI = api(se, registry(sets.receive))
 	e.subSettings, e.media, e.subRegistry = se, me, registry(sets.send)
 	return nil
@@ -248,14 +245,6 @@ func setAcceptanceWaits(se *webrtc.SettingEngine) {
 	se.SetSrflxAcceptanceMinWait(0)
 	se.SetPrflxAcceptanceMinWait(0)
 	se.SetRelayAcceptanceMinWait(relayAcceptanceWait)
-}
-
-// NewPeerConnection makes a PeerConnection on the engine's muxes and
-// codecs that can both receive and send. The caller owns it and closes it.
-// Prefer NewPublisherPeerConnection and NewSubscriberConn, which cost
-// fewer goroutines.
-func (e *Engine) NewPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
-	return newPeerConnection(e.api, c, "peer")
 }
 
 // NewPublisherPeerConnection makes the connection a participant publishes

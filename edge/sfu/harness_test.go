@@ -372,36 +372,7 @@ type subscriber struct {
 // connection made by NewSubscriberConn.
 func (h *harness) newSubscriber(t testing.TB, api *webrtc.API) *subscriber {
 	t.Helper()
-	return h.newSubscriberOn(t, api, subscriberConn)
-}
-
-// newConn makes the server side of a test subscriber.
-type newConn func(testing.TB, *Engine) *SubscriberConn
-
-// subscriberConn is a connection from NewSubscriberConn: the subscriber's
-// RTCP arrives through its router.
-func subscriberConn(t testing.TB, e *Engine) *SubscriberConn {
-	t.Helper()
-	c, err := e.NewSubscriberConn(webrtc.Configuration{})
-	if err != nil {
-		t.Fatalf("NewSubscriberConn() = %v", err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// generalConn is a subscriber connection over a general PeerConnection:
-// a video subscription reads its RTCP in a goroutine of its own.
-func generalConn(t testing.TB, e *Engine) *SubscriberConn {
-	t.Helper()
-	return &SubscriberConn{pc: newServerPC(t, e.NewPeerConnection)}
-}
-
-// newSubscriberOn is newSubscriber with the server connection made by
-// dial.
-func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newConn) *subscriber {
-	t.Helper()
-	conn := dial(t, h.engine)
+	conn := subscriberConn(t, h.engine)
 	s := &subscriber{
 		pc:     newClientPC(t, api),
 		conn:   conn,
@@ -418,6 +389,18 @@ func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newConn) *
 		}
 	})
 	return s
+}
+
+// subscriberConn is a connection from NewSubscriberConn, closed when the
+// test ends.
+func subscriberConn(t testing.TB, e *Engine) *SubscriberConn {
+	t.Helper()
+	c, err := e.NewSubscriberConn(webrtc.Configuration{})
+	if err != nil {
+		t.Fatalf("NewSubscriberConn() = %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 func (r *received) read() {

@@ -10,7 +10,7 @@ import (
 // retransmitter answers one subscriber's NACKs from its publication's
 // packet buffer, at most Config.RetransmitRate packets a second. Its
 // buffer and header are reused: it is used by one goroutine at a time
-// (the subscription's readRTCP, or the connection's SRTCP reader).
+// (the connection's SRTCP reader, through its rtcpRouter).
 type retransmitter struct {
 	sub   *Subscription
 	buf   []byte

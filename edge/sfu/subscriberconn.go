@@ -28,12 +28,10 @@ import (
 // layer, pausing what does not fit. Neither exists yet.
 //
 // Goroutines: none of its own. Its rtcpRouter runs on Pion's SRTCP
-// reader; a video Subscription on a connection without a router (a
-// general PeerConnection, which only the package's tests build) reads its
-// RTCP itself.
+// reader.
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
-	router *rtcpRouter // nil on a general PeerConnection
+	router *rtcpRouter
 
 	// mu is held around every change to pc's descriptions, candidates and
 	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack

@@ -15,9 +15,8 @@ import (
 // sender stops (Close, or the subscriber's connection closed), packets for
 // it are skipped. For video, the subscriber's feedback is acted on:
 // keyframe requests go to the publisher, NACKs are answered from the
-// publication's buffer; on a connection from NewSubscriberConn that
-// feedback is delivered by the connection's rtcpRouter, elsewhere read by
-// a goroutine of the subscription. Audio needs nothing: Opus is neither
+// publication's buffer; that feedback is delivered by the connection's
+// rtcpRouter. Audio needs nothing: Opus is neither
 // NACKed nor keyframed, so a subscriber's reports about it are dropped.
 //
 // The source is fixed today. With simulcast it becomes the layer the
@@ -32,10 +31,8 @@ type Subscription struct {
 
 	bound atomic.Pointer[binding] // nil while unbound
 
-	// router delivers the subscriber's RTCP to a video subscription on a
-	// connection from NewSubscriberConn; without one, a video
-	// subscription reads it in its own goroutine (readRTCP). rtx answers
-	// the NACKs either way (nil for audio).
+	// router delivers the subscriber's RTCP to a video subscription
+	// (nil for audio); rtx answers the NACKs (nil for audio).
 	router *rtcpRouter
 	rtx    *retransmitter
 
@@ -49,7 +46,6 @@ type Subscription struct {
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{} // closed when the subscription has ended
-	wg        sync.WaitGroup
 }
 
 // binding is what Pion gave the downstream track when it bound it to the
@@ -61,9 +57,8 @@ type binding struct {
 	w    webrtc.TrackLocalWriter
 }
 
-// subscribe is SubscriberConn.Subscribe: it adds the track to c and,
-// for a video track on a connection without a router, starts reading the
-// subscriber's RTCP.
+// subscribe is SubscriberConn.Subscribe: it adds the track to c and puts
+// the subscription into the fan-out.
 func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 	s := newSubscription(p, c)
 	if p.kind == webrtc.RTPCodecTypeVideo {
@@ -80,10 +75,6 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 	s.sender = sender
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
 	p.engine.metrics.activeSubs.Add(1)
-	if p.kind == webrtc.RTPCodecTypeVideo && s.router == nil {
-		s.wg.Add(1)
-		go s.readRTCP()
-	}
 	if err := p.add(s); err != nil {
 		_ = s.detach()
 		return nil, err
@@ -114,8 +105,7 @@ func (s *Subscription) FirstPacket() <-chan struct{} { return s.first }
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // Close stops forwarding to the subscriber and removes the track from its
-// PeerConnection (the caller renegotiates); it waits for the RTCP
-// goroutine. A subscriber PeerConnection that is already closed is not an
+// PeerConnection (the caller renegotiates). A subscriber PeerConnection that is already closed is not an
 // error. It is idempotent.
 func (s *Subscription) Close() error {
 	s.pub.remove(s)
@@ -131,7 +121,6 @@ func (s *Subscription) detach() error {
 		if err := s.conn.removeTrack(s.sender); err != nil {
 			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
 		}
-		s.wg.Wait()
 		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
 		s.pub.engine.metrics.activeSubs.Add(-1)
 		close(s.done)
