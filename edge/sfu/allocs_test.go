@@ -59,7 +59,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 			forward := func() {
 				seq++
 				pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-				p.forward(pkt, &h)
+				p.forward(p.layer(0), pkt, &h)
 			}
 			if got := testing.AllocsPerRun(200, forward); got != 0 {
 				t.Errorf("allocations per forwarded packet to %d subscribers = %v; want 0", n, got)

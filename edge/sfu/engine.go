@@ -13,8 +13,8 @@
 // subscription has none: its SubscriberConn's RTCP router hands NACKs and
 // keyframe requests over.
 //
-// Memory: a video publication's NACK history is mapped outside the Go
-// heap on Linux and unmapped when the publication ends (packethistory_linux.go).
+// Memory: each layer of a video publication has a NACK history, mapped
+// outside the Go heap on Linux and unmapped when the publication ends (packethistory_linux.go).
 //
 // Metrics (Prometheus names; the only attribute is kind=audio|video):
 // media_rtp_received_{packets,bytes}_total,
@@ -23,7 +23,10 @@
 // media_rtp_retransmitted_packets_total, media_rtp_nack_misses_total,
 // media_rtp_retransmits_limited_total, media_rtcp_plis_forwarded_total,
 // media_rtcp_plis_throttled_total, media_publications_active and
-// media_subscriptions_active; without attributes,
+// media_subscriptions_active; with layer=0|1|2 (the simulcast layer; 0
+// for a plain track), media_rtp_forwarded_layer_packets_total (video) and
+// media_layer_switches_total (by the layer switched to); without
+// attributes, media_layer_switch_keyframe_requests_total,
 // media_udp_send_errors_total and media_nack_buffer_bytes.
 package sfu
 
@@ -72,6 +75,11 @@ type Engine struct {
 	tcpMux  ice.TCPMux   // nil when ICE-TCP is off
 	tcpAddr *net.TCPAddr // nil when ICE-TCP is off
 
+	// byRecv finds the publication of a simulcast track by its receiver,
+	// so its later layers attach to it (Publish).
+	pubsMu sync.Mutex
+	byRecv map[*webrtc.RTPReceiver]*Publication
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -91,7 +99,7 @@ func New(cfg Config, meter metric.Meter, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: log, metrics: m}
+	e := &Engine{cfg: cfg, log: log, metrics: m, byRecv: map[*webrtc.RTPReceiver]*Publication{}}
 	if err := e.bind(pionLogs{log: log}); err != nil {
 		_ = e.Close()
 		return nil, err
@@ -153,7 +161,11 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
-	me, err := newMediaEngine()
+	me, err := newMediaEngine(false)
+	if err != nil {
+		return err
+	}
+	pubMedia, err := newMediaEngine(true)
 	if err != nil {
 		return err
 	}
@@ -161,10 +173,8 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
-	api := func(se webrtc.SettingEngine, r *interceptor.Registry) *webrtc.API {
-		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(r))
-	}
-	e.pubAPI = api(se, registry(sets.receive))
+	e.pubAPI = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(pubMedia),
+		webrtc.WithInterceptorRegistry(registry(sets.receive)))
 	e.subSettings, e.media, e.subRegistry = se, me, registry(sets.send)
 	return nil
 }
@@ -249,7 +259,9 @@ func setAcceptanceWaits(se *webrtc.SettingEngine) {
 
 // NewPublisherPeerConnection makes the connection a participant publishes
 // on (the client offers, the server only receives): it has only the
-// receiving interceptors (NACK generator, receiver reports, TWCC).
+// receiving interceptors (NACK generator, receiver reports, TWCC), and
+// it accepts RID simulcast (the mid, rid and repaired-rid header
+// extensions, which Pion reads to tell the layers apart).
 func (e *Engine) NewPublisherPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
 	return newPeerConnection(e.pubAPI, c, "publisher")
 }

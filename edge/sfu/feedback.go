@@ -17,7 +17,7 @@ func (s *Subscription) handleRTCP(pkts []rtcp.Packet, rtx *retransmitter) {
 	for _, pkt := range pkts {
 		switch pkt := pkt.(type) {
 		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-			s.pub.requestKeyframe()
+			s.requestKeyframe()
 		case *rtcp.TransportLayerNack:
 			rtx.handle(pkt)
 		}

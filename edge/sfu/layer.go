@@ -1,0 +1,130 @@
+package sfu
+
+import (
+	"slices"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// maxLayers is how many simulcast layers a publication takes: 0 is the
+// lowest (q), 2 the highest (f).
+const maxLayers = 3
+
+// A layer is one encoding of a publication: the only one of a track sent
+// without simulcast, or one RID of a simulcast track. Each has its own
+// SSRC, read loop, NACK history and keyframe requester (a keyframe is
+// asked for on the layer a subscriber waits to switch to, not on all).
+type layer struct {
+	pub    *Publication
+	index  int    // 0 lowest; the only layer of a plain track is 0
+	rid    string // "" without simulcast
+	ssrc   uint32 // the publisher's media SSRC, for PLIs
+	remote *webrtc.TrackRemote
+
+	ring      *packetRing        // NACK history; nil for audio
+	keyframes *keyframeRequester // nil for audio
+}
+
+// newLayer makes the state of one encoding of p.
+func newLayer(p *Publication, index int, remote *webrtc.TrackRemote) *layer {
+	l := &layer{pub: p, index: index, remote: remote}
+	if remote != nil {
+		l.rid, l.ssrc = remote.RID(), uint32(remote.SSRC())
+	}
+	if p.kind == webrtc.RTPCodecTypeVideo {
+		e := p.engine
+		l.ring = newPacketRing(e.cfg.RetransmitPackets, &e.metrics.nackBufferBytes)
+		l.keyframes = newKeyframeRequester(e.cfg.PLIInterval, l.sendPLI, p.countThrottled)
+	}
+	return l
+}
+
+// ridOrder is the usual naming of three layers, lowest first (LiveKit's
+// and most browser clients'): quarter, half, full resolution.
+var ridOrder = []string{"q", "h", "f"}
+
+// layerIndex places the encoding rid among the encodings recv receives:
+// q, h and f by their names, any other RIDs in the order the offer's
+// a=rid lines list them, which a sender writes lowest first. It returns
+// -1 for a fourth layer or more.
+func layerIndex(rid string, recv *webrtc.RTPReceiver) int {
+	if rid == "" {
+		return 0
+	}
+	if i := slices.Index(ridOrder, rid); i >= 0 {
+		return i
+	}
+	for i, t := range recv.Tracks() {
+		if t.RID() == rid {
+			if i >= maxLayers {
+				return -1
+			}
+			return i
+		}
+	}
+	return -1
+}
+
+// setReadDeadline ends the layer's blocked reads (RTP and RTCP) at t.
+func (l *layer) setReadDeadline(t time.Time) {
+	_ = l.remote.SetReadDeadline(t)
+	if l.rid == "" {
+		_ = l.pub.recv.SetReadDeadline(t)
+	} else {
+		_ = l.pub.recv.SetReadDeadlineSimulcast(t, l.rid)
+	}
+}
+
+// requestKeyframe asks the publisher for a keyframe on this layer,
+// throttled. Audio has no keyframes.
+func (l *layer) requestKeyframe() {
+	if l.keyframes != nil {
+		l.keyframes.request()
+	}
+}
+
+// sendPLI writes one PLI for the layer's SSRC.
+func (l *layer) sendPLI() {
+	p := l.pub
+	pli := []rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}}
+	if err := p.pc.WriteRTCP(pli); err != nil {
+		p.engine.log.Debug("pli_write_failed", "publication", p.id, "layer", l.index, "error", err)
+		return
+	}
+	p.engine.metrics.plis.Add(bgCtx, 1, kindOpt(p.kind))
+}
+
+// release stops the layer's keyframe requests and frees its history. A
+// NACK still being answered then finds the history empty.
+func (l *layer) release() {
+	if l.keyframes != nil {
+		l.keyframes.stop()
+	}
+	if l.ring != nil {
+		l.ring.release()
+	}
+}
+
+// drainRTCP reads the publisher's RTCP for this layer (sender reports) so
+// the report interceptor sees them; our own decisions need nothing from it.
+func (l *layer) drainRTCP() {
+	p := l.pub
+	buf := make([]byte, readBufSize)
+	for errs := 0; errs < maxReadErrors; {
+		var err error
+		if l.rid == "" {
+			_, _, err = p.recv.Read(buf)
+		} else {
+			_, _, err = p.recv.ReadSimulcastRTCP(l.rid)
+		}
+		if err == nil {
+			errs = 0
+		} else if p.stopping() || isEnd(err) {
+			return
+		} else {
+			errs++
+		}
+	}
+}

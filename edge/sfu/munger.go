@@ -1,0 +1,116 @@
+package sfu
+
+import (
+	"time"
+)
+
+// spanHistory is how many layer switches back a subscription can still
+// map a NACK: far more than happen within the NACK history's second.
+const spanHistory = 8
+
+// A span is a run of outgoing packets taken from one layer with the same
+// offsets: from its first outgoing sequence number on, until the next
+// switch, source = outgoing + offset for sequence number, timestamp, VP8
+// picture ID and TL0PICIDX (all modular).
+type span struct {
+	layer   int8
+	from    uint16 // first outgoing sequence number
+	srcFrom uint16 // its source sequence number (the keyframe's)
+	seq     uint16
+	ts      uint32
+	pic     uint16
+	tl0     uint8
+}
+
+// vp8Rewrite reports whether a VP8 payload under sp needs its picture ID
+// or TL0PICIDX changed.
+func (sp *span) vp8Rewrite(d *vp8Descriptor) bool {
+	return (d.picAt != 0 && sp.pic != 0) || (d.tl0At != 0 && sp.tl0 != 0)
+}
+
+// writeVP8 rewrites, in payload (which d was parsed from), the picture ID
+// and TL0PICIDX to the outgoing stream's.
+func (sp *span) writeVP8(payload []byte, d *vp8Descriptor) {
+	d.write(payload, (d.pic-sp.pic)&d.picMask(), d.tl0-sp.tl0)
+}
+
+// munger is the rewrite state of one outgoing stream whose source layer
+// may change: what the subscriber has been sent so far and the spans
+// that map it back to the layers. The zero munger has sent nothing.
+type munger struct {
+	cur     int8 // the layer forwarded now; -1 none
+	started bool // a first packet has been sent
+	spans   [spanHistory]span
+	n       int // spans made; the newest is spans[(n-1)%spanHistory]
+
+	// The newest packet sent (highest outgoing sequence number).
+	lastSeq uint16
+	lastTS  uint32
+	lastAt  time.Duration // its arrival, since ringClock
+	hasPic  bool          // a VP8 picture ID has been sent: lastPic is one
+	lastPic uint16
+	lastTL0 uint8
+}
+
+func newMunger() munger { return munger{cur: -1} }
+
+// span is the current span; the munger has started.
+func (m *munger) span() *span { return &m.spans[(m.n-1)%spanHistory] }
+
+// switchTo starts a span on layer at the packet in (a keyframe, unless it
+// is the stream's very first packet from a plain track), so that it
+// follows the last packet sent: the next sequence number, a timestamp
+// later by the time between their arrivals (at least one tick) at clock
+// Hz, and the next picture ID and TL0PICIDX. The first span has no
+// offsets: a plain track's stream is the publisher's, numbers and all.
+func (m *munger) switchTo(layer int8, in *inbound, d *vp8Descriptor, clock uint32) {
+	h := in.h
+	sp := span{layer: layer, from: h.SequenceNumber, srcFrom: h.SequenceNumber}
+	if m.started {
+		sp.from = m.lastSeq + 1
+		sp.seq = h.SequenceNumber - sp.from
+		ticks := uint32(max(int64(in.at-m.lastAt), 0) * int64(clock) / int64(time.Second))
+		sp.ts = h.Timestamp - (m.lastTS + max(ticks, 1))
+		if d != nil && d.picAt != 0 && m.hasPic {
+			sp.pic = (d.pic - (m.lastPic + 1)) & d.picMask()
+		}
+		if d != nil && d.tl0At != 0 && m.hasPic {
+			sp.tl0 = d.tl0 - (m.lastTL0 + 1)
+		}
+	}
+	m.spans[m.n%spanHistory] = sp
+	m.n++
+	m.cur = layer
+	if !m.started {
+		m.started = true
+		m.lastSeq = sp.from - 1
+	}
+}
+
+// sent records an outgoing packet; only the newest one is kept.
+func (m *munger) sent(seq uint16, ts uint32, at time.Duration, d *vp8Descriptor, sp *span) {
+	if int16(seq-m.lastSeq) <= 0 {
+		return
+	}
+	m.lastSeq, m.lastTS, m.lastAt = seq, ts, at
+	if d != nil && d.picAt != 0 {
+		m.hasPic = true
+		m.lastPic = (d.pic - sp.pic) & d.picMask()
+		m.lastTL0 = d.tl0 - sp.tl0
+	}
+}
+
+// lookup finds the span an outgoing sequence number was sent under, for
+// a NACK; false when it was never sent or is older than the spans kept.
+func (m *munger) lookup(seq uint16) (span, bool) {
+	if !m.started || int16(seq-m.lastSeq) > 0 {
+		return span{}, false
+	}
+	for i := range min(m.n, spanHistory) {
+		sp := m.spans[(m.n-1-i)%spanHistory]
+		if int16(seq-sp.from) >= 0 {
+			return sp, true
+		}
+	}
+	return span{}, false
+}
