@@ -306,7 +306,7 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 		switched := m.started
 		m.switchTo(layer, in, d, s.pub.clockRate())
 		if switched {
-			s.pub.engine.metrics.layerSwitches.Add(bgCtx, 1, layerOpts[layer])
+			s.pub.engine.metrics.layerSwitches[layer].Add(1)
 		}
 	}
 	sp := m.span()
