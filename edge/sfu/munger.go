@@ -5,8 +5,11 @@ import (
 )
 
 // spanHistory is how many layer switches back a subscription can still
-// map a NACK: far more than happen within the NACK history's second.
-const spanHistory = 8
+// map a NACK. A NACK comes a round trip and the receiver's NACK interval
+// (about 100 ms) after the loss; a subscriber switches a few times a
+// minute, but a test or a flapping estimate may switch every few frames,
+// so the spans reach back as far as 64 switches (1.5 KiB a subscription).
+const spanHistory = 64
 
 // A span is a run of outgoing packets taken from one layer with the same
 // offsets: from its first outgoing sequence number on, until the next
