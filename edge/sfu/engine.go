@@ -282,12 +282,13 @@ func (e *Engine) UDPAddr() *net.UDPAddr { return e.udpAddr }
 // is off.
 func (e *Engine) TCPAddr() *net.TCPAddr { return e.tcpAddr }
 
-// Tracks returns the tracks being forwarded now: publications plus
-// subscriptions. The goroutine-leak detector budgets goroutines by it,
-// since each forwarded track runs a few of its own.
+// Tracks returns the tracks being forwarded now: publications' layers
+// (one for a plain track, up to three for simulcast) plus subscriptions.
+// The goroutine-leak detector budgets goroutines by it, since each layer
+// and each subscription runs a few of its own.
 func (e *Engine) Tracks() int {
 	m := e.metrics
-	return int(m.activePubs[0].Load() + m.activePubs[1].Load() + m.activeSubs.Load())
+	return int(m.activeLayers.Load() + m.activeSubs.Load())
 }
 
 // Close closes both muxes (and with them every ICE connection still using

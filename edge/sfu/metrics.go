@@ -41,6 +41,7 @@ type metrics struct {
 	forwardedBytes   [2]atomic.Uint64
 	activePubs       [2]atomic.Int64
 	activeSubs       atomic.Int64             // subscriptions now, for Engine.Tracks
+	activeLayers     atomic.Int64             // publications' layers now, for Engine.Tracks
 	layerPackets     [maxLayers]atomic.Uint64 // forwarded, by source layer
 	layerSwitches    [maxLayers]atomic.Uint64 // subscriptions switched, by the layer switched to
 	nackBufferBytes  atomic.Int64             // memory of the publications' NACK histories

@@ -125,6 +125,7 @@ func (p *Publication) attach(index int, remote *webrtc.TrackRemote) error {
 	}
 	l := newLayer(p, index, remote)
 	p.layers[index].Store(l)
+	p.engine.metrics.activeLayers.Add(1)
 	p.loops++
 	p.start(func() { p.readLoop(l) })
 	p.start(l.drainRTCP)
@@ -270,6 +271,7 @@ func (p *Publication) end() {
 	for i := range p.layers {
 		if l := p.layers[i].Load(); l != nil {
 			l.release() // after the subscriptions are detached
+			p.engine.metrics.activeLayers.Add(-1)
 		}
 	}
 	p.halt()

@@ -167,6 +167,21 @@ func (p *simulcastPublisher) sendFrame(t *testing.T) {
 	}
 }
 
+// untilLayer sends frames, calling each after every one, until s forwards
+// layer.
+func (p *simulcastPublisher) untilLayer(t *testing.T, s *Subscription, layer int, each func()) {
+	t.Helper()
+	end := time.Now().Add(waitFor)
+	for s.CurrentLayer() != layer {
+		if time.Now().After(end) {
+			t.Fatalf("subscriber on layer %d after %s; want %d", s.CurrentLayer(), waitFor, layer)
+		}
+		p.sendFrame(t)
+		time.Sleep(time.Millisecond)
+		each()
+	}
+}
+
 // publication sends frames until the server has published the track with
 // all three layers.
 func (p *simulcastPublisher) publication(t *testing.T) *Publication {
@@ -232,15 +247,7 @@ func TestSimulcastSwitching(t *testing.T) {
 	}
 	switchTo := func(i, layer int) {
 		s.SetMaxLayer(layer)
-		end := time.Now().Add(waitFor)
-		for s.CurrentLayer() != layer {
-			if time.Now().After(end) {
-				t.Fatalf("switch %d: subscriber on layer %d after %s; want %d", i, s.CurrentLayer(), waitFor, layer)
-			}
-			pub.sendFrame(t)
-			time.Sleep(time.Millisecond)
-			collect()
-		}
+		pub.untilLayer(t, s, layer, collect)
 		// A few frames on the new layer.
 		for range 3 {
 			pub.sendFrame(t)
@@ -297,7 +304,11 @@ func TestSimulcastSwitching(t *testing.T) {
 		}
 	}
 
-	checkSubscriberStream(t, got)
+	for l, seen := range checkSubscriberStream(t, got, 300, false) {
+		if !seen {
+			t.Errorf("no packet of layer %d received", l)
+		}
+	}
 }
 
 // checkSubscriberStream checks what a subscriber received across layer
@@ -305,16 +316,17 @@ func TestSimulcastSwitching(t *testing.T) {
 // first to last (the resent packet fills its own), timestamps and VP8
 // picture IDs continuous in sequence order, and each packet, the resent
 // one too, from the layer its neighbours in the same run came from with
-// the same sequence number offset.
-func checkSubscriberStream(t *testing.T, got []*rtp.Packet) {
+// the same sequence number offset (unless resumed: a resume starts a run
+// on the same layer with another offset). It returns the layers seen.
+func checkSubscriberStream(t *testing.T, got []*rtp.Packet, least int, resumed bool) (layers [maxLayers]bool) {
 	t.Helper()
 	bySeq := map[uint16]*rtp.Packet{}
 	for _, pkt := range got {
 		checkSimulcastPayload(t, pkt.Payload)
 		bySeq[pkt.SequenceNumber] = pkt
 	}
-	if len(got) < 300 {
-		t.Fatalf("received %d packets; want at least 300", len(got))
+	if len(got) < least {
+		t.Fatalf("received %d packets; want at least %d", len(got), least)
 	}
 	// Order by sequence number from the first received (no wrap: the
 	// stream is far shorter than 32768 packets).
@@ -324,7 +336,6 @@ func checkSubscriberStream(t *testing.T, got []*rtp.Packet) {
 		seqs = append(seqs, int(uint16(seq-first)))
 	}
 	sort.Ints(seqs)
-	var layers [maxLayers]bool
 	for i, d := range seqs {
 		if d != i {
 			t.Fatalf("sequence number %d missing (received %d packets)", first+uint16(i), len(got))
@@ -347,15 +358,10 @@ func checkSubscriberStream(t *testing.T, got []*rtp.Packet) {
 			t.Fatalf("seq %d: TL0PICIDX %d after %d; want %d", pkt.SequenceNumber, pc.tl0, pp.tl0, pp.tl0+1)
 		}
 	}
-	for l, seen := range layers {
-		if !seen {
-			t.Errorf("no packet of layer %d received", l)
-		}
-	}
 	// Within a run of one layer, outgoing minus source sequence number is
 	// constant: a packet resent from the wrong layer, or with the wrong
 	// number, breaks it.
-	for i := 1; i+1 < len(seqs); i++ {
+	for i := 1; i+1 < len(seqs) && !resumed; i++ {
 		pkt := bySeq[first+uint16(i)]
 		l, src := checkSimulcastPayload(t, pkt.Payload)
 		for _, n := range []int{i - 1, i + 1} {
@@ -366,5 +372,73 @@ func checkSubscriberStream(t *testing.T, got []*rtp.Packet) {
 					pkt.SequenceNumber, l, src, nb.SequenceNumber, nl, nsrc)
 			}
 		}
+	}
+	return layers
+}
+
+// TestSimulcastPublicationEnds: a simulcast publication counts a track per
+// layer, pauses and resumes a subscription (at a keyframe, with sequence
+// numbers continuing), and ends, every layer's goroutines with it, when
+// the publisher leaves; a further layer of the same receiver attaches to
+// the publication instead of making another.
+func TestSimulcastPublicationEnds(t *testing.T) {
+	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
+	pub := h.newSimulcastPublisher(t)
+	video := pub.publication(t)
+	if video.Layers() != maxLayers {
+		t.Fatalf("Layers() = %d; want %d", video.Layers(), maxLayers)
+	}
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	s := sub.subscribe(t, video)[0]
+	if got := h.engine.Tracks(); got != maxLayers+1 {
+		t.Errorf("Tracks() = %d; want %d (three layers, one subscription)", got, maxLayers+1)
+	}
+	var r *received
+	for r == nil {
+		pub.sendFrame(t)
+		select {
+		case r = <-sub.tracks:
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	closedWithin(t, s.FirstPacket(), "Subscription.FirstPacket")
+
+	s.SetMaxLayer(0)
+	pub.untilLayer(t, s, 0, func() {})
+	s.Pause()
+	if s.TargetLayer() != -1 || s.MaxLayer() != -1 {
+		t.Errorf("paused: TargetLayer() = %d, MaxLayer() = %d; want -1, -1", s.TargetLayer(), s.MaxLayer())
+	}
+	for range 5 {
+		pub.sendFrame(t)
+	}
+	if got := s.CurrentLayer(); got != -1 {
+		t.Errorf("CurrentLayer() while paused = %d; want -1", got)
+	}
+	s.Resume()
+	pub.untilLayer(t, s, 0, func() {})
+	s.SetAllocatedLayer(-1)
+	pub.sendFrame(t)
+	if got := s.CurrentLayer(); got != -1 {
+		t.Errorf("CurrentLayer() with no layer allocated = %d; want -1", got)
+	}
+	s.SetAllocatedLayer(2)
+	pub.untilLayer(t, s, 0, func() {})
+	for range 10 {
+		pub.sendFrame(t)
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	var got []*rtp.Packet
+	for len(r.pkts) > 0 {
+		got = append(got, <-r.pkts)
+	}
+	checkSubscriberStream(t, got, 10, true)
+
+	_ = pub.pc.Close()
+	closedWithin(t, video.Done(), "Publication.Done after the publisher left")
+	closedWithin(t, s.Done(), "Subscription.Done after the publisher left")
+	if got := h.engine.Tracks(); got != 0 {
+		t.Errorf("Tracks() after the publication ended = %d; want 0", got)
 	}
 }

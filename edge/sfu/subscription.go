@@ -206,7 +206,15 @@ func (s *Subscription) chooseLayer() int32 {
 // comes soon.
 func (s *Subscription) retarget() {
 	t := s.chooseLayer()
-	if s.target.Swap(t) == t || t < 0 {
+	if s.target.Swap(t) == t {
+		return
+	}
+	if t < 0 {
+		// Paused from now on, not from the next packet: a resume waits
+		// for a keyframe.
+		s.mu.Lock()
+		s.m.cur = -1
+		s.mu.Unlock()
 		return
 	}
 	s.mu.Lock()
