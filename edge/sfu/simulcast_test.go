@@ -15,12 +15,13 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// simulcastPublisher is a Pion participant publishing one VP8 track in
-// three RID layers (q, h, f), as a browser does: every packet carries the
-// mid and rid header extensions, and each layer answers a PLI on its SSRC
-// with a keyframe. Every packet is a whole frame whose payload names its
-// layer and source sequence number.
+// simulcastPublisher is a Pion participant publishing one video track
+// (VP8 or H.264) in three RID layers (q, h, f), as a browser does: every
+// packet carries the mid and rid header extensions, and each layer
+// answers a PLI on its SSRC with a keyframe. Every packet is a whole
+// frame whose payload names its layer and source sequence number.
 type simulcastPublisher struct {
+	codec  webrtc.RTPCodecCapability
 	pc     *webrtc.PeerConnection
 	server *webrtc.PeerConnection
 	sender *webrtc.RTPSender
@@ -35,18 +36,23 @@ type simulcastPublisher struct {
 	plis    [maxLayers]atomic.Int64
 }
 
-func (h *harness) newSimulcastPublisher(t *testing.T) *simulcastPublisher {
+// h264 is the H.264 profile test simulcast publishers send, Safari's.
+var h264 = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+	SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}
+
+func (h *harness) newSimulcastPublisher(t *testing.T, codec webrtc.RTPCodecCapability) *simulcastPublisher {
 	t.Helper()
 	api := clientAPIMedia(t, webrtc.ConfigureSimulcastExtensionHeaders, func(se *webrtc.SettingEngine) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	})
 	p := &simulcastPublisher{
+		codec:  codec,
 		pc:     newClientPC(t, api),
 		server: newServerPC(t, h.engine.NewPublisherPeerConnection),
 		pubs:   make(chan *Publication, 1),
 	}
 	for i, rid := range ridOrder {
-		tr, err := webrtc.NewTrackLocalStaticRTP(vp8, "video", "camera", webrtc.WithRTPStreamID(rid))
+		tr, err := webrtc.NewTrackLocalStaticRTP(codec, "video", "camera", webrtc.WithRTPStreamID(rid))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,15 +119,23 @@ func (p *simulcastPublisher) readPLIs(i int, rid string) {
 	}
 }
 
-// simulcastPayload is the payload of frame n of layer l: a VP8 payload
-// descriptor with a 15-bit picture ID and TL0PICIDX (each layer's own
-// numbering, as encoders have), the VP8 header's first byte, then the
-// layer, the source sequence number and filler derived from both.
-func simulcastPayload(l int, n uint32, seq uint16, key bool) []byte {
+// simulcastPayload is the payload of frame n of layer l in codec mime.
+// VP8: a payload descriptor with a 15-bit picture ID and TL0PICIDX (each
+// layer's own numbering, as encoders have) and the VP8 header's first
+// byte; H.264: one NAL unit, IDR or not, its header and five bytes of
+// slice. Then the layer, the source sequence number and filler derived
+// from both.
+func simulcastPayload(mime string, l int, n uint32, seq uint16, key bool) []byte {
 	pic := uint16(n+uint32(l)*5000) & 0x7fff
 	b := []byte{0x90, 0xc0, 0x80 | byte(pic>>8), byte(pic), byte(n) + byte(l*50), 0x01, byte(l), byte(seq >> 8), byte(seq)}
 	if key {
 		b[5] = 0x00
+	}
+	if mime == webrtc.MimeTypeH264 {
+		copy(b, []byte{0x41, 1, 2, 3, 4, 5})
+		if key {
+			b[0] = 0x65
+		}
 	}
 	for i := range 200 {
 		b = append(b, byte(l*31+int(seq)+i))
@@ -161,7 +175,7 @@ func (p *simulcastPublisher) sendFrame(t *testing.T) {
 		if err := h.SetExtension(p.ridID, []byte(ridOrder[l])); err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.WriteRTP(&rtp.Packet{Header: h, Payload: simulcastPayload(l, n, seq, key)}); err != nil {
+		if err := tr.WriteRTP(&rtp.Packet{Header: h, Payload: simulcastPayload(p.codec.MimeType, l, n, seq, key)}); err != nil {
 			t.Fatalf("WriteRTP(layer %d) = %v", l, err)
 		}
 	}
@@ -209,10 +223,17 @@ func (p *simulcastPublisher) publication(t *testing.T) *Publication {
 // stream: sequence numbers without a gap (one packet lost on the way is
 // NACKed and resent, from the layer it came from), timestamps never going
 // back, VP8 picture IDs continuous, and each switch made at a keyframe
-// the server asked the publisher for on the target layer.
+// the server asked the publisher for on the target layer. For VP8 and
+// H.264.
 func TestSimulcastSwitching(t *testing.T) {
+	for _, codec := range []webrtc.RTPCodecCapability{vp8, h264} {
+		t.Run(codec.MimeType, func(t *testing.T) { testSimulcastSwitching(t, codec) })
+	}
+}
+
+func testSimulcastSwitching(t *testing.T, codec webrtc.RTPCodecCapability) {
 	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
-	pub := h.newSimulcastPublisher(t)
+	pub := h.newSimulcastPublisher(t, codec)
 	video := pub.publication(t)
 
 	drop := &dropOnce{}
@@ -304,7 +325,7 @@ func TestSimulcastSwitching(t *testing.T) {
 		}
 	}
 
-	for l, seen := range checkSubscriberStream(t, got, 300, false) {
+	for l, seen := range checkSubscriberStream(t, got, 300, false, codec.MimeType == webrtc.MimeTypeVP8) {
 		if !seen {
 			t.Errorf("no packet of layer %d received", l)
 		}
@@ -313,12 +334,12 @@ func TestSimulcastSwitching(t *testing.T) {
 
 // checkSubscriberStream checks what a subscriber received across layer
 // switches: every payload intact, sequence numbers without a gap from
-// first to last (the resent packet fills its own), timestamps and VP8
-// picture IDs continuous in sequence order, and each packet, the resent
+// first to last (the resent packet fills its own), timestamps rising and
+// (vp8) picture IDs and TL0PICIDX continuous in sequence order, and each packet, the resent
 // one too, from the layer its neighbours in the same run came from with
 // the same sequence number offset (unless resumed: a resume starts a run
 // on the same layer with another offset). It returns the layers seen.
-func checkSubscriberStream(t *testing.T, got []*rtp.Packet, least int, resumed bool) (layers [maxLayers]bool) {
+func checkSubscriberStream(t *testing.T, got []*rtp.Packet, least int, resumed, vp8 bool) (layers [maxLayers]bool) {
 	t.Helper()
 	bySeq := map[uint16]*rtp.Packet{}
 	for _, pkt := range got {
@@ -349,6 +370,9 @@ func checkSubscriberStream(t *testing.T, got []*rtp.Packet, least int, resumed b
 		prev := bySeq[first+uint16(d-1)]
 		if int32(pkt.Timestamp-prev.Timestamp) <= 0 {
 			t.Fatalf("seq %d: timestamp %d after %d; want later (one frame per packet)", pkt.SequenceNumber, pkt.Timestamp, prev.Timestamp)
+		}
+		if !vp8 {
+			continue
 		}
 		pp, pc := parseVP8(prev.Payload), parseVP8(pkt.Payload)
 		if pc.pic != (pp.pic+1)&0x7fff {
@@ -383,7 +407,7 @@ func checkSubscriberStream(t *testing.T, got []*rtp.Packet, least int, resumed b
 // the publication instead of making another.
 func TestSimulcastPublicationEnds(t *testing.T) {
 	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
-	pub := h.newSimulcastPublisher(t)
+	pub := h.newSimulcastPublisher(t, vp8)
 	video := pub.publication(t)
 	if video.Layers() != maxLayers {
 		t.Fatalf("Layers() = %d; want %d", video.Layers(), maxLayers)
@@ -433,7 +457,7 @@ func TestSimulcastPublicationEnds(t *testing.T) {
 	for len(r.pkts) > 0 {
 		got = append(got, <-r.pkts)
 	}
-	checkSubscriberStream(t, got, 10, true)
+	checkSubscriberStream(t, got, 10, true, true)
 
 	_ = pub.pc.Close()
 	closedWithin(t, video.Done(), "Publication.Done after the publisher left")
