@@ -53,6 +53,7 @@ type munger struct {
 	hasPic  bool          // a VP8 picture ID has been sent: lastPic is one
 	lastPic uint16
 	lastTL0 uint8
+	srcHigh uint16 // the newest source sequence number of the current span
 }
 
 func newMunger() munger { return munger{cur: -1} }
@@ -83,6 +84,7 @@ func (m *munger) switchTo(layer int8, in *inbound, d *vp8Descriptor, clock uint3
 	}
 	m.spans[m.n%spanHistory] = sp
 	m.n++
+	m.srcHigh = h.SequenceNumber
 	m.cur = layer
 	if !m.started {
 		m.started = true
@@ -105,15 +107,33 @@ func (m *munger) sent(seq uint16, ts uint32, at time.Duration, d *vp8Descriptor,
 
 // lookup finds the span an outgoing sequence number was sent under, for
 // a NACK; false when it was never sent or is older than the spans kept.
+// Distances are counted back from the newest packet sent, so a span of
+// any length maps right: a sequence number belongs to the newest span
+// that starts at or before it (one that started 32768 or more packets
+// back holds everything after it that the history can still have).
 func (m *munger) lookup(seq uint16) (span, bool) {
-	if !m.started || int16(seq-m.lastSeq) > 0 {
+	back := m.lastSeq - seq
+	if !m.started || back >= 0x8000 {
 		return span{}, false
 	}
 	for i := range min(m.n, spanHistory) {
 		sp := m.spans[(m.n-1-i)%spanHistory]
-		if int16(seq-sp.from) >= 0 {
+		if sp.from == m.lastSeq+1 {
+			continue // nothing sent under it yet
+		}
+		if start := m.lastSeq - sp.from; back <= start || start >= 0x8000 {
 			return sp, true
 		}
 	}
 	return span{}, false
+}
+
+// before reports whether source sequence number seq of the current layer
+// is from before the switch to it: its outgoing number would be one
+// already used. Once the span has run 16384 packets, nothing from before
+// it can still be arriving, and the modular comparison would soon turn
+// around, so nothing is.
+func (m *munger) before(seq uint16) bool {
+	sp := m.span()
+	return m.srcHigh-sp.srcFrom < 0x4000 && int16(seq-sp.srcFrom) < 0
 }

@@ -49,8 +49,8 @@ func (f vp8Frame) marshal(t testing.TB) []byte {
 	return raw
 }
 
-// layered is a three-layer VP8 publication with one subscription whose
-// packets are recorded.
+// layered is a VP8 publication (three layers unless told) with one
+// subscription whose packets are recorded.
 type layered struct {
 	p   *Publication
 	sub *Subscription
@@ -60,7 +60,13 @@ type layered struct {
 
 func newLayered(t testing.TB) *layered {
 	t.Helper()
-	p := layeredPublication(t, 1, maxLayers)
+	return newLayers(t, maxLayers)
+}
+
+// newLayers is newLayered with the given number of layers.
+func newLayers(t testing.TB, layers int) *layered {
+	t.Helper()
+	p := layeredPublication(t, 1, layers)
 	sub := (*p.subs.Load())[0]
 	w := &recordWriter{}
 	sub.bound.Store(&binding{ssrc: 4242, pt: 98, w: w})
@@ -247,3 +253,56 @@ func TestNACKAfterSwitch(t *testing.T) {
 }
 
 func slicesClone(p []rtp.Packet) []rtp.Packet { return append([]rtp.Packet(nil), p...) }
+
+// countWriter counts the packets written and keeps the last one.
+type countWriter struct {
+	n    int
+	last rtp.Packet
+}
+
+func (w *countWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	w.n++
+	w.last = rtp.Packet{Header: *h, Payload: append(w.last.Payload[:0], payload...)}
+	return h.MarshalSize() + len(payload), nil
+}
+
+func (w *countWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// TestMungingLongRun: a stream that stays on one layer for more than
+// 32768 packets (a plain track, or a simulcast layer after a switch) goes
+// on being forwarded in full, and NACKs for its recent packets still map
+// to the right source packet, sequence numbers having wrapped around.
+func TestMungingLongRun(t *testing.T) {
+	for _, layers := range []int{1, maxLayers} {
+		t.Run(string(rune('0'+layers))+" layers", func(t *testing.T) {
+			lp := newLayers(t, layers)
+			w := &countWriter{}
+			lp.sub.bound.Store(&binding{ssrc: 4242, pt: 98, w: w})
+			lp.sub.SetMaxLayer(0)
+			lp.send(t, vp8Frame{layer: 0, seq: 60000, ts: 1, pic: 1, key: true})
+			if layers > 1 {
+				lp.sub.SetMaxLayer(1)
+				lp.send(t, vp8Frame{layer: 1, seq: 30000, ts: 1, pic: 1, key: true})
+			}
+			const run = 50000
+			for i := range run {
+				seq := uint16(60001 + i)
+				if layers > 1 {
+					seq = uint16(30001 + i)
+				}
+				lp.send(t, vp8Frame{layer: min(layers-1, 1), seq: seq, ts: uint32(i) * 3000, pic: uint16(i) & 0x7fff})
+			}
+			if want := min(layers, 2) + run; w.n != want {
+				t.Fatalf("packets forwarded = %d; want %d", w.n, want)
+			}
+			last := w.last
+			if got := lp.sub.rtx.resend(last.SequenceNumber, lp.sub.bound.Load()); got != resent {
+				t.Fatalf("resend(newest, %d) = %v; want resent", last.SequenceNumber, got)
+			}
+			if !bytes.Equal(w.last.Payload, last.Payload) || w.last.SequenceNumber != last.SequenceNumber || w.last.Timestamp != last.Timestamp {
+				t.Errorf("resent packet seq %d ts %d payload %x; want seq %d ts %d payload %x",
+					w.last.SequenceNumber, w.last.Timestamp, w.last.Payload, last.SequenceNumber, last.Timestamp, last.Payload)
+			}
+		})
+	}
+}

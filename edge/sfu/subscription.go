@@ -317,11 +317,14 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 			s.pub.engine.metrics.layerSwitches[layer].Add(1)
 		}
 	}
-	sp := m.span()
 	h := in.h
-	if int16(h.SequenceNumber-sp.srcFrom) < 0 {
+	if m.before(h.SequenceNumber) {
 		return false // from before the switch: its number is taken
 	}
+	if int16(h.SequenceNumber-m.srcHigh) > 0 {
+		m.srcHigh = h.SequenceNumber
+	}
+	sp := m.span()
 	s.fwd = *h
 	s.fwd.SequenceNumber = h.SequenceNumber - sp.seq
 	s.fwd.Timestamp = h.Timestamp - sp.ts
