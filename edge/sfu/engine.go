@@ -1,22 +1,25 @@
 // Package sfu is the media forwarding core: one Engine per instance owns
 // the ICE muxes (one UDP port and one TCP port for every session) and the
 // webrtc.API every PeerConnection is made from; a Publication takes one
-// track a participant publishes and fans its RTP out to the Subscriptions
-// of everyone receiving it, answering their NACKs from a shared buffer and
+// track a participant publishes, plain or in up to three simulcast
+// layers, and fans its RTP out to the Subscriptions of everyone receiving
+// it, each fed from one layer at a time and rewritten into one continuous
+// stream, answering their NACKs from a shared buffer per layer and
 // forwarding their keyframe requests to the publisher, throttled.
 //
 // Signaling, rooms and who subscribes to what live in package edge; this
 // package only moves media.
 //
-// Goroutines: a publication has two (its RTP read loop, which is the only
-// writer of forwarded packets, and a drain of the publisher's RTCP); a
+// Goroutines: a publication has two per layer (its RTP read loop, which
+// writes that layer's forwarded packets, and a drain of its RTCP); a
 // subscription has none: its SubscriberConn's RTCP router hands NACKs and
 // keyframe requests over.
 //
 // Memory: each layer of a video publication has a NACK history, mapped
-// outside the Go heap on Linux and unmapped when the publication ends (packethistory_linux.go).
+// outside the Go heap on Linux and unmapped when the publication ends
+// (packethistory_linux.go).
 //
-// Metrics (Prometheus names; the only attribute is kind=audio|video):
+// Metrics (Prometheus names; with kind=audio|video unless said):
 // media_rtp_received_{packets,bytes}_total,
 // media_rtp_forwarded_{packets,bytes}_total,
 // media_rtcp_nacks_received_total, media_rtp_nacked_packets_total,
