@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -25,6 +26,12 @@ type layer struct {
 
 	ring      *packetRing        // NACK history; nil for audio
 	keyframes *keyframeRequester // nil for audio
+
+	// Whether the publisher still sends the layer (see track). Written by
+	// the publication's read loops.
+	lastAt  atomic.Int64  // the newest packet's arrival, since ringClock
+	others  atomic.Uint64 // packets of the other layers since then
+	stopped atomic.Bool
 }
 
 // newLayer makes the state of one encoding of p.
@@ -39,6 +46,42 @@ func newLayer(p *Publication, index int, remote *webrtc.TrackRemote) *layer {
 		l.keyframes = newKeyframeRequester(e.cfg.PLIInterval, l.sendPLI, p.countThrottled)
 	}
 	return l
+}
+
+// A publisher may stop sending a layer on its own: Chrome drops its top
+// layers when its uplink estimate falls, and resumes them when it
+// recovers. A layer counts as stopped once it has sent nothing for
+// stoppedAfter while the other layers sent at least stoppedOthers
+// packets: a paused encoder, not a slow one (a still screen share sends
+// every layer's frames together, however rarely). Subscriptions then
+// leave it, and come back when it sends again.
+const (
+	stoppedAfter  = 2 * time.Second
+	stoppedOthers = 100
+)
+
+// track records a packet of layer l arriving at at and notices layers
+// stopping and resuming; on either, every subscription picks its layer
+// again. It allocates nothing unless a layer changes.
+func (p *Publication) track(l *layer, at time.Duration) {
+	l.lastAt.Store(int64(at))
+	l.others.Store(0)
+	changed := l.stopped.Load() && l.stopped.CompareAndSwap(true, false)
+	for i := range p.layers {
+		o := p.layers[i].Load()
+		if o == nil || o == l {
+			continue
+		}
+		if o.others.Add(1) >= stoppedOthers && !o.stopped.Load() &&
+			at-time.Duration(o.lastAt.Load()) > stoppedAfter && o.stopped.CompareAndSwap(false, true) {
+			changed = true
+		}
+	}
+	if changed {
+		for _, s := range *p.subs.Load() {
+			s.retarget()
+		}
+	}
 }
 
 // ridOrder is the usual naming of three layers, lowest first (LiveKit's

@@ -306,3 +306,42 @@ func TestMungingLongRun(t *testing.T) {
 		})
 	}
 }
+
+// TestLayerStops: a layer the publisher stops sending while the others go
+// on is left by the subscriptions after stoppedAfter, and taken again as
+// soon as it sends; layers that send rarely but together (a still screen
+// share) are never taken for stopped.
+func TestLayerStops(t *testing.T) {
+	lp := newLayered(t)
+	p, s := lp.p, lp.sub
+	at := time.Duration(0)
+	frame := func(gap time.Duration, packets int, layers ...int) {
+		at += gap
+		for range packets {
+			for _, l := range layers {
+				p.track(p.layer(l), at)
+			}
+		}
+	}
+	// A still screen share: a burst on every layer each 3 s.
+	for range 5 {
+		frame(3*time.Second, 150, 0, 1, 2)
+		if got := s.TargetLayer(); got != 2 {
+			t.Fatalf("target with every layer sending rarely = %d; want 2", got)
+		}
+	}
+	// Layer 2 stops; 0 and 1 go on at 30 frames a second.
+	for range 75 {
+		frame(33*time.Millisecond, 2, 0, 1)
+		if at < 15*time.Second+stoppedAfter && s.TargetLayer() != 2 {
+			t.Fatalf("target %d only %s after layer 2's last packet; want 2", s.TargetLayer(), at-15*time.Second)
+		}
+	}
+	if got := s.TargetLayer(); got != 1 {
+		t.Fatalf("target after layer 2 stopped for %s = %d; want 1", at-15*time.Second, got)
+	}
+	frame(33*time.Millisecond, 1, 2)
+	if got := s.TargetLayer(); got != 2 {
+		t.Fatalf("target once layer 2 sends again = %d; want 2", got)
+	}
+}

@@ -124,6 +124,7 @@ func (p *Publication) attach(index int, remote *webrtc.TrackRemote) error {
 		return fmt.Errorf("sfu: publish layer %q of %s: layer %d is already published", remote.RID(), p.id, index)
 	}
 	l := newLayer(p, index, remote)
+	l.lastAt.Store(int64(time.Since(ringClock)))
 	p.layers[index].Store(l)
 	p.engine.metrics.activeLayers.Add(1)
 	p.loops++
@@ -151,6 +152,13 @@ func (p *Publication) layer(index int) *layer {
 		return nil
 	}
 	return p.layers[index].Load()
+}
+
+// sending reports whether the layer at index has arrived and is not
+// stopped.
+func (p *Publication) sending(index int) bool {
+	l := p.layer(index)
+	return l != nil && !l.stopped.Load()
 }
 
 // Layers reports how many layers the publication has received so far: 1
@@ -300,6 +308,7 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 		l.ring.put(h.SequenceNumber, pkt)
 	}
 	in := inbound{layer: l, h: h, payload: payload, at: time.Since(ringClock), key: -1}
+	p.track(l, in.at)
 	sent := p.engine.fanOut(*p.subs.Load(), &in)
 	m.forwardedPackets[k].Add(uint64(sent))
 	if p.kind == webrtc.RTPCodecTypeVideo {

@@ -31,7 +31,8 @@ type simulcastPublisher struct {
 	midID  uint8
 	ridID  uint8
 
-	frame   uint32 // frames sent per layer
+	frame   uint32          // frames sent per layer
+	muted   [maxLayers]bool // layers not sent (encoder paused)
 	keyNext [maxLayers]atomic.Bool
 	plis    [maxLayers]atomic.Int64
 }
@@ -166,6 +167,9 @@ func (p *simulcastPublisher) sendFrame(t *testing.T) {
 	n := p.frame
 	p.frame++
 	for l, tr := range p.tracks {
+		if p.muted[l] {
+			continue
+		}
 		seq := uint16(l*20000) + uint16(n)
 		key := n == 0 || p.keyNext[l].Swap(false)
 		h := rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(l)*1000000 + n*3000, Marker: true}
@@ -465,4 +469,25 @@ func TestSimulcastPublicationEnds(t *testing.T) {
 	if got := h.engine.Tracks(); got != 0 {
 		t.Errorf("Tracks() after the publication ended = %d; want 0", got)
 	}
+}
+
+// TestSimulcastLayerStops: when the publisher stops sending its top layer
+// (as Chrome does on a weak uplink), a subscriber on it moves to the next
+// layer down, and back up once the layer returns.
+func TestSimulcastLayerStops(t *testing.T) {
+	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
+	pub := h.newSimulcastPublisher(t, vp8)
+	video := pub.publication(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	s := sub.subscribe(t, video)[0]
+	pub.untilLayer(t, s, 2, func() {})
+
+	pub.muted[2] = true
+	start := time.Now()
+	pub.untilLayer(t, s, 1, func() {})
+	if took := time.Since(start); took < stoppedAfter {
+		t.Errorf("left the stopped layer after %s; want no sooner than %s", took, stoppedAfter)
+	}
+	pub.muted[2] = false
+	pub.untilLayer(t, s, 2, func() {})
 }

@@ -181,20 +181,20 @@ func (s *Subscription) TargetLayer() int { return int(s.target.Load()) }
 func clampLayer(l int) int32 { return int32(min(max(l, 0), maxLayers-1)) }
 
 // chooseLayer is the target: the highest layer the publication has
-// within both caps, else its lowest above them; -1 when paused or when it
-// has none yet.
+// (and is sending) within both caps, else its lowest above them; -1 when
+// paused or when it has none yet.
 func (s *Subscription) chooseLayer() int32 {
 	want := int(min(s.requested.Load(), s.allocated.Load()))
 	if s.paused.Load() || want < 0 {
 		return -1
 	}
 	for i := want; i >= 0; i-- {
-		if s.pub.layer(i) != nil {
+		if s.pub.sending(i) {
 			return int32(i)
 		}
 	}
 	for i := want + 1; i < maxLayers; i++ {
-		if s.pub.layer(i) != nil {
+		if s.pub.sending(i) {
 			return int32(i)
 		}
 	}
