@@ -59,7 +59,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 			forward := func() {
 				seq++
 				pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-				p.forward(pkt, &h)
+				p.forward(p.layer(0), pkt, &h)
 			}
 			if got := testing.AllocsPerRun(200, forward); got != 0 {
 				t.Errorf("allocations per forwarded packet to %d subscribers = %v; want 0", n, got)
@@ -82,6 +82,67 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestSimulcastForwardDoesNotAllocate holds the same for a simulcast
+// publication whose subscribers switch layer on every round: the target
+// changes (SetMaxLayer, which asks for a keyframe on the new layer), each
+// layer sends a packet, the new one a keyframe, and every subscriber
+// switches to it, its sequence number, timestamp and VP8 picture ID
+// rewritten (the payload copied to do so).
+func TestSimulcastForwardDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops pooled objects under -race; .ci/run runs this test without it")
+	}
+	for _, n := range []int{1, 50} {
+		t.Run(fmt.Sprintf("subs=%d", n), func(t *testing.T) {
+			p, peers := socketPublicationLayers(t, n, maxLayers)
+			subs := *p.subs.Load()
+			var pkts [maxLayers][2][]byte // by layer: delta, keyframe
+			for l := range pkts {
+				for k := range pkts[l] {
+					f := vp8Frame{layer: l, seq: uint16(1000 * l), ts: uint32(l) * 7777, pic: uint16(l) * 100, key: k == 1}
+					pkts[l][k] = f.marshal(t)
+					pkts[l][k] = append(pkts[l][k], make([]byte, 1000)...) // a realistic size
+				}
+			}
+			var h rtp.Header
+			round := 0
+			forward := func() {
+				round++
+				target := round % maxLayers
+				for _, s := range subs {
+					s.SetMaxLayer(target)
+				}
+				for l := range pkts {
+					key := 0
+					if l == target {
+						key = 1
+					}
+					pkt := pkts[l][key]
+					seq := uint16(1000*l + round)
+					pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+					ts := uint32(l)*7777 + uint32(round)*3000
+					pkt[4], pkt[5], pkt[6], pkt[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
+					p.forward(p.layer(l), pkt, &h)
+				}
+			}
+			for _, peer := range peers {
+				drain(t, peer)
+			}
+			if got := testing.AllocsPerRun(200, forward); got != 0 {
+				t.Errorf("allocations per round of 3 layers to %d switching subscribers = %v; want 0", n, got)
+			}
+			for _, s := range subs {
+				if got, want := s.CurrentLayer(), round%maxLayers; got != want {
+					t.Fatalf("subscriber on layer %d after the last round; want %d", got, want)
+				}
+			}
+			if got := p.engine.metrics.layerPackets[0].Load(); got == 0 {
+				t.Error("no packet forwarded from layer 0")
+			}
+		})
+	}
+}
+
 // subsPerPeer is how many subscribers share one receiving socket: the
 // datagrams of one packet to all of them fit its default receive buffer.
 const subsPerPeer = 25
@@ -91,11 +152,17 @@ const subsPerPeer = 25
 // written through a batchConn.
 func socketPublication(t *testing.T, n int) (*Publication, []*net.UDPConn) {
 	t.Helper()
+	return socketPublicationLayers(t, n, 1)
+}
+
+// socketPublicationLayers is socketPublication with simulcast layers.
+func socketPublicationLayers(t *testing.T, n, layers int) (*Publication, []*net.UDPConn) {
+	t.Helper()
 	conn, _ := newTestBatchConn(t, "127.0.0.1:0")
 	if conn.batch == nil {
 		t.Fatal("no batching on Linux: the batched send is not measured")
 	}
-	p := benchPublication(t, n)
+	p := layeredPublication(t, n, layers)
 	p.engine.udpConn = conn
 	var peers []*net.UDPConn
 	for i, s := range *p.subs.Load() {

@@ -49,9 +49,11 @@ func codecs() []webrtc.RTPCodecParameters {
 }
 
 // newMediaEngine registers our codecs and the transport-cc header
-// extension (needed for TWCC feedback). No other header extensions are
-// negotiated: forwarded packets carry none (see Publication).
-func newMediaEngine() (*webrtc.MediaEngine, error) {
+// extension (needed for TWCC feedback), and for publishers (simulcast)
+// the mid, rid and repaired-rid extensions that name a simulcast
+// packet's layer. No header extension is forwarded: forwarded packets
+// carry none (see parseRTP), so subscribers negotiate only transport-cc.
+func newMediaEngine(simulcast bool) (*webrtc.MediaEngine, error) {
 	m := &webrtc.MediaEngine{}
 	for _, c := range codecs() {
 		kind := webrtc.RTPCodecTypeVideo
@@ -66,6 +68,11 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
 		if err := m.RegisterHeaderExtension(ext, kind); err != nil {
 			return nil, fmt.Errorf("sfu: register transport-cc extension: %w", err)
+		}
+	}
+	if simulcast {
+		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+			return nil, fmt.Errorf("sfu: register simulcast extensions: %w", err)
 		}
 	}
 	return m, nil

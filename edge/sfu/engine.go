@@ -1,30 +1,35 @@
 // Package sfu is the media forwarding core: one Engine per instance owns
 // the ICE muxes (one UDP port and one TCP port for every session) and the
 // webrtc.API every PeerConnection is made from; a Publication takes one
-// track a participant publishes and fans its RTP out to the Subscriptions
-// of everyone receiving it, answering their NACKs from a shared buffer and
+// track a participant publishes, plain or in up to three simulcast
+// layers, and fans its RTP out to the Subscriptions of everyone receiving
+// it, each fed from one layer at a time and rewritten into one continuous
+// stream, answering their NACKs from a shared buffer per layer and
 // forwarding their keyframe requests to the publisher, throttled.
 //
 // Signaling, rooms and who subscribes to what live in package edge; this
 // package only moves media.
 //
-// Goroutines: a publication has two (its RTP read loop, which is the only
-// writer of forwarded packets, and a drain of the publisher's RTCP); a
-// subscription has none on a SubscriberConn from NewSubscriberConn, whose
-// RTCP router hands NACKs and keyframe requests over, and a video one has
-// one (reading the subscriber's RTCP) on any other.
+// Goroutines: a publication has two per layer (its RTP read loop, which
+// writes that layer's forwarded packets, and a drain of its RTCP); a
+// subscription has none: its SubscriberConn's RTCP router hands NACKs and
+// keyframe requests over.
 //
-// Memory: a video publication's NACK history is mapped outside the Go
-// heap on Linux and unmapped when the publication ends (packethistory_linux.go).
+// Memory: each layer of a video publication has a NACK history, mapped
+// outside the Go heap on Linux and unmapped when the publication ends
+// (packethistory_linux.go).
 //
-// Metrics (Prometheus names; the only attribute is kind=audio|video):
+// Metrics (Prometheus names; with kind=audio|video unless said):
 // media_rtp_received_{packets,bytes}_total,
 // media_rtp_forwarded_{packets,bytes}_total,
 // media_rtcp_nacks_received_total, media_rtp_nacked_packets_total,
 // media_rtp_retransmitted_packets_total, media_rtp_nack_misses_total,
 // media_rtp_retransmits_limited_total, media_rtcp_plis_forwarded_total,
 // media_rtcp_plis_throttled_total, media_publications_active and
-// media_subscriptions_active; without attributes,
+// media_subscriptions_active; with layer=0|1|2 (the simulcast layer; 0
+// for a plain track), media_rtp_forwarded_layer_packets_total (video) and
+// media_layer_switches_total (by the layer switched to); without
+// attributes, media_layer_switch_keyframe_requests_total,
 // media_udp_send_errors_total and media_nack_buffer_bytes.
 package sfu
 
@@ -51,8 +56,8 @@ import (
 const tcpMuxReadPackets = 128
 
 // Engine is the instance's media core. It binds its muxes in New and keeps
-// them until Close; every PeerConnection made by NewPeerConnection shares
-// them, so an instance needs one UDP and one TCP port whatever its load.
+// them until Close; every PeerConnection made by NewPublisherPeerConnection
+// and NewSubscriberConn shares them, so an instance needs one UDP and one TCP port whatever its load.
 // An Engine is safe for concurrent use.
 type Engine struct {
 	cfg     Config
@@ -62,7 +67,6 @@ type Engine struct {
 	// One API per role, all on the same muxes and codecs; they differ in
 	// their interceptors (see interceptorSets). Subscriber connections get
 	// an API each (newSubscriberAPI), for their own RTCP router.
-	api         *webrtc.API // both directions
 	pubAPI      *webrtc.API // receive only
 	subSettings webrtc.SettingEngine
 	media       *webrtc.MediaEngine
@@ -73,6 +77,11 @@ type Engine struct {
 	udpAddr *net.UDPAddr
 	tcpMux  ice.TCPMux   // nil when ICE-TCP is off
 	tcpAddr *net.TCPAddr // nil when ICE-TCP is off
+
+	// byRecv finds the publication of a simulcast track by its receiver,
+	// so its later layers attach to it (Publish).
+	pubsMu sync.Mutex
+	byRecv map[*webrtc.RTPReceiver]*Publication
 
 	closeOnce sync.Once
 	closeErr  error
@@ -93,7 +102,7 @@ func New(cfg Config, meter metric.Meter, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: log, metrics: m}
+	e := &Engine{cfg: cfg, log: log, metrics: m, byRecv: map[*webrtc.RTPReceiver]*Publication{}}
 	if err := e.bind(pionLogs{log: log}); err != nil {
 		_ = e.Close()
 		return nil, err
@@ -155,7 +164,11 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
-	me, err := newMediaEngine()
+	me, err := newMediaEngine(false)
+	if err != nil {
+		return err
+	}
+	pubMedia, err := newMediaEngine(true)
 	if err != nil {
 		return err
 	}
@@ -163,11 +176,8 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
-	api := func(se webrtc.SettingEngine, r *interceptor.Registry) *webrtc.API {
-		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(r))
-	}
-	e.api = api(se, registry(sets.receive, sets.send))
-	e.pubAPI = api(se, registry(sets.receive))
+	e.pubAPI = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(pubMedia),
+		webrtc.WithInterceptorRegistry(registry(sets.receive)))
 	e.subSettings, e.media, e.subRegistry = se, me, registry(sets.send)
 	return nil
 }
@@ -250,17 +260,11 @@ func setAcceptanceWaits(se *webrtc.SettingEngine) {
 	se.SetRelayAcceptanceMinWait(relayAcceptanceWait)
 }
 
-// NewPeerConnection makes a PeerConnection on the engine's muxes and
-// codecs that can both receive and send. The caller owns it and closes it.
-// Prefer NewPublisherPeerConnection and NewSubscriberConn, which cost
-// fewer goroutines.
-func (e *Engine) NewPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
-	return newPeerConnection(e.api, c, "peer")
-}
-
 // NewPublisherPeerConnection makes the connection a participant publishes
 // on (the client offers, the server only receives): it has only the
-// receiving interceptors (NACK generator, receiver reports, TWCC).
+// receiving interceptors (NACK generator, receiver reports, TWCC), and
+// it accepts RID simulcast (the mid, rid and repaired-rid header
+// extensions, which Pion reads to tell the layers apart).
 func (e *Engine) NewPublisherPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, error) {
 	return newPeerConnection(e.pubAPI, c, "publisher")
 }
@@ -281,12 +285,13 @@ func (e *Engine) UDPAddr() *net.UDPAddr { return e.udpAddr }
 // is off.
 func (e *Engine) TCPAddr() *net.TCPAddr { return e.tcpAddr }
 
-// Tracks returns the tracks being forwarded now: publications plus
-// subscriptions. The goroutine-leak detector budgets goroutines by it,
-// since each forwarded track runs a few of its own.
+// Tracks returns the tracks being forwarded now: publications' layers
+// (one for a plain track, up to three for simulcast) plus subscriptions.
+// The goroutine-leak detector budgets goroutines by it, since each layer
+// and each subscription runs a few of its own.
 func (e *Engine) Tracks() int {
 	m := e.metrics
-	return int(m.activePubs[0].Load() + m.activePubs[1].Load() + m.activeSubs.Load())
+	return int(m.activeLayers.Load() + m.activeSubs.Load())
 }
 
 // Close closes both muxes (and with them every ICE connection still using

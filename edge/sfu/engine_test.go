@@ -99,7 +99,7 @@ func TestTCPOff(t *testing.T) {
 // offerCandidates gathers a server offer and returns its candidate lines.
 func offerCandidates(t *testing.T, e *Engine) []string {
 	t.Helper()
-	pc := newServerPC(t, e.NewPeerConnection)
+	pc := subscriberConn(t, e).PeerConnection()
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo,
 		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 		t.Fatal(err)

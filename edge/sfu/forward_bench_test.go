@@ -40,17 +40,33 @@ func videoPacket(b testing.TB) []byte {
 	return raw
 }
 
-// benchPublication is a video publication with n bound subscriptions
-// writing to discardWriter, and no goroutines.
+// benchPublication is a VP8 publication without simulcast with n bound
+// subscriptions writing to discardWriter, and no goroutines.
 func benchPublication(b testing.TB, n int) *Publication {
+	b.Helper()
+	return layeredPublication(b, n, 1)
+}
+
+// layeredPublication is benchPublication with the given number of
+// simulcast layers (RIDs q, h, f), whose keyframe requests go nowhere.
+func layeredPublication(b testing.TB, n, layers int) *Publication {
 	b.Helper()
 	m, err := newMetrics(noop.NewMeterProvider().Meter("bench"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &Engine{metrics: m, log: slog.New(slog.DiscardHandler)}
-	p := &Publication{kind: webrtc.RTPCodecTypeVideo, engine: e, ring: newPacketRing(defaultRetransmit, &m.nackBufferBytes)}
-	b.Cleanup(p.ring.release)
+	e := &Engine{cfg: Config{}.withDefaults(), metrics: m, log: slog.New(slog.DiscardHandler)}
+	p := &Publication{kind: webrtc.RTPCodecTypeVideo, engine: e,
+		codec: webrtc.RTPCodecParameters{RTPCodecCapability: vp8}, keyframe: vp8Keyframe, vp8: true}
+	for i := range layers {
+		l := newLayer(p, i, nil)
+		l.keyframes = newKeyframeRequester(0, func() {}, func() {})
+		if layers > 1 {
+			l.rid = ridOrder[i]
+		}
+		b.Cleanup(l.release)
+		p.layers[i].Store(l)
+	}
 	subs := make([]*Subscription, n)
 	for i := range subs {
 		subs[i] = newSubscription(p, nil)
@@ -107,7 +123,7 @@ func benchForward(b *testing.B, p *Publication, n int) {
 	for b.Loop() {
 		seq++
 		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		p.forward(pkt, &h)
+		p.forward(p.layer(0), pkt, &h)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
 }

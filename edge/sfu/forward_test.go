@@ -16,8 +16,7 @@ import (
 // TestForwardToTwoSubscribers: a publisher sends VP8 and Opus; two
 // subscribers each receive every packet with its payload intact and
 // continuous sequence numbers, with the publisher's id as stream id and
-// the publication's id as track id. One subscriber's server connection is
-// a send-only one, the other's a general one.
+// the publication's id as track id.
 func TestForwardToTwoSubscribers(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
@@ -25,7 +24,7 @@ func TestForwardToTwoSubscribers(t *testing.T) {
 
 	subs := []*subscriber{
 		h.newSubscriber(t, clientAPI(t, true)),
-		h.newSubscriberOn(t, clientAPI(t, true), generalConn),
+		h.newSubscriber(t, clientAPI(t, true)),
 	}
 	var tracks []map[webrtc.RTPCodecType]*received
 	for _, s := range subs {

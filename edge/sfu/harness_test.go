@@ -63,13 +63,27 @@ func newHarnessLogging(t testing.TB, cfg Config, log *slog.Logger) *harness {
 // a counter without attributes for kind "".
 func (h *harness) counter(t testing.TB, name, kind string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatalf("Collect() = %v", err)
-	}
 	want := attribute.NewSet()
 	if kind != "" {
 		want = attribute.NewSet(attribute.String("kind", kind))
+	}
+	return h.counterWith(t, name, want)
+}
+
+// layerCounter returns the current value of the counter name for a
+// simulcast layer ("0", "1" or "2").
+func (h *harness) layerCounter(t testing.TB, name, layer string) int64 {
+	t.Helper()
+	return h.counterWith(t, name, attribute.NewSet(attribute.String("layer", layer)))
+}
+
+// counterWith returns the current value of the counter name with the
+// attributes want.
+func (h *harness) counterWith(t testing.TB, name string, want attribute.Set) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("Collect() = %v", err)
 	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
@@ -105,9 +119,19 @@ func clientAPI(t testing.TB, replayProtection bool, extra ...interceptor.Factory
 // clientAPIWith is a test participant's API with settings changed by set.
 func clientAPIWith(t testing.TB, set func(*webrtc.SettingEngine), extra ...interceptor.Factory) *webrtc.API {
 	t.Helper()
+	return clientAPIMedia(t, func(*webrtc.MediaEngine) error { return nil }, set, extra...)
+}
+
+// clientAPIMedia is clientAPIWith with the media engine (Pion's default
+// codecs) added to by media: header extensions, for one.
+func clientAPIMedia(t testing.TB, media func(*webrtc.MediaEngine) error, set func(*webrtc.SettingEngine), extra ...interceptor.Factory) *webrtc.API {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatalf("RegisterDefaultCodecs() = %v", err)
+	}
+	if err := media(m); err != nil {
+		t.Fatalf("media engine: %v", err)
 	}
 	r := &interceptor.Registry{}
 	for _, f := range extra {
@@ -372,36 +396,7 @@ type subscriber struct {
 // connection made by NewSubscriberConn.
 func (h *harness) newSubscriber(t testing.TB, api *webrtc.API) *subscriber {
 	t.Helper()
-	return h.newSubscriberOn(t, api, subscriberConn)
-}
-
-// newConn makes the server side of a test subscriber.
-type newConn func(testing.TB, *Engine) *SubscriberConn
-
-// subscriberConn is a connection from NewSubscriberConn: the subscriber's
-// RTCP arrives through its router.
-func subscriberConn(t testing.TB, e *Engine) *SubscriberConn {
-	t.Helper()
-	c, err := e.NewSubscriberConn(webrtc.Configuration{})
-	if err != nil {
-		t.Fatalf("NewSubscriberConn() = %v", err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// generalConn is a subscriber connection over a general PeerConnection:
-// a video subscription reads its RTCP in a goroutine of its own.
-func generalConn(t testing.TB, e *Engine) *SubscriberConn {
-	t.Helper()
-	return &SubscriberConn{pc: newServerPC(t, e.NewPeerConnection)}
-}
-
-// newSubscriberOn is newSubscriber with the server connection made by
-// dial.
-func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newConn) *subscriber {
-	t.Helper()
-	conn := dial(t, h.engine)
+	conn := subscriberConn(t, h.engine)
 	s := &subscriber{
 		pc:     newClientPC(t, api),
 		conn:   conn,
@@ -418,6 +413,18 @@ func (h *harness) newSubscriberOn(t testing.TB, api *webrtc.API, dial newConn) *
 		}
 	})
 	return s
+}
+
+// subscriberConn is a connection from NewSubscriberConn, closed when the
+// test ends.
+func subscriberConn(t testing.TB, e *Engine) *SubscriberConn {
+	t.Helper()
+	c, err := e.NewSubscriberConn(webrtc.Configuration{})
+	if err != nil {
+		t.Fatalf("NewSubscriberConn() = %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 func (r *received) read() {

@@ -40,8 +40,11 @@ type metrics struct {
 	forwardedPackets [2]atomic.Uint64 // to subscribers
 	forwardedBytes   [2]atomic.Uint64
 	activePubs       [2]atomic.Int64
-	activeSubs       atomic.Int64 // subscriptions now, for Engine.Tracks
-	nackBufferBytes  atomic.Int64 // memory of the publications' NACK histories
+	activeSubs       atomic.Int64             // subscriptions now, for Engine.Tracks
+	activeLayers     atomic.Int64             // publications' layers now, for Engine.Tracks
+	layerPackets     [maxLayers]atomic.Uint64 // forwarded, by source layer
+	layerSwitches    [maxLayers]atomic.Uint64 // subscriptions switched, by the layer switched to
+	nackBufferBytes  atomic.Int64             // memory of the publications' NACK histories
 
 	nacks         metric.Int64Counter // NACK feedback messages from subscribers
 	nackedPackets metric.Int64Counter // packets those NACKs asked for
@@ -53,8 +56,16 @@ type metrics struct {
 	plisThrottled      metric.Int64Counter // requests folded into another one
 	subscriptions      metric.Int64UpDownCounter
 	sendErrors         metric.Int64Counter // datagrams a batched send could not deliver
+	switchKeyframes    metric.Int64Counter // keyframe requests made to switch layer
 
 	reg metric.Registration // the observable callback; kept after Close for the final flush
+}
+
+// layerAttrs are the attribute sets of the per-layer metrics, by layer.
+var layerAttrs = [maxLayers]attribute.Set{
+	attribute.NewSet(attribute.String("layer", "0")),
+	attribute.NewSet(attribute.String("layer", "1")),
+	attribute.NewSet(attribute.String("layer", "2")),
 }
 
 // kindOpt returns the measurement option for kind k.
@@ -84,6 +95,7 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 	m.plis = counter("media_rtcp_plis_forwarded", "Keyframe requests (PLI) sent to publishers.")
 	m.plisThrottled = counter("media_rtcp_plis_throttled", "Keyframe requests folded into another within the PLI interval.")
 	m.sendErrors = counter("media_udp_send_errors", "Datagrams the kernel refused in a batched send (sendmmsg) on the ICE UDP socket.")
+	m.switchKeyframes = counter("media_layer_switch_keyframe_requests", "Keyframe requests made to switch a subscription to another simulcast layer.")
 	if err != nil {
 		return nil, fmt.Errorf("sfu: create counter: %w", err)
 	}
@@ -108,6 +120,7 @@ func (m *metrics) zero() {
 		}
 	}
 	m.sendErrors.Add(bgCtx, 0) // per socket, not per kind
+	m.switchKeyframes.Add(bgCtx, 0)
 }
 
 // observed is one observable instrument and the per-kind values it reports.
@@ -145,11 +158,29 @@ func (m *metrics) observe(meter metric.Meter) error {
 	if err != nil {
 		return fmt.Errorf("sfu: create media_nack_buffer_bytes: %w", err)
 	}
-	obs := make([]metric.Observable, len(insts), len(insts)+1)
-	for i, inst := range insts {
-		obs[i] = inst
+	// The per-layer counts, with the layer attribute (forwarding path
+	// atomics, like the per-kind ones).
+	byLayer := []struct {
+		name, desc string
+		value      *[maxLayers]atomic.Uint64
+	}{
+		{"media_rtp_forwarded_layer_packets", "Video RTP packets forwarded to subscribers, by the simulcast layer they came from (0 for a plain track).", &m.layerPackets},
+		{"media_layer_switches", "Subscriptions switched to another simulcast layer, by the layer switched to.", &m.layerSwitches},
+	}
+	layerInsts := make([]metric.Int64Observable, len(byLayer))
+	for i, o := range byLayer {
+		if layerInsts[i], err = meter.Int64ObservableCounter(o.name, metric.WithDescription(o.desc)); err != nil {
+			return fmt.Errorf("sfu: create %s: %w", o.name, err)
+		}
+	}
+	obs := make([]metric.Observable, 0, len(insts)+1+len(layerInsts))
+	for _, inst := range insts {
+		obs = append(obs, inst)
 	}
 	obs = append(obs, nackBuf)
+	for _, inst := range layerInsts {
+		obs = append(obs, inst)
+	}
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for k, set := range kindAttrs {
 			opt := metric.WithAttributeSet(set)
@@ -158,6 +189,11 @@ func (m *metrics) observe(meter metric.Meter) error {
 			}
 		}
 		o.ObserveInt64(nackBuf, m.nackBufferBytes.Load())
+		for i, inst := range layerInsts {
+			for l, set := range layerAttrs {
+				o.ObserveInt64(inst, int64(byLayer[i].value[l].Load()), metric.WithAttributeSet(set))
+			}
+		}
 		return nil
 	}, obs...)
 	if err != nil {

@@ -6,11 +6,11 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -27,14 +27,17 @@ const maxReadErrors = 100
 // ErrClosed is returned when subscribing to a publication that has ended.
 var ErrClosed = errors.New("sfu: publication closed")
 
-// A Publication is one remote track (from a publisher PeerConnection)
-// fanned out to subscribers. Its read loop goroutine is the only reader of
-// the track and the only writer of forwarded packets; its RTCP goroutine
-// drains the receiver's RTCP so sender reports reach the report
-// interceptor. Keyframe requests (video) are sent by whoever asks, or by
-// a timer when throttled.
+// A Publication is one track a participant publishes, fanned out to
+// subscribers: a plain track, or a simulcast track of up to three layers
+// (RIDs), each a remote track of its own with its SSRC, read loop, NACK
+// history and keyframe requester (see layer). Each layer's read loop
+// goroutine is the only reader of its track and writes its packets to
+// the subscriptions, which keep the layer they forward (Subscription); a
+// second goroutine per layer drains its RTCP so sender reports reach the
+// report interceptor. Keyframe requests (video) are sent by whoever asks,
+// or by a timer when throttled.
 //
-// Subscribers are held in a copy-on-write slice: the read loop loads the
+// Subscribers are held in a copy-on-write slice: the read loops load the
 // current snapshot once per packet with no lock; Subscribe and
 // unsubscribe replace it under mu.
 type Publication struct {
@@ -42,47 +45,96 @@ type Publication struct {
 	streamID string
 	kind     webrtc.RTPCodecType
 	codec    webrtc.RTPCodecParameters
-	ssrc     uint32 // the publisher's media SSRC, for PLIs
+	keyframe func([]byte) bool // whether a payload starts a keyframe (codec's)
+	vp8      bool              // VP8: picture IDs are rewritten across switches
 
 	engine *Engine
-	remote *webrtc.TrackRemote
 	recv   *webrtc.RTPReceiver
 	pc     *webrtc.PeerConnection
 
-	ring      *packetRing        // NACK buffer; nil for audio
-	keyframes *keyframeRequester // nil for audio
+	layers [maxLayers]atomic.Pointer[layer] // by index; nil until it arrives
 
-	mu     sync.Mutex                      // guards closed and writes of subs
-	closed bool                            // no new subscriptions once set
+	mu     sync.Mutex                      // guards closed, loops and writes of subs and layers
+	closed bool                            // no new subscriptions or layers once set
+	loops  int                             // layers' read loops still running
 	subs   atomic.Pointer[[]*Subscription] // snapshot read per packet
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed by Close: stops the goroutines
-	done     chan struct{} // closed when the track ended or on Close
+	done     chan struct{} // closed when every layer ended or on Close
 	wg       sync.WaitGroup
 }
+
+// ErrLayerAttached is returned by Publish, with the publication it
+// returns, when the track is a further simulcast layer (RID) of a track
+// already published on the same receiver: the layer now feeds that
+// publication, and there is no new one to announce.
+var ErrLayerAttached = errors.New("sfu: publish: simulcast layer added to its publication")
 
 // Publish starts forwarding remote, a track received on the publisher's
 // pc through recv. streamID is the publishing participant's id: every
 // subscriber sees it as the track's msid stream id.
+//
+// Pion delivers a simulcast track as one remote track per RID, each
+// through OnTrack: the first makes the publication, and each later one is
+// attached to it as a layer (ErrLayerAttached). Layers are ordered by
+// layerIndex; a fourth is refused.
 func (e *Engine) Publish(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, pc *webrtc.PeerConnection, streamID string) (*Publication, error) {
 	if remote == nil || recv == nil || pc == nil {
 		return nil, errors.New("sfu: publish: track, receiver and peer connection are required")
 	}
+	rid := remote.RID()
+	index := layerIndex(rid, recv)
+	if index < 0 {
+		return nil, fmt.Errorf("sfu: publish: simulcast layer %q is beyond the %d a publication takes", rid, maxLayers)
+	}
+	e.pubsMu.Lock()
+	defer e.pubsMu.Unlock()
+	if p := e.byRecv[recv]; p != nil && rid != "" {
+		if err := p.attach(index, remote); err != nil {
+			return nil, err
+		}
+		return p, ErrLayerAttached
+	}
 	p := &Publication{
 		id: newID("TR_"), streamID: streamID, kind: remote.Kind(), codec: remote.Codec(),
-		ssrc: uint32(remote.SSRC()), engine: e, remote: remote, recv: recv, pc: pc,
-		stop: make(chan struct{}), done: make(chan struct{}),
+		engine: e, recv: recv, pc: pc, stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	p.keyframe = keyframeDetector(p.kind, p.codec.MimeType)
+	p.vp8 = strings.EqualFold(p.codec.MimeType, webrtc.MimeTypeVP8)
 	p.subs.Store(&[]*Subscription{})
-	if p.kind == webrtc.RTPCodecTypeVideo {
-		p.ring = newPacketRing(e.cfg.RetransmitPackets, &e.metrics.nackBufferBytes)
-		p.keyframes = newKeyframeRequester(e.cfg.PLIInterval, p.sendPLI, p.countThrottled)
-	}
 	e.metrics.activePubs[kindIndex(p.kind)].Add(1)
-	p.start(p.readLoop)
-	p.start(p.drainRTCP)
+	if err := p.attach(index, remote); err != nil {
+		return nil, err // not reached: a new publication takes any layer
+	}
+	if rid != "" {
+		e.byRecv[recv] = p
+	}
 	return p, nil
+}
+
+// attach adds the layer remote at index and starts its goroutines.
+func (p *Publication) attach(index int, remote *webrtc.TrackRemote) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.stopping() {
+		return fmt.Errorf("sfu: publish layer %q of %s: %w", remote.RID(), p.id, ErrClosed)
+	}
+	if p.layers[index].Load() != nil {
+		return fmt.Errorf("sfu: publish layer %q of %s: layer %d is already published", remote.RID(), p.id, index)
+	}
+	l := newLayer(p, index, remote)
+	l.lastAt.Store(int64(time.Since(ringClock)))
+	p.layers[index].Store(l)
+	p.engine.metrics.activeLayers.Add(1)
+	p.loops++
+	p.start(func() { p.readLoop(l) })
+	p.start(l.drainRTCP)
+	// Subscriptions waiting for a better layer may now have it.
+	for _, s := range *p.subs.Load() {
+		s.retarget()
+	}
+	return nil
 }
 
 func (p *Publication) start(f func()) {
@@ -91,6 +143,34 @@ func (p *Publication) start(f func()) {
 		defer p.wg.Done()
 		f()
 	}()
+}
+
+// layer returns the layer at index, or nil when it has not arrived (or
+// index is out of range).
+func (p *Publication) layer(index int) *layer {
+	if index < 0 || index >= maxLayers {
+		return nil
+	}
+	return p.layers[index].Load()
+}
+
+// sending reports whether the layer at index has arrived and is not
+// stopped.
+func (p *Publication) sending(index int) bool {
+	l := p.layer(index)
+	return l != nil && !l.stopped.Load()
+}
+
+// Layers reports how many layers the publication has received so far: 1
+// for a plain track, up to 3 for simulcast.
+func (p *Publication) Layers() int {
+	n := 0
+	for i := range p.layers {
+		if p.layers[i].Load() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // ID is the publication's id, unique on this instance: the track id every
@@ -110,28 +190,39 @@ func (p *Publication) Codec() webrtc.RTPCodecParameters { return p.codec }
 // ended (publisher gone or track removed) or Close was called.
 func (p *Publication) Done() <-chan struct{} { return p.done }
 
-// Close stops the read loop, detaches every subscription (RemoveTrack on
-// each subscriber PeerConnection: their owners renegotiate) and waits for
-// the publication's goroutines. It does not close the publisher's
+// Close stops the read loops, detaches every subscription (RemoveTrack
+// on each subscriber PeerConnection: their owners renegotiate) and waits
+// for the publication's goroutines. It does not close the publisher's
 // PeerConnection. It is idempotent.
 func (p *Publication) Close() {
-	p.stopOnce.Do(func() {
-		close(p.stop)
-		// Unblock the reads; Pion returns a timeout from both.
-		_ = p.remote.SetReadDeadline(time.Now())
-		_ = p.recv.SetReadDeadline(time.Now())
-	})
+	p.halt()
 	p.wg.Wait()
 }
 
-// readLoop reads the publisher's packets and forwards each until the track
-// ends or Close; then it ends the publication.
-func (p *Publication) readLoop() {
-	defer p.end()
+// halt closes stop and unblocks every layer's reads (Pion returns a
+// timeout from them); it holds mu so no layer is attached meanwhile.
+func (p *Publication) halt() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopOnce.Do(func() {
+		close(p.stop)
+		now := time.Now()
+		for i := range p.layers {
+			if l := p.layers[i].Load(); l != nil {
+				l.setReadDeadline(now)
+			}
+		}
+	})
+}
+
+// readLoop reads one layer's packets and forwards each until the track
+// ends or Close; the last layer's loop to return ends the publication.
+func (p *Publication) readLoop(l *layer) {
+	defer p.loopEnded()
 	buf := make([]byte, readBufSize)
 	var h rtp.Header
 	for errs := 0; errs < maxReadErrors; {
-		n, _, err := p.remote.Read(buf)
+		n, _, err := l.remote.Read(buf)
 		if err != nil {
 			if p.stopping() || isEnd(err) {
 				return
@@ -140,7 +231,22 @@ func (p *Publication) readLoop() {
 			continue
 		}
 		errs = 0
-		p.forward(buf[:n], &h)
+		p.forward(l, buf[:n], &h)
+	}
+}
+
+// loopEnded counts a layer's read loop out and ends the publication after
+// the last.
+func (p *Publication) loopEnded() {
+	p.mu.Lock()
+	p.loops--
+	last := p.loops == 0
+	if last {
+		p.closed = true
+	}
+	p.mu.Unlock()
+	if last {
+		p.end()
 	}
 }
 
@@ -159,51 +265,97 @@ func isEnd(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// end runs once when the read loop returns: no new subscriptions, every
-// subscription detached, Done closed. Other goroutines are stopped too.
+// end runs once, after the last read loop: no new subscriptions or
+// layers (closed is set), every subscription detached, Done closed. Other
+// goroutines are stopped too.
 func (p *Publication) end() {
 	p.mu.Lock()
-	p.closed = true
 	subs := *p.subs.Load()
 	p.subs.Store(&[]*Subscription{})
 	p.mu.Unlock()
 	for _, s := range subs {
 		s.detach()
 	}
-	if p.keyframes != nil {
-		p.keyframes.stop()
+	for i := range p.layers {
+		if l := p.layers[i].Load(); l != nil {
+			l.release() // after the subscriptions are detached
+			p.engine.metrics.activeLayers.Add(-1)
+		}
 	}
-	if p.ring != nil {
-		// After the subscriptions are detached: a NACK still being
-		// answered finds the ring empty.
-		p.ring.release()
+	p.halt()
+	p.engine.pubsMu.Lock()
+	if p.engine.byRecv[p.recv] == p {
+		delete(p.engine.byRecv, p.recv)
 	}
-	p.stopOnce.Do(func() {
-		close(p.stop)
-		_ = p.recv.SetReadDeadline(time.Now())
-	})
+	p.engine.pubsMu.Unlock()
 	p.engine.metrics.activePubs[kindIndex(p.kind)].Add(-1)
 	close(p.done)
 }
 
-// forward parses one packet from the publisher, buffers it for NACKs and
-// writes it to every subscriber. It allocates nothing: h and pkt are
-// reused by the read loop.
-func (p *Publication) forward(pkt []byte, h *rtp.Header) {
+// forward parses one packet from the publisher on layer l, buffers it
+// for NACKs and writes it to every subscriber that takes that layer. It
+// allocates nothing: h and pkt are reused by the read loop.
+func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	k := kindIndex(p.kind)
-	p.engine.metrics.receivedPackets[k].Add(1)
-	p.engine.metrics.receivedBytes[k].Add(uint64(len(pkt)))
+	m := p.engine.metrics
+	m.receivedPackets[k].Add(1)
+	m.receivedBytes[k].Add(uint64(len(pkt)))
 	payload, ok := parseRTP(pkt, h)
 	if !ok {
 		return
 	}
-	if p.ring != nil {
-		p.ring.put(h.SequenceNumber, pkt)
+	if l.ring != nil {
+		l.ring.put(h.SequenceNumber, pkt)
 	}
-	sent := p.engine.fanOut(*p.subs.Load(), h, payload)
-	p.engine.metrics.forwardedPackets[k].Add(uint64(sent))
+	in := inbound{layer: l, h: h, payload: payload, at: time.Since(ringClock), key: -1}
+	p.track(l, in.at)
+	sent := p.engine.fanOut(*p.subs.Load(), &in)
+	m.forwardedPackets[k].Add(uint64(sent))
+	if p.kind == webrtc.RTPCodecTypeVideo {
+		m.layerPackets[l.index].Add(uint64(sent))
+	}
 	size := h.MarshalSize() + len(payload) + int(h.PaddingSize)
-	p.engine.metrics.forwardedBytes[k].Add(uint64(sent * size))
+	m.forwardedBytes[k].Add(uint64(sent * size))
+}
+
+// inbound is one packet from a publisher on its way to the subscribers.
+type inbound struct {
+	layer   *layer
+	h       *rtp.Header
+	payload []byte
+	at      time.Duration // arrival, since ringClock
+	key     int8          // starts a keyframe: -1 not yet known, 0 no, 1 yes
+	desc    vp8Descriptor // VP8's, once parsed
+	parsed  bool
+}
+
+// vp8 is the packet's VP8 payload descriptor, parsed once for all the
+// subscribers.
+func (in *inbound) vp8() *vp8Descriptor {
+	if !in.parsed {
+		in.desc, in.parsed = parseVP8(in.payload), true
+	}
+	return &in.desc
+}
+
+// clockRate is the codec's RTP clock, for timestamps across a switch.
+func (p *Publication) clockRate() uint32 {
+	if p.codec.ClockRate == 0 {
+		return 90000
+	}
+	return p.codec.ClockRate
+}
+
+// keyframe reports whether the packet starts a keyframe, parsing the
+// payload once for all the subscribers that ask.
+func (in *inbound) keyframe() bool {
+	if in.key < 0 {
+		in.key = 0
+		if in.layer.pub.keyframe(in.payload) {
+			in.key = 1
+		}
+	}
+	return in.key == 1
 }
 
 // parseRTP parses pkt's header into h and returns the payload without
@@ -233,51 +385,18 @@ func parseRTP(pkt []byte, h *rtp.Header) ([]byte, bool) {
 
 // fanOut writes one packet to every subscriber and returns how many took
 // it. It is the whole per-subscriber cost of forwarding on our side.
-func (e *Engine) fanOut(subs []*Subscription, h *rtp.Header, payload []byte) int {
+func (e *Engine) fanOut(subs []*Subscription, in *inbound) int {
 	if len(subs) > 1 && e.udpConn != nil {
 		e.udpConn.hold()
 		defer e.udpConn.release()
 	}
 	sent := 0
 	for _, s := range subs {
-		if s.writeRTP(h, payload) {
+		if s.writeRTP(in) {
 			sent++
 		}
 	}
 	return sent
-}
-
-// drainRTCP reads the publisher's RTCP (sender reports) so the report
-// interceptor sees them; our own decisions need nothing from it.
-func (p *Publication) drainRTCP() {
-	buf := make([]byte, readBufSize)
-	for errs := 0; errs < maxReadErrors; {
-		if _, _, err := p.recv.Read(buf); err == nil {
-			errs = 0
-		} else if p.stopping() || isEnd(err) {
-			return
-		} else {
-			errs++
-		}
-	}
-}
-
-// requestKeyframe asks the publisher for a keyframe, throttled. Audio has
-// no keyframes.
-func (p *Publication) requestKeyframe() {
-	if p.keyframes != nil {
-		p.keyframes.request()
-	}
-}
-
-// sendPLI writes one PLI for the publisher's media SSRC.
-func (p *Publication) sendPLI() {
-	pli := []rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: p.ssrc}}
-	if err := p.pc.WriteRTCP(pli); err != nil {
-		p.engine.log.Debug("pli_write_failed", "publication", p.id, "error", err)
-		return
-	}
-	p.engine.metrics.plis.Add(bgCtx, 1, kindOpt(p.kind))
 }
 
 func (p *Publication) countThrottled() {

@@ -10,7 +10,7 @@ import (
 // retransmitter answers one subscriber's NACKs from its publication's
 // packet buffer, at most Config.RetransmitRate packets a second. Its
 // buffer and header are reused: it is used by one goroutine at a time
-// (the subscription's readRTCP, or the connection's SRTCP reader).
+// (the connection's SRTCP reader, through its rtcpRouter).
 type retransmitter struct {
 	sub   *Subscription
 	buf   []byte
@@ -62,14 +62,19 @@ func addNonZero(c metric.Int64Counter, n int64, opt metric.AddOption) {
 	}
 }
 
-// resend writes the buffered packet seq to the subscriber again through
-// binding b, with the subscriber's SSRC and payload type.
+// resend writes the packet the subscriber knows as seq again through
+// binding b: it finds the layer and source sequence number seq was sent
+// from, and rewrites the buffered copy as it was rewritten then.
 func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
-	ring := r.sub.pub.ring
-	if ring == nil {
+	s := r.sub
+	s.mu.Lock()
+	sp, ok := s.m.lookup(seq)
+	s.mu.Unlock()
+	l := s.pub.layer(int(sp.layer))
+	if !ok || l == nil || l.ring == nil {
 		return missing
 	}
-	n := ring.get(seq, r.buf)
+	n := l.ring.get(seq+sp.seq, r.buf)
 	if n == 0 {
 		return missing
 	}
@@ -80,8 +85,15 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	if !r.limit.Allow() {
 		return limited
 	}
+	r.hdr.SequenceNumber = seq
+	r.hdr.Timestamp -= sp.ts
 	r.hdr.SSRC = b.ssrc
 	r.hdr.PayloadType = b.pt
+	if s.pub.vp8 {
+		if d := parseVP8(payload); !d.invalid && sp.vp8Rewrite(&d) {
+			sp.writeVP8(payload, &d)
+		}
+	}
 	if _, err := b.w.WriteRTP(&r.hdr, payload); err != nil {
 		return missing
 	}

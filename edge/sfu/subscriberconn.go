@@ -18,22 +18,29 @@ import (
 // the removed one never start.
 //
 // Each Subscription on the connection is one outgoing stream (its
-// downTrack, with its own SSRC and sequence numbers) whose source is a
-// Publication. That split is where media that adapts will live (DESIGN.md,
-// "Media that adapts"): the Subscription will own which simulcast layer
-// feeds it and rewrite SSRC, sequence number and timestamp when the layer
-// changes at a keyframe; the SubscriberConn will own the connection's
-// send-side bandwidth estimate (transport-wide feedback arrives per
-// connection, through its rtcpRouter) and choose each subscription's
-// layer, pausing what does not fit. Neither exists yet.
+// downTrack, with its own SSRC and sequence numbers) whose source is one
+// layer of a Publication at a time: the Subscription switches layer at a
+// keyframe and rewrites SSRC, sequence numbers, timestamps and VP8
+// picture IDs so the subscriber sees one stream (see Subscription).
+// Which layer each subscription gets is capped twice, and this is where
+// the next waves plug in (DESIGN.md, "Media that adapts"):
+//   - the subscriber's own request, Subscription.SetMaxLayer, Pause and
+//     Resume: edge calls them for the protocol's quality and pause
+//     messages, and for adaptive stream (the smallest layer covering each
+//     video element's rendered size; invisible ones paused);
+//   - the connection's bandwidth, Subscription.SetAllocatedLayer: the
+//     SubscriberConn will own the send-side estimate (transport-wide
+//     feedback arrives per connection, through its rtcpRouter) and set
+//     each subscription's allocated layer, -1 to pause what does not fit
+//     (audio never), raising them again as it probes up;
+//   - dynacast, per publication: the highest MaxLayer among its
+//     subscriptions says which layers the publisher must keep sending.
 //
 // Goroutines: none of its own. Its rtcpRouter runs on Pion's SRTCP
-// reader; a video Subscription on a connection without a router (a
-// general PeerConnection, which only the package's tests build) reads its
-// RTCP itself.
+// reader.
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
-	router *rtcpRouter // nil on a general PeerConnection
+	router *rtcpRouter
 
 	// mu is held around every change to pc's descriptions, candidates and
 	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack

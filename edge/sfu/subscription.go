@@ -10,20 +10,38 @@ import (
 )
 
 // A Subscription is one outgoing stream on a SubscriberConn: its
-// downTrack, whose source is a publication. The track is bound by Pion
+// downTrack, with its own SSRC, sequence numbers and timestamps, fed from
+// one layer of its publication at a time. The track is bound by Pion
 // once the subscriber's answer is applied; until then, and once its
 // sender stops (Close, or the subscriber's connection closed), packets for
 // it are skipped. For video, the subscriber's feedback is acted on:
-// keyframe requests go to the publisher, NACKs are answered from the
-// publication's buffer; on a connection from NewSubscriberConn that
-// feedback is delivered by the connection's rtcpRouter, elsewhere read by
-// a goroutine of the subscription. Audio needs nothing: Opus is neither
-// NACKed nor keyframed, so a subscriber's reports about it are dropped.
+// keyframe requests go to the publisher (on the layer being forwarded),
+// NACKs are answered from that layer's history; that feedback is
+// delivered by the connection's rtcpRouter. Audio needs nothing: Opus is
+// neither NACKed nor keyframed, so a subscriber's reports about it are
+// dropped.
 //
-// The source is fixed today. With simulcast it becomes the layer the
-// SubscriberConn picks for this subscription within its bandwidth
-// estimate; writeRTP, the one writer of the stream, is where SSRC,
-// sequence number and timestamp will be rewritten across a switch.
+// Layers. The layer forwarded is the target: the highest layer the
+// publication has that is at most both the requested layer (SetMaxLayer:
+// what the subscriber asks for, from signaling or adaptive stream) and
+// the allocated one (SetAllocatedLayer: what the connection's bandwidth
+// estimate leaves it), or none while paused (Pause). When the target
+// changes, a keyframe is asked for on the target layer, and the stream
+// switches when one arrives, not before: until then the old layer goes
+// on. The munger rewrites every packet so the subscriber sees one stream
+// across switches: sequence numbers continuous, timestamps rising by the
+// time between the last packet of the old layer and the keyframe, VP8
+// picture IDs and TL0PICIDX continuous; a NACK maps back through its
+// spans to the layer and source sequence number it was sent from. A plain
+// (non-simulcast) track has one layer and its stream is the publisher's,
+// unchanged but for SSRC and payload type.
+//
+// How the next waves plug in: the signaling's quality requests and
+// adaptive stream's rendered sizes call SetMaxLayer, Pause and Resume;
+// the SubscriberConn's bandwidth estimator calls SetAllocatedLayer for
+// each subscription it caps; dynacast reads MaxLayer across a
+// publication's subscriptions to tell the publisher which layers anyone
+// needs.
 type Subscription struct {
 	pub    *Publication
 	conn   *SubscriberConn
@@ -32,24 +50,31 @@ type Subscription struct {
 
 	bound atomic.Pointer[binding] // nil while unbound
 
-	// router delivers the subscriber's RTCP to a video subscription on a
-	// connection from NewSubscriberConn; without one, a video
-	// subscription reads it in its own goroutine (readRTCP). rtx answers
-	// the NACKs either way (nil for audio).
+	// router delivers the subscriber's RTCP to a video subscription
+	// (nil for audio); rtx answers the NACKs (nil for audio).
 	router *rtcpRouter
 	rtx    *retransmitter
 
-	// fwd is the header written to this subscriber, reused for every
-	// forwarded packet; flowing says the first packet was written. Only the
-	// publication's read loop touches them.
+	requested atomic.Int32 // the layer asked for; starts at the highest
+	allocated atomic.Int32 // the layer the bandwidth estimate allows
+	paused    atomic.Bool
+	target    atomic.Int32 // chosen from the three above; -1 none
+
+	// mu guards the stream's state below: the layers' read loops write
+	// packets concurrently, and NACKs are mapped through the spans. fwd is
+	// the header written to this subscriber, reused for every forwarded
+	// packet; scratch holds a VP8 payload whose descriptor is rewritten;
+	// flowing says the first packet was written.
+	mu      sync.Mutex
+	m       munger
 	fwd     rtp.Header
+	scratch []byte
 	flowing bool
 	first   chan struct{} // closed once flowing
 
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{} // closed when the subscription has ended
-	wg        sync.WaitGroup
 }
 
 // binding is what Pion gave the downstream track when it bound it to the
@@ -61,9 +86,8 @@ type binding struct {
 	w    webrtc.TrackLocalWriter
 }
 
-// subscribe is SubscriberConn.Subscribe: it adds the track to c and,
-// for a video track on a connection without a router, starts reading the
-// subscriber's RTCP.
+// subscribe is SubscriberConn.Subscribe: it adds the track to c and puts
+// the subscription into the fan-out.
 func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 	s := newSubscription(p, c)
 	if p.kind == webrtc.RTPCodecTypeVideo {
@@ -80,10 +104,6 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 	s.sender = sender
 	p.engine.metrics.subscriptions.Add(bgCtx, 1, kindOpt(p.kind))
 	p.engine.metrics.activeSubs.Add(1)
-	if p.kind == webrtc.RTPCodecTypeVideo && s.router == nil {
-		s.wg.Add(1)
-		go s.readRTCP()
-	}
 	if err := p.add(s); err != nil {
 		_ = s.detach()
 		return nil, err
@@ -94,9 +114,132 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 // newSubscription makes the subscription's state, not yet in pc or in the
 // fan-out.
 func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
-	s := &Subscription{pub: p, conn: c, done: make(chan struct{}), first: make(chan struct{})}
+	s := &Subscription{pub: p, conn: c, m: newMunger(), done: make(chan struct{}), first: make(chan struct{})}
 	s.track = &downTrack{sub: s}
+	s.requested.Store(maxLayers - 1)
+	s.allocated.Store(maxLayers - 1)
+	s.target.Store(s.chooseLayer())
+	if p.vp8 {
+		s.scratch = make([]byte, maxRingPacket)
+	}
 	return s
+}
+
+// SetMaxLayer sets the highest layer the subscriber asks for (0 lowest,
+// 2 highest; a publication without simulcast has only 0, which any value
+// gets). Out of range values are clamped.
+func (s *Subscription) SetMaxLayer(layer int) {
+	s.requested.Store(clampLayer(layer))
+	s.retarget()
+}
+
+// MaxLayer is the highest layer the subscriber asks for, or -1 while
+// paused: what dynacast will combine across a publication's subscribers.
+func (s *Subscription) MaxLayer() int {
+	if s.paused.Load() {
+		return -1
+	}
+	return int(s.requested.Load())
+}
+
+// SetAllocatedLayer sets the highest layer the connection's bandwidth
+// estimate leaves this subscription; -1 pauses it until raised again.
+func (s *Subscription) SetAllocatedLayer(layer int) {
+	if layer < 0 {
+		s.allocated.Store(-1)
+	} else {
+		s.allocated.Store(clampLayer(layer))
+	}
+	s.retarget()
+}
+
+// Pause stops forwarding at once; Resume starts again at the next
+// keyframe (asked for), with sequence numbers continuing where they were.
+func (s *Subscription) Pause() {
+	s.paused.Store(true)
+	s.retarget()
+}
+
+// Resume undoes Pause.
+func (s *Subscription) Resume() {
+	s.paused.Store(false)
+	s.retarget()
+}
+
+// CurrentLayer is the layer being forwarded now, or -1 (not started,
+// paused, or waiting for the keyframe to resume).
+func (s *Subscription) CurrentLayer() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int(s.m.cur)
+}
+
+// TargetLayer is the layer the subscription is switching to (or is on),
+// -1 for none.
+func (s *Subscription) TargetLayer() int { return int(s.target.Load()) }
+
+func clampLayer(l int) int32 { return int32(min(max(l, 0), maxLayers-1)) }
+
+// chooseLayer is the target: the highest layer the publication has
+// (and is sending) within both caps, else its lowest above them; -1 when
+// paused or when it has none yet.
+func (s *Subscription) chooseLayer() int32 {
+	want := int(min(s.requested.Load(), s.allocated.Load()))
+	if s.paused.Load() || want < 0 {
+		return -1
+	}
+	for i := want; i >= 0; i-- {
+		if s.pub.sending(i) {
+			return int32(i)
+		}
+	}
+	for i := want + 1; i < maxLayers; i++ {
+		if s.pub.sending(i) {
+			return int32(i)
+		}
+	}
+	return -1
+}
+
+// retarget recomputes the target; when it changed to a layer not being
+// forwarded, it asks the publisher for a keyframe on it, so the switch
+// comes soon.
+func (s *Subscription) retarget() {
+	t := s.chooseLayer()
+	if s.target.Swap(t) == t {
+		return
+	}
+	if t < 0 {
+		// Paused from now on, not from the next packet: a resume waits
+		// for a keyframe.
+		s.mu.Lock()
+		s.m.cur = -1
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	cur := s.m.cur
+	s.mu.Unlock()
+	if l := s.pub.layer(int(t)); l != nil && int32(cur) != t {
+		l.requestKeyframe()
+		if l.keyframes != nil {
+			s.pub.engine.metrics.switchKeyframes.Add(bgCtx, 1)
+		}
+	}
+}
+
+// requestKeyframe asks for a keyframe on the layer being forwarded, or on
+// the target while none is.
+func (s *Subscription) requestKeyframe() {
+	s.mu.Lock()
+	cur := int(s.m.cur)
+	s.mu.Unlock()
+	if cur < 0 {
+		cur = int(s.target.Load())
+	}
+	if l := s.pub.layer(cur); l != nil {
+		l.requestKeyframe()
+	}
 }
 
 // Publication is the publication this subscription forwards.
@@ -114,8 +257,7 @@ func (s *Subscription) FirstPacket() <-chan struct{} { return s.first }
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // Close stops forwarding to the subscriber and removes the track from its
-// PeerConnection (the caller renegotiates); it waits for the RTCP
-// goroutine. A subscriber PeerConnection that is already closed is not an
+// PeerConnection (the caller renegotiates). A subscriber PeerConnection that is already closed is not an
 // error. It is idempotent.
 func (s *Subscription) Close() error {
 	s.pub.remove(s)
@@ -131,7 +273,6 @@ func (s *Subscription) detach() error {
 		if err := s.conn.removeTrack(s.sender); err != nil {
 			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
 		}
-		s.wg.Wait()
 		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
 		s.pub.engine.metrics.activeSubs.Add(-1)
 		close(s.done)
@@ -140,21 +281,68 @@ func (s *Subscription) detach() error {
 	return s.closeErr
 }
 
-// writeRTP forwards one packet with the subscriber's SSRC and payload
-// type. It is called only by the publication's read loop and allocates
-// nothing. It reports whether the packet was sent.
-func (s *Subscription) writeRTP(h *rtp.Header, payload []byte) bool {
+// writeRTP forwards one packet from the publisher, rewritten into the
+// subscriber's stream, if it is from the layer forwarded, or is the
+// keyframe to switch to the target at. It is called only by the
+// publication's read loops and allocates nothing. It reports whether the
+// packet was sent.
+func (s *Subscription) writeRTP(in *inbound) bool {
 	b := s.bound.Load()
 	if b == nil {
 		return false
 	}
+	target := int8(s.target.Load())
+	layer := int8(in.layer.index)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := &s.m
+	if target < 0 {
+		m.cur = -1 // paused: a keyframe restarts the stream
+		return false
+	}
+	var d *vp8Descriptor
+	if s.pub.vp8 {
+		d = in.vp8()
+	}
+	if layer != m.cur {
+		// A plain track's stream starts at any packet, as the publisher
+		// sends it; a switch, a resume or a simulcast start waits for a
+		// keyframe.
+		if layer != target || (m.started || in.layer.rid != "") && !in.keyframe() {
+			return false
+		}
+		switched := m.started
+		m.switchTo(layer, in, d, s.pub.clockRate())
+		if switched {
+			s.pub.engine.metrics.layerSwitches[layer].Add(1)
+		}
+	}
+	h := in.h
+	if m.before(h.SequenceNumber) {
+		return false // from before the switch: its number is taken
+	}
+	if int16(h.SequenceNumber-m.srcHigh) > 0 {
+		m.srcHigh = h.SequenceNumber
+	}
+	sp := m.span()
 	s.fwd = *h
+	s.fwd.SequenceNumber = h.SequenceNumber - sp.seq
+	s.fwd.Timestamp = h.Timestamp - sp.ts
 	s.fwd.SSRC = b.ssrc
 	s.fwd.PayloadType = b.pt
+	payload := in.payload
+	if d != nil && !d.invalid && sp.vp8Rewrite(d) {
+		payload = s.scratch[:copy(s.scratch, payload)]
+		sp.writeVP8(payload, d)
+	}
 	n, err := b.w.WriteRTP(&s.fwd, payload)
 	if err != nil || n == 0 {
 		return false
 	}
+	if d != nil && d.invalid {
+		d = nil
+	}
+	m.sent(s.fwd.SequenceNumber, s.fwd.Timestamp, in.at, d, sp)
 	if !s.flowing {
 		s.flowing = true
 		close(s.first)
@@ -194,7 +382,7 @@ func (t *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if r := t.sub.router; r != nil {
 		r.route(b.ssrc, t.sub.onRTCP)
 	}
-	pub.requestKeyframe()
+	t.sub.requestKeyframe()
 	return c, nil
 }
 
@@ -214,7 +402,8 @@ func (t *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
 // ID is the publication's id: stable for as long as it is published.
 func (t *downTrack) ID() string { return t.sub.pub.id }
 
-// RID is empty: no simulcast.
+// RID is empty: whatever the publication's layers, the subscriber gets
+// one stream.
 func (t *downTrack) RID() string { return "" }
 
 // StreamID is the publishing participant's id (the msid stream id).
