@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"errors"
+
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/sfu"
@@ -14,7 +16,14 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		return
 	}
 	p, err := s.deps.media.Publish(remote, recv, s.pub, s.id)
-	if err != nil {
+	switch {
+	case errors.Is(err, sfu.ErrLayerAttached):
+		// A further simulcast layer of a track already published and
+		// announced: it feeds that publication and counts as no track.
+		s.unadmitTrack()
+		s.log.Debug("layer_attached", "publication", p.ID(), "rid", remote.RID())
+		return
+	case err != nil:
 		s.wg.Done()
 		s.log.Warn("publish_failed", "err", err)
 		return
@@ -43,6 +52,15 @@ func (s *Session) admitTrack() bool {
 	s.published++
 	s.wg.Add(1)
 	return true
+}
+
+// unadmitTrack gives back the slot admitTrack reserved, for a track that
+// turned out to be a layer of a publication already counted.
+func (s *Session) unadmitTrack() {
+	s.mu.Lock()
+	s.published--
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // watch waits for p's end (the client stopped sending it) and takes it
