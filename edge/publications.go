@@ -9,23 +9,25 @@ import (
 )
 
 // onTrack publishes a track the client sends: it starts forwarding, tells
-// the room and watches for the track's end.
+// the room and watches for the track's end. A simulcast track arrives as
+// one remote track per layer, all on one receiver, in any order and at
+// once: the receiver is admitted (and counted against MaxTracks) once,
+// and whichever layer the engine makes the publication of is announced;
+// the others join it (ErrLayerAttached).
 func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	s.recordJoin("received")
-	if !s.admitTrack() {
+	if !s.admitTrack(recv) {
 		return
 	}
 	p, err := s.deps.media.Publish(remote, recv, s.pub, s.id)
 	switch {
 	case errors.Is(err, sfu.ErrLayerAttached):
-		// A further simulcast layer of a track already published and
-		// announced: it feeds that publication and counts as no track.
-		s.unadmitTrack()
+		s.wg.Done()
 		s.log.Debug("layer_attached", "publication", p.ID(), "rid", remote.RID())
 		return
 	case err != nil:
 		s.wg.Done()
-		s.log.Warn("publish_failed", "err", err)
+		s.log.Warn("publish_failed", "rid", remote.RID(), "err", err)
 		return
 	}
 	others, ok := s.room.addPublication(s, p)
@@ -38,34 +40,32 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	for _, o := range others {
 		o.subscribe(p)
 	}
-	go s.watch(p)
+	go s.watch(p, recv)
 }
 
-// admitTrack reserves a watcher slot for one more publication, within the
-// track limit; false when the session ended or is at the limit.
-func (s *Session) admitTrack() bool {
+// admitTrack reserves a goroutine slot for a track's publication or
+// layer; false when the session ended, the client may not publish, or
+// recv is a new track beyond the track limit. A receiver counts once,
+// however many simulcast layers it carries.
+func (s *Session) admitTrack(recv *webrtc.RTPReceiver) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended || !s.grants.Publish || s.published >= s.deps.cfg.MaxTracks {
+	if s.ended || !s.grants.Publish {
 		return false
 	}
-	s.published++
+	if _, counted := s.receivers[recv]; !counted {
+		if len(s.receivers) >= s.deps.cfg.MaxTracks {
+			return false
+		}
+		s.receivers[recv] = struct{}{}
+	}
 	s.wg.Add(1)
 	return true
 }
 
-// unadmitTrack gives back the slot admitTrack reserved, for a track that
-// turned out to be a layer of a publication already counted.
-func (s *Session) unadmitTrack() {
-	s.mu.Lock()
-	s.published--
-	s.mu.Unlock()
-	s.wg.Done()
-}
-
 // watch waits for p's end (the client stopped sending it) and takes it
 // out of the room. At the session's end teardown does that instead.
-func (s *Session) watch(p *sfu.Publication) {
+func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver) {
 	defer s.wg.Done()
 	select {
 	case <-p.Done():
@@ -80,6 +80,6 @@ func (s *Session) watch(p *sfu.Publication) {
 		}
 	}
 	s.mu.Lock()
-	s.published--
+	delete(s.receivers, recv)
 	s.mu.Unlock()
 }

@@ -103,13 +103,13 @@ type Session struct {
 	answered    chan struct{} // cap 1: the outstanding offer was answered
 	joinTimed   atomic.Bool   // the join time was recorded
 
-	mu            sync.Mutex                   // guards the fields below
-	ended         bool                         // no new subscriptions or watchers
-	reason        string                       // why it ended
-	subs          map[string]*sfu.Subscription // by publication id
-	published     int                          // publications started
-	candidates    map[uint64]struct{}          // distinct candidates received, both connections: see takeCandidates
-	candidateSeed maphash.Seed                 // keys candidates; set once before the session is shared
+	mu            sync.Mutex                       // guards the fields below
+	ended         bool                             // no new subscriptions or watchers
+	reason        string                           // why it ended
+	subs          map[string]*sfu.Subscription     // by publication id
+	receivers     map[*webrtc.RTPReceiver]struct{} // tracks published and not ended, one per receiver whatever its layers
+	candidates    map[uint64]struct{}              // distinct candidates received, both connections: see takeCandidates
+	candidateSeed maphash.Seed                     // keys candidates; set once before the session is shared
 	held          map[string][]webrtc.ICECandidateInit
 
 	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
@@ -133,6 +133,7 @@ func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time,
 	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
 	s.candidates, s.candidateSeed = make(map[uint64]struct{}), maphash.MakeSeed()
+	s.receivers = make(map[*webrtc.RTPReceiver]struct{})
 	s.ws = newWSClient(conn, deps.cfg.WS, s.writeFailed)
 	var err error
 	if s.pub, err = deps.media.NewPublisherPeerConnection(webrtc.Configuration{}); err != nil {
