@@ -153,10 +153,17 @@ func (r *simulcastReceiver) state() (packets, layer, gaps int) {
 // awaitLayer waits until packets of layer arrive.
 func (r *simulcastReceiver) awaitLayer(t *testing.T, layer int, within time.Duration) {
 	t.Helper()
-	waitFor(t, within, fmt.Sprintf("packets of layer %d", layer), func() bool {
-		_, l, _ := r.state()
-		return l == layer
-	})
+	deadline := time.Now().Add(within)
+	for {
+		n, l, _ := r.state()
+		if l == layer {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receiving layer %d after %s (%d packets); want %d", l, within, n, layer)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // awaitLayers waits for a `layers` message to the publisher c naming
