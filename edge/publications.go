@@ -6,6 +6,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/signal"
 )
 
 // onTrack publishes a track the client sends: it starts forwarding, tells
@@ -40,7 +41,25 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	for _, o := range others {
 		o.subscribe(p)
 	}
-	go s.watch(p, recv)
+	// The need is told on the caller's goroutine, which may hold another
+	// session's lock (subscribe) and must not wait on this client's
+	// queue: watch sends the latest need instead.
+	need := make(chan int, 1)
+	p.OnNeededLayers(func(n int) {
+		select {
+		case <-need: // replaced by the newer need
+		default:
+		}
+		need <- n
+	})
+	go s.watch(p, recv, need)
+}
+
+// sendLayers tells the client which layers of its simulcast track p some
+// subscriber needs (dynacast): the first n.
+func (s *Session) sendLayers(p *sfu.Publication, n int) {
+	s.send(&signal.Message{Type: signal.TypeLayers, TrackID: p.ID(), MID: p.MID(), Active: p.ActiveRIDs(n)})
+	s.deps.metrics.layersSent.Add(bg, 1)
 }
 
 // admitTrack reserves a goroutine slot for a track's publication or
@@ -63,14 +82,21 @@ func (s *Session) admitTrack(recv *webrtc.RTPReceiver) bool {
 	return true
 }
 
-// watch waits for p's end (the client stopped sending it) and takes it
-// out of the room. At the session's end teardown does that instead.
-func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver) {
+// watch sends the client the layers of p its subscribers need (need
+// carries the latest, for a simulcast track) and waits for p's end (the
+// client stopped sending it), then takes it out of the room. At the
+// session's end teardown does that instead.
+func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver, need <-chan int) {
 	defer s.wg.Done()
-	select {
-	case <-p.Done():
-	case <-s.ending:
-		return
+	for done := false; !done; {
+		select {
+		case n := <-need:
+			s.sendLayers(p, n)
+		case <-p.Done():
+			done = true
+		case <-s.ending:
+			return
+		}
 	}
 	others, ok := s.room.removePublication(p)
 	p.Close()
