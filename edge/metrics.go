@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/internal/connlimit"
 )
 
@@ -26,6 +27,8 @@ type metrics struct {
 	joinTime      metric.Float64Histogram   // media_join_duration_seconds{first}
 	conns         metric.Int64UpDownCounter // media_http_conns_active
 	connRefusals  metric.Int64Counter       // media_http_conn_refusals_total{reason}
+	trackSettings metric.Int64Counter       // media_track_settings_total{quality,paused}
+	layersSent    metric.Int64Counter       // media_dynacast_layers_messages_total
 }
 
 // bg is the context of measurements: they are never cancelled.
@@ -58,6 +61,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		signalErrors:  counter("media_signal_errors", "error messages sent to clients, by code."),
 		conns:         upDown("media_http_conns_active", "TCP connections open now on the HTTP port (signaling, health, demo page), WebSockets included."),
 		connRefusals:  counter("media_http_conn_refusals", "TCP connections to the HTTP port reset right after accept by a bound, by reason (per_ip, total)."),
+		trackSettings: counter("media_track_settings", "track_settings requests applied, by quality (low, medium, high) and paused (true, false)."),
+		layersSent:    counter("media_dynacast_layers_messages", "layers messages sent to publishers: dynacast changes of the layers a simulcast track must send."),
 	}
 	var err error
 	x.joinTime, err = m.Float64Histogram("media_join_duration",
@@ -76,6 +81,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		g.Add(bg, 0)
 	}
 	x.slow.Add(bg, 0)
+	x.layersSent.Add(bg, 0)
 	for _, reason := range connlimit.Reasons {
 		x.connRefusals.Add(bg, 0, metric.WithAttributes(attribute.String("reason", string(reason))))
 	}
@@ -96,6 +102,13 @@ func (m *metrics) candidateRefused(reason string) {
 
 func (m *metrics) signalError(code string) {
 	m.signalErrors.Add(bg, 1, metric.WithAttributes(attribute.String("code", code)))
+}
+
+func (m *metrics) trackSetting(quality string, paused bool) {
+	if quality == "" {
+		quality = signal.QualityHigh
+	}
+	m.trackSettings.Add(bg, 1, metric.WithAttributes(attribute.String("quality", quality), attribute.Bool("paused", paused)))
 }
 
 func (m *metrics) connRefused(reason connlimit.Reason) {

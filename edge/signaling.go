@@ -92,6 +92,8 @@ func (s *Session) handle(data []byte) (left bool) {
 		s.handleAnswer(m.SDP)
 	case signal.TypeCandidate:
 		s.handleCandidate(m.Target, *m.Candidate)
+	case signal.TypeTrackSettings:
+		s.handleTrackSettings(m)
 	case signal.TypeLeave:
 		return true
 	}

@@ -1,6 +1,11 @@
 package edge
 
-import "github.com/media-service/media-service/edge/sfu"
+import (
+	"fmt"
+
+	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/signal"
+)
 
 // subscribe forwards p to this participant, if its grants allow, and
 // schedules a subscriber offer.
@@ -62,4 +67,20 @@ func (s *Session) unsubscribe(ps ...*sfu.Publication) {
 	if len(gone) > 0 {
 		s.requestOffer()
 	}
+}
+
+// handleTrackSettings applies a subscriber's track_settings to its
+// subscription of that publication: the quality caps the layer, paused
+// stops or resumes forwarding. Decode has checked the quality.
+func (s *Session) handleTrackSettings(m *signal.Message) {
+	s.mu.Lock()
+	sub := s.subs[m.TrackID]
+	s.mu.Unlock()
+	if sub == nil {
+		s.sendError(signal.CodeUnknownTrack, fmt.Sprintf("no subscribed track %.64q", m.TrackID))
+		return
+	}
+	layer, _ := signal.QualityLayer(m.Quality)
+	s.deps.metrics.trackSetting(m.Quality, m.Paused)
+	sub.Apply(layer, m.Paused)
 }

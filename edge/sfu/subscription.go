@@ -142,6 +142,14 @@ func (s *Subscription) MaxLayer() int {
 	return int(s.requested.Load())
 }
 
+// Apply sets what the subscriber asks for in one step: its highest layer
+// (as SetMaxLayer) and whether it is paused (as Pause and Resume).
+func (s *Subscription) Apply(maxLayer int, paused bool) {
+	s.requested.Store(clampLayer(maxLayer))
+	s.paused.Store(paused)
+	s.retarget()
+}
+
 // SetAllocatedLayer sets the highest layer the connection's bandwidth
 // estimate leaves this subscription; -1 pauses it until raised again.
 func (s *Subscription) SetAllocatedLayer(layer int) {

@@ -26,12 +26,37 @@ const (
 	TypeError             = "error"
 	TypeDraining          = "draining"
 	TypeRedirect          = "redirect"
+	TypeLayers            = "layers"
 
 	TypeOffer     = "offer"
 	TypeAnswer    = "answer"
 	TypeCandidate = "candidate"
 	TypeLeave     = "leave"
+
+	TypeTrackSettings = "track_settings"
 )
+
+// Qualities a subscriber may ask for in track_settings, lowest first: the
+// index of each is the simulcast layer it caps at (see QualityLayer).
+const (
+	QualityLow    = "low"
+	QualityMedium = "medium"
+	QualityHigh   = "high"
+)
+
+// QualityLayer returns the layer index a quality caps at (0 low, 1
+// medium, 2 high; "" is high, the default) and whether q is known.
+func QualityLayer(q string) (int, bool) {
+	switch q {
+	case QualityLow:
+		return 0, true
+	case QualityMedium:
+		return 1, true
+	case QualityHigh, "":
+		return 2, true
+	}
+	return 0, false
+}
 
 // Targets name one of a participant's two PeerConnections.
 const (
@@ -51,6 +76,10 @@ const (
 	CodeTrackLimit       = "track_limit"
 	CodeNotPermitted     = "not_permitted"
 	CodeRateLimited      = "rate_limited"
+	CodeUnknownTrack     = "unknown_track"
+	// CodeInvalidMessage refuses a known message whose values are out of
+	// their set (a track_settings quality); bad_message is for the shape.
+	CodeInvalidMessage = "invalid_message"
 )
 
 // Leave reasons the server sends before it ends a session.
@@ -113,6 +142,18 @@ type Message struct {
 
 	// leave (server to client), redirect
 	Reason string `json:"reason,omitempty"`
+
+	// track_settings, layers: a publication's id (the subscriber-side
+	// track id)
+	TrackID string `json:"track_id,omitempty"`
+	// track_settings: the highest quality wanted ("" is high) and whether
+	// to stop forwarding the track to this subscriber
+	Quality string `json:"quality,omitempty"`
+	Paused  bool   `json:"paused,omitempty"`
+	// layers: the publisher connection's mid of the track, and the RIDs
+	// some subscriber needs; encoded whenever non-nil, so "none" is [].
+	MID    string   `json:"mid,omitempty"`
+	Active []string `json:"active,omitzero"`
 }
 
 // Error is a message refused by Decode: Code is one of the Code values, fit
@@ -179,6 +220,8 @@ func Decode(data []byte) (*Message, error) {
 		return m, needCandidate(m)
 	case TypeLeave:
 		return m, nil
+	case TypeTrackSettings:
+		return m, needTrackSettings(m)
 	}
 	return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown message type %.32q", m.Type)}
 }
@@ -199,6 +242,16 @@ func needCandidate(m *Message) error {
 	}
 	if m.Candidate == nil {
 		return &Error{Code: CodeInvalidCandidate, Message: "candidate needs a candidate object"}
+	}
+	return nil
+}
+
+func needTrackSettings(m *Message) error {
+	if m.TrackID == "" {
+		return &Error{Code: CodeBadMessage, Message: "track_settings needs a track_id"}
+	}
+	if _, ok := QualityLayer(m.Quality); !ok {
+		return &Error{Code: CodeInvalidMessage, Message: `quality must be "low", "medium" or "high"`}
 	}
 	return nil
 }

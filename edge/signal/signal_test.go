@@ -37,6 +37,12 @@ func TestDecode(t *testing.T) {
 		{"candidate without target", `{"type":"candidate","candidate":{"candidate":"x"}}`, "", CodeBadMessage},
 		{"candidate without candidate", `{"type":"candidate","target":"publisher"}`, "", CodeInvalidCandidate},
 		{"candidate not an object", `{"type":"candidate","target":"publisher","candidate":"x"}`, "", CodeBadMessage},
+		{"track_settings", `{"type":"track_settings","track_id":"TR_1","quality":"low","paused":false}`, TypeTrackSettings, ""},
+		{"track_settings default quality", `{"type":"track_settings","track_id":"TR_1","paused":true}`, TypeTrackSettings, ""},
+		{"track_settings without track", `{"type":"track_settings","quality":"low"}`, "", CodeBadMessage},
+		{"track_settings bad quality", `{"type":"track_settings","track_id":"TR_1","quality":"ultra"}`, "", CodeInvalidMessage},
+		{"track_settings paused not a bool", `{"type":"track_settings","track_id":"TR_1","paused":"yes"}`, "", CodeBadMessage},
+		{"layers from client", `{"type":"layers","track_id":"TR_1","active":[]}`, "", CodeUnknownType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +71,17 @@ func TestEncodeJoinedAlwaysHasLists(t *testing.T) {
 	want := `{"type":"joined","protocol":1,"room":"demo","participants":[],"ice_servers":[],"participant":{"id":"PA_1","identity":"a"}}`
 	if string(b) != want {
 		t.Errorf("Encode(joined) = %s; want %s", b, want)
+	}
+}
+
+func TestEncodeLayersAlwaysHasActive(t *testing.T) {
+	b, err := Encode(&Message{Type: TypeLayers, TrackID: "TR_1", MID: "0", Active: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"layers","track_id":"TR_1","mid":"0","active":[]}`
+	if string(b) != want {
+		t.Errorf("Encode(layers) = %s; want %s", b, want)
 	}
 }
 
