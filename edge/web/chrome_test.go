@@ -276,6 +276,9 @@ type transport struct {
 	LocalCandidateType  string
 	RemoteCandidateType string
 	Protocol            string
+	// AvailableOutgoingKbps is the connection's send-side bandwidth
+	// estimate.
+	AvailableOutgoingKbps int
 }
 
 type tile struct {

@@ -131,6 +131,9 @@ func logLayers(t *testing.T, pub *page) snapshot {
 	t.Helper()
 	s := pub.snapshot()
 	l, _ := s.local()
+	if s.Transport != nil {
+		t.Logf("publisher bandwidth estimate: %d kbit/s", s.Transport.Publisher.AvailableOutgoingKbps)
+	}
 	for _, layer := range l.SentLayers {
 		t.Logf("publisher layer %q: active %v, %dx%d at %.0f fps, %d frames, %d bytes, %d PLIs, limited by %q",
 			layer.RID, layer.Active, layer.FrameWidth, layer.FrameHeight, layer.FPS, layer.FramesEncoded,

@@ -648,7 +648,7 @@ function transportOf(report) {
     if (r.type === "transport" && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
   });
   if (!pair) report.forEach((r) => { if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r; });
-  if (!pair) return { rttMs: null, localCandidateType: "", remoteCandidateType: "", protocol: "" };
+  if (!pair) return { rttMs: null, localCandidateType: "", remoteCandidateType: "", protocol: "", availableOutgoingKbps: 0 };
   const local = report.get(pair.localCandidateId) ?? {};
   const remote = report.get(pair.remoteCandidateId) ?? {};
   return {
@@ -656,6 +656,8 @@ function transportOf(report) {
     localCandidateType: local.candidateType ?? "",
     remoteCandidateType: remote.candidateType ?? "",
     protocol: local.relayProtocol || local.protocol || "",
+    // the sender's bandwidth estimate: what simulcast layers it can afford
+    availableOutgoingKbps: Math.round((pair.availableOutgoingBitrate ?? 0) / 1000),
   };
 }
 
