@@ -263,8 +263,8 @@ type snapshot struct {
 	Visibility string
 	// TrackSettings is the last track_settings sent per track id, as JSON.
 	TrackSettings map[string]string
-	Transport *struct{ Publisher, Subscriber transport }
-	Tiles     []tile
+	Transport     *struct{ Publisher, Subscriber transport }
+	Tiles         []tile
 }
 
 type participant struct{ ID, Identity string }
