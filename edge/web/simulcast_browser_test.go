@@ -79,7 +79,9 @@ func TestBrowserSimulcastLayers(t *testing.T) {
 		t.Errorf("publisher received %d PLIs over the test; want at most 60", plis)
 	}
 	for _, p := range []*page{pub, full, low} {
-		if s := p.snapshot(); len(s.Errors) > 0 {
+		s := p.snapshot()
+		t.Logf("%s: page %s, track_settings sent %v", p.name, s.Visibility, s.TrackSettings)
+		if len(s.Errors) > 0 {
 			t.Errorf("%s: page showed errors %v; want none", p.name, s.Errors)
 		}
 	}
