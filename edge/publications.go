@@ -6,6 +6,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/signal"
 )
 
 // onTrack publishes a track the client sends: it starts forwarding, tells
@@ -40,7 +41,15 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	for _, o := range others {
 		o.subscribe(p)
 	}
+	p.OnNeededLayers(func(n int) { s.sendLayers(p, n) })
 	go s.watch(p, recv)
+}
+
+// sendLayers tells the client which layers of its simulcast track p some
+// subscriber needs (dynacast): the first n.
+func (s *Session) sendLayers(p *sfu.Publication, n int) {
+	s.send(&signal.Message{Type: signal.TypeLayers, TrackID: p.ID(), MID: p.MID(), Active: p.ActiveRIDs(n)})
+	s.deps.metrics.layersSent.Add(bg, 1)
 }
 
 // admitTrack reserves a goroutine slot for a track's publication or

@@ -123,6 +123,7 @@ type Client struct {
 	leaveReason      string
 	closeErr         error
 	wg               sync.WaitGroup
+	simulcastTracks
 }
 
 // DialError is a refusal of the WebSocket upgrade: the HTTP status and the
@@ -180,11 +181,12 @@ func newClient(opts Options) (*Client, error) {
 	}
 	return &Client{
 		opts: opts, log: opts.Log,
-		pending: make(map[string][]webrtc.ICECandidateInit),
-		answers: make(chan *signal.Message, 1),
-		events:  make(chan *signal.Message, opts.EventBuffer),
-		tracks:  make(chan *RemoteTrack, defaultTrackBuffer),
-		done:    make(chan struct{}),
+		pending:         make(map[string][]webrtc.ICECandidateInit),
+		simulcastTracks: simulcastTracks{simulcast: make(map[string]*SimulcastTrack)},
+		answers:         make(chan *signal.Message, 1),
+		events:          make(chan *signal.Message, opts.EventBuffer),
+		tracks:          make(chan *RemoteTrack, defaultTrackBuffer),
+		done:            make(chan struct{}),
 	}, nil
 }
 

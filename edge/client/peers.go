@@ -19,9 +19,18 @@ import (
 // candidates included. configure, when not nil, adjusts the settings
 // further (LoopbackOnly, a port range, network types).
 func NewAPI(configure func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+	return newAPI(configure, false)
+}
+
+func newAPI(configure func(*webrtc.SettingEngine), simulcast bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("client: register codecs: %w", err)
+	}
+	if simulcast {
+		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+			return nil, fmt.Errorf("client: register simulcast extensions: %w", err)
+		}
 	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {

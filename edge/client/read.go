@@ -54,6 +54,8 @@ func (c *Client) handle(m *signal.Message) error {
 		c.endMu.Lock()
 		c.leaveReason = m.Reason
 		c.endMu.Unlock()
+	case signal.TypeLayers:
+		c.applyLayers(m)
 	case signal.TypeError:
 		if requestErrors[m.Code] {
 			c.deliverReply(m)

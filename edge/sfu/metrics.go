@@ -44,6 +44,7 @@ type metrics struct {
 	activeLayers     atomic.Int64             // publications' layers now, for Engine.Tracks
 	layerPackets     [maxLayers]atomic.Uint64 // forwarded, by source layer
 	layerSwitches    [maxLayers]atomic.Uint64 // subscriptions switched, by the layer switched to
+	layerReceived    [maxLayers]atomic.Uint64 // video bytes received, by layer
 	nackBufferBytes  atomic.Int64             // memory of the publications' NACK histories
 
 	nacks         metric.Int64Counter // NACK feedback messages from subscribers
@@ -55,11 +56,15 @@ type metrics struct {
 	plis               metric.Int64Counter // keyframe requests sent to publishers
 	plisThrottled      metric.Int64Counter // requests folded into another one
 	subscriptions      metric.Int64UpDownCounter
-	sendErrors         metric.Int64Counter // datagrams a batched send could not deliver
-	switchKeyframes    metric.Int64Counter // keyframe requests made to switch layer
+	sendErrors         metric.Int64Counter       // datagrams a batched send could not deliver
+	switchKeyframes    metric.Int64Counter       // keyframe requests made to switch layer
+	pausedLayers       metric.Int64UpDownCounter // simulcast layers no subscriber needs, by reason
 
 	reg metric.Registration // the observable callback; kept after Close for the final flush
 }
+
+// dynacastReason is the reason attribute of layers dynacast paused.
+var dynacastReason = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", "dynacast")))
 
 // layerAttrs are the attribute sets of the per-layer metrics, by layer.
 var layerAttrs = [maxLayers]attribute.Set{
@@ -103,6 +108,10 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 		metric.WithDescription("Subscriptions (forwarded tracks) now.")); err != nil {
 		return nil, fmt.Errorf("sfu: create media_subscriptions_active: %w", err)
 	}
+	if m.pausedLayers, err = meter.Int64UpDownCounter("media_paused_layers",
+		metric.WithDescription("Simulcast layers publishers are told not to send now, by reason (dynacast: no subscriber needs them).")); err != nil {
+		return nil, fmt.Errorf("sfu: create media_paused_layers: %w", err)
+	}
 	if err := m.observe(meter); err != nil {
 		return nil, err
 	}
@@ -121,6 +130,7 @@ func (m *metrics) zero() {
 	}
 	m.sendErrors.Add(bgCtx, 0) // per socket, not per kind
 	m.switchKeyframes.Add(bgCtx, 0)
+	m.pausedLayers.Add(bgCtx, 0, dynacastReason)
 }
 
 // observed is one observable instrument and the per-kind values it reports.
@@ -166,6 +176,7 @@ func (m *metrics) observe(meter metric.Meter) error {
 	}{
 		{"media_rtp_forwarded_layer_packets", "Video RTP packets forwarded to subscribers, by the simulcast layer they came from (0 for a plain track).", &m.layerPackets},
 		{"media_layer_switches", "Subscriptions switched to another simulcast layer, by the layer switched to.", &m.layerSwitches},
+		{"media_rtp_received_layer_bytes", "Video RTP bytes received from publishers, by simulcast layer (0 for a plain track).", &m.layerReceived},
 	}
 	layerInsts := make([]metric.Int64Observable, len(byLayer))
 	for i, o := range byLayer {

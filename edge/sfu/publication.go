@@ -41,12 +41,15 @@ var ErrClosed = errors.New("sfu: publication closed")
 // current snapshot once per packet with no lock; Subscribe and
 // unsubscribe replace it under mu.
 type Publication struct {
-	id       string
-	streamID string
-	kind     webrtc.RTPCodecType
-	codec    webrtc.RTPCodecParameters
-	keyframe func([]byte) bool // whether a payload starts a keyframe (codec's)
-	vp8      bool              // VP8: picture IDs are rewritten across switches
+	id        string
+	streamID  string
+	kind      webrtc.RTPCodecType
+	codec     webrtc.RTPCodecParameters
+	keyframe  func([]byte) bool // whether a payload starts a keyframe (codec's)
+	vp8       bool              // VP8: picture IDs are rewritten across switches
+	simulcast bool              // published with RIDs: dynacast applies
+
+	dyn dynacast
 
 	engine *Engine
 	recv   *webrtc.RTPReceiver
@@ -102,6 +105,7 @@ func (e *Engine) Publish(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, p
 	}
 	p.keyframe = keyframeDetector(p.kind, p.codec.MimeType)
 	p.vp8 = strings.EqualFold(p.codec.MimeType, webrtc.MimeTypeVP8)
+	p.simulcast = rid != ""
 	p.subs.Store(&[]*Subscription{})
 	e.metrics.activePubs[kindIndex(p.kind)].Add(1)
 	if err := p.attach(index, remote); err != nil {
@@ -269,6 +273,7 @@ func isEnd(err error) bool {
 // layers (closed is set), every subscription detached, Done closed. Other
 // goroutines are stopped too.
 func (p *Publication) end() {
+	p.closeDynacast()
 	p.mu.Lock()
 	subs := *p.subs.Load()
 	p.subs.Store(&[]*Subscription{})
@@ -300,6 +305,9 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	m := p.engine.metrics
 	m.receivedPackets[k].Add(1)
 	m.receivedBytes[k].Add(uint64(len(pkt)))
+	if p.kind == webrtc.RTPCodecTypeVideo {
+		m.layerReceived[l.index].Add(uint64(len(pkt)))
+	}
 	payload, ok := parseRTP(pkt, h)
 	if !ok {
 		return
@@ -406,12 +414,14 @@ func (p *Publication) countThrottled() {
 // add puts s into the fan-out, unless the publication has ended.
 func (p *Publication) add(s *Subscription) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return fmt.Errorf("sfu: subscribe to %s: %w", p.id, ErrClosed)
 	}
 	next := append(slices.Clone(*p.subs.Load()), s)
 	p.subs.Store(&next)
+	p.mu.Unlock()
+	p.needChanged()
 	return nil
 }
 
@@ -419,12 +429,14 @@ func (p *Publication) add(s *Subscription) error {
 // from its next packet.
 func (p *Publication) remove(s *Subscription) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	cur := *p.subs.Load()
 	i := slices.Index(cur, s)
 	if i < 0 {
+		p.mu.Unlock()
 		return
 	}
 	next := slices.Delete(slices.Clone(cur), i, i+1)
 	p.subs.Store(&next)
+	p.mu.Unlock()
+	p.needChanged()
 }

@@ -131,6 +131,7 @@ func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
 func (s *Subscription) SetMaxLayer(layer int) {
 	s.requested.Store(clampLayer(layer))
 	s.retarget()
+	s.pub.needChanged()
 }
 
 // MaxLayer is the highest layer the subscriber asks for, or -1 while
@@ -148,6 +149,7 @@ func (s *Subscription) Apply(maxLayer int, paused bool) {
 	s.requested.Store(clampLayer(maxLayer))
 	s.paused.Store(paused)
 	s.retarget()
+	s.pub.needChanged()
 }
 
 // SetAllocatedLayer sets the highest layer the connection's bandwidth
@@ -166,12 +168,14 @@ func (s *Subscription) SetAllocatedLayer(layer int) {
 func (s *Subscription) Pause() {
 	s.paused.Store(true)
 	s.retarget()
+	s.pub.needChanged()
 }
 
 // Resume undoes Pause.
 func (s *Subscription) Resume() {
 	s.paused.Store(false)
 	s.retarget()
+	s.pub.needChanged()
 }
 
 // CurrentLayer is the layer being forwarded now, or -1 (not started,
