@@ -68,6 +68,20 @@ func TestBrowserSimulcastLayers(t *testing.T) {
 		t.Errorf("low viewer froze for %s across the switch to high; want at most %s", gap, maxFreeze)
 	}
 
+	// Dynacast: once no viewer wants more than low, the publisher's
+	// browser stops its two upper encodings (active false in getStats).
+	setQuality(low, "pub", "low")
+	full.eval(`document.querySelector('.tile[data-identity="pub"] .quality').value = "low"`)
+	setQuality(full, "pub", "low")
+	pub.waitFor("stop the upper layers no one watches", simulcastTimeout, func(s snapshot) bool {
+		l, _ := s.local()
+		active := map[string]bool{}
+		for _, layer := range l.SentLayers {
+			active[layer.RID] = layer.Active
+		}
+		return len(active) == 3 && active["q"] && !active["h"] && !active["f"]
+	})
+
 	s := logLayers(t, pub)
 	l, _ := s.local()
 	plis := 0
