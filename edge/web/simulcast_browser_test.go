@@ -3,6 +3,7 @@ package web_test
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -37,10 +38,16 @@ func TestBrowserSimulcastLayers(t *testing.T) {
 	full := b.open(t, "full", joinURL(base, "sim", "full"))
 	waitReceiving(full, "pub")
 	full.eval(`document.querySelector('.tile[data-identity="pub"] video').click()`) // spotlight: the whole call area
+	// Before adaptive stream speaks, the server's default is high, so
+	// wait for the page to have asked for high, then for 1280 px, and
+	// check that it stays after more frames.
 	full.waitFor("receive 1280 px in the spotlit tile", simulcastTimeout, func(s snapshot) bool {
 		r, ok := s.remote("pub")
-		return ok && r.RenderedWidth > 640 && r.FrameWidth == 1280
+		return ok && r.RenderedWidth > 640 && strings.Contains(s.TrackSettings[r.TrackID], `"quality":"high"`) && r.FrameWidth == 1280
 	})
+	if r, _ := waitReceiving(full, "pub").remote("pub"); r.FrameWidth != 1280 {
+		t.Errorf("spotlit tile: frame width %d after more frames; want 1280", r.FrameWidth)
+	}
 	logLayers(t, pub)
 
 	low := b.open(t, "low", joinURL(base, "sim", "low"))
@@ -148,8 +155,10 @@ func logLayers(t *testing.T, pub *page) snapshot {
 	t.Helper()
 	s := pub.snapshot()
 	l, _ := s.local()
+	var pref string
+	pub.value(`mediaClient.session.pcs.publisher.getSenders().find((s) => s.track?.kind === "video")?.getParameters().degradationPreference ?? "unset"`, &pref)
 	if s.Transport != nil {
-		t.Logf("publisher bandwidth estimate: %d kbit/s", s.Transport.Publisher.AvailableOutgoingKbps)
+		t.Logf("publisher bandwidth estimate: %d kbit/s, degradationPreference %s", s.Transport.Publisher.AvailableOutgoingKbps, pref)
 	}
 	for _, layer := range l.SentLayers {
 		t.Logf("publisher layer %q: active %v, %dx%d at %.0f fps, %d frames, %d bytes, %d PLIs, limited by %q",

@@ -327,12 +327,15 @@ export class MediaClient extends EventTarget {
     const hidden = document.visibilityState === "hidden";
     for (const [video, o] of this._observed) {
       const track = video.srcObject?.getVideoTracks?.()[0];
-      if (!track || !this.adaptiveStream) continue;
+      if (!track) continue;
+      // Without adaptive stream an observed track goes back to the
+      // server's default when the application's choice is withdrawn.
+      if (!this.adaptiveStream) { out.set(track.id, { quality: "high", paused: false }); continue; }
       const width = video.clientWidth * (window.devicePixelRatio || 1);
       out.set(track.id, { quality: adaptiveQuality(width), paused: hidden || !o.visible || width === 0 });
     }
     for (const [id, quality] of this._chosen) {
-      out.set(id, { quality, paused: hidden || (out.get(id)?.paused ?? false) });
+      out.set(id, { quality, paused: this.adaptiveStream && (hidden || (out.get(id)?.paused ?? false)) });
     }
     return out;
   }
