@@ -41,8 +41,18 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	for _, o := range others {
 		o.subscribe(p)
 	}
-	p.OnNeededLayers(func(n int) { s.sendLayers(p, n) })
-	go s.watch(p, recv)
+	// The need is told on the caller's goroutine, which may hold another
+	// session's lock (subscribe) and must not wait on this client's
+	// queue: watch sends the latest need instead.
+	need := make(chan int, 1)
+	p.OnNeededLayers(func(n int) {
+		select {
+		case <-need: // replaced by the newer need
+		default:
+		}
+		need <- n
+	})
+	go s.watch(p, recv, need)
 }
 
 // sendLayers tells the client which layers of its simulcast track p some
@@ -72,14 +82,21 @@ func (s *Session) admitTrack(recv *webrtc.RTPReceiver) bool {
 	return true
 }
 
-// watch waits for p's end (the client stopped sending it) and takes it
-// out of the room. At the session's end teardown does that instead.
-func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver) {
+// watch sends the client the layers of p its subscribers need (need
+// carries the latest, for a simulcast track) and waits for p's end (the
+// client stopped sending it), then takes it out of the room. At the
+// session's end teardown does that instead.
+func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver, need <-chan int) {
 	defer s.wg.Done()
-	select {
-	case <-p.Done():
-	case <-s.ending:
-		return
+	for done := false; !done; {
+		select {
+		case n := <-need:
+			s.sendLayers(p, n)
+		case <-p.Done():
+			done = true
+		case <-s.ending:
+			return
+		}
 	}
 	others, ok := s.room.removePublication(p)
 	p.Close()

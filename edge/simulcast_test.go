@@ -1,18 +1,11 @@
 package edge
 
 import (
-	"context"
-	"net"
+	"fmt"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
-	"github.com/pion/rtp"
-	"github.com/pion/sdp/v3"
-	"github.com/pion/webrtc/v4"
-
-	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/edge/signal"
 )
 
 // TestSimulcastPublisherIsOneTrack: a publisher that sends one video track
@@ -25,70 +18,8 @@ func TestSimulcastPublisherIsOneTrack(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.MaxTracks = 2 })
 	bob := ts.dial(t, "r", "bob")
 	got := receive(t, bob)
-	alice := ts.dialWith(t, ts.token(t, "r", "alice", bothGrants), client.Options{API: simulcastAPI(t)})
-
-	rids := []string{"q", "h", "f"}
-	layers := make([]*webrtc.TrackLocalStaticRTP, len(rids))
-	var sender *webrtc.RTPSender
-	for i, rid := range rids {
-		tr, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
-			"video", "camera", webrtc.WithRTPStreamID(rid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		layers[i] = tr
-		if i == 0 {
-			tc, err := alice.Publisher().AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-			if err != nil {
-				t.Fatalf("AddTransceiverFromTrack(%s) = %v", rid, err)
-			}
-			sender = tc.Sender()
-		} else if err := sender.AddEncoding(tr); err != nil {
-			t.Fatalf("AddEncoding(%s) = %v", rid, err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := alice.Publish(ctx); err != nil { // negotiates the layers added above
-		t.Fatalf("Publish: %v", err)
-	}
-	go drainSimulcastRTCP(sender, rids)
-	midID, ridID := simulcastExtensionIDs(t, sender)
-	mid := ""
-	for _, tc := range alice.Publisher().GetTransceivers() {
-		if tc.Sender() == sender {
-			mid = tc.Mid()
-		}
-	}
-
-	stop := make(chan struct{})
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for seq := uint16(1); ; seq++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			for i, tr := range layers {
-				// Every tenth frame a keyframe (VP8 payload header P bit 0),
-				// so a subscriber can start on any layer.
-				p := byte(1)
-				if seq%10 == 0 {
-					p = 0
-				}
-				pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, Marker: true},
-					Payload: []byte{0x10, p, 0x9d, 0x01, 0x2a, byte(i)}}
-				_ = pkt.Header.SetExtension(midID, []byte(mid))
-				_ = pkt.Header.SetExtension(ridID, []byte(rids[i]))
-				_ = tr.WriteRTP(pkt)
-			}
-		}
-	}()
-	defer func() { close(stop); <-sent }()
+	alice := ts.dialSimulcast(t, "r", "alice")
+	publishSimulcast(t, alice)
 
 	waitFor(t, 15*time.Second, "bob receiving alice's simulcast video", func() bool {
 		st, ok := got.stats(alice.ID(), "video")
@@ -108,57 +39,158 @@ func TestSimulcastPublisherIsOneTrack(t *testing.T) {
 	}
 }
 
-// simulcastAPI is the client's API with the mid and rid header
-// extensions a simulcast sender needs, loopback only.
-func simulcastAPI(t *testing.T) *webrtc.API {
-	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+// TestTrackSettings: a subscriber's track_settings choose the layer it
+// receives and pause it, through the real server. low brings layer 0,
+// high layer 2 within a few seconds with sequence numbers unbroken across
+// the switch; paused stops its packets and resuming restarts them; an
+// unknown track or quality gets an error and nothing else changes.
+func TestTrackSettings(t *testing.T) {
+	ts := startServer(t, nil)
+	bob := ts.dial(t, "r", "bob")
+	got := receiveSimulcast(t, bob)
+	alice := ts.dialSimulcast(t, "r", "alice")
+	publishSimulcast(t, alice)
+	id := got.track(t)
+	got.awaitLayer(t, 2, 15*time.Second)
+
+	if err := bob.SetTrackSettings(id, signal.QualityLow, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+	got.awaitLayer(t, 0, 5*time.Second)
+	_, _, gaps := got.state()
+	if err := bob.SetTrackSettings(id, signal.QualityHigh, false); err != nil {
 		t.Fatal(err)
 	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	got.awaitLayer(t, 2, 5*time.Second)
+	if _, _, g := got.state(); g != gaps {
+		t.Errorf("sequence gaps across the switch to high: %d; want 0", g-gaps)
+	}
+
+	if err := bob.SetTrackSettings(id, "", true); err != nil {
 		t.Fatal(err)
 	}
-	var se webrtc.SettingEngine
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	waitStill(t, got, 5*time.Second)
+	if err := bob.SetTrackSettings(id, "", false); err != nil {
+		t.Fatal(err)
+	}
+	n, _, _ := got.state()
+	waitFor(t, 5*time.Second, "packets after resume", func() bool {
+		m, _, _ := got.state()
+		return m > n+10
+	})
+
+	if err := bob.SetTrackSettings("TR_nosuchtrack", signal.QualityLow, false); err != nil {
+		t.Fatal(err)
+	}
+	if m := waitEvent(t, bob, 5*time.Second, "unknown_track error", isType(signal.TypeError)); m.Code != signal.CodeUnknownTrack {
+		t.Errorf("error code = %q; want %q", m.Code, signal.CodeUnknownTrack)
+	}
+	if err := bob.SendRaw([]byte(`{"type":"track_settings","track_id":"` + id + `","quality":"ultra"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := waitEvent(t, bob, 5*time.Second, "invalid_message error", isType(signal.TypeError)); m.Code != signal.CodeInvalidMessage {
+		t.Errorf("error code = %q; want %q", m.Code, signal.CodeInvalidMessage)
+	}
+	n, _, _ = got.state()
+	waitFor(t, 5*time.Second, "packets after the refused settings", func() bool {
+		m, l, _ := got.state()
+		return m > n+10 && l == 2
+	})
+	if c := ts.counter(t, "media_track_settings", "quality", "low"); c != 1 {
+		t.Errorf("media_track_settings{quality=low} = %d; want 1", c)
+	}
 }
 
-// simulcastExtensionIDs are the negotiated ids of the mid and rid header
-// extensions on sender.
-func simulcastExtensionIDs(t *testing.T, sender *webrtc.RTPSender) (mid, rid uint8) {
+// waitStill waits until r has received nothing for half a second.
+func waitStill(t *testing.T, r *simulcastReceiver, within time.Duration) {
 	t.Helper()
-	for _, x := range sender.GetParameters().HeaderExtensions {
-		switch x.URI {
-		case sdp.SDESMidURI:
-			mid = uint8(x.ID)
-		case sdp.SDESRTPStreamIDURI:
-			rid = uint8(x.ID)
+	n, _, _ := r.state()
+	since := time.Now()
+	waitFor(t, within, "packets stopping", func() bool {
+		m, _, _ := r.state()
+		if m != n {
+			n, since = m, time.Now()
 		}
-	}
-	if mid == 0 || rid == 0 {
-		t.Fatalf("negotiated header extensions %+v; want mid and rid", sender.GetParameters().HeaderExtensions)
-	}
-	return mid, rid
+		return time.Since(since) >= 500*time.Millisecond
+	})
 }
 
-// drainSimulcastRTCP reads each layer's RTCP so the sender's interceptors
-// run; it ends when the sender stops.
-func drainSimulcastRTCP(sender *webrtc.RTPSender, rids []string) {
-	for _, rid := range rids {
-		go func() {
-			for {
-				if _, _, err := sender.ReadSimulcastRTCP(rid); err != nil {
-					return
-				}
+// TestDynacast: the publisher is told which layers its subscribers need,
+// and a publisher that obeys stops sending the others: with only a low
+// subscriber it sends q alone and the server receives nothing more on
+// layer 2; a second subscriber asking high brings all three back at once;
+// it leaving brings back q alone; a pause leaves none.
+func TestDynacast(t *testing.T) {
+	ts := startServer(t, nil)
+	bob := ts.dial(t, "r", "bob")
+	got := receiveSimulcast(t, bob)
+	alice := ts.dialSimulcast(t, "r", "alice")
+	pub := publishSimulcast(t, alice)
+	id := got.track(t)
+	awaitLayers(t, alice, 15*time.Second, "q", "h", "f")
+
+	if err := bob.SetTrackSettings(id, signal.QualityLow, false); err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	m := awaitLayers(t, alice, 5*time.Second, "q")
+	if m.TrackID != id || m.MID != pub.track.MID() {
+		t.Errorf("layers for track %q mid %q; want %q and %q", m.TrackID, m.MID, id, pub.track.MID())
+	}
+	waitLayerBytes(t, ts, false, asked, 2*time.Second)
+	if pub.track.Active(2) || !pub.track.Active(0) {
+		t.Errorf("publisher active layers q=%v f=%v; want q only", pub.track.Active(0), pub.track.Active(2))
+	}
+	if n := ts.counter(t, "media_paused_layers", "reason", "dynacast"); n != 2 {
+		t.Errorf("media_paused_layers{reason=dynacast} = %d; want 2", n)
+	}
+
+	carol := ts.dial(t, "r", "carol")
+	receiveSimulcast(t, carol)
+	awaitLayers(t, alice, 10*time.Second, "q", "h", "f")
+	waitLayerBytes(t, ts, true, time.Now(), 2*time.Second)
+
+	carol.Close()
+	awaitLayers(t, alice, 10*time.Second, "q")
+	if err := bob.SetTrackSettings(id, signal.QualityHigh, false); err != nil {
+		t.Fatal(err)
+	}
+	asked = time.Now()
+	awaitLayers(t, alice, 5*time.Second, "q", "h", "f")
+	waitLayerBytes(t, ts, true, asked, 2*time.Second)
+	got.awaitLayer(t, 2, 5*time.Second)
+
+	if err := bob.SetTrackSettings(id, signal.QualityHigh, true); err != nil {
+		t.Fatal(err)
+	}
+	awaitLayers(t, alice, 5*time.Second, []string{}...)
+}
+
+// waitLayerBytes waits until the server's received bytes on layer 2 are
+// flowing (or have stopped: unchanged for 300 ms), and fails if that
+// took longer than limit after since. The wait itself allows more, so a
+// miss reports how long it took.
+func waitLayerBytes(t *testing.T, ts *testServer, flowing bool, since time.Time, limit time.Duration) {
+	t.Helper()
+	read := func() int64 { return ts.counter(t, "media_rtp_received_layer_bytes", "layer", "2") }
+	last, lastAt := read(), time.Now()
+	var at time.Time
+	waitFor(t, limit+5*time.Second, fmt.Sprintf("layer 2 bytes flowing=%v", flowing), func() bool {
+		n := read()
+		if n != last {
+			last, lastAt = n, time.Now()
+			if flowing {
+				at = lastAt
+				return true
 			}
-		}()
+		}
+		if !flowing && time.Since(lastAt) >= 300*time.Millisecond {
+			at = lastAt
+			return true
+		}
+		return false
+	})
+	if took := at.Sub(since); took > limit {
+		t.Errorf("layer 2 bytes flowing=%v after %s; want within %s", flowing, took, limit)
 	}
 }

@@ -32,8 +32,9 @@ type dynacast struct {
 // nobody receives it or every subscriber paused it) whenever that
 // changes: a rise at once, a fall after dynacastHold without change. f is
 // told the current need at once, runs on whichever goroutine made the
-// change (or a timer's), one call at a time, and must not call back into
-// the publication's subscriptions. It is never called for a publication
+// change (or a timer's; that goroutine may hold its owner's locks), one
+// call at a time, and must return quickly and not call back into the
+// publication's subscriptions. It is never called for a publication
 // without simulcast.
 func (p *Publication) OnNeededLayers(f func(needed int)) {
 	if !p.simulcast {
