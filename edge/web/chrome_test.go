@@ -191,6 +191,20 @@ func (p *page) eval(script string) {
 	}
 }
 
+// value evaluates a script in the page and decodes its result into v.
+func (p *page) value(script string, v any) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](script))
+	if err != nil {
+		p.t.Fatalf("%s: eval %s: %v", p.name, script, err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		p.t.Fatalf("%s: decode %s: %v", p.name, raw, err)
+	}
+}
+
 // typeInto replaces the text of the input with that id, as the user would.
 func (p *page) typeInto(id, text string) {
 	p.t.Helper()
@@ -244,8 +258,13 @@ type snapshot struct {
 	Errors    []struct{ Code, Message string }
 	Muted     muted
 	Receivers int // transceivers of the subscriber connection
-	Transport *struct{ Publisher, Subscriber transport }
-	Tiles     []tile
+	// Visibility is document.visibilityState: adaptive stream pauses
+	// every track of a hidden page.
+	Visibility string
+	// TrackSettings is the last track_settings sent per track id, as JSON.
+	TrackSettings map[string]string
+	Transport     *struct{ Publisher, Subscriber transport }
+	Tiles         []tile
 }
 
 type participant struct{ ID, Identity string }
@@ -257,6 +276,9 @@ type transport struct {
 	LocalCandidateType  string
 	RemoteCandidateType string
 	Protocol            string
+	// AvailableOutgoingKbps is the connection's send-side bandwidth
+	// estimate.
+	AvailableOutgoingKbps int
 }
 
 type tile struct {
@@ -269,6 +291,36 @@ type tile struct {
 	FramesDecoded        int
 	AudioPacketsReceived int
 	BitrateKbps          float64
+	FrameWidth           int    // of the video received, from getStats
+	FrameHeight          int    // likewise
+	RenderedWidth        int    // the video element's width in CSS pixels
+	TrackID              string // the video track shown
+	Quality              string // the tile's quality picker
+	SentLayers           []sentLayer
+}
+
+// sentLayer is one video encoding the page sends (its own tile only), from
+// getStats outbound-rtp.
+type sentLayer struct {
+	RID                     string
+	Active                  bool
+	FrameWidth              int
+	FrameHeight             int
+	FPS                     float64
+	FramesEncoded           int
+	BytesSent               int
+	PLICount                int
+	QualityLimitationReason string
+}
+
+// local returns the page's own tile.
+func (s snapshot) local() (tile, bool) {
+	for _, t := range s.Tiles {
+		if t.Local {
+			return t, true
+		}
+	}
+	return tile{}, false
 }
 
 // remote returns the tile of the other participant with that identity.

@@ -3,7 +3,8 @@
 //
 // Query parameters: room, identity, autojoin=1, relay=1 (TURN only),
 // quality=low|standard|high (camera resolution and frame rate), token (an
-// access token, for an instance that is not in dev mode).
+// access token, for an instance that is not in dev mode), simulcast=0 (send
+// one layer instead of simulcast).
 // For tests it exposes window.mediaClient and window.mediaDemo.snapshot().
 
 import { MediaClient, devToken } from "./client.js";
@@ -64,7 +65,7 @@ async function join() {
   if (!$("join-form").reportValidity()) return;
   sessionStorage.setItem(IDENTITY_KEY, identity);
   const video = QUALITY[query.get("quality")] ?? QUALITY.standard;
-  client = new MediaClient({ relayOnly: $("relay").checked, media: { audio: true, video } });
+  client = new MediaClient({ relayOnly: $("relay").checked, media: { audio: true, video }, simulcast: query.get("simulcast") !== "0" });
   window.mediaClient = client;
   wire(client);
   showCall(room);
@@ -165,6 +166,15 @@ function addTile(p, local = false) {
     el.classList.toggle("local", local);
     t.video.muted = local; // never play our own microphone back
     t.video.addEventListener("playing", () => { el.dataset.playing = "true"; });
+    const picker = el.querySelector(".quality");
+    picker.hidden = local;
+    picker.addEventListener("change", () => {
+      const track = videoTrackOf(t);
+      if (track) client.setTrackQuality(track.id, picker.value);
+    });
+    // Clicking a tile shows it alone, at the size of the call area (and
+    // adaptive stream asks for the layer that size needs).
+    t.video.addEventListener("click", () => spotlight(p.id));
     tiles.set(p.id, t);
     if (local) $("grid").prepend(el); else $("invite").before(el);
     updateCount();
@@ -177,9 +187,23 @@ function addTile(p, local = false) {
   return t;
 }
 
+/** spotlight shows one tile over the whole call area, or the grid again
+ * when that tile is already shown so. */
+function spotlight(id) {
+  const on = $("grid").dataset.spotlight !== id;
+  $("grid").dataset.spotlight = on ? id : "";
+  for (const [tid, t] of tiles) t.el.classList.toggle("spotlit", on && tid === id);
+}
+
+function videoTrackOf(t) {
+  return t.video.srcObject?.getVideoTracks()[0] ?? null;
+}
+
 function removeTile(id) {
   const t = tiles.get(id);
   if (!t) return;
+  if ($("grid").dataset.spotlight === id) spotlight(id);
+  client?.unobserve(t.video);
   t.video.srcObject = null;
   t.el.remove();
   tiles.delete(id);
@@ -199,6 +223,11 @@ function updateCount() {
 function attach(t, stream) {
   if (t.video.srcObject === stream) return;
   t.video.srcObject = stream;
+  if (!t.local) {
+    client.observe(t.video);
+    const track = videoTrackOf(t);
+    t.el.querySelector(".quality").value = track ? client.trackQuality(track.id) : "auto";
+  }
   t.video.play().catch(() => {
     // Autoplay with sound needs a user gesture (autojoin has none): play
     // muted and offer to turn the sound on.
@@ -260,6 +289,15 @@ function renderStats(t, st, local) {
   set("bitrate", `${local ? "↑" : "↓"} ${formatRate(st.bitrateKbps)}`);
   set("lost", `${st.packetsLost} lost`);
   set("rtt", st.rttMs === null ? "RTT –" : `RTT ${st.rttMs} ms`);
+  set("res", resolutionText(st, local));
+}
+
+/** resolutionText is the size of the video received, or for our own tile
+ * the size of each layer we send. */
+function resolutionText(st, local) {
+  if (!local) return st.video.frameWidth ? `${st.video.frameWidth}×${st.video.frameHeight}` : "–";
+  const sizes = (st.layers ?? []).filter((l) => l.frameWidth).map((l) => `${l.frameWidth}×${l.frameHeight}`);
+  return sizes.length ? `↑ ${sizes.join(" ")}` : "–";
 }
 
 function formatRate(kbps) {
@@ -327,6 +365,8 @@ function snapshot() {
     errors: shownErrors,
     transport: lastStats ? { publisher: lastStats.publisher, subscriber: lastStats.subscriber } : null,
     receivers: client?.session?.pcs.subscriber?.getTransceivers().length ?? 0,
+    visibility: document.visibilityState,
+    trackSettings: Object.fromEntries(client?.session?.sentSettings ?? []),
     tiles: [...tiles.values()].map((t) => tileSnapshot(t)),
   };
 }
@@ -341,6 +381,12 @@ function tileSnapshot(t) {
     videoWidth: t.video.videoWidth,
     videoHeight: t.video.videoHeight,
     framesDecoded: st?.video.framesDecoded ?? 0,
+    frameWidth: st?.video.frameWidth ?? 0,
+    frameHeight: st?.video.frameHeight ?? 0,
+    renderedWidth: t.video.clientWidth,
+    trackId: videoTrackOf(t)?.id ?? "",
+    quality: t.el.querySelector(".quality").value,
+    sentLayers: t.local ? (st?.layers ?? []) : [],
     audioPacketsReceived: st?.audio.packetsReceived ?? 0,
     bitrateKbps: st?.bitrateKbps ?? 0,
   };

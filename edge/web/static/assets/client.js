@@ -45,6 +45,48 @@ const MAX_REDIRECTS = 3;
  * receiving us while we move (make before break). */
 const HANDOVER_MAX_MS = 5000;
 
+/** The simulcast layers a camera track is sent as, lowest first, by RID
+ * (edge/PROTOCOL.md: layer 0 is rid q, 1 is h, 2 is f). Each divides the
+ * capture resolution and has a bitrate ceiling in the range other SFUs'
+ * clients use for 180p, 360p and 720p. */
+const SIMULCAST_LAYERS = [
+  { rid: "q", maxBitrate: 150_000 },
+  { rid: "h", maxBitrate: 500_000 },
+  { rid: "f", maxBitrate: 1_700_000 },
+];
+
+/** The quality names of track_settings, lowest first (layer index). */
+export const QUALITIES = ["low", "medium", "high"];
+
+/** How long adaptive stream waits for a tile's size and visibility to
+ * settle before it tells the server: a resize drag or a scroll sends one
+ * track_settings, not one per frame. */
+const ADAPTIVE_DEBOUNCE_MS = 250;
+
+/**
+ * simulcastEncodings is the sendEncodings for a camera captured width
+ * pixels wide: three layers (a quarter, half and full size) from 640 px
+ * up, two (half and full) from 320 px, and none below, where a layer
+ * smaller than 160 px would show nothing useful: the track is then sent
+ * as one plain encoding.
+ * @returns {RTCRtpEncodingParameters[]|null}
+ */
+export function simulcastEncodings(width) {
+  const n = width >= 640 ? 3 : width >= 320 ? 2 : 1;
+  if (n < 2) return null;
+  return SIMULCAST_LAYERS.slice(0, n).map((l, i) => ({
+    rid: l.rid, maxBitrate: l.maxBitrate, scaleResolutionDownBy: 2 ** (n - 1 - i), active: true,
+  }));
+}
+
+/** adaptiveQuality is the layer a video element rendered width device
+ * pixels wide needs: the smallest whose resolution covers it. */
+export function adaptiveQuality(width) {
+  if (width <= 320) return "low";
+  if (width <= 640) return "medium";
+  return "high";
+}
+
 /**
  * devToken asks a dev-mode instance for an access token.
  * It is the demo page's token provider; a real application mints tokens on
@@ -119,12 +161,25 @@ function sleep(ms, signal) {
  */
 export class MediaClient extends EventTarget {
   /**
-   * @param {{relayOnly?: boolean, media?: MediaStreamConstraints}} opts
+   * @param {{relayOnly?: boolean, media?: MediaStreamConstraints, simulcast?: boolean,
+   *   adaptiveStream?: boolean, degradationPreference?: RTCDegradationPreference}} opts
    *   relayOnly sets iceTransportPolicy "relay": media only through TURN.
+   *   simulcast (default true) sends the camera as up to three layers
+   *   (simulcastEncodings), so each viewer gets the size it shows.
+   *   adaptiveStream (default true) asks the server, for every video
+   *   element passed to observe, for the layer its size needs, and pauses
+   *   the track while the element is hidden.
+   *   degradationPreference (default "maintain-resolution" with simulcast,
+   *   the browser's own without) is what the encoder gives up first when
+   *   the CPU or the link cannot keep up: keeping the resolution keeps
+   *   every layer, and the frame rate drops instead.
    */
   constructor(opts = {}) {
     super();
     this.relayOnly = Boolean(opts.relayOnly);
+    this.simulcast = opts.simulcast ?? true;
+    this.adaptiveStream = opts.adaptiveStream ?? true;
+    this.degradationPreference = opts.degradationPreference ?? (this.simulcast ? "maintain-resolution" : "");
     this.mediaConstraints = opts.media ?? {
       audio: true,
       video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } },
@@ -152,6 +207,14 @@ export class MediaClient extends EventTarget {
     this._wanted = false; // the user wants to be in the room
     this._loop = null;    // the running reconnect loop, if any
     this._abort = null;   // aborts the loop's waits on leave
+    /** @type {Map<string, string>} track id -> quality the application chose (setTrackQuality) */
+    this._chosen = new Map();
+    /** @type {Map<HTMLVideoElement, {visible: boolean}>} elements adaptive stream watches */
+    this._observed = new Map();
+    this._resizeObs = null;
+    this._intersectObs = null;
+    this._adaptTimer = 0;
+    this._onVisibility = () => this._scheduleAdapt();
   }
 
   /**
@@ -180,6 +243,12 @@ export class MediaClient extends EventTarget {
     this._session = null;
     s?.leave();
     this._clearRemote();
+    clearTimeout(this._adaptTimer);
+    this._resizeObs?.disconnect();
+    this._intersectObs?.disconnect();
+    document.removeEventListener("visibilitychange", this._onVisibility);
+    this._resizeObs = this._intersectObs = null;
+    this._observed.clear();
     this.localStream?.getTracks().forEach((t) => t.stop());
     this.localStream = null;
     this._setState("closed");
@@ -197,6 +266,83 @@ export class MediaClient extends EventTarget {
   muted(kind) {
     const t = this.localStream?.getTracks().find((x) => x.kind === kind);
     return !t || !t.enabled;
+  }
+
+  /**
+   * setTrackQuality chooses the layer of a received video track (its
+   * MediaStreamTrack id): "low", "medium" or "high"; "auto" or null hands
+   * it back to adaptive stream. A choice wins over the element's size;
+   * a hidden page or element still pauses the track.
+   */
+  setTrackQuality(trackId, quality) {
+    if (quality === "auto" || quality == null) this._chosen.delete(trackId);
+    else if (QUALITIES.includes(quality)) this._chosen.set(trackId, quality);
+    else throw new ClientError("invalid_quality", `quality ${quality}: want low, medium, high or auto`);
+    this._scheduleAdapt(0);
+  }
+
+  /** trackQuality is the choice setTrackQuality made for a track, or "auto". */
+  trackQuality(trackId) {
+    return this._chosen.get(trackId) ?? "auto";
+  }
+
+  /**
+   * observe lets adaptive stream watch a video element that shows a
+   * received stream: its rendered size picks the layer, and while it is
+   * off-screen, not displayed or its page hidden, the track is paused.
+   * Call it again after changing the element's srcObject; unobserve when
+   * the element goes away.
+   */
+  observe(video) {
+    if (!this._resizeObs) {
+      this._resizeObs = new ResizeObserver(() => this._scheduleAdapt());
+      this._intersectObs = new IntersectionObserver((entries) => {
+        for (const e of entries) {
+          const o = this._observed.get(e.target);
+          if (o) o.visible = e.isIntersecting;
+        }
+        this._scheduleAdapt();
+      });
+      document.addEventListener("visibilitychange", this._onVisibility);
+    }
+    if (!this._observed.has(video)) {
+      this._observed.set(video, { visible: true });
+      this._resizeObs.observe(video);
+      this._intersectObs.observe(video);
+    }
+    this._scheduleAdapt();
+  }
+
+  /** unobserve stops watching a video element. */
+  unobserve(video) {
+    if (!this._observed.delete(video)) return;
+    this._resizeObs.unobserve(video);
+    this._intersectObs.unobserve(video);
+  }
+
+  /** trackSettings is what the client wants for each received video track
+   * now: {quality, paused}, by track id. */
+  trackSettings() {
+    const out = new Map();
+    const hidden = document.visibilityState === "hidden";
+    for (const [video, o] of this._observed) {
+      const track = video.srcObject?.getVideoTracks?.()[0];
+      if (!track) continue;
+      // Without adaptive stream an observed track goes back to the
+      // server's default when the application's choice is withdrawn.
+      if (!this.adaptiveStream) { out.set(track.id, { quality: "high", paused: false }); continue; }
+      const width = video.clientWidth * (window.devicePixelRatio || 1);
+      out.set(track.id, { quality: adaptiveQuality(width), paused: hidden || !o.visible || width === 0 });
+    }
+    for (const [id, quality] of this._chosen) {
+      out.set(id, { quality, paused: this.adaptiveStream && (hidden || (out.get(id)?.paused ?? false)) });
+    }
+    return out;
+  }
+
+  _scheduleAdapt(delay = ADAPTIVE_DEBOUNCE_MS) {
+    clearTimeout(this._adaptTimer);
+    this._adaptTimer = setTimeout(() => this._session?.applyTrackSettings(this.trackSettings()), delay);
   }
 
   /** session is the current connection, for stats. */
@@ -231,10 +377,13 @@ export class MediaClient extends EventTarget {
       if (id && out.remote[id]) addInbound(out.remote[id], r, this._rate(r.id, r.bytesReceived, r.timestamp));
     });
     out.local.rttMs = out.publisher.rttMs;
+    out.local.layers = [];
     pub.forEach((r) => {
       if (r.type === "outbound-rtp") out.local.bitrateKbps += this._rate(r.id, r.bytesSent, r.timestamp);
+      if (r.type === "outbound-rtp" && r.kind === "video") out.local.layers.push(outboundLayer(r));
       if (r.type === "remote-inbound-rtp") addRemoteInbound(out.local, r);
     });
+    out.local.layers.sort((a, b) => a.rid.localeCompare(b.rid));
     return out;
   }
 
@@ -349,6 +498,7 @@ export class MediaClient extends EventTarget {
     if (!s.pcs.publisher) s.start(this.localStream);
     for (const stream of s.streams.values()) this._onTrack(s, stream);
     if (old) this._handOver(old, s);
+    this._scheduleAdapt(0);
     this._setState("connected");
     this._emit("joined", { self: this.self, participants: [...this.participants.values()] });
   }
@@ -388,6 +538,7 @@ export class MediaClient extends EventTarget {
     const p = this.participants.get(stream.id) ?? this._addParticipant({ id: stream.id, identity: "" });
     p.stream = stream;
     this._emit("track", { participant: p, stream });
+    this._scheduleAdapt();
   }
 
   _onDraining(s, deadline, url) {
@@ -476,6 +627,17 @@ function addInbound(t, r, kbps) {
   t.video.fps = r.framesPerSecond ?? t.video.fps;
 }
 
+/** outboundLayer is what the demo page and tests show of one encoding we
+ * send: its size, whether the encoder sends it, and why it is smaller
+ * than asked (qualityLimitationReason: "cpu", "bandwidth" or "none"). */
+function outboundLayer(r) {
+  return {
+    rid: r.rid ?? "", active: r.active ?? true, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+    fps: r.framesPerSecond ?? 0, framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0,
+    pliCount: r.pliCount ?? 0, qualityLimitationReason: r.qualityLimitationReason ?? "",
+  };
+}
+
 function addRemoteInbound(t, r) {
   t.packetsLost += Math.max(0, r.packetsLost ?? 0);
   if (r.roundTripTime !== undefined) t.rttMs = Math.round(r.roundTripTime * 1000);
@@ -489,7 +651,7 @@ function transportOf(report) {
     if (r.type === "transport" && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
   });
   if (!pair) report.forEach((r) => { if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r; });
-  if (!pair) return { rttMs: null, localCandidateType: "", remoteCandidateType: "", protocol: "" };
+  if (!pair) return { rttMs: null, localCandidateType: "", remoteCandidateType: "", protocol: "", availableOutgoingKbps: 0 };
   const local = report.get(pair.localCandidateId) ?? {};
   const remote = report.get(pair.remoteCandidateId) ?? {};
   return {
@@ -497,6 +659,8 @@ function transportOf(report) {
     localCandidateType: local.candidateType ?? "",
     remoteCandidateType: remote.candidateType ?? "",
     protocol: local.relayProtocol || local.protocol || "",
+    // the sender's bandwidth estimate: what simulcast layers it can afford
+    availableOutgoingKbps: Math.round((pair.availableOutgoingBitrate ?? 0) / 1000),
   };
 }
 
@@ -541,6 +705,8 @@ class Session {
     this.left = new Set(); // ids of participants that left during this session
     this.adopted = false;  // the client made it its current session
     this.drainTimer = 0;
+    this.sentSettings = new Map(); // track id -> JSON of the last track_settings sent
+    this.layerChain = Promise.resolve(); // setParameters calls, one after the other
 
     const u = new URL(url, location.href);
     /** the signaling URL this session joined at, without the token */
@@ -571,6 +737,7 @@ class Session {
     }
     this.pcs.subscriber.ontrack = (e) => {
       if (!e.streams[0]) return;
+      e.track.addEventListener("ended", () => this.sentSettings.delete(e.track.id));
       this.streams.set(e.streams[0].id, e.streams[0]);
       this.client._onTrack(this, e.streams[0]);
     };
@@ -583,12 +750,71 @@ class Session {
 
   _publish(stream) {
     const pc = this.pcs.publisher;
-    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    for (const track of stream.getTracks()) {
+      const init = { direction: "sendonly", streams: [stream] };
+      const encodings = track.kind === "video" && this.client.simulcast ? simulcastEncodings(track.getSettings().width ?? 0) : null;
+      if (encodings) init.sendEncodings = encodings;
+      pc.addTransceiver(track, init);
+    }
     this._serial("publisher", async () => {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
       this.send({ type: "offer", target: "publisher", sdp: offer.sdp });
+      await this._setDegradation();
     });
+  }
+
+  /** _setDegradation applies the client's degradationPreference to the
+   * video senders, where the browser supports it. */
+  async _setDegradation() {
+    const pref = this.client.degradationPreference;
+    if (!pref) return;
+    for (const t of this.pcs.publisher.getTransceivers()) {
+      if (t.sender.track?.kind !== "video") continue;
+      await this._updateSender(t.sender, (p) => { p.degradationPreference = pref; });
+    }
+  }
+
+  /** _updateSender changes a sender's parameters, one change at a time
+   * (a setParameters must finish before the next getParameters). A
+   * browser that refuses a change keeps sending as before: that is logged,
+   * not shown, since the call goes on. */
+  _updateSender(sender, change) {
+    this.layerChain = this.layerChain.then(async () => {
+      const p = sender.getParameters();
+      change(p);
+      await sender.setParameters(p);
+    }).catch((err) => console.debug(`media ${this.self?.id}: setParameters: ${err.message}`));
+    return this.layerChain;
+  }
+
+  /** _onLayers follows the server's dynacast: the encodings of the track
+   * sent on that mid are active exactly when their RID is listed. */
+  _onLayers(m) {
+    if (!Array.isArray(m.active)) return;
+    const t = this.pcs.publisher?.getTransceivers().find((x) => x.mid === m.mid);
+    if (!t) return;
+    const want = new Set(m.active);
+    this._updateSender(t.sender, (p) => {
+      for (const e of p.encodings ?? []) if (e.rid) e.active = want.has(e.rid);
+    });
+  }
+
+  /** applyTrackSettings sends track_settings for every received track
+   * whose wanted settings differ from what was last sent. Tracks this
+   * session does not receive are left out: the server would answer
+   * unknown_track. */
+  applyTrackSettings(wanted) {
+    const received = new Set();
+    for (const s of this.streams.values()) for (const t of s.getVideoTracks()) received.add(t.id);
+    for (const [id, w] of wanted) {
+      if (!received.has(id)) continue;
+      const msg = { type: "track_settings", track_id: id, quality: w.quality, paused: w.paused };
+      const key = JSON.stringify(msg);
+      if (this.sentSettings.get(id) === key) continue;
+      this.sentSettings.set(id, key);
+      this.send(msg);
+    }
   }
 
   send(msg) {
@@ -666,7 +892,12 @@ class Session {
       case "participant_left":
         if (m.participant) { this.roster.delete(m.participant.id); this.streams.delete(m.participant.id); }
         return this.client._onParticipantLeft(this, m.participant);
-      case "error": return this.client._emitError(m.code, m.message);
+      case "layers": return this._onLayers(m);
+      case "error":
+        // A track_settings for a track the server removed meanwhile (its
+        // publisher left) is a race, not something to show the user.
+        if (m.code === "unknown_track") return console.debug(`media ${this.self?.id}: ${m.message}`);
+        return this.client._emitError(m.code, m.message);
       case "draining": return this._onDraining(m);
       case "leave": this.leaveReason = m.reason; return;
     }
