@@ -108,6 +108,10 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 		_ = s.detach()
 		return nil, err
 	}
+	// A layer that attached (or stopped, or resumed) after newSubscription
+	// chose the target, but retargeted the fan-out before s was in it,
+	// would otherwise never be seen: choose again now that s is there.
+	s.retarget()
 	return s, nil
 }
 
