@@ -21,10 +21,11 @@ type cpuShare struct {
 // sample returns the share used since the last call (0 on the first, or
 // where the platform cannot say).
 func (c *cpuShare) sample() float64 {
-	now, used, ok := time.Now(), time.Duration(0), false
-	if used, ok = processCPU(); !ok {
+	used, ok := processCPU()
+	if !ok {
 		return 0
 	}
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prevWall, prevCPU := c.wall, c.cpu
