@@ -14,8 +14,9 @@
 //	h.Cap(400, 0, 0)                          // the subscriber's downlink: 400 kbit/s
 //	h.Down(); h.Up()                          // cut and restore the path
 //
-// The server must listen on and advertise h.HostAddr: inside the namespace
-// 127.0.0.1 is the namespace's own loopback. The kernel here has no netem,
+// The server must listen on and advertise h.HostAddr (h.ServiceEnv does
+// that for the binary): inside the namespace 127.0.0.1 is the namespace's
+// own loopback. The kernel here has no netem,
 // so delay and random loss come from Relay.
 //
 // Every namespace is named netlab-<pid>-<n>, so parallel test binaries do
@@ -204,14 +205,32 @@ func inUse(addr netip.Addr) bool {
 	return false
 }
 
-// Close deletes the namespace and with it the veth pair and its qdiscs.
-// It is idempotent.
+// ServiceEnv is the environment that makes a media-service reachable from
+// the namespace: its HTTP listener and ICE muxes on HostAddr, the address
+// it then advertises. Append it after servicetest.LoopbackEnv.
+func (h *Host) ServiceEnv() []string {
+	a := h.HostAddr.String()
+	return []string{"MEDIA_HTTP_HOST=" + a, "MEDIA_ICE_BIND_ADDR=" + a, "MEDIA_ICE_TCP_BIND_ADDR=" + a}
+}
+
+// Close deletes the veth pair (and its qdiscs) and the namespace. It is
+// idempotent.
 func (h *Host) Close() error {
 	h.closeOnce.Do(func() {
 		if h.nsFile != nil {
 			h.nsFile.Close()
 		}
-		h.closeErr = ip(context.Background(), "netns", "del", h.Name)
+		// The kernel deletes a namespace's devices later, in the
+		// background; deleting the veth first makes it gone on return,
+		// so its slot and name are free for the next Host.
+		if h.HostDev != "" {
+			if err := ip(context.Background(), "link", "del", h.HostDev); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+				h.closeErr = err
+			}
+		}
+		if err := ip(context.Background(), "netns", "del", h.Name); err != nil {
+			h.closeErr = err
+		}
 	})
 	return h.closeErr
 }

@@ -1,0 +1,205 @@
+package netlab
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/internal/servicetest"
+)
+
+// lab is a media-service binary on a Host's root-side address, a
+// publisher in the root namespace and a subscriber inside the namespace.
+type lab struct {
+	h        *Host
+	svc      *servicetest.Process
+	received atomic.Int64 // RTP payload bytes the subscriber has read
+}
+
+// newLab starts the service and joins the subscriber, then the
+// publisher, which sends payload bytes every 10 ms until the test ends.
+func newLab(ctx context.Context, t *testing.T, payload int) *lab {
+	t.Helper()
+	h := NewHost(t, t.Name())
+	l := &lab{h: h}
+	env := append(append(serviceEnv(), servicetest.LoopbackEnv...), h.ServiceEnv()...)
+	l.svc = servicetest.Start(t, serviceBinary(t), append(env, "MEDIA_ICE_TCP_PORT=-1"))
+
+	inside, err := client.NewAPI(h.ConfigureICE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := l.join(ctx, t, "sub", client.Options{
+		API: inside, Dialer: &websocket.Dialer{NetDialContext: h.DialContext},
+		OnTrack: func(rt *client.RemoteTrack) {
+			for {
+				p, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
+				}
+				l.received.Add(int64(len(p.Payload)))
+			}
+		},
+	})
+	outside, err := client.NewAPI(func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IP(h.HostAddr.AsSlice())) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := l.join(ctx, t, "pub", client.Options{API: outside})
+	publish(ctx, t, pub, payload)
+	for l.received.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no media at the subscriber %s inside the namespace", sub.ID())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return l
+}
+
+// join joins the room "lab" as identity with a dev-mode token.
+func (l *lab) join(ctx context.Context, t *testing.T, identity string, opts client.Options) *client.Client {
+	t.Helper()
+	tok, err := auth.DevKeyPair().Mint(auth.Token{Room: "lab", Identity: identity,
+		Grants: auth.Grants{Publish: true, Subscribe: true}, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The namespace cannot reach the service's TURN relay on 127.0.0.1,
+	// and nothing here needs it.
+	opts.ICEServers = []webrtc.ICEServer{}
+	c, err := client.Dial(ctx, "ws://"+l.svc.HTTPAddr+"/v1/rtc", tok, opts)
+	if err != nil {
+		t.Fatalf("join as %s: %v", identity, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// publish sends an Opus-typed track of payload-byte packets every 10 ms
+// until the test ends: 100 packets a second, 0.8 Mbit/s at 1000 bytes.
+func publish(ctx context.Context, t *testing.T, c *client.Client, payload int) {
+	t.Helper()
+	track, err := client.NewAudioTrack("audio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, track); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111}, Payload: make([]byte, payload)}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			pkt.SequenceNumber++
+			pkt.Timestamp += 480
+			_ = track.WriteRTP(pkt)
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// rate is the subscriber's received payload rate in kbit/s over d.
+func (l *lab) rate(d time.Duration) float64 {
+	before := l.received.Load()
+	time.Sleep(d) // a measurement window, not a wait for an event
+	return float64(l.received.Load()-before) * 8 / d.Seconds() / 1000
+}
+
+// healthy reports whether the service answers /health.
+func (l *lab) healthy(t *testing.T) bool {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + l.svc.HTTPAddr + "/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// TestServiceCutPath: the binary serves a subscriber inside the namespace
+// through the veth; Down stops its media, and the service stays alive.
+// (After Up the media does not come back today: ICE fails and the session
+// ends. Issue 17 makes it resume.)
+func TestServiceCutPath(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l := newLab(ctx, t, 200)
+	if err := l.h.Down(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // what was in flight arrives
+	if r := l.rate(time.Second); r != 0 {
+		t.Errorf("received %.0f kbit/s with the link down; want 0", r)
+	}
+	if err := l.h.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if !l.healthy(t) {
+		t.Error("service not healthy after the cut")
+	}
+}
+
+// TestServiceCappedDownlink: 0.8 Mbit/s to a subscriber whose downlink is
+// capped at 400 kbit/s arrives at no more than the cap; lifted, it flows
+// in full again.
+func TestServiceCappedDownlink(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l := newLab(ctx, t, 1000)
+	if r := l.rate(2 * time.Second); r < 600 {
+		t.Fatalf("received %.0f kbit/s before the cap; want about 800", r)
+	}
+	if err := l.h.Cap(400, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // tbf's bucket and queue empty
+	r := l.rate(3 * time.Second)
+	t.Logf("received %.0f kbit/s of payload through a 400 kbit/s cap", r)
+	// The cap counts IP packets; 1000 bytes of payload travel in about
+	// 1060, so the payload rate stays under the cap with room to spare.
+	if r == 0 || r > 400 {
+		t.Errorf("received %.0f kbit/s through a 400 kbit/s cap; want 1 to 400", r)
+	}
+	if err := l.h.Uncap(); err != nil {
+		t.Fatal(err)
+	}
+	if r := l.rate(2 * time.Second); r < 600 {
+		t.Errorf("received %.0f kbit/s after the cap was lifted; want about 800", r)
+	}
+}
+
+// serviceEnv is the test's environment without anything that configures
+// the service, so a developer's shell cannot change what the tests run.
+func serviceEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MEDIA_") && !strings.HasPrefix(kv, "OTEL_") && !strings.HasPrefix(kv, "PORT=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
