@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -201,4 +202,17 @@ func blast(t *testing.T, from, to net.PacketConn, d time.Duration) int {
 		from.WriteTo(pkt, to.LocalAddr())
 	}
 	return <-done
+}
+
+// TestCommandInside: a command run through Command sees the namespace's
+// veth end and not the root's.
+func TestCommandInside(t *testing.T) {
+	h := NewHost(t, t.Name())
+	out, err := h.Command(context.Background(), "ip", "-br", "link").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link inside: %v: %s", err, out)
+	}
+	if s := string(out); !strings.Contains(s, h.NSDev) || strings.Contains(s, h.HostDev) {
+		t.Errorf("links inside:\n%s\nwant %s and not %s", s, h.NSDev, h.HostDev)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"syscall"
 
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
@@ -94,7 +95,34 @@ func (h *Host) ConfigureICE(se *webrtc.SettingEngine) {
 // Command is a command that runs inside the namespace (ip netns exec).
 // It is killed when ctx ends.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Name, name}, args...)...)
+	cmd := exec.CommandContext(ctx, name, args...)
+	h.Wrap(cmd)
+	return cmd
+}
+
+// Wrap makes a command that has not started yet run inside the namespace,
+// through `ip netns exec`, which keeps its arguments, environment and
+// extra files (chromedp's DevTools pipe), and has it killed if this
+// process dies. For Chromium driven by chromedp:
+//
+//	chromedp.NewExecAllocator(ctx, append(flags, chromedp.ModifyCmdFunc(h.Wrap))...)
+//
+// Inside, 127.0.0.1 is the namespace's loopback: point the page at
+// HostAddr, and since that is not a secure origin, pass Chromium
+// --unsafely-treat-insecure-origin-as-secure=http://HostAddr:port for
+// getUserMedia.
+func (h *Host) Wrap(cmd *exec.Cmd) {
+	ipPath, err := exec.LookPath("ip")
+	if err != nil {
+		cmd.Err = fmt.Errorf("netlab: %w", err)
+		return
+	}
+	cmd.Args = append([]string{ipPath, "netns", "exec", h.Name, cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = ipPath
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }
 
 // nsNet is stdnet.Net with every socket opened in the namespace. Its
