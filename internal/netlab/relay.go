@@ -19,6 +19,10 @@ const (
 	// relayQueue is how many packets one direction holds in its delay
 	// line: 2 s of a 1000 packets/s stream.
 	relayQueue = 2048
+	// maxFlows bounds the client addresses one Relay serves: a WebRTC
+	// client has two (its publisher and subscriber connections); a test
+	// has a few clients.
+	maxFlows = 64
 	// defaultQueueBytes is Impairment.QueueBytes when 0: 64 KiB, about
 	// 200 ms at 2.5 Mbit/s, a home router's buffer.
 	defaultQueueBytes = 64 << 10
@@ -58,40 +62,50 @@ type RelayStats struct {
 	DownForwarded, DownLost, DownOverflow, DownBlackholed int64
 }
 
-// Relay is a UDP forwarder between one client and a target that impairs
+// Relay is a UDP forwarder between clients and one target that impairs
 // what it forwards where tbf cannot: fixed delay, seeded random loss, a
 // rate limit with a bounded queue, a blackhole, and a change of the source
-// port the target sees (a phone moving from Wi-Fi to mobile data).
+// ports the target sees (a phone moving from Wi-Fi to mobile data).
 //
-// The client sends to Addr; the Relay sends on to the target from a socket
-// of its own and returns the target's replies to the last address the
-// client sent from. To put a WebRTC client behind it without touching
-// the client, have the server advertise the Relay's address: start the
-// server with MEDIA_PUBLIC_IP=127.0.0.2 and listen the Relay on
-// 127.0.0.2 at the server's ICE port.
+// Clients send to Addr. Like a NAT, the Relay gives each client address a
+// socket of its own toward the target (a flow), and returns what the
+// target sends to that socket to that client. To put WebRTC clients behind
+// it without touching them, have the server advertise the Relay's
+// address: start it with MEDIA_ICE_BIND_ADDR=127.0.0.1 and
+// MEDIA_PUBLIC_IP=127.0.0.2, and listen the Relay on 127.0.0.2 at the
+// server's ICE port. Impairments apply to all flows together, as on one
+// access link.
 //
-// Each direction has a reader goroutine, which decides a packet's fate
-// and queues it with its departure time, and a writer goroutine, which
-// sends it then; buffers come from a pool. Close stops all of them.
+// Each direction has a writer goroutine that sends each packet at its
+// departure time; the client socket and each flow's socket have a reader
+// goroutine that decides a packet's fate and queues it. Buffers come from
+// a pool. Close stops all of them.
 type Relay struct {
 	listen   *net.UDPConn
 	target   netip.AddrPort
 	up, down direction
 
-	upstream  atomic.Pointer[net.UDPConn] // toward the target; Rebind swaps it
-	client    atomic.Pointer[netip.AddrPort]
 	blackhole atomic.Bool
-
 	pool      sync.Pool // *[relayPacket]byte
-	rebindMu  sync.Mutex
-	wg        sync.WaitGroup
-	closed    chan struct{}
-	closeOnce sync.Once
+
+	mu     sync.Mutex // guards flows and closed's closing against new readers
+	flows  map[netip.AddrPort]*flow
+	closed chan struct{}
+	wg     sync.WaitGroup
 }
 
-// direction is one way through the Relay. The reader goroutine owns rng,
-// next and queued; the writer only subtracts from queued.
+// flow is one client address and the Relay's socket toward the target
+// for it, which Rebind replaces.
+type flow struct {
+	client   netip.AddrPort
+	upstream atomic.Pointer[net.UDPConn]
+}
+
+// direction is one way through the Relay. Its readers (the down
+// direction has one per flow) hold mu to use rng and next and to add to
+// queued; the writer only subtracts from queued.
 type direction struct {
+	mu      sync.Mutex
 	im      atomic.Pointer[Impairment]
 	queue   chan packet
 	rng     *rand.Rand
@@ -104,6 +118,7 @@ type direction struct {
 }
 
 type packet struct {
+	f   *flow
 	buf *[relayPacket]byte
 	n   int
 	due time.Time
@@ -126,19 +141,15 @@ func NewRelay(listen, target string, seed uint64) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlab: relay listen %s: %w", listen, err)
 	}
-	r := &Relay{listen: lc, target: dst, closed: make(chan struct{})}
+	r := &Relay{listen: lc, target: dst, flows: make(map[netip.AddrPort]*flow), closed: make(chan struct{})}
 	r.pool.New = func() any { return new([relayPacket]byte) }
 	for i, d := range []*direction{&r.up, &r.down} {
 		d.im.Store(&Impairment{})
 		d.queue = make(chan packet, relayQueue)
 		d.rng = rand.New(rand.NewPCG(seed, uint64(i)))
 	}
-	if err := r.Rebind(); err != nil {
-		lc.Close()
-		return nil, err
-	}
 	r.wg.Add(3)
-	go r.readClient()
+	go r.readClients()
 	go r.write(&r.up, r.sendUp)
 	go r.write(&r.down, r.sendDown)
 	return r, nil
@@ -161,12 +172,23 @@ func (r *Relay) Impair(up, down Impairment) error {
 // Blackhole drops every packet both ways while on, as a dead path does.
 func (r *Relay) Blackhole(on bool) { r.blackhole.Store(on) }
 
-// Rebind moves the Relay's side toward the target to a new socket, so the
-// target sees the client's packets come from a new port; replies to the
-// old port go nowhere.
+// Rebind moves every flow to a new socket toward the target, so the
+// target sees each client's packets come from a new port; its replies to
+// the old ports go nowhere.
 func (r *Relay) Rebind() error {
-	r.rebindMu.Lock()
-	defer r.rebindMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.flows {
+		if err := r.bind(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bind gives f a new socket toward the target and a reader for it, and
+// closes the old one, whose reader ends on the error. r.mu is held.
+func (r *Relay) bind(f *flow) error {
 	select {
 	case <-r.closed:
 		return net.ErrClosed
@@ -174,14 +196,33 @@ func (r *Relay) Rebind() error {
 	}
 	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: r.listen.LocalAddr().(*net.UDPAddr).IP})
 	if err != nil {
-		return fmt.Errorf("netlab: relay rebind: %w", err)
+		return fmt.Errorf("netlab: relay bind for %s: %w", f.client, err)
 	}
-	if old := r.upstream.Swap(uc); old != nil {
-		old.Close() // its reader ends on the error
+	if old := f.upstream.Swap(uc); old != nil {
+		old.Close()
 	}
 	r.wg.Add(1)
-	go r.readTarget(uc)
+	go r.readTarget(f, uc)
 	return nil
+}
+
+// flowFor returns the flow of a client address, making it on first use;
+// nil when the Relay has maxFlows already or is closed.
+func (r *Relay) flowFor(client netip.AddrPort) *flow {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f, ok := r.flows[client]; ok {
+		return f
+	}
+	if len(r.flows) >= maxFlows {
+		return nil
+	}
+	f := &flow{client: client}
+	if r.bind(f) != nil {
+		return nil
+	}
+	r.flows[client] = f
+	return f
 }
 
 // Stats returns the counts so far.
@@ -194,18 +235,22 @@ func (r *Relay) Stats() RelayStats {
 
 // Close stops the Relay and waits for its goroutines. It is idempotent.
 func (r *Relay) Close() error {
-	r.closeOnce.Do(func() {
-		r.rebindMu.Lock()
+	r.mu.Lock()
+	select {
+	case <-r.closed:
+	default:
 		close(r.closed)
-		r.rebindMu.Unlock()
 		r.listen.Close()
-		r.upstream.Load().Close()
-	})
+		for _, f := range r.flows {
+			f.upstream.Load().Close()
+		}
+	}
+	r.mu.Unlock()
 	r.wg.Wait()
 	return nil
 }
 
-func (r *Relay) readClient() {
+func (r *Relay) readClients() {
 	defer r.wg.Done()
 	for {
 		buf := r.pool.Get().(*[relayPacket]byte)
@@ -214,15 +259,17 @@ func (r *Relay) readClient() {
 			r.pool.Put(buf)
 			return
 		}
-		if cur := r.client.Load(); cur == nil || *cur != from {
-			c := from // a new client address: rare, so it may allocate; from must not escape
-			r.client.Store(&c)
+		f := r.flowFor(from)
+		if f == nil {
+			r.up.overflw.Add(1)
+			r.pool.Put(buf)
+			continue
 		}
-		r.admit(&r.up, buf, n)
+		r.admit(&r.up, f, buf, n)
 	}
 }
 
-func (r *Relay) readTarget(uc *net.UDPConn) {
+func (r *Relay) readTarget(f *flow, uc *net.UDPConn) {
 	defer r.wg.Done()
 	for {
 		buf := r.pool.Get().(*[relayPacket]byte)
@@ -231,16 +278,18 @@ func (r *Relay) readTarget(uc *net.UDPConn) {
 			r.pool.Put(buf)
 			return
 		}
-		r.admit(&r.down, buf, n)
+		r.admit(&r.down, f, buf, n)
 	}
 }
 
 // admit decides a packet's fate and queues it with its departure time.
-// It runs on the direction's reader goroutine only.
-func (r *Relay) admit(d *direction, buf *[relayPacket]byte, n int) {
+// It runs on a reader goroutine of the direction, under d.mu.
+func (r *Relay) admit(d *direction, f *flow, buf *[relayPacket]byte, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	im := d.im.Load()
 	now := time.Now()
-	p := packet{buf: buf, n: n, due: now.Add(im.Delay)}
+	p := packet{f: f, buf: buf, n: n, due: now.Add(im.Delay)}
 	drop := &d.lost
 	switch {
 	case r.blackhole.Load():
@@ -289,7 +338,7 @@ func (d *direction) rate(im *Impairment, p *packet, now time.Time) bool {
 // write sends each queued packet of d at its departure time, in arrival
 // order: after Impair shortens the delay, a packet waits behind those
 // queued before it, as in a router.
-func (r *Relay) write(d *direction, send func([]byte)) {
+func (r *Relay) write(d *direction, send func(packet)) {
 	defer r.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -310,7 +359,7 @@ func (r *Relay) write(d *direction, send func([]byte)) {
 			}
 		}
 		if !r.blackhole.Load() {
-			send(p.buf[:p.n])
+			send(p)
 			d.fwd.Add(1)
 		} else {
 			d.holed.Add(1)
@@ -320,10 +369,6 @@ func (r *Relay) write(d *direction, send func([]byte)) {
 	}
 }
 
-func (r *Relay) sendUp(b []byte) { r.upstream.Load().WriteToUDPAddrPort(b, r.target) }
+func (r *Relay) sendUp(p packet) { p.f.upstream.Load().WriteToUDPAddrPort(p.buf[:p.n], r.target) }
 
-func (r *Relay) sendDown(b []byte) {
-	if c := r.client.Load(); c != nil {
-		r.listen.WriteToUDPAddrPort(b, *c)
-	}
-}
+func (r *Relay) sendDown(p packet) { r.listen.WriteToUDPAddrPort(p.buf[:p.n], p.f.client) }

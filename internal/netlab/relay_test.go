@@ -82,6 +82,30 @@ func TestRelayForwardsAndRebinds(t *testing.T) {
 	}
 }
 
+// TestRelayFlows: each client address gets its own source port at the
+// target, like behind a NAT, and replies go back to the right client.
+func TestRelayFlows(t *testing.T) {
+	rig := newRelayRig(t, 1)
+	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	rig.up(t, 1, 10)
+	first, _ := recv(t, rig.target)
+	other.WriteToUDPAddrPort([]byte("o"), rig.relay.Addr())
+	second, _ := recv(t, rig.target)
+	if first == second {
+		t.Fatalf("two clients arrive from one address %s; want one each", first)
+	}
+	rig.target.WriteToUDPAddrPort([]byte("to-other"), second)
+	other.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	if n, _, err := other.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "to-other" {
+		t.Errorf("second client read %q, %v; want its reply", buf[:n], err)
+	}
+}
+
 // TestRelayLoss: seeded loss drops about its share; what is not lost
 // arrives, and every packet is counted once.
 func TestRelayLoss(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,39 +20,46 @@ import (
 	"github.com/media-service/media-service/internal/servicetest"
 )
 
-// lab is a media-service binary on a Host's root-side address, a
-// publisher in the root namespace and a subscriber inside the namespace.
+// lab is a media-service binary, a publisher and a subscriber that
+// counts what it receives.
 type lab struct {
-	h        *Host
 	svc      *servicetest.Process
 	received atomic.Int64 // RTP payload bytes the subscriber has read
 }
 
-// newLab starts the service and joins the subscriber, then the
-// publisher, which sends payload bytes every 10 ms until the test ends.
-func newLab(ctx context.Context, t *testing.T, payload int) *lab {
+// newLab starts the service with env (after the loopback defaults) and
+// joins the subscriber, then the publisher, which sends payload bytes
+// every 10 ms until the test ends.
+func newLab(ctx context.Context, t *testing.T, env []string, sub, pub client.Options, payload int) *lab {
+	t.Helper()
+	l := &lab{}
+	l.svc = servicetest.Start(t, serviceBinary(t), append(append(serviceEnv(), servicetest.LoopbackEnv...), env...))
+	sub.OnTrack = func(rt *client.RemoteTrack) {
+		for {
+			p, _, err := rt.Track.ReadRTP()
+			if err != nil {
+				return
+			}
+			l.received.Add(int64(len(p.Payload)))
+		}
+	}
+	l.join(ctx, t, "sub", sub)
+	publish(ctx, t, l.join(ctx, t, "pub", pub), payload)
+	if !l.flowing(ctx) {
+		t.Fatal("no media at the subscriber")
+	}
+	return l
+}
+
+// newNamespaceLab is a lab whose service listens on h's root-side
+// address, with the subscriber inside h and the publisher outside.
+func newNamespaceLab(ctx context.Context, t *testing.T, payload int) (*lab, *Host) {
 	t.Helper()
 	h := NewHost(t, t.Name())
-	l := &lab{h: h}
-	env := append(append(serviceEnv(), servicetest.LoopbackEnv...), h.ServiceEnv()...)
-	l.svc = servicetest.Start(t, serviceBinary(t), append(env, "MEDIA_ICE_TCP_PORT=-1"))
-
 	inside, err := client.NewAPI(h.ConfigureICE)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := l.join(ctx, t, "sub", client.Options{
-		API: inside, Dialer: &websocket.Dialer{NetDialContext: h.DialContext},
-		OnTrack: func(rt *client.RemoteTrack) {
-			for {
-				p, _, err := rt.Track.ReadRTP()
-				if err != nil {
-					return
-				}
-				l.received.Add(int64(len(p.Payload)))
-			}
-		},
-	})
 	outside, err := client.NewAPI(func(se *webrtc.SettingEngine) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IP(h.HostAddr.AsSlice())) })
@@ -59,16 +67,22 @@ func newLab(ctx context.Context, t *testing.T, payload int) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := l.join(ctx, t, "pub", client.Options{API: outside})
-	publish(ctx, t, pub, payload)
-	for l.received.Load() == 0 {
+	sub := client.Options{API: inside, Dialer: &websocket.Dialer{NetDialContext: h.DialContext}}
+	l := newLab(ctx, t, append(h.ServiceEnv(), "MEDIA_ICE_TCP_PORT=-1"), sub, client.Options{API: outside}, payload)
+	return l, h
+}
+
+// flowing waits until the subscriber's received count grows, or ctx ends.
+func (l *lab) flowing(ctx context.Context) bool {
+	before := l.received.Load()
+	for l.received.Load() == before {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("no media at the subscriber %s inside the namespace", sub.ID())
+			return false
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return l
+	return true
 }
 
 // join joins the room "lab" as identity with a dev-mode token.
@@ -147,15 +161,15 @@ func (l *lab) healthy(t *testing.T) bool {
 func TestServiceCutPath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l := newLab(ctx, t, 200)
-	if err := l.h.Down(); err != nil {
+	l, h := newNamespaceLab(ctx, t, 200)
+	if err := h.Down(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // what was in flight arrives
 	if r := l.rate(time.Second); r != 0 {
 		t.Errorf("received %.0f kbit/s with the link down; want 0", r)
 	}
-	if err := l.h.Up(); err != nil {
+	if err := h.Up(); err != nil {
 		t.Fatal(err)
 	}
 	if !l.healthy(t) {
@@ -169,11 +183,11 @@ func TestServiceCutPath(t *testing.T) {
 func TestServiceCappedDownlink(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l := newLab(ctx, t, 1000)
+	l, h := newNamespaceLab(ctx, t, 1000)
 	if r := l.rate(2 * time.Second); r < 600 {
 		t.Fatalf("received %.0f kbit/s before the cap; want about 800", r)
 	}
-	if err := l.h.Cap(400, 0, 0); err != nil {
+	if err := h.Cap(400, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // tbf's bucket and queue empty
@@ -184,11 +198,50 @@ func TestServiceCappedDownlink(t *testing.T) {
 	if r == 0 || r > 400 {
 		t.Errorf("received %.0f kbit/s through a 400 kbit/s cap; want 1 to 400", r)
 	}
-	if err := l.h.Uncap(); err != nil {
+	if err := h.Uncap(); err != nil {
 		t.Fatal(err)
 	}
 	if r := l.rate(2 * time.Second); r < 600 {
 		t.Errorf("received %.0f kbit/s after the cap was lifted; want about 800", r)
+	}
+}
+
+// TestServiceThroughRelay: with the server advertising the relay's
+// address, both clients' media goes through the relay unchanged; a short
+// blackhole stops it and it comes back after (ICE has not given up yet).
+func TestServiceThroughRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The relay takes a free port on 127.0.0.2 and the server's mux the
+	// same one on 127.0.0.1, so the advertised 127.0.0.2:port is the relay.
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
+	probe.Close()
+	r, err := NewRelay("127.0.0.2:"+port, "127.0.0.1:"+port, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	api, err := client.NewAPI(client.LoopbackOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_PUBLIC_IP=127.0.0.2", "MEDIA_ICE_UDP_PORT=" + port, "MEDIA_ICE_TCP_PORT=-1"}
+	l := newLab(ctx, t, env, client.Options{API: api}, client.Options{API: api}, 200)
+	if s := r.Stats(); s.UpForwarded == 0 || s.DownForwarded == 0 {
+		t.Fatalf("relay stats = %+v; want the media through it", s)
+	}
+	r.Blackhole(true)
+	time.Sleep(300 * time.Millisecond) // what was in flight arrives
+	if got := l.rate(time.Second); got != 0 {
+		t.Errorf("received %.0f kbit/s through a blackhole; want 0", got)
+	}
+	r.Blackhole(false)
+	if !l.flowing(ctx) {
+		t.Errorf("no media after the blackhole ended; relay stats %+v", r.Stats())
 	}
 }
 
