@@ -133,6 +133,7 @@ func NewRelay(listen, target string, seed uint64) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlab: relay target %q: %w", target, err)
 	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	laddr, err := net.ResolveUDPAddr("udp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("netlab: relay listen %q: %w", listen, err)
@@ -156,7 +157,7 @@ func NewRelay(listen, target string, seed uint64) (*Relay, error) {
 }
 
 // Addr is where the client sends.
-func (r *Relay) Addr() netip.AddrPort { return r.listen.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (r *Relay) Addr() netip.AddrPort { return addrPort(r.listen.LocalAddr().(*net.UDPAddr)) }
 
 // Impair sets what happens to each direction from now on: up is client to
 // target, down target to client. Packets already queued keep their time.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/auth"
@@ -214,12 +215,7 @@ func TestServiceThroughRelay(t *testing.T) {
 	defer cancel()
 	// The relay takes a free port on 127.0.0.2 and the server's mux the
 	// same one on 127.0.0.1, so the advertised 127.0.0.2:port is the relay.
-	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
-	probe.Close()
+	port := freeUDPPort(t, net.IPv4(127, 0, 0, 2))
 	r, err := NewRelay("127.0.0.2:"+port, "127.0.0.1:"+port, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +230,55 @@ func TestServiceThroughRelay(t *testing.T) {
 	if s := r.Stats(); s.UpForwarded == 0 || s.DownForwarded == 0 {
 		t.Fatalf("relay stats = %+v; want the media through it", s)
 	}
+	l.blackholeStopsMedia(ctx, t, r)
+}
+
+// TestServiceDivertedClient: with Divert, one client's media alone goes
+// through the relay, so a blackhole stops its media while the publisher,
+// which reaches the server directly, goes on sending.
+func TestServiceDivertedClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	port := freeUDPPort(t, net.IPv4(127, 0, 0, 1))
+	r, err := NewRelay("127.0.0.1:0", "127.0.0.1:"+port, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	diverted, err := client.NewAPI(func(se *webrtc.SettingEngine) {
+		client.LoopbackOnly(se)
+		se.SetNet(r.Divert(n))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := client.NewAPI(client.LoopbackOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"MEDIA_ICE_BIND_ADDR=127.0.0.1", "MEDIA_ICE_UDP_PORT=" + port, "MEDIA_ICE_TCP_PORT=-1"}
+	l := newLab(ctx, t, env, client.Options{API: diverted}, client.Options{API: direct}, 200)
+	// 100 packets a second go to the subscriber: a second's worth passes
+	// the relay.
+	before := r.Stats().DownForwarded
+	if got := l.rate(time.Second); got == 0 {
+		t.Fatal("no media at the diverted subscriber")
+	}
+	if s := r.Stats(); s.DownForwarded-before < 50 || s.UpForwarded == 0 {
+		t.Fatalf("relay stats = %+v; want the subscriber's media through it", s)
+	}
+	l.blackholeStopsMedia(ctx, t, r)
+}
+
+// blackholeStopsMedia checks that the subscriber receives nothing while
+// r is a blackhole, and that media flows again once it is not (a second
+// is well within ICE's patience).
+func (l *lab) blackholeStopsMedia(ctx context.Context, t *testing.T, r *Relay) {
+	t.Helper()
 	r.Blackhole(true)
 	time.Sleep(300 * time.Millisecond) // what was in flight arrives
 	if got := l.rate(time.Second); got != 0 {
@@ -243,6 +288,18 @@ func TestServiceThroughRelay(t *testing.T) {
 	if !l.flowing(ctx) {
 		t.Errorf("no media after the blackhole ended; relay stats %+v", r.Stats())
 	}
+}
+
+// freeUDPPort is a port free on ip a moment ago, for a listener whose
+// address must be known before it starts (the server's ICE mux).
+func freeUDPPort(t *testing.T, ip net.IP) string {
+	t.Helper()
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	return strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
 }
 
 // serviceEnv is the test's environment without anything that configures
