@@ -1,26 +1,38 @@
 // Package netlab makes real network conditions on this machine for tests
 // (and cmd/mediaload) and removes them again: a network namespace joined
 // to the root namespace by a veth pair, a link that can be cut and
-// rate-capped with tc tbf, Go code and commands that run behind that link,
-// and a UDP impairment relay for what tbf cannot do (delay, loss, a
-// changing source port).
+// rate-capped with tc tbf, Go code and commands (Chromium) that run behind
+// that link, and a UDP impairment relay for what tbf cannot do (delay,
+// loss, a blackhole, a changing source port).
 //
-// Typical use in a test, as root:
+// A subscriber behind a capped or cut link, as root:
 //
 //	h := netlab.NewHost(t, "sub")            // skips when not root (fails under CI=true)
-//	api, _ := client.NewAPI(h.ConfigureICE)   // Pion sockets live in the namespace
-//	c, _ := client.Dial(ctx, "ws://"+h.HostAddr.String()+":port/v1/rtc", tok,
-//		client.Options{API: api, Dialer: &websocket.Dialer{NetDialContext: h.DialContext}})
-//	h.Cap(400, 0, 0)                          // the subscriber's downlink: 400 kbit/s
+//	svc := servicetest.Start(t, bin, append(append(env, servicetest.LoopbackEnv...), h.ServiceEnv()...))
+//	api, _ := client.NewAPI(h.ConfigureICE)   // Pion's sockets are opened inside
+//	c, _ := client.Dial(ctx, "ws://"+svc.HTTPAddr+"/v1/rtc", tok, client.Options{API: api,
+//		Dialer: &websocket.Dialer{NetDialContext: h.DialContext}, ICEServers: []webrtc.ICEServer{}})
+//	h.Cap(400, 0, 0)                          // its downlink: 400 kbit/s
 //	h.Down(); h.Up()                          // cut and restore the path
 //
-// The server must listen on and advertise h.HostAddr (h.ServiceEnv does
+// The server must listen on and advertise h.HostAddr (ServiceEnv does
 // that for the binary): inside the namespace 127.0.0.1 is the namespace's
-// own loopback. The kernel here has no netem,
-// so delay and random loss come from Relay.
+// own loopback, which is also why such a client gets no TURN servers.
+// Chromium runs inside with chromedp.ModifyCmdFunc(h.Wrap).
 //
-// Every namespace is named netlab-<pid>-<n>, so parallel test binaries do
-// not clash, and New removes the namespaces of processes that are gone.
+// One client behind the relay, the others direct, on loopback:
+//
+//	mux, _ := svc.Find("media_engine_started")     // the server's ICE mux address
+//	r, _ := netlab.NewRelay("127.0.0.1:0", mux["udp"].(string), seed)
+//	n, _ := stdnet.NewNet()
+//	api, _ := client.NewAPI(func(se *webrtc.SettingEngine) { client.LoopbackOnly(se); se.SetNet(r.Divert(n)) })
+//	r.Impair(netlab.Impairment{}, netlab.Impairment{Delay: 80 * time.Millisecond, Loss: 0.02})
+//	r.Blackhole(true); r.Rebind()            // a dead path; a new source port
+//
+// The kernel here has no netem, so delay and random loss come from Relay.
+// Every namespace is named netlab-<pid>-<n>, and its veth pair takes a
+// free /30 of 10.201.0.0/16, so parallel test binaries do not clash; New
+// removes the namespaces of netlab processes that are gone.
 package netlab
 
 import (
