@@ -151,7 +151,8 @@ func TestLeftoversRemoved(t *testing.T) {
 }
 
 // TestCap: with a 400 kbit/s tbf on the downlink, a sender far above it
-// is received at no more than the cap (plus the bucket); Uncap lifts it.
+// is received at no more than the cap (plus the bucket); CapUplink caps
+// the other direction alone; Uncap lifts both.
 func TestCap(t *testing.T) {
 	h := NewHost(t, t.Name())
 	root, ns := udpPair(t, h)
@@ -162,6 +163,18 @@ func TestCap(t *testing.T) {
 	const limit = 400_000/8*2 + defaultBurst // 2 s at the cap, plus one bucket
 	if got == 0 || got*100 > limit*105 {
 		t.Errorf("received %d bytes in 2 s through a 400 kbit/s cap; want 1 to %d", got, limit)
+	}
+	if err := h.Uncap(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CapUplink(400, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := blast(t, ns, root, 2*time.Second); got == 0 || got*100 > limit*105 {
+		t.Errorf("received %d bytes in 2 s through a 400 kbit/s uplink cap; want 1 to %d", got, limit)
+	}
+	if got := blast(t, root, ns, 2*time.Second); got < 2*limit {
+		t.Errorf("received %d bytes in 2 s downlink with only the uplink capped; want over %d", got, 2*limit)
 	}
 	if err := h.Uncap(); err != nil {
 		t.Fatal(err)
