@@ -229,3 +229,30 @@ func TestCommandInside(t *testing.T) {
 		t.Errorf("links inside:\n%s\nwant %s and not %s", s, h.NSDev, h.HostDev)
 	}
 }
+
+// TestParallelHosts: hosts made at once, as parallel tests do, all work
+// and get subnets of their own.
+func TestParallelHosts(t *testing.T) {
+	seen := make(chan netip.Addr, 6)
+	for i := range 6 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			h := NewHost(t, "par")
+			root, ns := udpPair(t, h)
+			if !reaches(ns, root, 10*time.Second) {
+				t.Errorf("no datagram from %s to %s", h.NSAddr, h.HostAddr)
+			}
+			seen <- h.HostAddr
+		})
+	}
+	t.Cleanup(func() {
+		close(seen)
+		addrs := map[netip.Addr]bool{}
+		for a := range seen {
+			if addrs[a] {
+				t.Errorf("two hosts on %s", a)
+			}
+			addrs[a] = true
+		}
+	})
+}
