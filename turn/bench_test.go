@@ -16,7 +16,7 @@ func BenchmarkRelayWrite(b *testing.B) {
 	}
 	defer sink.Close()
 	s := &Server{policy: newPeerPolicy([]net.Addr{sink.LocalAddr()}, nil, nil, nil)}
-	m, err := newMetrics(noopMeter(), func(string) int { return 0 })
+	m, err := newMetrics(noopMeter(), func(string) int { return 0 }, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
