@@ -106,18 +106,6 @@ func (h *relayHandoff) route(peer netip.AddrPort) {
 	h.sw.Attach(h.relay, handoff.Route{Conn: h.conn, Peer: peer})
 }
 
-// read returns the next datagram, from the kernel or, handed, from the SFU.
-func (h *relayHandoff) read(b []byte) (int, netip.AddrPort, net.Addr, bool, error) {
-	n, from, handed, err := h.conn.Read(b)
-	if err != nil {
-		return n, from, nil, false, err
-	}
-	if handed {
-		return n, from, h.addr(from), true, nil
-	}
-	return n, from, net.UDPAddrFromAddrPort(from), false, nil
-}
-
 // addr is from as a net.Addr, the cached one when it is the peer. Pion
 // only reads it.
 func (h *relayHandoff) addr(from netip.AddrPort) net.Addr {

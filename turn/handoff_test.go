@@ -160,3 +160,44 @@ func TestHandoffKeepsPolicy(t *testing.T) {
 	default:
 	}
 }
+
+// TestRelayReadNoAllocation checks that a relayed socket's read of a
+// datagram from a permitted peer allocates nothing, from the kernel and
+// handed over in memory, once the peer is known.
+func TestRelayReadNoAllocation(t *testing.T) {
+	sfu := startSFUEcho(t)
+	peer := echoSocket(t) // also a permitted peer: the policy lists it
+	m, err := newMetrics(noopMeter(), func(string) int { return 0 }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{metrics: m, handoff: sfu.sw,
+		policy: newPeerPolicy([]net.Addr{peer.LocalAddr(), sfu.sw.Media().LocalAddr()}, nil, nil, nil)}
+	pc, err := net.ListenUDP("udp4", loopback(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	rc := s.newRelayConn(pc, transportUDP, relay)
+	defer rc.Close()
+	rc.handoff.route(sfu.sw.Media().LocalAddr().(*net.UDPAddr).AddrPort())
+	p, buf := make([]byte, 160), make([]byte, 1600)
+	for _, path := range []string{pathKernel, pathMemory} {
+		send := func() {
+			if path == pathKernel {
+				_, _ = peer.WriteToUDPAddrPort(p, relay)
+			} else {
+				sfu.sw.Send(p, relay)
+			}
+		}
+		allocs := testing.AllocsPerRun(200, func() {
+			send()
+			if _, _, err := rc.ReadFrom(buf); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("allocations per datagram read (%s) = %v; want 0", path, allocs)
+		}
+	}
+}

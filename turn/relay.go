@@ -94,6 +94,9 @@ type relayConn struct {
 	bytes     *byteCounts
 	handoff   *relayHandoff // nil without Options.Handoff
 
+	lastFrom netip.AddrPort // the source of the last datagram from the kernel
+	lastAddr *net.UDPAddr   // lastFrom as a net.Addr; both owned by the read loop
+
 	closeOnce sync.Once
 }
 
@@ -139,7 +142,18 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // TCP (refused).
 func (c *relayConn) read(b []byte) (n int, ap netip.AddrPort, addr net.Addr, handed bool, err error) {
 	if c.handoff != nil {
-		return c.handoff.read(b)
+		n, ap, handed, err = c.handoff.conn.Read(b)
+		switch {
+		case err != nil:
+			return n, ap, nil, false, err
+		case handed:
+			return n, ap, c.handoff.addr(ap), true, nil
+		}
+		return n, ap, c.kernelAddr(ap), false, nil
+	}
+	if uc, ok := c.PacketConn.(*net.UDPConn); ok {
+		n, ap, err = uc.ReadFromUDPAddrPort(b)
+		return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), c.kernelAddr(ap), false, err
 	}
 	n, addr, err = c.PacketConn.ReadFrom(b)
 	ap, ok := addrPort(addr)
@@ -147,6 +161,19 @@ func (c *relayConn) read(b []byte) (n int, ap netip.AddrPort, addr net.Addr, han
 		addr = nil
 	}
 	return n, ap, addr, false, err
+}
+
+// kernelAddr is ap as a net.Addr, made once for a run of datagrams from
+// the same peer (Pion only reads it), so that a read allocates nothing.
+// Only the allocation's read loop calls it.
+func (c *relayConn) kernelAddr(ap netip.AddrPort) net.Addr {
+	if !ap.IsValid() {
+		return nil
+	}
+	if ap != c.lastFrom || c.lastAddr == nil {
+		c.lastFrom, c.lastAddr = ap, net.UDPAddrFromAddrPort(ap)
+	}
+	return c.lastAddr
 }
 
 func (c *relayConn) refusal(ap netip.AddrPort, ok bool) string {
