@@ -14,7 +14,10 @@
 //     permission is asked for and again on every datagram (relay.go).
 //   - Relayed media for the SFU's public address goes to its local socket
 //     (shortcut.go), so relaying does not depend on the NAT in front of
-//     the instance looping datagrams back.
+//     the instance looping datagrams back; with Options.Handoff it goes
+//     there in memory, without a trip through the kernel (handoff.go).
+//   - The TURN/UDP listener is read with recvmmsg on Linux, and no read
+//     of a datagram allocates (recvbatch*.go, relay.go).
 //   - Quotas on allocations per identity and per instance (quota.go), a
 //     per-source rate limit on unauthenticated UDP requests against
 //     amplification (ratelimit.go), and bounds on TCP connections
