@@ -47,7 +47,7 @@ func (s *Server) bind() error {
 			_ = uc.SetReadBuffer(udpBufferSize)
 			_ = uc.SetWriteBuffer(udpBufferSize)
 		}
-		s.ln.udp = &udpListener{PacketConn: pc, s: s, batch: newBatchReader(pc)}
+		s.ln.udp = &udpListener{PacketConn: pc, s: s, batch: newBatchReader(pc), out: newBatchWriter(pc.(*net.UDPConn))}
 	}
 	if cfg.TCPPort >= 0 {
 		ln, err := s.listenTCP(transportTCP, envconfig.Name(&cfg, &cfg.TCPPort), cfg.TCPPort)
@@ -115,11 +115,14 @@ func (s *Server) pause(transport string, err error, prev time.Duration) time.Dur
 // udpListener is the TURN/UDP socket as Pion reads it. It drops requests
 // beyond the per-source rate limit from clients without an allocation
 // before Pion sees (and answers) them, and marks the end of Pion's read
-// loop for Close. On Linux it reads in batches (recvbatch_linux.go).
+// loop for Close. On Linux it reads in batches (recvbatch_linux.go); its
+// writes, from every allocation's goroutine, leave in batches when they
+// come together (sendbatch.go).
 type udpListener struct {
 	net.PacketConn
 	s     *Server
 	batch *batchReader // nil: one datagram per read
+	out   *batchWriter
 
 	doneOnce sync.Once
 }
@@ -142,6 +145,11 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		l.s.metrics.rateLimit(transportUDP)
 	}
+}
+
+// WriteTo sends a datagram to a client, batched with the concurrent ones.
+func (l *udpListener) WriteTo(b []byte, addr net.Addr) (int, error) {
+	return l.out.WriteTo(b, addr)
 }
 
 func (l *udpListener) read(b []byte) (int, net.Addr, error) {
