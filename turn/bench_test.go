@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -16,7 +17,7 @@ func BenchmarkRelayWrite(b *testing.B) {
 	}
 	defer sink.Close()
 	s := &Server{policy: newPeerPolicy([]net.Addr{sink.LocalAddr()}, nil, nil, nil)}
-	m, err := newMetrics(noopMeter(), func(string) int { return 0 })
+	m, err := newMetrics(noopMeter(), func(string) int { return 0 }, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,24 +57,33 @@ func BenchmarkPermitAddr(b *testing.B) {
 
 // BenchmarkRelayRoundTrip is one datagram from a Pion TURN client through
 // the relay to the media socket and its echo back, over each client
-// transport: the whole per-packet cost of relayed media, both ways.
+// transport, and over UDP with the media socket connected in memory
+// (handoff): the whole per-packet cost of relayed media, both ways.
 func BenchmarkRelayRoundTrip(b *testing.B) {
-	for _, transport := range []string{transportUDP, transportTCP} {
-		b.Run(transport, func(b *testing.B) {
-			r := startRelay(b, func(*Config) {})
-			relayed, err := allocate(b, r, transport, "bench")
+	for _, c := range []struct {
+		name, transport string
+		handoff         bool
+	}{{transportUDP, transportUDP, false}, {transportTCP, transportTCP, false}, {"udp-handoff", transportUDP, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			var r *testRelay
+			var peer net.Addr
+			if c.handoff {
+				var sfu *sfuEcho
+				r, sfu = startHandoffRelay(b)
+				peer = sfu.sw.Media().LocalAddr()
+			} else {
+				r = startRelay(b, func(*Config) {})
+				peer = r.media.LocalAddr()
+			}
+			relayed, err := allocate(b, r, c.transport, "bench")
 			if err != nil {
 				b.Fatal(err)
 			}
-			peer := r.media.LocalAddr()
+			for i := range 3 { // permission and channel bind
+				echo(b, relayed, peer, fmt.Sprintf("warm %d", i))
+			}
 			payload := make([]byte, 1200)
 			buf := make([]byte, 1500)
-			if _, err := relayed.WriteTo(payload, peer); err != nil { // permission and channel bind
-				b.Fatal(err)
-			}
-			if _, _, err := relayed.ReadFrom(buf); err != nil {
-				b.Fatal(err)
-			}
 			b.SetBytes(int64(2 * len(payload)))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -74,9 +74,20 @@ func startRelayWith(t testing.TB, mutate func(*Config), prepare func(*Server)) *
 	media := echoSocket(t)
 	cfg := testConfig()
 	mutate(&cfg)
+	r := runRelay(t, cfg, Options{Media: []net.Addr{media.LocalAddr()}}, prepare)
+	r.media = media
+	return r
+}
+
+// runRelay makes a relay of cfg and opts, with a test clock, a discarded
+// log and a metric reader, lets prepare change it, runs it, and closes it
+// at the end of the test.
+func runRelay(t testing.TB, cfg Config, opts Options, prepare func(*Server)) *testRelay {
+	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	srv, err := New(cfg, Options{Log: discardLog(), Meter: mp.Meter("turn-test"), Media: []net.Addr{media.LocalAddr()}})
+	opts.Log, opts.Meter = discardLog(), mp.Meter("turn-test")
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -92,7 +103,7 @@ func startRelayWith(t testing.TB, mutate func(*Config), prepare func(*Server)) *
 		}
 		mp.Shutdown(context.Background())
 	})
-	return &testRelay{Server: srv, reader: reader, media: media, clock: clock}
+	return &testRelay{Server: srv, reader: reader, clock: clock}
 }
 
 // echoSocket is a UDP socket on loopback that sends every datagram back.

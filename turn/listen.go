@@ -47,7 +47,7 @@ func (s *Server) bind() error {
 			_ = uc.SetReadBuffer(udpBufferSize)
 			_ = uc.SetWriteBuffer(udpBufferSize)
 		}
-		s.ln.udp = &udpListener{PacketConn: pc, s: s}
+		s.ln.udp = &udpListener{PacketConn: pc, s: s, batch: newBatchReader(pc), out: newBatchWriter(pc.(*net.UDPConn))}
 	}
 	if cfg.TCPPort >= 0 {
 		ln, err := s.listenTCP(transportTCP, envconfig.Name(&cfg, &cfg.TCPPort), cfg.TCPPort)
@@ -115,10 +115,14 @@ func (s *Server) pause(transport string, err error, prev time.Duration) time.Dur
 // udpListener is the TURN/UDP socket as Pion reads it. It drops requests
 // beyond the per-source rate limit from clients without an allocation
 // before Pion sees (and answers) them, and marks the end of Pion's read
-// loop for Close.
+// loop for Close. On Linux it reads in batches (recvbatch_linux.go); its
+// writes, from every allocation's goroutine, leave in batches when they
+// come together (sendbatch.go).
 type udpListener struct {
 	net.PacketConn
-	s *Server
+	s     *Server
+	batch *batchReader // nil: one datagram per read
+	out   *batchWriter
 
 	doneOnce sync.Once
 }
@@ -127,7 +131,7 @@ type udpListener struct {
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	var pause time.Duration
 	for {
-		n, addr, err := l.PacketConn.ReadFrom(b)
+		n, addr, err := l.read(b)
 		if err != nil {
 			if pause = l.s.pause(transportUDP, err, pause); pause > 0 {
 				continue
@@ -141,6 +145,18 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		l.s.metrics.rateLimit(transportUDP)
 	}
+}
+
+// WriteTo sends a datagram to a client, batched with the concurrent ones.
+func (l *udpListener) WriteTo(b []byte, addr net.Addr) (int, error) {
+	return l.out.WriteTo(b, addr)
+}
+
+func (l *udpListener) read(b []byte) (int, net.Addr, error) {
+	if l.batch != nil {
+		return l.batch.ReadFrom(b)
+	}
+	return l.PacketConn.ReadFrom(b)
 }
 
 func (l *udpListener) admit(b []byte, addr net.Addr) bool {

@@ -33,10 +33,19 @@ const (
 	stageRead       = "read"       // a datagram from a peer to the client
 )
 
-// byteCounts are the bytes relayed on one transport, counted with atomics
-// on the packet path and read by the meter's callback.
+// Paths of relayed datagrams, the path attribute of media_turn_relayed_packets.
+const (
+	pathKernel = "kernel" // through a relayed socket
+	pathMemory = "memory" // handed to or from the SFU's socket in memory (handoff.go)
+)
+
+// byteCounts are the bytes and datagrams relayed on one transport, counted
+// with atomics on the packet path and read by the meter's callback.
 type byteCounts struct {
-	toPeer, fromPeer atomic.Int64
+	toPeer, fromPeer     atomic.Int64 // bytes
+	kernelTo, kernelFrom atomic.Int64 // datagrams through relayed sockets
+	handedTo, handedFrom atomic.Int64 // datagrams handed over in memory
+	handoffDropped       atomic.Int64 // datagrams for the SFU its full queue refused
 }
 
 // metrics are the relay's instruments, named media_turn_*. Attribute values
@@ -53,7 +62,10 @@ type metrics struct {
 	reg   metric.Registration
 }
 
-func newMetrics(m metric.Meter, active func(transport string) int) (*metrics, error) {
+// newMetrics creates the instruments. active counts the live allocations
+// of a transport; switchDrops, if not nil, the datagrams the SFU handed
+// toward a relayed socket whose queue was full.
+func newMetrics(m metric.Meter, active func(transport string) int, switchDrops func() int64) (*metrics, error) {
 	var errs []error
 	counter := func(name, desc string) metric.Int64Counter {
 		c, err := m.Int64Counter(name, metric.WithDescription(desc))
@@ -85,22 +97,49 @@ func newMetrics(m metric.Meter, active func(transport string) int) (*metrics, er
 	relayed, err := m.Int64ObservableCounter("media_turn_relayed", metric.WithUnit("By"),
 		metric.WithDescription("Bytes relayed between clients and peers, by transport and direction."))
 	errs = append(errs, err)
+	packets, err := m.Int64ObservableCounter("media_turn_relayed_packets",
+		metric.WithDescription("Datagrams relayed between clients and peers, by transport, direction and path (kernel, or memory: to or from this instance's SFU without a trip through the kernel)."))
+	errs = append(errs, err)
+	drops, err := m.Int64ObservableCounter("media_turn_handoff_drops",
+		metric.WithDescription("Datagrams handed over in memory between the relay and this instance's SFU that the receiving queue, full, dropped, by direction."))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("turn: create instruments: %w", err)
 	}
 	ms.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		var dropped int64
 		for _, t := range transports {
-			tr := attribute.String("transport", t)
+			tr, b := attribute.String("transport", t), ms.bytes[t]
 			o.ObserveInt64(activeGauge, int64(active(t)), metric.WithAttributes(tr))
-			o.ObserveInt64(relayed, ms.bytes[t].toPeer.Load(), metric.WithAttributes(tr, attribute.String("direction", toPeer)))
-			o.ObserveInt64(relayed, ms.bytes[t].fromPeer.Load(), metric.WithAttributes(tr, attribute.String("direction", fromPeer)))
+			o.ObserveInt64(relayed, b.toPeer.Load(), metric.WithAttributes(tr, attribute.String("direction", toPeer)))
+			o.ObserveInt64(relayed, b.fromPeer.Load(), metric.WithAttributes(tr, attribute.String("direction", fromPeer)))
+			observePackets(o, packets, tr, b)
+			dropped += b.handoffDropped.Load()
+		}
+		o.ObserveInt64(drops, dropped, metric.WithAttributes(attribute.String("direction", toPeer)))
+		if switchDrops != nil {
+			o.ObserveInt64(drops, switchDrops(), metric.WithAttributes(attribute.String("direction", fromPeer)))
 		}
 		return nil
-	}, activeGauge, relayed)
+	}, activeGauge, relayed, packets, drops)
 	if err != nil {
 		return nil, fmt.Errorf("turn: register metric callback: %w", err)
 	}
 	return ms, nil
+}
+
+// observePackets reports b's datagram counts on transport tr.
+func observePackets(o metric.Observer, packets metric.Int64ObservableCounter, tr attribute.KeyValue, b *byteCounts) {
+	for _, p := range []struct {
+		n               *atomic.Int64
+		direction, path string
+	}{
+		{&b.kernelTo, toPeer, pathKernel}, {&b.kernelFrom, fromPeer, pathKernel},
+		{&b.handedTo, toPeer, pathMemory}, {&b.handedFrom, fromPeer, pathMemory},
+	} {
+		o.ObserveInt64(packets, p.n.Load(), metric.WithAttributes(tr,
+			attribute.String("direction", p.direction), attribute.String("path", p.path)))
+	}
 }
 
 func add(c metric.Int64Counter, kv ...attribute.KeyValue) {

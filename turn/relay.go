@@ -46,13 +46,16 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	if err != nil {
 		return nil, nil, fmt.Errorf("turn: bind relay on %s: %w", s.relayBind, err)
 	}
-	rc := &relayConn{PacketConn: pc, s: s, transport: g.transport, bytes: s.metrics.bytes[g.transport]}
+	relayAddr := &net.UDPAddr{IP: s.relayIP, Port: pc.LocalAddr().(*net.UDPAddr).Port}
+	rc := s.newRelayConn(pc.(*net.UDPConn), g.transport, relayAddr.AddrPort())
 	if !s.track(rc) { // closed meanwhile
 		pc.Close()
 		return nil, nil, errDraining
 	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	return rc, &net.UDPAddr{IP: s.relayIP, Port: port}, nil
+	if rc.handoff != nil {
+		rc.handoff.route(s.mediaPeer)
+	}
+	return rc, relayAddr, nil
 }
 
 // AllocateConn is for TCP relays, which are not offered: the relay's only
@@ -81,12 +84,18 @@ func (g *relayGenerator) listen(port int) (net.PacketConn, error) {
 // already refuses peers by IP; relayConn checks every datagram by IP and
 // port again (defence in depth: a bug or a Pion path that skips the
 // permission check still cannot reach a refused address), drops datagrams
-// from refused peers, and counts the bytes relayed.
+// from refused peers, and counts what is relayed. Datagrams between the
+// client and the SFU's own UDP socket are handed over in memory when the
+// relay has a handoff (handoff.go); the checks and counts are the same.
 type relayConn struct {
 	net.PacketConn
 	s         *Server
 	transport string
 	bytes     *byteCounts
+	handoff   *relayHandoff // nil without Options.Handoff
+
+	lastFrom netip.AddrPort // the source of the last datagram from the kernel
+	lastAddr *net.UDPAddr   // lastFrom as a net.Addr; both owned by the read loop
 
 	closeOnce sync.Once
 }
@@ -98,26 +107,73 @@ func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		c.s.metrics.peerRefused(c.transport, reason, stageWrite)
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: addr, Err: errPeerRefused}
 	}
+	if c.handoff != nil && c.s.toMedia[c.s.shortcut.localAddrPort(ap)] {
+		return c.handoff.send(b, ap), nil
+	}
 	n, err := c.PacketConn.WriteTo(b, c.s.shortcut.local(ap, addr))
 	c.bytes.toPeer.Add(int64(n))
+	c.bytes.kernelTo.Add(1)
 	return n, err
 }
 
 // ReadFrom returns the next datagram from a permitted peer.
 func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
+		n, ap, addr, handed, err := c.read(b)
 		if err != nil {
 			return n, addr, err
 		}
-		ap, ok := addrPort(addr)
-		if reason := c.refusal(ap, ok); reason != "" {
+		if reason := c.refusal(ap, addr != nil); reason != "" {
 			c.s.metrics.peerRefused(c.transport, reason, stageRead)
 			continue
 		}
 		c.bytes.fromPeer.Add(int64(n))
+		if handed {
+			c.bytes.handedFrom.Add(1)
+			return n, addr, nil
+		}
+		c.bytes.kernelFrom.Add(1)
 		return n, c.s.shortcut.public(ap, addr), nil
 	}
+}
+
+// read returns the next datagram from the kernel or, handed is true,
+// from the SFU in memory; addr is nil for an address that is not UDP or
+// TCP (refused).
+func (c *relayConn) read(b []byte) (n int, ap netip.AddrPort, addr net.Addr, handed bool, err error) {
+	if c.handoff != nil {
+		n, ap, handed, err = c.handoff.conn.Read(b)
+		switch {
+		case err != nil:
+			return n, ap, nil, false, err
+		case handed:
+			return n, ap, c.handoff.addr(ap), true, nil
+		}
+		return n, ap, c.kernelAddr(ap), false, nil
+	}
+	if uc, ok := c.PacketConn.(*net.UDPConn); ok {
+		n, ap, err = uc.ReadFromUDPAddrPort(b)
+		return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), c.kernelAddr(ap), false, err
+	}
+	n, addr, err = c.PacketConn.ReadFrom(b)
+	ap, ok := addrPort(addr)
+	if !ok {
+		addr = nil
+	}
+	return n, ap, addr, false, err
+}
+
+// kernelAddr is ap as a net.Addr, made once for a run of datagrams from
+// the same peer (Pion only reads it), so that a read allocates nothing.
+// Only the allocation's read loop calls it.
+func (c *relayConn) kernelAddr(ap netip.AddrPort) net.Addr {
+	if !ap.IsValid() {
+		return nil
+	}
+	if ap != c.lastFrom || c.lastAddr == nil {
+		c.lastFrom, c.lastAddr = ap, net.UDPAddrFromAddrPort(ap)
+	}
+	return c.lastAddr
 }
 
 func (c *relayConn) refusal(ap netip.AddrPort, ok bool) string {
@@ -130,7 +186,12 @@ func (c *relayConn) refusal(ap netip.AddrPort, ok bool) string {
 // Close closes the socket and forgets it.
 func (c *relayConn) Close() error {
 	err := c.PacketConn.Close()
-	c.closeOnce.Do(func() { c.s.untrack(c) })
+	c.closeOnce.Do(func() {
+		if c.handoff != nil {
+			c.handoff.detach()
+		}
+		c.s.untrack(c)
+	})
 	return err
 }
 

@@ -14,7 +14,10 @@
 //     permission is asked for and again on every datagram (relay.go).
 //   - Relayed media for the SFU's public address goes to its local socket
 //     (shortcut.go), so relaying does not depend on the NAT in front of
-//     the instance looping datagrams back.
+//     the instance looping datagrams back; with Options.Handoff it goes
+//     there in memory, without a trip through the kernel (handoff.go).
+//   - The TURN/UDP listener is read with recvmmsg on Linux, and no read
+//     of a datagram allocates (recvbatch*.go, relay.go).
 //   - Quotas on allocations per identity and per instance (quota.go), a
 //     per-source rate limit on unauthenticated UDP requests against
 //     amplification (ratelimit.go), and bounds on TCP connections
@@ -39,6 +42,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/media-service/media-service/internal/handoff"
 	"github.com/pion/logging"
 	pionturn "github.com/pion/turn/v4"
 	"go.opentelemetry.io/otel/metric"
@@ -61,6 +65,10 @@ type Options struct {
 	// relay may reach by default. An unspecified IP stands for every
 	// address of this host.
 	Media []net.Addr
+	// Handoff, when set, connects the relay to the SFU's UDP socket (one
+	// of Media) in memory: datagrams between a client and that socket
+	// skip the kernel (handoff.go). Every check and count is the same.
+	Handoff *handoff.Switch
 }
 
 // Server is the embedded TURN relay. New binds its listeners, Run serves
@@ -73,6 +81,9 @@ type Server struct {
 	creds     credentials
 	policy    *peerPolicy
 	shortcut  shortcut
+	handoff   *handoff.Switch         // nil: relayed datagrams all take the kernel
+	toMedia   map[netip.AddrPort]bool // where the kernel would deliver to the handoff's socket
+	mediaPeer netip.AddrPort          // where the handoff's socket is seen from before a client names it
 	ledger    *ledger
 	limiter   *limiter
 	conns     *connTable
@@ -155,10 +166,17 @@ func (s *Server) setup(opts Options) error {
 	s.policy = newPeerPolicy(opts.Media, publicIPs(s.cfg), hostIPs, allow)
 	relayIP, _ := netip.AddrFromSlice(s.relayIP)
 	s.shortcut = newShortcut(opts.Media, publicIPs(s.cfg), hostIPs, relayIP.Unmap())
+	s.handoff, s.toMedia = opts.Handoff, mediaDestinations(opts.Handoff, hostIPs, relayIP.Unmap())
+	s.mediaPeer = mediaPeer(opts.Handoff, s.shortcut, relayIP.Unmap())
+	s.mediaPeer = mediaPeer(opts.Handoff, s.shortcut, relayIP.Unmap())
 	if len(s.policy.ownAddrs) == 0 && len(allow) == 0 {
 		s.log.Warn("turn_no_peers", "detail", "no media addresses given and MEDIA_TURN_ALLOW_PEERS empty: the relay can reach no peer")
 	}
-	s.metrics, err = newMetrics(opts.Meter, s.ledger.active)
+	var switchDrops func() int64
+	if opts.Handoff != nil {
+		switchDrops = opts.Handoff.Dropped
+	}
+	s.metrics, err = newMetrics(opts.Meter, s.ledger.active, switchDrops)
 	return err
 }
 

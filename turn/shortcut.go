@@ -64,6 +64,14 @@ func (sc shortcut) local(ap netip.AddrPort, addr net.Addr) net.Addr {
 	return addr
 }
 
+// localAddrPort returns where a datagram for ap really goes.
+func (sc shortcut) localAddrPort(ap netip.AddrPort) netip.AddrPort {
+	if l, ok := sc.toLocal[ap]; ok {
+		return l
+	}
+	return ap
+}
+
 // public returns the address a datagram from ap is presented as coming from.
 func (sc shortcut) public(ap netip.AddrPort, addr net.Addr) net.Addr {
 	if p, ok := sc.toPublic[ap]; ok {

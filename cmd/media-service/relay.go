@@ -29,6 +29,8 @@ func (r relay) ICEServers(identity string) []edge.ICEServer {
 
 // newRelay binds the TURN relay, or returns nil when MEDIA_TURN_ENABLED is
 // false. Its peer policy lets it reach the media engine's own sockets.
+// Relayed media to and from the engine's UDP socket is handed over in
+// memory.
 func newRelay(cfg turn.Config, log *slog.Logger, meter metric.Meter, media *sfu.Engine) (*turn.Server, error) {
 	if !cfg.Enabled {
 		log.Info("turn_disabled")
@@ -41,7 +43,7 @@ func newRelay(cfg turn.Config, log *slog.Logger, meter metric.Meter, media *sfu.
 	if a := media.TCPAddr(); a != nil {
 		own = append(own, a)
 	}
-	return turn.New(cfg, turn.Options{Log: log, Meter: meter, Media: own})
+	return turn.New(cfg, turn.Options{Log: log, Meter: meter, Media: own, Handoff: media.Handoff()})
 }
 
 // edgeRelay is t as the instance's relay, or no relay when t is nil (an

@@ -84,6 +84,40 @@ func exchangeThroughRelay(t *testing.T, s *service, second webrtc.ICETransportPo
 	if got := metrics["media_turn_relayed_bytes_total"]; got < 1000 {
 		t.Errorf("media_turn_relayed_bytes_total = %v; want the media's bytes", got)
 	}
+	// The relay's only peer is the SFU's socket: every datagram is handed
+	// over in memory, none takes the kernel.
+	packets := relayedPackets(t, s)
+	for _, dir := range []string{"to_peer", "from_peer"} {
+		if got := packets[dir+"/memory"]; got < 50 {
+			t.Errorf("media_turn_relayed_packets_total{direction=%q,path=\"memory\"} = %v; want the media's packets", dir, got)
+		}
+		if got := packets[dir+"/kernel"]; got != 0 {
+			t.Errorf("media_turn_relayed_packets_total{direction=%q,path=\"kernel\"} = %v; want 0", dir, got)
+		}
+	}
+}
+
+// relayedPackets sums media_turn_relayed_packets_total by direction and
+// path, keyed "direction/path".
+func relayedPackets(t *testing.T, s *service) map[string]float64 {
+	t.Helper()
+	_, body := get(t, "http://"+s.OpsAddr+"/metrics")
+	label := func(line, name string) string {
+		_, v, _ := strings.Cut(line, name+`="`)
+		v, _, _ = strings.Cut(v, `"`)
+		return v
+	}
+	sums := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, "media_turn_relayed_packets_total{") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			sums[label(line, "direction")+"/"+label(line, "path")] += v
+		}
+	}
+	return sums
 }
 
 // joinRoom joins room as identity with a dev token through the Go client.

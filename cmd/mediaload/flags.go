@@ -90,6 +90,7 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.BoolVar(&cl.quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&cl.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (to check it is not the bottleneck)")
 	fs.BoolVar(&c.NACK, "nack", c.NACK, "participants ask for retransmission of lost video packets (NACK), as browsers do")
+	fs.BoolVar(&c.Relay, "relay", c.Relay, "participants that only subscribe connect relay-only, through the instance's own TURN relay")
 }
 
 func (cl *commandLine) defineShape(fs *flag.FlagSet) {

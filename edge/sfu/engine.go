@@ -49,6 +49,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/media-service/media-service/internal/envconfig"
+	"github.com/media-service/media-service/internal/handoff"
 )
 
 // tcpMuxReadPackets is how many packets an ICE-TCP connection queues
@@ -73,7 +74,7 @@ type Engine struct {
 	subRegistry *interceptor.Registry // send only
 
 	udpMux  ice.UDPMux
-	udpConn *batchConn // the mux's socket: fan-outs batch their sends on it
+	udpConn *batchConn // the mux's socket: fan-outs batch their sends on it, the relay hands over on it
 	udpAddr *net.UDPAddr
 	tcpMux  ice.TCPMux   // nil when ICE-TCP is off
 	tcpAddr *net.TCPAddr // nil when ICE-TCP is off
@@ -280,6 +281,10 @@ func newPeerConnection(api *webrtc.API, c webrtc.Configuration, role string) (*w
 // UDPAddr is the address the UDP mux is bound to (with the real port when
 // the configured one was 0).
 func (e *Engine) UDPAddr() *net.UDPAddr { return e.udpAddr }
+
+// Handoff connects this instance's TURN relay to the UDP mux's socket, so
+// that relayed media skips the kernel (internal/handoff).
+func (e *Engine) Handoff() *handoff.Switch { return e.udpConn.routes }
 
 // TCPAddr is the address the ICE-TCP mux is bound to, or nil when ICE-TCP
 // is off.

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/media-service/media-service/internal/handoff"
 )
 
 // batchSize is how many datagrams one sendmmsg carries at most: a fan-out
@@ -30,11 +32,17 @@ const batchSize = 64
 // writes for an IPv4 destination as well as a sockaddr_in6. Elsewhere
 // hold and release do nothing and every write is a plain sendto.
 //
+// Datagrams for the relayed address of one of this instance's own TURN
+// allocations do not reach the kernel: routes hands them to the
+// allocation in memory, and the relay's datagrams for the SFU arrive the
+// same way, merged into the reads (internal/handoff).
+//
 // Pion's mux uses the AddrPortReaderWriter methods when a connection has
 // them; WriteTo is kept for any other caller.
 type batchConn struct {
-	*net.UDPConn
-	batch *ipv4.PacketConn // nil: no batching (not Linux)
+	*handoff.Conn
+	routes *handoff.Switch
+	batch  *ipv4.PacketConn // nil: no batching (not Linux)
 
 	mu    sync.Mutex   // guards the fields below
 	holds atomic.Int32 // fan-outs under way; changed under mu, read without it first
@@ -48,9 +56,11 @@ type batchConn struct {
 	errs func(n int)
 }
 
-// newBatchConn wraps c. errs is told of datagrams that could not be sent.
+// newBatchConn wraps c, the socket of routes' media Conn. errs is told of
+// datagrams that could not be sent.
 func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
-	b := &batchConn{UDPConn: c, errs: errs}
+	hc := handoff.NewConn(c, handoff.MediaQueue)
+	b := &batchConn{Conn: hc, routes: handoff.NewSwitch(hc), errs: errs}
 	if runtime.GOOS == "linux" {
 		// ipv4's WriteBatch is x/net's sendmmsg; it marshals each
 		// destination by its own family, IPv6 ones too.
@@ -88,8 +98,11 @@ func (b *batchConn) release() {
 }
 
 // WriteToAddrPort sends p to addr, or holds it while a fan-out is under
-// way.
+// way, or hands it to the TURN allocation that holds addr.
 func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) {
+	if b.routes.Send(p, addr) {
+		return len(p), nil
+	}
 	if b.batch == nil || len(p) > maxRingPacket || b.holds.Load() == 0 {
 		return b.UDPConn.WriteToUDPAddrPort(p, addr)
 	}
@@ -112,11 +125,6 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 	b.msgs[i].Addr = &b.addrs[i]
 	b.n++
 	return len(p), nil
-}
-
-// ReadFromAddrPort reads one datagram, as *net.UDPConn does.
-func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
-	return b.UDPConn.ReadFromUDPAddrPort(p)
 }
 
 // WriteTo sends p to addr through WriteToAddrPort.

@@ -75,6 +75,10 @@ type Config struct {
 	// NACK makes participants ask for retransmission of lost video
 	// packets, as browsers do (true).
 	NACK bool
+	// Relay makes every participant that only subscribes connect
+	// relay-only, through the instance's own TURN relay (false), to
+	// measure what relayed media costs the instance against direct.
+	Relay bool
 }
 
 // Placements of participants over several URLs.

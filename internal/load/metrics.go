@@ -14,12 +14,15 @@ import (
 // serverSample is one scrape of the instance's ops /metrics: the standard
 // process and Go collectors and our goroutine gauge.
 type serverSample struct {
-	CPUSeconds float64   `json:"cpu_seconds"`      // process_cpu_seconds_total
-	RSS        float64   `json:"rss_bytes"`        // process_resident_memory_bytes
-	Goroutines float64   `json:"goroutines"`       // media_goroutine_count (go_goroutines if absent)
-	FDs        float64   `json:"open_fds"`         // process_open_fds
-	HeapInuse  float64   `json:"heap_inuse_bytes"` // go_memstats_heap_inuse_bytes
-	At         time.Time `json:"at"`
+	CPUSeconds float64 `json:"cpu_seconds"`      // process_cpu_seconds_total
+	RSS        float64 `json:"rss_bytes"`        // process_resident_memory_bytes
+	Goroutines float64 `json:"goroutines"`       // media_goroutine_count (go_goroutines if absent)
+	FDs        float64 `json:"open_fds"`         // process_open_fds
+	HeapInuse  float64 `json:"heap_inuse_bytes"` // go_memstats_heap_inuse_bytes
+	// TURNAllocations are the relay's live allocations, every transport's
+	// (media_turn_allocations_active): with -relay, two per subscriber.
+	TURNAllocations float64   `json:"turn_allocations"`
+	At              time.Time `json:"at"`
 }
 
 // add sums o into s: the numbers of several instances are their sums.
@@ -30,6 +33,7 @@ func (s *serverSample) add(o serverSample) {
 	s.Goroutines += o.Goroutines
 	s.FDs += o.FDs
 	s.HeapInuse += o.HeapInuse
+	s.TURNAllocations += o.TURNAllocations
 	if o.At.After(s.At) {
 		s.At = o.At
 	}
@@ -43,6 +47,8 @@ var scrapedNames = map[string]func(*serverSample, float64){
 	"media_goroutine_count":         func(s *serverSample, v float64) { s.Goroutines = v },
 	"process_open_fds":              func(s *serverSample, v float64) { s.FDs = v },
 	"go_memstats_heap_inuse_bytes":  func(s *serverSample, v float64) { s.HeapInuse = v },
+	// One series per transport: their sum.
+	"media_turn_allocations_active": func(s *serverSample, v float64) { s.TURNAllocations += v },
 }
 
 // scraper reads an instance's ops /metrics.

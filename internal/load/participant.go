@@ -91,8 +91,12 @@ func (p *participant) join(ctx context.Context, r *serverTarget, m *mediaRun) er
 // the first client follows a `draining` message that names where the
 // room went; the one it moved to ends with the run.
 func (p *participant) options(r *serverTarget, m *mediaRun, gen int) client.Options {
+	policy := webrtc.ICETransportPolicyAll
+	if r.relay && !p.publish {
+		policy = webrtc.ICETransportPolicyRelay
+	}
 	return client.Options{
-		API: r.api, OnTrack: p.onTrack(m.clk, gen),
+		API: r.api, OnTrack: p.onTrack(m.clk, gen), ICETransportPolicy: policy,
 		OnEvent: func(msg *signal.Message) {
 			r.events.observe(msg)
 			if msg.Type == signal.TypeDraining && msg.URL != "" && gen == 0 {

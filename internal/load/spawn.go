@@ -42,6 +42,15 @@ func spawnEnv(maxSessions int) []string {
 	}
 }
 
+// spawnRelayEnv turns the spawned instance's TURN relay on for -relay, on
+// loopback and UDP only, with the rate limit of unauthenticated requests
+// out of the way: every synthetic participant comes from 127.0.0.1.
+var spawnRelayEnv = []string{
+	"MEDIA_TURN_ENABLED=true", "MEDIA_TURN_UDP_PORT=0", "MEDIA_TURN_TCP_PORT=-1",
+	"MEDIA_TURN_BIND_ADDR=127.0.0.1", "MEDIA_TURN_RELAY_IP=127.0.0.1",
+	"MEDIA_TURN_UNAUTH_RATE=1000000", "MEDIA_TURN_UNAUTH_BURST=1000000",
+}
+
 // spawn starts bin and waits (at most 30 s) for it to log its addresses.
 // Its environment is ours with env on top (spawnEnv, and a fleet's
 // variables); its stderr goes to stderr (nil: discarded).

@@ -19,6 +19,7 @@ type serverTarget struct {
 	placement string   // PlaceRoundRobin or PlaceRandom
 	scrapers  []*scraper
 	api       *webrtc.API
+	relay     bool // subscribers connect relay-only (Config.Relay)
 	tokens    *tokenSource
 	spawned   *spawned
 	fleet     *fleet // with -spawn-fleet, instead of spawned
@@ -59,7 +60,11 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 		}
 		pr.printf("spawned redis on %s and %d instances of %s: signaling %v", f.redisAddr, len(f.nodes), cfg.Spawn, t.urls)
 	case cfg.Spawn != "":
-		s, err := spawn(ctx, cfg.Spawn, spawnEnv(maxSessions+16), cfg.ChildStderr)
+		env := spawnEnv(maxSessions + 16)
+		if cfg.Relay {
+			env = append(env, spawnRelayEnv...)
+		}
+		s, err := spawn(ctx, cfg.Spawn, env, cfg.ChildStderr)
 		if err != nil {
 			return nil, err
 		}
@@ -82,6 +87,7 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 		return nil, err
 	}
 	t.tokens = newTokenSource(cfg, t.urls[0])
+	t.relay = cfg.Relay
 	return t, nil
 }
 

@@ -1,0 +1,172 @@
+// Package handoff moves datagrams in memory between the embedded TURN
+// relay's relayed sockets and the SFU's media socket of one instance.
+//
+// A relayed participant's media would otherwise cross the kernel twice
+// on the instance: client → TURN socket → relayed socket → kernel → media
+// socket, and back the same way. With a Switch, a datagram the relay
+// writes to the media socket's address is queued straight into the media
+// socket's Conn, whose reader sees it as coming from the allocation's
+// relayed address; and a datagram the SFU writes to a relayed address is
+// queued into that allocation's Conn, whose reader (Pion's allocation)
+// sees it as coming from the media address, exactly as the kernel would
+// have delivered both. Every check the relay makes on a datagram it reads
+// or writes still runs: only the kernel trip is skipped.
+package handoff
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+)
+
+// MaxPacket is the largest datagram a Conn queues; a larger one is
+// dropped, as a kernel would drop one above the path MTU. It covers
+// Pion's 1600-byte relay buffer and the SFU's 1500-byte packets.
+const MaxPacket = 1600
+
+// longAgo is a read deadline in the past: setting it wakes a blocked read.
+var longAgo = time.Unix(1, 0)
+
+// Conn is a UDP socket whose reads return the kernel's datagrams merged
+// with the ones handed over by Deliver. The reader blocks in the kernel
+// as usual; a delivery while it does wakes it through a read deadline in
+// the past (no goroutine, no system call), after which it takes the
+// queued datagrams first.
+//
+// One goroutine reads (ReadFromAddrPort, ReadFrom or Read); any goroutine
+// delivers. Read deadlines are the Conn's own: a caller's SetReadDeadline
+// would be undone by the next wake-up.
+type Conn struct {
+	*net.UDPConn
+
+	mu      sync.Mutex // guards everything below
+	queue   ring
+	blocked bool // the reader is in, or about to enter, a kernel read
+	woken   bool // a past deadline was set to end that read
+	closed  bool
+}
+
+// NewConn wraps c; queued is how many delivered datagrams may wait for
+// the reader before more are dropped (as a full socket buffer would).
+func NewConn(c *net.UDPConn, queued int) *Conn {
+	return &Conn{UDPConn: c, queue: ring{slots: make([]slot, queued)}}
+}
+
+// Deliver queues a copy of p for the reader, as if from the address from.
+// It reports false, having dropped p, when the queue is full, p is over
+// MaxPacket or the Conn is closed.
+func (c *Conn) Deliver(p []byte, from netip.AddrPort) bool {
+	if len(p) > MaxPacket {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || !c.queue.push(p, from) {
+		return false
+	}
+	if c.blocked && !c.woken {
+		c.woken = true
+		_ = c.UDPConn.SetReadDeadline(longAgo) // fails only when closed: the read ends anyway
+	}
+	return true
+}
+
+// Read returns the next datagram, a delivered one first; handed reports
+// whether it was delivered rather than read from the kernel.
+func (c *Conn) Read(b []byte) (n int, from netip.AddrPort, handed bool, err error) {
+	for {
+		c.mu.Lock()
+		if n, from, ok := c.queue.pop(b); ok {
+			c.mu.Unlock()
+			return n, from, true, nil
+		}
+		c.blocked = true
+		c.mu.Unlock()
+
+		n, from, err = c.UDPConn.ReadFromUDPAddrPort(b)
+
+		c.mu.Lock()
+		woken := c.woken
+		c.blocked, c.woken = false, false
+		if woken {
+			_ = c.UDPConn.SetReadDeadline(time.Time{})
+		}
+		c.mu.Unlock()
+		if err == nil || !woken || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, from, false, err
+		}
+	}
+}
+
+// ReadFromAddrPort returns the next datagram, a delivered one first. With
+// it Pion's ICE mux reads the Conn without allocating.
+func (c *Conn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	n, from, _, err := c.Read(b)
+	return n, from, err
+}
+
+// ReadFrom returns the next datagram, a delivered one first.
+func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, _, err := c.Read(b)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+// Close closes the socket, which ends a blocked read; what is still
+// queued is dropped, and later deliveries are refused.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.queue.reset()
+	c.mu.Unlock()
+	return c.UDPConn.Close()
+}
+
+// slot is one queued datagram. Its buffer is allocated on first use and
+// kept, so a queue costs memory only up to the deepest it has been.
+type slot struct {
+	buf  []byte
+	n    int
+	from netip.AddrPort
+}
+
+// ring is a bounded FIFO of datagrams, copied in and out.
+type ring struct {
+	slots      []slot
+	head, size int
+}
+
+func (r *ring) push(p []byte, from netip.AddrPort) bool {
+	if r.size == len(r.slots) {
+		return false
+	}
+	s := &r.slots[(r.head+r.size)%len(r.slots)]
+	if s.buf == nil {
+		s.buf = make([]byte, MaxPacket)
+	}
+	s.n, s.from = copy(s.buf, p), from
+	r.size++
+	return true
+}
+
+// pop copies the oldest datagram into b (truncated to b, as a socket
+// read would) and removes it.
+func (r *ring) pop(b []byte) (int, netip.AddrPort, bool) {
+	if r.size == 0 {
+		return 0, netip.AddrPort{}, false
+	}
+	s := &r.slots[r.head]
+	n := copy(b, s.buf[:s.n])
+	r.head = (r.head + 1) % len(r.slots)
+	r.size--
+	return n, s.from, true
+}
+
+func (r *ring) reset() {
+	r.head, r.size = 0, 0
+}

@@ -1,0 +1,187 @@
+package handoff
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// listen is a UDP socket on loopback, closed at the end of the test.
+func listen(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// datagram is what one Read returned.
+type datagram struct {
+	data   string
+	from   netip.AddrPort
+	handed bool
+	err    error
+}
+
+// reader reads c on a goroutine of its own until it fails, and returns
+// what it read on a channel that is closed after the failure.
+func reader(t *testing.T, c *Conn) <-chan datagram {
+	t.Helper()
+	out := make(chan datagram, 64)
+	go func() {
+		defer close(out)
+		buf := make([]byte, MaxPacket)
+		for {
+			n, from, handed, err := c.Read(buf)
+			out <- datagram{string(buf[:n]), from, handed, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// waitBlocked polls until c's reader is in its kernel read.
+func waitBlocked(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		blocked := c.blocked
+		c.mu.Unlock()
+		if blocked {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("reader not blocked within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func next(t *testing.T, ch <-chan datagram) datagram {
+	t.Helper()
+	select {
+	case d := <-ch:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no datagram within 10 s")
+		return datagram{}
+	}
+}
+
+// TestConnMergesKernelAndDelivered checks that a reader blocked in the
+// kernel is woken by a delivery, reads it with its claimed source, and
+// keeps reading kernel datagrams after it, interleaved as they come.
+func TestConnMergesKernelAndDelivered(t *testing.T) {
+	c := NewConn(listen(t), 8)
+	ch := reader(t, c)
+	sender := listen(t)
+	relayed := netip.MustParseAddrPort("127.0.0.1:40000")
+	to := c.LocalAddr().(*net.UDPAddr)
+
+	for round := range 3 {
+		// The reader is in (or entering) its kernel read with nothing
+		// queued: the delivery must wake it.
+		waitBlocked(t, c)
+		if !c.Deliver([]byte("handed"), relayed) {
+			t.Fatal("Deliver = false; want true")
+		}
+		if d := next(t, ch); d != (datagram{"handed", relayed, true, nil}) {
+			t.Fatalf("round %d: Read = %+v; want the handed datagram from %s", round, d, relayed)
+		}
+		if _, err := sender.WriteToUDP([]byte("kernel"), to); err != nil {
+			t.Fatal(err)
+		}
+		want := datagram{"kernel", sender.LocalAddr().(*net.UDPAddr).AddrPort(), false, nil}
+		if d := next(t, ch); d != want {
+			t.Fatalf("round %d: Read = %+v; want %+v", round, d, want)
+		}
+	}
+	c.Close()
+	if d := next(t, ch); !errors.Is(d.err, net.ErrClosed) {
+		t.Fatalf("Read after Close = %+v; want net.ErrClosed", d)
+	}
+	if c.Deliver([]byte("late"), relayed) {
+		t.Error("Deliver after Close = true; want false")
+	}
+}
+
+// TestConnQueueBound checks that deliveries beyond the queue are refused
+// while the reader is away, and that those queued are read in order.
+func TestConnQueueBound(t *testing.T) {
+	c := NewConn(listen(t), 2)
+	from := netip.MustParseAddrPort("127.0.0.1:40000")
+	for i, p := range []string{"a", "b", "c"} {
+		if got, want := c.Deliver([]byte(p), from), i < 2; got != want {
+			t.Errorf("Deliver(%q) = %v; want %v", p, got, want)
+		}
+	}
+	if c.Deliver(make([]byte, MaxPacket+1), from) {
+		t.Error("Deliver of MaxPacket+1 bytes = true; want false")
+	}
+	buf := make([]byte, 1)
+	for _, want := range []string{"a", "b"} {
+		n, got, handed, err := c.Read(buf)
+		if err != nil || !handed || got != from || string(buf[:n]) != want {
+			t.Errorf("Read = %q, %s, %v, %v; want %q, %s, true, nil", buf[:n], got, handed, err, want, from)
+		}
+	}
+}
+
+// TestConnNoAllocation checks that a delivery and its read allocate
+// nothing once the queue's slots exist.
+func TestConnNoAllocation(t *testing.T) {
+	c := NewConn(listen(t), 4)
+	from := netip.MustParseAddrPort("127.0.0.1:40000")
+	p, buf := make([]byte, 1200), make([]byte, MaxPacket)
+	allocs := testing.AllocsPerRun(1000, func() {
+		c.Deliver(p, from)
+		if _, _, err := c.ReadFromAddrPort(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per delivered datagram = %v; want 0", allocs)
+	}
+}
+
+// TestSwitchRoutes checks that Send hands datagrams to the attached
+// route only, as from its peer, and that a stale Detach keeps a newer
+// route of the same relayed address.
+func TestSwitchRoutes(t *testing.T) {
+	sw := NewSwitch(NewConn(listen(t), 4))
+	relayed := netip.MustParseAddrPort("127.0.0.1:40000")
+	peer := netip.MustParseAddrPort("127.0.0.1:7882")
+	if sw.Send([]byte("x"), relayed) {
+		t.Fatal("Send without a route = true; want false")
+	}
+	old, cur := NewConn(listen(t), 1), NewConn(listen(t), 1)
+	sw.Attach(relayed, Route{Conn: old, Peer: peer})
+	sw.Attach(relayed, Route{Conn: cur, Peer: peer})
+	sw.Detach(relayed, old)
+	if !sw.Send([]byte("one"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:40000")) {
+		t.Fatal("Send to the mapped relayed address = false; want true")
+	}
+	if !sw.Send([]byte("two"), relayed) || sw.Dropped() != 1 {
+		t.Errorf("second Send over a 1-slot queue: Dropped = %d; want 1", sw.Dropped())
+	}
+	buf := make([]byte, 16)
+	n, from, handed, err := cur.Read(buf)
+	if err != nil || !handed || from != peer || string(buf[:n]) != "one" {
+		t.Errorf("Read = %q, %s, %v, %v; want \"one\", %s, true, nil", buf[:n], from, handed, err, peer)
+	}
+	sw.Detach(relayed, cur)
+	if sw.Send([]byte("x"), relayed) {
+		t.Error("Send after Detach = true; want false")
+	}
+}

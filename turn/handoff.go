@@ -1,0 +1,121 @@
+package turn
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/media-service/media-service/internal/handoff"
+)
+
+// mediaDestinations are the addresses at which the kernel would deliver a
+// relayed datagram to the SFU's socket, the handoff's media Conn: its
+// bound address, or, bound to every address, this host's addresses and
+// the relay's own IP on its port. A datagram for any of them (after the
+// shortcut's mapping of the public address) is handed over instead.
+func mediaDestinations(sw *handoff.Switch, hostIPs []netip.Addr, relayIP netip.Addr) map[netip.AddrPort]bool {
+	dst := map[netip.AddrPort]bool{}
+	if sw == nil {
+		return dst
+	}
+	local := sw.Media().LocalAddr().(*net.UDPAddr).AddrPort()
+	ip, port := local.Addr().Unmap(), local.Port()
+	ips := []netip.Addr{ip}
+	if ip.IsUnspecified() {
+		ips = append(slices.Clone(hostIPs), relayIP)
+	}
+	for _, ip := range ips {
+		dst[netip.AddrPortFrom(ip.Unmap(), port)] = true
+	}
+	return dst
+}
+
+// mediaPeer is the address the SFU's datagrams to a relayed socket come
+// from through the kernel, before the client has named one (the SFU sends
+// its connectivity checks as soon as it learns the relayed candidate): the
+// media socket's address, the relay's IP for a socket bound to every
+// address, shown as the public address when the shortcut applies.
+func mediaPeer(sw *handoff.Switch, sc shortcut, relayIP netip.Addr) netip.AddrPort {
+	if sw == nil {
+		return netip.AddrPort{}
+	}
+	local := sw.Media().LocalAddr().(*net.UDPAddr).AddrPort()
+	ip := local.Addr().Unmap()
+	if ip.IsUnspecified() {
+		ip = relayIP
+	}
+	ap := netip.AddrPortFrom(ip, local.Port())
+	if p, ok := sc.toPublic[ap]; ok {
+		return p
+	}
+	return ap
+}
+
+// newRelayConn wraps pc, an allocation's relayed socket whose address
+// clients see as relay. With a handoff, it is read through a handoff.Conn
+// so that the SFU's datagrams arrive in memory too.
+func (s *Server) newRelayConn(pc *net.UDPConn, transport string, relay netip.AddrPort) *relayConn {
+	rc := &relayConn{PacketConn: pc, s: s, transport: transport, bytes: s.metrics.bytes[transport]}
+	if s.handoff != nil {
+		hc := handoff.NewConn(pc, handoff.RelayQueue)
+		rc.PacketConn = hc
+		rc.handoff = &relayHandoff{conn: hc, sw: s.handoff, relay: relay, bytes: rc.bytes}
+	}
+	return rc
+}
+
+// relayHandoff is the in-memory path of one relayed socket to and from
+// the SFU's media socket. The SFU sees the client's datagrams as coming
+// from the relayed address, as through the kernel; the client sees the
+// SFU's as coming from the media address it last sent to (the server's
+// mediaPeer before it sent any).
+type relayHandoff struct {
+	conn  *handoff.Conn // the relayed socket
+	sw    *handoff.Switch
+	relay netip.AddrPort // the allocation's relayed address
+	bytes *byteCounts
+
+	mu       sync.Mutex     // guards peer and peerAddr
+	peer     netip.AddrPort // the media address the client last sent to
+	peerAddr *net.UDPAddr   // peer, made once so that reads do not allocate
+}
+
+// send hands b to the SFU as if from the relayed address. A datagram the
+// SFU's queue cannot take is dropped and counted, as a full socket buffer
+// would drop it after the send succeeded.
+func (h *relayHandoff) send(b []byte, peer netip.AddrPort) int {
+	h.route(peer)
+	if !h.sw.Media().Deliver(b, h.relay) {
+		h.bytes.handoffDropped.Add(1)
+	}
+	h.bytes.toPeer.Add(int64(len(b)))
+	h.bytes.handedTo.Add(1)
+	return len(b)
+}
+
+// route makes the SFU's datagrams for the relayed address come back here
+// as from peer.
+func (h *relayHandoff) route(peer netip.AddrPort) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if peer == h.peer {
+		return
+	}
+	h.peer, h.peerAddr = peer, net.UDPAddrFromAddrPort(peer)
+	h.sw.Attach(h.relay, handoff.Route{Conn: h.conn, Peer: peer})
+}
+
+// addr is from as a net.Addr, the cached one when it is the peer. Pion
+// only reads it.
+func (h *relayHandoff) addr(from netip.AddrPort) net.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if from == h.peer {
+		return h.peerAddr
+	}
+	return net.UDPAddrFromAddrPort(from)
+}
+
+// detach stops routing the SFU's datagrams here.
+func (h *relayHandoff) detach() { h.sw.Detach(h.relay, h.conn) }

@@ -1,0 +1,88 @@
+package turn
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBatchWriterConcurrent has many goroutines write through one
+// batchWriter at once, as allocations do after a fan-out, and checks that
+// every datagram arrives once and whole, and that the writer is idle
+// after.
+func TestBatchWriterConcurrent(t *testing.T) {
+	out, err := net.ListenUDP("udp4", loopback(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	in, err := net.ListenUDP("udp4", loopback(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	_ = in.SetReadBuffer(4 << 20)
+	w := newBatchWriter(out)
+	const writers, each = 16, 50
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				p := []byte(fmt.Sprintf("%d/%d", g, i))
+				if n, err := w.WriteTo(p, in.LocalAddr()); err != nil || n != len(p) {
+					t.Errorf("WriteTo = %d, %v; want %d, nil", n, err, len(p))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	buf := make([]byte, 64)
+	_ = in.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(seen) < writers*each {
+		n, from, err := in.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", len(seen), writers*each, err)
+		}
+		if seen[string(buf[:n])] || from.Port() != uint16(out.LocalAddr().(*net.UDPAddr).Port) {
+			t.Fatalf("datagram %q from %s: a duplicate, or not from the writer's socket", buf[:n], from)
+		}
+		seen[string(buf[:n])] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sending || w.queue.n != 0 {
+		t.Errorf("after the writes: sending %v, %d queued; want idle and empty", w.sending, w.queue.n)
+	}
+}
+
+// TestBatchWriterNoAllocation checks that a write allocates nothing,
+// sent at once or queued and sent in a batch.
+func TestBatchWriterNoAllocation(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates in x/net's batch write")
+	}
+	out := echoSocket(t)
+	in := echoSocket(t)
+	w := newBatchWriter(out)
+	p, to := make([]byte, 164), in.LocalAddr()
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := w.WriteTo(p, to); err != nil {
+			t.Fatal(err)
+		}
+		w.mu.Lock() // as if a write were under way: the next one queues
+		w.sending = true
+		w.mu.Unlock()
+		if _, err := w.WriteTo(p, to); err != nil {
+			t.Fatal(err)
+		}
+		w.sendQueued()
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per two writes = %v; want 0", allocs)
+	}
+}
