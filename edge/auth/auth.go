@@ -47,7 +47,15 @@ type Grants struct {
 	Publish bool `json:"publish"`
 	// Subscribe allows receiving the other participants' tracks.
 	Subscribe bool `json:"subscribe"`
+	// PublishData allows sending on the data channels. Absent (nil) means
+	// allowed: tokens minted before the grant existed keep working, as
+	// LiveKit's canPublishData does. Use CanPublishData to read it.
+	PublishData *bool `json:"publish_data,omitempty"`
 }
+
+// CanPublishData reports whether the grants allow sending data: true
+// unless publish_data is present and false.
+func (g Grants) CanPublishData() bool { return g.PublishData == nil || *g.PublishData }
 
 // Claims is the payload of an access token: the registered claims (iss is
 // the API key, sub the identity, exp the expiry) plus the room and grants.
