@@ -59,6 +59,7 @@ type sessionConfig struct {
 	MessageRate        float64
 	MessageBurst       int
 	WS                 wsConfig
+	Data               dataConfig
 }
 
 func newSessionConfig(c Config) sessionConfig {
@@ -67,7 +68,7 @@ func newSessionConfig(c Config) sessionConfig {
 		IdleTimeout: c.IdleTimeout, NegotiationTimeout: c.NegotiationTimeout,
 		OfferInterval: c.OfferInterval, OfferBurst: c.OfferBurst,
 		MessageRate: c.MessageRate, MessageBurst: c.MessageBurst,
-		WS: newWSConfig(c),
+		WS: newWSConfig(c), Data: newDataConfig(c),
 	}
 }
 
@@ -98,6 +99,7 @@ type Session struct {
 	subICE   *signal.Trickle
 	offers   *rate.Limiter // publisher offers
 	inbound  *rate.Limiter // every client message: paces the reader
+	data     *sessionData  // its data channels, on pub
 
 	renegotiate chan struct{} // cap 1: a subscriber offer is wanted
 	answered    chan struct{} // cap 1: the outstanding offer was answered
@@ -141,6 +143,10 @@ func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time,
 	}
 	if s.sub, err = deps.media.NewSubscriberConn(webrtc.Configuration{}); err != nil {
 		_ = s.pub.Close()
+		return nil, err
+	}
+	if err = s.openData(); err != nil {
+		_ = errors.Join(s.pub.Close(), s.sub.Close())
 		return nil, err
 	}
 	s.pubICE = signal.NewTrickle(s.candidateSender(signal.TargetPublisher))
