@@ -172,6 +172,9 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
+	if err := registerAudioLevel(pubMedia); err != nil {
+		return err
+	}
 	sets, err := newInterceptorSets(logs)
 	if err != nil {
 		return err
