@@ -124,6 +124,7 @@ type Client struct {
 	closeErr         error
 	wg               sync.WaitGroup
 	data             clientData
+	speakers         speakerList
 	simulcastTracks
 }
 
