@@ -104,8 +104,7 @@ func TestDataRefusals(t *testing.T) {
 	ts := startServer(t, nil)
 	alice := dialData(t, ts, "data", "alice", bothGrants)
 	bob := dialData(t, ts, "data", "bob", bothGrants)
-	no := false
-	mute := dialData(t, ts, "data", "mute", auth.Grants{Subscribe: true, PublishData: &no})
+	mute := dialData(t, ts, "data", "mute", auth.Grants{Subscribe: true, PublishData: auth.Allow(false)})
 
 	big := bytes.Repeat([]byte{'x'}, 15<<10)
 	if err := alice.SendData(false, "", big); err != nil {
