@@ -183,7 +183,13 @@ func (s *Session) deliverData(lossy bool, frame []byte) {
 	}
 	if d.reliable.BufferedAmount()+d.lossy.BufferedAmount()+uint64(len(frame)) > limit {
 		m.dropped.Add(bg, 1, d.kind(lossy))
-		s.notifyData(signal.CodeDataDropped, "data messages to you were dropped: you did not take them fast enough")
+		d.notices[signal.CodeDataDropped].Do(func() {
+			// Detached: this runs on the sender's relay, which must not
+			// wait for a slow receiver's signaling either.
+			s.sendDetached(&signal.Message{Type: signal.TypeError, Code: signal.CodeDataDropped,
+				Message: "data messages to you were dropped: you did not take them fast enough"}, nil)
+			s.deps.metrics.signalError(signal.CodeDataDropped)
+		})
 		return
 	}
 	if err := dc.Send(frame); err != nil {

@@ -302,6 +302,26 @@ func (s *Session) send(m *signal.Message) {
 	}
 }
 
+// sendDetached sends m on a goroutine of the session's, so a caller that
+// serves others (a data relay, the speakers round) never waits on this
+// client's full queue; send's rule still holds for it. round, when not
+// nil, is done once the send is. Nothing is sent once the session ended.
+func (s *Session) sendDetached(m *signal.Message, round *sync.WaitGroup) {
+	if !s.track() {
+		return
+	}
+	if round != nil {
+		round.Add(1)
+	}
+	go func() {
+		defer s.wg.Done()
+		if round != nil {
+			defer round.Done()
+		}
+		s.send(m)
+	}()
+}
+
 // slowClient ends the session of a client that does not take its
 // messages: its queue stayed full, or a write to it timed out.
 func (s *Session) slowClient() {

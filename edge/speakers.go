@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -43,11 +44,14 @@ type roomSpeakers struct {
 }
 
 // speakersLoop ranks every room's speakers each speakerInterval until ctx
-// ends. A member whose send queue is full can hold one round up by the
-// send timeout, after which that member is disconnected as slow.
+// ends. Each round's messages go out on the members' own goroutines, so
+// nobody waits for a member whose queue is full; the next round waits for
+// them all, so a member never gets two lists out of order (a slow member
+// can delay it by the send timeout, and is then disconnected).
 func (rs *rooms) speakersLoop(ctx context.Context) {
 	t := time.NewTicker(speakerInterval)
 	defer t.Stop()
+	var round sync.WaitGroup
 	for {
 		select {
 		case <-ctx.Done():
@@ -55,8 +59,9 @@ func (rs *rooms) speakersLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, r := range rs.all() {
-			r.rankSpeakers()
+			r.rankSpeakers(&round)
 		}
+		round.Wait()
 	}
 }
 
@@ -72,8 +77,8 @@ func (rs *rooms) all() []*room {
 }
 
 // rankSpeakers takes the room's audio windows and, when the ordered list
-// of speakers changed, sends it to every member.
-func (r *room) rankSpeakers() {
+// of speakers changed, sends it to every member as part of round.
+func (r *room) rankSpeakers(round *sync.WaitGroup) {
 	r.mu.Lock()
 	audio := make([]roomPub, 0, len(r.pubs))
 	for _, p := range r.pubs {
@@ -90,7 +95,7 @@ func (r *room) rankSpeakers() {
 	r.speakers.last = list
 	m := &signal.Message{Type: signal.TypeSpeakers, Speakers: list}
 	for _, s := range members {
-		s.send(m)
+		s.sendDetached(m, round)
 	}
 }
 
