@@ -7,6 +7,10 @@
 // stream, answering their NACKs from a shared buffer per layer and
 // forwarding their keyframe requests to the publisher, throttled.
 //
+// Publishers' audio negotiates the RFC 6464 audio level extension: the
+// read loop adds each packet's level to its publication's window
+// (audiolevel.go), which package edge takes to rank active speakers.
+//
 // Signaling, rooms and who subscribes to what live in package edge; this
 // package only moves media.
 //
