@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/internal/connlimit"
 	"github.com/media-service/media-service/internal/envconfig"
 )
@@ -269,8 +270,8 @@ func (c *Config) checkSignaling(v *envconfig.Checker) {
 	}
 	envconfig.Positive(v, &c.MessageRate)
 	envconfig.Positive(v, &c.DataMessageRate)
-	if c.DataMaxMessage < 16 || c.DataMaxMessage > maxSCTPMessage {
-		v.Failf(&c.DataMaxMessage, "must be 16 to %d bytes, got %d", maxSCTPMessage, c.DataMaxMessage)
+	if c.DataMaxMessage < 16 || c.DataMaxMessage > sfu.MaxDataMessage {
+		v.Failf(&c.DataMaxMessage, "must be 16 to %d bytes, got %d", sfu.MaxDataMessage, c.DataMaxMessage)
 	}
 	if c.DataMaxBuffered < c.DataMaxMessage {
 		v.Failf(&c.DataMaxBuffered, "(%d) must be at least %s (%d)", c.DataMaxBuffered, v.Var(&c.DataMaxMessage), c.DataMaxMessage)

@@ -27,10 +27,6 @@ import (
 // (Pion's SCTP queues them); a receiver's backlog is bounded instead, so a
 // slow receiver loses its own messages and holds nobody up.
 
-// maxSCTPMessage is the largest message the publisher connection takes:
-// Pion's default SCTP max-message-size, which it advertises in its answer.
-const maxSCTPMessage = 65536
-
 // lossyBufferedShare: lossy messages to a receiver are dropped once its
 // backlog exceeds DataMaxBuffered divided by this, well before reliable
 // ones are, so a congested receiver keeps its reliable messages longest.

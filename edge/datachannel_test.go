@@ -9,6 +9,7 @@ import (
 
 	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
 )
 
@@ -111,6 +112,11 @@ func TestDataRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent(t, alice, 5*time.Second, "data_too_large", isCode(signal.CodeDataTooLarge))
+	// Beyond the connection's max-message-size the client's own stack
+	// refuses: the server never has to take it.
+	if err := alice.SendData(false, "", bytes.Repeat([]byte{'x'}, sfu.MaxDataMessage+1)); err == nil {
+		t.Errorf("SendData(%d bytes) = nil; want the client's refusal above max-message-size %d", sfu.MaxDataMessage+1, sfu.MaxDataMessage)
+	}
 	if err := alice.SendDataRaw(false, []byte{7, 0, 0}); err != nil {
 		t.Fatal(err)
 	}
