@@ -166,12 +166,13 @@ type Config struct {
 	DataMessageRate  float64 `env:"MEDIA_DATA_MESSAGE_RATE" envDefault:"100"`
 	DataMessageBurst int     `env:"MEDIA_DATA_MESSAGE_BURST" envDefault:"200"`
 	// DataMaxBuffered bounds what waits in one receiver's data channels
-	// (MEDIA_DATA_MAX_BUFFERED, default 1048576 bytes): a reliable message
+	// (MEDIA_DATA_MAX_BUFFERED, default 262144 bytes): a reliable message
 	// that would take a receiver's backlog beyond it is dropped for that
 	// receiver, which gets error data_dropped at most once a second; lossy
 	// messages are dropped already beyond an eighth of it. Nobody else
-	// waits for a slow receiver.
-	DataMaxBuffered int `env:"MEDIA_DATA_MAX_BUFFERED" envDefault:"1048576"`
+	// waits for a slow receiver. It is memory the instance holds per
+	// receiver that falls behind: 17 messages of the largest size.
+	DataMaxBuffered int `env:"MEDIA_DATA_MAX_BUFFERED" envDefault:"262144"`
 	// RetryAfter is the Retry-After of 503 refusals (MEDIA_RETRY_AFTER,
 	// default 2s, whole seconds).
 	RetryAfter time.Duration `env:"MEDIA_RETRY_AFTER" envDefault:"2s"`
