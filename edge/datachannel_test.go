@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/sfu"
@@ -130,7 +132,15 @@ func TestDataRefusals(t *testing.T) {
 			t.Errorf("next message = %q (from %s); want alice's %q: nothing refused was relayed", m.Payload, m.From, "after")
 		}
 	}
-	for reason, want := range map[string]int64{"too_large": 1, "invalid": 1, "not_permitted": 1} {
+	// A channel of the client's own making is closed by the server.
+	extra, err := alice.Publisher().CreateDataChannel("mine", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the server closes the client's own channel", func() bool {
+		return extra.ReadyState() == webrtc.DataChannelStateClosed
+	})
+	for reason, want := range map[string]int64{"too_large": 1, "invalid": 1, "not_permitted": 1, "unknown_channel": 1} {
 		if got := ts.counter(t, "media_data_messages_refused", "reason", reason); got != want {
 			t.Errorf("media_data_messages_refused{reason=%s} = %d; want %d", reason, got, want)
 		}
