@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/internal/connlimit"
 	"github.com/media-service/media-service/internal/envconfig"
 )
@@ -149,6 +150,29 @@ type Config struct {
 	// (MEDIA_NEGOTIATION_TIMEOUT, default 15s): without the answer no
 	// later change can reach the client.
 	NegotiationTimeout time.Duration `env:"MEDIA_NEGOTIATION_TIMEOUT" envDefault:"15s"`
+	// DataMaxMessage bounds one data channel message, frame header
+	// included (MEDIA_DATA_MAX_MESSAGE, default 15360 bytes, 15 KiB: what
+	// every browser sends unfragmented and LiveKit's guidance). A larger
+	// one is dropped and its sender gets error data_too_large; the session
+	// goes on. The publisher connection advertises max-message-size 65536,
+	// so clients refuse anything above that themselves.
+	DataMaxMessage int `env:"MEDIA_DATA_MAX_MESSAGE" envDefault:"15360"`
+	// DataMessageRate and DataMessageBurst bound the data messages one
+	// participant sends, both channels together (MEDIA_DATA_MESSAGE_RATE,
+	// default 100 per second; MEDIA_DATA_MESSAGE_BURST, default 200).
+	// Beyond them messages are dropped, counted, and the sender gets
+	// error data_rate_limited at most once a second: each message costs
+	// one send per recipient, so the rate bounds a room's fan-out.
+	DataMessageRate  float64 `env:"MEDIA_DATA_MESSAGE_RATE" envDefault:"100"`
+	DataMessageBurst int     `env:"MEDIA_DATA_MESSAGE_BURST" envDefault:"200"`
+	// DataMaxBuffered bounds what waits in one receiver's data channels
+	// (MEDIA_DATA_MAX_BUFFERED, default 262144 bytes): a reliable message
+	// that would take a receiver's backlog beyond it is dropped for that
+	// receiver, which gets error data_dropped at most once a second; lossy
+	// messages are dropped already beyond an eighth of it. Nobody else
+	// waits for a slow receiver. It is memory the instance holds per
+	// receiver that falls behind: 17 messages of the largest size.
+	DataMaxBuffered int `env:"MEDIA_DATA_MAX_BUFFERED" envDefault:"262144"`
 	// RetryAfter is the Retry-After of 503 refusals (MEDIA_RETRY_AFTER,
 	// default 2s, whole seconds).
 	RetryAfter time.Duration `env:"MEDIA_RETRY_AFTER" envDefault:"2s"`
@@ -234,7 +258,7 @@ func (c *Config) checkConns(v *envconfig.Checker) {
 // bounds.
 func (c *Config) checkLimits(v *envconfig.Checker) {
 	for _, n := range []*int{&c.MaxRooms, &c.MaxRoomParticipants, &c.MaxTracks,
-		&c.MaxCandidates, &c.SendQueue, &c.OfferBurst, &c.MessageBurst} {
+		&c.MaxCandidates, &c.SendQueue, &c.OfferBurst, &c.MessageBurst, &c.DataMessageBurst} {
 		envconfig.AtLeast(v, n, 1)
 	}
 }
@@ -246,6 +270,13 @@ func (c *Config) checkSignaling(v *envconfig.Checker) {
 		envconfig.Positive(v, d)
 	}
 	envconfig.Positive(v, &c.MessageRate)
+	envconfig.Positive(v, &c.DataMessageRate)
+	if c.DataMaxMessage < 16 || c.DataMaxMessage > sfu.MaxDataMessage {
+		v.Failf(&c.DataMaxMessage, "must be 16 to %d bytes, got %d", sfu.MaxDataMessage, c.DataMaxMessage)
+	}
+	if c.DataMaxBuffered < c.DataMaxMessage {
+		v.Failf(&c.DataMaxBuffered, "(%d) must be at least %s (%d)", c.DataMaxBuffered, v.Var(&c.DataMaxMessage), c.DataMaxMessage)
+	}
 	if c.RetryAfter < time.Second {
 		v.Failf(&c.RetryAfter, "must be at least 1s (Retry-After is in whole seconds), got %s", c.RetryAfter)
 	}

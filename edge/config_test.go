@@ -43,6 +43,11 @@ func TestConfigNamesBadVariable(t *testing.T) {
 		{"MEDIA_MAX_CONNS", func(c *Config) { c.MaxConns = c.MaxSessions }},
 		{"MEDIA_HTTP_HEADER_TIMEOUT", func(c *Config) { c.HTTPHeaderTimeout = 0 }},
 		{"MEDIA_HTTP_IDLE_TIMEOUT", func(c *Config) { c.HTTPIdleTimeout = -time.Second }},
+		{"MEDIA_DATA_MAX_MESSAGE", func(c *Config) { c.DataMaxMessage = 8 }},
+		{"MEDIA_DATA_MAX_MESSAGE", func(c *Config) { c.DataMaxMessage = 65537 }},
+		{"MEDIA_DATA_MESSAGE_RATE", func(c *Config) { c.DataMessageRate = 0 }},
+		{"MEDIA_DATA_MESSAGE_BURST", func(c *Config) { c.DataMessageBurst = 0 }},
+		{"MEDIA_DATA_MAX_BUFFERED", func(c *Config) { c.DataMaxBuffered = c.DataMaxMessage - 1 }},
 		{"MEDIA_API_SECRET", func(c *Config) { c.APIKey, c.APISecret = "k", "short" }},
 		{"MEDIA_API_KEY", func(c *Config) { c.APIKey, c.APISecret = "", strings.Repeat("s", 32) }},
 	}

@@ -34,6 +34,7 @@ func TestDefaults(t *testing.T) {
 		PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second, ReadLimit: 65536,
 		MessageRate: 50, MessageBurst: 100, OfferBurst: 10, OfferInterval: time.Second,
 		NegotiationTimeout: 15 * time.Second, RetryAfter: 2 * time.Second,
+		DataMaxMessage: 15 << 10, DataMessageRate: 100, DataMessageBurst: 200, DataMaxBuffered: 256 << 10,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("env.Parse(empty) = %+v; want %+v", got, want)

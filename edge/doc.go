@@ -7,8 +7,10 @@
 // session manager (sessions.go), and a session: its state and lifetime
 // (session.go), its signaling read loop and dispatch (signaling.go),
 // negotiation (negotiation.go), ICE candidates (candidates.go), the tracks
-// it publishes (publications.go) and receives (subscriptions.go), and its
-// WebSocket writer (wsclient.go). The media itself is package edge/sfu.
+// it publishes (publications.go) and receives (subscriptions.go), its data
+// channels and their relay (datachannel.go), and its WebSocket writer
+// (wsclient.go); the rooms' active speakers are ranked in speakers.go. The
+// media itself is package edge/sfu.
 //
 // A session sees its instance only through a sessionDeps: the config
 // values it reads, the metrics, the media engine, the relay's ICE

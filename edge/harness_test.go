@@ -42,6 +42,7 @@ func testConfig() Config {
 		OfferBurst: 10, OfferInterval: time.Second, NegotiationTimeout: 5 * time.Second,
 		RetryAfter: 2 * time.Second, MaxConns: 500, MaxConnsPerIP: 200,
 		HTTPHeaderTimeout: 5 * time.Second, HTTPIdleTimeout: 5 * time.Second,
+		DataMaxMessage: 15 << 10, DataMessageRate: 10000, DataMessageBurst: 10000, DataMaxBuffered: 1 << 20,
 	}
 }
 

@@ -29,6 +29,7 @@ type metrics struct {
 	connRefusals  metric.Int64Counter       // media_http_conn_refusals_total{reason}
 	trackSettings metric.Int64Counter       // media_track_settings_total{quality,paused}
 	layersSent    metric.Int64Counter       // media_dynacast_layers_messages_total
+	data          *dataMetrics              // media_data_* (datachannel.go)
 }
 
 // bg is the context of measurements: they are never cancelled.
@@ -69,6 +70,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(joinTimeBuckets...),
 		metric.WithDescription("From WebSocket open until media first flows for the participant: "+
 			"the first packet forwarded to it (first=forwarded) or, when that comes later, its own first track arriving (first=received)."))
+	errs = append(errs, err)
+	x.data, err = newDataMetrics(m)
 	errs = append(errs, err)
 	for _, err := range errs {
 		if err != nil {

@@ -42,6 +42,8 @@ type room struct {
 	reserved int        // admitted joins not yet members
 	members  map[string]*Session
 	pubs     map[string]roomPub // by publication id
+
+	speakers roomSpeakers // owned by the speakers goroutine, not guarded by mu
 }
 
 // roomPub is a publication and the session that publishes it.

@@ -212,6 +212,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go serve(s.httpSrv, s.httpLn, "http")
 	go serve(s.opsSrv, s.opsLn, "ops")
 	loadCtx, stopLoad := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() { defer wg.Done(); s.rooms.speakersLoop(loadCtx) }()
 	if s.routing != nil {
 		wg.Add(2)
 		go func() { defer wg.Done(); s.publishLoad(loadCtx) }()

@@ -59,6 +59,7 @@ type sessionConfig struct {
 	MessageRate        float64
 	MessageBurst       int
 	WS                 wsConfig
+	Data               dataConfig
 }
 
 func newSessionConfig(c Config) sessionConfig {
@@ -67,7 +68,7 @@ func newSessionConfig(c Config) sessionConfig {
 		IdleTimeout: c.IdleTimeout, NegotiationTimeout: c.NegotiationTimeout,
 		OfferInterval: c.OfferInterval, OfferBurst: c.OfferBurst,
 		MessageRate: c.MessageRate, MessageBurst: c.MessageBurst,
-		WS: newWSConfig(c),
+		WS: newWSConfig(c), Data: newDataConfig(c),
 	}
 }
 
@@ -98,6 +99,7 @@ type Session struct {
 	subICE   *signal.Trickle
 	offers   *rate.Limiter // publisher offers
 	inbound  *rate.Limiter // every client message: paces the reader
+	data     *sessionData  // its data channels, on pub
 
 	renegotiate chan struct{} // cap 1: a subscriber offer is wanted
 	answered    chan struct{} // cap 1: the outstanding offer was answered
@@ -141,6 +143,10 @@ func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time,
 	}
 	if s.sub, err = deps.media.NewSubscriberConn(webrtc.Configuration{}); err != nil {
 		_ = s.pub.Close()
+		return nil, err
+	}
+	if err = s.openData(); err != nil {
+		_ = errors.Join(s.pub.Close(), s.sub.Close())
 		return nil, err
 	}
 	s.pubICE = signal.NewTrickle(s.candidateSender(signal.TargetPublisher))
@@ -294,6 +300,26 @@ func (s *Session) send(m *signal.Message) {
 	case err != nil:
 		s.log.Debug("signal_not_sent", "type", m.Type, "err", err)
 	}
+}
+
+// sendDetached sends m on a goroutine of the session's, so a caller that
+// serves others (a data relay, the speakers round) never waits on this
+// client's full queue; send's rule still holds for it. round, when not
+// nil, is done once the send is. Nothing is sent once the session ended.
+func (s *Session) sendDetached(m *signal.Message, round *sync.WaitGroup) {
+	if !s.track() {
+		return
+	}
+	if round != nil {
+		round.Add(1)
+	}
+	go func() {
+		defer s.wg.Done()
+		if round != nil {
+			defer round.Done()
+		}
+		s.send(m)
+	}()
 }
 
 // slowClient ends the session of a client that does not take its

@@ -23,7 +23,7 @@ import (
 // Without a secret it is the public dev pair, which only a dev-mode
 // instance accepts.
 //
-//	media-service token -room R -identity I [-ttl 1h] [-publish=true] [-subscribe=true]
+//	media-service token -room R -identity I [-ttl 1h] [-publish=true] [-subscribe=true] [-publish-data=true]
 func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -32,6 +32,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	publish := fs.Bool("publish", true, "grant publishing tracks")
 	subscribe := fs.Bool("subscribe", true, "grant receiving the others' tracks")
+	publishData := fs.Bool("publish-data", true, "grant sending data channel messages")
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -47,7 +48,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	t := auth.Token{Room: *room, Identity: *identity, TTL: *ttl,
-		Grants: auth.Grants{Publish: *publish, Subscribe: *subscribe}}
+		Grants: auth.Grants{Publish: *publish, Subscribe: *subscribe, PublishData: auth.Allow(*publishData)}}
 	s, err := keys.Mint(t, time.Now())
 	if err != nil {
 		return fmt.Errorf("token: %w", err)

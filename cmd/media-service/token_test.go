@@ -19,8 +19,12 @@ func TestTokenCommand(t *testing.T) {
 		verifyWith  auth.KeyPair
 		wantGrants  auth.Grants
 	}{
-		{"dev pair", "", "", []string{"-room", "demo", "-identity", "alice"}, auth.DevKeyPair(), auth.Grants{Publish: true, Subscribe: true}},
-		{"configured pair", keys.Key, keys.Secret, []string{"-room", "demo", "-identity", "alice", "-publish=false"}, keys, auth.Grants{Subscribe: true}},
+		{"dev pair", "", "", []string{"-room", "demo", "-identity", "alice"}, auth.DevKeyPair(),
+			auth.Grants{Publish: true, Subscribe: true, PublishData: auth.PermissionGranted}},
+		{"configured pair", keys.Key, keys.Secret, []string{"-room", "demo", "-identity", "alice", "-publish=false"}, keys,
+			auth.Grants{Subscribe: true, PublishData: auth.PermissionGranted}},
+		{"no data", "", "", []string{"-room", "demo", "-identity", "alice", "-publish-data=false"}, auth.DevKeyPair(),
+			auth.Grants{Publish: true, Subscribe: true, PublishData: auth.PermissionDenied}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

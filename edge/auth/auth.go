@@ -47,6 +47,60 @@ type Grants struct {
 	Publish bool `json:"publish"`
 	// Subscribe allows receiving the other participants' tracks.
 	Subscribe bool `json:"subscribe"`
+	// PublishData allows sending on the data channels. Absent means
+	// allowed, so tokens minted before the grant existed keep working, as
+	// LiveKit's canPublishData does: read it with CanPublishData.
+	PublishData Permission `json:"publish_data,omitzero"`
+}
+
+// CanPublishData reports whether the grants allow sending data.
+func (g Grants) CanPublishData() bool { return g.PublishData.Allowed() }
+
+// Permission is a grant that holds unless a token says false: its zero
+// value, a claim absent from the token, allows. It is a value, not a
+// *bool, so Grants stay comparable with ==.
+type Permission uint8
+
+// The values of a Permission.
+const (
+	PermissionAbsent  Permission = iota // not in the token: allowed
+	PermissionDenied                    // false in the token
+	PermissionGranted                   // true in the token
+)
+
+// Allow is the Permission of an explicit true or false.
+func Allow(ok bool) Permission {
+	if ok {
+		return PermissionGranted
+	}
+	return PermissionDenied
+}
+
+// Allowed reports whether p allows: anything but an explicit false.
+func (p Permission) Allowed() bool { return p != PermissionDenied }
+
+// MarshalJSON writes true or false (an absent one is left out by omitzero).
+func (p Permission) MarshalJSON() ([]byte, error) {
+	if p == PermissionDenied {
+		return []byte("false"), nil
+	}
+	return []byte("true"), nil
+}
+
+// UnmarshalJSON reads true, false or null (absent); anything else is an
+// error, so a token with a malformed grant is refused.
+func (p *Permission) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case "true":
+		*p = PermissionGranted
+	case "false":
+		*p = PermissionDenied
+	case "null":
+		*p = PermissionAbsent
+	default:
+		return fmt.Errorf("auth: a grant must be true or false, got %.20s", b)
+	}
+	return nil
 }
 
 // Claims is the payload of an access token: the registered claims (iss is

@@ -123,6 +123,8 @@ type Client struct {
 	leaveReason      string
 	closeErr         error
 	wg               sync.WaitGroup
+	data             clientData
+	speakers         speakerList
 	simulcastTracks
 }
 
@@ -187,6 +189,7 @@ func newClient(opts Options) (*Client, error) {
 		events:          make(chan *signal.Message, opts.EventBuffer),
 		tracks:          make(chan *RemoteTrack, defaultTrackBuffer),
 		done:            make(chan struct{}),
+		data:            clientData{messages: make(chan DataMessage, dataBuffer)},
 	}, nil
 }
 

@@ -38,7 +38,8 @@ func startEdge(t *testing.T) string {
 		MaxSessions: 10, MaxRooms: 2, MaxRoomParticipants: 5, MaxTracks: 2, MaxCandidates: 50,
 		SendQueue: 16, SendTimeout: time.Second, WriteTimeout: time.Second, PingInterval: time.Second,
 		IdleTimeout: 5 * time.Second, ReadLimit: 64 << 10, MessageRate: 50, MessageBurst: 100, OfferBurst: 5, OfferInterval: time.Second,
-		NegotiationTimeout: 5 * time.Second, RetryAfter: time.Second, HTTPHeaderTimeout: 5 * time.Second, HTTPIdleTimeout: 5 * time.Second}
+		NegotiationTimeout: 5 * time.Second, RetryAfter: time.Second, HTTPHeaderTimeout: 5 * time.Second, HTTPIdleTimeout: 5 * time.Second,
+		DataMaxMessage: 15 << 10, DataMessageRate: 100, DataMessageBurst: 200, DataMaxBuffered: 1 << 20}
 	srv, err := edge.New(cfg, edge.Options{Log: log, Media: media})
 	if err != nil {
 		media.Close()

@@ -9,13 +9,15 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/signal"
 )
 
 // NewAPI builds a webrtc.API as a browser would have it: Pion's default
-// codecs and interceptors (NACK, RTCP reports, TWCC), mDNS off, loopback
+// codecs and interceptors (NACK, RTCP reports, TWCC), the audio level
+// header extension, mDNS off, loopback
 // candidates included. configure, when not nil, adjusts the settings
 // further (LoopbackOnly, a port range, network types).
 func NewAPI(configure func(*webrtc.SettingEngine)) (*webrtc.API, error) {
@@ -31,6 +33,11 @@ func newAPI(configure func(*webrtc.SettingEngine), simulcast bool) (*webrtc.API,
 		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
 			return nil, fmt.Errorf("client: register simulcast extensions: %w", err)
 		}
+	}
+	// Browsers offer audio levels; so does the client (see AudioLevelID).
+	level := webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}
+	if err := m.RegisterHeaderExtension(level, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, fmt.Errorf("client: register audio level extension: %w", err)
 	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {

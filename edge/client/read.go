@@ -56,6 +56,8 @@ func (c *Client) handle(m *signal.Message) error {
 		c.endMu.Unlock()
 	case signal.TypeLayers:
 		c.applyLayers(m)
+	case signal.TypeSpeakers:
+		c.applySpeakers(m)
 	case signal.TypeError:
 		if requestErrors[m.Code] {
 			c.deliverReply(m)

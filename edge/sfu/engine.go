@@ -7,6 +7,10 @@
 // stream, answering their NACKs from a shared buffer per layer and
 // forwarding their keyframe requests to the publisher, throttled.
 //
+// Publishers' audio negotiates the RFC 6464 audio level extension: the
+// read loop adds each packet's level to its publication's window
+// (audiolevel.go), which package edge takes to rank active speakers.
+//
 // Signaling, rooms and who subscribes to what live in package edge; this
 // package only moves media.
 //
@@ -173,6 +177,9 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err != nil {
 		return err
 	}
+	if err := registerAudioLevel(pubMedia); err != nil {
+		return err
+	}
 	sets, err := newInterceptorSets(logs)
 	if err != nil {
 		return err
@@ -219,6 +226,11 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	// be dropped as a replay. 1024, as browsers use, covers the NACK
 	// buffer's span.
 	se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
+	// Pion's default SCTP max-message-size is 1 GiB, and its data channel
+	// reader grows its buffer to whatever arrives: a client could make
+	// the server hold a gigabyte. Advertised in our answers, this bound
+	// makes clients refuse larger messages themselves.
+	se.SetSCTPMaxMessageSize(MaxDataMessage)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback || e.udpAddr.IP.IsLoopback())
 	if len(e.cfg.PublicIPs) > 0 {
 		rule := webrtc.ICEAddressRewriteRule{
@@ -232,6 +244,12 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	}
 	return se, nil
 }
+
+// MaxDataMessage is the largest data channel message a connection takes
+// (its SCTP max-message-size): 64 KiB, what browsers send unfragmented
+// across implementations. Package edge bounds messages lower by
+// configuration.
+const MaxDataMessage = 65536
 
 // dtlsRetransmitInterval is the first DTLS handshake retransmission
 // timeout: above any usual round trip, far below Pion's 1 s default.

@@ -48,6 +48,8 @@ type Publication struct {
 	keyframe  func([]byte) bool // whether a payload starts a keyframe (codec's)
 	vp8       bool              // VP8: picture IDs are rewritten across switches
 	simulcast bool              // published with RIDs: dynacast applies
+	levelID   uint8             // audio: the audio level extension's id, 0 without
+	levels    levelWindow       // audio levels since the last TakeAudioLevel
 
 	dyn dynacast
 
@@ -106,6 +108,9 @@ func (e *Engine) Publish(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, p
 	p.keyframe = keyframeDetector(p.kind, p.codec.MimeType)
 	p.vp8 = strings.EqualFold(p.codec.MimeType, webrtc.MimeTypeVP8)
 	p.simulcast = rid != ""
+	if p.kind == webrtc.RTPCodecTypeAudio {
+		p.levelID = audioLevelID(recv)
+	}
 	p.subs.Store(&[]*Subscription{})
 	e.metrics.activePubs[kindIndex(p.kind)].Add(1)
 	if err := p.attach(index, remote); err != nil {
@@ -307,6 +312,11 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	m.receivedBytes[k].Add(uint64(len(pkt)))
 	if p.kind == webrtc.RTPCodecTypeVideo {
 		m.layerReceived[l.index].Add(uint64(len(pkt)))
+	}
+	if p.levelID != 0 {
+		if level, ok := audioLevel(pkt, p.levelID); ok {
+			p.levels.add(level)
+		}
 	}
 	payload, ok := parseRTP(pkt, h)
 	if !ok {

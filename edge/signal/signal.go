@@ -27,6 +27,7 @@ const (
 	TypeDraining          = "draining"
 	TypeRedirect          = "redirect"
 	TypeLayers            = "layers"
+	TypeSpeakers          = "speakers"
 
 	TypeOffer     = "offer"
 	TypeAnswer    = "answer"
@@ -154,6 +155,18 @@ type Message struct {
 	// some subscriber needs; encoded whenever non-nil, so "none" is [].
 	MID    string   `json:"mid,omitempty"`
 	Active []string `json:"active,omitzero"`
+
+	// speakers: who speaks now, loudest first; encoded whenever non-nil,
+	// so "nobody" is [].
+	Speakers []Speaker `json:"speakers,omitzero"`
+}
+
+// Speaker is one entry of `speakers`: a participant and its smoothed
+// audio level, 0 (silence) to 1 (full scale), linear amplitude.
+type Speaker struct {
+	ID       string  `json:"id"`
+	Identity string  `json:"identity"`
+	Level    float64 `json:"level"`
 }
 
 // Error is a message refused by Decode: Code is one of the Code values, fit

@@ -265,6 +265,16 @@ type snapshot struct {
 	TrackSettings map[string]string
 	Transport     *struct{ Publisher, Subscriber transport }
 	Tiles         []tile
+	// Chat is every chat message the page shows, its own included.
+	Chat []struct {
+		From, Text string
+		Self       bool
+	}
+	// Speakers is the room's last speakers message.
+	Speakers []struct {
+		ID, Identity string
+		Level        float64
+	}
 }
 
 type participant struct{ ID, Identity string }
@@ -297,6 +307,7 @@ type tile struct {
 	TrackID              string // the video track shown
 	Quality              string // the tile's quality picker
 	SentLayers           []sentLayer
+	Speaking             bool // outlined as an active speaker
 }
 
 // sentLayer is one video encoding the page sends (its own tile only), from

@@ -35,6 +35,10 @@ const IDENTITY_KEY = "media-service.identity";
 const tiles = new Map();
 /** shownErrors keeps every error the page showed, for tests. */
 const shownErrors = [];
+/** chat keeps the chat messages shown, for tests: {from, text, self}. */
+const chat = [];
+/** CHAT_TOPIC is the data topic of chat messages. */
+const CHAT_TOPIC = "chat";
 let client = null;
 let lastStats = null;
 let statsTimer = 0;
@@ -52,6 +56,7 @@ function init() {
   $("leave").addEventListener("click", leave);
   $("copy-link").addEventListener("click", copyLink);
   $("invite-copy").addEventListener("click", copyLink);
+  $("chat-form").addEventListener("submit", (e) => { e.preventDefault(); sendChat(); });
   // A reload or closed tab leaves at once, so the others see us go now
   // rather than after the keepalive times out.
   addEventListener("pagehide", () => client?.leave());
@@ -94,6 +99,7 @@ function leave() {
   $("call").hidden = true;
   $("controls").hidden = true;
   $("room-info").hidden = true;
+  $("chat").hidden = true;
   $("lobby").hidden = false;
   setBanner(null);
 }
@@ -107,6 +113,8 @@ function wire(c) {
   c.addEventListener("track", (e) => attach(addTile(e.detail.participant), e.detail.stream));
   c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
   c.addEventListener("retry", (e) => onRetry(e.detail));
+  c.addEventListener("data", (e) => onData(e.detail));
+  c.addEventListener("speakers", (e) => renderSpeakers(e.detail.speakers));
   c.addEventListener("draining", () => setBanner("draining", "This server is restarting. You stay in the call and move to a new server automatically."));
 }
 
@@ -132,6 +140,7 @@ function showCall(room) {
   $("call").hidden = false;
   $("controls").hidden = false;
   $("room-info").hidden = false;
+  $("chat").hidden = false;
   $("room-name").textContent = room;
   document.title = `${room} · media-service`;
 }
@@ -265,6 +274,45 @@ function renderMute() {
   local.el.querySelector(".muted-badge").hidden = !audio;
 }
 
+/** sendChat sends the chat box's text to everyone over the reliable data
+ * channel, and shows it. */
+function sendChat() {
+  const input = $("chat-input");
+  const text = input.value.trim();
+  if (!text || !client) return;
+  try {
+    client.sendData(text, { topic: CHAT_TOPIC });
+  } catch (err) {
+    showError(err.code || "data_failed", err.message);
+    return;
+  }
+  input.value = "";
+  addChat(client.self?.identity ?? "", text, true);
+}
+
+function onData({ from, topic, payload }) {
+  if (topic !== CHAT_TOPIC) return;
+  addChat(from, new TextDecoder().decode(payload), false);
+}
+
+function addChat(from, text, self) {
+  chat.push({ from, text, self });
+  const li = document.createElement("li");
+  li.classList.toggle("self", self);
+  const who = document.createElement("span");
+  who.className = "from";
+  who.textContent = self ? "you" : from;
+  li.append(who, text);
+  $("chat-log").append(li);
+  li.scrollIntoView({ block: "end" });
+}
+
+/** renderSpeakers outlines the tiles of who speaks now. */
+function renderSpeakers(speakers) {
+  const ids = new Set(speakers.map((s) => s.id));
+  for (const [id, t] of tiles) t.el.classList.toggle("speaking", ids.has(id === "local" ? client.self?.id : id));
+}
+
 async function updateStats() {
   if (!client || client.state === "closed") return;
   let s = null;
@@ -363,6 +411,8 @@ function snapshot() {
     lastError: client?.lastError ?? null,
     muted: { audio: client?.muted("audio") ?? false, video: client?.muted("video") ?? false },
     errors: shownErrors,
+    chat,
+    speakers: client?.speakers ?? [],
     transport: lastStats ? { publisher: lastStats.publisher, subscriber: lastStats.subscriber } : null,
     receivers: client?.session?.pcs.subscriber?.getTransceivers().length ?? 0,
     visibility: document.visibilityState,
@@ -377,6 +427,7 @@ function tileSnapshot(t) {
     id: t.participant.id,
     identity: t.participant.identity,
     local: t.local,
+    speaking: t.el.classList.contains("speaking"),
     tracks: t.video.srcObject?.getTracks().length ?? 0,
     videoWidth: t.video.videoWidth,
     videoHeight: t.video.videoHeight,

@@ -9,6 +9,8 @@
 // client connects again with backoff and swaps the new session in, so the
 // page keeps the same MediaClient, the same local media and the same events.
 
+import { encodeDataFrame, decodeDataFrame } from "./data.js";
+
 /** The signaling protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
 
@@ -158,6 +160,8 @@ function sleep(ms, signal) {
  *   leave                {reason}     the server ended the session
  *   peerstate            {target, state} a PeerConnection's connectionState changed
  *   retry                {attempt, delayMs, code, message}  an attempt failed; the next one is in delayMs
+ *   data                 {from, topic, payload, lossy}  a data message from another participant (payload: Uint8Array)
+ *   speakers             {speakers}   who speaks now, loudest first: [{id, identity, level}]
  */
 export class MediaClient extends EventTarget {
   /**
@@ -200,6 +204,8 @@ export class MediaClient extends EventTarget {
     this.lastHandover = null;  // {waitedMs, caughtUp} of the last swap of a draining session
     this.lastClose = null;     // {code, reason, wasClean, byClient} of the last session's WebSocket
     this.lastError = null;
+    /** @type {{id: string, identity: string, level: number}[]} the room's active speakers, loudest first */
+    this.speakers = [];
     this.iceTransportPolicy = this.relayOnly ? "relay" : "all";
 
     this._session = null;
@@ -260,6 +266,21 @@ export class MediaClient extends EventTarget {
     for (const t of this.localStream?.getTracks() ?? []) {
       if (t.kind === kind) t.enabled = !muted;
     }
+  }
+
+  /**
+   * sendData sends payload (a string, as UTF-8, or a Uint8Array) to the
+   * participants whose identities are in to, or to everyone else in the
+   * room when to is empty, on the reliable (ordered) channel or, with
+   * lossy, the unordered one without retransmissions. The server's
+   * refusals (data_too_large, data_rate_limited, not_permitted) come as
+   * error events. Throws a ClientError data_not_open before the channel
+   * is open.
+   */
+  sendData(payload, { topic = "", lossy = false, to = [] } = {}) {
+    const dc = this._session?.data?.[lossy ? "lossy" : "reliable"];
+    if (!dc || dc.readyState !== "open") throw new ClientError("data_not_open", "the data channel is not open yet");
+    dc.send(encodeDataFrame({ topic, identities: to, payload }));
   }
 
   /** muted reports whether our track of that kind is muted (or absent). */
@@ -541,6 +562,18 @@ export class MediaClient extends EventTarget {
     this._scheduleAdapt();
   }
 
+  _onData(s, buf, lossy) {
+    const f = decodeDataFrame(buf);
+    if (s !== this._session || !f || f.identities.length !== 1) return;
+    this._emit("data", { from: f.identities[0], topic: f.topic, payload: f.payload, lossy });
+  }
+
+  _onSpeakers(s, speakers) {
+    if (s !== this._session || !Array.isArray(speakers)) return;
+    this.speakers = speakers;
+    this._emit("speakers", { speakers });
+  }
+
   _onDraining(s, deadline, url) {
     if (s !== this._session) return;
     this.drainingSeen = true;
@@ -741,7 +774,9 @@ class Session {
       this.streams.set(e.streams[0].id, e.streams[0]);
       this.client._onTrack(this, e.streams[0]);
     };
+    this._openData();
     if (localStream && localStream.getTracks().length) this._publish(localStream);
+    else this._offerPublisher(); // the data channels alone
     // Messages that arrived between joined and start (an early subscriber
     // offer) were queued; play them now.
     for (const m of this.early ?? []) this._dispatch(m);
@@ -756,6 +791,25 @@ class Session {
       if (encodings) init.sendEncodings = encodings;
       pc.addTransceiver(track, init);
     }
+    this._offerPublisher();
+  }
+
+  /** _openData creates the two data channels, pre-negotiated with the
+   * server (PROTOCOL.md, "Data"), before the first publisher offer. */
+  _openData() {
+    const pc = this.pcs.publisher;
+    this.data = {
+      reliable: pc.createDataChannel("_reliable", { negotiated: true, id: 0, ordered: true }),
+      lossy: pc.createDataChannel("_lossy", { negotiated: true, id: 1, ordered: false, maxRetransmits: 0 }),
+    };
+    for (const [kind, dc] of Object.entries(this.data)) {
+      dc.binaryType = "arraybuffer";
+      dc.onmessage = (e) => this.client._onData(this, e.data, kind === "lossy");
+    }
+  }
+
+  _offerPublisher() {
+    const pc = this.pcs.publisher;
     this._serial("publisher", async () => {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
@@ -893,6 +947,7 @@ class Session {
         if (m.participant) { this.roster.delete(m.participant.id); this.streams.delete(m.participant.id); }
         return this.client._onParticipantLeft(this, m.participant);
       case "layers": return this._onLayers(m);
+      case "speakers": return this.client._onSpeakers(this, m.speakers);
       case "error":
         // A track_settings for a track the server removed meanwhile (its
         // publisher left) is a race, not something to show the user.
