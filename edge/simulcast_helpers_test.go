@@ -18,7 +18,8 @@ import (
 // simulcastPublisher publishes one VP8 video track in three RID layers
 // through the Go client (client.PublishSimulcast) and sends a frame on
 // every active layer each 10 ms until the test ends: a keyframe every
-// tenth frame and when one is asked for. The last payload byte names the
+// tenth frame and when one is asked for, whose header says 320×180,
+// 640×360 and 1280×720 for the three layers. The last payload byte names the
 // layer, so a subscriber can tell which one it receives. Like a browser,
 // it stops writing the layers the server's `layers` leaves out.
 type simulcastPublisher struct {
@@ -67,17 +68,25 @@ func (p *simulcastPublisher) send() {
 		}
 		for l := range seq {
 			key := frame%10 == 0 || p.track.KeyframeWanted(l)
-			pb := byte(1) // VP8 payload header: P bit 0 is a keyframe
-			if key {
-				pb = 0
-			}
 			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq[l] + 1, Timestamp: frame * 900, Marker: true},
-				Payload: []byte{0x10, pb, 0x9d, 0x01, 0x2a, byte(l)}}
+				Payload: vp8Frame(key, 320<<l, 180<<l, byte(l))}
 			if sent, _ := p.track.WriteRTP(l, pkt); sent {
 				seq[l]++
 			}
 		}
 	}
+}
+
+// vp8Frame is a one-packet VP8 frame: its payload descriptor (start of a
+// partition), then a keyframe's header with the start code and width by
+// height (RFC 6386 section 9.1), or an interframe's tag, and last the
+// byte tag.
+func vp8Frame(key bool, width, height int, tag byte) []byte {
+	if !key {
+		return []byte{0x10, 0x01, 0x00, 0x00, tag} // frame tag's P bit set: an interframe
+	}
+	return []byte{0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a,
+		byte(width), byte(width >> 8), byte(height), byte(height >> 8), tag}
 }
 
 // simulcastReceiver reads the one video track forwarded to a client and

@@ -184,6 +184,13 @@ func (c *Client) SetTrackSettings(trackID, quality string, paused bool) error {
 	return c.Send(&signal.Message{Type: signal.TypeTrackSettings, TrackID: trackID, Quality: quality, Paused: paused})
 }
 
+// SetTrackSize asks the server for the smallest layer of a track this
+// participant receives that covers maxWidth by maxHeight pixels (0 bounds
+// neither), as a player showing it at that size would, or to pause it.
+func (c *Client) SetTrackSize(trackID string, maxWidth, maxHeight int, paused bool) error {
+	return c.Send(&signal.Message{Type: signal.TypeTrackSettings, TrackID: trackID, MaxWidth: maxWidth, MaxHeight: maxHeight, Paused: paused})
+}
+
 // simulcastTracks is the Client's registry of its simulcast tracks by
 // mid, for the server's `layers` messages.
 type simulcastTracks struct {
