@@ -159,6 +159,9 @@ func (c *Client) applyLayers(m *signal.Message) {
 		c.log.Debug("layers_for_unknown_mid", "mid", m.MID)
 		return
 	}
+	if c.opts.IgnoreLayers {
+		return
+	}
 	changed := false
 	for i, rid := range SimulcastRIDs {
 		on := slices.Contains(m.Active, rid)
