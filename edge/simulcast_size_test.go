@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
+	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/signal"
 )
 
@@ -64,5 +67,26 @@ func TestTrackSettingsBySize(t *testing.T) {
 	})
 	if c := ts.counter(t, "media_track_settings", "quality", "size"); c != 5 {
 		t.Errorf(`media_track_settings{quality="size"} = %d; want 5`, c)
+	}
+}
+
+// TestTrackSettingsByDeclaredSize: an H.264 publisher, whose keyframes
+// the server does not read, declares its layers as a 1080p camera's
+// (480, 960, 1920 wide) in its offer; a subscriber asking for 900 wide
+// gets the middle layer, where the rid order's 640 would have sent the
+// top one, and 481 the middle one too.
+func TestTrackSettingsByDeclaredSize(t *testing.T) {
+	ts := startServer(t, nil)
+	bob := ts.dial(t, "r", "bob")
+	got := receiveSimulcast(t, bob)
+	alice := ts.dialSimulcast(t, "r", "alice")
+	publishSimulcastWith(t, alice, webrtc.MimeTypeH264, [3]client.LayerSize{{Width: 480, Height: 270}, {Width: 960, Height: 540}, {Width: 1920, Height: 1080}})
+	id := got.track(t)
+	got.awaitLayer(t, 2, 15*time.Second)
+	for _, st := range []struct{ width, want int }{{900, 1}, {480, 0}, {481, 1}, {961, 2}} {
+		if err := bob.SetTrackSize(id, st.width, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		got.awaitLayer(t, st.want, 5*time.Second)
 	}
 }

@@ -35,7 +35,10 @@ type layer struct {
 
 	// size is the resolution of the layer's latest VP8 keyframe, width<<16
 	// | height, or 0 while unknown (see noteSize). Written by its read loop.
-	size atomic.Uint32
+	// declared is the one the publisher's offer gave it (see declaredSize),
+	// set once as the layer arrives; a keyframe's wins.
+	size     atomic.Uint32
+	declared atomic.Uint32
 }
 
 // newLayer makes the state of one encoding of p.

@@ -1,7 +1,10 @@
 package sfu
 
 import (
+	"strings"
 	"testing"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // vp8Key is a VP8 keyframe's payload: a one-byte descriptor (start of
@@ -90,5 +93,41 @@ func TestLayerCovering(t *testing.T) {
 	check("low and middle known", 641, 0, 2)
 	if w, h := p.layerSize(2); w != 1280 || h != 960 {
 		t.Errorf("layerSize(2) = %d×%d; want 1280×960, twice the nearest known", w, h)
+	}
+}
+
+// TestDeclaredLayerSizes: an offer that declares its layers' sizes in
+// a=rid restrictions (a 1080p camera's, here for H.264, whose keyframes
+// the server does not read) gives the layers those sizes, so a subscriber
+// asking for 900 pixels wide gets the middle layer, which the rid order's
+// 640 would not cover. A restriction without both sides, or out of
+// range, declares nothing.
+func TestDeclaredLayerSizes(t *testing.T) {
+	h := newHarness(t, Config{})
+	restrictions := map[string]string{
+		"q": "max-width=480;max-height=270",
+		"h": "pt=96;max-width=960;max-height=540",
+		"f": "max-width=1920;max-height=1080",
+	}
+	h.publisherOffer = func(_ testing.TB, d webrtc.SessionDescription) webrtc.SessionDescription {
+		for rid, r := range restrictions {
+			d.SDP = strings.Replace(d.SDP, "a=rid:"+rid+" send\r\n", "a=rid:"+rid+" send "+r+"\r\n", 1)
+		}
+		return d
+	}
+	pub := h.newSimulcastPublisher(t, h264)
+	video := pub.publication(t)
+	for i, want := range [][2]int{{480, 270}, {960, 540}, {1920, 1080}} {
+		if w, h := video.layerSize(i); w != want[0] || h != want[1] {
+			t.Errorf("layerSize(%d) = %d×%d; want the declared %d×%d", i, w, h, want[0], want[1])
+		}
+	}
+	if got := video.layerCovering(900, 0); got != 1 {
+		t.Errorf("layerCovering(900, 0) = %d; want 1 (960 wide as declared)", got)
+	}
+	for _, bad := range []string{"send max-width=320", "send max-width=0;max-height=180", "send max-width=99999;max-height=180", "send max-width=x;max-height=180", "send"} {
+		if got := ridSize(bad); got != 0 {
+			t.Errorf("ridSize(%q) = %#x; want 0", bad, got)
+		}
 	}
 }

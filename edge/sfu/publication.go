@@ -128,6 +128,7 @@ func (p *Publication) attach(index int, remote *webrtc.TrackRemote) error {
 		return fmt.Errorf("sfu: publish layer %q of %s: layer %d is already published", remote.RID(), p.id, index)
 	}
 	l := newLayer(p, index, remote)
+	l.declared.Store(p.declaredSize(l.rid))
 	l.lastAt.Store(int64(time.Since(ringClock)))
 	p.layers[index].Store(l)
 	p.engine.metrics.activeLayers.Add(1)
