@@ -43,7 +43,7 @@ func vp8FrameSize(frame []byte) (w, h int, ok bool) {
 
 // noteSize records the resolution of a VP8 keyframe that arrived on l.
 // Only a change does any work: the subscriptions asking by size choose
-// their layer again, and dynacast hears of it.
+// their layer again, and dynacast hears of any that changed.
 func (p *Publication) noteSize(l *layer, in *inbound) {
 	d := in.vp8()
 	w, h, ok := vp8FrameSize(in.payload[d.size:])
@@ -53,10 +53,13 @@ func (p *Publication) noteSize(l *layer, in *inbound) {
 	if size := uint32(w)<<16 | uint32(h); l.size.Swap(size) == size {
 		return
 	}
+	resized := false
 	for _, s := range *p.subs.Load() {
-		s.resize()
+		resized = s.resize() || resized
 	}
-	p.needChanged()
+	if resized {
+		p.needChanged()
+	}
 }
 
 // layerSize is the resolution of layer i: its latest keyframe's, or the

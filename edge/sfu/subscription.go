@@ -192,10 +192,11 @@ func (s *Subscription) wanted() int32 {
 }
 
 // resize chooses again after a layer's size became known or changed,
-// when the subscription asks by size. The caller tells dynacast.
-func (s *Subscription) resize() {
+// when the subscription asks by size, and reports whether the layer asked
+// for changed; the caller tells dynacast.
+func (s *Subscription) resize() bool {
 	if s.maxSize.Load() == 0 {
-		return
+		return false
 	}
 	s.reqMu.Lock()
 	want := s.wanted()
@@ -204,6 +205,7 @@ func (s *Subscription) resize() {
 	if changed {
 		s.retarget()
 	}
+	return changed
 }
 
 // MaxLayer is the highest layer the subscriber asks for, or -1 while
