@@ -79,31 +79,6 @@ export function simulcastEncodings(width) {
   }));
 }
 
-/**
- * declareLayerSizes writes each simulcast encoding's resolution (the
- * camera's size over its scaleResolutionDownBy) into the a=rid lines of
- * the offer sdp, as RFC 8851's max-width and max-height: the server then
- * knows the layers' sizes before their first keyframes, and for codecs
- * whose keyframes it does not read.
- * @returns {string}
- */
-export function declareLayerSizes(sdp, transceivers) {
-  const sections = sdp.split("\r\nm=");
-  for (const t of transceivers) {
-    const s = t.sender.track?.getSettings?.();
-    const i = sections.findIndex((sec, j) => j > 0 && sec.includes(`\r\na=mid:${t.mid}\r\n`));
-    if (!t.mid || !s?.width || !s?.height || i < 0) continue;
-    for (const e of t.sender.getParameters().encodings ?? []) {
-      if (!e.rid) continue;
-      const k = e.scaleResolutionDownBy ?? 1;
-      const line = `a=rid:${e.rid} send`;
-      sections[i] = sections[i].replace(`${line}\r\n`,
-        `${line} max-width=${Math.floor(s.width / k)};max-height=${Math.floor(s.height / k)}\r\n`);
-    }
-  }
-  return sections.join("\r\nm=");
-}
-
 /** adaptiveSize is the size in device pixels a video element shows its
  * track at: what adaptive stream asks the server to cover (max_width,
  * max_height), which then forwards the smallest layer that does. */
@@ -785,7 +760,7 @@ class Session {
     this._serial("publisher", async () => {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: declareLayerSizes(offer.sdp, pc.getTransceivers()) });
+      this.send({ type: "offer", target: "publisher", sdp: offer.sdp });
       await this._setDegradation();
     });
   }
