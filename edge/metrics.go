@@ -62,7 +62,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		signalErrors:  counter("media_signal_errors", "error messages sent to clients, by code."),
 		conns:         upDown("media_http_conns_active", "TCP connections open now on the HTTP port (signaling, health, demo page), WebSockets included."),
 		connRefusals:  counter("media_http_conn_refusals", "TCP connections to the HTTP port reset right after accept by a bound, by reason (per_ip, total)."),
-		trackSettings: counter("media_track_settings", "track_settings requests applied, by quality (low, medium, high) and paused (true, false)."),
+		trackSettings: counter("media_track_settings", "track_settings requests applied, by quality (low, medium, high, or size when asked by max_width/max_height alone) and paused (true, false)."),
 		layersSent:    counter("media_dynacast_layers_messages", "layers messages sent to publishers: dynacast changes of the layers a simulcast track must send."),
 	}
 	var err error
@@ -107,11 +107,17 @@ func (m *metrics) signalError(code string) {
 	m.signalErrors.Add(bg, 1, metric.WithAttributes(attribute.String("code", code)))
 }
 
-func (m *metrics) trackSetting(quality string, paused bool) {
-	if quality == "" {
+// trackSetting counts a track_settings request by its quality, or "size"
+// when it asks by size alone.
+func (m *metrics) trackSetting(req *signal.Message) {
+	quality := req.Quality
+	switch {
+	case quality == "" && (req.MaxWidth > 0 || req.MaxHeight > 0):
+		quality = "size"
+	case quality == "":
 		quality = signal.QualityHigh
 	}
-	m.trackSettings.Add(bg, 1, metric.WithAttributes(attribute.String("quality", quality), attribute.Bool("paused", paused)))
+	m.trackSettings.Add(bg, 1, metric.WithAttributes(attribute.String("quality", quality), attribute.Bool("paused", req.Paused)))
 }
 
 func (m *metrics) connRefused(reason connlimit.Reason) {

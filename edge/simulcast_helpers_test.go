@@ -18,12 +18,14 @@ import (
 // simulcastPublisher publishes one VP8 video track in three RID layers
 // through the Go client (client.PublishSimulcast) and sends a frame on
 // every active layer each 10 ms until the test ends: a keyframe every
-// tenth frame and when one is asked for. The last payload byte names the
+// tenth frame and when one is asked for, whose header says 320×180,
+// 640×360 and 1280×720 for the three layers. The last payload byte names the
 // layer, so a subscriber can tell which one it receives. Like a browser,
 // it stops writing the layers the server's `layers` leaves out.
 type simulcastPublisher struct {
 	c     *client.Client
 	track *client.SimulcastTrack
+	h264  bool // H.264 frames instead of VP8's
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
@@ -41,13 +43,24 @@ func (ts *testServer) dialSimulcast(t *testing.T, room, identity string) *client
 
 func publishSimulcast(t *testing.T, c *client.Client) *simulcastPublisher {
 	t.Helper()
+	return publishSimulcastWith(t, c, webrtc.MimeTypeVP8, [3]client.LayerSize{})
+}
+
+// publishSimulcastWith is publishSimulcast in codec mime (VP8 or H.264),
+// declaring sizes in the offer (PublishSimulcastSized).
+func publishSimulcastWith(t *testing.T, c *client.Client, mime string, sizes [3]client.LayerSize) *simulcastPublisher {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	track, err := c.PublishSimulcast(ctx, webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video")
+	codec := webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000}
+	if mime == webrtc.MimeTypeH264 {
+		codec.SDPFmtpLine = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+	}
+	track, err := c.PublishSimulcastSized(ctx, codec, "video", sizes)
 	if err != nil {
 		t.Fatalf("PublishSimulcast: %v", err)
 	}
-	p := &simulcastPublisher{c: c, track: track, stop: make(chan struct{})}
+	p := &simulcastPublisher{c: c, track: track, h264: mime == webrtc.MimeTypeH264, stop: make(chan struct{})}
 	p.wg.Add(1)
 	go p.send()
 	t.Cleanup(func() { close(p.stop); p.wg.Wait() })
@@ -67,17 +80,38 @@ func (p *simulcastPublisher) send() {
 		}
 		for l := range seq {
 			key := frame%10 == 0 || p.track.KeyframeWanted(l)
-			pb := byte(1) // VP8 payload header: P bit 0 is a keyframe
-			if key {
-				pb = 0
+			payload := vp8Frame(key, 320<<l, 180<<l, byte(l))
+			if p.h264 {
+				payload = h264Frame(key, byte(l))
 			}
 			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq[l] + 1, Timestamp: frame * 900, Marker: true},
-				Payload: []byte{0x10, pb, 0x9d, 0x01, 0x2a, byte(l)}}
+				Payload: payload}
 			if sent, _ := p.track.WriteRTP(l, pkt); sent {
 				seq[l]++
 			}
 		}
 	}
+}
+
+// vp8Frame is a one-packet VP8 frame: its payload descriptor (start of a
+// partition), then a keyframe's header with the start code and width by
+// height (RFC 6386 section 9.1), or an interframe's tag, and last the
+// byte tag.
+func vp8Frame(key bool, width, height int, tag byte) []byte {
+	if !key {
+		return []byte{0x10, 0x01, 0x00, 0x00, tag} // frame tag's P bit set: an interframe
+	}
+	return []byte{0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a,
+		byte(width), byte(width >> 8), byte(height), byte(height >> 8), tag}
+}
+
+// h264Frame is a one-packet H.264 frame: an IDR slice's NAL unit on a
+// keyframe, a non-IDR slice's otherwise, and last the byte tag.
+func h264Frame(key bool, tag byte) []byte {
+	if key {
+		return []byte{0x65, 0x88, 0x84, tag}
+	}
+	return []byte{0x41, 0x9a, 0x02, tag}
 }
 
 // simulcastReceiver reads the one video track forwarded to a client and

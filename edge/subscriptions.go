@@ -70,8 +70,9 @@ func (s *Session) unsubscribe(ps ...*sfu.Publication) {
 }
 
 // handleTrackSettings applies a subscriber's track_settings to its
-// subscription of that publication: the quality caps the layer, paused
-// stops or resumes forwarding. Decode has checked the quality.
+// subscription of that publication: the quality caps the layer, a
+// max_width or max_height picks the smallest layer covering it, paused
+// stops or resumes forwarding. Decode has checked the values.
 func (s *Session) handleTrackSettings(m *signal.Message) {
 	s.mu.Lock()
 	sub := s.subs[m.TrackID]
@@ -81,6 +82,6 @@ func (s *Session) handleTrackSettings(m *signal.Message) {
 		return
 	}
 	layer, _ := signal.QualityLayer(m.Quality)
-	s.deps.metrics.trackSetting(m.Quality, m.Paused)
-	sub.Apply(layer, m.Paused)
+	s.deps.metrics.trackSetting(m)
+	sub.ApplyRequest(sfu.Request{MaxLayer: layer, MaxWidth: m.MaxWidth, MaxHeight: m.MaxHeight, Paused: m.Paused})
 }

@@ -33,7 +33,7 @@ type targetFlags struct {
 func parseFlags(name string, args []string, stderr io.Writer) (commandLine, error) {
 	about, ok := load.Describe(name)
 	if !ok {
-		return commandLine{}, usageError{fmt.Sprintf("unknown scenario %q (want fanout, meeting, churn or floor)", name)}
+		return commandLine{}, usageError{fmt.Sprintf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast or dynacast)", name)}
 	}
 	cl := commandLine{cfg: load.DefaultConfig()}
 	cl.cfg.Scenario = name
@@ -91,11 +91,12 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.StringVar(&cl.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (to check it is not the bottleneck)")
 	fs.BoolVar(&c.NACK, "nack", c.NACK, "participants ask for retransmission of lost video packets (NACK), as browsers do")
 	fs.BoolVar(&c.Relay, "relay", c.Relay, "participants that only subscribe connect relay-only, through the instance's own TURN relay")
+	fs.BoolVar(&c.Dynacast, "dynacast", c.Dynacast, "simulcast, dynacast: the publisher stops the layers the server says nobody needs, as browsers do; false sends all three anyway")
 }
 
 func (cl *commandLine) defineShape(fs *flag.FlagSet) {
 	c := &cl.cfg
-	fs.IntVar(&c.Subscribers, "subscribers", c.Subscribers, "fanout and floor: receivers of the one publisher")
+	fs.IntVar(&c.Subscribers, "subscribers", c.Subscribers, "fanout, simulcast, dynacast and floor: receivers of the one publisher")
 	fs.IntVar(&c.Rooms, "rooms", c.Rooms, "meeting (and floor): rooms; 0 with floor means the fanout shape")
 	fs.IntVar(&c.Participants, "participants", c.Participants, "meeting: participants per room, all publishing")
 	fs.IntVar(&c.Cycles, "cycles", c.Cycles, "churn: joins (each one a join, media exchange and leave)")

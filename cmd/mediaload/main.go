@@ -67,7 +67,7 @@ var errFailed = errors.New("run failed (see the report)")
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	name, args, ok := scenarioFirst(args)
 	if !ok {
-		return usageError{"want a scenario: fanout, meeting, churn or floor (mediaload SCENARIO -h for flags)"}
+		return usageError{"want a scenario: fanout, meeting, churn, floor, simulcast or dynacast (mediaload SCENARIO -h for flags)"}
 	}
 	if name == load.FloorRelayCommand {
 		return load.ServeFloorRelay(args, stdin, stdout)

@@ -79,6 +79,10 @@ type Options struct {
 	OnTrack func(*RemoteTrack)
 	// Log receives the client's diagnostics. Default: discarded.
 	Log *slog.Logger
+	// IgnoreLayers makes the client's simulcast tracks send every layer
+	// whatever the server's `layers` messages say: a publisher without
+	// dynacast, to measure what dynacast saves.
+	IgnoreLayers bool
 }
 
 // Joined is what the server said in `joined`.

@@ -221,7 +221,7 @@ func (c *Client) negotiate(ctx context.Context) error {
 	case <-c.answers:
 	default:
 	}
-	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: offer.SDP}); err != nil {
+	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: c.declareSizes(offer.SDP)}); err != nil {
 		return err
 	}
 	c.pubICE.Open()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -47,6 +48,18 @@ type SimulcastTrack struct {
 // must come from NewSimulcastAPI. The returned track takes each layer's
 // packets.
 func (c *Client) PublishSimulcast(ctx context.Context, codec webrtc.RTPCodecCapability, id string) (*SimulcastTrack, error) {
+	return c.PublishSimulcastSized(ctx, codec, id, [3]LayerSize{})
+}
+
+// LayerSize is the resolution a simulcast layer is sent at.
+type LayerSize struct{ Width, Height int }
+
+// PublishSimulcastSized is PublishSimulcast declaring each layer's
+// resolution, lowest first, in the offer's a=rid lines (RFC 8851
+// restrictions max-width and max-height): the server then knows them
+// before any keyframe, and for codecs whose keyframes it does not read
+// (H.264). A zero size declares nothing for its layer.
+func (c *Client) PublishSimulcastSized(ctx context.Context, codec webrtc.RTPCodecCapability, id string, sizes [3]LayerSize) (*SimulcastTrack, error) {
 	t := &SimulcastTrack{changed: make(chan struct{}, 1)}
 	for i, rid := range SimulcastRIDs {
 		tr, err := webrtc.NewTrackLocalStaticRTP(codec, id, "camera", webrtc.WithRTPStreamID(rid))
@@ -67,6 +80,12 @@ func (c *Client) PublishSimulcast(ctx context.Context, codec webrtc.RTPCodecCapa
 		if err := t.sender.AddEncoding(tr); err != nil {
 			return nil, fmt.Errorf("client: publish simulcast %s: layer %s: %w", id, tr.RID(), err)
 		}
+	}
+	if sizes != ([3]LayerSize{}) {
+		if c.sizes == nil {
+			c.sizes = make(map[*webrtc.RTPSender][3]LayerSize)
+		}
+		c.sizes[t.sender] = sizes
 	}
 	if err := c.negotiate(ctx); err != nil {
 		return nil, err
@@ -159,6 +178,9 @@ func (c *Client) applyLayers(m *signal.Message) {
 		c.log.Debug("layers_for_unknown_mid", "mid", m.MID)
 		return
 	}
+	if c.opts.IgnoreLayers {
+		return
+	}
 	changed := false
 	for i, rid := range SimulcastRIDs {
 		on := slices.Contains(m.Active, rid)
@@ -184,9 +206,58 @@ func (c *Client) SetTrackSettings(trackID, quality string, paused bool) error {
 	return c.Send(&signal.Message{Type: signal.TypeTrackSettings, TrackID: trackID, Quality: quality, Paused: paused})
 }
 
+// SetTrackSize asks the server for the smallest layer of a track this
+// participant receives that covers maxWidth by maxHeight pixels (0 bounds
+// neither), as a player showing it at that size would, or to pause it.
+func (c *Client) SetTrackSize(trackID string, maxWidth, maxHeight int, paused bool) error {
+	return c.Send(&signal.Message{Type: signal.TypeTrackSettings, TrackID: trackID, MaxWidth: maxWidth, MaxHeight: maxHeight, Paused: paused})
+}
+
 // simulcastTracks is the Client's registry of its simulcast tracks by
-// mid, for the server's `layers` messages.
+// mid, for the server's `layers` messages, and of the layer sizes each
+// declares in its offers (sizes, guarded by negotiateMu).
 type simulcastTracks struct {
 	simMu     sync.Mutex
 	simulcast map[string]*SimulcastTrack
+	sizes     map[*webrtc.RTPSender][3]LayerSize
+}
+
+// declareSizes writes the declared layer sizes into the a=rid lines of
+// the offer sdp, whose mids are set (after SetLocalDescription). The
+// caller holds negotiateMu.
+func (c *Client) declareSizes(sdp string) string {
+	if len(c.sizes) == 0 {
+		return sdp
+	}
+	bySection := map[string][3]LayerSize{}
+	for _, tc := range c.pub.GetTransceivers() {
+		if s, ok := c.sizes[tc.Sender()]; ok && tc.Mid() != "" {
+			bySection[tc.Mid()] = s
+		}
+	}
+	sections := strings.Split(sdp, "\r\nm=")
+	for i, sec := range sections {
+		sizes, ok := bySection[sectionMID(sec)]
+		if i == 0 || !ok {
+			continue
+		}
+		for l, rid := range SimulcastRIDs {
+			if sz := sizes[l]; sz.Width > 0 && sz.Height > 0 {
+				line := "a=rid:" + rid + " send"
+				sec = strings.Replace(sec, line+"\r\n", fmt.Sprintf("%s max-width=%d;max-height=%d\r\n", line, sz.Width, sz.Height), 1)
+			}
+		}
+		sections[i] = sec
+	}
+	return strings.Join(sections, "\r\nm=")
+}
+
+// sectionMID is the a=mid of one media section's text.
+func sectionMID(sec string) string {
+	for _, line := range strings.Split(sec, "\r\n") {
+		if mid, ok := strings.CutPrefix(line, "a=mid:"); ok {
+			return mid
+		}
+	}
+	return ""
 }

@@ -31,6 +31,12 @@ type harness struct {
 	engine     *Engine
 	reader     *sdkmetric.ManualReader
 	publishers int // made so far: each gets its own sequence numbers
+
+	// publisherOffer, when set, rewrites a test publisher's offer on its
+	// way to the server (as another browser would have written it), and
+	// publisherAnswer keeps the server's answer to it.
+	publisherOffer  func(testing.TB, webrtc.SessionDescription) webrtc.SessionDescription
+	publisherAnswer string
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
@@ -184,6 +190,15 @@ func negotiate(t testing.TB, offerer, answerer *webrtc.PeerConnection) {
 // its way to the offerer.
 func negotiateEdited(t testing.TB, offerer, answerer *webrtc.PeerConnection, editAnswer func(string) string) {
 	t.Helper()
+	same := func(_ testing.TB, d webrtc.SessionDescription) webrtc.SessionDescription { return d }
+	negotiateRewritten(t, offerer, answerer, same, editAnswer)
+}
+
+// negotiateRewritten is negotiate with the offer rewritten by editOffer
+// and the answer by editAnswer on their way; it returns the answer.
+func negotiateRewritten(t testing.TB, offerer, answerer *webrtc.PeerConnection,
+	editOffer func(testing.TB, webrtc.SessionDescription) webrtc.SessionDescription, editAnswer func(string) string) string {
+	t.Helper()
 	offer, err := offerer.CreateOffer(nil)
 	if err != nil {
 		t.Fatalf("CreateOffer() = %v", err)
@@ -193,9 +208,11 @@ func negotiateEdited(t testing.TB, offerer, answerer *webrtc.PeerConnection, edi
 		t.Fatalf("SetLocalDescription(offer) = %v", err)
 	}
 	<-gathered
-	if err := offerer.SetRemoteDescription(answerTo(t, answerer, *offerer.LocalDescription(), editAnswer)); err != nil {
+	answer := answerTo(t, answerer, editOffer(t, *offerer.LocalDescription()), editAnswer)
+	if err := offerer.SetRemoteDescription(answer); err != nil {
 		t.Fatalf("SetRemoteDescription(answer) = %v", err)
 	}
+	return answer.SDP
 }
 
 // answerTo applies offer to answerer and returns its answer, gathered and
@@ -308,7 +325,7 @@ func (h *harness) newPublisherWith(t testing.TB, video webrtc.RTPCodecCapability
 		t.Cleanup(pub.Close)
 		p.pubs <- pub
 	})
-	negotiate(t, p.pc, p.server)
+	h.negotiatePublisher(t, p.pc, p.server)
 	return p
 }
 

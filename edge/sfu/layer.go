@@ -32,6 +32,13 @@ type layer struct {
 	lastAt  atomic.Int64  // the newest packet's arrival, since ringClock
 	others  atomic.Uint64 // packets of the other layers since then
 	stopped atomic.Bool
+
+	// size is the resolution of the layer's latest VP8 keyframe, width<<16
+	// | height, or 0 while unknown (see noteSize). Written by its read loop.
+	// declared is the one the publisher's offer gave it (see declaredSize),
+	// set once as the layer arrives; a keyframe's wins.
+	size     atomic.Uint32
+	declared atomic.Uint32
 }
 
 // newLayer makes the state of one encoding of p.

@@ -125,23 +125,34 @@ func (e *Engine) Publish(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, p
 // attach adds the layer remote at index and starts its goroutines.
 func (p *Publication) attach(index int, remote *webrtc.TrackRemote) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed || p.stopping() {
+		p.mu.Unlock()
 		return fmt.Errorf("sfu: publish layer %q of %s: %w", remote.RID(), p.id, ErrClosed)
 	}
 	if p.layers[index].Load() != nil {
+		p.mu.Unlock()
 		return fmt.Errorf("sfu: publish layer %q of %s: layer %d is already published", remote.RID(), p.id, index)
 	}
 	l := newLayer(p, index, remote)
+	l.declared.Store(p.declaredSize(l.rid))
 	l.lastAt.Store(int64(time.Since(ringClock)))
 	p.layers[index].Store(l)
 	p.engine.metrics.activeLayers.Add(1)
 	p.loops++
 	p.start(func() { p.readLoop(l) })
 	p.start(l.drainRTCP)
-	// Subscriptions waiting for a better layer may now have it.
-	for _, s := range *p.subs.Load() {
+	subs := *p.subs.Load()
+	p.mu.Unlock()
+	// Subscriptions waiting for a better layer may now have it, and those
+	// asking by size may now know its size. One added after subs was read
+	// chooses for itself once in the fan-out (subscribe).
+	resized := false
+	for _, s := range subs {
+		resized = s.resize() || resized
 		s.retarget()
+	}
+	if resized {
+		p.needChanged()
 	}
 	return nil
 }
@@ -327,6 +338,9 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	}
 	in := inbound{layer: l, h: h, payload: payload, at: time.Since(ringClock), key: -1}
 	p.track(l, in.at)
+	if p.vp8 && in.keyframe() {
+		p.noteSize(l, &in)
+	}
 	sent := p.engine.fanOut(*p.subs.Load(), &in)
 	m.forwardedPackets[k].Add(uint64(sent))
 	if p.kind == webrtc.RTPCodecTypeVideo {

@@ -81,7 +81,7 @@ func (h *harness) newSimulcastPublisher(t *testing.T, codec webrtc.RTPCodecCapab
 			p.pubs <- pub
 		})
 	})
-	negotiate(t, p.pc, p.server)
+	h.negotiatePublisher(t, p.pc, p.server)
 	for _, x := range p.sender.GetParameters().HeaderExtensions {
 		switch x.URI {
 		case sdp.SDESMidURI:
@@ -185,6 +185,23 @@ func (p *simulcastPublisher) sendFrame(t *testing.T) {
 	}
 }
 
+// awaitTrack sends frames until sub has the forwarded track.
+func (p *simulcastPublisher) awaitTrack(t *testing.T, sub *subscriber) *received {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		p.sendFrame(t)
+		select {
+		case r := <-sub.tracks:
+			return r
+		case <-deadline:
+			t.Fatal("no track at the subscriber")
+		default:
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+}
+
 // untilLayer sends frames, calling each after every one, until s forwards
 // layer.
 func (p *simulcastPublisher) untilLayer(t *testing.T, s *Subscription, layer int, each func()) {
@@ -246,18 +263,7 @@ func testSimulcastSwitching(t *testing.T, codec webrtc.RTPCodecCapability) {
 	sub := h.newSubscriber(t, clientAPI(t, false, drop))
 	subs := sub.subscribe(t, video)
 	s := subs[0]
-	var r *received
-	deadline := time.After(waitFor)
-	for r == nil {
-		pub.sendFrame(t)
-		select {
-		case r = <-sub.tracks:
-		case <-deadline:
-			t.Fatal("no track at the subscriber")
-		default:
-			time.Sleep(2 * time.Millisecond)
-		}
-	}
+	r := pub.awaitTrack(t, sub)
 
 	var got []*rtp.Packet
 	collect := func() {

@@ -55,8 +55,14 @@ type Subscription struct {
 	router *rtcpRouter
 	rtx    *retransmitter
 
-	requested atomic.Int32 // the layer asked for; starts at the highest
-	allocated atomic.Int32 // the layer the bandwidth estimate allows
+	// reqMu orders the writers of the request (ApplyRequest, SetMaxLayer,
+	// and a layer's new size through resize), so requested always follows
+	// the latest quality and size; readers need no lock.
+	reqMu     sync.Mutex
+	quality   atomic.Int32  // the highest layer asked for
+	maxSize   atomic.Uint32 // the size to cover, width<<16 | height; 0 none
+	requested atomic.Int32  // from the two above; starts at the highest
+	allocated atomic.Int32  // the layer the bandwidth estimate allows
 	paused    atomic.Bool
 	target    atomic.Int32 // chosen from the three above; -1 none
 
@@ -120,6 +126,7 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
 	s := &Subscription{pub: p, conn: c, m: newMunger(), done: make(chan struct{}), first: make(chan struct{})}
 	s.track = &downTrack{sub: s}
+	s.quality.Store(maxLayers - 1)
 	s.requested.Store(maxLayers - 1)
 	s.allocated.Store(maxLayers - 1)
 	s.target.Store(s.chooseLayer())
@@ -129,13 +136,76 @@ func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
 	return s
 }
 
-// SetMaxLayer sets the highest layer the subscriber asks for (0 lowest,
-// 2 highest; a publication without simulcast has only 0, which any value
-// gets). Out of range values are clamped.
-func (s *Subscription) SetMaxLayer(layer int) {
-	s.requested.Store(clampLayer(layer))
+// A Request is what a subscriber asks of one subscription.
+type Request struct {
+	// MaxLayer is the highest layer wanted (0 lowest, 2 highest; a
+	// publication without simulcast has only 0, which any value gets).
+	// Out of range values are clamped.
+	MaxLayer int
+	// MaxWidth and MaxHeight are the size the subscriber shows the video
+	// at: it gets the smallest layer that covers both, at most MaxLayer.
+	// 0 bounds neither; values are clamped to 0..16384.
+	MaxWidth, MaxHeight int
+	// Paused stops forwarding (see Pause).
+	Paused bool
+}
+
+// ApplyRequest sets everything the subscriber asks for in one step, so
+// the layer is chosen (and a keyframe asked for) once.
+func (s *Subscription) ApplyRequest(r Request) {
+	w := min(max(r.MaxWidth, 0), maxFrameSide)
+	h := min(max(r.MaxHeight, 0), maxFrameSide)
+	s.reqMu.Lock()
+	s.quality.Store(clampLayer(r.MaxLayer))
+	s.maxSize.Store(uint32(w)<<16 | uint32(h))
+	s.paused.Store(r.Paused)
+	s.requested.Store(s.wanted())
+	s.reqMu.Unlock()
 	s.retarget()
 	s.pub.needChanged()
+}
+
+// Apply is ApplyRequest with a layer and no size.
+func (s *Subscription) Apply(maxLayer int, paused bool) {
+	s.ApplyRequest(Request{MaxLayer: maxLayer, Paused: paused})
+}
+
+// SetMaxLayer sets the highest layer the subscriber asks for, keeping
+// the rest of its request (see Request.MaxLayer).
+func (s *Subscription) SetMaxLayer(layer int) {
+	s.reqMu.Lock()
+	s.quality.Store(clampLayer(layer))
+	s.requested.Store(s.wanted())
+	s.reqMu.Unlock()
+	s.retarget()
+	s.pub.needChanged()
+}
+
+// wanted is the layer the request comes to: the quality cap, lowered to
+// the smallest layer covering the size asked for, if any. reqMu is held.
+func (s *Subscription) wanted() int32 {
+	q := s.quality.Load()
+	if size := s.maxSize.Load(); size != 0 {
+		q = min(q, int32(s.pub.layerCovering(int(size>>16), int(size&0xffff))))
+	}
+	return q
+}
+
+// resize chooses again after a layer's size became known or changed,
+// when the subscription asks by size, and reports whether the layer asked
+// for changed; the caller tells dynacast.
+func (s *Subscription) resize() bool {
+	if s.maxSize.Load() == 0 {
+		return false
+	}
+	s.reqMu.Lock()
+	want := s.wanted()
+	changed := s.requested.Swap(want) != want
+	s.reqMu.Unlock()
+	if changed {
+		s.retarget()
+	}
+	return changed
 }
 
 // MaxLayer is the highest layer the subscriber asks for, or -1 while
@@ -145,15 +215,6 @@ func (s *Subscription) MaxLayer() int {
 		return -1
 	}
 	return int(s.requested.Load())
-}
-
-// Apply sets what the subscriber asks for in one step: its highest layer
-// (as SetMaxLayer) and whether it is paused (as Pause and Resume).
-func (s *Subscription) Apply(maxLayer int, paused bool) {
-	s.requested.Store(clampLayer(maxLayer))
-	s.paused.Store(paused)
-	s.retarget()
-	s.pub.needChanged()
 }
 
 // SetAllocatedLayer sets the highest layer the connection's bandwidth

@@ -59,6 +59,12 @@ func QualityLayer(q string) (int, bool) {
 	return 0, false
 }
 
+// MaxSide bounds track_settings' max_width and max_height: VP8 codes 14
+// bits per side, and no camera or screen we meet goes beyond.
+const MaxSide = 16384
+
+func sideOK(px int) bool { return px >= 0 && px <= MaxSide }
+
 // Targets name one of a participant's two PeerConnections.
 const (
 	// TargetPublisher is the connection the client offers and sends on.
@@ -151,6 +157,11 @@ type Message struct {
 	// to stop forwarding the track to this subscriber
 	Quality string `json:"quality,omitempty"`
 	Paused  bool   `json:"paused,omitempty"`
+	// track_settings: the size the subscriber shows the track at, in
+	// pixels (0 or absent bounds neither side); the server forwards the
+	// smallest layer that covers it, at most Quality's
+	MaxWidth  int `json:"max_width,omitempty"`
+	MaxHeight int `json:"max_height,omitempty"`
 	// layers: the publisher connection's mid of the track, and the RIDs
 	// some subscriber needs; encoded whenever non-nil, so "none" is [].
 	MID    string   `json:"mid,omitempty"`
@@ -265,6 +276,9 @@ func needTrackSettings(m *Message) error {
 	}
 	if _, ok := QualityLayer(m.Quality); !ok {
 		return &Error{Code: CodeInvalidMessage, Message: `quality must be "low", "medium" or "high"`}
+	}
+	if !sideOK(m.MaxWidth) || !sideOK(m.MaxHeight) {
+		return &Error{Code: CodeInvalidMessage, Message: fmt.Sprintf("max_width and max_height must be from 0 to %d pixels", MaxSide)}
 	}
 	return nil
 }

@@ -41,6 +41,11 @@ func TestDecode(t *testing.T) {
 		{"track_settings default quality", `{"type":"track_settings","track_id":"TR_1","paused":true}`, TypeTrackSettings, ""},
 		{"track_settings without track", `{"type":"track_settings","quality":"low"}`, "", CodeBadMessage},
 		{"track_settings bad quality", `{"type":"track_settings","track_id":"TR_1","quality":"ultra"}`, "", CodeInvalidMessage},
+		{"track_settings by size", `{"type":"track_settings","track_id":"TR_1","max_width":320,"max_height":180}`, TypeTrackSettings, ""},
+		{"track_settings largest size", `{"type":"track_settings","track_id":"TR_1","max_width":16384,"max_height":0}`, TypeTrackSettings, ""},
+		{"track_settings negative width", `{"type":"track_settings","track_id":"TR_1","max_width":-1}`, "", CodeInvalidMessage},
+		{"track_settings absurd height", `{"type":"track_settings","track_id":"TR_1","max_height":16385}`, "", CodeInvalidMessage},
+		{"track_settings fractional width", `{"type":"track_settings","track_id":"TR_1","max_width":320.5}`, "", CodeBadMessage},
 		{"track_settings paused not a bool", `{"type":"track_settings","track_id":"TR_1","paused":"yes"}`, "", CodeBadMessage},
 		{"layers from client", `{"type":"layers","track_id":"TR_1","active":[]}`, "", CodeUnknownType},
 	}

@@ -11,7 +11,8 @@ import (
 // Config is one run. Its zero value is not useful: start from
 // DefaultConfig, whose values are the ones documented on each field.
 type Config struct {
-	// Scenario is fanout, meeting, churn or floor (see Scenarios).
+	// Scenario is fanout, meeting, churn, floor, simulcast or dynacast
+	// (see Describe).
 	Scenario string
 
 	// URLs are the HTTP base URLs of the instances under load (signaling
@@ -79,6 +80,10 @@ type Config struct {
 	// relay-only, through the instance's own TURN relay (false), to
 	// measure what relayed media costs the instance against direct.
 	Relay bool
+	// Dynacast makes the simulcast publisher stop the layers the server
+	// says nobody needs, as browsers do (true); false sends all three
+	// whatever the server says, to measure what dynacast saves.
+	Dynacast bool
 }
 
 // Placements of participants over several URLs.
@@ -108,15 +113,18 @@ func DefaultConfig() Config {
 		Settle:          10 * time.Second,
 		MaxLoss:         1,
 		NACK:            true,
+		Dynacast:        true,
 	}
 }
 
 // scenarios names each scenario with what it runs.
 var scenarios = map[string]string{
-	"fanout":  "one publisher (audio+video) to -subscribers receivers in one room",
-	"meeting": "-rooms rooms of -participants participants, every one publishing audio+video",
-	"churn":   "-parallel participants at a time join, exchange media for -hold, and leave, -cycles times",
-	"floor":   "only the bare UDP relay floor, with the fanout or meeting shape; no server",
+	"fanout":    "one publisher (audio+video) to -subscribers receivers in one room",
+	"meeting":   "-rooms rooms of -participants participants, every one publishing audio+video",
+	"churn":     "-parallel participants at a time join, exchange media for -hold, and leave, -cycles times",
+	"floor":     "only the bare UDP relay floor, with the fanout or meeting shape; no server",
+	"simulcast": "one publisher of three simulcast video layers (150, 500, 1700 kbit/s) to -subscribers receivers, a third asking for each layer",
+	"dynacast":  "one publisher of three simulcast video layers to -subscribers receivers that all ask for the low one; -dynacast=false: the publisher sends every layer anyway",
 }
 
 // Describe says what scenario runs; ok is false for an unknown one.
@@ -128,7 +136,7 @@ func Describe(scenario string) (text string, ok bool) {
 // Validate checks every field; its errors name the flag that sets it.
 func (c *Config) Validate() error {
 	if _, ok := scenarios[c.Scenario]; !ok {
-		return fmt.Errorf("unknown scenario %q (want fanout, meeting, churn or floor)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast or dynacast)", c.Scenario)
 	}
 	if err := c.Media.validate(); err != nil {
 		return err

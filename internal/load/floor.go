@@ -41,13 +41,25 @@ func (fo floorOptions) sends() string {
 // socket registered in its group, publishers sending the same paced media
 // as the real run.
 func runFloor(ctx context.Context, fo floorOptions, t topology, mc MediaConfig, tm Timing, pr *progress) (*phaseResult, error) {
+	build := func(ctx context.Context, m *mediaRun, proc *relayProc) ([]*floorMember, error) {
+		return buildFloor(ctx, m, proc, t)
+	}
+	return runFloorBuilt(ctx, fo, mc, tm, pr, build)
+}
+
+// floorBuilder registers a floor's members with the relay and creates
+// their senders (not started) and expectations.
+type floorBuilder func(ctx context.Context, m *mediaRun, proc *relayProc) ([]*floorMember, error)
+
+// runFloorBuilt is runFloor with the members build makes.
+func runFloorBuilt(ctx context.Context, fo floorOptions, mc MediaConfig, tm Timing, pr *progress, build floorBuilder) (*phaseResult, error) {
 	proc, err := startRelayProc(ctx, fo)
 	if err != nil {
 		return nil, err
 	}
 	defer proc.close()
 	m := newMediaRun(newClock(), mc)
-	members, err := buildFloor(ctx, m, proc, t)
+	members, err := build(ctx, m, proc)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer closeMembers(members)

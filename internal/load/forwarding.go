@@ -21,7 +21,13 @@ func runForwarding(ctx context.Context, cfg Config, rep *Report, pr *progress) e
 		return err
 	}
 	defer t.close()
-	err = measureServer(ctx, cfg, t, rep, pr)
+	return finishServer(t, rep, measureServer(ctx, cfg, t, rep, pr))
+}
+
+// finishServer completes the report after the server's phase ended with
+// err: the target's own numbers, and the server's CPU per packet as a
+// multiple of the floor's when both were measured.
+func finishServer(t *serverTarget, rep *Report, err error) error {
 	t.finish(rep)
 	if err != nil {
 		return err

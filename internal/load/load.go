@@ -33,6 +33,8 @@ func Run(ctx context.Context, cfg Config, progressOut io.Writer) (*Report, error
 		err = measureFloor(ctx, cfg, rep, pr)
 	case "churn":
 		err = runChurn(ctx, cfg, rep, pr)
+	case "simulcast", "dynacast":
+		err = runSimulcast(ctx, cfg, rep, pr)
 	default:
 		err = runForwarding(ctx, cfg, rep, pr)
 	}

@@ -111,10 +111,15 @@ type sender struct {
 	errors  atomic.Uint64
 	skipped atomic.Uint64 // packets not sent because the sender fell too far behind
 	buf     []byte
+
+	// keyNow, when set, reports (once) that a keyframe was asked for: the
+	// next frame is one. width and height are what key frames say.
+	keyNow        func() bool
+	width, height uint16
 }
 
 func newSender(src *source, cfg MediaConfig, clk clock, w packetWriter) *sender {
-	return &sender{src: src, cfg: cfg, clk: clk, write: w, buf: make([]byte, cfg.size(src.kind))}
+	return &sender{src: src, cfg: cfg, clk: clk, write: w, buf: make([]byte, cfg.size(src.kind)), width: 640, height: 360}
 }
 
 // maxLag is how far a sender may fall behind its schedule (the load
@@ -171,8 +176,8 @@ func (s *sender) packet(n, perFrame uint32) rtpPacket {
 		frame, idx := n/perFrame, n%perFrame
 		p.ts = frame * (90000 / uint32(s.cfg.FPS))
 		p.marker = idx == perFrame-1
-		key := idx == 0 && frame%uint32(s.cfg.KeyframeEvery) == 0
-		vp8Header(p.payload, idx == 0, key)
+		key := idx == 0 && (frame%uint32(s.cfg.KeyframeEvery) == 0 || s.keyNow != nil && s.keyNow())
+		vp8Header(p.payload, idx == 0, key, s.width, s.height)
 	}
 	putStamp(p.payload, stamp{stream: s.src.id, seq: s.src.next.Add(1) - 1, sent: s.clk.now()})
 	return p
@@ -180,8 +185,8 @@ func (s *sender) packet(n, perFrame uint32) rtpPacket {
 
 // vp8Header writes a VP8 RTP payload descriptor (RFC 7741) and, at the
 // start of a frame, the frame tag (key frames also carry the start code and
-// a 640x360 size), so a server that inspects VP8 finds a plausible stream.
-func vp8Header(p []byte, start, key bool) {
+// the frame's size), so a server that inspects VP8 finds a plausible stream.
+func vp8Header(p []byte, start, key bool, width, height uint16) {
 	clear(p[:11])
 	if !start {
 		return
@@ -193,6 +198,6 @@ func vp8Header(p []byte, start, key bool) {
 	}
 	p[1] = 0x10 // frame tag: P=0 (key frame), show_frame=1
 	p[4], p[5], p[6] = 0x9d, 0x01, 0x2a
-	p[7], p[8] = 640&0xff, 640>>8
-	p[9], p[10] = 360&0xff, 360>>8
+	p[7], p[8] = byte(width), byte(width>>8)
+	p[9], p[10] = byte(height), byte(height>>8)
 }

@@ -26,9 +26,20 @@ import (
 // and errors (RTP on an SSRC the description does not have, ...) go to
 // pionLog.
 func newLoadAPI(loopback, nack bool, pionLog io.Writer) (*webrtc.API, error) {
+	return newLoadAPIWith(loopback, nack, false, pionLog)
+}
+
+// newLoadAPIWith is newLoadAPI, able to publish simulcast (the mid and
+// rid header extensions registered) when simulcast is set.
+func newLoadAPIWith(loopback, nack, simulcast bool, pionLog io.Writer) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("load api: codecs: %w", err)
+	}
+	if simulcast {
+		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+			return nil, fmt.Errorf("load api: simulcast extensions: %w", err)
+		}
 	}
 	ir := &interceptor.Registry{}
 	if nack {

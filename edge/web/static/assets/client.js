@@ -81,12 +81,12 @@ export function simulcastEncodings(width) {
   }));
 }
 
-/** adaptiveQuality is the layer a video element rendered width device
- * pixels wide needs: the smallest whose resolution covers it. */
-export function adaptiveQuality(width) {
-  if (width <= 320) return "low";
-  if (width <= 640) return "medium";
-  return "high";
+/** adaptiveSize is the size in device pixels a video element shows its
+ * track at: what adaptive stream asks the server to cover (max_width,
+ * max_height), which then forwards the smallest layer that does. */
+export function adaptiveSize(video) {
+  const dpr = window.devicePixelRatio || 1;
+  return { maxWidth: Math.round(video.clientWidth * dpr), maxHeight: Math.round(video.clientHeight * dpr) };
 }
 
 /**
@@ -342,7 +342,8 @@ export class MediaClient extends EventTarget {
   }
 
   /** trackSettings is what the client wants for each received video track
-   * now: {quality, paused}, by track id. */
+   * now: {quality} (the application's choice) or {maxWidth, maxHeight}
+   * (adaptive stream's), and paused, by track id. */
   trackSettings() {
     const out = new Map();
     const hidden = document.visibilityState === "hidden";
@@ -352,8 +353,8 @@ export class MediaClient extends EventTarget {
       // Without adaptive stream an observed track goes back to the
       // server's default when the application's choice is withdrawn.
       if (!this.adaptiveStream) { out.set(track.id, { quality: "high", paused: false }); continue; }
-      const width = video.clientWidth * (window.devicePixelRatio || 1);
-      out.set(track.id, { quality: adaptiveQuality(width), paused: hidden || !o.visible || width === 0 });
+      const { maxWidth, maxHeight } = adaptiveSize(video);
+      out.set(track.id, { maxWidth, maxHeight, paused: hidden || !o.visible || maxWidth === 0 });
     }
     for (const [id, quality] of this._chosen) {
       out.set(id, { quality, paused: this.adaptiveStream && (hidden || (out.get(id)?.paused ?? false)) });
@@ -863,7 +864,7 @@ class Session {
     for (const s of this.streams.values()) for (const t of s.getVideoTracks()) received.add(t.id);
     for (const [id, w] of wanted) {
       if (!received.has(id)) continue;
-      const msg = { type: "track_settings", track_id: id, quality: w.quality, paused: w.paused };
+      const msg = { type: "track_settings", track_id: id, quality: w.quality, max_width: w.maxWidth, max_height: w.maxHeight, paused: w.paused };
       const key = JSON.stringify(msg);
       if (this.sentSettings.get(id) === key) continue;
       this.sentSettings.set(id, key);
