@@ -34,6 +34,7 @@ func (s *Session) handleOffer(offerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
 		return
 	}
+	s.noteRestart(parsed)
 	if !s.admitOffer(parsed) {
 		return
 	}
@@ -205,32 +206,57 @@ func (s *Session) negotiateLoop() {
 		case <-s.ending:
 			return
 		}
-		if err := s.offerSubscriber(); err != nil {
+		select { // a resume before this offer needs no re-send of it
+		case <-s.resume.reattached:
+		default:
+		}
+		offer, err := s.offerSubscriber()
+		if err != nil {
 			s.log.Warn("subscriber_offer_failed", "err", err)
 			s.end(reasonInternal)
 			return
 		}
-		t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
-		select {
-		case <-s.answered:
-			t.Stop()
-		case <-t.C:
-			s.log.Info("subscriber_answer_timeout")
-			s.end(signal.ReasonTimeout)
-			return
-		case <-s.ending:
-			t.Stop()
+		if !s.awaitAnswer(offer) {
 			return
 		}
 	}
 }
 
-func (s *Session) offerSubscriber() error {
-	offer, err := s.sub.Offer()
-	if err != nil {
-		return err
+// awaitAnswer waits for the answer to offer. A resume meanwhile re-sends
+// the offer, which the lost connection may not have delivered, and its
+// wait starts again; while the session waits for a resume the timeout
+// does not end it (the grace period does).
+func (s *Session) awaitAnswer(offer *signal.Message) bool {
+	t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.answered:
+			return true
+		case <-s.resume.reattached:
+			s.send(offer)
+			t.Reset(s.deps.cfg.NegotiationTimeout)
+		case <-t.C:
+			if s.resume.isDetached() {
+				t.Reset(s.deps.cfg.NegotiationTimeout)
+				continue
+			}
+			s.log.Info("subscriber_answer_timeout")
+			s.end(signal.ReasonTimeout)
+			return false
+		case <-s.ending:
+			return false
+		}
 	}
-	s.send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP})
+}
+
+func (s *Session) offerSubscriber() (*signal.Message, error) {
+	offer, err := s.subscriberOffer()
+	if err != nil {
+		return nil, err
+	}
+	m := &signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP}
+	s.send(m)
 	s.subICE.Open()
-	return nil
+	return m, nil
 }

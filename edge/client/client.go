@@ -79,6 +79,10 @@ type Options struct {
 	OnTrack func(*RemoteTrack)
 	// Log receives the client's diagnostics. Default: discarded.
 	Log *slog.Logger
+	// NoResume turns off what the client does on its own when its network
+	// changes: resuming the session after a lost WebSocket, and ICE
+	// restarts when a connection goes disconnected or failed.
+	NoResume bool
 }
 
 // Joined is what the server said in `joined`.
@@ -123,6 +127,13 @@ type Client struct {
 	leaveReason      string
 	closeErr         error
 	wg               sync.WaitGroup
+	life             context.Context    // cancelled by Close: no more resumes or ICE restarts
+	kill             context.CancelFunc // cancels life
+	token            string             // the access token, for resumes
+	resumeMu         sync.Mutex         // guards resume
+	resume           resumeGrant        // from joined, then from each resumed
+	restarting       [2]atomic.Bool     // an ICE restart loop runs, publisher and subscriber
+	resumes          atomic.Int64
 	simulcastTracks
 }
 
@@ -152,6 +163,7 @@ func Dial(ctx context.Context, rtcURL, token string, opts Options) (*Client, err
 	if err := c.join(ctx, rtcURL, token); err != nil {
 		return nil, err
 	}
+	c.token = token
 	if err := c.setupPeers(); err != nil {
 		c.conn.Close()
 		c.closePeers()
@@ -179,8 +191,9 @@ func newClient(opts Options) (*Client, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	life, kill := context.WithCancel(context.Background())
 	return &Client{
-		opts: opts, log: opts.Log,
+		opts: opts, log: opts.Log, life: life, kill: kill,
 		pending:         make(map[string][]webrtc.ICECandidateInit),
 		simulcastTracks: simulcastTracks{simulcast: make(map[string]*SimulcastTrack)},
 		answers:         make(chan *signal.Message, 1),
@@ -191,23 +204,35 @@ func newClient(opts Options) (*Client, error) {
 }
 
 func (c *Client) dial(ctx context.Context, rtcURL, token string) error {
+	conn, err := c.open(ctx, rtcURL, url.Values{"access_token": {token}})
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	return nil
+}
+
+// open opens a signaling WebSocket to rtcURL with params added to its
+// query.
+func (c *Client) open(ctx context.Context, rtcURL string, params url.Values) (*websocket.Conn, error) {
 	u, err := url.Parse(rtcURL)
 	if err != nil {
-		return fmt.Errorf("client: dial: parse url: %w", err)
+		return nil, fmt.Errorf("client: dial: parse url: %w", err)
 	}
 	q := u.Query()
-	q.Set("access_token", token)
+	for k, v := range params {
+		q[k] = v
+	}
 	u.RawQuery = q.Encode()
 	conn, resp, err := c.opts.Dialer.DialContext(ctx, u.String(), c.opts.Header)
 	if err != nil {
 		if resp != nil {
-			return refusal(resp)
+			return nil, refusal(resp)
 		}
-		return fmt.Errorf("client: dial %s: %w", u.Host, err)
+		return nil, fmt.Errorf("client: dial %s: %w", u.Host, err)
 	}
 	conn.SetReadLimit(readLimit)
-	c.conn = conn
-	return nil
+	return conn, nil
 }
 
 // refusal turns a refused handshake's response into a *DialError.
@@ -262,17 +287,7 @@ func redirectTarget(m *signal.Message) (string, error) {
 // awaitJoined reads the first message, which must be `joined`, or a
 // `redirect`, whose URL it returns.
 func (c *Client) awaitJoined(ctx context.Context) (redirect string, err error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(handshakeTimeout)
-	}
-	_ = c.conn.SetReadDeadline(deadline)
-	defer c.conn.SetReadDeadline(time.Time{})
-	_, data, err := c.conn.ReadMessage()
-	if err != nil {
-		return "", fmt.Errorf("client: wait for joined: %w", err)
-	}
-	m, err := signal.Parse(data)
+	m, err := readFirst(ctx, c.conn)
 	if err != nil {
 		return "", fmt.Errorf("client: wait for joined: %w", err)
 	}
@@ -283,7 +298,24 @@ func (c *Client) awaitJoined(ctx context.Context) (redirect string, err error) {
 		return "", fmt.Errorf("client: wait for joined: got %q first", m.Type)
 	}
 	c.joined = Joined{Room: m.Room, Participant: *m.Participant, Participants: m.Participants, ICEServers: m.ICEServers}
+	c.setResume(m)
 	return "", nil
+}
+
+// readFirst reads the first message of a new connection, by ctx's
+// deadline or within the handshake timeout.
+func readFirst(ctx context.Context, conn *websocket.Conn) (*signal.Message, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(handshakeTimeout)
+	}
+	_ = conn.SetReadDeadline(deadline)
+	defer conn.SetReadDeadline(time.Time{})
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	return signal.Parse(data)
 }
 
 // Joined returns what the server said when this participant joined.
@@ -401,11 +433,12 @@ func (c *Client) Leave(ctx context.Context) error {
 // It waits for the client's goroutines and is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.kill()
 		c.writeMu.Lock()
 		_ = c.conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-		c.writeMu.Unlock()
 		c.conn.Close()
+		c.writeMu.Unlock()
 		c.closePeers()
 	})
 	c.wg.Wait()

@@ -23,8 +23,11 @@ func (c *Client) readLoop() {
 	defer close(c.events)
 	defer close(c.done)
 	for {
-		_, data, err := c.conn.ReadMessage()
+		_, data, err := c.conn.ReadMessage() // c.conn changes only on this goroutine
 		if err != nil {
+			if err = c.resumeAfter(err); err == nil {
+				continue
+			}
 			c.endMu.Lock()
 			c.closeErr = err
 			c.endMu.Unlock()
@@ -56,6 +59,8 @@ func (c *Client) handle(m *signal.Message) error {
 		c.endMu.Unlock()
 	case signal.TypeLayers:
 		c.applyLayers(m)
+	case signal.TypeResumed:
+		c.setResume(m)
 	case signal.TypeError:
 		if requestErrors[m.Code] {
 			c.deliverReply(m)
