@@ -281,11 +281,15 @@ func TestCandidateCapPerICEGeneration(t *testing.T) {
 		t.Fatalf("first generation took %d made-up candidates; want 1 to %d", n, limit)
 	}
 	for gen := 2; ; gen++ {
-		if err := alice.RestartICE(signal.TargetPublisher); err != nil {
-			t.Fatalf("restart %d: %v", gen, err)
+		n, all := 0, taken()
+		// At the bound the restart offer itself may be refused, when it
+		// carries the new candidates inline: candidate_limit, which the
+		// client does not take as the offer's answer, so it times out.
+		if err := alice.RestartICE(signal.TargetPublisher); err == nil {
+			n, all = fill(), taken()
+		} else if all < limit*(maxCandidateGenerations-1) {
+			t.Fatalf("restart %d at %d candidates in all: %v", gen, all, err)
 		}
-		n := fill()
-		all := taken()
 		if all > limit*maxCandidateGenerations {
 			t.Fatalf("after %d generations the session took %d candidates; want at most %d", gen, all, limit*maxCandidateGenerations)
 		}
