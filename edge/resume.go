@@ -116,11 +116,12 @@ func (s *Session) newWS(conn *websocket.Conn) *wsClient {
 	return ws
 }
 
-// resumable reports whether a session whose reading ended for reason
-// waits for a resume: the connection was lost (closed or silent), not
-// ended on purpose.
-func (s *Session) resumable(reason string) bool {
-	return s.resume.grace > 0 && (reason == reasonClientClosed || reason == signal.ReasonTimeout) && !s.isEnded()
+// resumable reports whether a session whose reading of ws ended for
+// reason waits for a resume: the connection was lost (reset, closed
+// without a close frame, or silent), not ended on purpose.
+func (s *Session) resumable(ws *wsClient, reason string) bool {
+	return s.resume.grace > 0 && !ws.peerClosed && !s.isEnded() &&
+		(reason == reasonClientClosed || reason == signal.ReasonTimeout)
 }
 
 // awaitResume runs on the reader after ws was lost: it detaches ws and
@@ -128,7 +129,7 @@ func (s *Session) resumable(reason string) bool {
 // period. It reports whether a new connection is attached, and otherwise
 // the reason to end with.
 func (s *Session) awaitResume(ws *wsClient, reason string) (string, bool) {
-	if !s.resumable(reason) {
+	if !s.resumable(ws, reason) {
 		return reason, false
 	}
 	s.detach(ws)

@@ -255,3 +255,16 @@ func TestICERestartAfterUDPCut(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseFrameEndsSession: a client that closes its WebSocket with a
+// close frame meant to go: its session ends at once, not after the grace,
+// and the others see it leave.
+func TestCloseFrameEndsSession(t *testing.T) {
+	ts := startServer(t, withGrace(time.Minute))
+	alice := ts.dial(t, "r", "alice")
+	_, bobLog := ts.watched(t, "r", "bob", client.Options{API: ts.api})
+	id := alice.ID()
+	alice.Close()
+	waitSessionClosed(t, ts, reasonClientClosed, 1)
+	waitFor(t, 5*time.Second, "bob told alice left", func() bool { return bobLog.count(signal.TypeParticipantLeft, id) == 1 })
+}

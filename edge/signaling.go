@@ -38,6 +38,10 @@ func (s *Session) readLoop(ws *wsClient) string {
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
+			var ce *websocket.CloseError
+			// gorilla reports a connection that ended without a close
+			// frame as 1006: that one was lost, not closed.
+			ws.peerClosed = errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 			return s.readEndReason(err)
 		}
 		s.pace()

@@ -40,6 +40,10 @@ type wsClient struct {
 	done     chan struct{} // closed when the writer has closed the connection
 	stopOnce sync.Once
 	last     lastWords // set by stop before stopping closes
+	// peerClosed: the client sent a close frame, so it meant to go and
+	// its session is not kept for a resume. Set by the reader before
+	// readDone closes.
+	peerClosed bool
 	onFail   func(error)
 }
 

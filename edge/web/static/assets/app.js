@@ -107,6 +107,7 @@ function wire(c) {
   c.addEventListener("track", (e) => attach(addTile(e.detail.participant), e.detail.stream));
   c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
   c.addEventListener("retry", (e) => onRetry(e.detail));
+  c.addEventListener("resumed", () => toast("Reconnected"));
   c.addEventListener("draining", () => setBanner("draining", "This server is restarting. You stay in the call and move to a new server automatically."));
 }
 
@@ -356,6 +357,7 @@ function snapshot() {
     banner: $("banner").hidden ? "" : $("banner").dataset.kind,
     drainingSeen: client?.drainingSeen ?? false,
     reconnects: client?.reconnects ?? 0,
+    resumes: client?.resumes ?? 0,
     redirects: client?.redirects ?? 0,
     url: client?.session?.url ?? "",
     handover: client?.lastHandover ?? null,
