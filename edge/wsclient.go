@@ -44,7 +44,7 @@ type wsClient struct {
 	// its session is not kept for a resume. Set by the reader before
 	// readDone closes.
 	peerClosed bool
-	onFail   func(error)
+	onFail     func(error)
 }
 
 // lastWords is how the writer ends the connection.
