@@ -63,7 +63,21 @@ func (s *Session) newCandidateGeneration(target string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.candidates[target] = map[uint64]struct{}{}
-	delete(s.held, target)
+}
+
+// setRemoteUfrag records the ICE username fragment of target's remote
+// description, just applied.
+func (s *Session) setRemoteUfrag(target string, d *sdp.SessionDescription) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remoteUfrag[target] = iceUfrag(d)
+}
+
+// aheadOfDescription reports whether c belongs to an ICE generation the
+// connection's remote description does not have yet: a restarting
+// client's candidate that overtook its offer or answer. s.mu is held.
+func (s *Session) aheadOfDescription(target string, c webrtc.ICECandidateInit) bool {
+	return c.UsernameFragment != nil && *c.UsernameFragment != "" && *c.UsernameFragment != s.remoteUfrag[target]
 }
 
 // candidateRoom reports whether n more candidates fit both bounds: the
@@ -133,7 +147,7 @@ func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
 	}
 	s.candidates[target][k] = struct{}{}
 	s.candidatesAll++
-	if !s.hasRemote(target) {
+	if !s.hasRemote(target) || s.aheadOfDescription(target, c) {
 		s.held[target] = append(s.held[target], c)
 		s.mu.Unlock()
 		return

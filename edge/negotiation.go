@@ -38,7 +38,7 @@ func (s *Session) handleOffer(offerSDP string) {
 	if !s.admitOffer(parsed) {
 		return
 	}
-	answer, err := s.answer(offer)
+	answer, err := s.answer(offer, parsed)
 	if err != nil {
 		s.log.Info("offer_refused", "err", err)
 		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
@@ -117,16 +117,21 @@ func (s *Session) endIfStuck() {
 }
 
 // answer applies offer to the publisher connection and returns the answer.
-func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
+func (s *Session) answer(offer webrtc.SessionDescription, parsed *sdp.SessionDescription) (string, error) {
 	if err := s.pub.SetRemoteDescription(offer); err != nil {
 		return "", fmt.Errorf("edge: publisher offer: %w", err)
 	}
+	s.setRemoteUfrag(signal.TargetPublisher, parsed)
 	s.addHeld(signal.TargetPublisher)
 	answer, err := s.pub.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
 	}
+	// An ICE restart gathers anew once the answer is set: its candidates
+	// must follow the answer, which the caller sends before Open.
+	s.pubICE.Hold()
 	if err := s.pub.SetLocalDescription(answer); err != nil {
+		s.pubICE.Open()
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
 	}
 	return answer.SDP, nil
@@ -179,6 +184,7 @@ func (s *Session) handleAnswer(answerSDP string) {
 		}
 		return // else nothing was applied: the offer still waits for an answer
 	}
+	s.setRemoteUfrag(signal.TargetSubscriber, parsed)
 	s.addHeld(signal.TargetSubscriber)
 	select {
 	case s.answered <- struct{}{}:
@@ -210,23 +216,24 @@ func (s *Session) negotiateLoop() {
 		case <-s.resume.reattached:
 		default:
 		}
-		offer, err := s.offerSubscriber()
+		offer, epoch, err := s.offerSubscriber()
 		if err != nil {
 			s.log.Warn("subscriber_offer_failed", "err", err)
 			s.end(reasonInternal)
 			return
 		}
-		if !s.awaitAnswer(offer) {
+		if !s.awaitAnswer(offer, epoch) {
 			return
 		}
 	}
 }
 
-// awaitAnswer waits for the answer to offer. A resume meanwhile re-sends
-// the offer, which the lost connection may not have delivered, and its
-// wait starts again; while the session waits for a resume the timeout
-// does not end it (the grace period does).
-func (s *Session) awaitAnswer(offer *signal.Message) bool {
+// awaitAnswer waits for the answer to offer, sent on the WebSocket of
+// epoch. A resume meanwhile re-sends the offer if it went to a connection
+// since lost (which may not have delivered it), and its wait starts
+// again; while the session waits for a resume the timeout does not end it
+// (the grace period does).
+func (s *Session) awaitAnswer(offer *signal.Message, epoch uint64) bool {
 	t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
 	defer t.Stop()
 	for {
@@ -234,7 +241,12 @@ func (s *Session) awaitAnswer(offer *signal.Message) bool {
 		case <-s.answered:
 			return true
 		case <-s.resume.reattached:
-			s.send(offer)
+			// Unless it went to the new connection already, or the
+			// answer came meanwhile (applied before answered is
+			// signalled).
+			if epoch != s.resumeEpoch() && s.sub.PeerConnection().SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+				epoch = s.sendEpoch(offer)
+			}
 			t.Reset(s.deps.cfg.NegotiationTimeout)
 		case <-t.C:
 			if s.resume.isDetached() {
@@ -250,13 +262,15 @@ func (s *Session) awaitAnswer(offer *signal.Message) bool {
 	}
 }
 
-func (s *Session) offerSubscriber() (*signal.Message, error) {
+func (s *Session) offerSubscriber() (*signal.Message, uint64, error) {
+	s.subICE.Hold() // a restart's new candidates follow its offer
 	offer, err := s.subscriberOffer()
 	if err != nil {
-		return nil, err
+		s.subICE.Open()
+		return nil, 0, err
 	}
 	m := &signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP}
-	s.send(m)
+	epoch := s.sendEpoch(m)
 	s.subICE.Open()
-	return m, nil
+	return m, epoch, nil
 }

@@ -109,6 +109,14 @@ func (s *Session) currentWS() *wsClient {
 	return s.ws
 }
 
+// resumeEpoch is the epoch of the session's WebSocket now: a message sent
+// at an earlier epoch went to a connection since lost.
+func (s *Session) resumeEpoch() uint64 {
+	s.wsMu.Lock()
+	defer s.wsMu.Unlock()
+	return s.wsEpoch
+}
+
 // newWS wraps conn as the session's WebSocket client.
 func (s *Session) newWS(conn *websocket.Conn) *wsClient {
 	var ws *wsClient
@@ -179,6 +187,7 @@ func (s *Session) attach(tk resumeTicket) bool {
 		}
 		s.wsMu.Lock()
 		s.ws = ws
+		s.wsEpoch++
 		s.wsMu.Unlock()
 	})
 	go func() { defer s.wg.Done(); ws.writeLoop() }()

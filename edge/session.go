@@ -104,18 +104,20 @@ type Session struct {
 	joinTimed   atomic.Bool   // the join time was recorded
 	resume      resumeState   // the resume credential, the grace, ICE restarts
 
-	wsMu sync.Mutex // guards ws only; a leaf lock, taken under room.mu on resume
-	ws   *wsClient  // the WebSocket now; nil while the session waits for a resume
+	wsMu    sync.Mutex // guards ws and wsEpoch only; a leaf lock, taken under room.mu on resume
+	ws      *wsClient  // the WebSocket now; nil while the session waits for a resume
+	wsEpoch uint64     // counts the WebSockets attached by resumes
 
-	mu            sync.Mutex                       // guards the fields below
-	ended         bool                             // no new subscriptions or watchers
-	reason        string                           // why it ended
-	subs          map[string]*sfu.Subscription     // by publication id
-	receivers     map[*webrtc.RTPReceiver]struct{} // tracks published and not ended, one per receiver whatever its layers
-	candidates    map[string]map[uint64]struct{}   // distinct candidates of the current ICE generation, by target: see takeCandidates
-	candidatesAll int                              // candidates taken in every generation: see maxCandidateGenerations
-	candidateSeed maphash.Seed                     // keys candidates; set once before the session is shared
-	held          map[string][]webrtc.ICECandidateInit
+	mu            sync.Mutex                           // guards the fields below
+	ended         bool                                 // no new subscriptions or watchers
+	reason        string                               // why it ended
+	subs          map[string]*sfu.Subscription         // by publication id
+	receivers     map[*webrtc.RTPReceiver]struct{}     // tracks published and not ended, one per receiver whatever its layers
+	candidates    map[string]map[uint64]struct{}       // distinct candidates of the current ICE generation, by target: see takeCandidates
+	candidatesAll int                                  // candidates taken in every generation: see maxCandidateGenerations
+	candidateSeed maphash.Seed                         // keys candidates; set once before the session is shared
+	held          map[string][]webrtc.ICECandidateInit // candidates waiting for their connection's (next) remote description
+	remoteUfrag   map[string]string                    // ICE username fragment of each connection's remote description
 
 	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
 	ending  chan struct{}  // closed by end
@@ -137,6 +139,7 @@ func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time,
 	s.inbound = rate.NewLimiter(rate.Limit(deps.cfg.MessageRate), deps.cfg.MessageBurst)
 	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
+	s.remoteUfrag = make(map[string]string)
 	s.candidates, s.candidateSeed = newCandidateSets(), maphash.MakeSeed()
 	s.resume = newResumeState(deps.cfg)
 	s.receivers = make(map[*webrtc.RTPReceiver]struct{})
@@ -295,19 +298,25 @@ func (s *Session) lastWords(reason string) lastWords {
 // send enqueues m for the client. A client whose queue stays full is slow:
 // its session ends. Nothing is dropped silently: a message that cannot be
 // queued ends the connection, so the client knows to reconnect.
-func (s *Session) send(m *signal.Message) {
+func (s *Session) send(m *signal.Message) { s.sendEpoch(m) }
+
+// sendEpoch is send, and returns the epoch of the WebSocket m went to
+// (see resumeEpoch).
+func (s *Session) sendEpoch(m *signal.Message) (epoch uint64) {
 	b, err := signal.Encode(m)
 	if err != nil {
 		s.log.Error("signal_encode_failed", "type", m.Type, "err", err)
 		return
 	}
-	ws := s.currentWS()
+	s.wsMu.Lock()
+	ws, epoch := s.ws, s.wsEpoch
+	s.wsMu.Unlock()
 	if ws == nil {
 		// The WebSocket is lost and the session waits for a resume,
 		// which sends the full room state and the outstanding offer
 		// again: nothing is lost that matters then.
 		s.log.Debug("signal_held_for_resume", "type", m.Type)
-		return
+		return epoch
 	}
 	switch err := ws.send(b); {
 	case errors.Is(err, errSlowClient):
@@ -315,6 +324,7 @@ func (s *Session) send(m *signal.Message) {
 	case err != nil:
 		s.log.Debug("signal_not_sent", "type", m.Type, "err", err)
 	}
+	return epoch
 }
 
 // slowClient ends the session of a client that does not take its

@@ -210,6 +210,9 @@ func (c *Client) negotiate(ctx context.Context) error {
 
 // negotiateWith is negotiate with offer options (an ICE restart).
 func (c *Client) negotiateWith(ctx context.Context, opts *webrtc.OfferOptions) error {
+	if opts != nil && opts.ICERestart {
+		c.pubICE.Hold() // the new generation's candidates follow the offer
+	}
 	offer, err := c.pub.CreateOffer(opts)
 	if err != nil {
 		return fmt.Errorf("client: publisher offer: %w", err)

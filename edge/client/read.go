@@ -111,7 +111,9 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	if err != nil {
 		return fmt.Errorf("client: subscriber answer: %w", err)
 	}
+	c.subICE.Hold() // an ICE restart's new candidates follow the answer
 	if err := c.sub.SetLocalDescription(answer); err != nil {
+		c.subICE.Open()
 		return fmt.Errorf("client: subscriber answer: %w", err)
 	}
 	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {
