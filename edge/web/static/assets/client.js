@@ -848,7 +848,11 @@ class Session {
       this._restartICE(target);
       this.restartTimers[target] = setTimeout(tick, ICE_RESTART_INTERVAL_MS);
     };
-    tick();
+    // A connection that is only disconnected may come back on its own
+    // (the same network returns): give it one interval first. A failed
+    // one restarts at once.
+    const failed = this.pcs[target]?.connectionState === "failed";
+    this.restartTimers[target] = setTimeout(tick, failed ? 0 : ICE_RESTART_INTERVAL_MS);
   }
 
   /** _restartICE restarts ICE on one connection (PROTOCOL.md, "ICE
