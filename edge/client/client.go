@@ -6,6 +6,11 @@
 // protocol rather than hiding it: every server message reaches Events, and
 // Send lets a caller write any message, well formed or not.
 //
+// When its network changes it keeps the participant on its own, as a
+// browser client does: a lost WebSocket is resumed within the server's
+// grace (reconnect.go), and a connection that goes disconnected or failed
+// restarts ICE (icerestart.go); Options.NoResume turns both off.
+//
 // A Client is safe for concurrent use.
 package client
 
