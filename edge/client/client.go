@@ -149,6 +149,9 @@ type DialError struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration // from Retry-After; 0 when absent
+	// URL, on a resume refused by a draining instance of a fleet, is
+	// where the room went: join there (Move) as a new participant.
+	URL string
 }
 
 func (e *DialError) Error() string {
@@ -244,9 +247,9 @@ func (c *Client) open(ctx context.Context, rtcURL string, params url.Values) (*w
 func refusal(resp *http.Response) error {
 	defer resp.Body.Close()
 	e := &DialError{Status: resp.StatusCode}
-	var body struct{ Code, Message string }
+	var body struct{ Code, Message, URL string }
 	if b, err := io.ReadAll(io.LimitReader(resp.Body, 4096)); err == nil && json.Unmarshal(b, &body) == nil {
-		e.Code, e.Message = body.Code, body.Message
+		e.Code, e.Message, e.URL = body.Code, body.Message, body.URL
 	}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 		e.RetryAfter = time.Duration(s) * time.Second
