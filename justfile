@@ -26,6 +26,11 @@ load *ARGS:
 soak:
     MEDIA_SOAK=1 go test -race -count=1 -timeout 60m -run 'Soak|Churn' -v ./...
 
+# 1,000 churn cycles whose participants each flap their network twice
+# (signaling reset, resume, ICE restarts), against the real service.
+soak-flaps:
+    MEDIA_SOAK=1 go test -count=1 -timeout 90m -run 'TestFlapSoak' -v ./cmd/media-service/
+
 # Formatting and static checks (staticcheck pinned as in .ci/run).
 lint:
     test -z "$(gofmt -l $(git ls-files '*.go'))"

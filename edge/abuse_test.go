@@ -70,7 +70,7 @@ func TestCandidateFloodBounded(t *testing.T) {
 	}
 	s := onlySession(t, ts)
 	s.mu.Lock()
-	held, counted := len(s.held[signal.TargetPublisher]), len(s.candidates)
+	held, counted := len(s.held[signal.TargetPublisher]), s.candidatesAll
 	s.mu.Unlock()
 	if held != limit || counted != limit {
 		t.Errorf("session holds %d candidates, counted %d; want %d and %d", held, counted, limit, limit)
@@ -174,7 +174,7 @@ func TestSDPCandidatesCountTowardTheLimit(t *testing.T) {
 		s := onlySession(t, ts)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return len(s.candidates) == 8
+		return s.candidatesAll == 8
 	})
 	for i := range 3 {
 		cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", 100+i, 30000+i)

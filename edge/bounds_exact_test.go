@@ -97,7 +97,7 @@ func TestCandidateAtLimit(t *testing.T) {
 		t.Fatalf("after %d candidates: error %s (%s); want none", limit, m.Code, m.Message)
 	}
 	s.mu.Lock()
-	taken, held := len(s.candidates), len(s.held[signal.TargetPublisher])
+	taken, held := s.candidatesAll, len(s.held[signal.TargetPublisher])
 	s.mu.Unlock()
 	if taken != limit || held != limit {
 		t.Errorf("after %d candidates the session counts %d and holds %d; want %d and %d", limit, taken, held, limit, limit)

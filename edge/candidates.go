@@ -39,44 +39,93 @@ func (s *Session) candidateKey(target, line string) uint64 {
 	return maphash.String(s.candidateSeed, target+"\x00"+strings.TrimPrefix(line, "candidate:"))
 }
 
+// maxCandidateGenerations bounds the candidates a session may send over
+// its whole life to this many times MaxCandidates. The cap of
+// MaxCandidates counts per ICE generation: an ICE restart (a network
+// change) starts the restarted connection's count again, since its old
+// candidates are dead and a phone that changes networks ten times in a
+// call must not be cut off. The session-wide bound keeps restarts from
+// being a way around the cap: restarts are rate-limited like offers, and
+// the candidates of all generations together stop at this bound. A
+// restart brings a few candidates (a host, a reflexive, a relay), so 10
+// generations' worth is hundreds of real network changes.
+const maxCandidateGenerations = 10
+
+func newCandidateSets() map[string]map[uint64]struct{} {
+	return map[string]map[uint64]struct{}{
+		signal.TargetPublisher: {}, signal.TargetSubscriber: {},
+	}
+}
+
+// newCandidateGeneration forgets the candidates of target's previous ICE
+// generation: its connection restarted ICE.
+func (s *Session) newCandidateGeneration(target string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.candidates[target] = map[uint64]struct{}{}
+}
+
+// setRemoteUfrag records the ICE username fragment of target's remote
+// description, just applied.
+func (s *Session) setRemoteUfrag(target string, d *sdp.SessionDescription) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remoteUfrag[target] = iceUfrag(d)
+}
+
+// aheadOfDescription reports whether c belongs to an ICE generation the
+// connection's remote description does not have yet: a restarting
+// client's candidate that overtook its offer or answer. s.mu is held.
+func (s *Session) aheadOfDescription(target string, c webrtc.ICECandidateInit) bool {
+	return c.UsernameFragment != nil && *c.UsernameFragment != "" && *c.UsernameFragment != s.remoteUfrag[target]
+}
+
+// candidateRoom reports whether n more candidates fit both bounds: the
+// current generations' MaxCandidates and the session's lifetime bound. s.mu
+// is held.
+func (s *Session) candidateRoom(n int) bool {
+	now := len(s.candidates[signal.TargetPublisher]) + len(s.candidates[signal.TargetSubscriber])
+	return now+n <= s.deps.cfg.MaxCandidates && s.candidatesAll+n <= s.deps.cfg.MaxCandidates*maxCandidateGenerations
+}
+
+// refuseCandidates answers candidates that do not fit.
+func (s *Session) refuseCandidates() {
+	s.deps.metrics.candidateRefused("limit")
+	s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session and ICE generation (%d over the session), in descriptions or trickled",
+		s.deps.cfg.MaxCandidates, s.deps.cfg.MaxCandidates*maxCandidateGenerations))
+}
+
 // takeCandidates counts the candidates of target carried in a description
-// against the session's bound, as if trickled. Only candidates the session
-// has not seen count: every renegotiation repeats the ones already sent, and
-// counting those again would cut a long call in a busy room off at the
-// bound. When the new ones do not fit it refuses the description with
-// candidate_limit and reports false.
+// against the session's bounds, as if trickled. Only candidates the session
+// has not seen in this generation count: every renegotiation repeats the
+// ones already sent, and counting those again would cut a long call in a
+// busy room off at the bound. When the new ones do not fit it refuses the
+// description with candidate_limit and reports false.
 func (s *Session) takeCandidates(target string, lines []string) bool {
 	if len(lines) == 0 {
 		return true
 	}
 	s.mu.Lock()
+	set := s.candidates[target]
 	fresh := make([]uint64, 0, len(lines))
 	for _, l := range lines {
-		if k := s.candidateKey(target, l); !s.seenCandidate(k, fresh) {
+		k := s.candidateKey(target, l)
+		if _, seen := set[k]; !seen && !slices.Contains(fresh, k) {
 			fresh = append(fresh, k)
 		}
 	}
-	fits := len(s.candidates)+len(fresh) <= s.deps.cfg.MaxCandidates
+	fits := s.candidateRoom(len(fresh))
 	if fits {
 		for _, k := range fresh {
-			s.candidates[k] = struct{}{}
+			set[k] = struct{}{}
 		}
+		s.candidatesAll += len(fresh)
 	}
 	s.mu.Unlock()
 	if !fits {
-		s.deps.metrics.candidateRefused("limit")
-		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session, in descriptions or trickled", s.deps.cfg.MaxCandidates))
+		s.refuseCandidates()
 	}
 	return fits
-}
-
-// seenCandidate reports whether k is in the session's set or in pending.
-// s.mu is held.
-func (s *Session) seenCandidate(k uint64, pending []uint64) bool {
-	if _, ok := s.candidates[k]; ok {
-		return true
-	}
-	return slices.Contains(pending, k)
 }
 
 // handleCandidate counts the candidate against the session's bound, then
@@ -87,18 +136,18 @@ func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
 	}
 	k := s.candidateKey(target, c.Candidate)
 	s.mu.Lock()
-	if _, dup := s.candidates[k]; dup {
+	if _, dup := s.candidates[target][k]; dup {
 		s.mu.Unlock()
 		return // the ICE agent has it already
 	}
-	if len(s.candidates) >= s.deps.cfg.MaxCandidates {
+	if !s.candidateRoom(1) {
 		s.mu.Unlock()
-		s.deps.metrics.candidateRefused("limit")
-		s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session", s.deps.cfg.MaxCandidates))
+		s.refuseCandidates()
 		return
 	}
-	s.candidates[k] = struct{}{}
-	if !s.hasRemote(target) {
+	s.candidates[target][k] = struct{}{}
+	s.candidatesAll++
+	if !s.hasRemote(target) || s.aheadOfDescription(target, c) {
 		s.held[target] = append(s.held[target], c)
 		s.mu.Unlock()
 		return

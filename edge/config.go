@@ -176,6 +176,13 @@ type Config struct {
 	// RetryAfter is the Retry-After of 503 refusals (MEDIA_RETRY_AFTER,
 	// default 2s, whole seconds).
 	RetryAfter time.Duration `env:"MEDIA_RETRY_AFTER" envDefault:"2s"`
+	// ResumeGrace is how long a session outlives its lost WebSocket, and
+	// a failed PeerConnection waits for an ICE restart, with its media
+	// flowing where the network allows (MEDIA_RESUME_GRACE, default 15s;
+	// 0 turns resume off, at most 5m): a phone going through a tunnel
+	// comes back as the same participant. A session in its grace counts
+	// against MaxSessions and drains like any other.
+	ResumeGrace time.Duration `env:"MEDIA_RESUME_GRACE" envDefault:"15s"`
 }
 
 // DevMode reports whether no API secret is configured, so the instance
@@ -282,6 +289,9 @@ func (c *Config) checkSignaling(v *envconfig.Checker) {
 	}
 	if c.IdleTimeout <= c.PingInterval {
 		v.Failf(&c.IdleTimeout, "(%s) must exceed %s (%s)", c.IdleTimeout, v.Var(&c.PingInterval), c.PingInterval)
+	}
+	if c.ResumeGrace < 0 || c.ResumeGrace > maxResumeGrace {
+		v.Failf(&c.ResumeGrace, "must be 0 (off) to %s, got %s", maxResumeGrace, c.ResumeGrace)
 	}
 	if c.ReadLimit < 1024 {
 		v.Failf(&c.ReadLimit, "must be at least 1024 bytes, got %d", c.ReadLimit)

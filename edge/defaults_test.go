@@ -33,7 +33,7 @@ func TestDefaults(t *testing.T) {
 		SendQueue: 256, SendTimeout: time.Second, WriteTimeout: 10 * time.Second,
 		PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second, ReadLimit: 65536,
 		MessageRate: 50, MessageBurst: 100, OfferBurst: 10, OfferInterval: time.Second,
-		NegotiationTimeout: 15 * time.Second, RetryAfter: 2 * time.Second,
+		NegotiationTimeout: 15 * time.Second, RetryAfter: 2 * time.Second, ResumeGrace: 15 * time.Second,
 		DataMaxMessage: 15 << 10, DataMessageRate: 100, DataMessageBurst: 200, DataMaxBuffered: 256 << 10,
 	}
 	if !reflect.DeepEqual(got, want) {

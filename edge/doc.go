@@ -6,11 +6,13 @@
 // the /v1/rtc join (join.go), the drain (drain.go), rooms (room.go), the
 // session manager (sessions.go), and a session: its state and lifetime
 // (session.go), its signaling read loop and dispatch (signaling.go),
-// negotiation (negotiation.go), ICE candidates (candidates.go), the tracks
-// it publishes (publications.go) and receives (subscriptions.go), its data
-// channels and their relay (datachannel.go), and its WebSocket writer
-// (wsclient.go); the rooms' active speakers are ranked in speakers.go. The
-// media itself is package edge/sfu.
+// negotiation (negotiation.go), ICE candidates (candidates.go), ICE
+// restarts (icerestart.go), the tracks it publishes (publications.go) and
+// receives (subscriptions.go), its data channels and their relay
+// (datachannel.go), its WebSocket writer (wsclient.go), and how it
+// outlives a lost WebSocket and is resumed (resume.go; the resume request
+// itself is resumeadmit.go); the rooms' active speakers are ranked in
+// speakers.go. The media itself is package edge/sfu.
 //
 // A session sees its instance only through a sessionDeps: the config
 // values it reads, the metrics, the media engine, the relay's ICE

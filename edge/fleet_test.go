@@ -18,7 +18,7 @@ import (
 
 // startFleetServer runs an instance that is one of a fleet on store, as
 // the Fly app app. Its port is chosen first: its public URL names it.
-func startFleetServer(t *testing.T, store fleet.Store, app string) *testServer {
+func startFleetServer(t *testing.T, store fleet.Store, app string, edits ...func(*Config)) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +35,12 @@ func startFleetServer(t *testing.T, store fleet.Store, app string) *testServer {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = f.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; f.Close() }) // after the server's own cleanup
-	return startServer(t, func(c *Config) { c.Port = port }, func(o *Options) { o.Fleet = f })
+	return startServer(t, func(c *Config) {
+		c.Port = port
+		for _, e := range edits {
+			e(c)
+		}
+	}, func(o *Options) { o.Fleet = f })
 }
 
 // waitRegistered waits until store holds n instances.

@@ -348,6 +348,7 @@ type trackStats struct {
 	gaps       int // packets whose sequence number did not follow the last
 	corrupt    int // packets whose payload was not what was sent
 	first      time.Time
+	lastAt     time.Time // when the last packet arrived
 	ended      bool
 }
 
@@ -409,7 +410,7 @@ func (r *receiver) record(st *trackStats, pkt *rtp.Packet) {
 		st.corrupt++
 	}
 	st.packets++
-	st.last = pkt.SequenceNumber
+	st.last, st.lastAt = pkt.SequenceNumber, time.Now()
 }
 
 // stats returns a copy of the stats of the track of that publisher and

@@ -28,6 +28,9 @@ func (s *Server) handleReady(c echo.Context) error {
 type apiError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// URL, on a resume refused by a draining instance, is the signaling
+	// URL of the instance its room moved to.
+	URL string `json:"url,omitempty"`
 }
 
 // httpError renders every error Echo sees as a JSON body.

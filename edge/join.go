@@ -65,6 +65,9 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if room := c.QueryParam("room"); room != "" && room != claims.Room {
 		return srv.refuse(c, http.StatusForbidden, joinForbidden, "forbidden", "the token is for another room")
 	}
+	if c.QueryParam("resume") != "" {
+		return srv.handleResume(c, claims)
+	}
 	if srv.Draining() {
 		return srv.refuse(c, http.StatusServiceUnavailable, joinDraining, "draining", "the instance is draining; reconnect")
 	}

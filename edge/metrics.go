@@ -30,6 +30,9 @@ type metrics struct {
 	trackSettings metric.Int64Counter       // media_track_settings_total{quality,paused}
 	layersSent    metric.Int64Counter       // media_dynacast_layers_messages_total
 	data          *dataMetrics              // media_data_* (datachannel.go)
+	resumes       metric.Int64Counter       // media_resumes_total{result}
+	iceRestarts   metric.Int64Counter       // media_ice_restarts_total{target}
+	resumeMedia   metric.Float64Histogram   // media_resume_media_seconds
 }
 
 // bg is the context of measurements: they are never cancelled.
@@ -64,6 +67,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		connRefusals:  counter("media_http_conn_refusals", "TCP connections to the HTTP port reset right after accept by a bound, by reason (per_ip, total)."),
 		trackSettings: counter("media_track_settings", "track_settings requests applied, by quality (low, medium, high, or size when asked by max_width/max_height alone) and paused (true, false)."),
 		layersSent:    counter("media_dynacast_layers_messages", "layers messages sent to publishers: dynacast changes of the layers a simulcast track must send."),
+		resumes:       counter("media_resumes", "Session resumes after a lost WebSocket, by result (ok or the refusal)."),
+		iceRestarts:   counter("media_ice_restarts", "ICE restarts, by target connection (publisher, subscriber)."),
 	}
 	var err error
 	x.joinTime, err = m.Float64Histogram("media_join_duration",
@@ -72,6 +77,10 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 			"the first packet forwarded to it (first=forwarded) or, when that comes later, its own first track arriving (first=received)."))
 	errs = append(errs, err)
 	x.data, err = newDataMetrics(m)
+	errs = append(errs, err)
+	x.resumeMedia, err = m.Float64Histogram("media_resume_media",
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(joinTimeBuckets...),
+		metric.WithDescription("From a session's resume until both its connections are up again (0 when media never stopped)."))
 	errs = append(errs, err)
 	for _, err := range errs {
 		if err != nil {
@@ -89,6 +98,14 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		x.connRefusals.Add(bg, 0, metric.WithAttributes(attribute.String("reason", string(reason))))
 	}
 	return x, nil
+}
+
+func (m *metrics) resumed(result string) {
+	m.resumes.Add(bg, 1, metric.WithAttributes(attribute.String("result", result)))
+}
+
+func (m *metrics) iceRestart(target string) {
+	m.iceRestarts.Add(bg, 1, metric.WithAttributes(attribute.String("target", target)))
 }
 
 func (m *metrics) join(result string) {

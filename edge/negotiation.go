@@ -34,10 +34,11 @@ func (s *Session) handleOffer(offerSDP string) {
 		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
 		return
 	}
+	s.noteRestart(parsed)
 	if !s.admitOffer(parsed) {
 		return
 	}
-	answer, err := s.answer(offer)
+	answer, err := s.answer(offer, parsed)
 	if err != nil {
 		s.log.Info("offer_refused", "err", err)
 		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
@@ -116,16 +117,21 @@ func (s *Session) endIfStuck() {
 }
 
 // answer applies offer to the publisher connection and returns the answer.
-func (s *Session) answer(offer webrtc.SessionDescription) (string, error) {
+func (s *Session) answer(offer webrtc.SessionDescription, parsed *sdp.SessionDescription) (string, error) {
 	if err := s.pub.SetRemoteDescription(offer); err != nil {
 		return "", fmt.Errorf("edge: publisher offer: %w", err)
 	}
+	s.setRemoteUfrag(signal.TargetPublisher, parsed)
 	s.addHeld(signal.TargetPublisher)
 	answer, err := s.pub.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
 	}
+	// An ICE restart gathers anew once the answer is set: its candidates
+	// must follow the answer, which the caller sends before Open.
+	s.pubICE.Hold()
 	if err := s.pub.SetLocalDescription(answer); err != nil {
+		s.pubICE.Open()
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
 	}
 	return answer.SDP, nil
@@ -178,6 +184,7 @@ func (s *Session) handleAnswer(answerSDP string) {
 		}
 		return // else nothing was applied: the offer still waits for an answer
 	}
+	s.setRemoteUfrag(signal.TargetSubscriber, parsed)
 	s.addHeld(signal.TargetSubscriber)
 	select {
 	case s.answered <- struct{}{}:
@@ -205,32 +212,65 @@ func (s *Session) negotiateLoop() {
 		case <-s.ending:
 			return
 		}
-		if err := s.offerSubscriber(); err != nil {
+		select { // a resume before this offer needs no re-send of it
+		case <-s.resume.reattached:
+		default:
+		}
+		offer, epoch, err := s.offerSubscriber()
+		if err != nil {
 			s.log.Warn("subscriber_offer_failed", "err", err)
 			s.end(reasonInternal)
 			return
 		}
-		t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
-		select {
-		case <-s.answered:
-			t.Stop()
-		case <-t.C:
-			s.log.Info("subscriber_answer_timeout")
-			s.end(signal.ReasonTimeout)
-			return
-		case <-s.ending:
-			t.Stop()
+		if !s.awaitAnswer(offer, epoch) {
 			return
 		}
 	}
 }
 
-func (s *Session) offerSubscriber() error {
-	offer, err := s.sub.Offer()
-	if err != nil {
-		return err
+// awaitAnswer waits for the answer to offer, sent on the WebSocket of
+// epoch. A resume meanwhile re-sends the offer if it went to a connection
+// since lost (which may not have delivered it), and its wait starts
+// again; while the session waits for a resume the timeout does not end it
+// (the grace period does).
+func (s *Session) awaitAnswer(offer *signal.Message, epoch uint64) bool {
+	t := time.NewTimer(s.deps.cfg.NegotiationTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.answered:
+			return true
+		case <-s.resume.reattached:
+			// Unless it went to the new connection already, or the
+			// answer came meanwhile (applied before answered is
+			// signalled).
+			if epoch != s.resumeEpoch() && s.sub.PeerConnection().SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+				epoch = s.sendEpoch(offer)
+			}
+			t.Reset(s.deps.cfg.NegotiationTimeout)
+		case <-t.C:
+			if s.resume.isDetached() {
+				t.Reset(s.deps.cfg.NegotiationTimeout)
+				continue
+			}
+			s.log.Info("subscriber_answer_timeout")
+			s.end(signal.ReasonTimeout)
+			return false
+		case <-s.ending:
+			return false
+		}
 	}
-	s.send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP})
+}
+
+func (s *Session) offerSubscriber() (*signal.Message, uint64, error) {
+	s.subICE.Hold() // a restart's new candidates follow its offer
+	offer, err := s.subscriberOffer()
+	if err != nil {
+		s.subICE.Open()
+		return nil, 0, err
+	}
+	m := &signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP}
+	epoch := s.sendEpoch(m)
 	s.subICE.Open()
-	return nil
+	return m, epoch, nil
 }

@@ -144,6 +144,15 @@ func (r *room) join(s *Session, greet func(others []*Session)) (others []*Sessio
 	return others, pubs
 }
 
+// snapshot runs fn with the room locked and the members other than s, as
+// join runs greet: what fn queues for s comes before anything a later
+// join or leave queues for it.
+func (r *room) snapshot(s *Session, fn func(others []*Session)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(r.membersExcept(s))
+}
+
 // byIdentity returns the member with that identity, if any.
 func (r *room) byIdentity(identity string) *Session {
 	r.mu.Lock()

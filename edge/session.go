@@ -58,6 +58,7 @@ type sessionConfig struct {
 	OfferBurst         int
 	MessageRate        float64
 	MessageBurst       int
+	ResumeGrace        time.Duration
 	WS                 wsConfig
 	Data               dataConfig
 }
@@ -68,7 +69,7 @@ func newSessionConfig(c Config) sessionConfig {
 		IdleTimeout: c.IdleTimeout, NegotiationTimeout: c.NegotiationTimeout,
 		OfferInterval: c.OfferInterval, OfferBurst: c.OfferBurst,
 		MessageRate: c.MessageRate, MessageBurst: c.MessageBurst,
-		WS: newWSConfig(c), Data: newDataConfig(c),
+		ResumeGrace: c.ResumeGrace, WS: newWSConfig(c), Data: newDataConfig(c),
 	}
 }
 
@@ -91,8 +92,7 @@ type Session struct {
 	identity string
 	grants   auth.Grants
 	room     *room
-	opened   time.Time // WebSocket open: the start of the join time
-	ws       *wsClient
+	opened   time.Time              // WebSocket open: the start of the join time
 	pub      *webrtc.PeerConnection // publisher: the client offers and sends
 	sub      *sfu.SubscriberConn    // subscriber: the server offers and sends
 	pubICE   *signal.Trickle
@@ -104,15 +104,22 @@ type Session struct {
 	renegotiate chan struct{} // cap 1: a subscriber offer is wanted
 	answered    chan struct{} // cap 1: the outstanding offer was answered
 	joinTimed   atomic.Bool   // the join time was recorded
+	resume      resumeState   // the resume credential, the grace, ICE restarts
 
-	mu            sync.Mutex                       // guards the fields below
-	ended         bool                             // no new subscriptions or watchers
-	reason        string                           // why it ended
-	subs          map[string]*sfu.Subscription     // by publication id
-	receivers     map[*webrtc.RTPReceiver]struct{} // tracks published and not ended, one per receiver whatever its layers
-	candidates    map[uint64]struct{}              // distinct candidates received, both connections: see takeCandidates
-	candidateSeed maphash.Seed                     // keys candidates; set once before the session is shared
-	held          map[string][]webrtc.ICECandidateInit
+	wsMu    sync.Mutex // guards ws and wsEpoch only; a leaf lock, taken under room.mu on resume
+	ws      *wsClient  // the WebSocket now; nil while the session waits for a resume
+	wsEpoch uint64     // counts the WebSockets attached by resumes
+
+	mu            sync.Mutex                           // guards the fields below
+	ended         bool                                 // no new subscriptions or watchers
+	reason        string                               // why it ended
+	subs          map[string]*sfu.Subscription         // by publication id
+	receivers     map[*webrtc.RTPReceiver]struct{}     // tracks published and not ended, one per receiver whatever its layers
+	candidates    map[string]map[uint64]struct{}       // distinct candidates of the current ICE generation, by target: see takeCandidates
+	candidatesAll int                                  // candidates taken in every generation: see maxCandidateGenerations
+	candidateSeed maphash.Seed                         // keys candidates; set once before the session is shared
+	held          map[string][]webrtc.ICECandidateInit // candidates waiting for their connection's (next) remote description
+	remoteUfrag   map[string]string                    // ICE username fragment of each connection's remote description
 
 	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
 	ending  chan struct{}  // closed by end
@@ -134,9 +141,11 @@ func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time,
 	s.inbound = rate.NewLimiter(rate.Limit(deps.cfg.MessageRate), deps.cfg.MessageBurst)
 	s.renegotiate, s.answered = make(chan struct{}, 1), make(chan struct{}, 1)
 	s.subs, s.held = make(map[string]*sfu.Subscription), make(map[string][]webrtc.ICECandidateInit)
-	s.candidates, s.candidateSeed = make(map[uint64]struct{}), maphash.MakeSeed()
+	s.remoteUfrag = make(map[string]string)
+	s.candidates, s.candidateSeed = newCandidateSets(), maphash.MakeSeed()
+	s.resume = newResumeState(deps.cfg)
 	s.receivers = make(map[*webrtc.RTPReceiver]struct{})
-	s.ws = newWSClient(conn, deps.cfg.WS, s.writeFailed)
+	s.ws = s.newWS(conn)
 	var err error
 	if s.pub, err = deps.media.NewPublisherPeerConnection(webrtc.Configuration{}); err != nil {
 		return nil, err
@@ -169,7 +178,8 @@ func (s *Session) start() {
 	others, pubs := s.room.join(s, func(others []*Session) { s.send(s.joinedMessage(others)) })
 	s.deps.metrics.participants.Add(bg, 1)
 	s.wg.Add(2)
-	go func() { defer s.wg.Done(); s.ws.writeLoop() }()
+	ws := s.currentWS()
+	go func() { defer s.wg.Done(); ws.writeLoop() }()
 	// The negotiator starts after joined is queued: a publication elsewhere
 	// may already have asked for a subscriber offer.
 	go func() { defer s.wg.Done(); s.negotiateLoop() }()
@@ -186,6 +196,9 @@ func (s *Session) joinedMessage(others []*Session) *signal.Message {
 	m := &signal.Message{Type: signal.TypeJoined, Protocol: signal.Version, Room: s.room.name,
 		Participant: s.participant(), Participants: make([]signal.Participant, 0, len(others)),
 		ICEServers: []signal.ICEServer{}}
+	if s.resume.grace > 0 {
+		m.Resume, m.ResumeGraceMS = s.resume.currentCredential(), s.resume.grace.Milliseconds()
+	}
 	for _, o := range others {
 		m.Participants = append(m.Participants, *o.participant())
 	}
@@ -257,7 +270,10 @@ func (s *Session) end(reason string) {
 		s.ended, s.reason = true, reason
 		s.mu.Unlock()
 		close(s.ending)
-		s.ws.stop(s.lastWords(reason))
+		s.resume.stopTimers()
+		if ws := s.currentWS(); ws != nil {
+			ws.stop(s.lastWords(reason))
+		}
 	})
 }
 
@@ -288,18 +304,33 @@ func (s *Session) lastWords(reason string) lastWords {
 // send enqueues m for the client. A client whose queue stays full is slow:
 // its session ends. Nothing is dropped silently: a message that cannot be
 // queued ends the connection, so the client knows to reconnect.
-func (s *Session) send(m *signal.Message) {
+func (s *Session) send(m *signal.Message) { s.sendEpoch(m) }
+
+// sendEpoch is send, and returns the epoch of the WebSocket m went to
+// (see resumeEpoch).
+func (s *Session) sendEpoch(m *signal.Message) (epoch uint64) {
 	b, err := signal.Encode(m)
 	if err != nil {
 		s.log.Error("signal_encode_failed", "type", m.Type, "err", err)
 		return
 	}
-	switch err := s.ws.send(b); {
+	s.wsMu.Lock()
+	ws, epoch := s.ws, s.wsEpoch
+	s.wsMu.Unlock()
+	if ws == nil {
+		// The WebSocket is lost and the session waits for a resume,
+		// which sends the full room state and the outstanding offer
+		// again: nothing is lost that matters then.
+		s.log.Debug("signal_held_for_resume", "type", m.Type)
+		return epoch
+	}
+	switch err := ws.send(b); {
 	case errors.Is(err, errSlowClient):
 		s.slowClient()
 	case err != nil:
 		s.log.Debug("signal_not_sent", "type", m.Type, "err", err)
 	}
+	return epoch
 }
 
 // sendDetached sends m on a goroutine of the session's, so a caller that
@@ -346,27 +377,40 @@ func (s *Session) recordJoin(first string) {
 	}
 }
 
-// writeFailed is the writer's report of a failed write or ping. A write
-// that timed out means the client stopped reading: a slow client. Any
-// other failure means the connection is gone.
-func (s *Session) writeFailed(err error) {
+// writeFailed is the writer's report of a failed write or ping on ws. A
+// write that timed out means the client stopped reading: a slow client.
+// Any other failure means the connection is gone: the session ends, or,
+// when it may be resumed, the connection is closed so that the reader
+// starts the grace period.
+func (s *Session) writeFailed(ws *wsClient, err error) {
 	s.log.Debug("signal_write_failed", "err", err)
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.slowClient()
 		return
 	}
+	if s.deps.cfg.ResumeGrace > 0 {
+		ws.stop(lastWords{abort: true})
+		return
+	}
 	s.end(reasonClientClosed)
 }
 
-// connectionState ends the session when either connection fails (ICE
-// gave up after the engine's timeouts) or is closed by the client (Pion
-// closes the connection when the peer's DTLS says close_notify): either
-// way the participant's media is gone while its WebSocket may live on.
+// connectionState ends the session when either connection is closed by
+// the client (Pion closes the connection when the peer's DTLS says
+// close_notify), or fails (ICE gave up after the engine's timeouts) and
+// is not restarted within the resume grace (see iceLost): either way the
+// participant's media is gone while its WebSocket may live on.
 func (s *Session) connectionState(target string) func(webrtc.PeerConnectionState) {
 	return func(st webrtc.PeerConnectionState) {
 		switch st {
-		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+		case webrtc.PeerConnectionStateConnected:
+			s.iceRecovered(target)
+		case webrtc.PeerConnectionStateFailed:
+			if !s.isEnded() {
+				s.iceLost(target)
+			}
+		case webrtc.PeerConnectionStateClosed:
 			if s.isEnded() { // our own teardown closes them too
 				return
 			}

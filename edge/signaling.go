@@ -11,23 +11,37 @@ import (
 
 // run is the reader goroutine: it handles the client's messages in order
 // until the WebSocket ends, then tears the session down.
+// A lost connection (closed or silent) does not end a session that may be
+// resumed: the reader waits for the resume (awaitResume) and reads the new
+// connection.
 func (s *Session) run() {
-	reason := s.readLoop()
-	close(s.ws.readDone) // first: the writer's lingering close reads next
-	s.end(reason)
+	for {
+		ws := s.currentWS()
+		reason := s.readLoop(ws)
+		close(ws.readDone) // first: the writer's lingering close reads next
+		reason, resumed := s.awaitResume(ws, reason)
+		if !resumed {
+			s.end(reason)
+			break
+		}
+	}
 	s.teardown()
 }
 
-// readLoop reads until the connection ends and returns the close reason
-// (end keeps the first reason, so a leave before the close wins).
-func (s *Session) readLoop() string {
-	conn := s.ws.conn
+// readLoop reads ws until the connection ends and returns the close
+// reason (end keeps the first reason, so a leave before the close wins).
+func (s *Session) readLoop(ws *wsClient) string {
+	conn := ws.conn
 	idle := s.deps.cfg.IdleTimeout
 	_ = conn.SetReadDeadline(time.Now().Add(idle))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(idle)) })
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
+			var ce *websocket.CloseError
+			// gorilla reports a connection that ended without a close
+			// frame as 1006: that one was lost, not closed.
+			ws.peerClosed = errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 			return s.readEndReason(err)
 		}
 		s.pace()
@@ -94,6 +108,8 @@ func (s *Session) handle(data []byte) (left bool) {
 		s.handleCandidate(m.Target, *m.Candidate)
 	case signal.TypeTrackSettings:
 		s.handleTrackSettings(m)
+	case signal.TypeICERestart:
+		s.handleICERestart()
 	case signal.TypeLeave:
 		return true
 	}

@@ -40,7 +40,11 @@ type wsClient struct {
 	done     chan struct{} // closed when the writer has closed the connection
 	stopOnce sync.Once
 	last     lastWords // set by stop before stopping closes
-	onFail   func(error)
+	// peerClosed: the client sent a close frame, so it meant to go and
+	// its session is not kept for a resume. Set by the reader before
+	// readDone closes.
+	peerClosed bool
+	onFail     func(error)
 }
 
 // lastWords is how the writer ends the connection.

@@ -59,16 +59,17 @@ func buildMediaload(t *testing.T) string {
 	return bin
 }
 
-// runChurn runs `mediaload churn` against s for cycles and checks its own
-// report passed.
-func runChurn(t *testing.T, s *service, mediaload string, cycles int) {
+// runChurn runs `mediaload churn` against s for cycles, with extra
+// flags, and checks its own report passed.
+func runChurn(t *testing.T, s *service, mediaload string, cycles int, extra ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cycles)*time.Second+2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cycles)*2*time.Second+2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, mediaload, "churn",
-		"-url", "http://"+s.HTTPAddr, "-ops-url", "http://"+s.OpsAddr, "-dev-token",
+	args := append([]string{"churn",
+		"-url", "http://" + s.HTTPAddr, "-ops-url", "http://" + s.OpsAddr, "-dev-token",
 		"-cycles", strconv.Itoa(cycles), "-parallel", "4", "-hold", "200ms",
-		"-video-kbps", "200", "-settle", "30s", "-json", "-quiet")
+		"-video-kbps", "200", "-settle", "30s", "-json", "-quiet"}, extra...)
+	cmd := exec.CommandContext(ctx, mediaload, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	var rep struct {
@@ -106,6 +107,12 @@ func TestChurnSoak(t *testing.T) {
 	after := settled(t, s, &before)
 	t.Logf("after %d cycles: goroutines %v -> %v, fds %v -> %v, heap %.0f KiB -> %.0f KiB",
 		cycles, before.goroutines, after.goroutines, before.fds, after.fds, before.heap/1024, after.heap/1024)
+	checkFlat(t, before, after, cycles)
+}
+
+// checkFlat checks the service is back where it was before cycles of churn.
+func checkFlat(t *testing.T, before, after serverState, cycles int) {
+	t.Helper()
 	if after.sessions != 0 {
 		t.Errorf("media_sessions_active = %v after the churn; want 0", after.sessions)
 	}

@@ -102,6 +102,7 @@ func (cl *commandLine) defineShape(fs *flag.FlagSet) {
 	fs.IntVar(&c.Cycles, "cycles", c.Cycles, "churn: joins (each one a join, media exchange and leave)")
 	fs.IntVar(&c.Parallel, "parallel", c.Parallel, "churn: participants in the room at once")
 	fs.DurationVar(&c.Hold, "hold", c.Hold, "churn: how long each participant stays after its first media")
+	fs.IntVar(&c.Flaps, "flaps", c.Flaps, "churn: network flaps of each participant after its first media (signaling reset, resume, ICE restart)")
 	fs.DurationVar(&c.Timing.Warmup, "warmup", c.Timing.Warmup, "media time after every join before the window opens")
 	fs.DurationVar(&c.Timing.Window, "duration", c.Timing.Window, "the measured window")
 	fs.DurationVar(&c.Timing.Grace, "grace", c.Timing.Grace, "wait for in-flight packets after the window; what is missing then is loss")

@@ -6,6 +6,11 @@
 // protocol rather than hiding it: every server message reaches Events, and
 // Send lets a caller write any message, well formed or not.
 //
+// When its network changes it keeps the participant on its own, as a
+// browser client does: a lost WebSocket is resumed within the server's
+// grace (reconnect.go), and a connection that goes disconnected or failed
+// restarts ICE (icerestart.go); Options.NoResume turns both off.
+//
 // A Client is safe for concurrent use.
 package client
 
@@ -83,6 +88,10 @@ type Options struct {
 	// whatever the server's `layers` messages say: a publisher without
 	// dynacast, to measure what dynacast saves.
 	IgnoreLayers bool
+	// NoResume turns off what the client does on its own when its network
+	// changes: resuming the session after a lost WebSocket, and ICE
+	// restarts when a connection goes disconnected or failed.
+	NoResume bool
 }
 
 // Joined is what the server said in `joined`.
@@ -129,6 +138,13 @@ type Client struct {
 	wg               sync.WaitGroup
 	data             clientData
 	speakers         speakerList
+	life             context.Context    // cancelled by Close: no more resumes or ICE restarts
+	kill             context.CancelFunc // cancels life
+	token            string             // the access token, for resumes
+	resumeMu         sync.Mutex         // guards resume
+	resume           resumeGrant        // from joined, then from each resumed
+	restarting       [2]atomic.Bool     // an ICE restart loop runs, publisher and subscriber
+	resumes          atomic.Int64
 	simulcastTracks
 }
 
@@ -139,6 +155,9 @@ type DialError struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration // from Retry-After; 0 when absent
+	// URL, on a resume refused by a draining instance of a fleet, is
+	// where the room went: join there (Move) as a new participant.
+	URL string
 }
 
 func (e *DialError) Error() string {
@@ -158,6 +177,7 @@ func Dial(ctx context.Context, rtcURL, token string, opts Options) (*Client, err
 	if err := c.join(ctx, rtcURL, token); err != nil {
 		return nil, err
 	}
+	c.token = token
 	if err := c.setupPeers(); err != nil {
 		c.conn.Close()
 		c.closePeers()
@@ -185,8 +205,9 @@ func newClient(opts Options) (*Client, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	life, kill := context.WithCancel(context.Background())
 	return &Client{
-		opts: opts, log: opts.Log,
+		opts: opts, log: opts.Log, life: life, kill: kill,
 		pending:         make(map[string][]webrtc.ICECandidateInit),
 		simulcastTracks: simulcastTracks{simulcast: make(map[string]*SimulcastTrack)},
 		answers:         make(chan *signal.Message, 1),
@@ -198,32 +219,44 @@ func newClient(opts Options) (*Client, error) {
 }
 
 func (c *Client) dial(ctx context.Context, rtcURL, token string) error {
+	conn, err := c.open(ctx, rtcURL, url.Values{"access_token": {token}})
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	return nil
+}
+
+// open opens a signaling WebSocket to rtcURL with params added to its
+// query.
+func (c *Client) open(ctx context.Context, rtcURL string, params url.Values) (*websocket.Conn, error) {
 	u, err := url.Parse(rtcURL)
 	if err != nil {
-		return fmt.Errorf("client: dial: parse url: %w", err)
+		return nil, fmt.Errorf("client: dial: parse url: %w", err)
 	}
 	q := u.Query()
-	q.Set("access_token", token)
+	for k, v := range params {
+		q[k] = v
+	}
 	u.RawQuery = q.Encode()
 	conn, resp, err := c.opts.Dialer.DialContext(ctx, u.String(), c.opts.Header)
 	if err != nil {
 		if resp != nil {
-			return refusal(resp)
+			return nil, refusal(resp)
 		}
-		return fmt.Errorf("client: dial %s: %w", u.Host, err)
+		return nil, fmt.Errorf("client: dial %s: %w", u.Host, err)
 	}
 	conn.SetReadLimit(readLimit)
-	c.conn = conn
-	return nil
+	return conn, nil
 }
 
 // refusal turns a refused handshake's response into a *DialError.
 func refusal(resp *http.Response) error {
 	defer resp.Body.Close()
 	e := &DialError{Status: resp.StatusCode}
-	var body struct{ Code, Message string }
+	var body struct{ Code, Message, URL string }
 	if b, err := io.ReadAll(io.LimitReader(resp.Body, 4096)); err == nil && json.Unmarshal(b, &body) == nil {
-		e.Code, e.Message = body.Code, body.Message
+		e.Code, e.Message, e.URL = body.Code, body.Message, body.URL
 	}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 		e.RetryAfter = time.Duration(s) * time.Second
@@ -269,17 +302,7 @@ func redirectTarget(m *signal.Message) (string, error) {
 // awaitJoined reads the first message, which must be `joined`, or a
 // `redirect`, whose URL it returns.
 func (c *Client) awaitJoined(ctx context.Context) (redirect string, err error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(handshakeTimeout)
-	}
-	_ = c.conn.SetReadDeadline(deadline)
-	defer c.conn.SetReadDeadline(time.Time{})
-	_, data, err := c.conn.ReadMessage()
-	if err != nil {
-		return "", fmt.Errorf("client: wait for joined: %w", err)
-	}
-	m, err := signal.Parse(data)
+	m, err := readFirst(ctx, c.conn)
 	if err != nil {
 		return "", fmt.Errorf("client: wait for joined: %w", err)
 	}
@@ -290,7 +313,24 @@ func (c *Client) awaitJoined(ctx context.Context) (redirect string, err error) {
 		return "", fmt.Errorf("client: wait for joined: got %q first", m.Type)
 	}
 	c.joined = Joined{Room: m.Room, Participant: *m.Participant, Participants: m.Participants, ICEServers: m.ICEServers}
+	c.setResume(m)
 	return "", nil
+}
+
+// readFirst reads the first message of a new connection, by ctx's
+// deadline or within the handshake timeout.
+func readFirst(ctx context.Context, conn *websocket.Conn) (*signal.Message, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(handshakeTimeout)
+	}
+	_ = conn.SetReadDeadline(deadline)
+	defer conn.SetReadDeadline(time.Time{})
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	return signal.Parse(data)
 }
 
 // Joined returns what the server said when this participant joined.
@@ -408,11 +448,12 @@ func (c *Client) Leave(ctx context.Context) error {
 // It waits for the client's goroutines and is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.kill()
 		c.writeMu.Lock()
 		_ = c.conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-		c.writeMu.Unlock()
 		c.conn.Close()
+		c.writeMu.Unlock()
 		c.closePeers()
 	})
 	c.wg.Wait()

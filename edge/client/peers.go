@@ -81,6 +81,8 @@ func (c *Client) setupPeers() error {
 	c.pub.OnICECandidate(c.pubICE.Candidate)
 	c.sub.OnICECandidate(c.subICE.Candidate)
 	c.sub.OnTrack(c.onTrack)
+	c.watchICE(signal.TargetPublisher, c.pub)
+	c.watchICE(signal.TargetSubscriber, c.sub)
 	return nil
 }
 
@@ -210,7 +212,15 @@ func (c *Client) drainRTCP(s *webrtc.RTPSender) {
 // negotiate sends a publisher offer and applies the answer. The caller
 // holds negotiateMu.
 func (c *Client) negotiate(ctx context.Context) error {
-	offer, err := c.pub.CreateOffer(nil)
+	return c.negotiateWith(ctx, nil)
+}
+
+// negotiateWith is negotiate with offer options (an ICE restart).
+func (c *Client) negotiateWith(ctx context.Context, opts *webrtc.OfferOptions) error {
+	if opts != nil && opts.ICERestart {
+		c.pubICE.Hold() // the new generation's candidates follow the offer
+	}
+	offer, err := c.pub.CreateOffer(opts)
 	if err != nil {
 		return fmt.Errorf("client: publisher offer: %w", err)
 	}

@@ -23,8 +23,11 @@ func (c *Client) readLoop() {
 	defer close(c.events)
 	defer close(c.done)
 	for {
-		_, data, err := c.conn.ReadMessage()
+		_, data, err := c.conn.ReadMessage() // c.conn changes only on this goroutine
 		if err != nil {
+			if err = c.resumeAfter(err); err == nil {
+				continue
+			}
 			c.endMu.Lock()
 			c.closeErr = err
 			c.endMu.Unlock()
@@ -58,6 +61,8 @@ func (c *Client) handle(m *signal.Message) error {
 		c.applyLayers(m)
 	case signal.TypeSpeakers:
 		c.applySpeakers(m)
+	case signal.TypeResumed:
+		c.setResume(m)
 	case signal.TypeError:
 		if requestErrors[m.Code] {
 			c.deliverReply(m)
@@ -108,7 +113,9 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	if err != nil {
 		return fmt.Errorf("client: subscriber answer: %w", err)
 	}
+	c.subICE.Hold() // an ICE restart's new candidates follow the answer
 	if err := c.sub.SetLocalDescription(answer); err != nil {
+		c.subICE.Open()
 		return fmt.Errorf("client: subscriber answer: %w", err)
 	}
 	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {

@@ -72,9 +72,19 @@ func (c *SubscriberConn) PeerConnection() *webrtc.PeerConnection { return c.pc }
 // Offer creates an offer covering every subscription made so far, sets it
 // as the local description and returns it.
 func (c *SubscriberConn) Offer() (webrtc.SessionDescription, error) {
+	return c.offer(nil)
+}
+
+// RestartOffer is Offer with new ICE credentials: the subscriber's
+// network changed, and its answer restarts ICE on both ends.
+func (c *SubscriberConn) RestartOffer() (webrtc.SessionDescription, error) {
+	return c.offer(&webrtc.OfferOptions{ICERestart: true})
+}
+
+func (c *SubscriberConn) offer(opts *webrtc.OfferOptions) (webrtc.SessionDescription, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	offer, err := c.pc.CreateOffer(nil)
+	offer, err := c.pc.CreateOffer(opts)
 	if err != nil {
 		return offer, fmt.Errorf("sfu: subscriber offer: %w", err)
 	}

@@ -28,6 +28,7 @@ const (
 	TypeRedirect          = "redirect"
 	TypeLayers            = "layers"
 	TypeSpeakers          = "speakers"
+	TypeResumed           = "resumed"
 
 	TypeOffer     = "offer"
 	TypeAnswer    = "answer"
@@ -35,6 +36,10 @@ const (
 	TypeLeave     = "leave"
 
 	TypeTrackSettings = "track_settings"
+	// TypeICERestart asks the server to restart ICE on the subscriber
+	// connection: it answers with a subscriber offer with new ICE
+	// credentials. The publisher restarts with an offer of its own.
+	TypeICERestart = "ice_restart"
 )
 
 // Qualities a subscriber may ask for in track_settings, lowest first: the
@@ -132,7 +137,13 @@ type Message struct {
 	// joined (the participant itself), participant_joined, participant_left
 	Participant *Participant `json:"participant,omitempty"`
 
-	// offer, answer, candidate
+	// joined, resumed: the credential that resumes this session once
+	// (see PROTOCOL.md, "Resuming"), and how long the server keeps the
+	// session after its WebSocket is lost
+	Resume        string `json:"resume,omitempty"`
+	ResumeGraceMS int64  `json:"resume_grace_ms,omitempty"`
+
+	// offer, answer, candidate, ice_restart
 	Target    string                   `json:"target,omitempty"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
@@ -246,6 +257,11 @@ func Decode(data []byte) (*Message, error) {
 		return m, nil
 	case TypeTrackSettings:
 		return m, needTrackSettings(m)
+	case TypeICERestart:
+		if m.Target != TargetSubscriber {
+			return m, &Error{Code: CodeBadMessage, Message: `ice_restart needs target "subscriber" (the publisher restarts with an offer)`}
+		}
+		return m, nil
 	}
 	return nil, &Error{Code: CodeUnknownType, Message: fmt.Sprintf("unknown message type %.32q", m.Type)}
 }

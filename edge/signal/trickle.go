@@ -11,7 +11,7 @@ import (
 // description is set, so a candidate could otherwise be sent before the
 // offer or answer that must precede it, and the peer, having no remote
 // description yet, would have to drop it. Candidates are held until Open,
-// then sent in order; after Open they go straight out.
+// then sent in order; after Open they go straight out (until Hold).
 type Trickle struct {
 	send func(webrtc.ICECandidateInit) // called with mu held, so in order
 
@@ -39,6 +39,14 @@ func (t *Trickle) Candidate(c *webrtc.ICECandidate) {
 		return
 	}
 	t.send(init)
+}
+
+// Hold holds candidates again until the next Open: an ICE restart's new
+// description has not been sent yet, and its candidates must follow it.
+func (t *Trickle) Hold() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open = false
 }
 
 // Open sends what is held and lets later candidates through. Call it once

@@ -242,6 +242,7 @@ type snapshot struct {
 	Banner       string
 	DrainingSeen bool
 	Reconnects   int
+	Resumes      int // lost signaling connections resumed as the same participant
 	Redirects    int
 	URL          string // the current session's signaling URL
 	Handover     *struct {

@@ -44,8 +44,9 @@ func runChurn(ctx context.Context, cfg Config, rep *Report, pr *progress) error 
 	}
 	c := &churnReport{Cycles: cfg.Cycles, Before: before}
 	jr := &joinResult{attempted: cfg.Cycles}
+	fr := &flapResult{}
 	start := time.Now()
-	churnAll(ctx, cfg, t, m, roomName, jr, pr)
+	churnAll(ctx, cfg, t, m, roomName, jr, fr, pr)
 	c.Seconds = time.Since(start).Seconds()
 	rep.Joins = jr.report()
 	t.finish(rep)
@@ -53,6 +54,12 @@ func runChurn(ctx context.Context, cfg Config, rep *Report, pr *progress) error 
 	c.Completed, c.Failed = int(jr.joined.Load()), int(jr.failed.Load())
 	if c.Failed > 0 {
 		rep.fail("churn: %d of %d joins failed (first: %s)", c.Failed, c.Cycles, rep.Joins.FirstErrorText)
+	}
+	if cfg.Flaps > 0 {
+		c.Flaps = fr.report()
+		if c.Flaps.Failed > 0 {
+			rep.fail("churn: %d network flaps failed (first: %s)", c.Flaps.Failed, c.Flaps.FirstError)
+		}
 	}
 	if have {
 		c.After, c.SettledSeconds = settle(ctx, t, before, cfg.Settle)
@@ -80,7 +87,7 @@ func checkAnchor(rep *Report, anchor *participant) {
 func prime(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roomName string) error {
 	jr := &joinResult{}
 	p := &participant{room: roomName, identity: "primer", publish: true, sink: newSink(m.clk, m.sources, &m.total)}
-	churnOnce(ctx, cfg, t, m, p, jr)
+	churnOnce(ctx, cfg, t, m, p, jr, &flapResult{})
 	if jr.failed.Load() > 0 {
 		return fmt.Errorf("churn: first join: %w", jr.firstErr)
 	}
@@ -91,7 +98,7 @@ func prime(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roomNa
 }
 
 // churnAll runs the cycles on -parallel workers.
-func churnAll(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roomName string, jr *joinResult, pr *progress) {
+func churnAll(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roomName string, jr *joinResult, fr *flapResult, pr *progress) {
 	var next atomic.Int64
 	stop := pr.every(time.Second, func() string {
 		return fmt.Sprintf("churn   %d/%d cycles, %d failed, join p50 %.0f ms", jr.joined.Load(), cfg.Cycles, jr.failed.Load(), ms(jr.firstMedia.quantile(0.5)))
@@ -103,17 +110,19 @@ func churnAll(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, roo
 			for i := next.Add(1); i <= int64(cfg.Cycles) && ctx.Err() == nil; i = next.Add(1) {
 				p := &participant{room: roomName, identity: fmt.Sprintf("c%d", i), publish: true,
 					sink: newSink(m.clk, m.sources, &m.total)}
-				churnOnce(ctx, cfg, t, m, p, jr)
+				churnOnce(ctx, cfg, t, m, p, jr, fr)
 			}
 		})
 	}
 	wg.Wait()
 }
 
-// churnOnce is one cycle: join and wait for media, hold, leave.
-func churnOnce(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult) {
+// churnOnce is one cycle: join and wait for media, -flaps network flaps,
+// hold, leave.
+func churnOnce(ctx context.Context, cfg Config, t *serverTarget, m *mediaRun, p *participant, jr *joinResult, fr *flapResult) {
 	defer leaveOne(p)
 	if timedJoin(ctx, cfg, t, m, p, jr) {
+		flapAll(ctx, p, m, cfg.Flaps, fr)
 		_ = waitFor(ctx, cfg.Hold)
 		recordFirstVideo([]*participant{p}, jr)
 	}

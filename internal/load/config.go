@@ -50,6 +50,7 @@ type Config struct {
 	Cycles       int           // churn: joins, each one a join, media exchange and leave (100)
 	Parallel     int           // churn: participants in the room at once (4)
 	Hold         time.Duration // churn: how long each participant stays after its first media (1 s)
+	Flaps        int           // churn: network flaps of each participant after its first media (0; see flap.go)
 
 	Media  MediaConfig // what every publisher sends (DefaultMedia)
 	Timing Timing      // warm-up 3 s, window 20 s, grace 2 s
@@ -121,7 +122,7 @@ func DefaultConfig() Config {
 var scenarios = map[string]string{
 	"fanout":    "one publisher (audio+video) to -subscribers receivers in one room",
 	"meeting":   "-rooms rooms of -participants participants, every one publishing audio+video",
-	"churn":     "-parallel participants at a time join, exchange media for -hold, and leave, -cycles times",
+	"churn":     "-parallel participants at a time join, exchange media, flap their network -flaps times (resume and ICE restart), stay -hold, and leave, -cycles times",
 	"floor":     "only the bare UDP relay floor, with the fanout or meeting shape; no server",
 	"simulcast": "one publisher of three simulcast video layers (150, 500, 1700 kbit/s) to -subscribers receivers, a third asking for each layer",
 	"dynacast":  "one publisher of three simulcast video layers to -subscribers receivers that all ask for the low one; -dynacast=false: the publisher sends every layer anyway",
@@ -218,6 +219,8 @@ func (c *Config) validateShape() error {
 		return fmt.Errorf("-participants must be from 2 to 100, got %d", c.Participants)
 	case c.Cycles < 1:
 		return fmt.Errorf("-cycles must be at least 1, got %d", c.Cycles)
+	case c.Flaps < 0 || c.Flaps > 100:
+		return fmt.Errorf("-flaps must be from 0 to 100, got %d", c.Flaps)
 	case c.Parallel < 1 || c.Parallel > 100:
 		return fmt.Errorf("-parallel must be from 1 to 100, got %d", c.Parallel)
 	case c.Timing.Window <= 0 || c.Timing.Warmup < 0 || c.Timing.Grace < 0:

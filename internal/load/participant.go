@@ -29,6 +29,8 @@ type participant struct {
 	senders  []*sender
 	dialAt   int64 // clock time the join began (the WebSocket dial)
 	token    string
+	sig      sigConns     // its signaling connections, which a flap resets
+	flapAt   atomic.Int64 // clock time of the last flap's reset
 
 	wg       sync.WaitGroup // track readers
 	follows  sync.WaitGroup // moves under way
@@ -103,7 +105,8 @@ func (p *participant) options(r *serverTarget, m *mediaRun, gen int) client.Opti
 				p.follow(r, m, msg.URL)
 			}
 		},
-		Log: r.clientLog.With("identity", p.identity),
+		Log:    r.clientLog.With("identity", p.identity),
+		Dialer: p.sig.dialer(),
 	}
 }
 

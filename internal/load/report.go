@@ -139,6 +139,7 @@ type churnReport struct {
 	Before         serverSample `json:"before"`
 	After          serverSample `json:"after"`
 	SettledSeconds float64      `json:"settled_seconds"`
+	Flaps          *flapReport  `json:"flaps,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

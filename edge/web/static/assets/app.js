@@ -115,6 +115,7 @@ function wire(c) {
   c.addEventListener("retry", (e) => onRetry(e.detail));
   c.addEventListener("data", (e) => onData(e.detail));
   c.addEventListener("speakers", (e) => renderSpeakers(e.detail.speakers));
+  c.addEventListener("resumed", () => toast("Reconnected"));
   c.addEventListener("draining", () => setBanner("draining", "This server is restarting. You stay in the call and move to a new server automatically."));
 }
 
@@ -404,6 +405,7 @@ function snapshot() {
     banner: $("banner").hidden ? "" : $("banner").dataset.kind,
     drainingSeen: client?.drainingSeen ?? false,
     reconnects: client?.reconnects ?? 0,
+    resumes: client?.resumes ?? 0,
     redirects: client?.redirects ?? 0,
     url: client?.session?.url ?? "",
     handover: client?.lastHandover ?? null,

@@ -39,6 +39,15 @@ const BACKOFF = { initialMs: 500, maxMs: 8000 };
  * another instance of the fleet). One is the rule; more cover a room that
  * moved meanwhile. Beyond it the attempt fails with redirect_loop. */
 const MAX_REDIRECTS = 3;
+/** Resume attempts after a lost WebSocket: the first at once, then the
+ * waits double from RESUME_BACKOFF.minMs up to maxMs, until the server's
+ * grace period (resume_grace_ms in joined) runs out. See PROTOCOL.md,
+ * "Resuming". */
+const RESUME_BACKOFF = { minMs: 100, maxMs: 2000 };
+/** How often a connection that stays disconnected or failed restarts ICE:
+ * each restart gathers on the network as it is now, and the browser keeps
+ * checking in between, so media is back as soon as the path is. */
+const ICE_RESTART_INTERVAL_MS = 2000;
 
 /** How long a draining session stays after its replacement joined, at
  * most: the replacement starts in the background and is swapped in once it
@@ -162,6 +171,7 @@ function sleep(ms, signal) {
  *   retry                {attempt, delayMs, code, message}  an attempt failed; the next one is in delayMs
  *   data                 {from, topic, payload, lossy}  a data message from another participant (payload: Uint8Array)
  *   speakers             {speakers}   who speaks now, loudest first: [{id, identity, level}]
+ *   resumed              {}           the lost signaling connection came back as the same participant
  */
 export class MediaClient extends EventTarget {
   /**
@@ -199,6 +209,7 @@ export class MediaClient extends EventTarget {
     this.room = "";
     this.drainingSeen = false; // a draining message arrived at some point
     this.reconnects = 0;       // sessions adopted after the first
+    this.resumes = 0;          // lost signaling connections resumed as the same participant
     this.redirects = 0;        // redirects followed, every attempt together
     this.moveURL = "";         // where a draining instance said the room went
     this.lastHandover = null;  // {waitedMs, caughtUp} of the last swap of a draining session
@@ -575,6 +586,23 @@ export class MediaClient extends EventTarget {
     this._emit("speakers", { speakers });
   }
 
+  /** _onNetwork follows the current session's network: "reconnecting"
+   * while its WebSocket is being resumed or a media connection is down,
+   * with every tile kept, and "connected" again once all is back. */
+  _onNetwork(s) {
+    if (s !== this._session || (this.state !== "connected" && this.state !== "reconnecting")) return;
+    this._setState(s.resuming || s.mediaDown() ? "reconnecting" : "connected");
+  }
+
+  /** _onResumed: s's WebSocket came back; the room's state it carried
+   * was applied by s as joins and leaves. */
+  _onResumed(s) {
+    if (s !== this._session) return;
+    this.resumes++;
+    this._emit("resumed", {});
+    this._onNetwork(s);
+  }
+
   _onDraining(s, deadline, url) {
     if (s !== this._session) return;
     this.drainingSeen = true;
@@ -741,20 +769,141 @@ class Session {
     this.drainTimer = 0;
     this.sentSettings = new Map(); // track id -> JSON of the last track_settings sent
     this.layerChain = Promise.resolve(); // setParameters calls, one after the other
+    this.token = token;
+    this.resume = null;     // {credential, graceMs} from joined, then from each resumed
+    this.resuming = false;  // the WebSocket is lost and being resumed
+    this.restartTimers = {}; // target -> timer of the next ICE restart while down
 
     const u = new URL(url, location.href);
     /** the signaling URL this session joined at, without the token */
     this.url = u.href;
-    u.searchParams.set("access_token", token);
-    this.ws = new WebSocket(u);
     this.joined = new Promise((resolve, reject) => { this._joinedResolve = resolve; this._joinedReject = reject; });
+    this._use(this._open({ access_token: token }));
     this.joinTimer = setTimeout(() => {
       this._joinedReject(new ClientError("join_timeout", "the service did not answer"));
       this.ws.close();
     }, JOIN_TIMEOUT_MS);
-    this.ws.onmessage = (e) => this._onMessage(e.data);
-    this.ws.onclose = (e) => this._onClose(e);
-    this.ws.onerror = () => {}; // onclose follows with the code
+  }
+
+  /** _open opens a WebSocket to the session's URL with params. */
+  _open(params) {
+    const u = new URL(this.url);
+    for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
+    return new WebSocket(u);
+  }
+
+  /** _use makes ws the session's WebSocket. */
+  _use(ws) {
+    this.ws = ws;
+    ws.onmessage = (e) => this._onMessage(e.data);
+    ws.onclose = (e) => this._onClose(e);
+    ws.onerror = () => {}; // onclose follows with the code
+  }
+
+  /** _mayResume reports whether a close of the WebSocket is a loss to
+   * resume from: abnormal (no close frame: a reset, a dead network), in a
+   * session the client uses and the server has not ended. */
+  _mayResume(e) {
+    return e.code === 1006 && this.adopted && !this.byClient && !this.leaveReason && Boolean(this.resume?.credential)
+      && this.client._session === this;
+  }
+
+  /** _resumeLoop reconnects with the resume credential until it works or
+   * the grace period ends; then the session ends as any lost one does. */
+  async _resumeLoop(lost) {
+    this.resuming = true;
+    this.client._onNetwork(this);
+    const deadline = Date.now() + this.resume.graceMs;
+    for (let wait = 0; Date.now() < deadline && !this.byClient && this.client._session === this;
+      wait = Math.min(RESUME_BACKOFF.maxMs, Math.max(RESUME_BACKOFF.minMs, wait * 2))) {
+      await sleep(wait);
+      if (await this._tryResume(deadline)) return;
+    }
+    this.resuming = false;
+    this.resume = null;
+    this._onClose(lost);
+  }
+
+  /** _tryResume makes one resume attempt; it resolves true once the server
+   * said `resumed` on the new WebSocket, which then is the session's. */
+  async _tryResume(deadline) {
+    let token = this.token;
+    try { token = (await this.client._tokens()).token; } catch { /* the one we joined with may still do */ }
+    return new Promise((resolve) => {
+      const ws = this._open({ access_token: token, participant: this.self.id, resume: this.resume.credential });
+      const timer = setTimeout(() => ws.close(), Math.max(0, Math.min(JOIN_TIMEOUT_MS, deadline - Date.now())));
+      ws.onerror = () => {};
+      ws.onclose = () => { clearTimeout(timer); resolve(false); };
+      ws.onmessage = (e) => {
+        let m;
+        try { m = JSON.parse(e.data); } catch { m = null; }
+        clearTimeout(timer);
+        if (m?.type !== "resumed" || this.byClient) { ws.onclose = () => resolve(false); ws.close(); return; }
+        this._use(ws);
+        this.resuming = false;
+        this._onResumed(m);
+        resolve(true);
+      };
+    });
+  }
+
+  /** _onResumed applies `resumed`: the new credential, the room as it is
+   * now (as joins and leaves against what this session knew), a publisher
+   * offer the lost connection swallowed rolled back, and ICE restarts
+   * where media is down too. */
+  _onResumed(m) {
+    trace(this, "recv", m);
+    this.resume = { credential: m.resume ?? "", graceMs: m.resume_grace_ms ?? 0 };
+    const now = new Map((m.participants ?? []).map((p) => [p.id, p]));
+    for (const p of [...this.roster.values()]) if (!now.has(p.id)) this._dispatch({ type: "participant_left", participant: p });
+    for (const p of now.values()) if (!this.roster.has(p.id)) this._dispatch({ type: "participant_joined", participant: p });
+    const pub = this.pcs.publisher;
+    if (pub?.signalingState === "have-local-offer") {
+      this._serial("publisher", () => pub.setLocalDescription({ type: "rollback" }));
+    }
+    this.client._onResumed(this);
+    for (const target of ["publisher", "subscriber"]) if (this._down(target)) this._restartLoop(target);
+  }
+
+  /** mediaDown reports whether a media connection is disconnected or failed. */
+  mediaDown() { return this._down("publisher") || this._down("subscriber"); }
+
+  _down(target) {
+    const st = this.pcs[target]?.connectionState;
+    return st === "disconnected" || st === "failed";
+  }
+
+  /** _restartLoop restarts ICE on target's connection now and every
+   * ICE_RESTART_INTERVAL_MS while it stays down. */
+  _restartLoop(target) {
+    if (this.restartTimers[target]) return;
+    const tick = () => {
+      if (this.closed || !this._down(target)) { delete this.restartTimers[target]; return; }
+      this._restartICE(target);
+      this.restartTimers[target] = setTimeout(tick, ICE_RESTART_INTERVAL_MS);
+    };
+    // A connection that is only disconnected may come back on its own
+    // (the same network returns): give it one interval first. A failed
+    // one restarts at once.
+    const failed = this.pcs[target]?.connectionState === "failed";
+    this.restartTimers[target] = setTimeout(tick, failed ? 0 : ICE_RESTART_INTERVAL_MS);
+  }
+
+  /** _restartICE restarts ICE on one connection (PROTOCOL.md, "ICE
+   * restarts"): the publisher offers with new credentials, the subscriber
+   * asks the server to. Only with the signaling up and nothing outstanding:
+   * a restart offer lost with the WebSocket would leave the publisher
+   * waiting for an answer that never comes. */
+  _restartICE(target) {
+    const pc = this.pcs[target];
+    if (!pc?.remoteDescription || this.ws.readyState !== WebSocket.OPEN) return;
+    if (target === "subscriber") { this.send({ type: "ice_restart", target }); return; }
+    this._serial("publisher", async () => {
+      if (pc.signalingState !== "stable") return;
+      const offer = await pc.createOffer({ iceRestart: true });
+      await pc.setLocalDescription(offer);
+      this.send({ type: "offer", target: "publisher", sdp: offer.sdp });
+    });
   }
 
   /** start builds the PeerConnections once the session is adopted, and
@@ -914,6 +1063,7 @@ class Session {
     this.self = m.participant;
     for (const p of m.participants ?? []) this.roster.set(p.id, p);
     this.iceServers = m.ice_servers ?? [];
+    this.resume = m.resume ? { credential: m.resume, graceMs: m.resume_grace_ms ?? 0 } : null;
     this.early = [];
     this._joinedResolve(this);
   }
@@ -995,16 +1145,17 @@ class Session {
     for (const c of list) await this.pcs[target].addIceCandidate(c);
   }
 
-  /** _onPeerState reports a connection's state, and gives up on a session
-   * whose media failed: ICE gave up on every path, so a fresh session (new
-   * candidates, maybe another instance) beats waiting for the server to
-   * notice. */
+  /** _onPeerState reports a connection's state, and restarts ICE on one
+   * that went disconnected or failed: the network changed, and the session
+   * stays the same participant. If no restart brings it back within the
+   * server's grace, the server ends the session (ice_failed) and the
+   * client joins anew. */
   _onPeerState(target, state) {
     console.debug(`media ${this.self?.id}: ${target} ${state}`);
     this.client._emit("peerstate", { target, state });
-    if (state !== "failed" || this.closed) return;
-    this.client._emitError("media_failed", `the ${target} media connection failed; reconnecting`);
-    this.leave();
+    if (this.closed) return;
+    if (this._down(target)) this._restartLoop(target);
+    this.client._onNetwork(this);
   }
 
   _onDraining(m) {
@@ -1029,7 +1180,9 @@ class Session {
 
   _onClose(e) {
     console.debug(`media ${this.self?.id}: closed ${e.code} clean=${e.wasClean} by_client=${this.byClient}`);
+    if (!this.resuming && this._mayResume(e)) { this._resumeLoop(e); return; }
     this.closed = true;
+    for (const t of Object.values(this.restartTimers)) clearTimeout(t);
     clearTimeout(this.joinTimer);
     clearTimeout(this.drainTimer);
     clearTimeout(this.leaveTimer);
