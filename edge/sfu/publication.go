@@ -317,6 +317,7 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	}
 	in := inbound{layer: l, h: h, payload: payload, at: time.Since(ringClock), key: -1}
 	p.track(l, in.at)
+	l.meter(in.at, len(pkt))
 	sent := p.engine.fanOut(*p.subs.Load(), &in)
 	m.forwardedPackets[k].Add(uint64(sent))
 	if p.kind == webrtc.RTPCodecTypeVideo {

@@ -41,6 +41,7 @@ import (
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
 	router *rtcpRouter
+	bw     *bandwidth // congestion control (allocator.go)
 
 	// mu is held around every change to pc's descriptions, candidates and
 	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack
@@ -57,12 +58,24 @@ type SubscriberConn struct {
 // stops. The caller owns it and closes it.
 func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, error) {
 	router := newRTCPRouter()
+	bw := newBandwidth(e.metrics)
+	router.twcc = bw.onRTCP
 	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
 	if err != nil {
 		return nil, err
 	}
-	return &SubscriberConn{pc: pc, router: router}, nil
+	return &SubscriberConn{pc: pc, router: router, bw: bw}, nil
 }
+
+// OnSubscriptionState sets the function told each time the bandwidth
+// allocation changes a subscription: paused for congestion, resumed, or
+// capped at another layer. It is called on the connection's feedback
+// goroutine and must not block.
+func (c *SubscriberConn) OnSubscriptionState(f func(SubscriptionState)) { c.bw.setOnState(f) }
+
+// Estimate is the connection's send-side bandwidth estimate in bit/s, 0
+// until the subscriber's feedback has measured one.
+func (c *SubscriberConn) Estimate() float64 { return c.bw.Estimate() }
 
 // PeerConnection is the connection itself, for its callbacks
 // (OnICECandidate, OnConnectionStateChange) and its state. Change it only
