@@ -36,9 +36,9 @@ const (
 	thresholdDown  = 0.039                // and below it
 	overuseFor     = 10 * time.Millisecond
 
-	backoff       = 0.85                 // of the acknowledged rate, on overuse
-	increasePerS  = 0.08                 // multiplicative increase per second
-	ackedHeadroom = 1.5                  // the estimate never exceeds this times what arrives
+	backoff       = 0.85 // of the acknowledged rate, on overuse
+	increasePerS  = 0.08 // multiplicative increase per second
+	ackedHeadroom = 1.5  // the estimate never exceeds this times what arrives
 	decreaseGap   = 200 * time.Millisecond
 	lossHigh      = 0.10 // above: cut by half the loss
 	lossLow       = 0.02 // below: loss does not hold the estimate back
