@@ -155,6 +155,9 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	}
 }
 
+// close stops the probes.
+func (b *bandwidth) close() { b.probe.pacer.stop() }
+
 // videoPriority orders video subscriptions for the allocation: lower
 // first. Every video track is equal until publications carry a source;
 // then screen share goes before camera here.
@@ -206,8 +209,9 @@ func (s *Subscription) lowestLayer() int {
 func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 	budget := b.est.estimate
 	if !b.congested || budget == 0 || budget >= b.wanted()/upgradeMargin {
-		b.congested = false
-		return b.grantAll(now)
+		changes, all := b.grantAll(now)
+		b.congested = !all
+		return changes
 	}
 	video := make([]*Subscription, 0, len(b.subs))
 	for s := range b.subs {
@@ -225,7 +229,7 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 			grant[i] = b.subs[s].layer // the subscriber's own pause: leave as is
 			continue
 		}
-		if r := layerRate(s.pub, s.lowestLayer()); r <= budget {
+		if r, ok := b.resumable(s, budget, now); ok {
 			grant[i], budget = s.lowestLayer(), budget-r
 		}
 	}
@@ -242,6 +246,17 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 		}
 	}
 	return changes
+}
+
+// resumable reports whether s's lowest layer fits the budget, and its
+// rate: a subscription the allocation paused resumes only as an upgrade
+// does, after upgradeHold and within upgradeMargin.
+func (b *bandwidth) resumable(s *Subscription, budget float64, now time.Duration) (float64, bool) {
+	r := layerRate(s.pub, s.lowestLayer())
+	if a := b.subs[s]; a.layer < 0 && (now-a.changed < upgradeHold || r > budget*upgradeMargin) {
+		return r, false
+	}
+	return r, r <= budget
 }
 
 // raise lifts s from layer g toward what it asks for while the budget
@@ -269,15 +284,22 @@ func (b *bandwidth) raise(s *Subscription, g int, budget float64, now time.Durat
 	return g, budget
 }
 
-// grantAll lifts every cap. b.mu is held.
-func (b *bandwidth) grantAll(now time.Duration) []SubscriptionState {
+// grantAll lifts every cap, but not within upgradeHold of a
+// subscription's last change; it reports whether every cap is lifted.
+// b.mu is held.
+func (b *bandwidth) grantAll(now time.Duration) ([]SubscriptionState, bool) {
 	var changes []SubscriptionState
-	for s := range b.subs {
+	all := true
+	for s, a := range b.subs {
+		if a.layer != maxLayers-1 && now-a.changed < upgradeHold {
+			all = false
+			continue
+		}
 		if c, ok := b.apply(s, maxLayers-1, now); ok {
 			changes = append(changes, c)
 		}
 	}
-	return changes
+	return changes, all
 }
 
 // apply sets s's allocated layer to g, counting and reporting a change.

@@ -31,10 +31,14 @@ const (
 	trendWindow    = 20                   // groups in the delay trend's regression
 	trendSmoothing = 0.9                  // of the accumulated delay
 	trendGain      = 4.0                  // scales the slope before the threshold
-	thresholdInit  = 12.5                 // ms; adaptive, within [6, 600]
-	thresholdUp    = 0.0087               // adaptation when above the threshold
-	thresholdDown  = 0.039                // and below it
-	overuseFor     = 10 * time.Millisecond
+	thresholdInit  = 12.5                 // ms; adaptive, within [thresholdMin, 600]
+	// thresholdMin is 12, not libwebrtc's 6: receive timestamps taken by
+	// a busy client (or a loaded test host) jitter enough that a
+	// threshold of 6 reads noise as overuse and starves the link.
+	thresholdMin  = 12
+	thresholdUp   = 0.0087 // adaptation when above the threshold
+	thresholdDown = 0.039  // and below it
+	overuseFor    = 10 * time.Millisecond
 
 	backoff       = 0.85 // of the acknowledged rate, on overuse
 	increasePerS  = 0.08 // multiplicative increase per second
@@ -76,6 +80,7 @@ type estimator struct {
 	lastThreshold         time.Duration
 	overSince             time.Duration // when the trend first went over; -1 not over
 	prevTrend             float64
+	overCount             int // deltas over the threshold in a row
 
 	// Received rate over rateWindow, by arrival time.
 	acked     float64 // bit/s
@@ -86,7 +91,10 @@ type estimator struct {
 	// Loss over the feedback since the last loss decision.
 	lost, total  int
 	lastDecrease time.Duration // by our clock
-	lastUpdate   time.Duration
+	// quietUntil: overuse in packets sent before it is a failed probe's
+	// backlog, already answered.
+	quietUntil time.Duration
+	lastUpdate time.Duration
 }
 
 // packetGroup is a burst of packets sent within groupSpan.
@@ -105,9 +113,15 @@ func newEstimator() *estimator {
 // clock), and returns the new estimate in bit/s (0 while none is known).
 func (e *estimator) update(now time.Duration, results []packetResult) float64 {
 	for _, r := range results {
-		e.total++
+		// Loss counts only for packets sent after the last decrease: the
+		// ones before it were sent at the rate already cut.
+		if r.sent >= e.lastDecrease {
+			e.total++
+			if !r.received {
+				e.lost++
+			}
+		}
 		if !r.received {
-			e.lost++
 			continue
 		}
 		e.countRate(r)
@@ -204,9 +218,10 @@ func (e *estimator) detect(trend float64, at time.Duration) {
 	switch {
 	case trend > e.threshold:
 		if e.overSince < 0 {
-			e.overSince = at
+			e.overSince, e.overCount = at, 0
 		}
-		if at-e.overSince >= overuseFor && trend >= e.prevTrend {
+		e.overCount++
+		if at-e.overSince >= overuseFor && e.overCount > 1 && trend >= e.prevTrend {
 			e.state = usageOver
 		}
 	case trend < -e.threshold:
@@ -236,13 +251,14 @@ func (e *estimator) adaptThreshold(trend float64, at time.Duration) {
 		k = thresholdDown
 	}
 	dt := min(float64(at-e.lastThreshold)/float64(time.Millisecond), 100)
-	e.threshold = min(max(e.threshold+k*(abs-e.threshold)*dt, 6), 600)
+	e.threshold = min(max(e.threshold+k*(abs-e.threshold)*dt, thresholdMin), 600)
 	e.lastThreshold = at
 }
 
 // control moves the estimate after a feedback message: down on overuse
-// or heavy loss, held on underuse or moderate loss, up otherwise, and
-// never above what the link was seen to carry times ackedHeadroom.
+// or heavy loss, held on underuse or moderate loss, up otherwise, though
+// never by itself above what the link was seen to carry times
+// ackedHeadroom (a probe takes it higher).
 func (e *estimator) control(now time.Duration) {
 	dt := now - e.lastUpdate
 	e.lastUpdate = now
@@ -258,16 +274,30 @@ func (e *estimator) control(now time.Duration) {
 		e.lost, e.total = 0, 0
 	}
 	switch {
-	case e.state == usageOver && now-e.lastDecrease >= decreaseGap:
+	case e.state == usageOver && now-e.lastDecrease >= decreaseGap && e.prev.lastSent >= max(e.lastDecrease+decreaseGap/2, e.quietUntil):
+		// Only once packets sent after the last decrease show overuse
+		// too: the backlog of the rate before it says nothing new.
 		e.estimate = min(e.estimate, backoff*e.acked)
 		e.lastDecrease = now
+		e.restartTrend()
 	case loss > lossHigh && now-e.lastDecrease >= decreaseGap:
 		e.estimate *= 1 - loss/2
 		e.lastDecrease = now
 	case e.state == usageNormal && loss < lossLow && dt > 0:
-		e.estimate *= 1 + increasePerS*min(dt.Seconds(), 1)
+		// Up, but not past what the link was seen to carry with headroom:
+		// an estimate above that (a probe's) is kept, not raised.
+		limit := max(e.estimate, e.acked*ackedHeadroom+10_000)
+		e.estimate = min(e.estimate*(1+increasePerS*min(dt.Seconds(), 1)), limit)
 	}
-	e.estimate = min(max(e.estimate, minEstimate), e.acked*ackedHeadroom+10_000, maxEstimate)
+	e.estimate = min(max(e.estimate, minEstimate), maxEstimate)
+}
+
+// restartTrend forgets the delay trend after a decrease: the queue the
+// old rate built drains from now on, and only the delays of what is sent
+// from now say whether the new rate still overuses.
+func (e *estimator) restartTrend() {
+	e.n, e.deltas, e.accumulated, e.smoothed = 0, 0, 0, 0
+	e.state, e.overSince, e.prevTrend = usageNormal, -1, 0
 }
 
 // probed raises the estimate to a rate a probe delivered without

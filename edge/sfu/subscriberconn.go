@@ -162,4 +162,7 @@ func (c *SubscriberConn) removeTrack(sender *webrtc.RTPSender) error {
 
 // Close closes the PeerConnection; every sender stops. Close the
 // subscriptions first, or let their publications end them.
-func (c *SubscriberConn) Close() error { return c.pc.Close() }
+func (c *SubscriberConn) Close() error {
+	c.bw.close()
+	return c.pc.Close()
+}

@@ -39,7 +39,7 @@ type twccSender struct {
 
 	mu    sync.Mutex
 	next  uint16
-	bytes uint64 // sent in all
+	bytes uint64 // media sent in all (probes not counted)
 	sent  [twccHistory]sentPacket
 }
 
@@ -55,13 +55,15 @@ func (t *twccSender) stamp(size int, probe bool) uint16 {
 	t.mu.Lock()
 	seq := t.next
 	t.next++
-	t.bytes += uint64(size)
+	if !probe {
+		t.bytes += uint64(size)
+	}
 	t.sent[seq%twccHistory] = sentPacket{at: at, size: uint16(min(size, 0xffff)), seq: seq, probe: probe, valid: true}
 	t.mu.Unlock()
 	return seq
 }
 
-// sentBytes is how many bytes have been stamped in all.
+// sentBytes is how many bytes of media (not probes) have been stamped.
 func (t *twccSender) sentBytes() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
