@@ -107,14 +107,7 @@ func (f *mediaFeed) frame() error {
 // only through relay: the offer's host candidate names the relay.
 func (s *subscriber) subscribeVia(t *testing.T, relay *capRelay, engine int, pubs ...*Publication) []*Subscription {
 	t.Helper()
-	var subs []*Subscription
-	for _, p := range pubs {
-		sub, err := s.conn.Subscribe(p)
-		if err != nil {
-			t.Fatalf("Subscribe(%s) = %v", p.ID(), err)
-		}
-		subs = append(subs, sub)
-	}
+	subs := s.add(t, pubs...)
 	gathered := webrtc.GatheringCompletePromise(s.server)
 	if _, err := s.conn.Offer(); err != nil {
 		t.Fatalf("Offer() = %v", err)
