@@ -279,7 +279,6 @@ func (e *estimator) control(now time.Duration) {
 		// too: the backlog of the rate before it says nothing new.
 		e.estimate = min(e.estimate, backoff*e.acked)
 		e.lastDecrease = now
-		e.restartTrend()
 	case loss > lossHigh && now-e.lastDecrease >= decreaseGap:
 		e.estimate *= 1 - loss/2
 		e.lastDecrease = now

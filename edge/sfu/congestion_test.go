@@ -189,7 +189,13 @@ func countPackets(r *received) *atomic.Int64 {
 // layer within 15 s, with at most 2 allocation changes in any 10 s.
 func TestCongestionCappedSubscriber(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs for about 40 s")
+		t.Skip("runs for about 30 s")
+	}
+	if raceEnabled {
+		// The race detector slows the Pion stacks until the loopback
+		// path itself queues, which the estimate rightly reads as
+		// congestion, on every connection. .ci/run runs it without.
+		t.Skip("times a real link: run without -race")
 	}
 	h := newHarness(t, Config{})
 	sp := h.newSimulcastPublisher(t, vp8)
