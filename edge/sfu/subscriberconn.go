@@ -29,15 +29,17 @@ import (
 //     messages, and for adaptive stream (the smallest layer covering each
 //     video element's rendered size; invisible ones paused);
 //   - the connection's bandwidth, Subscription.SetAllocatedLayer: the
-//     SubscriberConn will own the send-side estimate (transport-wide
-//     feedback arrives per connection, through its rtcpRouter) and set
-//     each subscription's allocated layer, -1 to pause what does not fit
-//     (audio never), raising them again as it probes up;
+//     SubscriberConn owns the send-side estimate (bandwidth, in
+//     allocator.go: transport-wide feedback arrives per connection,
+//     through its rtcpRouter) and sets each subscription's allocated
+//     layer, -1 to pause what does not fit (audio never), raising them
+//     again as it probes up (probe.go);
 //   - dynacast, per publication: the highest MaxLayer among its
 //     subscriptions says which layers the publisher must keep sending.
 //
-// Goroutines: none of its own. Its rtcpRouter runs on Pion's SRTCP
-// reader.
+// Goroutines: none of its own. Its rtcpRouter, and with it the
+// congestion control, runs on Pion's SRTCP reader; a probe's padding is
+// paced by a timer (one time.AfterFunc at a time, only while probing).
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
 	router *rtcpRouter
