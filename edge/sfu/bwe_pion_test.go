@@ -80,8 +80,8 @@ func (c *pionController) sent(h *rtp.Header, payload []byte) {
 }
 
 func (c *pionController) feedback(pkts []rtcp.Packet) { _ = c.bwe.WriteRTCP(pkts, nil) }
-func (c *pionController) estimate() float64         { return float64(c.bwe.GetTargetBitrate()) }
-func (c *pionController) close()                    { _ = c.bwe.Close() }
+func (c *pionController) estimate() float64           { return float64(c.bwe.GetTargetBitrate()) }
+func (c *pionController) close()                      { _ = c.bwe.Close() }
 
 // runLink drives c over link l in fake time: 1200-byte packets at
 // min(estimate, want), arrivals recorded by pion's TWCC recorder (what a
