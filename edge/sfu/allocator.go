@@ -24,9 +24,10 @@ type SubscriptionState struct {
 
 // Allocation tuning.
 const (
-	// upgradeHold is the least time between a subscription's layer
-	// changes upward: with it a steady link sees at most two changes in
-	// 10 s (a downgrade and the next upgrade), never a flapping layer.
+	// upgradeHold is the least time from a subscription's layer change
+	// to a change upward, doubled (up to holdMax) each time a raise is
+	// undone within twice that: a steady link sees at most two changes
+	// in 10 s, never a flapping layer.
 	upgradeHold = 5 * time.Second
 	// upgradeMargin: an upgrade must fit in this share of the budget, a
 	// layer already held keeps it up to the whole budget.
@@ -41,7 +42,17 @@ const (
 type allocation struct {
 	layer   int           // allocated layer; -1 paused by congestion
 	changed time.Duration // when layer last changed
+	raised  time.Duration // when it was last raised
+	hold    time.Duration // the least time from a change to a raise
 }
+
+// holdMax bounds how long a subscription whose raises keep failing waits
+// before the next try.
+const holdMax = 40 * time.Second
+
+// mayRaise reports whether a may be raised at now: hold has passed since
+// its last change.
+func (a *allocation) mayRaise(now time.Duration) bool { return now-a.changed >= a.hold }
 
 // bandwidth is a subscriber connection's congestion control: it reads the
 // transport-wide feedback (on the SRTCP goroutine, through the
@@ -83,7 +94,7 @@ func newBandwidth(m *metrics) *bandwidth {
 // add takes a subscription into the allocation.
 func (b *bandwidth) add(s *Subscription) {
 	b.mu.Lock()
-	b.subs[s] = &allocation{layer: maxLayers - 1}
+	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour}
 	b.mu.Unlock()
 }
 
@@ -253,7 +264,7 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 // does, after upgradeHold and within upgradeMargin.
 func (b *bandwidth) resumable(s *Subscription, budget float64, now time.Duration) (float64, bool) {
 	r := layerRate(s.pub, s.lowestLayer())
-	if a := b.subs[s]; a.layer < 0 && (now-a.changed < upgradeHold || r > budget*upgradeMargin) {
+	if a := b.subs[s]; a.layer < 0 && (!a.mayRaise(now) || r > budget*upgradeMargin) {
 		return r, false
 	}
 	return r, r <= budget
@@ -271,7 +282,7 @@ func (b *bandwidth) raise(s *Subscription, g int, budget float64, now time.Durat
 		extra := layerRate(s.pub, next) - layerRate(s.pub, g)
 		limit := budget
 		if next > a.layer {
-			if now-a.changed < upgradeHold {
+			if !a.mayRaise(now) {
 				break
 			}
 			limit *= upgradeMargin
@@ -291,7 +302,7 @@ func (b *bandwidth) grantAll(now time.Duration) ([]SubscriptionState, bool) {
 	var changes []SubscriptionState
 	all := true
 	for s, a := range b.subs {
-		if a.layer != maxLayers-1 && now-a.changed < upgradeHold {
+		if a.layer != maxLayers-1 && !a.mayRaise(now) {
 			all = false
 			continue
 		}
@@ -311,6 +322,15 @@ func (b *bandwidth) apply(s *Subscription, g int, now time.Duration) (Subscripti
 	}
 	if g < a.layer {
 		b.metrics.downgrades.Add(bgCtx, 1, congestionReason)
+		// A raise undone within 10 s did not fit: wait twice as long
+		// before the next; one that held resets the wait.
+		if now-a.raised < 2*upgradeHold {
+			a.hold = min(2*a.hold, holdMax)
+		} else {
+			a.hold = upgradeHold
+		}
+	} else {
+		a.raised = now
 	}
 	if a.layer < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, -1, congestionReason)

@@ -10,7 +10,8 @@ import (
 // TestAllocation: on a congested connection the estimate caps a simulcast
 // video subscription's layer, pauses it (reason congestion) when not even
 // its lowest layer fits, and lifts the caps again only after
-// upgradeHold; audio is never touched.
+// upgradeHold, twice that after a raise that did not hold; audio is
+// never touched.
 func TestAllocation(t *testing.T) {
 	video := layeredPublication(t, 0, maxLayers)
 	for i, bps := range []int64{150e3, 500e3, 1850e3} {
@@ -39,6 +40,9 @@ func TestAllocation(t *testing.T) {
 		{at: 4 * time.Second, estimate: 3e6, layer: -1},  // within upgradeHold of the pause
 		{at: 8 * time.Second, estimate: 3e6, layer: 2},   // after it
 		{at: 9 * time.Second, estimate: 600e3, layer: 1}, // down at once
+		// The raise at 8 s was undone within 10 s: the next waits 10 s.
+		{at: 15 * time.Second, estimate: 3e6, layer: 1},
+		{at: 19 * time.Second, estimate: 3e6, layer: 2},
 	}
 	for _, st := range steps {
 		b.est.estimate = st.estimate

@@ -30,6 +30,9 @@ type capRelay struct {
 	in     int64        // bytes the engine sent (what reaches the bottleneck)
 	inPkts int64
 	drops  int64 // packets dropped at the bottleneck
+	// The same for probe padding, told apart by its size on the wire
+	// (probeWireSize): the media's loss is what a user sees.
+	padPkts, padDrops int64
 
 	out  chan timed
 	done chan struct{}
@@ -99,6 +102,10 @@ func (r *capRelay) down() {
 		r.mu.Lock()
 		r.in += int64(n)
 		r.inPkts++
+		padding := n == probeWireSize+srtpTagSHA1 || n == probeWireSize+srtpTagGCM
+		if padding {
+			r.padPkts++
+		}
 		at := now
 		if rate := r.rate.Load(); rate > 0 {
 			start := now
@@ -107,6 +114,9 @@ func (r *capRelay) down() {
 			}
 			if start.Sub(now) > r.maxQueue {
 				r.drops++
+				if padding {
+					r.padDrops++
+				}
 				r.mu.Unlock()
 				continue
 			}
@@ -151,10 +161,29 @@ func (r *capRelay) deliver() {
 	}
 }
 
-// counts returns the bytes and packets the engine has sent through the
-// relay and the packets dropped at the bottleneck so far.
+// probeWireSize is a probe padding packet's size in UDP before SRTP's
+// tag: RTP header, the transport-wide sequence extension and the
+// padding. The tag is 10 bytes (AES-CM with HMAC-SHA1-80) or 16 (AES-GCM),
+// by what DTLS negotiated; the test's media packets are never that size.
+const (
+	probeWireSize = 12 + 8 + paddingSize
+	srtpTagSHA1   = 10
+	srtpTagGCM    = 16
+)
+
+// counts returns the bytes the engine has sent through the relay so
+// far, and the media packets (probe padding left out) it sent and the
+// bottleneck dropped.
 func (r *capRelay) counts() (bytes, pkts, drops int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.in, r.inPkts, r.drops
+	return r.in, r.inPkts - r.padPkts, r.drops - r.padDrops
+}
+
+// padding returns the probe padding packets the engine sent through the
+// relay and those the bottleneck dropped.
+func (r *capRelay) padding() (pkts, drops int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.padPkts, r.padDrops
 }
