@@ -162,6 +162,7 @@ func newSession(conn *websocket.Conn, c *auth.Claims, r *room, opened time.Time,
 	s.subICE = signal.NewTrickle(s.candidateSender(signal.TargetSubscriber))
 	s.pub.OnICECandidate(s.pubICE.Candidate)
 	s.sub.PeerConnection().OnICECandidate(s.subICE.Candidate)
+	s.sub.OnSubscriptionState(s.sendSubscriptionState)
 	s.pub.OnTrack(s.onTrack)
 	s.pub.OnConnectionStateChange(s.connectionState(signal.TargetPublisher))
 	s.sub.PeerConnection().OnConnectionStateChange(s.connectionState(signal.TargetSubscriber))

@@ -85,3 +85,14 @@ func (s *Session) handleTrackSettings(m *signal.Message) {
 	s.deps.metrics.trackSetting(m)
 	sub.ApplyRequest(sfu.Request{MaxLayer: layer, MaxWidth: m.MaxWidth, MaxHeight: m.MaxHeight, Paused: m.Paused})
 }
+
+// sendSubscriptionState tells the client what the bandwidth allocation of
+// its subscriber connection did to one of its tracks: paused for
+// congestion, or capped at a quality. It runs on the connection's
+// feedback goroutine (sfu.SubscriberConn.OnSubscriptionState), a few
+// times a minute at most per track; a full send queue holds it no longer
+// than the slow-client bound, which then ends the session.
+func (s *Session) sendSubscriptionState(st sfu.SubscriptionState) {
+	s.send(&signal.Message{Type: signal.TypeSubscriptionState, TrackID: st.Subscription.Publication().ID(),
+		Reason: st.Paused, Quality: signal.LayerQuality(st.Layer)})
+}

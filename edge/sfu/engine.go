@@ -34,7 +34,11 @@
 // for a plain track), media_rtp_forwarded_layer_packets_total (video) and
 // media_layer_switches_total (by the layer switched to); without
 // attributes, media_layer_switch_keyframe_requests_total,
-// media_udp_send_errors_total and media_nack_buffer_bytes.
+// media_udp_send_errors_total and media_nack_buffer_bytes; for the
+// subscribers' congestion control (bwemetrics.go),
+// media_subscriber_bandwidth_estimate_bps (histogram),
+// media_subscriptions_paused and media_layer_downgrades_total (by reason)
+// and media_probe_bytes_total.
 package sfu
 
 import (

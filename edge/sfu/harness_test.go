@@ -472,6 +472,14 @@ func (r *received) drain() {
 // subscribe subscribes s to every pub and negotiates.
 func (s *subscriber) subscribe(t testing.TB, pubs ...*Publication) []*Subscription {
 	t.Helper()
+	subs := s.add(t, pubs...)
+	s.negotiate(t)
+	return subs
+}
+
+// add subscribes s to every pub, without negotiating.
+func (s *subscriber) add(t testing.TB, pubs ...*Publication) []*Subscription {
+	t.Helper()
 	var subs []*Subscription
 	for _, p := range pubs {
 		sub, err := s.conn.Subscribe(p)
@@ -480,7 +488,6 @@ func (s *subscriber) subscribe(t testing.TB, pubs ...*Publication) []*Subscripti
 		}
 		subs = append(subs, sub)
 	}
-	s.negotiate(t)
 	return subs
 }
 

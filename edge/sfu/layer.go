@@ -39,6 +39,29 @@ type layer struct {
 	// set once as the layer arrives; a keyframe's wins.
 	size     atomic.Uint32
 	declared atomic.Uint32
+	// The layer's bitrate, for the subscribers' bandwidth allocation:
+	// bps is read by any goroutine; the window is the read loop's own.
+	bps       atomic.Int64
+	rateBytes int
+	rateFrom  time.Duration
+}
+
+// rateSpan is the window a layer's bitrate is measured over: a few
+// frames at the lowest frame rates, short enough to follow a publisher
+// changing its encoding.
+const rateSpan = time.Second
+
+// meter counts a packet of size bytes arriving at at into the layer's
+// bitrate. Only the layer's read loop calls it.
+func (l *layer) meter(at time.Duration, size int) {
+	if l.rateFrom == 0 {
+		l.rateFrom = at
+	}
+	l.rateBytes += size
+	if d := at - l.rateFrom; d >= rateSpan {
+		l.bps.Store(int64(float64(l.rateBytes*8) / d.Seconds()))
+		l.rateBytes, l.rateFrom = 0, at
+	}
 }
 
 // newLayer makes the state of one encoding of p.

@@ -60,6 +60,12 @@ type metrics struct {
 	switchKeyframes    metric.Int64Counter       // keyframe requests made to switch layer
 	pausedLayers       metric.Int64UpDownCounter // simulcast layers no subscriber needs, by reason
 
+	// Subscribers' congestion control (bwemetrics.go).
+	estimate     metric.Int64Histogram
+	pausedTracks metric.Int64UpDownCounter
+	downgrades   metric.Int64Counter
+	probeBytes   metric.Int64Counter
+
 	reg metric.Registration // the observable callback; kept after Close for the final flush
 }
 
@@ -111,6 +117,9 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 	if m.pausedLayers, err = meter.Int64UpDownCounter("media_paused_layers",
 		metric.WithDescription("Simulcast layers publishers are told not to send now, by reason (dynacast: no subscriber needs them).")); err != nil {
 		return nil, fmt.Errorf("sfu: create media_paused_layers: %w", err)
+	}
+	if err := m.newCongestionMetrics(meter); err != nil {
+		return nil, err
 	}
 	if err := m.observe(meter); err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 type recordWriter struct{ pkts []rtp.Packet }
 
 func (w *recordWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
-	w.pkts = append(w.pkts, rtp.Packet{Header: *h, Payload: bytes.Clone(payload)})
+	w.pkts = append(w.pkts, rtp.Packet{Header: h.Clone(), Payload: bytes.Clone(payload)})
 	return h.MarshalSize() + len(payload), nil
 }
 

@@ -341,6 +341,7 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	if p.vp8 && in.keyframe() {
 		p.noteSize(l, &in)
 	}
+	l.meter(in.at, len(pkt))
 	sent := p.engine.fanOut(*p.subs.Load(), &in)
 	m.forwardedPackets[k].Add(uint64(sent))
 	if p.kind == webrtc.RTPCodecTypeVideo {

@@ -15,6 +15,8 @@ type retransmitter struct {
 	sub   *Subscription
 	buf   []byte
 	hdr   rtp.Header
+	ext   [1]rtp.Extension // hdr's transport-wide sequence, when negotiated
+	seq   [2]byte
 	limit *rate.Limiter
 }
 
@@ -93,6 +95,9 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 		if d := parseVP8(payload); !d.invalid && sp.vp8Rewrite(&d) {
 			sp.writeVP8(payload, &d)
 		}
+	}
+	if b.twcc != 0 {
+		s.conn.bw.twcc.stampHeader(&r.hdr, &r.ext, &r.seq, b.twcc, len(payload)+int(r.hdr.PaddingSize), false)
 	}
 	if _, err := b.w.WriteRTP(&r.hdr, payload); err != nil {
 		return missing

@@ -29,18 +29,21 @@ import (
 //     messages, and for adaptive stream (the smallest layer covering each
 //     video element's rendered size; invisible ones paused);
 //   - the connection's bandwidth, Subscription.SetAllocatedLayer: the
-//     SubscriberConn will own the send-side estimate (transport-wide
-//     feedback arrives per connection, through its rtcpRouter) and set
-//     each subscription's allocated layer, -1 to pause what does not fit
-//     (audio never), raising them again as it probes up;
+//     SubscriberConn owns the send-side estimate (bandwidth, in
+//     allocator.go: transport-wide feedback arrives per connection,
+//     through its rtcpRouter) and sets each subscription's allocated
+//     layer, -1 to pause what does not fit (audio never), raising them
+//     again as it probes up (probe.go);
 //   - dynacast, per publication: the highest MaxLayer among its
 //     subscriptions says which layers the publisher must keep sending.
 //
-// Goroutines: none of its own. Its rtcpRouter runs on Pion's SRTCP
-// reader.
+// Goroutines: none of its own. Its rtcpRouter, and with it the
+// congestion control, runs on Pion's SRTCP reader; a probe's padding is
+// paced by a timer (one time.AfterFunc at a time, only while probing).
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
 	router *rtcpRouter
+	bw     *bandwidth // congestion control (allocator.go)
 
 	// mu is held around every change to pc's descriptions, candidates and
 	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack
@@ -57,12 +60,24 @@ type SubscriberConn struct {
 // stops. The caller owns it and closes it.
 func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, error) {
 	router := newRTCPRouter()
+	bw := newBandwidth(e.metrics)
+	router.twcc = bw.onRTCP
 	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
 	if err != nil {
 		return nil, err
 	}
-	return &SubscriberConn{pc: pc, router: router}, nil
+	return &SubscriberConn{pc: pc, router: router, bw: bw}, nil
 }
+
+// OnSubscriptionState sets the function told each time the bandwidth
+// allocation changes a subscription: paused for congestion, resumed, or
+// capped at another layer. It is called on the connection's feedback
+// goroutine and must not block.
+func (c *SubscriberConn) OnSubscriptionState(f func(SubscriptionState)) { c.bw.setOnState(f) }
+
+// Estimate is the connection's send-side bandwidth estimate in bit/s, 0
+// until the subscriber's feedback has measured one.
+func (c *SubscriberConn) Estimate() float64 { return c.bw.Estimate() }
 
 // PeerConnection is the connection itself, for its callbacks
 // (OnICECandidate, OnConnectionStateChange) and its state. Change it only
@@ -159,4 +174,7 @@ func (c *SubscriberConn) removeTrack(sender *webrtc.RTPSender) error {
 
 // Close closes the PeerConnection; every sender stops. Close the
 // subscriptions first, or let their publications end them.
-func (c *SubscriberConn) Close() error { return c.pc.Close() }
+func (c *SubscriberConn) Close() error {
+	c.bw.close()
+	return c.pc.Close()
+}

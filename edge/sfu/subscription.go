@@ -74,6 +74,8 @@ type Subscription struct {
 	mu      sync.Mutex
 	m       munger
 	fwd     rtp.Header
+	fwdExt  [1]rtp.Extension // fwd's extensions: the transport-wide sequence
+	twccSeq [2]byte
 	scratch []byte
 	flowing bool
 	first   chan struct{} // closed once flowing
@@ -89,6 +91,7 @@ type binding struct {
 	id   string
 	ssrc uint32
 	pt   uint8
+	twcc uint8 // transport-cc extension id; 0 when not negotiated
 	w    webrtc.TrackLocalWriter
 }
 
@@ -117,6 +120,7 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 	// A layer that attached (or stopped, or resumed) after newSubscription
 	// chose the target, but retargeted the fan-out before s was in it,
 	// would otherwise never be seen: choose again now that s is there.
+	c.bw.add(s)
 	s.retarget()
 	return s, nil
 }
@@ -350,6 +354,7 @@ func (s *Subscription) detach() error {
 		if err := s.conn.removeTrack(s.sender); err != nil {
 			s.closeErr = fmt.Errorf("sfu: unsubscribe from %s: %w", s.pub.id, err)
 		}
+		s.conn.bw.remove(s)
 		s.pub.engine.metrics.subscriptions.Add(bgCtx, -1, kindOpt(s.pub.kind))
 		s.pub.engine.metrics.activeSubs.Add(-1)
 		close(s.done)
@@ -412,6 +417,9 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 		payload = s.scratch[:copy(s.scratch, payload)]
 		sp.writeVP8(payload, d)
 	}
+	if b.twcc != 0 {
+		s.conn.bw.twcc.stampHeader(&s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
+	}
 	n, err := b.w.WriteRTP(&s.fwd, payload)
 	if err != nil || n == 0 {
 		return false
@@ -454,7 +462,7 @@ func (t *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		}
 		return negotiated[0], nil
 	}
-	b := &binding{id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), w: ctx.WriteStream()}
+	b := &binding{id: ctx.ID(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), twcc: twccExtensionID(ctx), w: ctx.WriteStream()}
 	t.sub.bound.Store(b)
 	if r := t.sub.router; r != nil {
 		r.route(b.ssrc, t.sub.onRTCP)

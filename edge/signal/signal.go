@@ -29,6 +29,7 @@ const (
 	TypeLayers            = "layers"
 	TypeSpeakers          = "speakers"
 	TypeResumed           = "resumed"
+	TypeSubscriptionState = "subscription_state"
 
 	TypeOffer     = "offer"
 	TypeAnswer    = "answer"
@@ -49,6 +50,20 @@ const (
 	QualityMedium = "medium"
 	QualityHigh   = "high"
 )
+
+// LayerQuality is the quality that caps at layer (0 low, 1 medium, 2
+// high), or "" for a layer out of range (a paused track).
+func LayerQuality(layer int) string {
+	switch layer {
+	case 0:
+		return QualityLow
+	case 1:
+		return QualityMedium
+	case 2:
+		return QualityHigh
+	}
+	return ""
+}
 
 // QualityLayer returns the layer index a quality caps at (0 low, 1
 // medium, 2 high; "" is high, the default) and whether q is known.
@@ -158,14 +173,17 @@ type Message struct {
 	// room lives): the signaling URL to join at, without access_token
 	URL string `json:"url,omitempty"`
 
-	// leave (server to client), redirect
+	// leave (server to client), redirect; subscription_state: why the
+	// server paused the track ("congestion"), absent when it did not
 	Reason string `json:"reason,omitempty"`
 
-	// track_settings, layers: a publication's id (the subscriber-side
-	// track id)
+	// track_settings, layers, subscription_state: a publication's id
+	// (the subscriber-side track id)
 	TrackID string `json:"track_id,omitempty"`
 	// track_settings: the highest quality wanted ("" is high) and whether
-	// to stop forwarding the track to this subscriber
+	// to stop forwarding the track to this subscriber; subscription_state:
+	// the highest quality the subscriber's bandwidth allows now (absent
+	// while paused)
 	Quality string `json:"quality,omitempty"`
 	Paused  bool   `json:"paused,omitempty"`
 	// track_settings: the size the subscriber shows the track at, in

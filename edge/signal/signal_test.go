@@ -122,3 +122,24 @@ func TestEncodeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestLayerQuality(t *testing.T) {
+	for layer := range 3 {
+		q := LayerQuality(layer)
+		if got, ok := QualityLayer(q); !ok || got != layer {
+			t.Errorf("QualityLayer(LayerQuality(%d) = %q) = %d, %v; want %d, true", layer, q, got, ok, layer)
+		}
+	}
+	for _, layer := range []int{-1, 3} {
+		if q := LayerQuality(layer); q != "" {
+			t.Errorf("LayerQuality(%d) = %q; want \"\"", layer, q)
+		}
+	}
+	b, err := Encode(&Message{Type: TypeSubscriptionState, TrackID: "TR_1", Reason: "congestion", Quality: LayerQuality(-1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"type":"subscription_state","reason":"congestion","track_id":"TR_1"}`; string(b) != want {
+		t.Errorf("Encode(paused subscription_state) = %s; want %s", b, want)
+	}
+}

@@ -111,6 +111,7 @@ function wire(c) {
   c.addEventListener("participantjoined", (e) => addTile(e.detail.participant));
   c.addEventListener("participantleft", (e) => removeTile(e.detail.participant.id));
   c.addEventListener("track", (e) => attach(addTile(e.detail.participant), e.detail.stream));
+  c.addEventListener("subscriptionstate", (e) => markPaused(e.detail));
   c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
   c.addEventListener("retry", (e) => onRetry(e.detail));
   c.addEventListener("data", (e) => onData(e.detail));
@@ -203,6 +204,17 @@ function spotlight(id) {
   const on = $("grid").dataset.spotlight !== id;
   $("grid").dataset.spotlight = on ? id : "";
   for (const [tid, t] of tiles) t.el.classList.toggle("spotlit", on && tid === id);
+}
+
+/** markPaused shows on the tile whose video is the track that the server
+ * paused it for congestion (its downlink cannot carry even the lowest
+ * layer), or clears the mark when it resumes. */
+function markPaused({ trackId, reason }) {
+  for (const t of tiles.values()) {
+    if (videoTrackOf(t)?.id !== trackId) continue;
+    t.el.dataset.paused = reason;
+    t.el.querySelector(".paused-badge").hidden = reason === "";
+  }
 }
 
 function videoTrackOf(t) {

@@ -1099,6 +1099,10 @@ class Session {
         return this.client._onParticipantLeft(this, m.participant);
       case "layers": return this._onLayers(m);
       case "speakers": return this.client._onSpeakers(this, m.speakers);
+      case "subscription_state":
+        // What the server's bandwidth allocation did to a track we
+        // receive: paused for congestion (reason), or capped at a quality.
+        return this.client._emit("subscriptionstate", { trackId: m.track_id, reason: m.reason ?? "", quality: m.quality ?? "" });
       case "error":
         // A track_settings for a track the server removed meanwhile (its
         // publisher left) is a race, not something to show the user.

@@ -1,0 +1,359 @@
+package sfu
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// PausedCongestion is the reason a subscription is paused when the
+// subscriber's downlink cannot carry even its lowest layer.
+const PausedCongestion = "congestion"
+
+// SubscriptionState is what the allocation did to one subscription, as
+// told to the subscriber: paused for a reason ("" when not paused by the
+// server) and the highest layer allowed (-1 when paused).
+type SubscriptionState struct {
+	Subscription *Subscription
+	Paused       string
+	Layer        int
+}
+
+// Allocation tuning.
+const (
+	// upgradeHold is the least time from a subscription's layer change
+	// to a change upward, doubled (up to holdMax) each time a raise is
+	// undone within twice that: a steady link sees at most two changes
+	// in 10 s, never a flapping layer.
+	upgradeHold = 5 * time.Second
+	// upgradeMargin: an upgrade must fit in this share of the budget, a
+	// layer already held keeps it up to the whole budget.
+	upgradeMargin = 0.9
+	// allocateEvery bounds how often the allocation runs (it runs on
+	// feedback, about every 100 ms).
+	allocateEvery = 250 * time.Millisecond
+)
+
+// allocation is the state of one subscription in its connection's
+// allocation.
+type allocation struct {
+	layer   int           // allocated layer; -1 paused by congestion
+	changed time.Duration // when layer last changed
+	raised  time.Duration // when it was last raised
+	hold    time.Duration // the least time from a change to a raise
+}
+
+// holdMax bounds how long a subscription whose raises keep failing waits
+// before the next try.
+const holdMax = 40 * time.Second
+
+// mayRaise reports whether a may be raised at now: hold has passed since
+// its last change.
+func (a *allocation) mayRaise(now time.Duration) bool { return now-a.changed >= a.hold }
+
+// bandwidth is a subscriber connection's congestion control: it reads the
+// transport-wide feedback (on the SRTCP goroutine, through the
+// connection's rtcpRouter), keeps the estimate, shares it out among the
+// connection's subscriptions and probes for more. It starts no goroutine.
+//
+// Allocation. Until the first sign of congestion (overuse or loss) the
+// connection is unconstrained and every subscription gets what it asks
+// for: a subscriber on a good link never waits for a probe. Once
+// congested, audio is kept whole, then video subscriptions in priority
+// order (videoPriority: screen share before camera) get their lowest
+// layer, or are paused with PausedCongestion when even that does not
+// fit; what is left raises them in the same order toward what they ask
+// for. When the estimate covers everything asked for again, the
+// connection is unconstrained once more.
+//
+// mu guards everything below it: subscriptions come and go on signaling
+// goroutines while the feedback goroutine allocates.
+type bandwidth struct {
+	twcc    *twccSender
+	metrics *metrics
+
+	mu        sync.Mutex
+	est       *estimator
+	subs      map[*Subscription]*allocation
+	congested bool
+	lastRun   time.Duration
+	results   []packetResult // reused across feedback
+	probe     prober
+	onState   func(SubscriptionState)
+}
+
+func newBandwidth(m *metrics) *bandwidth {
+	t := newTWCCSender()
+	return &bandwidth{twcc: t, metrics: m, est: newEstimator(), subs: map[*Subscription]*allocation{},
+		probe: newProber(t)}
+}
+
+// add takes a subscription into the allocation.
+func (b *bandwidth) add(s *Subscription) {
+	b.mu.Lock()
+	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour}
+	b.mu.Unlock()
+}
+
+// remove takes it out.
+func (b *bandwidth) remove(s *Subscription) {
+	b.mu.Lock()
+	if a := b.subs[s]; a != nil && a.layer < 0 {
+		b.metrics.pausedTracks.Add(bgCtx, -1, congestionReason)
+	}
+	delete(b.subs, s)
+	b.mu.Unlock()
+}
+
+// setOnState sets the function told of every change the allocation makes.
+func (b *bandwidth) setOnState(f func(SubscriptionState)) {
+	b.mu.Lock()
+	b.onState = f
+	b.mu.Unlock()
+}
+
+// Estimate is the current estimate in bit/s, 0 before one is known.
+func (b *bandwidth) Estimate() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.est.estimate
+}
+
+// onRTCP reads a compound RTCP packet that holds transport-wide feedback.
+func (b *bandwidth) onRTCP(pkt []byte) {
+	pkts, err := rtcp.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	for _, p := range pkts {
+		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
+			b.onFeedback(fb)
+		}
+	}
+}
+
+// onFeedback updates the estimate with one feedback message, allocates
+// and probes.
+func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
+	now := b.twcc.now()
+	b.mu.Lock()
+	b.results = b.twcc.results(fb, b.results[:0])
+	before := b.est.estimate
+	b.est.update(now, b.results)
+	if b.est.estimate < before && b.est.lastDecrease == now {
+		b.congested = true
+	}
+	if rate, ok := b.probe.feedback(now, b.results, b.est); ok {
+		b.est.probed(rate)
+	}
+	b.metrics.estimate.Record(bgCtx, int64(b.est.estimate))
+	var changes []SubscriptionState
+	if now-b.lastRun >= allocateEvery || b.est.estimate < before {
+		b.lastRun = now
+		changes = b.allocate(now)
+	}
+	b.probe.plan(now, b.est, b.wanted(), b.carriers())
+	notify := b.onState
+	b.mu.Unlock()
+	b.probe.send(now)
+	if notify != nil {
+		for _, c := range changes {
+			notify(c)
+		}
+	}
+}
+
+// close stops the probes.
+func (b *bandwidth) close() { b.probe.pacer.stop() }
+
+// videoPriority orders video subscriptions for the allocation: lower
+// first. Every video track is equal until publications carry a source;
+// then screen share goes before camera here.
+func videoPriority(*Subscription) int { return 0 }
+
+// layerRate is a publication's measured bitrate on layer i.
+func layerRate(p *Publication, i int) float64 {
+	if l := p.layer(i); l != nil {
+		return float64(l.bps.Load())
+	}
+	return 0
+}
+
+// wanted is the bitrate of everything the subscriptions ask for. b.mu
+// is held.
+func (b *bandwidth) wanted() float64 {
+	total := 0.0
+	for s := range b.subs {
+		if s.paused.Load() {
+			continue
+		}
+		total += layerRate(s.pub, s.wantedLayer())
+	}
+	return total
+}
+
+// wantedLayer is the highest layer s asks for that its publication sends.
+func (s *Subscription) wantedLayer() int {
+	for i := int(s.requested.Load()); i > 0; i-- {
+		if s.pub.sending(i) {
+			return i
+		}
+	}
+	return 0
+}
+
+// lowestLayer is the lowest layer its publication sends.
+func (s *Subscription) lowestLayer() int {
+	for i := range maxLayers {
+		if s.pub.sending(i) {
+			return i
+		}
+	}
+	return 0
+}
+
+// allocate shares the estimate out and applies it; it returns the
+// changes to tell. b.mu is held.
+func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
+	budget := b.est.estimate
+	if !b.congested || budget == 0 || budget >= b.wanted()/upgradeMargin {
+		changes, all := b.grantAll(now)
+		b.congested = !all
+		return changes
+	}
+	video := make([]*Subscription, 0, len(b.subs))
+	for s := range b.subs {
+		if s.pub.kind == webrtc.RTPCodecTypeVideo {
+			video = append(video, s)
+		} else if !s.paused.Load() {
+			budget -= layerRate(s.pub, 0)
+		}
+	}
+	slices.SortStableFunc(video, func(x, y *Subscription) int { return videoPriority(x) - videoPriority(y) })
+	grant := make([]int, len(video))
+	for i, s := range video {
+		grant[i] = -1
+		if s.paused.Load() {
+			grant[i] = b.subs[s].layer // the subscriber's own pause: leave as is
+			continue
+		}
+		if r, ok := b.resumable(s, budget, now); ok {
+			grant[i], budget = s.lowestLayer(), budget-r
+		}
+	}
+	for i, s := range video {
+		if grant[i] < 0 || s.paused.Load() {
+			continue
+		}
+		grant[i], budget = b.raise(s, grant[i], budget, now)
+	}
+	var changes []SubscriptionState
+	for i, s := range video {
+		if c, ok := b.apply(s, grant[i], now); ok {
+			changes = append(changes, c)
+		}
+	}
+	return changes
+}
+
+// resumable reports whether s's lowest layer fits the budget, and its
+// rate: a subscription the allocation paused resumes only as an upgrade
+// does, after upgradeHold and within upgradeMargin.
+func (b *bandwidth) resumable(s *Subscription, budget float64, now time.Duration) (float64, bool) {
+	r := layerRate(s.pub, s.lowestLayer())
+	if a := b.subs[s]; a.layer < 0 && (!a.mayRaise(now) || r > budget*upgradeMargin) {
+		return r, false
+	}
+	return r, r <= budget
+}
+
+// raise lifts s from layer g toward what it asks for while the budget
+// allows: up to its allocated layer with the whole budget, above it only
+// with upgradeMargin and after upgradeHold since its last change.
+func (b *bandwidth) raise(s *Subscription, g int, budget float64, now time.Duration) (int, float64) {
+	a := b.subs[s]
+	for next := g + 1; next <= s.wantedLayer(); next++ {
+		if !s.pub.sending(next) {
+			continue
+		}
+		extra := layerRate(s.pub, next) - layerRate(s.pub, g)
+		limit := budget
+		if next > a.layer {
+			if !a.mayRaise(now) {
+				break
+			}
+			limit *= upgradeMargin
+		}
+		if extra > limit {
+			break
+		}
+		g, budget = next, budget-extra
+	}
+	return g, budget
+}
+
+// grantAll lifts every cap, but not within upgradeHold of a
+// subscription's last change; it reports whether every cap is lifted.
+// b.mu is held.
+func (b *bandwidth) grantAll(now time.Duration) ([]SubscriptionState, bool) {
+	var changes []SubscriptionState
+	all := true
+	for s, a := range b.subs {
+		if a.layer != maxLayers-1 && !a.mayRaise(now) {
+			all = false
+			continue
+		}
+		if c, ok := b.apply(s, maxLayers-1, now); ok {
+			changes = append(changes, c)
+		}
+	}
+	return changes, all
+}
+
+// apply sets s's allocated layer to g, counting and reporting a change.
+// b.mu is held.
+func (b *bandwidth) apply(s *Subscription, g int, now time.Duration) (SubscriptionState, bool) {
+	a := b.subs[s]
+	if a == nil || a.layer == g {
+		return SubscriptionState{}, false
+	}
+	if g < a.layer {
+		b.metrics.downgrades.Add(bgCtx, 1, congestionReason)
+		// A raise undone within 10 s did not fit: wait twice as long
+		// before the next; one that held resets the wait.
+		if now-a.raised < 2*upgradeHold {
+			a.hold = min(2*a.hold, holdMax)
+		} else {
+			a.hold = upgradeHold
+		}
+	} else {
+		a.raised = now
+	}
+	if a.layer < 0 {
+		b.metrics.pausedTracks.Add(bgCtx, -1, congestionReason)
+	} else if g < 0 {
+		b.metrics.pausedTracks.Add(bgCtx, 1, congestionReason)
+	}
+	a.layer, a.changed = g, now
+	s.SetAllocatedLayer(g)
+	st := SubscriptionState{Subscription: s, Layer: g}
+	if g < 0 {
+		st.Paused = PausedCongestion
+	}
+	return st, true
+}
+
+// carriers are the video subscriptions padding can be sent on: started
+// ones. b.mu is held.
+func (b *bandwidth) carriers() []*Subscription {
+	var out []*Subscription
+	for s := range b.subs {
+		if s.pub.kind == webrtc.RTPCodecTypeVideo && s.bound.Load() != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}

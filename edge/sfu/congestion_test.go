@@ -1,0 +1,338 @@
+package sfu
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// layerBytes are the bytes per frame of each simulcast layer the capped
+// test publishes at 30 frames a second: about 150 kbit/s, 500 kbit/s
+// and 1.85 Mbit/s, 2.5 Mbit/s in all, like a browser's 720p camera.
+var layerBytes = [maxLayers]int{625, 2083, 7708}
+
+// mediaFeed publishes sized simulcast video (VP8, frames split in
+// packets of at most 1000 bytes, the first of a frame marked as its
+// start) and 50 Opus packets a second, until stopped.
+type mediaFeed struct {
+	sp    *simulcastPublisher
+	audio *source
+	seq   [maxLayers]uint16
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startFeed(t *testing.T, sp *simulcastPublisher, audio *source) *mediaFeed {
+	f := &mediaFeed{sp: sp, audio: audio, stop: make(chan struct{})}
+	for l := range f.seq {
+		f.seq[l] = uint16(l*20000) + uint16(sp.frame)
+	}
+	f.wg.Add(1)
+	go f.run(t)
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *mediaFeed) close() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	f.wg.Wait()
+}
+
+func (f *mediaFeed) run(t *testing.T) {
+	defer f.wg.Done()
+	video := time.NewTicker(time.Second / 30)
+	defer video.Stop()
+	audio := time.NewTicker(20 * time.Millisecond)
+	defer audio.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-video.C:
+			if err := f.frame(); err != nil {
+				t.Errorf("feed: %v", err)
+				return
+			}
+		case <-audio.C:
+			if err := f.audio.track.WriteRTP(nextPacket(f.audio)); err != nil {
+				t.Errorf("feed: audio: %v", err)
+				return
+			}
+		}
+	}
+}
+
+// frame writes one frame on every layer.
+func (f *mediaFeed) frame() error {
+	p := f.sp
+	n := p.frame
+	p.frame++
+	for l, tr := range p.tracks {
+		key := p.keyNext[l].Swap(false)
+		head := simulcastPayload(p.codec.MimeType, l, n, 0, key)[:9]
+		for left := layerBytes[l]; left > 0; left -= 1000 {
+			size := min(left, 1000)
+			b := make([]byte, size)
+			copy(b, head)
+			if left != layerBytes[l] {
+				b[0] = 0x80 // not the frame's start
+			}
+			h := rtp.Header{Version: 2, SequenceNumber: f.seq[l], Timestamp: uint32(l)*1000000 + n*3000, Marker: left <= 1000}
+			f.seq[l]++
+			if err := h.SetExtension(p.midID, []byte(p.mid)); err != nil {
+				return err
+			}
+			if err := h.SetExtension(p.ridID, []byte(ridOrder[l])); err != nil {
+				return err
+			}
+			if err := tr.WriteRTP(&rtp.Packet{Header: h, Payload: b}); err != nil {
+				return fmt.Errorf("layer %d: %w", l, err)
+			}
+		}
+	}
+	return nil
+}
+
+// subscribeVia subscribes s to pubs with the client reaching the engine
+// only through relay: the offer's host candidate names the relay.
+func (s *subscriber) subscribeVia(t *testing.T, relay *capRelay, engine int, pubs ...*Publication) []*Subscription {
+	t.Helper()
+	subs := s.add(t, pubs...)
+	gathered := webrtc.GatheringCompletePromise(s.server)
+	if _, err := s.conn.Offer(); err != nil {
+		t.Fatalf("Offer() = %v", err)
+	}
+	<-gathered
+	offer := *s.server.LocalDescription()
+	from := fmt.Sprintf(" %d typ host", engine)
+	if !strings.Contains(offer.SDP, from) {
+		t.Fatalf("offer has no host candidate on port %d:\n%s", engine, offer.SDP)
+	}
+	offer.SDP = strings.ReplaceAll(offer.SDP, from, fmt.Sprintf(" %d typ host", relay.port()))
+	// The answer's candidates are left out: the server must know the
+	// client only as the relay's address, or it would reach it directly.
+	noCandidates := func(sdp string) string {
+		var keep []string
+		for _, line := range strings.SplitAfter(sdp, "\n") {
+			if !strings.HasPrefix(line, "a=candidate:") {
+				keep = append(keep, line)
+			}
+		}
+		return strings.Join(keep, "")
+	}
+	if err := s.conn.Answer(answerTo(t, s.pc, offer, noCandidates)); err != nil {
+		t.Fatalf("Answer() = %v", err)
+	}
+	return subs
+}
+
+// stateLog records what the allocation told a connection.
+type stateLog struct {
+	mu     sync.Mutex
+	states []SubscriptionState
+	at     []time.Time
+}
+
+func (l *stateLog) record(s SubscriptionState) {
+	l.mu.Lock()
+	l.states = append(l.states, s)
+	l.at = append(l.at, time.Now())
+	l.mu.Unlock()
+}
+
+// changesOf lists when sub's allocation changed.
+func (l *stateLog) changesOf(sub *Subscription) []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []time.Time
+	for i, s := range l.states {
+		if s.Subscription == sub {
+			out = append(out, l.at[i])
+		}
+	}
+	return out
+}
+
+// countPackets counts the packets a received track delivers.
+func countPackets(r *received) *atomic.Int64 {
+	var n atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-r.pkts:
+				n.Add(1)
+			case <-r.ended:
+				return
+			}
+		}
+	}()
+	return &n
+}
+
+// TestCongestionCappedSubscriber: a 2.5 Mbit/s simulcast publication and
+// an audio track go to two subscribers; one reaches the server through a
+// 400 kbit/s bottleneck. The server's estimate for it falls under the
+// cap, what it sends that subscriber fits (measured where the bottleneck
+// takes it in, probes included) with under 2 % of its media dropped,
+// its audio never stops, and the
+// other subscriber keeps the top layer and is never told of congestion.
+// Once the cap is lifted the capped subscriber climbs back to the top
+// layer within 15 s, with at most 2 allocation changes in any 10 s.
+func TestCongestionCappedSubscriber(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for about 30 s")
+	}
+	if raceEnabled {
+		// The race detector slows the Pion stacks until the loopback
+		// path itself queues, which the estimate rightly reads as
+		// congestion, on every connection. .ci/run runs it without.
+		t.Skip("times a real link: run without -race")
+	}
+	h := newHarness(t, Config{})
+	sp := h.newSimulcastPublisher(t, vp8)
+	video := sp.publication(t)
+	ap := h.newPublisher(t)
+	_, audio := ap.publications(t)
+	startFeed(t, sp, ap.audio)
+
+	relay := newCapRelay(t, h.engine.UDPAddr())
+	capped := h.newSubscriber(t, clientAPI(t, true))
+	var cappedLog, freeLog stateLog
+	capped.conn.OnSubscriptionState(cappedLog.record)
+	cs := capped.subscribeVia(t, relay, h.engine.UDPAddr().Port, video, audio)
+	free := h.newSubscriber(t, clientAPI(t, true))
+	free.conn.OnSubscriptionState(freeLog.record)
+	fs := free.subscribe(t, video, audio)
+
+	cappedTracks := awaitKinds(t, capped, 2)
+	freeTracks := awaitKinds(t, free, 2)
+	cappedAudio := countPackets(cappedTracks[webrtc.RTPCodecTypeAudio])
+	countPackets(cappedTracks[webrtc.RTPCodecTypeVideo])
+	freeAudio := countPackets(freeTracks[webrtc.RTPCodecTypeAudio])
+	countPackets(freeTracks[webrtc.RTPCodecTypeVideo])
+	until(t, "both subscribers on the top layer", 15*time.Second, func() bool {
+		return cs[0].CurrentLayer() == 2 && fs[0].CurrentLayer() == 2
+	})
+
+	const capRate = 400_000
+	relay.rate.Store(capRate)
+	capped1 := time.Now()
+	until(t, "the capped subscriber's estimate under the cap", 5*time.Second, func() bool {
+		e := capped.conn.Estimate()
+		return e > 0 && e <= capRate
+	})
+	t.Logf("estimate %.0f bit/s after %s", capped.conn.Estimate(), time.Since(capped1).Round(time.Millisecond))
+	settle := capped1.Add(5 * time.Second)
+	time.Sleep(time.Until(settle))
+
+	// Converged: measure 10 s.
+	b0, p0, d0 := relay.counts()
+	a0 := cappedAudio.Load()
+	start := time.Now()
+	var audioGaps int
+	for range 10 {
+		before, freeBefore := cappedAudio.Load(), freeAudio.Load()
+		time.Sleep(time.Second)
+		// Against what the uncapped subscriber got in the same second,
+		// so that a loaded test host's own hiccups do not count.
+		if got, want := cappedAudio.Load()-before, freeAudio.Load()-freeBefore; got < want*8/10 {
+			audioGaps++
+		}
+		if got := fs[0].CurrentLayer(); got != 2 {
+			t.Errorf("uncapped subscriber on layer %d while the other is capped; want 2", got)
+		}
+	}
+	b1, p1, d1 := relay.counts()
+	secs := time.Since(start).Seconds()
+	sent := float64(b1-b0) * 8 / secs
+	loss := float64(d1-d0) / float64(max(p1-p0, 1))
+	t.Logf("capped: server sent %.0f bit/s, %.2f%% of media dropped at the bottleneck, audio %d packets, estimate %.0f, layer %d",
+		sent, loss*100, cappedAudio.Load()-a0, capped.conn.Estimate(), cs[0].TargetLayer())
+	padPkts, padDrops := relay.padding()
+	t.Logf("probe padding: %d packets in all, %d dropped", padPkts, padDrops)
+	if sent > capRate*1.05 {
+		t.Errorf("server sent the capped subscriber %.0f bit/s; want at most %d", sent, capRate)
+	}
+	if loss >= 0.02 {
+		t.Errorf("%.2f%% of the capped subscriber's media packets dropped at the bottleneck; want under 2%%", loss*100)
+	}
+	if audioGaps > 0 {
+		t.Errorf("capped subscriber's audio fell under 80 %% of the uncapped one's in %d of 10 seconds; want never", audioGaps)
+	}
+	if got := len(freeLog.changesOf(fs[0])); got != 0 {
+		t.Errorf("uncapped subscriber's allocation changed %d times; want never", got)
+	}
+
+	relay.rate.Store(0)
+	lifted := time.Now()
+	until(t, "the capped subscriber back on the top layer", 15*time.Second, func() bool { return cs[0].CurrentLayer() == 2 })
+	t.Logf("top layer %s after the cap was lifted", time.Since(lifted).Round(time.Millisecond))
+	// From the end of convergence on: the link is steady, then lifted.
+	var steady []time.Time
+	for _, at := range cappedLog.changesOf(cs[0]) {
+		if at.After(settle) {
+			steady = append(steady, at)
+		}
+	}
+	checkChangeRate(t, steady)
+
+	congestion := attribute.NewSet(attribute.String("reason", "congestion"))
+	if got := h.counterWith(t, "media_layer_downgrades", congestion); got == 0 {
+		t.Error("media_layer_downgrades{reason=congestion} = 0; want the capped subscriber's downgrades counted")
+	}
+	if got := h.counter(t, "media_probe_bytes", ""); got == 0 {
+		t.Error("media_probe_bytes = 0; want the probes that found the lifted cap counted")
+	}
+	if got := h.counterWith(t, "media_subscriptions_paused", congestion); got != 0 {
+		t.Errorf("media_subscriptions_paused{reason=congestion} = %d after recovery; want 0", got)
+	}
+}
+
+// checkChangeRate fails if more than 2 changes fall in any 10 s.
+func checkChangeRate(t *testing.T, at []time.Time) {
+	t.Helper()
+	for i := range at {
+		if i+2 < len(at) && at[i+2].Sub(at[i]) < 10*time.Second {
+			t.Errorf("3 allocation changes within %s (from %s): want at most 2 in 10 s", at[i+2].Sub(at[i]), at[i].Format("15:04:05.000"))
+		}
+	}
+}
+
+// awaitKinds waits until s has n tracks and returns them by kind.
+func awaitKinds(t *testing.T, s *subscriber, n int) map[webrtc.RTPCodecType]*received {
+	t.Helper()
+	got := map[webrtc.RTPCodecType]*received{}
+	deadline := time.After(waitFor)
+	for len(got) < n {
+		select {
+		case r := <-s.tracks:
+			got[r.track.Kind()] = r
+		case <-deadline:
+			t.Fatalf("got %d tracks within %s; want %d", len(got), waitFor, n)
+		}
+	}
+	return got
+}
+
+// until polls cond every 20 ms until it holds, failing after limit.
+func until(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,283 @@
+package sfu
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// Probing. A congested connection sends only what its estimate allows,
+// and the estimate never exceeds what the link was seen to carry (times
+// ackedHeadroom), so without help it would never find bandwidth that came
+// back. A probe sends padding beside the media for probeDuration, at
+// twice the estimate or what the subscriptions ask for, whichever is
+// less; padding-only RTP packets on a video subscription's SSRC, in its
+// sequence (the munger keeps the media's numbers continuous around
+// them), stamped for transport-wide feedback like the media. If the link
+// carries it without the delay trend rising, the estimate jumps to the
+// rate delivered and the allocation raises layers; if the delay rises,
+// the probe stops at once and the next waits twice as long.
+const (
+	probeDuration = 500 * time.Millisecond
+	probeMinWait  = 500 * time.Millisecond // between probes after a good one
+	probeMaxWait  = 8 * time.Second        // backoff ceiling after failures
+	// probeAfterDecrease: the queue that made the estimate fall must
+	// drain before a probe can tell anything.
+	probeAfterDecrease = 2 * time.Second
+	probeFactor        = 1.25
+	probeFactorMax     = 4.0
+	probeGrowth        = 1.6
+	// probeOvershoot: a probe aims this far above what would lift every
+	// cap, since a link delivers a little less than it is sent.
+	probeOvershoot = 1.15
+	// probeCarried: the share of its target a probe must deliver to
+	// count as carried.
+	probeCarried = 0.8
+	// paddingSize is the padding of one probe packet: the most an RTP
+	// padding length byte can say.
+	paddingSize = 255
+	// maxProbeBurst bounds the packets one feedback interval sends: 256
+	// are 5.6 Mbit/s of padding at 100 ms feedback.
+	maxProbeBurst = 256
+)
+
+// prober plans and sends one connection's probes. It is used only on its
+// connection's feedback goroutine; plan and feedback run under the
+// bandwidth's lock, send after it.
+type prober struct {
+	twcc *twccSender
+
+	active      bool
+	began       time.Duration
+	until       time.Duration
+	first, last time.Duration // arrivals of the probe's packets
+	bytes       int           // and their bytes
+	target      float64
+	factor      float64       // of the estimate, for the next probe
+	base        float64       // the estimate when the probe began
+	next        time.Duration // no probe before
+	wait        time.Duration
+	lastAt      time.Duration // last plan
+	lastBytes   uint64        // twcc's sent bytes then
+	carrier     *Subscription
+	pending     int // padding packets to send over the next interval
+	pacer       paddingPacer
+}
+
+func newProber(t *twccSender) prober { return prober{twcc: t, wait: probeMinWait, factor: probeFactor} }
+
+// feedback judges the active probe on new feedback: a probe ends at
+// overuse (failed) or after probeDuration (delivered, with the rate the
+// link carried the packets sent since the probe began).
+func (p *prober) feedback(now time.Duration, results []packetResult, e *estimator) (float64, bool) {
+	if !p.active {
+		return 0, false
+	}
+	for _, r := range results {
+		if !r.received || r.sent < p.began {
+			continue
+		}
+		if p.bytes == 0 || r.arrived < p.first {
+			p.first = r.arrived
+		}
+		p.last = max(p.last, r.arrived)
+		p.bytes += r.size
+	}
+	if e.overusing() || e.lastDecrease >= p.began {
+		// The probe's own padding queued: the link does not carry the
+		// target, but what it carried before stands. The backlog the
+		// probe left is no reason to cut further.
+		p.stop(now, false)
+		e.estimate = max(e.estimate, p.base)
+		e.quietUntil = now + probeDuration
+		e.restartTrend()
+		return 0, false
+	}
+	if now < p.until {
+		return 0, false
+	}
+	span := p.last - p.first
+	if span < probeDuration/2 {
+		p.stop(now, false)
+		return 0, false
+	}
+	rate := float64(p.bytes*8) / span.Seconds()
+	// A link that carried much less than the target did not carry it,
+	// though what it did carry stands.
+	p.stop(now, rate >= probeCarried*p.target)
+	return rate, true
+}
+
+func (p *prober) stop(now time.Duration, ok bool) {
+	p.active, p.pending = false, 0
+	if ok {
+		p.wait = probeMinWait
+		p.factor = min(p.factor*probeGrowth, probeFactorMax)
+	} else {
+		p.wait = min(2*p.wait, probeMaxWait)
+		p.factor = probeFactor
+	}
+	p.next = now + p.wait
+}
+
+// plan starts a probe when the connection is held below what it wants
+// and the link looks calm, and works out the padding to send now.
+func (p *prober) plan(now time.Duration, e *estimator, wanted float64, carriers []*Subscription) {
+	sent := p.twcc.sentBytes()
+	dt := now - p.lastAt
+	rate := 0.0
+	if dt > 0 && p.lastAt > 0 {
+		rate = float64((sent-p.lastBytes)*8) / dt.Seconds()
+	}
+	p.lastAt, p.lastBytes, p.pending = now, sent, 0
+	if !p.active {
+		if e.estimate == 0 || wanted <= e.estimate || now < p.next || now-e.lastDecrease < probeAfterDecrease ||
+			e.state != usageNormal || len(carriers) == 0 {
+			return
+		}
+		p.active, p.began, p.until = true, now, now+probeDuration
+		p.bytes, p.first, p.last = 0, 0, 0
+		p.target = min(wanted/upgradeMargin*probeOvershoot, p.factor*e.estimate)
+		p.base = e.estimate
+		p.carrier = carriers[0]
+		return
+	}
+	if missing := p.target - rate; missing > 0 && dt > 0 {
+		bytes := missing / 8 * min(dt.Seconds(), 0.2)
+		p.pending = min(int(bytes)/paddingSize, maxProbeBurst)
+	}
+}
+
+// send hands the planned padding to the pacer.
+func (p *prober) send(time.Duration) {
+	if p.pending == 0 || p.carrier == nil {
+		return
+	}
+	p.pacer.start(p.carrier, p.pending)
+	p.pending = 0
+}
+
+// paceTick is the interval padding is spread at: a feedback interval's
+// padding goes out in about ten slices, so a probe does not queue at the
+// bottleneck as one burst and read as overuse.
+const paceTick = 10 * time.Millisecond
+
+// paddingPacer sends a probe's padding in slices on a timer: one
+// time.AfterFunc at a time, re-armed while padding is left, none while
+// idle. mu guards its fields; the padding is written outside it.
+type paddingPacer struct {
+	mu      sync.Mutex
+	carrier *Subscription
+	left    int // packets still to send
+	per     int // packets a tick
+	timer   *time.Timer
+	running bool
+	closed  bool
+}
+
+// start queues n packets on carrier, replacing what was left.
+func (q *paddingPacer) start(carrier *Subscription, n int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.carrier, q.left = carrier, n
+	q.per = max(1, (n+9)/10)
+	if q.running {
+		return
+	}
+	q.running = true
+	if q.timer == nil {
+		q.timer = time.AfterFunc(0, q.tick)
+	} else {
+		q.timer.Reset(0)
+	}
+}
+
+func (q *paddingPacer) tick() {
+	q.mu.Lock()
+	k := min(q.per, q.left)
+	q.left -= k
+	c := q.carrier
+	if q.left > 0 && !q.closed {
+		q.timer.Reset(paceTick)
+	} else {
+		q.running = false
+	}
+	q.mu.Unlock()
+	if k > 0 {
+		c.sendPadding(k)
+	}
+}
+
+// stop drops what is left and sends nothing more.
+func (q *paddingPacer) stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed, q.left = true, 0
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+}
+
+// sendPadding writes n padding-only packets on the subscription's stream
+// and returns the bytes sent. The munger opens a span for them that maps
+// to no layer, so a NACK for one is a miss, and the media after them
+// continues the sequence.
+func (s *Subscription) sendPadding(n int) int {
+	b := s.bound.Load()
+	if b == nil || b.twcc == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := &s.m
+	if !m.started {
+		return 0
+	}
+	// The padding is the header's: Pion writes PaddingSize bytes after the
+	// (empty) payload, the last one its count.
+	var h rtp.Header
+	var exts [1]rtp.Extension
+	var ext [2]byte
+	h.Version, h.Padding, h.PaddingSize = 2, true, paddingSize
+	h.SSRC, h.PayloadType, h.Timestamp = b.ssrc, b.pt, m.lastTS
+	first := m.lastSeq + 1
+	total := 0
+	for i := range n {
+		h.SequenceNumber = first + uint16(i)
+		size := s.conn.bw.twcc.stampHeader(&h, &exts, &ext, b.twcc, paddingSize, true)
+		if _, err := b.w.WriteRTP(&h, nil); err != nil {
+			n = i
+			break
+		}
+		total += size
+	}
+	m.pad(n)
+	s.pub.engine.metrics.probeBytes.Add(bgCtx, int64(total))
+	return total
+}
+
+// pad accounts for n padding packets sent after the newest one: they take
+// the next n sequence numbers under a span of no layer, and the stream
+// carries on after them.
+func (m *munger) pad(n int) {
+	if n == 0 {
+		return
+	}
+	from := m.lastSeq + 1
+	cur := *m.span()
+	m.spans[m.n%spanHistory] = span{layer: -1, from: from}
+	m.n++
+	m.lastSeq += uint16(n)
+	if m.cur < 0 {
+		return // a resume starts a span of its own
+	}
+	cur.from = m.lastSeq + 1
+	cur.seq -= uint16(n)
+	cur.srcFrom = m.srcHigh
+	m.spans[m.n%spanHistory] = cur
+	m.n++
+}

@@ -1,0 +1,168 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// twccHistory is how many sent packets a connection remembers for
+// transport-wide feedback: a power of two, so a sequence number indexes
+// it directly. Feedback comes every 100 ms or so; 4096 packets are over
+// 2 s of a 15 Mbit/s downlink, so a packet is forgotten only long after
+// its feedback was due.
+const twccHistory = 4096
+
+// sentPacket is what a connection remembers of one packet it sent.
+type sentPacket struct {
+	at    time.Duration // when it was written, since the sender's epoch
+	size  uint16        // bytes on the wire above UDP, without SRTP's tag
+	seq   uint16        // transport-wide sequence number: tells a stale slot
+	probe bool          // padding sent to probe the link
+	valid bool
+}
+
+// twccSender stamps a subscriber connection's packets with its
+// transport-wide sequence numbers and remembers when each was sent and
+// how big it was, so the subscriber's feedback can be turned into delays
+// and losses. mu guards everything: the publications' read loops, the
+// retransmitter and the prober stamp concurrently, and the feedback is
+// read on the SRTCP goroutine. Stamping is one lock and a slot write; it
+// allocates nothing.
+type twccSender struct {
+	epoch time.Time
+
+	mu    sync.Mutex
+	next  uint16
+	bytes uint64 // media sent in all (probes not counted)
+	sent  [twccHistory]sentPacket
+}
+
+func newTWCCSender() *twccSender { return &twccSender{epoch: time.Now()} }
+
+// now is the time since the sender's epoch (monotonic).
+func (t *twccSender) now() time.Duration { return time.Since(t.epoch) }
+
+// stamp takes the next sequence number for a packet of size bytes about
+// to be written and records it.
+func (t *twccSender) stamp(size int, probe bool) uint16 {
+	at := t.now()
+	t.mu.Lock()
+	seq := t.next
+	t.next++
+	if !probe {
+		t.bytes += uint64(size)
+	}
+	t.sent[seq%twccHistory] = sentPacket{at: at, size: uint16(min(size, 0xffff)), seq: seq, probe: probe, valid: true}
+	t.mu.Unlock()
+	return seq
+}
+
+// sentBytes is how many bytes of media (not probes) have been stamped.
+func (t *twccSender) sentBytes() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.bytes
+}
+
+// stampHeader adds the transport-wide sequence extension (id) to h, with
+// exts and buf as its storage so nothing is allocated, stamps a packet of
+// h and payloadLen bytes and returns its size.
+func (t *twccSender) stampHeader(h *rtp.Header, exts *[1]rtp.Extension, buf *[2]byte, id uint8, payloadLen int, probe bool) int {
+	h.Extension, h.Extensions = false, exts[:0]
+	_ = h.SetExtension(id, buf[:])
+	size := h.MarshalSize() + payloadLen
+	binary.BigEndian.PutUint16(buf[:], t.stamp(size, probe))
+	return size
+}
+
+// packetResult is the fate of one sent packet, as feedback reports it.
+type packetResult struct {
+	sent     time.Duration // send time, sender's clock
+	arrived  time.Duration // arrival time, receiver's clock (meaningful only relative to other arrivals)
+	size     int
+	received bool
+	probe    bool
+}
+
+// results turns one feedback message into the fate of every packet it
+// covers that is still remembered, appended to out in sequence order.
+func (t *twccSender) results(fb *rtcp.TransportLayerCC, out []packetResult) []packetResult {
+	arrived := time.Duration(fb.ReferenceTime) * 64 * time.Millisecond
+	deltas := fb.RecvDeltas
+	seq := fb.BaseSequenceNumber
+	left := int(fb.PacketStatusCount)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, chunk := range fb.PacketChunks {
+		for _, status := range chunkStatuses(chunk) {
+			if left == 0 {
+				return out
+			}
+			left--
+			received := status != rtcp.TypeTCCPacketNotReceived
+			if received {
+				if len(deltas) == 0 {
+					return out // malformed: fewer deltas than received packets
+				}
+				arrived += time.Duration(deltas[0].Delta) * time.Microsecond
+				deltas = deltas[1:]
+			}
+			if p := t.sent[seq%twccHistory]; p.valid && p.seq == seq {
+				out = append(out, packetResult{sent: p.at, arrived: arrived, size: int(p.size), received: received, probe: p.probe})
+			}
+			seq++
+		}
+	}
+	return out
+}
+
+// chunkStatuses lists the statuses a feedback chunk holds (a run length
+// chunk's statuses are capped at the largest count a feedback can hold,
+// so a hostile run length costs no more than a real one).
+func chunkStatuses(c rtcp.PacketStatusChunk) []uint16 {
+	switch c := c.(type) {
+	case *rtcp.RunLengthChunk:
+		n := min(int(c.RunLength), 1<<13)
+		s := make([]uint16, n)
+		for i := range s {
+			s[i] = c.PacketStatusSymbol
+		}
+		return s
+	case *rtcp.StatusVectorChunk:
+		return c.SymbolList
+	}
+	return nil
+}
+
+// twccExtensionID is the transport-cc header extension's id negotiated
+// on a track, or 0 when the subscriber did not take it.
+func twccExtensionID(ctx webrtc.TrackLocalContext) uint8 {
+	for _, e := range ctx.HeaderExtensions() {
+		if e.URI == sdp.TransportCCURI {
+			return uint8(e.ID)
+		}
+	}
+	return 0
+}
+
+// hasTWCC reports whether a compound RTCP packet holds a transport-wide
+// feedback message (RTPFB, format 15), by its headers alone.
+func hasTWCC(pkt []byte) bool {
+	for len(pkt) >= 4 {
+		if rtcp.PacketType(pkt[1]) == rtcp.TypeTransportSpecificFeedback && pkt[0]&0x1f == rtcp.FormatTCC {
+			return true
+		}
+		n := (int(binary.BigEndian.Uint16(pkt[2:4])) + 1) * 4
+		if n > len(pkt) {
+			return false
+		}
+		pkt = pkt[n:]
+	}
+	return false
+}
