@@ -121,9 +121,10 @@ func (l *layer) setReadDeadline(t time.Time) {
 }
 
 // requestKeyframe asks the publisher for a keyframe on this layer,
-// throttled. Audio has no keyframes.
+// throttled. Audio has no keyframes, and a muted track sends none worth
+// having: its subscribers' requests stop here.
 func (l *layer) requestKeyframe() {
-	if l.keyframes != nil {
+	if l.keyframes != nil && !l.pub.muted.Load() {
 		l.keyframes.request()
 	}
 }

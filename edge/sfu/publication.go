@@ -51,6 +51,9 @@ type Publication struct {
 
 	dyn dynacast
 
+	source atomic.Pointer[Source] // nil: the kind's default (see Source)
+	muted  atomic.Bool            // no forwarding, no keyframe requests (mute.go)
+
 	engine *Engine
 	recv   *webrtc.RTPReceiver
 	pc     *webrtc.PeerConnection
@@ -317,6 +320,9 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 	}
 	in := inbound{layer: l, h: h, payload: payload, at: time.Since(ringClock), key: -1}
 	p.track(l, in.at)
+	if p.muted.Load() {
+		return // SetMuted retargeted every subscription to none
+	}
 	sent := p.engine.fanOut(*p.subs.Load(), &in)
 	m.forwardedPackets[k].Add(uint64(sent))
 	if p.kind == webrtc.RTPCodecTypeVideo {
