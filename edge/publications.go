@@ -31,12 +31,14 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		s.log.Warn("publish_failed", "rid", remote.RID(), "err", err)
 		return
 	}
+	s.applySource(p)
 	others, ok := s.room.addPublication(s, p)
 	if !ok {
 		s.wg.Done()
 		p.Close()
 		return
 	}
+	s.announce(p, others)
 	s.log.Debug("track_published", "publication", p.ID(), "kind", p.Kind().String())
 	for _, o := range others {
 		o.subscribe(p)

@@ -111,6 +111,9 @@ type Session struct {
 	candidates    map[uint64]struct{}              // distinct candidates received, both connections: see takeCandidates
 	candidateSeed maphash.Seed                     // keys candidates; set once before the session is shared
 	held          map[string][]webrtc.ICECandidateInit
+	sources       map[string]sfu.Source // the publisher's offers' sources, by mid (mute.go)
+	metadata      string                // the application's, set by the server API
+	jti           string                // the token's revocation key (api.go)
 
 	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
 	ending  chan struct{}  // closed by end
@@ -181,7 +184,7 @@ func (s *Session) joinedMessage(others []*Session) *signal.Message {
 		Participant: s.participant(), Participants: make([]signal.Participant, 0, len(others)),
 		ICEServers: []signal.ICEServer{}}
 	for _, o := range others {
-		m.Participants = append(m.Participants, *o.participant())
+		m.Participants = append(m.Participants, s.room.describeLocked(o))
 	}
 	if s.deps.iceServers != nil {
 		m.ICEServers = append(m.ICEServers, s.deps.iceServers(s.identity)...)
@@ -199,7 +202,7 @@ func (s *Session) Identity() string { return s.identity }
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 func (s *Session) participant() *signal.Participant {
-	return &signal.Participant{ID: s.id, Identity: s.identity}
+	return &signal.Participant{ID: s.id, Identity: s.identity, Metadata: s.Metadata()}
 }
 
 // notifyDraining tells the client the instance is draining, by when it
@@ -271,7 +274,7 @@ func (s *Session) lastWords(reason string) lastWords {
 		return leave(websocket.ClosePolicyViolation)
 	case signal.ReasonSlowClient:
 		return lastWords{code: websocket.ClosePolicyViolation, abort: true}
-	case signal.ReasonICEFailed, signal.ReasonDuplicateIdentity:
+	case signal.ReasonICEFailed, signal.ReasonDuplicateIdentity, signal.ReasonRemoved, signal.ReasonRoomClosed:
 		return leave(websocket.CloseNormalClosure)
 	case reasonInternal:
 		return leave(websocket.CloseInternalServerErr)
