@@ -79,6 +79,7 @@ type Server struct {
 	perAddr  *connlimit.Addrs    // sessions per client address
 	conns    *connlimit.Listener // httpLn: open TCP connections of PORT
 	routing  *routing            // the instance's part in a fleet; nil alone
+	revoked  *revocations        // tokens of participants the server API removed
 
 	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
 	closingAll atomic.Bool  // the drain is closing every session
@@ -127,6 +128,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		keys:     cfg.keys(),
 		upgrader: newUpgrader(),
 		perAddr:  connlimit.NewAddrs(cfg.MaxSessionsPerIP),
+		revoked:  newRevocations(),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -173,6 +175,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.GET("/health", s.handleHealth)
 	e.GET("/ready", s.handleReady)
 	e.GET("/v1/rtc", s.handleRTC)
+	s.routeAPI(e)
 	if s.cfg.DevMode() {
 		e.GET("/v1/dev/token", s.handleDevToken)
 	}

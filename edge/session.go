@@ -113,7 +113,8 @@ type Session struct {
 	held          map[string][]webrtc.ICECandidateInit
 	sources       map[string]sfu.Source // the publisher's offers' sources, by mid (mute.go)
 	metadata      string                // the application's, set by the server API
-	jti           string                // the token's revocation key (api.go)
+	jti           string                // the token's revocation key (revoked.go); set before the session is shared
+	tokenExp      time.Time             // when the token stops working, leeway included; set with jti
 
 	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
 	ending  chan struct{}  // closed by end
