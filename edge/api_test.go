@@ -70,7 +70,7 @@ func TestAPIAuthentication(t *testing.T) {
 	forger := auth.KeyPair{Key: testKeys.Key, Secret: "not-the-secret-not-the-secret-0123"}
 	for _, tc := range []struct {
 		name, token, path string
-		want               int
+		want              int
 	}{
 		{"no token", "", "/api/v1/rooms", http.StatusUnauthorized},
 		{"garbage", "not.a.jwt", "/api/v1/rooms", http.StatusUnauthorized},
