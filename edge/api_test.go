@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/signal"
+	"github.com/media-service/media-service/internal/redistest"
 )
 
 // adminToken mints an admin token with grants, signed with keys.
@@ -296,5 +299,48 @@ func TestAPICloseRoom(t *testing.T) {
 	}
 	if got := api(t, http.MethodDelete, ts.http+"/api/v1/rooms/r", admin, nil, nil); got != http.StatusNotFound {
 		t.Errorf("close a closed room = %d; want 404", got)
+	}
+}
+
+// TestAPIRoutedToOwner: two instances share a real Redis directory; a
+// request about a room reaching the instance that does not hold it is
+// proxied to the one that does, and answered from there.
+func TestAPIRoutedToOwner(t *testing.T) {
+	rd := redistest.Start(t)
+	store, err := fleet.NewRedisStore(context.Background(), rd.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	a := startFleetServer(t, store, "")
+	b := startFleetServer(t, store, "")
+	waitRegistered(t, store, 2)
+	admin := adminToken(t, testKeys, roomAdmin)
+	ann := b.dialWith(t, b.token(t, "r", "ann", bothGrants), client.Options{})
+	var ps struct{ Participants []apiParticipant }
+	other := a // placement may have put the room at either: ask the other
+	if ann.URL() == a.url {
+		other = b
+	}
+	if got := api(t, http.MethodGet, other.http+"/api/v1/rooms/r/participants", admin, nil, &ps); got != http.StatusOK ||
+		len(ps.Participants) != 1 || ps.Participants[0].Identity != "ann" {
+		t.Fatalf("list at the non-owner = %d %+v; want 200 with ann", got, ps.Participants)
+	}
+	if got := api(t, http.MethodGet, other.http+"/api/v1/rooms/nowhere/participants", admin, nil, nil); got != http.StatusNotFound {
+		t.Errorf("list of a room nowhere = %d; want 404", got)
+	}
+	if got := api(t, http.MethodGet, other.http+"/api/v1/rooms/r/participants", b.token(t, "r", "ann", bothGrants), nil, nil); got != http.StatusForbidden {
+		t.Errorf("participant token at the non-owner = %d; want 403", got)
+	}
+	if got := api(t, http.MethodDelete, other.http+"/api/v1/rooms/r/participants/ann", admin, nil, nil); got != http.StatusNoContent {
+		t.Fatalf("remove at the non-owner = %d; want 204", got)
+	}
+	select {
+	case <-ann.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("ann was not removed within 5s")
+	}
+	if got := ann.LeaveReason(); got != signal.ReasonRemoved {
+		t.Errorf("ann's leave reason = %q; want %q", got, signal.ReasonRemoved)
 	}
 }
