@@ -21,6 +21,7 @@ import (
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/edge/web"
+	"github.com/media-service/media-service/edge/webhook"
 	"github.com/media-service/media-service/internal/connlimit"
 	"github.com/media-service/media-service/internal/envconfig"
 )
@@ -56,6 +57,10 @@ type Options struct {
 	// the media addresses); from New on the Server owns it and closes it
 	// after the sessions, at the end of the drain.
 	Media *sfu.Engine
+	// Webhooks receives the rooms' events (edge/webhook). The caller
+	// closes it after Run has returned, so the events of the drain's
+	// last sessions are delivered. Default: none.
+	Webhooks *webhook.Notifier
 	// Fleet is the fleet's directory (edge/fleet), when the instance is
 	// one of several: joins are routed to their room's instance and the
 	// drain moves rooms whole (route.go, fleetdrain.go). The caller runs
@@ -138,6 +143,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Fleet != nil {
 		s.rooms.claims = opts.Fleet
 	}
+	s.rooms.hooks = opts.Webhooks
 	s.echo = s.newEcho()
 	if s.httpLn, err = listen(envconfig.Name(&cfg, &cfg.Port), cfg.HTTPHost, cfg.Port); err != nil {
 		return nil, err
