@@ -103,8 +103,10 @@ func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver, need <-cha
 	others, ok := s.room.removePublication(p)
 	p.Close()
 	if ok {
+		t := describeTrack(p)
 		for _, o := range others {
 			o.unsubscribe(p)
+			o.send(&signal.Message{Type: signal.TypeTrackUnpublished, Participant: s.participant(), Track: &t})
 		}
 	}
 	s.mu.Lock()

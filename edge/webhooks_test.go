@@ -89,6 +89,7 @@ func TestWebhooksInOrder(t *testing.T) {
 	waitN(4)
 	bob := ts.dial(t, "r", "bob")
 	waitN(5)
+	awaitMedia(t, bob, ann)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := ann.Leave(ctx); err != nil {

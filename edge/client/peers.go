@@ -214,7 +214,7 @@ func (c *Client) negotiate(ctx context.Context) error {
 	case <-c.answers:
 	default:
 	}
-	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: offer.SDP}); err != nil {
+	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: offer.SDP, Sources: c.offerSources()}); err != nil {
 		return err
 	}
 	c.pubICE.Open()

@@ -27,9 +27,11 @@ const (
 	TypeDraining          = "draining"
 	TypeRedirect          = "redirect"
 	TypeLayers            = "layers"
-	// track_published, track_muted and participant_updated describe the
+	// track_published, track_unpublished, track_muted and
+	// participant_updated describe the
 	// room's tracks and participants (mute.go, api.go in edge).
 	TypeTrackPublished     = "track_published"
+	TypeTrackUnpublished   = "track_unpublished"
 	TypeTrackMuted         = "track_muted"
 	TypeParticipantUpdated = "participant_updated"
 
