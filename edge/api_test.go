@@ -138,14 +138,7 @@ func TestAPIListAndRemove(t *testing.T) {
 	if got := api(t, http.MethodDelete, ts.http+"/api/v1/rooms/r/participants/bob", admin, nil, nil); got != http.StatusNoContent {
 		t.Fatalf("remove bob = %d; want 204", got)
 	}
-	select {
-	case <-bob.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("bob's connection did not end within 5s of his removal")
-	}
-	if got := bob.LeaveReason(); got != signal.ReasonRemoved {
-		t.Errorf("bob's leave reason = %q; want %q", got, signal.ReasonRemoved)
-	}
+	waitEnded(t, bob, signal.ReasonRemoved)
 	waitEvent(t, ann, 5*time.Second, "participant_left for bob", func(m *signal.Message) bool {
 		return m.Type == signal.TypeParticipantLeft && m.Participant.Identity == "bob"
 	})
@@ -155,6 +148,20 @@ func TestAPIListAndRemove(t *testing.T) {
 	awaitMedia(t, ts.dial(t, "r", "bob"), ann) // a new token is the backend's new decision
 	if got := api(t, http.MethodDelete, ts.http+"/api/v1/rooms/r/participants/nobody", admin, nil, nil); got != http.StatusNotFound {
 		t.Errorf("remove nobody = %d; want 404", got)
+	}
+}
+
+// waitEnded waits for the end of c's connection and checks the server's
+// leave reason.
+func waitEnded(t *testing.T, c *client.Client, reason string) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("connection did not end within 5s; want a leave %q", reason)
+	}
+	if got := c.LeaveReason(); got != reason {
+		t.Errorf("leave reason = %q; want %q", got, reason)
 	}
 }
 
@@ -294,14 +301,7 @@ func TestAPICloseRoom(t *testing.T) {
 		t.Fatalf("close room = %d; want 204", got)
 	}
 	for _, c := range []*client.Client{ann, bob} {
-		select {
-		case <-c.Done():
-		case <-time.After(5 * time.Second):
-			t.Fatal("a member's connection did not end within 5s of the room's close")
-		}
-		if got := c.LeaveReason(); got != signal.ReasonRoomClosed {
-			t.Errorf("leave reason = %q; want %q", got, signal.ReasonRoomClosed)
-		}
+		waitEnded(t, c, signal.ReasonRoomClosed)
 	}
 	var rooms struct{ Rooms []apiRoom }
 	api(t, http.MethodGet, ts.http+"/api/v1/rooms", admin, nil, &rooms)
@@ -351,12 +351,5 @@ func TestAPIRoutedToOwner(t *testing.T) {
 	if got := api(t, http.MethodDelete, other.http+"/api/v1/rooms/r/participants/ann", admin, nil, nil); got != http.StatusNoContent {
 		t.Fatalf("remove at the non-owner = %d; want 204", got)
 	}
-	select {
-	case <-ann.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("ann was not removed within 5s")
-	}
-	if got := ann.LeaveReason(); got != signal.ReasonRemoved {
-		t.Errorf("ann's leave reason = %q; want %q", got, signal.ReasonRemoved)
-	}
+	waitEnded(t, ann, signal.ReasonRemoved)
 }

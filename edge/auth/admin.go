@@ -44,27 +44,15 @@ type AdminToken struct {
 
 // MintAdmin signs an admin token for t with k, issued at now.
 func (k KeyPair) MintAdmin(t AdminToken, now time.Time) (string, error) {
-	if err := k.check(); err != nil {
+	rc, err := k.registered(t.Name, t.TTL, now)
+	if err != nil {
 		return "", err
 	}
-	if t.TTL <= 0 {
-		return "", fmt.Errorf("auth: mint admin: ttl must be positive, got %s", t.TTL)
-	}
-	c := AdminClaims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer: k.Key, Subject: t.Name, IssuedAt: jwt.NewNumericDate(now),
-			NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(t.TTL)),
-		},
-		Admin: t.Grants,
-	}
+	c := AdminClaims{RegisteredClaims: rc, Admin: t.Grants}
 	if err := checkAdminShape(&c); err != nil {
 		return "", fmt.Errorf("auth: mint admin: %w", err)
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(k.Secret))
-	if err != nil {
-		return "", fmt.Errorf("auth: mint admin: sign: %w", err)
-	}
-	return s, nil
+	return k.sign(c)
 }
 
 // VerifyAdmin checks an admin token as Verify checks a participant's
