@@ -132,6 +132,9 @@ func (l *layer) requestKeyframe() {
 // sendPLI writes one PLI for the layer's SSRC.
 func (l *layer) sendPLI() {
 	p := l.pub
+	if p.muted.Load() { // a request held by the throttle from before a mute
+		return
+	}
 	pli := []rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}}
 	if err := p.pc.WriteRTCP(pli); err != nil {
 		p.engine.log.Debug("pli_write_failed", "publication", p.id, "layer", l.index, "error", err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -50,6 +51,38 @@ func TestMuteStopsForwarding(t *testing.T) {
 	if got, want := seen[afterFirst], before[len(before)-1]+1; got != want {
 		t.Errorf("first sequence number after unmute = %d; want %d (continuing)", got, want)
 	}
+}
+
+// TestMuteHoldsKeyframeRequests: while a video track is muted its
+// subscribers' PLIs do not reach the publisher; unmuting asks for a
+// keyframe at once, with no subscriber asking.
+func TestMuteHoldsKeyframeRequests(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	plis := pub.readPLIs(t)
+	video, _ := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribe(t, video)
+	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+	awaitPLI(t, plis, "subscriber's start")
+
+	video.SetMuted(true)
+	for len(plis) > 0 {
+		<-plis
+	}
+	ssrc := uint32(r.track.SSRC())
+	for range 5 {
+		if err := sub.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
+			t.Fatalf("WriteRTCP(PLI) = %v", err)
+		}
+	}
+	select { // the window covers the throttle's 500ms hold of an earlier request
+	case <-plis:
+		t.Fatal("a PLI reached the publisher of a muted track")
+	case <-time.After(1200 * time.Millisecond):
+	}
+	video.SetMuted(false)
+	awaitPLI(t, plis, "unmute")
 }
 
 // TestParseSource: an empty source is the kind's default; a source of
