@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/signal"
 )
@@ -36,12 +34,7 @@ func TestSourcesAndUnpublish(t *testing.T) {
 	if _, err := ann.PublishAs(ctx, "camera", audio); err != nil { // camera: not an audio source
 		t.Fatal(err)
 	}
-	p := &publisher{stop: make(chan struct{})}
-	for _, tr := range []*webrtc.TrackLocalStaticRTP{screen, audio} {
-		p.wg.Add(1)
-		go p.send(tr, tr.Kind().String())
-	}
-	t.Cleanup(p.close)
+	startSending(t, screen, audio)
 
 	got := map[string]signal.Track{} // by kind; waitEvent drops what it skips, so take both in one pass
 	waitEvent(t, bob, 10*time.Second, "track_published of both", func(m *signal.Message) bool {
