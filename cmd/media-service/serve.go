@@ -140,7 +140,11 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	// The watchdog covers the drain, the closing of what is left and the
 	// final metrics flush, so a slow collector cannot turn a clean drain
 	// into a watchdog exit.
-	go handleSignals(runCtx, cancel, done, srv, log, cfg.edge.DrainTimeout+watchdogMargin+flushTimeout+cfg.webhook.DrainTimeout)
+	watchdog := cfg.edge.DrainTimeout + watchdogMargin + flushTimeout
+	if hooks != nil { // and the delivery of the last webhooks
+		watchdog += cfg.webhook.DrainTimeout
+	}
+	go handleSignals(runCtx, cancel, done, srv, log, watchdog)
 	leakDone := make(chan struct{})
 	go func() { defer close(leakDone); leaks.Run(runCtx) }()
 
