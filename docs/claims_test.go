@@ -20,13 +20,14 @@ import (
 	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/webhook"
 	"github.com/media-service/media-service/telemetry"
 	"github.com/media-service/media-service/turn"
 )
 
 // configs are the configuration structs of every package the service
 // reads its environment into. A package with a new Config belongs here.
-var configs = []any{edge.Config{}, sfu.Config{}, turn.Config{}, telemetry.Config{}, fleet.Config{}}
+var configs = []any{edge.Config{}, sfu.Config{}, turn.Config{}, telemetry.Config{}, fleet.Config{}, webhook.Config{}}
 
 // defaults maps each environment variable of configs to its envDefault
 // tag ("" when it has none).

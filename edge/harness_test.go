@@ -306,8 +306,14 @@ func publish(t *testing.T, c *client.Client) *publisher {
 	if _, err := c.Publish(ctx, audio, video); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
+	return startSending(t, audio, video)
+}
+
+// startSending sends numbered packets on each track, labelled with its
+// kind, until the test ends.
+func startSending(t *testing.T, tracks ...*webrtc.TrackLocalStaticRTP) *publisher {
 	p := &publisher{stop: make(chan struct{})}
-	for _, tr := range []*webrtc.TrackLocalStaticRTP{audio, video} {
+	for _, tr := range tracks {
 		p.wg.Add(1)
 		go p.send(tr, tr.Kind().String())
 	}

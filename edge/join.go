@@ -62,6 +62,9 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if err != nil {
 		return srv.refuseToken(c, err)
 	}
+	if srv.revoked.revoked(tokenKey(c.QueryParam("access_token")), opened) {
+		return srv.refuse(c, http.StatusForbidden, joinForbidden, signal.ReasonRemoved, "the participant was removed from the room; this token cannot join again")
+	}
 	if room := c.QueryParam("room"); room != "" && room != claims.Room {
 		return srv.refuse(c, http.StatusForbidden, joinForbidden, "forbidden", "the token is for another room")
 	}
@@ -122,6 +125,7 @@ func (srv *Server) upgrade(c echo.Context, claims *auth.Claims, r *room, opened 
 		srv.metrics.join(joinInternal)
 		return nil
 	}
+	s.jti, s.tokenExp = tokenKey(c.QueryParam("access_token")), claims.ExpiresAt.Add(auth.Leeway)
 	srv.sessions.Add(s)
 	srv.perAddr.ReleaseWhenDone(addr, s.Done())
 	srv.metrics.join(joinOK)

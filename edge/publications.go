@@ -31,12 +31,14 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		s.log.Warn("publish_failed", "rid", remote.RID(), "err", err)
 		return
 	}
+	s.applySource(p)
 	others, ok := s.room.addPublication(s, p)
 	if !ok {
 		s.wg.Done()
 		p.Close()
 		return
 	}
+	s.announce(p, others)
 	s.log.Debug("track_published", "publication", p.ID(), "kind", p.Kind().String())
 	for _, o := range others {
 		o.subscribe(p)
@@ -101,8 +103,10 @@ func (s *Session) watch(p *sfu.Publication, recv *webrtc.RTPReceiver, need <-cha
 	others, ok := s.room.removePublication(p)
 	p.Close()
 	if ok {
+		t := describeTrack(p)
 		for _, o := range others {
 			o.unsubscribe(p)
+			o.send(&signal.Message{Type: signal.TypeTrackUnpublished, Participant: s.participant(), Track: &t})
 		}
 	}
 	s.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/webhook"
 )
 
 var (
@@ -30,13 +31,16 @@ type rooms struct {
 		Release(room string)
 	}
 
+	hooks *webhook.Notifier // every room's events; nil: none
+
 	mu sync.Mutex // guards m, and each room's reserved and members counts as seen from here
 	m  map[string]*room
 }
 
 // room is a set of participants and their publications.
 type room struct {
-	name string
+	name  string
+	hooks *webhook.Notifier // nil: no webhooks (webhooks.go)
 
 	mu       sync.Mutex // guards everything below
 	reserved int        // admitted joins not yet members
@@ -44,6 +48,7 @@ type room struct {
 	pubs     map[string]roomPub // by publication id
 
 	speakers roomSpeakers // owned by the speakers goroutine, not guarded by mu
+	started  bool         // room_started was notified: room_finished will be
 }
 
 // roomPub is a publication and the session that publishes it.
@@ -70,7 +75,7 @@ func (rs *rooms) reserve(name, identity string) (*room, error) {
 			rs.unclaim(name) // the directory may have placed it here
 			return nil, errRoomsFull
 		}
-		r = &room{name: name, members: make(map[string]*Session), pubs: make(map[string]roomPub)}
+		r = &room{name: name, hooks: rs.hooks, members: make(map[string]*Session), pubs: make(map[string]roomPub)}
 		rs.m[name] = r
 		rs.metrics.rooms.Add(bg, 1)
 		if rs.claims != nil {
@@ -104,6 +109,9 @@ func (rs *rooms) release(r *room) {
 // caller holds rs.mu and r.mu.
 func (rs *rooms) removeIfEmpty(r *room) {
 	if r.reserved == 0 && len(r.members) == 0 && rs.m[r.name] == r {
+		if r.started {
+			r.notify(webhook.RoomFinished, nil, nil)
+		}
 		delete(rs.m, r.name)
 		rs.metrics.rooms.Add(bg, -1)
 		rs.unclaim(r.name)
@@ -137,7 +145,12 @@ func (r *room) join(s *Session, greet func(others []*Session)) (others []*Sessio
 	r.reserved--
 	others = r.membersExcept(s)
 	greet(others)
+	if !r.started {
+		r.started = true
+		r.notify(webhook.RoomStarted, nil, nil)
+	}
 	r.members[s.id] = s
+	r.notify(webhook.ParticipantJoined, s, nil)
 	for _, p := range r.pubs {
 		pubs = append(pubs, p.pub)
 	}
@@ -189,6 +202,7 @@ func (r *room) addPublication(owner *Session, p *sfu.Publication) ([]*Session, b
 		return nil, false
 	}
 	r.pubs[p.ID()] = roomPub{pub: p, owner: owner}
+	r.notify(webhook.TrackPublished, owner, p)
 	return r.membersExcept(owner), true
 }
 
@@ -202,6 +216,7 @@ func (r *room) removePublication(p *sfu.Publication) ([]*Session, bool) {
 		return nil, false
 	}
 	delete(r.pubs, p.ID())
+	r.notify(webhook.TrackUnpublished, rp.owner, p)
 	return r.membersExcept(rp.owner), true
 }
 
@@ -220,8 +235,10 @@ func (rs *rooms) leave(r *room, s *Session) (others []*Session, owned []*sfu.Pub
 		if p.owner == s {
 			owned = append(owned, p.pub)
 			delete(r.pubs, id)
+			r.notify(webhook.TrackUnpublished, s, p.pub)
 		}
 	}
+	r.notify(webhook.ParticipantLeft, s, nil)
 	rs.removeIfEmpty(r)
 	return r.membersExcept(s), owned
 }

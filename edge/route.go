@@ -30,6 +30,9 @@ type Directory interface {
 	// when it has none; fleet.ErrUnavailable when the directory cannot
 	// be reached and this instance does not hold the room.
 	Place(ctx context.Context, room, clientRegion string) (fleet.Instance, error)
+	// Locate returns room's owner without placing the room; false when
+	// it has none (the server API's routing, api.go).
+	Locate(ctx context.Context, room string) (fleet.Instance, bool, error)
 	// Hold and Release keep and drop this instance's claim on a room
 	// while it has participants here. They do not block on the store.
 	Hold(room string)

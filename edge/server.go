@@ -21,6 +21,7 @@ import (
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/edge/web"
+	"github.com/media-service/media-service/edge/webhook"
 	"github.com/media-service/media-service/internal/connlimit"
 	"github.com/media-service/media-service/internal/envconfig"
 )
@@ -56,6 +57,10 @@ type Options struct {
 	// the media addresses); from New on the Server owns it and closes it
 	// after the sessions, at the end of the drain.
 	Media *sfu.Engine
+	// Webhooks receives the rooms' events (edge/webhook). The caller
+	// closes it after Run has returned, so the events of the drain's
+	// last sessions are delivered. Default: none.
+	Webhooks *webhook.Notifier
 	// Fleet is the fleet's directory (edge/fleet), when the instance is
 	// one of several: joins are routed to their room's instance and the
 	// drain moves rooms whole (route.go, fleetdrain.go). The caller runs
@@ -79,6 +84,7 @@ type Server struct {
 	perAddr  *connlimit.Addrs    // sessions per client address
 	conns    *connlimit.Listener // httpLn: open TCP connections of PORT
 	routing  *routing            // the instance's part in a fleet; nil alone
+	revoked  *revocations        // tokens of participants the server API removed
 
 	admitted   atomic.Int64 // sessions admitted and not yet torn down: MaxSessions bounds it
 	closingAll atomic.Bool  // the drain is closing every session
@@ -127,6 +133,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		keys:     cfg.keys(),
 		upgrader: newUpgrader(),
 		perAddr:  connlimit.NewAddrs(cfg.MaxSessionsPerIP),
+		revoked:  newRevocations(),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -136,6 +143,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Fleet != nil {
 		s.rooms.claims = opts.Fleet
 	}
+	s.rooms.hooks = opts.Webhooks
 	s.echo = s.newEcho()
 	if s.httpLn, err = listen(envconfig.Name(&cfg, &cfg.Port), cfg.HTTPHost, cfg.Port); err != nil {
 		return nil, err
@@ -173,6 +181,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.GET("/health", s.handleHealth)
 	e.GET("/ready", s.handleReady)
 	e.GET("/v1/rtc", s.handleRTC)
+	s.routeAPI(e)
 	if s.cfg.DevMode() {
 		e.GET("/v1/dev/token", s.handleDevToken)
 	}

@@ -120,6 +120,10 @@ type Session struct {
 	candidateSeed maphash.Seed                         // keys candidates; set once before the session is shared
 	held          map[string][]webrtc.ICECandidateInit // candidates waiting for their connection's (next) remote description
 	remoteUfrag   map[string]string                    // ICE username fragment of each connection's remote description
+	sources       map[string]sfu.Source                // the publisher's offers' sources, by mid (mute.go)
+	metadata      string                               // the application's, set by the server API
+	jti           string                               // the token's revocation key (revoked.go); set before the session is shared
+	tokenExp      time.Time                            // when the token stops working, leeway included; set with jti
 
 	wg      sync.WaitGroup // writer, negotiator, watchers, notifications
 	ending  chan struct{}  // closed by end
@@ -201,7 +205,7 @@ func (s *Session) joinedMessage(others []*Session) *signal.Message {
 		m.Resume, m.ResumeGraceMS = s.resume.currentCredential(), s.resume.grace.Milliseconds()
 	}
 	for _, o := range others {
-		m.Participants = append(m.Participants, *o.participant())
+		m.Participants = append(m.Participants, s.room.describeLocked(o))
 	}
 	if s.deps.iceServers != nil {
 		m.ICEServers = append(m.ICEServers, s.deps.iceServers(s.identity)...)
@@ -219,7 +223,7 @@ func (s *Session) Identity() string { return s.identity }
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 func (s *Session) participant() *signal.Participant {
-	return &signal.Participant{ID: s.id, Identity: s.identity}
+	return &signal.Participant{ID: s.id, Identity: s.identity, Metadata: s.Metadata()}
 }
 
 // notifyDraining tells the client the instance is draining, by when it
@@ -294,7 +298,7 @@ func (s *Session) lastWords(reason string) lastWords {
 		return leave(websocket.ClosePolicyViolation)
 	case signal.ReasonSlowClient:
 		return lastWords{code: websocket.ClosePolicyViolation, abort: true}
-	case signal.ReasonICEFailed, signal.ReasonDuplicateIdentity:
+	case signal.ReasonICEFailed, signal.ReasonDuplicateIdentity, signal.ReasonRemoved, signal.ReasonRoomClosed:
 		return leave(websocket.CloseNormalClosure)
 	case reasonInternal:
 		return leave(websocket.CloseInternalServerErr)

@@ -101,7 +101,10 @@ func (s *Session) handle(data []byte) (left bool) {
 	}
 	switch m.Type {
 	case signal.TypeOffer:
+		s.noteSources(m.Sources)
 		s.handleOffer(m.SDP)
+	case signal.TypeMute:
+		s.handleMute(m.TrackID, *m.Muted)
 	case signal.TypeAnswer:
 		s.handleAnswer(m.SDP)
 	case signal.TypeCandidate:

@@ -15,6 +15,7 @@ import (
 	"github.com/media-service/media-service/edge"
 	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/sfu"
+	"github.com/media-service/media-service/edge/webhook"
 	"github.com/media-service/media-service/internal/envconfig"
 	"github.com/media-service/media-service/telemetry"
 	"github.com/media-service/media-service/turn"
@@ -38,6 +39,7 @@ type config struct {
 	media     sfu.Config
 	telemetry telemetry.Config
 	turn      turn.Config
+	webhook   webhook.Config
 }
 
 // loadConfig parses every package's configuration from environ and
@@ -45,12 +47,12 @@ type config struct {
 // anything is logged or bound, with one line that names its variable.
 func loadConfig(environ map[string]string) (config, error) {
 	var c config
-	for _, p := range []any{&c.edge, &c.telemetry, &c.media, &c.turn, &c.fleet} {
+	for _, p := range []any{&c.edge, &c.telemetry, &c.media, &c.turn, &c.fleet, &c.webhook} {
 		if err := envconfig.Parse(p, environ); err != nil {
 			return c, err
 		}
 	}
-	checks := []func() error{c.edge.Validate, c.telemetry.Validate, c.media.Validate, c.fleet.Validate}
+	checks := []func() error{c.edge.Validate, c.telemetry.Validate, c.media.Validate, c.fleet.Validate, c.webhook.Validate}
 	if c.turn.Enabled {
 		checks = append(checks, c.turn.Validate)
 	}
@@ -99,7 +101,16 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer fl.stop()
-	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay), Fleet: fl.directory()})
+	hooks, err := newWebhooks(cfg, log, meter)
+	if err != nil {
+		if relay != nil {
+			_ = relay.Close()
+		}
+		_ = media.Close()
+		return err
+	}
+	defer closeWebhooks(hooks, cfg.webhook.DrainTimeout)
+	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay), Fleet: fl.directory(), Webhooks: hooks})
 	if err != nil {
 		if relay != nil {
 			_ = relay.Close()
@@ -129,13 +140,18 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	// The watchdog covers the drain, the closing of what is left and the
 	// final metrics flush, so a slow collector cannot turn a clean drain
 	// into a watchdog exit.
-	go handleSignals(runCtx, cancel, done, srv, log, cfg.edge.DrainTimeout+watchdogMargin+flushTimeout)
+	watchdog := cfg.edge.DrainTimeout + watchdogMargin + flushTimeout
+	if hooks != nil { // and the delivery of the last webhooks
+		watchdog += cfg.webhook.DrainTimeout
+	}
+	go handleSignals(runCtx, cancel, done, srv, log, watchdog)
 	leakDone := make(chan struct{})
 	go func() { defer close(leakDone); leaks.Run(runCtx) }()
 
 	runErr := srv.Run(runCtx)
 	cancel(nil)
 	<-leakDone
+	closeWebhooks(hooks, cfg.webhook.DrainTimeout) // the drain's last events
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), flushTimeout)
 	defer cancelFlush()
 	if err := tel.Shutdown(flushCtx); err != nil {

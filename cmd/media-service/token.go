@@ -24,6 +24,10 @@ import (
 // instance accepts.
 //
 //	media-service token -room R -identity I [-ttl 1h] [-publish=true] [-subscribe=true] [-publish-data=true]
+//	media-service token -admin [-list-only] [-identity NAME] [-ttl 1h]
+//
+// -admin mints a token for the server API (docs/API.md) instead: it
+// grants room_admin (everything), or only room_list with -list-only.
 func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -33,6 +37,8 @@ func token(args []string, stdout, stderr io.Writer) error {
 	publish := fs.Bool("publish", true, "grant publishing tracks")
 	subscribe := fs.Bool("subscribe", true, "grant receiving the others' tracks")
 	publishData := fs.Bool("publish-data", true, "grant sending data channel messages")
+	admin := fs.Bool("admin", false, "mint a server API token (room_admin) instead of a participant's")
+	listOnly := fs.Bool("list-only", false, "with -admin: grant only room_list")
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -40,6 +46,10 @@ func token(args []string, stdout, stderr io.Writer) error {
 		return err
 	case err != nil:
 		return usageError(stderr, tokenUsage(fs), "token: %v", err)
+	case *admin:
+		return adminToken(stdout, stderr, *identity, *ttl, *listOnly)
+	case *listOnly:
+		return usageError(stderr, tokenUsage(fs), "token: -list-only needs -admin")
 	case *room == "" || *identity == "":
 		return usageError(stderr, tokenUsage(fs), "token: -room and -identity are required")
 	}
@@ -57,10 +67,25 @@ func token(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// adminToken mints and prints a server API token named name.
+func adminToken(stdout, stderr io.Writer, name string, ttl time.Duration, listOnly bool) error {
+	keys, err := tokenKeys(stderr)
+	if err != nil {
+		return err
+	}
+	g := auth.AdminGrants{RoomAdmin: !listOnly, RoomList: listOnly}
+	s, err := keys.MintAdmin(auth.AdminToken{Name: name, Grants: g, TTL: ttl}, time.Now())
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	_, err = fmt.Fprintln(stdout, s)
+	return err
+}
+
 // tokenUsage is the token command's help, with its flags.
 func tokenUsage(fs *flag.FlagSet) string {
 	var b strings.Builder
-	b.WriteString("Usage:\n  media-service token -room R -identity I [flags]\n\n" +
+	b.WriteString("Usage:\n  media-service token -room R -identity I [flags]\n  media-service token -admin [-list-only] [flags]\n\n" +
 		"Prints an access token signed with MEDIA_API_KEY and MEDIA_API_SECRET\n" +
 		"(without a secret, the public dev key pair). Flags:\n")
 	fs.SetOutput(&b)

@@ -48,6 +48,34 @@ func TestTokenCommand(t *testing.T) {
 	}
 }
 
+// TestTokenCommandAdmin: -admin mints a server API token that VerifyAdmin
+// accepts with room_admin, or room_list only with -list-only.
+func TestTokenCommandAdmin(t *testing.T) {
+	keys := auth.KeyPair{Key: "prod-key", Secret: "prod-secret-0123456789abcdef0123456789"}
+	t.Setenv("MEDIA_API_KEY", keys.Key)
+	t.Setenv("MEDIA_API_SECRET", keys.Secret)
+	for _, tc := range []struct {
+		args []string
+		want auth.AdminGrants
+	}{
+		{[]string{"-admin", "-identity", "backend"}, auth.AdminGrants{RoomAdmin: true}},
+		{[]string{"-admin", "-list-only"}, auth.AdminGrants{RoomList: true}},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), append([]string{"token"}, tc.args...), &out, &errOut); err != nil {
+			t.Fatalf("token %v: %v (%s)", tc.args, err, errOut.String())
+		}
+		c, err := keys.VerifyAdmin(strings.TrimSpace(out.String()), time.Now())
+		if err != nil || c.Admin != tc.want {
+			t.Errorf("token %v: VerifyAdmin = %+v, %v; want grants %+v", tc.args, c, err, tc.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-list-only", "-room", "r", "-identity", "i"}, &out, &errOut); err == nil {
+		t.Errorf("token -list-only without -admin = nil error; want a usage error")
+	}
+}
+
 func TestTokenCommandRefusals(t *testing.T) {
 	t.Setenv("MEDIA_API_SECRET", "")
 	tests := [][]string{

@@ -136,26 +136,38 @@ type Token struct {
 // Mint signs an access token for t with k, issued at now. It checks t as
 // Verify would, so it never produces a token the edge refuses on shape.
 func (k KeyPair) Mint(t Token, now time.Time) (string, error) {
-	if err := k.check(); err != nil {
+	rc, err := k.registered(t.Identity, t.TTL, now)
+	if err != nil {
 		return "", err
 	}
-	if t.TTL <= 0 {
-		return "", fmt.Errorf("auth: mint: ttl must be positive, got %s", t.TTL)
-	}
-	c := Claims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    k.Key,
-			Subject:   t.Identity,
-			IssuedAt:  jwt.NewNumericDate(now),
-			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(t.TTL)),
-		},
-		Room:   t.Room,
-		Grants: t.Grants,
-	}
+	c := Claims{RegisteredClaims: rc, Room: t.Room, Grants: t.Grants}
 	if err := checkShape(&c); err != nil {
 		return "", fmt.Errorf("auth: mint: %w", err)
 	}
+	return k.sign(c)
+}
+
+// registered returns the registered claims every token of k carries:
+// issuer k's key, subject, issued and valid from now, expiring after
+// ttl, which must be positive.
+func (k KeyPair) registered(subject string, ttl time.Duration, now time.Time) (jwt.RegisteredClaims, error) {
+	if err := k.check(); err != nil {
+		return jwt.RegisteredClaims{}, err
+	}
+	if ttl <= 0 {
+		return jwt.RegisteredClaims{}, fmt.Errorf("auth: mint: ttl must be positive, got %s", ttl)
+	}
+	return jwt.RegisteredClaims{
+		Issuer:    k.Key,
+		Subject:   subject,
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}, nil
+}
+
+// sign signs c with k's secret (HS256).
+func (k KeyPair) sign(c jwt.Claims) (string, error) {
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(k.Secret))
 	if err != nil {
 		return "", fmt.Errorf("auth: mint: sign: %w", err)

@@ -40,11 +40,25 @@ var (
 // then the shape of the claims. It returns the claims of an acceptable
 // token, or an error wrapping one of the Err values above.
 func (k KeyPair) Verify(token string, now time.Time) (*Claims, error) {
+	var c Claims
+	if err := k.parse(token, now, &c); err != nil {
+		return nil, err
+	}
+	if err := checkShape(&c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// parse checks what every token shares (size, HS256 by k's secret, issuer
+// k's key, expiry required, not-before with Leeway) and decodes its
+// claims into c.
+func (k KeyPair) parse(token string, now time.Time, c jwt.Claims) error {
 	if token == "" {
-		return nil, ErrMissing
+		return ErrMissing
 	}
 	if len(token) > MaxTokenLen {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLong, len(token), MaxTokenLen)
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrTooLong, len(token), MaxTokenLen)
 	}
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -52,20 +66,16 @@ func (k KeyPair) Verify(token string, now time.Time) (*Claims, error) {
 		jwt.WithLeeway(Leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
-	var c Claims
-	_, err := p.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-		if c.Issuer != k.Key {
+	_, err := p.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
+		if iss, _ := t.Claims.GetIssuer(); iss != k.Key {
 			return nil, ErrUnknownKey
 		}
 		return []byte(k.Secret), nil
 	})
 	if err != nil {
-		return nil, classify(err)
+		return classify(err)
 	}
-	if err := checkShape(&c); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return nil
 }
 
 // classify maps the jwt library's errors onto our fixed reasons.

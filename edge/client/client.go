@@ -125,8 +125,9 @@ type Client struct {
 	pubICE, subICE   *signal.Trickle
 	remoteCandidates sync.Mutex // guards pending
 	pending          map[string][]webrtc.ICECandidateInit
-	negotiateMu      sync.Mutex           // one publisher negotiation at a time
-	answers          chan *signal.Message // publisher answers and request errors
+	negotiateMu      sync.Mutex                   // one publisher negotiation at a time
+	sourceOf         map[webrtc.TrackLocal]string // guarded by negotiateMu: PublishAs's sources
+	answers          chan *signal.Message         // publisher answers and request errors
 	events           chan *signal.Message
 	tracks           chan *RemoteTrack
 	dropped          atomic.Int64

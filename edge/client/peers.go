@@ -231,7 +231,7 @@ func (c *Client) negotiateWith(ctx context.Context, opts *webrtc.OfferOptions) e
 	case <-c.answers:
 	default:
 	}
-	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: c.declareSizes(offer.SDP)}); err != nil {
+	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: c.declareSizes(offer.SDP), Sources: c.offerSources()}); err != nil {
 		return err
 	}
 	c.pubICE.Open()

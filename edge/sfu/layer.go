@@ -151,9 +151,10 @@ func (l *layer) setReadDeadline(t time.Time) {
 }
 
 // requestKeyframe asks the publisher for a keyframe on this layer,
-// throttled. Audio has no keyframes.
+// throttled. Audio has no keyframes, and a muted track sends none worth
+// having: its subscribers' requests stop here.
 func (l *layer) requestKeyframe() {
-	if l.keyframes != nil {
+	if l.keyframes != nil && !l.pub.muted.Load() {
 		l.keyframes.request()
 	}
 }
@@ -161,6 +162,9 @@ func (l *layer) requestKeyframe() {
 // sendPLI writes one PLI for the layer's SSRC.
 func (l *layer) sendPLI() {
 	p := l.pub
+	if p.muted.Load() { // a request held by the throttle from before a mute
+		return
+	}
 	pli := []rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}}
 	if err := p.pc.WriteRTCP(pli); err != nil {
 		p.engine.log.Debug("pli_write_failed", "publication", p.id, "layer", l.index, "error", err)

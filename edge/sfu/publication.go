@@ -53,6 +53,9 @@ type Publication struct {
 
 	dyn dynacast
 
+	source atomic.Pointer[Source] // nil: the kind's default (see Source)
+	muted  atomic.Bool            // no forwarding, no keyframe requests (mute.go)
+
 	engine *Engine
 	recv   *webrtc.RTPReceiver
 	pc     *webrtc.PeerConnection
@@ -342,6 +345,9 @@ func (p *Publication) forward(l *layer, pkt []byte, h *rtp.Header) {
 		p.noteSize(l, &in)
 	}
 	l.meter(in.at, len(pkt))
+	if p.muted.Load() {
+		return // SetMuted retargeted every subscription to none
+	}
 	sent := p.engine.fanOut(*p.subs.Load(), &in)
 	m.forwardedPackets[k].Add(uint64(sent))
 	if p.kind == webrtc.RTPCodecTypeVideo {

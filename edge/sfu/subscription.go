@@ -263,10 +263,10 @@ func clampLayer(l int) int32 { return int32(min(max(l, 0), maxLayers-1)) }
 
 // chooseLayer is the target: the highest layer the publication has
 // (and is sending) within both caps, else its lowest above them; -1 when
-// paused or when it has none yet.
+// paused, when the publication is muted or when it has none yet.
 func (s *Subscription) chooseLayer() int32 {
 	want := int(min(s.requested.Load(), s.allocated.Load()))
-	if s.paused.Load() || want < 0 {
+	if s.paused.Load() || want < 0 || s.pub.muted.Load() {
 		return -1
 	}
 	for i := want; i >= 0; i-- {

@@ -30,6 +30,13 @@ const (
 	TypeSpeakers          = "speakers"
 	TypeResumed           = "resumed"
 	TypeSubscriptionState = "subscription_state"
+	// track_published, track_unpublished, track_muted and
+	// participant_updated describe the
+	// room's tracks and participants (mute.go, api.go in edge).
+	TypeTrackPublished     = "track_published"
+	TypeTrackUnpublished   = "track_unpublished"
+	TypeTrackMuted         = "track_muted"
+	TypeParticipantUpdated = "participant_updated"
 
 	TypeOffer     = "offer"
 	TypeAnswer    = "answer"
@@ -41,7 +48,13 @@ const (
 	// connection: it answers with a subscriber offer with new ICE
 	// credentials. The publisher restarts with an offer of its own.
 	TypeICERestart = "ice_restart"
+	// TypeMute is a publisher muting or unmuting one of its tracks.
+	TypeMute = "mute"
 )
+
+// MaxSources bounds an offer's sources map: more entries than a
+// participant may have tracks is a malformed offer, whatever the limit.
+const MaxSources = 64
 
 // Qualities a subscriber may ask for in track_settings, lowest first: the
 // index of each is the simulcast layer it caps at (see QualityLayer).
@@ -116,6 +129,11 @@ const (
 	ReasonICEFailed         = "ice_failed"
 	ReasonDuplicateIdentity = "duplicate_identity"
 	ReasonTimeout           = "timeout"
+	// ReasonRemoved: the server API removed the participant; its token
+	// cannot join again.
+	ReasonRemoved = "removed"
+	// ReasonRoomClosed: the server API closed the room.
+	ReasonRoomClosed = "room_closed"
 )
 
 // ReasonRoomElsewhere is the reason of a `redirect`: the room lives on
@@ -127,6 +145,25 @@ const ReasonRoomElsewhere = "room_elsewhere"
 type Participant struct {
 	ID       string `json:"id"`
 	Identity string `json:"identity"`
+	// Metadata is the application's text about the participant, set by
+	// the server API; "" until then.
+	Metadata string `json:"metadata,omitempty"`
+	// Tracks are the participant's published tracks, in `joined`'s
+	// participants list (later ones come in track_published).
+	Tracks []Track `json:"tracks,omitempty"`
+}
+
+// Track describes one published track: its id (the subscriber-side track
+// id), kind ("audio" or "video"), source (camera, microphone,
+// screen_share, screen_share_audio) and whether it is muted.
+type Track struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Source string `json:"source"`
+	Muted  bool   `json:"muted"`
+	// MID is the publisher connection's mid of the track, in the
+	// track_published sent to its publisher only.
+	MID string `json:"mid,omitempty"`
 }
 
 // ICEServer is one entry of `joined`'s ice_servers, in the browser's
@@ -162,6 +199,15 @@ type Message struct {
 	Target    string                   `json:"target,omitempty"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+	// offer (publisher): what each track is, by its mid; a track with
+	// none gets its kind's default source
+	Sources map[string]string `json:"sources,omitempty"`
+
+	// track_published, track_muted: the track (and Participant its
+	// publisher)
+	Track *Track `json:"track,omitempty"`
+	// mute: the track's new state (TrackID names it); required
+	Muted *bool `json:"muted,omitempty"`
 
 	// error
 	Code    string `json:"code,omitempty"`
@@ -266,7 +312,15 @@ func Decode(data []byte) (*Message, error) {
 	}
 	switch m.Type {
 	case TypeOffer:
+		if len(m.Sources) > MaxSources {
+			return nil, &Error{Code: CodeBadMessage, Message: fmt.Sprintf("an offer names at most %d sources", MaxSources)}
+		}
 		return m, needSDP(m, TargetPublisher)
+	case TypeMute:
+		if m.TrackID == "" || m.Muted == nil {
+			return nil, &Error{Code: CodeBadMessage, Message: "mute needs a track_id and muted"}
+		}
+		return m, nil
 	case TypeAnswer:
 		return m, needSDP(m, TargetSubscriber)
 	case TypeCandidate:

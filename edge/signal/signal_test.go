@@ -2,6 +2,8 @@ package signal
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +50,15 @@ func TestDecode(t *testing.T) {
 		{"track_settings fractional width", `{"type":"track_settings","track_id":"TR_1","max_width":320.5}`, "", CodeBadMessage},
 		{"track_settings paused not a bool", `{"type":"track_settings","track_id":"TR_1","paused":"yes"}`, "", CodeBadMessage},
 		{"layers from client", `{"type":"layers","track_id":"TR_1","active":[]}`, "", CodeUnknownType},
+		{"offer with sources", `{"type":"offer","target":"publisher","sdp":"v=0","sources":{"0":"microphone","1":"screen_share"}}`, TypeOffer, ""},
+		{"offer with too many sources", `{"type":"offer","target":"publisher","sdp":"v=0","sources":{` + manySources(MaxSources+1) + `}}`, "", CodeBadMessage},
+		{"sources not strings", `{"type":"offer","target":"publisher","sdp":"v=0","sources":{"0":1}}`, "", CodeBadMessage},
+		{"mute", `{"type":"mute","track_id":"TR_1","muted":true}`, TypeMute, ""},
+		{"unmute", `{"type":"mute","track_id":"TR_1","muted":false}`, TypeMute, ""},
+		{"mute without muted", `{"type":"mute","track_id":"TR_1"}`, "", CodeBadMessage},
+		{"mute without track", `{"type":"mute","muted":true}`, "", CodeBadMessage},
+		{"mute not a bool", `{"type":"mute","track_id":"TR_1","muted":"yes"}`, "", CodeBadMessage},
+		{"track_muted from client", `{"type":"track_muted","track":{"id":"TR_1"}}`, "", CodeUnknownType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +76,15 @@ func TestDecode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manySources is n "mid":"camera" entries of a sources object.
+func manySources(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("%q:\"camera\"", strconv.Itoa(i))
+	}
+	return strings.Join(parts, ",")
 }
 
 func TestEncodeJoinedAlwaysHasLists(t *testing.T) {

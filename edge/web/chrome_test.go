@@ -51,6 +51,8 @@ func chromeFlags(userDataDir string) []chromedp.ExecAllocatorOption {
 		// Fake camera and microphone, granted without a prompt; 15 fps
 		// is plenty to see frames flow and halves the encoding work.
 		"use-fake-ui-for-media-stream", "use-fake-device-for-media-stream=fps=15",
+		// getDisplayMedia picks the screen without a picker.
+		"auto-select-desktop-capture-source=Entire screen",
 		// WebRTC on loopback with real host candidates (the server refuses
 		// to resolve mDNS names), and media playing without a user gesture.
 		"allow-loopback-in-peer-connection",
@@ -258,7 +260,8 @@ type snapshot struct {
 	}
 	Errors    []struct{ Code, Message string }
 	Muted     muted
-	Receivers int // transceivers of the subscriber connection
+	Sharing   bool // the page shares its screen
+	Receivers int  // transceivers of the subscriber connection
 	// Visibility is document.visibilityState: adaptive stream pauses
 	// every track of a hidden page.
 	Visibility string
@@ -296,6 +299,8 @@ type tile struct {
 	ID                   string
 	Identity             string
 	Local                bool
+	Screen               bool // a screen share's tile, marked as one
+	AudioMuted           bool // the tile shows its microphone muted
 	Tracks               int
 	VideoWidth           int
 	VideoHeight          int

@@ -53,6 +53,7 @@ function init() {
   $("join-form").addEventListener("submit", (e) => { e.preventDefault(); join(); });
   $("mic").addEventListener("click", () => toggleMute("audio"));
   $("cam").addEventListener("click", () => toggleMute("video"));
+  $("screen").addEventListener("click", toggleScreen);
   $("leave").addEventListener("click", leave);
   $("copy-link").addEventListener("click", copyLink);
   $("invite-copy").addEventListener("click", copyLink);
@@ -110,8 +111,13 @@ function wire(c) {
   c.addEventListener("joined", onJoined);
   c.addEventListener("participantjoined", (e) => addTile(e.detail.participant));
   c.addEventListener("participantleft", (e) => removeTile(e.detail.participant.id));
-  c.addEventListener("track", (e) => attach(addTile(e.detail.participant), e.detail.stream));
+  c.addEventListener("track", (e) => {
+    attach(addTile(e.detail.participant), e.detail.stream);
+    renderRemoteMute(e.detail.participant.id);
+  });
   c.addEventListener("subscriptionstate", (e) => markPaused(e.detail));
+  c.addEventListener("trackmuted", (e) => renderRemoteMute(e.detail.participantId));
+  c.addEventListener("screenshare", (e) => $("screen").setAttribute("aria-pressed", String(e.detail.active)));
   c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
   c.addEventListener("retry", (e) => onRetry(e.detail));
   c.addEventListener("data", (e) => onData(e.detail));
@@ -131,7 +137,7 @@ function onJoined(e) {
   const local = addTile({ id: "local", identity: e.detail.self.identity }, true);
   if (client.localStream) attach(local, client.localStream);
   renderMute();
-  for (const p of e.detail.participants) addTile(p);
+  for (const p of e.detail.participants) { addTile(p); renderRemoteMute(p.id); }
   if (client.reconnects > 0) toast("Reconnected");
   clearInterval(statsTimer);
   statsTimer = setInterval(updateStats, 1000);
@@ -175,6 +181,9 @@ function addTile(p, local = false) {
     t = { el, video: el.querySelector("video"), local, participant: p };
     el.dataset.participantId = p.id;
     el.classList.toggle("local", local);
+    el.classList.toggle("screen", Boolean(p.screen));
+    el.dataset.source = p.screen ? "screen_share" : "camera";
+    el.querySelector(".screen-badge").hidden = !p.screen;
     t.video.muted = local; // never play our own microphone back
     t.video.addEventListener("playing", () => { el.dataset.playing = "true"; });
     const picker = el.querySelector(".quality");
@@ -193,7 +202,7 @@ function addTile(p, local = false) {
   t.participant = p;
   const name = p.identity || "…";
   t.el.dataset.identity = p.identity;
-  t.el.querySelector(".name").textContent = local ? `${name} (you)` : name;
+  t.el.querySelector(".name").textContent = local ? `${name} (you)` : p.screen ? `${name} (screen)` : name;
   t.el.querySelector(".avatar span").textContent = initials(name);
   return t;
 }
@@ -271,6 +280,22 @@ function toggleMute(kind) {
   if (!client) return;
   client.setMuted(kind, !client.muted(kind));
   renderMute();
+}
+
+/** toggleScreen starts or stops sharing our screen. */
+function toggleScreen() {
+  if (!client) return;
+  if (client.screenStream) { client.stopScreenShare(); return; }
+  client.shareScreen().catch((err) => showError("screen_share", `Screen sharing failed: ${err.message}`));
+}
+
+/** renderRemoteMute shows a participant's mute state, as the server
+ * announced it, on its tile. */
+function renderRemoteMute(id) {
+  const t = tiles.get(id);
+  if (!t || t.local || t.participant.screen) return;
+  t.el.querySelector(".muted-badge").hidden = !client.isMuted(id, "microphone");
+  t.el.classList.toggle("camera-off", client.isMuted(id, "camera"));
 }
 
 /** renderMute shows the client's mute state on the buttons and our tile. */
@@ -424,6 +449,7 @@ function snapshot() {
     lastClose: client?.lastClose ?? null,
     lastError: client?.lastError ?? null,
     muted: { audio: client?.muted("audio") ?? false, video: client?.muted("video") ?? false },
+    sharing: Boolean(client?.screenStream),
     errors: shownErrors,
     chat,
     speakers: client?.speakers ?? [],
@@ -442,6 +468,8 @@ function tileSnapshot(t) {
     identity: t.participant.identity,
     local: t.local,
     speaking: t.el.classList.contains("speaking"),
+    screen: Boolean(t.participant.screen),
+    audioMuted: !t.el.querySelector(".muted-badge").hidden,
     tracks: t.video.srcObject?.getTracks().length ?? 0,
     videoWidth: t.video.videoWidth,
     videoHeight: t.video.videoHeight,

@@ -207,6 +207,11 @@ export class MediaClient extends EventTarget {
     /** @type {Map<string, {id: string, identity: string, stream: MediaStream|null}>} */
     this.participants = new Map();
     this.room = "";
+    /** @type {Map<string, {id: string, kind: string, source: string, muted: boolean, participantId: string}>}
+     * the room's published tracks by id, from joined, track_published and track_muted */
+    this.remoteTracks = new Map();
+    /** @type {MediaStream|null} our screen share (shareScreen), kept across sessions */
+    this.screenStream = null;
     this.drainingSeen = false; // a draining message arrived at some point
     this.reconnects = 0;       // sessions adopted after the first
     this.resumes = 0;          // lost signaling connections resumed as the same participant
@@ -272,11 +277,46 @@ export class MediaClient extends EventTarget {
   }
 
   /** setMuted mutes or unmutes our "audio" or "video". A muted track sends
-   * silence or black frames, so no renegotiation is needed. */
+   * silence or black frames, so no renegotiation is needed; the server is
+   * told (`mute`), stops forwarding it and tells the room. */
   setMuted(kind, muted) {
     for (const t of this.localStream?.getTracks() ?? []) {
       if (t.kind === kind) t.enabled = !muted;
     }
+    this._session?.sendMute(kind === "audio" ? "microphone" : "camera", muted);
+  }
+
+  /** isMuted reports whether a participant's track of that source
+   * ("microphone", "camera", ...) is muted, as the server announced. */
+  isMuted(participantId, source) {
+    for (const t of this.remoteTracks.values()) {
+      if (t.participantId === participantId && t.source === source) return t.muted;
+    }
+    return false;
+  }
+
+  /** shareScreen asks the browser for a screen, window or tab
+   * (getDisplayMedia, with its audio when the user offers it) and
+   * publishes it as screen_share (and screen_share_audio). It must run
+   * from a user gesture. Ending the capture in the browser's own UI
+   * stops the share. */
+  async shareScreen() {
+    if (this.screenStream) return;
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true });
+    this.screenStream = stream;
+    for (const t of stream.getTracks()) t.addEventListener("ended", () => this.stopScreenShare());
+    this._session?.publishScreen(stream);
+    this._emit("screenshare", { active: true });
+  }
+
+  /** stopScreenShare ends our screen share, if any. */
+  stopScreenShare() {
+    const stream = this.screenStream;
+    if (!stream) return;
+    this.screenStream = null;
+    stream.getTracks().forEach((t) => t.stop());
+    this._session?.unpublish(stream);
+    this._emit("screenshare", { active: false });
   }
 
   /**
@@ -527,9 +567,12 @@ export class MediaClient extends EventTarget {
     s.adopted = true;
     this._clearRemote();
     this.self = s.self;
-    for (const p of s.roster.values()) this._addParticipant(p);
+    for (const p of s.roster.values()) {
+      this._addParticipant(p);
+      for (const t of p.tracks ?? []) this.remoteTracks.set(t.id, { ...t, participantId: p.id });
+    }
     if (!s.pcs.publisher) s.start(this.localStream);
-    for (const stream of s.streams.values()) this._onTrack(s, stream);
+    for (const [id, stream] of s.streams) this._onTrack(s, stream, id);
     if (old) this._handOver(old, s);
     this._scheduleAdapt(0);
     this._setState("connected");
@@ -556,19 +599,24 @@ export class MediaClient extends EventTarget {
 
   _onParticipantLeft(s, p) {
     if (s !== this._session) return;
+    this._dropScreen(s, p.id);
     s.left.add(p.id);
     const known = this.participants.get(p.id) ?? { ...p, stream: null };
     this.participants.delete(p.id);
     this._emit("participantleft", { participant: known });
   }
 
-  _onTrack(s, stream) {
+  _onTrack(s, stream, id = stream.id) {
+    const owner = screenOwner(id);
     // A track of an offer made before its publisher left can surface after
     // participant_left; the next offer removes it.
-    if (s !== this._session || s.left.has(stream.id)) return;
+    if (s !== this._session || s.left.has(owner)) return;
     // The stream id is the publishing participant's id (PROTOCOL.md); a track
-    // may come before participant_joined, so make a placeholder for it.
-    const p = this.participants.get(stream.id) ?? this._addParticipant({ id: stream.id, identity: "" });
+    // may come before participant_joined, so make a placeholder for it. A
+    // screen share is a participant of its own here ("<id>/screen"), so
+    // that it gets a tile of its own.
+    const identity = owner !== id ? this.participants.get(owner)?.identity ?? "" : "";
+    const p = this.participants.get(id) ?? this._addParticipant({ id, identity, screen: owner !== id });
     p.stream = stream;
     this._emit("track", { participant: p, stream });
     this._scheduleAdapt();
@@ -635,14 +683,39 @@ export class MediaClient extends EventTarget {
       known.identity = p.identity || known.identity;
       return known;
     }
-    const np = { id: p.id, identity: p.identity, stream: null };
+    const np = { id: p.id, identity: p.identity, stream: null, screen: Boolean(p.screen) };
     this.participants.set(p.id, np);
     return np;
+  }
+
+  /** _onTrackInfo records what the server says of a track: published,
+   * muted or unmuted, or (gone) unpublished. */
+  _onTrackInfo(s, participant, track, gone = false) {
+    if (s !== this._session || !participant || !track) return;
+    if (gone) {
+      this.remoteTracks.delete(track.id);
+      if (track.source === "screen_share") this._dropScreen(s, participant.id);
+      return;
+    }
+    const known = this.remoteTracks.get(track.id);
+    this.remoteTracks.set(track.id, { ...track, participantId: participant.id });
+    if (!known || known.muted !== track.muted) this._emit("trackmuted", { participantId: participant.id, track });
+  }
+
+  /** _dropScreen removes a participant's screen-share tile. */
+  _dropScreen(s, participantId) {
+    const id = `${participantId}/screen`;
+    s.streams.delete(id);
+    const p = this.participants.get(id);
+    if (!p) return;
+    this.participants.delete(id);
+    this._emit("participantleft", { participant: p });
   }
 
   _clearRemote() {
     for (const p of this.participants.values()) this._emit("participantleft", { participant: p });
     this.participants.clear();
+    this.remoteTracks.clear();
   }
 
   _setState(state) {
@@ -663,6 +736,12 @@ export class MediaClient extends EventTarget {
 
 /** trace writes a signaling message to the console at debug level (shown
  * in DevTools under "Verbose"), without SDP bodies. */
+/** screenOwner is the participant id of a tile id: "<id>/screen" is
+ * that participant's screen share. */
+function screenOwner(id) {
+  return id.endsWith("/screen") ? id.slice(0, -"/screen".length) : id;
+}
+
 function trace(session, dir, m) {
   const what = m.type === "candidate" ? `${m.target} ${m.candidate?.candidate?.split(" ").slice(4, 8).join(" ")}`
     : m.target ?? m.participant?.identity ?? m.code ?? m.reason ?? m.deadline ?? "";
@@ -773,6 +852,7 @@ class Session {
     this.resume = null;     // {credential, graceMs} from joined, then from each resumed
     this.resuming = false;  // the WebSocket is lost and being resumed
     this.restartTimers = {}; // target -> timer of the next ICE restart while down
+    this.own = new Map(); // source -> id of our track of that source, from track_published
 
     const u = new URL(url, location.href);
     /** the signaling URL this session joined at, without the token */
@@ -902,7 +982,7 @@ class Session {
       if (pc.signalingState !== "stable") return;
       const offer = await pc.createOffer({ iceRestart: true });
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: offer.sdp });
+      this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources() });
     });
   }
 
@@ -920,28 +1000,33 @@ class Session {
     }
     this.pcs.subscriber.ontrack = (e) => {
       if (!e.streams[0]) return;
+      if (this.client.remoteTracks.get(e.track.id)?.source?.startsWith("screen_share")) {
+        e.streams[0].removeTrack(e.track); // the camera's tile shows the camera only
+        return this._onScreenTrack(e.streams[0].id, e.track);
+      }
       e.track.addEventListener("ended", () => this.sentSettings.delete(e.track.id));
       this.streams.set(e.streams[0].id, e.streams[0]);
       this.client._onTrack(this, e.streams[0]);
     };
     this._openData();
-    if (localStream && localStream.getTracks().length) this._publish(localStream);
-    else this._offerPublisher(); // the data channels alone
+    if (localStream && localStream.getTracks().length) this._addTracks(localStream, this.client.simulcast);
+    if (this.client.screenStream) this._addTracks(this.client.screenStream, false);
+    this._negotiate(); // with no tracks, the data channels alone
     // Messages that arrived between joined and start (an early subscriber
     // offer) were queued; play them now.
     for (const m of this.early ?? []) this._dispatch(m);
     this.early = null;
   }
 
-  _publish(stream) {
+  /** _addTracks adds stream's tracks to the publisher connection. */
+  _addTracks(stream, simulcast) {
     const pc = this.pcs.publisher;
     for (const track of stream.getTracks()) {
       const init = { direction: "sendonly", streams: [stream] };
-      const encodings = track.kind === "video" && this.client.simulcast ? simulcastEncodings(track.getSettings().width ?? 0) : null;
+      const encodings = track.kind === "video" && simulcast ? simulcastEncodings(track.getSettings().width ?? 0) : null;
       if (encodings) init.sendEncodings = encodings;
       pc.addTransceiver(track, init);
     }
-    this._offerPublisher();
   }
 
   /** _openData creates the two data channels, pre-negotiated with the
@@ -958,14 +1043,82 @@ class Session {
     }
   }
 
-  _offerPublisher() {
+  /** _negotiate sends a publisher offer naming each track's source. */
+  _negotiate() {
     const pc = this.pcs.publisher;
     this._serial("publisher", async () => {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: offer.sdp });
+      this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources() });
       await this._setDegradation();
     });
+  }
+
+  /** _offerSources names the source of each track the publisher
+   * connection sends, by mid, for an offer. */
+  _offerSources() {
+    const sources = {};
+    for (const t of this.pcs.publisher.getTransceivers()) {
+      if (t.mid !== null && t.sender.track) sources[t.mid] = this._sourceOf(t.sender.track);
+    }
+    return sources;
+  }
+
+  /** _sourceOf names a local track's source. */
+  _sourceOf(track) {
+    const screen = this.client.screenStream?.getTracks().includes(track);
+    if (track.kind === "audio") return screen ? "screen_share_audio" : "microphone";
+    return screen ? "screen_share" : "camera";
+  }
+
+  /** publishScreen adds a screen share to a running session. */
+  publishScreen(stream) {
+    if (!this.pcs.publisher) return; // start publishes it
+    this._addTracks(stream, false);
+    this._negotiate();
+  }
+
+  /** unpublish removes stream's tracks from the publisher connection. */
+  unpublish(stream) {
+    const pc = this.pcs.publisher;
+    if (!pc || pc.signalingState === "closed") return;
+    const tracks = stream.getTracks();
+    for (const t of pc.getTransceivers()) {
+      if (t.sender.track && tracks.includes(t.sender.track)) pc.removeTrack(t.sender);
+    }
+    this._negotiate();
+  }
+
+  /** sendMute tells the server our track of that source is (un)muted. */
+  sendMute(source, muted) {
+    const id = this.own.get(source);
+    if (id) this.send({ type: "mute", track_id: id, muted });
+  }
+
+  /** _onScreenTrack gives a participant's screen-share tracks a stream
+   * and a tile of their own. */
+  _onScreenTrack(participantId, track) {
+    const id = `${participantId}/screen`;
+    let stream = this.streams.get(id);
+    if (!stream) this.streams.set(id, stream = new MediaStream());
+    stream.addTrack(track);
+    this.client._onTrack(this, stream, id);
+  }
+
+  /** _onTrackMessage handles track_published, track_muted and
+   * track_unpublished: ours give the id to mute by (and a mute made
+   * before the track was announced is sent now), the others' update
+   * the client's view of the room. */
+  _onTrackMessage(m) {
+    if (!m.participant || !m.track) return;
+    if (m.participant.id === this.self?.id) {
+      if (m.type !== "track_published") return;
+      this.own.set(m.track.source, m.track.id);
+      const local = this.client.localStream?.getTracks().find((t) => this._sourceOf(t) === m.track.source);
+      if (local && !local.enabled && !m.track.muted) this.sendMute(m.track.source, true);
+      return;
+    }
+    this.client._onTrackInfo(this, m.participant, m.track, m.type === "track_unpublished");
   }
 
   /** _setDegradation applies the client's degradationPreference to the
@@ -1095,7 +1248,11 @@ class Session {
         if (m.participant) this.roster.set(m.participant.id, m.participant);
         return this.client._onParticipantJoined(this, m.participant);
       case "participant_left":
-        if (m.participant) { this.roster.delete(m.participant.id); this.streams.delete(m.participant.id); }
+        if (m.participant) {
+          this.roster.delete(m.participant.id);
+          this.streams.delete(m.participant.id);
+          this.streams.delete(`${m.participant.id}/screen`);
+        }
         return this.client._onParticipantLeft(this, m.participant);
       case "layers": return this._onLayers(m);
       case "speakers": return this.client._onSpeakers(this, m.speakers);
@@ -1103,6 +1260,8 @@ class Session {
         // What the server's bandwidth allocation did to a track we
         // receive: paused for congestion (reason), or capped at a quality.
         return this.client._emit("subscriptionstate", { trackId: m.track_id, reason: m.reason ?? "", quality: m.quality ?? "" });
+      case "track_published": case "track_muted": case "track_unpublished":
+        return this._onTrackMessage(m);
       case "error":
         // A track_settings for a track the server removed meanwhile (its
         // publisher left) is a race, not something to show the user.
