@@ -170,9 +170,14 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 func (b *bandwidth) close() { b.probe.pacer.stop() }
 
 // videoPriority orders video subscriptions for the allocation: lower
-// first. Every video track is equal until publications carry a source;
-// then screen share goes before camera here.
-func videoPriority(*Subscription) int { return 0 }
+// first. A screen share goes before a camera: what a presenter shows is
+// what the room is looking at.
+func videoPriority(s *Subscription) int {
+	if s.pub.Source() == SourceScreenShare {
+		return 0
+	}
+	return 1
+}
 
 // layerRate is a publication's measured bitrate on layer i.
 func layerRate(p *Publication, i int) float64 {

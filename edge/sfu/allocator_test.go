@@ -68,3 +68,30 @@ func TestAllocation(t *testing.T) {
 		}
 	}
 }
+
+// TestAllocationScreenShareFirst: when the estimate carries only one
+// video's lowest layer, a screen share keeps its layer and the camera is
+// paused, whichever was subscribed first.
+func TestAllocationScreenShareFirst(t *testing.T) {
+	camera := layeredPublication(t, 0, maxLayers)
+	screen := layeredPublication(t, 0, maxLayers)
+	screen.SetSource(SourceScreenShare)
+	for _, p := range []*Publication{camera, screen} {
+		for i, bps := range []int64{150e3, 500e3, 1850e3} {
+			p.layer(i).bps.Store(bps)
+		}
+	}
+	b := newBandwidth(camera.engine.metrics)
+	cs, ss := newSubscription(camera, nil), newSubscription(screen, nil)
+	b.add(cs)
+	b.add(ss)
+	b.congested = true
+	b.est.estimate = 200e3
+	b.allocate(time.Second)
+	if got := b.subs[ss].layer; got != 0 {
+		t.Errorf("screen share allocated layer %d; want 0 (its lowest)", got)
+	}
+	if got := b.subs[cs].layer; got != -1 {
+		t.Errorf("camera allocated layer %d; want -1 (paused: the screen share comes first)", got)
+	}
+}
