@@ -148,6 +148,13 @@ func publishAudio(ctx context.Context, t *testing.T, c *client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	publishSending(ctx, t, c, track)
+}
+
+// publishSending publishes track and writes a packet to it every 20 ms
+// until the test ends.
+func publishSending(ctx context.Context, t *testing.T, c *client.Client, track *webrtc.TrackLocalStaticRTP) {
+	t.Helper()
 	if _, err := c.Publish(ctx, track); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
@@ -158,6 +165,7 @@ func publishAudio(ctx context.Context, t *testing.T, c *client.Client) {
 		defer wg.Done()
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
+		// WriteRTP sets the payload type and SSRC the connection bound.
 		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 0x5eed}, Payload: make([]byte, 120)}
 		for {
 			select {
