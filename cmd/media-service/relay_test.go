@@ -85,8 +85,14 @@ func exchangeThroughRelay(t *testing.T, s *service, second webrtc.ICETransportPo
 		t.Errorf("media_turn_relayed_bytes_total = %v; want the media's bytes", got)
 	}
 	// The relay's only peer is the SFU's socket: every datagram is handed
-	// over in memory, none takes the kernel.
+	// over in memory, none takes the kernel. Media has begun to flow both
+	// ways; on a loaded machine the first 50 packets each way may take
+	// longer than that, so the counts are polled for.
+	enough := func(p map[string]float64) bool { return p["to_peer/memory"] >= 50 && p["from_peer/memory"] >= 50 }
 	packets := relayedPackets(t, s)
+	for deadline := time.Now().Add(20 * time.Second); !enough(packets) && time.Now().Before(deadline); packets = relayedPackets(t, s) {
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, dir := range []string{"to_peer", "from_peer"} {
 		if got := packets[dir+"/memory"]; got < 50 {
 			t.Errorf("media_turn_relayed_packets_total{direction=%q,path=\"memory\"} = %v; want the media's packets", dir, got)
