@@ -442,16 +442,21 @@ func TestTokenReplayedAfterExpiry(t *testing.T) {
 // Each must get `joined` as its first message (Dial fails otherwise),
 // although the others' participant_joined race to its queue, and each
 // hears of every participant that joined after it.
+//
+// Thirty clients dialing at once in the test's own process can leave one
+// silent for seconds on a loaded machine, so the idle timeout is the
+// default's 30 s rather than testConfig's 3 s (the keepalive bound has
+// tests of its own), and the dials get 30 s.
 func TestJoinStormJoinedFirst(t *testing.T) {
 	const n = 30
-	ts := startServer(t, func(c *Config) { c.MaxRoomParticipants = n })
+	ts := startServer(t, func(c *Config) { c.MaxRoomParticipants = n; c.IdleTimeout = 30 * time.Second })
 	clients := make([]*client.Client, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range clients {
 		tok := ts.token(t, "storm", fmt.Sprintf("p%d", i), bothGrants)
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			clients[i], errs[i] = client.Dial(ctx, ts.url, tok, client.Options{API: ts.api})
 		})
@@ -465,7 +470,7 @@ func TestJoinStormJoinedFirst(t *testing.T) {
 	}
 	for i, c := range clients {
 		for range n - 1 - len(c.Joined().Participants) {
-			waitEvent(t, c, 5*time.Second, fmt.Sprintf("participant_joined at p%d", i), isType(signal.TypeParticipantJoined))
+			waitEvent(t, c, 10*time.Second, fmt.Sprintf("participant_joined at p%d", i), isType(signal.TypeParticipantJoined))
 		}
 	}
 }

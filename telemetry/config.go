@@ -34,17 +34,21 @@ type Config struct {
 	// (MEDIA_LEAK_FACTOR, default 3, the original service's rule).
 	LeakFactor float64 `env:"MEDIA_LEAK_FACTOR" envDefault:"3"`
 	// LeakSessionBudget is how many goroutines one session may account for
-	// besides its tracks (MEDIA_LEAK_SESSION_BUDGET, default 40). A session
-	// holds two PeerConnections (ICE, DTLS, SRTP and interceptor goroutines
-	// each), a WebSocket reader and writer and its keepalive. Measured with
-	// the media core on loopback: 11 joined and idle, 25 to 35 with both
-	// connections up; 40 leaves headroom, and covers a few tracks when the
-	// track count is not wired.
-	LeakSessionBudget int `env:"MEDIA_LEAK_SESSION_BUDGET" envDefault:"40"`
+	// besides its tracks (MEDIA_LEAK_SESSION_BUDGET, default 70). A session
+	// holds two PeerConnections (ICE, DTLS, SRTP, interceptor and
+	// congestion-control goroutines), the publisher's SCTP association and
+	// data channels, a WebSocket reader and writer and its keepalive.
+	// Measured (cmd/media-service TestGoroutineBudgetsCoverSessions, both
+	// connections up, data channels open): 50 with the ICE muxes bound to
+	// one address, plus 6 for each further address a wildcard-bound mux
+	// gathers candidates on (a UDP and a TCP candidate per connection);
+	// 70 covers a host with up to four. Raise it on hosts with more.
+	LeakSessionBudget int `env:"MEDIA_LEAK_SESSION_BUDGET" envDefault:"70"`
 	// LeakTrackBudget is how many goroutines one forwarded track
 	// (a publication or a subscription) may account for
-	// (MEDIA_LEAK_TRACK_BUDGET, default 10; measured 8 to 10: read loops,
-	// RTCP readers and interceptor timers per track).
+	// (MEDIA_LEAK_TRACK_BUDGET, default 10). The same test measures about
+	// 1 per plain track (the connection's loops serve all its tracks); the
+	// default keeps headroom.
 	LeakTrackBudget int `env:"MEDIA_LEAK_TRACK_BUDGET" envDefault:"10"`
 	// LeakMinBaseline is the lowest baseline the detector uses
 	// (MEDIA_LEAK_MIN_BASELINE, default 30, about what an idle instance

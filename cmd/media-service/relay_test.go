@@ -85,8 +85,14 @@ func exchangeThroughRelay(t *testing.T, s *service, second webrtc.ICETransportPo
 		t.Errorf("media_turn_relayed_bytes_total = %v; want the media's bytes", got)
 	}
 	// The relay's only peer is the SFU's socket: every datagram is handed
-	// over in memory, none takes the kernel.
+	// over in memory, none takes the kernel. Media has begun to flow both
+	// ways; on a loaded machine the first 50 packets each way may take
+	// longer than that, so the counts are polled for.
+	enough := func(p map[string]float64) bool { return p["to_peer/memory"] >= 50 && p["from_peer/memory"] >= 50 }
 	packets := relayedPackets(t, s)
+	for deadline := time.Now().Add(20 * time.Second); !enough(packets) && time.Now().Before(deadline); packets = relayedPackets(t, s) {
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, dir := range []string{"to_peer", "from_peer"} {
 		if got := packets[dir+"/memory"]; got < 50 {
 			t.Errorf("media_turn_relayed_packets_total{direction=%q,path=\"memory\"} = %v; want the media's packets", dir, got)
@@ -148,6 +154,13 @@ func publishAudio(ctx context.Context, t *testing.T, c *client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	publishSending(ctx, t, c, track)
+}
+
+// publishSending publishes track and writes a packet to it every 20 ms
+// until the test ends.
+func publishSending(ctx context.Context, t *testing.T, c *client.Client, track *webrtc.TrackLocalStaticRTP) {
+	t.Helper()
 	if _, err := c.Publish(ctx, track); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
@@ -158,6 +171,7 @@ func publishAudio(ctx context.Context, t *testing.T, c *client.Client) {
 		defer wg.Done()
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
+		// WriteRTP sets the payload type and SSRC the connection bound.
 		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 0x5eed}, Payload: make([]byte, 120)}
 		for {
 			select {

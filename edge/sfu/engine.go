@@ -85,6 +85,7 @@ type Engine struct {
 	udpConn *batchConn // the mux's socket: fan-outs batch their sends on it, the relay hands over on it
 	udpAddr *net.UDPAddr
 	tcpMux  ice.TCPMux   // nil when ICE-TCP is off
+	tcpLn   *tcpListener // tcpMux's listener, closed by its Close; nil when ICE-TCP is off
 	tcpAddr *net.TCPAddr // nil when ICE-TCP is off
 
 	// byRecv finds the publication of a simulcast track by its receiver,
@@ -146,7 +147,8 @@ func (e *Engine) bind(logs pionLogs) error {
 		return fmt.Errorf("sfu: listen tcp %s:%d: %w", host, e.cfg.TCPPort, err)
 	}
 	e.tcpAddr = ln.Addr().(*net.TCPAddr)
-	e.tcpMux = webrtc.NewICETCPMux(logs.NewLogger("tcpmux"), ln, tcpMuxReadPackets)
+	e.tcpLn = newTCPListener(ln)
+	e.tcpMux = webrtc.NewICETCPMux(logs.NewLogger("tcpmux"), e.tcpLn, tcpMuxReadPackets)
 	return nil
 }
 

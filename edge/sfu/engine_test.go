@@ -1,6 +1,8 @@
 package sfu
 
 import (
+	"errors"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -67,6 +69,50 @@ func TestCloseReleasesPorts(t *testing.T) {
 		t.Fatalf("listen tcp %s after Close = %v; want the port free", tcp, err)
 	}
 	_ = tl.Close()
+}
+
+// TestCloseEndsSilentTCPConnections: Close returns promptly, closing them,
+// while ICE-TCP connections that never sent their first STUN message are
+// open. Pion's mux alone waits 30 s for each (its first-message timeout),
+// which held a drain past its watchdog.
+func TestCloseEndsSilentTCPConnections(t *testing.T) {
+	e, err := New(Config{BindAddr: "127.0.0.1"}, noop.NewMeterProvider().Meter("test"), nil)
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	const silent = 3
+	var conns []net.Conn
+	for range silent {
+		c, err := net.Dial("tcp", e.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	for deadline := time.Now().Add(10 * time.Second); e.tcpLn.accepted() < silent; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mux accepted %d of %d connections within 10s", e.tcpLn.accepted(), silent)
+		}
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	// Well under the 30 s that Pion's mux would wait.
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close() still blocked after 15s with silent ICE-TCP connections open")
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("connection %d: Read after Close = %d, %v; want EOF (closed by the engine)", i, n, err)
+		}
+	}
 }
 
 // TestTakenPortFails: New fails at once, naming the listen, when its UDP
