@@ -74,3 +74,29 @@ func TestKeyframeStopCancelsHeld(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyframeAfterPublisherOutage: a publisher whose video stops for
+// longer than outageGap (its network was gone) and comes back gets a
+// keyframe request as its first packet after the silence arrives, with no
+// subscriber asking: the subscribers' decoders lost the frames meanwhile.
+func TestKeyframeAfterPublisherOutage(t *testing.T) {
+	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
+	pub := h.newPublisher(t)
+	plis := pub.readPLIs(t)
+	pub.publications(t)
+	pub.video.send(t, 50)
+	time.Sleep(outageGap + outageGap/4) // the outage: network time, not a wait for a state
+	back := time.Now()
+	pub.video.send(t, 1)
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case at := <-plis:
+			if !at.Before(back) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no keyframe request within %s of the video's return after %s of silence", waitFor, outageGap+outageGap/4)
+		}
+	}
+}
