@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // TestKeyframeThrottle drives the requester on a fake clock: requests are
@@ -97,6 +99,56 @@ func TestKeyframeAfterPublisherOutage(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatalf("no keyframe request within %s of the video's return after %s of silence", waitFor, outageGap+outageGap/4)
+		}
+	}
+}
+
+// TestKeyframeAfterSubscriberOutage: a subscriber's network is gone for
+// longer than outageGap (a relay between it and the server drops
+// everything) while the publisher keeps sending. When its feedback shows
+// the path back, the server asks the publisher for a keyframe, with no
+// request from the subscriber: its decoder lost the frames meanwhile.
+func TestKeyframeAfterSubscriberOutage(t *testing.T) {
+	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
+	pub := h.newPublisher(t)
+	plis := pub.readPLIs(t)
+	video, _ := pub.publications(t)
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() { // the publisher's video, every 10 ms until the test ends
+		defer close(fed)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = pub.video.track.WriteRTP(nextPacket(pub.video))
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-fed })
+
+	relay := newCapRelay(t, h.engine.UDPAddr())
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribeVia(t, relay, h.engine.UDPAddr().Port, video)
+	countPackets(awaitKinds(t, sub, 1)[webrtc.RTPCodecTypeVideo])
+	until(t, "the subscriber's feedback measuring an estimate", waitFor, func() bool { return sub.conn.Estimate() > 0 })
+
+	relay.cut.Store(true)
+	time.Sleep(outageGap + outageGap/2) // the outage: network time, not a wait for a state
+	back := time.Now()
+	relay.cut.Store(false)
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case at := <-plis:
+			if !at.Before(back) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no keyframe request within %s of the subscriber's path coming back after %s", waitFor, outageGap+outageGap/2)
 		}
 	}
 }
