@@ -90,15 +90,22 @@ func TestKeyframeAfterPublisherOutage(t *testing.T) {
 	time.Sleep(outageGap + outageGap/4) // the outage: network time, not a wait for a state
 	back := time.Now()
 	pub.video.send(t, 1)
+	awaitPLISince(t, plis, back, "the video's return after a silence")
+}
+
+// awaitPLISince waits for a PLI at or after since, and fails the test
+// after waitFor without one.
+func awaitPLISince(t *testing.T, plis <-chan time.Time, since time.Time, what string) {
+	t.Helper()
 	deadline := time.After(waitFor)
 	for {
 		select {
 		case at := <-plis:
-			if !at.Before(back) {
+			if !at.Before(since) {
 				return
 			}
 		case <-deadline:
-			t.Fatalf("no keyframe request within %s of the video's return after %s of silence", waitFor, outageGap+outageGap/4)
+			t.Fatalf("no keyframe request within %s of %s", waitFor, what)
 		}
 	}
 }
@@ -113,22 +120,7 @@ func TestKeyframeAfterSubscriberOutage(t *testing.T) {
 	pub := h.newPublisher(t)
 	plis := pub.readPLIs(t)
 	video, _ := pub.publications(t)
-	stop := make(chan struct{})
-	fed := make(chan struct{})
-	go func() { // the publisher's video, every 10 ms until the test ends
-		defer close(fed)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				_ = pub.video.track.WriteRTP(nextPacket(pub.video))
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-fed })
+	pub.feed(t, 10*time.Millisecond, false)
 
 	relay := newCapRelay(t, h.engine.UDPAddr())
 	sub := h.newSubscriber(t, clientAPI(t, true))
@@ -140,15 +132,5 @@ func TestKeyframeAfterSubscriberOutage(t *testing.T) {
 	time.Sleep(outageGap + outageGap/2) // the outage: network time, not a wait for a state
 	back := time.Now()
 	relay.cut.Store(false)
-	deadline := time.After(waitFor)
-	for {
-		select {
-		case at := <-plis:
-			if !at.Before(back) {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no keyframe request within %s of the subscriber's path coming back after %s", waitFor, outageGap+outageGap/2)
-		}
-	}
+	awaitPLISince(t, plis, back, "the subscriber's path coming back after an outage")
 }
