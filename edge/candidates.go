@@ -88,10 +88,14 @@ func (s *Session) candidateRoom(n int) bool {
 	return now+n <= s.deps.cfg.MaxCandidates && s.candidatesAll+n <= s.deps.cfg.MaxCandidates*maxCandidateGenerations
 }
 
-// refuseCandidates answers candidates that do not fit.
-func (s *Session) refuseCandidates() {
+// refuseCandidates answers candidates that do not fit. described is the
+// connection whose offer or answer carried them, refused whole with them,
+// or "" for a trickled one: the error names that connection, so that a
+// client waiting for the answer to its offer fails at once with this
+// reason instead of waiting for an answer that will not come.
+func (s *Session) refuseCandidates(described string) {
 	s.deps.metrics.candidateRefused("limit")
-	s.sendError(signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session and ICE generation (%d over the session), in descriptions or trickled",
+	s.sendErrorOn(described, signal.CodeCandidateLimit, fmt.Sprintf("at most %d ICE candidates per session and ICE generation (%d over the session), in descriptions or trickled",
 		s.deps.cfg.MaxCandidates, s.deps.cfg.MaxCandidates*maxCandidateGenerations))
 }
 
@@ -123,7 +127,7 @@ func (s *Session) takeCandidates(target string, lines []string) bool {
 	}
 	s.mu.Unlock()
 	if !fits {
-		s.refuseCandidates()
+		s.refuseCandidates(target)
 	}
 	return fits
 }
@@ -142,7 +146,7 @@ func (s *Session) handleCandidate(target string, c webrtc.ICECandidateInit) {
 	}
 	if !s.candidateRoom(1) {
 		s.mu.Unlock()
-		s.refuseCandidates()
+		s.refuseCandidates("")
 		return
 	}
 	s.candidates[target][k] = struct{}{}

@@ -47,14 +47,14 @@ func (s *Session) subscriberOffer() (webrtc.SessionDescription, error) {
 
 // noteRestart starts a new candidate generation on the publisher
 // connection when offer restarts ICE: its ICE credentials differ from the
-// current remote description's.
+// current remote description's. That one's are the ufrag recorded when it
+// was applied: parsing the description Pion holds would write the parse
+// it caches inside, under Pion's goroutines reading it.
 func (s *Session) noteRestart(offer *sdp.SessionDescription) {
-	cur := s.pub.RemoteDescription()
-	if cur == nil {
-		return
-	}
-	parsed, err := cur.Unmarshal()
-	if err != nil || iceUfrag(parsed) == iceUfrag(offer) {
+	s.mu.Lock()
+	cur := s.remoteUfrag[signal.TargetPublisher]
+	s.mu.Unlock()
+	if cur == "" || cur == iceUfrag(offer) {
 		return
 	}
 	s.newCandidateGeneration(signal.TargetPublisher)

@@ -97,6 +97,12 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 	for _, reason := range connlimit.Reasons {
 		x.connRefusals.Add(bg, 0, metric.WithAttributes(attribute.String("reason", string(reason))))
 	}
+	for _, result := range resumeResults {
+		x.resumes.Add(bg, 0, metric.WithAttributes(attribute.String("result", result)))
+	}
+	for _, target := range []string{signal.TargetPublisher, signal.TargetSubscriber} {
+		x.iceRestarts.Add(bg, 0, metric.WithAttributes(attribute.String("target", target)))
+	}
 	return x, nil
 }
 

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -283,12 +284,17 @@ func TestCandidateCapPerICEGeneration(t *testing.T) {
 	for gen := 2; ; gen++ {
 		n, all := 0, taken()
 		// At the bound the restart offer itself may be refused, when it
-		// carries the new candidates inline: candidate_limit, which the
-		// client does not take as the offer's answer, so it times out.
+		// carries the new candidates inline: the restart fails with the
+		// server's candidate_limit, not a timeout.
+		var refused *signal.Error
 		if err := alice.RestartICE(signal.TargetPublisher); err == nil {
 			n, all = fill(), taken()
 		} else if all < limit*(maxCandidateGenerations-1) {
 			t.Fatalf("restart %d at %d candidates in all: %v", gen, all, err)
+		} else if !errors.As(err, &refused) || refused.Code != signal.CodeCandidateLimit {
+			t.Fatalf("restart %d refused at the session's bound: %v; want the server's %s", gen, err, signal.CodeCandidateLimit)
+		} else {
+			t.Logf("restart %d refused at %d candidates: %v", gen, all, err)
 		}
 		if all > limit*maxCandidateGenerations {
 			t.Fatalf("after %d generations the session took %d candidates; want at most %d", gen, all, limit*maxCandidateGenerations)

@@ -23,6 +23,11 @@ const (
 	resumeLost       = "lost" // the session ended while the resume was handed over
 )
 
+// resumeResults are all of them, each counted from 0 at start so that the
+// alert on the refused share has its series before the first resume.
+var resumeResults = []string{resumeOK, resumeUnknown, resumeForbidden, resumeInProgress,
+	resumeRateLimit, resumeDraining, resumeUpgrade, resumeLost}
+
 // resumeRefusal is a resume refused before the upgrade.
 type resumeRefusal struct {
 	status       int

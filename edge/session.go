@@ -370,9 +370,13 @@ func (s *Session) slowClient() {
 }
 
 // sendError answers a refused request; the session continues.
-func (s *Session) sendError(code, msg string) {
+func (s *Session) sendError(code, msg string) { s.sendErrorOn("", code, msg) }
+
+// sendErrorOn is sendError naming target, the connection whose offer or
+// answer the error refuses.
+func (s *Session) sendErrorOn(target, code, msg string) {
 	s.deps.metrics.signalError(code)
-	s.send(&signal.Message{Type: signal.TypeError, Code: code, Message: msg})
+	s.send(&signal.Message{Type: signal.TypeError, Code: code, Target: target, Message: msg})
 }
 
 // recordJoin records the join time once, when media first flows.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/rtp"
 	pionturn "github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
@@ -22,6 +23,13 @@ import (
 // join joins room as identity with a token from the dev endpoint, over
 // loopback-only ICE (relay-only when policy says so).
 func join(ctx context.Context, t *testing.T, p *process, room, identity string, policy webrtc.ICETransportPolicy) *client.Client {
+	t.Helper()
+	return joinWith(ctx, t, p, room, identity, policy, nil)
+}
+
+// joinWith is join with the client's WebSocket dialer (nil: the client's
+// default).
+func joinWith(ctx context.Context, t *testing.T, p *process, room, identity string, policy webrtc.ICETransportPolicy, dialer *websocket.Dialer) *client.Client {
 	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://%s/v1/dev/token?room=%s&identity=%s", p.HTTPAddr, room, identity))
 	if err != nil {
@@ -36,7 +44,7 @@ func join(ctx context.Context, t *testing.T, p *process, room, identity string, 
 	if err != nil {
 		t.Fatalf("client.NewAPI: %v", err)
 	}
-	c, err := client.Dial(ctx, "ws://"+p.HTTPAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy})
+	c, err := client.Dial(ctx, "ws://"+p.HTTPAddr+"/v1/rtc", tok.Token, client.Options{API: api, ICETransportPolicy: policy, Dialer: dialer})
 	if err != nil {
 		t.Fatalf("join %s as %s: %v", room, identity, err)
 	}

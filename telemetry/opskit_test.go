@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -22,6 +23,7 @@ import (
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 
 	"github.com/media-service/media-service/edge/client"
+	"github.com/media-service/media-service/internal/netlab"
 	"github.com/media-service/media-service/telemetry"
 )
 
@@ -62,9 +64,22 @@ func TestOpsKitEndToEnd(t *testing.T) {
 
 	alice := join(ctx, t, svc, "opskit", "alice", webrtc.ICETransportPolicyAll)
 	stopMedia := publish(ctx, t, alice)
-	bob := join(ctx, t, svc, "opskit", "bob", webrtc.ICETransportPolicyRelay) // through the TURN relay
+	var bobWS netlab.Resettable
+	bob := joinWith(ctx, t, svc, "opskit", "bob", webrtc.ICETransportPolicyRelay,
+		&websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: bobWS.DialContext}) // through the TURN relay
 	if err := bob.AwaitMedia(ctx, alice.ID()); err != nil {
 		t.Fatalf("bob receiving alice: %v", err)
+	}
+	// Bob's WebSocket is reset; he resumes as the same participant, and
+	// his media, which never stopped, counts as back at once.
+	if err := bobWS.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	for bob.Resumes() == 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("bob did not resume after his WebSocket was reset: %v", bob.Err())
+		}
+		time.Sleep(20 * time.Millisecond) // poll the client's count
 	}
 	sendBadCandidate(t, alice) // her publisher connection has its remote description
 	turnBadAuth(t, bob)
@@ -151,8 +166,9 @@ func checkRulesHealthy(t *testing.T, prom *prometheusServer) {
 	}
 }
 
-// checkMediaSeries asks Prometheus for what two participants, a bad token,
-// a bad candidate and a bad TURN credential must have left behind. The
+// checkMediaSeries asks Prometheus for what two participants (one of them
+// resumed once), a bad token, a bad candidate and a bad TURN credential
+// must have left behind. The
 // connection refusal counters exist at 0 for both reasons, which the alerts
 // on them select by, and both limit gauges read the instance's
 // configuration.
@@ -170,6 +186,10 @@ func checkMediaSeries(t *testing.T, prom *prometheusServer) {
 		`sum(media_turn_relayed_bytes_total{job="media-service"}) > 0`,
 		`sum(media_turn_auth_failures_total{job="media-service",reason="malformed"}) >= 1`,
 		`sum(media_ice_candidates_refused_total{job="media-service",reason="invalid"}) >= 1`,
+		`sum(media_resumes_total{job="media-service",result="ok"}) == 1`,
+		`count(media_resumes_total{job="media-service"}) == 8`, // every result from 0
+		`count(media_ice_restarts_total{job="media-service"}) == 2`,
+		`sum(media_resume_media_seconds_count{job="media-service"}) == 1`,
 		`histogram_quantile(0.99, sum by (le) (media_join_duration_seconds_bucket{job="media-service"})) > 0`,
 		`media_sessions_limit{job="media-service"} == 500`,
 		`media_http_conns_limit{job="media-service"} == ` + strconv.Itoa(opsKitMaxConns),

@@ -16,6 +16,13 @@ import (
 // the path does, not at the next restart.
 const iceRestartInterval = 2 * time.Second
 
+// restartAnswerWait bounds the wait for the answer to a publisher restart
+// offer. Longer than iceRestartInterval: a loaded server answers late,
+// and giving up early leaves the offer outstanding, so the next restart
+// would take the late answer to this one for its own. The restart loop
+// waits meanwhile.
+const restartAnswerWait = 10 * time.Second
+
 // watchICE restarts ICE on target's connection when it goes disconnected
 // or failed, and again every iceRestartInterval until it is up.
 func (c *Client) watchICE(target string, pc *webrtc.PeerConnection) {
@@ -81,7 +88,7 @@ func (c *Client) RestartICE(target string) error {
 		}
 		c.negotiateMu.Lock()
 		defer c.negotiateMu.Unlock()
-		ctx, cancel := context.WithTimeout(c.life, iceRestartInterval)
+		ctx, cancel := context.WithTimeout(c.life, restartAnswerWait)
 		defer cancel()
 		return c.negotiateWith(ctx, &webrtc.OfferOptions{ICERestart: true})
 	case signal.TargetSubscriber:

@@ -16,6 +16,14 @@ var requestErrors = map[string]bool{
 	signal.CodeNotPermitted: true, signal.CodeRateLimited: true,
 }
 
+// refusesOffer reports whether m is a candidate_limit refusing the
+// publisher offer itself (the candidates it carried did not fit), not a
+// trickled candidate: the waiting offer, an ICE restart's at the
+// session's bound, fails at once with it.
+func refusesOffer(m *signal.Message) bool {
+	return m.Code == signal.CodeCandidateLimit && m.Target == signal.TargetPublisher
+}
+
 // readLoop is the only reader of the WebSocket. It handles offers,
 // answers and candidates itself and hands everything else to the events.
 func (c *Client) readLoop() {
@@ -64,7 +72,7 @@ func (c *Client) handle(m *signal.Message) error {
 	case signal.TypeResumed:
 		c.setResume(m)
 	case signal.TypeError:
-		if requestErrors[m.Code] {
+		if requestErrors[m.Code] || refusesOffer(m) {
 			c.deliverReply(m)
 		}
 	}

@@ -141,8 +141,12 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	now := b.twcc.now()
 	b.mu.Lock()
 	b.results = b.twcc.results(fb, b.results[:0])
-	before := b.est.estimate
+	before, outages := b.est.estimate, b.est.outages
 	b.est.update(now, b.results)
+	var refresh []*Subscription
+	if b.est.outages != outages {
+		refresh = b.videoSubs()
+	}
 	if b.est.estimate < before && b.est.lastDecrease == now {
 		b.congested = true
 	}
@@ -159,11 +163,28 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	notify := b.onState
 	b.mu.Unlock()
 	b.probe.send(now)
+	// The subscriber's network came back after an outage: its decoders
+	// lost the frames meanwhile and would wait seconds before asking for
+	// a keyframe themselves.
+	for _, s := range refresh {
+		s.requestKeyframe()
+	}
 	if notify != nil {
 		for _, c := range changes {
 			notify(c)
 		}
 	}
+}
+
+// videoSubs lists the connection's video subscriptions. b.mu is held.
+func (b *bandwidth) videoSubs() []*Subscription {
+	var out []*Subscription
+	for s := range b.subs {
+		if s.pub.kind == webrtc.RTPCodecTypeVideo {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // close stops the probes.

@@ -50,6 +50,11 @@ const (
 	lossHigh      = 0.10 // above: cut by half the loss
 	lossLow       = 0.02 // below: loss does not hold the estimate back
 	rateWindow    = 500 * time.Millisecond
+	// outageGap: arrivals this far apart are an outage (the subscriber's
+	// network was gone: a tunnel, a network change), not congestion. A
+	// queue holds packets for a few hundred ms at most; a stream that
+	// fed the estimate sends far more often than this.
+	outageGap = time.Second
 
 	minEstimate = 50_000     // bit/s: audio and a little more always fit
 	maxEstimate = 50_000_000 // bit/s
@@ -94,6 +99,10 @@ type estimator struct {
 	// Loss over the feedback since the last loss decision.
 	lost, total  int
 	lastDecrease time.Duration // by our clock
+	// lossFrom: packets sent before it were lost to an outage, not to
+	// congestion, and do not count as loss. outages counts them.
+	lossFrom time.Duration
+	outages  int
 	// quietUntil: overuse in packets sent before it is a failed probe's
 	// backlog, already answered.
 	quietUntil time.Duration
@@ -116,9 +125,12 @@ func newEstimator() *estimator {
 // clock), and returns the new estimate in bit/s (0 while none is known).
 func (e *estimator) update(now time.Duration, results []packetResult) float64 {
 	for _, r := range results {
+		if r.received && e.rateAt > 0 && r.arrived-e.rateAt >= outageGap {
+			e.outage(r.sent, r.arrived)
+		}
 		// Loss counts only for packets sent after the last decrease: the
 		// ones before it were sent at the rate already cut.
-		if r.sent >= e.lastDecrease {
+		if r.sent >= max(e.lastDecrease, e.lossFrom) {
 			e.total++
 			if !r.received {
 				e.lost++
@@ -132,6 +144,20 @@ func (e *estimator) update(now time.Duration, results []packetResult) float64 {
 	}
 	e.control(now)
 	return e.estimate
+}
+
+// outage forgets what the silence before a packet sent at sent and
+// arrived at arrived would otherwise say: the loss counted since the last
+// decision (the outage's own), the rate window spanning it, and the delay
+// trend across it. The estimate stays: the network that comes back is
+// most often the one that went, and should it carry less, the feedback
+// after the outage says so within a few hundred ms.
+func (e *estimator) outage(sent, arrived time.Duration) {
+	e.lost, e.total, e.lossFrom = 0, 0, sent
+	e.outages++
+	e.rateBytes, e.rateFrom = 0, arrived
+	e.cur.valid, e.prev.valid = false, false
+	e.restartTrend()
 }
 
 // countRate adds a received packet to the acknowledged rate.

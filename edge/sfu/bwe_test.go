@@ -66,6 +66,9 @@ func TestEstimatorSteady(t *testing.T) {
 			t.Fatalf("estimate at %d00 ms = %.0f; want at least the 1 Mbit/s sent on a 4 Mbit/s link", i+30, est)
 		}
 	}
+	if e.outages != 0 {
+		t.Errorf("outages seen on a steady link = %d; want 0", e.outages)
+	}
 }
 
 func TestEstimatorStepDown(t *testing.T) {
@@ -132,5 +135,42 @@ func TestEstimatorLoss(t *testing.T) {
 		if tc.below > 0 && last > tc.below {
 			t.Errorf("estimate with %.0f%% loss = %.0f; want at most %.0f", tc.loss*100, last, tc.below)
 		}
+	}
+}
+
+// TestEstimatorOutage: the subscriber's network is gone for 6 s (a train
+// in a tunnel, a veth link down) and comes back as it was. What was sent
+// meanwhile is reported lost, together, in the first feedback after the
+// restore, and the rate window spans the silence: neither is congestion,
+// so the estimate stays where it was instead of pausing video that the
+// link carries as well as before.
+func TestEstimatorOutage(t *testing.T) {
+	const size = 1200
+	e := newEstimator()
+	simulate(e, newLink(4e6, 0), 0, 10*time.Second, 1e6)
+	before := e.estimate
+	if before < 1e6 {
+		t.Fatalf("estimate before the outage = %.0f; want at least the 1 Mbit/s sent", before)
+	}
+	// Sent during the outage at the estimate, all lost; then 100 ms of
+	// packets that arrive, all reported in one feedback message.
+	var batch []packetResult
+	gap := time.Duration(float64(size*8) / before * float64(time.Second))
+	at := 10 * time.Second
+	for ; at < 16*time.Second; at += gap {
+		batch = append(batch, packetResult{sent: at, size: size})
+	}
+	for ; at < 16*time.Second+100*time.Millisecond; at += gap {
+		batch = append(batch, packetResult{sent: at, arrived: at + 20*time.Millisecond, size: size, received: true})
+	}
+	got := []float64{e.update(at+20*time.Millisecond, batch)}
+	got = append(got, simulate(e, newLink(4e6, 0), at, 3*time.Second, 1e6)...)
+	for i, est := range got {
+		if est < 0.8*before {
+			t.Fatalf("estimate %d00 ms after the outage = %.0f; want at least 80%% of the %.0f before it", i, est, before)
+		}
+	}
+	if e.outages != 1 {
+		t.Errorf("outages seen = %d; want 1", e.outages)
 	}
 }

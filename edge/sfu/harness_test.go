@@ -365,6 +365,29 @@ func (p *publisher) publications(t testing.TB) (video, audio *Publication) {
 	return video, audio
 }
 
+// feed writes a video packet, and an audio one when audio is set, every
+// period until the test ends.
+func (p *publisher) feed(t testing.TB, period time.Duration, audio bool) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = p.video.track.WriteRTP(nextPacket(p.video))
+				if audio {
+					_ = p.audio.track.WriteRTP(nextPacket(p.audio))
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
 // readPLIs reports every PLI the publisher's video sender receives.
 func (p *publisher) readPLIs(t testing.TB) <-chan time.Time {
 	t.Helper()

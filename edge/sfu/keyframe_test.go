@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // TestKeyframeThrottle drives the requester on a fake clock: requests are
@@ -73,4 +75,62 @@ func TestKeyframeStopCancelsHeld(t *testing.T) {
 			t.Fatalf("PLIs sent = %d; want 1 (the held one cancelled by stop)", sent)
 		}
 	})
+}
+
+// TestKeyframeAfterPublisherOutage: a publisher whose video stops for
+// longer than outageGap (its network was gone) and comes back gets a
+// keyframe request as its first packet after the silence arrives, with no
+// subscriber asking: the subscribers' decoders lost the frames meanwhile.
+func TestKeyframeAfterPublisherOutage(t *testing.T) {
+	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
+	pub := h.newPublisher(t)
+	plis := pub.readPLIs(t)
+	pub.publications(t)
+	pub.video.send(t, 50)
+	time.Sleep(outageGap + outageGap/4) // the outage: network time, not a wait for a state
+	back := time.Now()
+	pub.video.send(t, 1)
+	awaitPLISince(t, plis, back, "the video's return after a silence")
+}
+
+// awaitPLISince waits for a PLI at or after since, and fails the test
+// after waitFor without one.
+func awaitPLISince(t *testing.T, plis <-chan time.Time, since time.Time, what string) {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case at := <-plis:
+			if !at.Before(since) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no keyframe request within %s of %s", waitFor, what)
+		}
+	}
+}
+
+// TestKeyframeAfterSubscriberOutage: a subscriber's network is gone for
+// longer than outageGap (a relay between it and the server drops
+// everything) while the publisher keeps sending. When its feedback shows
+// the path back, the server asks the publisher for a keyframe, with no
+// request from the subscriber: its decoder lost the frames meanwhile.
+func TestKeyframeAfterSubscriberOutage(t *testing.T) {
+	h := newHarness(t, Config{PLIInterval: 10 * time.Millisecond})
+	pub := h.newPublisher(t)
+	plis := pub.readPLIs(t)
+	video, _ := pub.publications(t)
+	pub.feed(t, 10*time.Millisecond, false)
+
+	relay := newCapRelay(t, h.engine.UDPAddr())
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribeVia(t, relay, h.engine.UDPAddr().Port, video)
+	countPackets(awaitKinds(t, sub, 1)[webrtc.RTPCodecTypeVideo])
+	until(t, "the subscriber's feedback measuring an estimate", waitFor, func() bool { return sub.conn.Estimate() > 0 })
+
+	relay.cut.Store(true)
+	time.Sleep(outageGap + outageGap/2) // the outage: network time, not a wait for a state
+	back := time.Now()
+	relay.cut.Store(false)
+	awaitPLISince(t, plis, back, "the subscriber's path coming back after an outage")
 }

@@ -92,9 +92,14 @@ const (
 
 // track records a packet of layer l arriving at at and notices layers
 // stopping and resuming; on either, every subscription picks its layer
-// again. It allocates nothing unless a layer changes.
+// again. It allocates nothing unless a layer changes. A layer back after
+// an outage (the publisher's network was gone) gets a keyframe request at
+// once: its subscribers lost the frames meanwhile, and their decoders
+// would wait seconds before asking.
 func (p *Publication) track(l *layer, at time.Duration) {
-	l.lastAt.Store(int64(at))
+	if last := time.Duration(l.lastAt.Swap(int64(at))); last != 0 && at-last >= outageGap {
+		l.requestKeyframe()
+	}
 	l.others.Store(0)
 	changed := l.stopped.Load() && l.stopped.CompareAndSwap(true, false)
 	for i := range p.layers {

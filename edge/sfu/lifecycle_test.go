@@ -188,22 +188,7 @@ func TestSubscribeChurn(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
 	video, audio := pub.publications(t)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				_ = pub.video.track.WriteRTP(nextPacket(pub.video))
-				_ = pub.audio.track.WriteRTP(nextPacket(pub.audio))
-			}
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	pub.feed(t, 2*time.Millisecond, true)
 	for round := range 4 {
 		sub := h.newSubscriber(t, clientAPI(t, true))
 		subs := sub.subscribe(t, video, audio)

@@ -23,6 +23,7 @@ type capRelay struct {
 
 	rate     atomic.Int64 // bit/s; 0 uncapped
 	maxQueue time.Duration
+	cut      atomic.Bool // drop everything both ways: the client's network is gone
 
 	mu     sync.Mutex
 	client *net.UDPAddr // the client's address, from its first datagram
@@ -85,7 +86,9 @@ func (r *capRelay) up() {
 		r.mu.Lock()
 		r.client = from
 		r.mu.Unlock()
-		_, _ = r.back.WriteToUDP(buf[:n], r.to)
+		if !r.cut.Load() {
+			_, _ = r.back.WriteToUDP(buf[:n], r.to)
+		}
 	}
 }
 
@@ -97,6 +100,9 @@ func (r *capRelay) down() {
 		n, _, err := r.back.ReadFromUDP(buf)
 		if err != nil {
 			return
+		}
+		if r.cut.Load() {
+			continue
 		}
 		now := time.Now()
 		r.mu.Lock()

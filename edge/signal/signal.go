@@ -195,7 +195,8 @@ type Message struct {
 	Resume        string `json:"resume,omitempty"`
 	ResumeGraceMS int64  `json:"resume_grace_ms,omitempty"`
 
-	// offer, answer, candidate, ice_restart
+	// offer, answer, candidate, ice_restart; error: the connection whose
+	// offer or answer a candidate_limit refused
 	Target    string                   `json:"target,omitempty"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`

@@ -2,14 +2,11 @@ package load
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/signal"
@@ -25,39 +22,6 @@ import (
 
 // flapTimeout bounds one flap, from the reset until media flows again.
 const flapTimeout = 15 * time.Second
-
-// sigConns keeps the participant's latest signaling TCP connection, so a
-// flap can reset it.
-type sigConns struct {
-	mu   sync.Mutex
-	last *net.TCPConn
-}
-
-// dialer is a WebSocket dialer that records the connections it opens.
-func (s *sigConns) dialer() *websocket.Dialer {
-	return &websocket.Dialer{HandshakeTimeout: 10 * time.Second,
-		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				s.mu.Lock()
-				s.last = tc
-				s.mu.Unlock()
-			}
-			return c, err
-		}}
-}
-
-// reset resets the latest connection: the peer gets an RST.
-func (s *sigConns) reset() error {
-	s.mu.Lock()
-	c := s.last
-	s.mu.Unlock()
-	if c == nil {
-		return errors.New("flap: no signaling connection")
-	}
-	_ = c.SetLinger(0)
-	return c.Close()
-}
 
 // flapResult counts the flaps of a run and how long media took to come
 // back after each.
@@ -118,7 +82,7 @@ func (p *participant) flap(ctx context.Context, m *mediaRun) error {
 	c := p.current()
 	resumes := c.Resumes()
 	p.flapAt.Store(m.clk.now())
-	if err := p.sig.reset(); err != nil {
+	if err := p.sig.Reset(); err != nil {
 		return err
 	}
 	if err := poll(ctx, func() bool { return c.Resumes() > resumes }); err != nil {

@@ -8,11 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/signal"
+	"github.com/media-service/media-service/internal/netlab"
 )
 
 // participant is one synthetic participant against the server: its
@@ -29,8 +31,8 @@ type participant struct {
 	senders  []*sender
 	dialAt   int64 // clock time the join began (the WebSocket dial)
 	token    string
-	sig      sigConns     // its signaling connections, which a flap resets
-	flapAt   atomic.Int64 // clock time of the last flap's reset
+	sig      netlab.Resettable // its signaling connections, which a flap resets
+	flapAt   atomic.Int64      // clock time of the last flap's reset
 
 	wg       sync.WaitGroup // track readers
 	follows  sync.WaitGroup // moves under way
@@ -106,7 +108,7 @@ func (p *participant) options(r *serverTarget, m *mediaRun, gen int) client.Opti
 			}
 		},
 		Log:    r.clientLog.With("identity", p.identity),
-		Dialer: p.sig.dialer(),
+		Dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: p.sig.DialContext},
 	}
 }
 
