@@ -353,6 +353,8 @@ type trackStats struct {
 	last       uint16
 	gaps       int // packets whose sequence number did not follow the last
 	corrupt    int // packets whose payload was not what was sent
+	padding    int // padding-only packets: the server's bandwidth probes
+	sent       int // the publisher's number in the last payload
 	first      time.Time
 	lastAt     time.Time // when the last packet arrived
 	ended      bool
@@ -407,16 +409,30 @@ func (r *receiver) read(rt *client.RemoteTrack) {
 
 // record counts one packet; the caller holds r.mu.
 func (r *receiver) record(st *trackStats, pkt *rtp.Packet) {
-	if st.packets == 0 {
+	if st.packets+st.padding == 0 {
 		st.first = time.Now()
 	} else if pkt.SequenceNumber != st.last+1 {
 		st.gaps++
 	}
-	if !bytes.Equal(pkt.Payload, payloadFor(st.kind, pkt.SequenceNumber)) {
+	st.last = pkt.SequenceNumber
+	if pkt.Padding && len(pkt.Payload) == 0 {
+		// A probe of the subscriber's bandwidth takes sequence numbers
+		// of the stream: no gap, and no media.
+		st.padding++
+		return
+	}
+	// The payload names the publisher's sequence number: it must be the
+	// next one sent, intact, whatever the server's rewriting did to the
+	// header's.
+	sent := -1
+	if _, err := fmt.Sscanf(string(pkt.Payload), st.kind+"#%05d#", &sent); err != nil ||
+		(st.packets > 0 && uint16(sent) != uint16(st.sent+1)) ||
+		!bytes.Equal(pkt.Payload, payloadFor(st.kind, uint16(sent))) {
 		st.corrupt++
 	}
+	st.sent = sent
 	st.packets++
-	st.last, st.lastAt = pkt.SequenceNumber, time.Now()
+	st.lastAt = time.Now()
 }
 
 // stats returns a copy of the stats of the track of that publisher and
