@@ -67,6 +67,8 @@ func TestCappedSubscriber(t *testing.T) {
 		if w[0].audio < w[1].audio*8/10 {
 			audioGaps++
 		}
+		t.Logf("capped: %4.0f kbit/s, loss %.1f%%, %d audio (uncapped %d), layer %d",
+			w[0].kbps(time.Second), w[0].loss()*100, w[0].audio, w[1].audio, capped.layer(pub))
 		if got := free.layer(pub); got != 2 {
 			t.Errorf("uncapped subscriber on layer %d while the other is capped; want 2", got)
 		}
@@ -89,12 +91,19 @@ func TestCappedSubscriber(t *testing.T) {
 	if err := l.h.Uncap(); err != nil {
 		t.Fatal(err)
 	}
+	lifted := time.Now()
 	back := until(t, "the capped subscriber back on the top layer", 25*time.Second, func() bool { return capped.layer(pub) == 2 })
 	t.Logf("top layer %s after the cap was lifted (required: 15 s, with a margin)", back.Round(time.Millisecond))
 	// A last look at a steady, uncapped link for the change rate.
 	time.Sleep(5 * time.Second)
 	changes := capped.changesSince(pub, settled)
-	t.Logf("capped subscriber's layer changes after convergence: %d", len(changes))
+	t.Logf("capped subscriber's layer changes after convergence: %d (cap lifted at %s)", len(changes), lifted.Format("15:04:05.000"))
+	for _, c := range capped.changeLog(pub) {
+		t.Logf("  %s to layer %d", c.at.Format("15:04:05.000"), c.layer)
+	}
+	for _, s := range capped.stateLog() {
+		t.Logf("  subscription_state %q %q", s.Reason, s.Quality)
+	}
 	checkChangeRate(t, "capped subscriber", changes)
 	if got := free.changesSince(pub, settled.Add(-converged)); len(got) != 0 {
 		t.Errorf("uncapped subscriber's layer changed %d times while the other was capped; want never", len(got))

@@ -218,6 +218,9 @@ type flow struct {
 	last         [4]int64
 	layer        int // of the last video packet; -1 before any
 	changes      []time.Time
+	layers       []int  // the layer each change went to
+	newest       uint16 // the newest video RTP sequence number, once haveSeq
+	haveSeq      bool
 }
 
 // newViewer joins identity as a subscriber that measures every track.
@@ -249,11 +252,14 @@ func (v *viewer) read(rt *client.RemoteTrack) {
 		if pkt.Unmarshal(buf[:n]) != nil {
 			continue
 		}
-		v.count(rt.ParticipantID, n, pkt.Payload)
+		v.count(rt.ParticipantID, n, &pkt, rt.Track.Kind() == webrtc.RTPCodecTypeVideo)
 	}
 }
 
-func (v *viewer) count(from string, n int, payload []byte) {
+// count takes one packet of n bytes from publisher from into its flow.
+// A video packet older than the newest one (a retransmission) counts
+// for bytes and loss, not as a layer change.
+func (v *viewer) count(from string, n int, pkt *rtp.Packet, video bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	f := v.by[from]
@@ -262,6 +268,14 @@ func (v *viewer) count(from string, n int, payload []byte) {
 		v.by[from] = f
 	}
 	f.bytes += int64(n)
+	old := false
+	if video {
+		old = f.haveSeq && int16(pkt.SequenceNumber-f.newest) < 0
+		if !old {
+			f.newest, f.haveSeq = pkt.SequenceNumber, true
+		}
+	}
+	payload := pkt.Payload
 	if len(payload) < trailerSize {
 		return // padding: a probe
 	}
@@ -272,12 +286,12 @@ func (v *viewer) count(from string, n int, payload []byte) {
 	case l == audioLayer:
 		i = 3
 		f.audio++
-	case l < 3 && l != f.layer:
+	case l < 3 && l != f.layer && !old:
 		// A layer (re)starts: its numbering runs on from where the
 		// publisher is now, not from where this viewer left it.
 		f.video++
 		f.layer, f.last[l] = l, seq
-		f.changes = append(f.changes, time.Now())
+		f.changes, f.layers = append(f.changes, time.Now()), append(f.layers, l)
 		return
 	case l < 3:
 		f.video++
@@ -364,6 +378,25 @@ func (v *viewer) changesSince(from string, at time.Time) []time.Time {
 			if c.After(at) {
 				out = append(out, c)
 			}
+		}
+	}
+	return out
+}
+
+// layerChange is a change of a received video layer.
+type layerChange struct {
+	at    time.Time
+	layer int
+}
+
+// changeLog lists publisher from's video layer changes.
+func (v *viewer) changeLog(from string) []layerChange {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []layerChange
+	if f := v.by[from]; f != nil {
+		for i, at := range f.changes {
+			out = append(out, layerChange{at, f.layers[i]})
 		}
 	}
 	return out
