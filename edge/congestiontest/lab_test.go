@@ -358,6 +358,18 @@ func (v *viewer) of(from string) tally {
 	return tally{}
 }
 
+// flows is each publisher's tally and current video layer, by
+// participant id.
+func (v *viewer) flows() (map[string]tally, map[string]int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	tallies, layers := map[string]tally{}, map[string]int{}
+	for from, f := range v.by {
+		tallies[from], layers[from] = tally{}.add(f), f.layer
+	}
+	return tallies, layers
+}
+
 // layer is the layer of the last video packet from publisher from, or -1.
 func (v *viewer) layer(from string) int {
 	v.mu.Lock()
