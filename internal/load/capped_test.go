@@ -2,6 +2,8 @@ package load
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,8 +42,9 @@ func TestCappedSmoke(t *testing.T) {
 	if c.CapKbps != 400 || c.CapSeconds != 10 || c.Overshoot <= 0 || c.ConvergenceSeconds == 0 || c.BackToTopSeconds == 0 {
 		t.Errorf("capped = %+v; want the cap, a receive rate, a convergence and a return measured (or -1)", *c)
 	}
-	if (c.ConvergenceSeconds < 0 || c.BackToTopSeconds < 0) == rep.OK {
-		t.Errorf("report OK = %v with capped %+v; want a failed run exactly when the receiver never converged or never came back", rep.OK, *c)
+	failed := slices.ContainsFunc(rep.Failures, func(f string) bool { return strings.HasPrefix(f, "capped:") })
+	if never := c.ConvergenceSeconds < 0 || c.BackToTopSeconds < 0; failed != never {
+		t.Errorf("failures %q with capped %+v; want a capped failure exactly when the receiver never converged or never came back", rep.Failures, *c)
 	}
 	if j := rep.Joins; j == nil || j.Joined != 4 {
 		t.Errorf("joins = %+v; want 4 joined", j)
