@@ -89,6 +89,10 @@ const audioLayer = 9
 // server does not rewrite.
 const trailerSize = 5
 
+// pauseGap is the silence after which a video packet is a paused
+// track's resumption, whose numbering jumps, not a loss.
+const pauseGap = 500 * time.Millisecond
+
 // maxPacket bounds a video packet's payload, as a packetizer would.
 const maxPacket = 1000
 
@@ -221,6 +225,7 @@ type flow struct {
 	layers       []int  // the layer each change went to
 	newest       uint16 // the newest video RTP sequence number, once haveSeq
 	haveSeq      bool
+	videoAt      time.Time // when the newest video packet arrived
 }
 
 // newViewer joins identity as a subscriber that measures every track.
@@ -282,6 +287,11 @@ func (v *viewer) count(from string, n int, pkt *rtp.Packet, video bool) {
 	tr := payload[len(payload)-trailerSize:]
 	l, seq := int(tr[0]), int64(binary.BigEndian.Uint32(tr[1:]))
 	i := l
+	now := time.Now()
+	resumed := l < 3 && now.Sub(f.videoAt) > pauseGap
+	if l < 3 && !old {
+		f.videoAt = now
+	}
 	switch {
 	case l == audioLayer:
 		i = 3
@@ -291,7 +301,11 @@ func (v *viewer) count(from string, n int, pkt *rtp.Packet, video bool) {
 		// publisher is now, not from where this viewer left it.
 		f.video++
 		f.layer, f.last[l] = l, seq
-		f.changes, f.layers = append(f.changes, time.Now()), append(f.layers, l)
+		f.changes, f.layers = append(f.changes, now), append(f.layers, l)
+		return
+	case l < 3 && resumed && !old:
+		f.video++
+		f.last[l] = seq // the server resumes a paused track: no loss
 		return
 	case l < 3:
 		f.video++

@@ -92,8 +92,8 @@ func runCapped(ctx context.Context, cfg Config, rep *Report, pr *progress) error
 	return finishServer(t, rep, measureCapped(ctx, cfg, t, h, rep, pr))
 }
 
-// measureCapped joins everyone, then measures the server's window while
-// the capped receiver's cap comes and goes.
+// measureCapped joins everyone, caps the capped receiver for a while and
+// lifts the cap again, then measures the server's window.
 func measureCapped(ctx context.Context, cfg Config, t *serverTarget, h *netlab.Host, rep *Report, pr *progress) error {
 	api, err := newLoadAPIWith(false, cfg.NACK, true, t.clientDiag)
 	if err != nil {
@@ -143,18 +143,16 @@ func measureCapped(ctx context.Context, cfg Config, t *serverTarget, h *netlab.H
 	if !w.waitLayer(ctx, len(simLayers)-1, cfg.JoinTimeout) {
 		return fmt.Errorf("capped: the capped receiver did not reach the top layer within %s", cfg.JoinTimeout)
 	}
-	pr.printf("server: %d participants joined; capping one at %d kbit/s for %s while measuring %s", jr.joined.Load(), cfg.Cap, cfg.CapFor, cfg.Timing.Window)
-	var capRep cappedReport
-	var capErr error
-	var wg sync.WaitGroup
-	wg.Go(func() { capRep, capErr = w.run(ctx, cfg, h) })
-	res, loaded, err := serverWindow(ctx, cfg.Timing, t, m, pr)
-	wg.Wait()
+	pr.printf("server: %d participants joined; capping one at %d kbit/s for %s, then measuring %s", jr.joined.Load(), cfg.Cap, cfg.CapFor, cfg.Timing.Window)
+	// The cap comes and goes before the window: the window's end stops
+	// the senders.
+	capRep, err := w.run(ctx, cfg, h, pr)
 	if err != nil {
 		return err
 	}
-	if capErr != nil {
-		return capErr
+	res, loaded, err := serverWindow(ctx, cfg.Timing, t, m, pr)
+	if err != nil {
+		return err
 	}
 	res.cpuKnown = haveMetrics
 	rep.Server = newPhaseReport(res)
@@ -214,7 +212,12 @@ type cappedWatch struct {
 	newest  uint16
 	haveSeq bool
 	changes []time.Time
+	videoAt time.Time // when the newest video packet arrived
 }
+
+// pauseGap is the silence after which a video packet is a paused
+// track's resumption, whose numbering jumps, not a loss.
+const pauseGap = 500 * time.Millisecond
 
 func newCappedWatch(pub *simPublisher, mic *sender) *cappedWatch {
 	w := &cappedWatch{layerOf: map[uint32]int{mic.src.id: -1}, last: map[uint32]uint32{}, layer: -1}
@@ -289,12 +292,19 @@ func (w *cappedWatch) count(n int, pkt *rtp.Packet, video bool) {
 	}
 	w.media++
 	prev, seen := w.last[st.stream]
+	now := time.Now()
+	resumed := l >= 0 && now.Sub(w.videoAt) > pauseGap
+	if l >= 0 && !old {
+		w.videoAt = now
+	}
 	switch {
 	case l >= 0 && l != w.layer && !old:
 		// A layer (re)starts: its numbering runs on from where the
 		// publisher is now.
 		w.layer, w.last[st.stream] = l, st.seq
-		w.changes = append(w.changes, time.Now())
+		w.changes = append(w.changes, now)
+	case resumed && !old:
+		w.last[st.stream] = st.seq // the server resumes a paused track
 	case !seen:
 		w.last[st.stream] = st.seq
 	case st.seq > prev:
@@ -328,9 +338,9 @@ func (w *cappedWatch) waitLayer(ctx context.Context, layer int, limit time.Durat
 	return false
 }
 
-// run caps h's downlink for cfg.CapFor, measuring each second, lifts it
-// and waits for the top layer.
-func (w *cappedWatch) run(ctx context.Context, cfg Config, h *netlab.Host) (cappedReport, error) {
+// run caps h's downlink for cfg.CapFor, measuring each second (a
+// progress line each), lifts it and waits for the top layer.
+func (w *cappedWatch) run(ctx context.Context, cfg Config, h *netlab.Host, pr *progress) (cappedReport, error) {
 	r := cappedReport{CapKbps: cfg.Cap, CapSeconds: cfg.CapFor.Seconds(), ConvergenceSeconds: -1, BackToTopSeconds: -1}
 	if err := h.Cap(cfg.Cap, 0, 0); err != nil {
 		return r, err
@@ -347,6 +357,7 @@ func (w *cappedWatch) run(ctx context.Context, cfg Config, h *netlab.Host) (capp
 		now, layer := w.tally()
 		d := cappedTally{now.bytes - prev.bytes, now.media - prev.media, now.lost - prev.lost}
 		prev = now
+		pr.printf("capped %4.1fs  %5.0f kbit/s  layer %d  lost %d of %d", time.Since(capped).Seconds(), float64(d.bytes)*8/1000, layer, d.lost, d.media+d.lost)
 		r.Overshoot = max(r.Overshoot, float64(d.bytes)*8/1000/float64(cfg.Cap))
 		switch {
 		case !convergedAt.IsZero():
