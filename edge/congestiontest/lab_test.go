@@ -217,7 +217,7 @@ type viewer struct {
 // flow is one publisher's media at a viewer, cumulative.
 type flow struct {
 	bytes        int64
-	audio, video int64 // media packets received
+	audio, video int64 // media packets received (video: retransmissions left out)
 	lost         int64 // gaps in the source numbering, less late arrivals
 	last         [4]int64
 	layer        int // of the last video packet; -1 before any
@@ -307,8 +307,11 @@ func (v *viewer) count(from string, n int, pkt *rtp.Packet, video bool) {
 		f.video++
 		f.last[l] = seq // the server resumes a paused track: no loss
 		return
-	case l < 3:
+	case l < 3 && !old:
 		f.video++
+	case l < 3:
+		// A retransmission: not new video (a paused track's NACKed
+		// packets still come), but it may fill a gap.
 	default:
 		return
 	}

@@ -3,6 +3,10 @@ package congestiontest
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,7 +29,8 @@ var meetingCamera = [3]int{150, 400, 1000}
 // (On a host loaded enough to delay the uncapped participants' own
 // packets, the server rightly reads that as congestion too: hence the
 // comparison with the same participants before the cap, not with an
-// ideal.)
+// ideal; and on a host whose load average is above 2 per CPU the layer
+// comparison is logged, not judged.)
 func TestMeetingOneCappedParticipant(t *testing.T) {
 	skipSlow(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -75,10 +80,13 @@ func TestMeetingOneCappedParticipant(t *testing.T) {
 			t.Errorf("capped participant received no video from %s; want every camera at some layer", from)
 		}
 	}
+	load, busy := hostBusy()
 	for i := 1; i < len(people); i++ {
 		b, d := before[i], during[i]
 		t.Logf("p%d: before the cap %d cameras on top, loss %.2f%%; with it %d, loss %.2f%%", i, b.top(), b.sum.loss()*100, d.top(), d.sum.loss()*100)
-		if d.top() < b.top() {
+		if d.top() < b.top() && busy {
+			t.Logf("p%d: fewer cameras on top, on a host with load average %.1f on %d CPUs: not judged (the server rightly reads its own host's delays as congestion)", i, load, runtime.NumCPU())
+		} else if d.top() < b.top() {
 			t.Errorf("p%d receives %d cameras on the top layer while p0 is capped, %d before; want no fewer (layers %v)", i, d.top(), b.top(), d.layers)
 		}
 		if d.sum.loss() > b.sum.loss()+0.01 {
@@ -127,6 +135,23 @@ func measureMeeting(people []*viewer) []meetingStats {
 		out[i] = m
 	}
 	return out
+}
+
+// hostBusy reports the host's 1-minute load average and whether it is
+// above 2 per CPU: then the test's own clients and the other work on the
+// host delay packets enough for the server to read congestion on
+// uncapped links too, and their layers say nothing of the cap.
+func hostBusy() (float64, bool) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, false
+	}
+	load, err := strconv.ParseFloat(f[0], 64)
+	return load, err == nil && load > 2*float64(runtime.NumCPU())
 }
 
 // allOn reports whether layers has n publishers, every one on layer.
