@@ -365,16 +365,6 @@ func (t tally) add(f *flow) tally {
 	return t.plus(tally{f.bytes, f.audio, f.video, f.lost})
 }
 
-// of is one publisher's flow's tally.
-func (v *viewer) of(from string) tally {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if f := v.by[from]; f != nil {
-		return tally{}.add(f)
-	}
-	return tally{}
-}
-
 // flows is each publisher's tally and current video layer, by
 // participant id.
 func (v *viewer) flows() (map[string]tally, map[string]int) {
