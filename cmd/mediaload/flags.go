@@ -33,7 +33,7 @@ type targetFlags struct {
 func parseFlags(name string, args []string, stderr io.Writer) (commandLine, error) {
 	about, ok := load.Describe(name)
 	if !ok {
-		return commandLine{}, usageError{fmt.Sprintf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast or dynacast)", name)}
+		return commandLine{}, usageError{fmt.Sprintf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast, dynacast or capped)", name)}
 	}
 	cl := commandLine{cfg: load.DefaultConfig()}
 	cl.cfg.Scenario = name
@@ -91,6 +91,8 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.StringVar(&cl.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (to check it is not the bottleneck)")
 	fs.BoolVar(&c.NACK, "nack", c.NACK, "participants ask for retransmission of lost video packets (NACK), as browsers do")
 	fs.BoolVar(&c.Relay, "relay", c.Relay, "participants that only subscribe connect relay-only, through the instance's own TURN relay")
+	fs.IntVar(&c.Cap, "cap", c.Cap, "capped: the capped receiver's downlink in kbit/s")
+	fs.DurationVar(&c.CapFor, "cap-for", c.CapFor, "capped: how long the receiver stays capped before the cap is lifted")
 	fs.BoolVar(&c.Dynacast, "dynacast", c.Dynacast, "simulcast, dynacast: the publisher stops the layers the server says nobody needs, as browsers do; false sends all three anyway")
 }
 

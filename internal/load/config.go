@@ -11,7 +11,8 @@ import (
 // Config is one run. Its zero value is not useful: start from
 // DefaultConfig, whose values are the ones documented on each field.
 type Config struct {
-	// Scenario is fanout, meeting, churn, floor, simulcast or dynacast
+	// Scenario is fanout, meeting, churn, floor, simulcast, dynacast or
+	// capped
 	// (see Describe).
 	Scenario string
 
@@ -85,6 +86,14 @@ type Config struct {
 	// says nobody needs, as browsers do (true); false sends all three
 	// whatever the server says, to measure what dynacast saves.
 	Dynacast bool
+	// Cap is the capped receiver's downlink in kbit/s (400), CapFor how
+	// long it stays capped before it is lifted (20 s): capped scenario.
+	Cap    int
+	CapFor time.Duration
+
+	// spawnEnv is added to a spawned instance's environment (the capped
+	// scenario's listeners on its namespace's link).
+	spawnEnv []string
 }
 
 // Placements of participants over several URLs.
@@ -115,6 +124,8 @@ func DefaultConfig() Config {
 		MaxLoss:         1,
 		NACK:            true,
 		Dynacast:        true,
+		Cap:             400,
+		CapFor:          20 * time.Second,
 	}
 }
 
@@ -125,6 +136,7 @@ var scenarios = map[string]string{
 	"churn":     "-parallel participants at a time join, exchange media, flap their network -flaps times (resume and ICE restart), stay -hold, and leave, -cycles times",
 	"floor":     "only the bare UDP relay floor, with the fanout or meeting shape; no server",
 	"simulcast": "one publisher of three simulcast video layers (150, 500, 1700 kbit/s) to -subscribers receivers, a third asking for each layer",
+	"capped":    "the simulcast publisher with audio to -subscribers receivers of the top layer and one more in a network namespace whose downlink is capped at -cap kbit/s for -cap-for, then lifted (root, -spawn)",
 	"dynacast":  "one publisher of three simulcast video layers to -subscribers receivers that all ask for the low one; -dynacast=false: the publisher sends every layer anyway",
 }
 
@@ -137,7 +149,7 @@ func Describe(scenario string) (text string, ok bool) {
 // Validate checks every field; its errors name the flag that sets it.
 func (c *Config) Validate() error {
 	if _, ok := scenarios[c.Scenario]; !ok {
-		return fmt.Errorf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast or dynacast)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast, dynacast or capped)", c.Scenario)
 	}
 	if err := c.Media.validate(); err != nil {
 		return err
@@ -167,6 +179,9 @@ func (c *Config) validateTarget() error {
 	if err := c.validateFleet(); err != nil {
 		return err
 	}
+	if err := c.validateCap(); err != nil {
+		return err
+	}
 	if c.Placement != PlaceRoundRobin && c.Placement != PlaceRandom {
 		return fmt.Errorf("-placement must be %s or %s, got %q", PlaceRoundRobin, PlaceRandom, c.Placement)
 	}
@@ -175,6 +190,21 @@ func (c *Config) validateTarget() error {
 	}
 	if needsFloor := c.Scenario == "floor" || (c.Floor && c.Scenario != "churn"); needsFloor && c.RelayExe == "" {
 		return errors.New("the floor needs the mediaload binary to start its relay (RelayExe)")
+	}
+	return nil
+}
+
+// validateCap checks the capped scenario's flags.
+func (c *Config) validateCap() error {
+	switch {
+	case c.Scenario != "capped":
+		return nil
+	case c.Spawn == "" || c.SpawnFleet > 0:
+		return errors.New("capped needs -spawn (one instance, listening on the namespace's link)")
+	case c.Cap <= 0:
+		return fmt.Errorf("-cap must be positive, got %d", c.Cap)
+	case c.CapFor < 5*time.Second:
+		return fmt.Errorf("-cap-for must be at least 5s (convergence and a measurement), got %s", c.CapFor)
 	}
 	return nil
 }

@@ -35,6 +35,8 @@ func Run(ctx context.Context, cfg Config, progressOut io.Writer) (*Report, error
 		err = runChurn(ctx, cfg, rep, pr)
 	case "simulcast", "dynacast":
 		err = runSimulcast(ctx, cfg, rep, pr)
+	case "capped":
+		err = runCapped(ctx, cfg, rep, pr)
 	default:
 		err = runForwarding(ctx, cfg, rep, pr)
 	}

@@ -34,6 +34,7 @@ type Report struct {
 	Drain      *drainReport     `json:"drain,omitempty"`     // with -drain-after
 	Churn      *churnReport     `json:"churn,omitempty"`
 	Simulcast  *simulcastReport `json:"simulcast,omitempty"` // simulcast and dynacast
+	Capped     *cappedReport    `json:"capped,omitempty"`
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
 	ClientDiagnostics int64            `json:"client_diagnostics"`      // lines the participants' clients logged (failed answers, candidates)
@@ -231,6 +232,7 @@ func (r *Report) table(w io.Writer) {
 	r.drainTable(w)
 	r.forwardingTable(w)
 	r.simulcastTable(w)
+	r.cappedTable(w)
 	r.resourceTable(w)
 	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
 	fmt.Fprintf(w, "client diagnostics\t%d (the first ones are on stderr)\n", r.ClientDiagnostics)

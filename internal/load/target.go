@@ -64,6 +64,7 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 		if cfg.Relay {
 			env = append(env, spawnRelayEnv...)
 		}
+		env = append(env, cfg.spawnEnv...)
 		s, err := spawn(ctx, cfg.Spawn, env, cfg.ChildStderr)
 		if err != nil {
 			return nil, err

@@ -32,6 +32,13 @@ func newLoadAPI(loopback, nack bool, pionLog io.Writer) (*webrtc.API, error) {
 // newLoadAPIWith is newLoadAPI, able to publish simulcast (the mid and
 // rid header extensions registered) when simulcast is set.
 func newLoadAPIWith(loopback, nack, simulcast bool, pionLog io.Writer) (*webrtc.API, error) {
+	return newLoadAPIIn(loopback, nack, simulcast, pionLog, nil)
+}
+
+// newLoadAPIIn is newLoadAPIWith whose settings configure changes last
+// (a netlab namespace's sockets, for the capped scenario); nil changes
+// nothing.
+func newLoadAPIIn(loopback, nack, simulcast bool, pionLog io.Writer, configure func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("load api: codecs: %w", err)
@@ -64,6 +71,9 @@ func newLoadAPIWith(loopback, nack, simulcast bool, pionLog io.Writer) (*webrtc.
 	se.SetIncludeLoopbackCandidate(true)
 	if loopback {
 		client.LoopbackOnly(&se)
+	}
+	if configure != nil {
+		configure(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
