@@ -27,13 +27,24 @@ func TestMuteStopsForwarding(t *testing.T) {
 	if audio.SetMuted(true) {
 		t.Errorf("SetMuted(true) on a muted track = true; want false (no change)")
 	}
+	received := h.counter(t, "media_rtp_received_packets", "audio")
 	mutedFirst := pub.audio.send(t, 50)
+	// Unmute only once the server has read every muted packet: sent is
+	// not yet received.
+	deadline := time.Now().Add(waitFor)
+	for h.counter(t, "media_rtp_received_packets", "audio") < received+50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server read %d of the 50 muted packets within %s",
+				h.counter(t, "media_rtp_received_packets", "audio")-received, waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	audio.SetMuted(false)
 	afterFirst := pub.audio.send(t, 20)
 
 	// Everything received up to the unmuted packets: none of the muted.
 	seen := map[uint32]uint16{}
-	deadline := time.After(waitFor)
+	timeout := time.After(waitFor)
 	for len(seen) < 20 {
 		select {
 		case pkt := <-r.pkts:
@@ -44,7 +55,7 @@ func TestMuteStopsForwarding(t *testing.T) {
 			if i >= afterFirst {
 				seen[i] = pkt.SequenceNumber
 			}
-		case <-deadline:
+		case <-timeout:
 			t.Fatalf("after unmute %d of 20 packets arrived", len(seen))
 		}
 	}
