@@ -260,6 +260,42 @@ func TestICERestartAfterUDPCut(t *testing.T) {
 	}
 }
 
+// TestBriefDisconnectNeedsNoRestart: a participant's UDP path drops for
+// a moment, long enough for its connections to go disconnected (as a
+// loaded machine's do), and comes back at once. The client gives them
+// time to recover by themselves instead of restarting ICE: no restart,
+// and media flows again.
+func TestBriefDisconnectNeedsNoRestart(t *testing.T) {
+	ts := startServer(t, withGrace(15*time.Second))
+	bh := newBlackholeNet(t)
+	api, err := client.NewAPI(func(se *webrtc.SettingEngine) {
+		client.LoopbackOnly(se)
+		se.SetNet(bh)
+		se.SetICETimeouts(500*time.Millisecond, 10*time.Second, 100*time.Millisecond)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := ts.watched(t, "r", "alice", client.Options{API: api})
+	bob, _ := ts.watched(t, "r", "bob", client.Options{API: ts.api})
+	atBob := receive(t, bob)
+	publish(t, alice)
+	mediaFrom(t, atBob, alice.ID(), "video")
+
+	bh.cut.Store(true)
+	waitFor(t, 10*time.Second, "alice's publisher down", func() bool {
+		return alice.Publisher().ICEConnectionState() != webrtc.ICEConnectionStateConnected
+	})
+	restored := time.Now()
+	bh.cut.Store(false)
+	mediaBackAfter(t, atBob, alice.ID(), "video", restored, 10*time.Second)
+	for _, target := range []string{signal.TargetPublisher, signal.TargetSubscriber} {
+		if n := ts.counter(t, "media_ice_restarts", "target", target); n != 0 {
+			t.Errorf("media_ice_restarts_total{target=%s} = %d; want 0 after a moment's disconnection", target, n)
+		}
+	}
+}
+
 // TestCloseFrameEndsSession: a client that closes its WebSocket with a
 // close frame meant to go: its session ends at once, not after the grace,
 // and the others see it leave.
