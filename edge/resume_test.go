@@ -206,6 +206,23 @@ func (c *blackholeConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// blackholeAPI returns a client API whose UDP path bh can cut, with the
+// ICE timeouts given (disconnected after disconnected without a packet,
+// failed 10 s later, keepalives every keepalive).
+func blackholeAPI(t *testing.T, disconnected, keepalive time.Duration) (*blackholeNet, *webrtc.API) {
+	t.Helper()
+	bh := newBlackholeNet(t)
+	api, err := client.NewAPI(func(se *webrtc.SettingEngine) {
+		client.LoopbackOnly(se)
+		se.SetNet(bh)
+		se.SetICETimeouts(disconnected, 10*time.Second, keepalive)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bh, api
+}
+
 // TestICERestartAfterUDPCut: a participant's UDP path is cut for 6 s and
 // restored. Its client restarts ICE on both connections on its own; it
 // stays the same participant, the other sees no leave, and media flows
@@ -213,15 +230,7 @@ func (c *blackholeConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // assertion allows a loaded machine a margin).
 func TestICERestartAfterUDPCut(t *testing.T) {
 	ts := startServer(t, withGrace(15*time.Second))
-	bh := newBlackholeNet(t)
-	api, err := client.NewAPI(func(se *webrtc.SettingEngine) {
-		client.LoopbackOnly(se)
-		se.SetNet(bh)
-		se.SetICETimeouts(time.Second, 10*time.Second, 200*time.Millisecond)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bh, api := blackholeAPI(t, time.Second, 200*time.Millisecond)
 	alice, _ := ts.watched(t, "r", "alice", client.Options{API: api})
 	bob, bobLog := ts.watched(t, "r", "bob", client.Options{API: ts.api})
 	atBob, atAlice := receive(t, bob), receive(t, alice)
@@ -267,15 +276,7 @@ func TestICERestartAfterUDPCut(t *testing.T) {
 // and media flows again.
 func TestBriefDisconnectNeedsNoRestart(t *testing.T) {
 	ts := startServer(t, withGrace(15*time.Second))
-	bh := newBlackholeNet(t)
-	api, err := client.NewAPI(func(se *webrtc.SettingEngine) {
-		client.LoopbackOnly(se)
-		se.SetNet(bh)
-		se.SetICETimeouts(500*time.Millisecond, 10*time.Second, 100*time.Millisecond)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bh, api := blackholeAPI(t, 500*time.Millisecond, 100*time.Millisecond)
 	alice, _ := ts.watched(t, "r", "alice", client.Options{API: api})
 	bob, _ := ts.watched(t, "r", "bob", client.Options{API: ts.api})
 	atBob := receive(t, bob)
