@@ -53,8 +53,7 @@ func (s *Session) noteRestart(offer *sdp.SessionDescription) {
 	if cur == nil {
 		return
 	}
-	parsed, err := cur.Unmarshal()
-	if err != nil || signal.ICEUfrag(parsed) == signal.ICEUfrag(offer) {
+	if signal.DescriptionUfrag(cur) == signal.ICEUfrag(offer) {
 		return
 	}
 	s.newCandidateGeneration(signal.TargetPublisher)

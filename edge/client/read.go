@@ -135,7 +135,7 @@ func (c *Client) noteSubscriberRestart(prev *webrtc.SessionDescription) {
 	if prev == nil || c.sub.SignalingState() != webrtc.SignalingStateStable {
 		return
 	}
-	if descriptionUfrag(prev) == descriptionUfrag(c.sub.RemoteDescription()) {
+	if signal.DescriptionUfrag(prev) == signal.DescriptionUfrag(c.sub.RemoteDescription()) {
 		return
 	}
 	select {
@@ -176,18 +176,7 @@ func aheadOf(d *webrtc.SessionDescription, cand webrtc.ICECandidateInit) bool {
 	if ufrag == "" {
 		return false
 	}
-	return descriptionUfrag(d) != ufrag
-}
-
-// descriptionUfrag is the ICE username fragment of d, one of Pion's own
-// descriptions: it parses a copy, since Unmarshal caches its result in
-// the description, which Pion reads on its own goroutines.
-func descriptionUfrag(d *webrtc.SessionDescription) string {
-	parsed, err := (&webrtc.SessionDescription{Type: d.Type, SDP: d.SDP}).Unmarshal()
-	if err != nil {
-		return ""
-	}
-	return signal.ICEUfrag(parsed)
+	return signal.DescriptionUfrag(d) != ufrag
 }
 
 // candidateUfrag is the ICE username fragment cand belongs to: its

@@ -79,3 +79,15 @@ func ICEUfrag(d *sdp.SessionDescription) string {
 	}
 	return ""
 }
+
+// DescriptionUfrag is the ICE username fragment of d, which may be one of
+// Pion's own descriptions (a PeerConnection's RemoteDescription): it
+// parses a copy, since Unmarshal caches its result in the description,
+// which Pion reads on its own goroutines.
+func DescriptionUfrag(d *webrtc.SessionDescription) string {
+	parsed, err := (&webrtc.SessionDescription{Type: d.Type, SDP: d.SDP}).Unmarshal()
+	if err != nil {
+		return ""
+	}
+	return ICEUfrag(parsed)
+}
