@@ -70,7 +70,7 @@ func (s *Session) newCandidateGeneration(target string) {
 func (s *Session) setRemoteUfrag(target string, d *sdp.SessionDescription) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.remoteUfrag[target] = iceUfrag(d)
+	s.remoteUfrag[target] = signal.ICEUfrag(d)
 }
 
 // aheadOfDescription reports whether c belongs to an ICE generation the

@@ -54,24 +54,10 @@ func (s *Session) noteRestart(offer *sdp.SessionDescription) {
 	s.mu.Lock()
 	cur := s.remoteUfrag[signal.TargetPublisher]
 	s.mu.Unlock()
-	if cur == "" || cur == iceUfrag(offer) {
+	if cur == "" || cur == signal.ICEUfrag(offer) {
 		return
 	}
 	s.newCandidateGeneration(signal.TargetPublisher)
 	s.deps.metrics.iceRestart(signal.TargetPublisher)
 	s.log.Info("ice_restart", "target", signal.TargetPublisher)
-}
-
-// iceUfrag is a description's ICE username fragment: session-level, or
-// its first media section's (a bundled description has one).
-func iceUfrag(d *sdp.SessionDescription) string {
-	if v, ok := d.Attribute("ice-ufrag"); ok {
-		return v
-	}
-	for _, m := range d.MediaDescriptions {
-		if v, ok := m.Attribute("ice-ufrag"); ok {
-			return v
-		}
-	}
-	return ""
 }

@@ -145,6 +145,8 @@ type Client struct {
 	resumeMu         sync.Mutex         // guards resume
 	resume           resumeGrant        // from joined, then from each resumed
 	restarting       [2]atomic.Bool     // an ICE restart loop runs, publisher and subscriber
+	iceFailed        [2]chan struct{}   // a connection failed: its restart loop stops waiting
+	subRestarted     chan struct{}      // a subscriber offer restarting ICE was answered
 	resumes          atomic.Int64
 	simulcastTracks
 }
@@ -212,6 +214,8 @@ func newClient(opts Options) (*Client, error) {
 		pending:         make(map[string][]webrtc.ICECandidateInit),
 		simulcastTracks: simulcastTracks{simulcast: make(map[string]*SimulcastTrack)},
 		answers:         make(chan *signal.Message, 1),
+		iceFailed:       [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
+		subRestarted:    make(chan struct{}, 1),
 		events:          make(chan *signal.Message, opts.EventBuffer),
 		tracks:          make(chan *RemoteTrack, defaultTrackBuffer),
 		done:            make(chan struct{}),

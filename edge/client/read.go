@@ -3,7 +3,9 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/signal"
@@ -113,9 +115,11 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	if m.Target != signal.TargetSubscriber {
 		return fmt.Errorf("client: offer for %q", m.Target)
 	}
+	prev := c.sub.RemoteDescription()
 	if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
 		return fmt.Errorf("client: subscriber offer: %w", err)
 	}
+	defer c.noteSubscriberRestart(prev)
 	c.flushCandidates(signal.TargetSubscriber, c.sub)
 	answer, err := c.sub.CreateAnswer(nil)
 	if err != nil {
@@ -133,8 +137,28 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	return nil
 }
 
+// noteSubscriberRestart tells a waiting restartSubscriber that the
+// subscriber offer just answered restarted ICE: its ufrag is not prev's.
+func (c *Client) noteSubscriberRestart(prev *webrtc.SessionDescription) {
+	if prev == nil || c.sub.SignalingState() != webrtc.SignalingStateStable {
+		return
+	}
+	if signal.DescriptionUfrag(prev) == signal.DescriptionUfrag(c.sub.RemoteDescription()) {
+		return
+	}
+	select {
+	case c.subRestarted <- struct{}{}:
+	default:
+	}
+}
+
 // handleCandidate adds a server candidate, or holds it until the
-// connection has the server's description.
+// connection has the server's description of the candidate's ICE
+// generation. After a publisher ICE restart the server's answer is applied
+// on the negotiating goroutine while this reader goes on to the server's
+// new candidates, which follow the answer: added to the connection before
+// the answer, Pion would drop them (their ufrag is not the old
+// description's), and the restarted agent would have nothing to check.
 func (c *Client) handleCandidate(m *signal.Message) error {
 	if m.Candidate == nil || m.Candidate.Candidate == "" {
 		return nil
@@ -145,11 +169,36 @@ func (c *Client) handleCandidate(m *signal.Message) error {
 	}
 	c.remoteCandidates.Lock()
 	defer c.remoteCandidates.Unlock()
-	if pc.RemoteDescription() == nil {
+	if d := pc.RemoteDescription(); d == nil || aheadOf(d, *m.Candidate) {
 		c.pending[m.Target] = append(c.pending[m.Target], *m.Candidate)
 		return nil
 	}
 	return pc.AddICECandidate(*m.Candidate)
+}
+
+// aheadOf reports whether cand names an ICE generation (its ufrag) other
+// than d's: one whose description has not been applied yet. A candidate
+// without a ufrag, or one that does not parse, is not held: Pion judges it.
+func aheadOf(d *webrtc.SessionDescription, cand webrtc.ICECandidateInit) bool {
+	ufrag := candidateUfrag(cand)
+	if ufrag == "" {
+		return false
+	}
+	return signal.DescriptionUfrag(d) != ufrag
+}
+
+// candidateUfrag is the ICE username fragment cand belongs to: its
+// usernameFragment, or the ufrag extension of its line (Pion's form).
+func candidateUfrag(cand webrtc.ICECandidateInit) string {
+	if cand.UsernameFragment != nil && *cand.UsernameFragment != "" {
+		return *cand.UsernameFragment
+	}
+	parsed, err := ice.UnmarshalCandidate(strings.TrimPrefix(cand.Candidate, "candidate:"))
+	if err != nil {
+		return ""
+	}
+	ext, _ := parsed.GetExtension("ufrag")
+	return ext.Value
 }
 
 func (c *Client) peer(target string) *webrtc.PeerConnection {

@@ -3,6 +3,7 @@ package signal
 import (
 	"sync"
 
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -62,4 +63,31 @@ func (t *Trickle) Open() {
 		t.send(c)
 	}
 	t.queued = nil
+}
+
+// ICEUfrag is a description's ICE username fragment, which names its ICE
+// generation: session level, or its first media section's (a bundled
+// description has one).
+func ICEUfrag(d *sdp.SessionDescription) string {
+	if v, ok := d.Attribute("ice-ufrag"); ok {
+		return v
+	}
+	for _, m := range d.MediaDescriptions {
+		if v, ok := m.Attribute("ice-ufrag"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// DescriptionUfrag is the ICE username fragment of d, which may be one of
+// Pion's own descriptions (a PeerConnection's RemoteDescription): it
+// parses a copy, since Unmarshal caches its result in the description,
+// which Pion reads on its own goroutines.
+func DescriptionUfrag(d *webrtc.SessionDescription) string {
+	parsed, err := (&webrtc.SessionDescription{Type: d.Type, SDP: d.SDP}).Unmarshal()
+	if err != nil {
+		return ""
+	}
+	return ICEUfrag(parsed)
 }
