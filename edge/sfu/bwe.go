@@ -104,10 +104,12 @@ type estimator struct {
 	// offset included): the least over each of the last two halves of
 	// minDelayWindow, the current half started at minFrom, and the
 	// queuing delay above that least of the newest group and the one
-	// before.
+	// before. bunched: the newest group arrived within half its send
+	// spacing of the one before.
 	minDelay             [2]time.Duration
 	minFrom              time.Duration
 	queuing, prevQueuing time.Duration
+	bunched              bool
 
 	// Received rate over rateWindow, by arrival time.
 	acked     float64 // bit/s
@@ -244,12 +246,13 @@ func (e *estimator) observeDelay(owd, at time.Duration) {
 }
 
 // standingQueue reports whether the delay says a bottleneck queues: the
-// newest group waited at least queueFloor and no less than the one
-// before. A queue fed faster than it drains only grows; the backlog of
-// a stalled receiver, stamped all at once when it wakes, shrinks by the
-// send spacing from one group to the next.
+// newest group waited at least queueFloor, and either no less than the
+// one before or not bunched with it. A queue fed faster than it drains
+// grows, and a full one delivers spaced by what each packet takes on
+// the wire; the backlog of a stalled receiver, stamped all at once when
+// it wakes, shrinks by the send spacing from one group to the next.
 func (e *estimator) standingQueue() bool {
-	return e.queuing >= queueFloor && e.queuing >= e.prevQueuing
+	return e.queuing >= queueFloor && (e.queuing >= e.prevQueuing || !e.bunched)
 }
 
 // addDelta adds one inter-group delay variation to the trend and
@@ -257,6 +260,7 @@ func (e *estimator) standingQueue() bool {
 func (e *estimator) addDelta(sendDelta, arriveDelta, arrived time.Duration) {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	d := ms(arriveDelta) - ms(sendDelta)
+	e.bunched = 2*arriveDelta < sendDelta
 	if e.deltas == 0 {
 		e.firstArrival = arrived
 	}
