@@ -16,6 +16,8 @@ type link struct {
 	loss     float64
 	free     time.Duration // when the bottleneck is next idle
 	rng      *rand.Rand
+	// stall, when set, maps an arrival to when the receiver stamps it.
+	stall func(arrived time.Duration) time.Duration
 }
 
 // carry returns a packet's fate sent at at.
@@ -27,6 +29,9 @@ func (l *link) carry(at time.Duration, size int) packetResult {
 	}
 	l.free = start + time.Duration(float64(size*8)/l.capacity*float64(time.Second))
 	r.arrived, r.received = l.free+l.delay, true
+	if l.stall != nil {
+		r.arrived = l.stall(r.arrived)
+	}
 	return r
 }
 

@@ -25,6 +25,12 @@ type sentPacket struct {
 	seq   uint16        // transport-wide sequence number: tells a stale slot
 	probe bool          // padding sent to probe the link
 	valid bool
+	// missed: a feedback reported it not received; acked: received.
+	// Pion's recorder reports a packet that arrives after one already
+	// reported in its next feedback, with those after it again: packets
+	// stamped on different goroutines leave out of order when the host
+	// is busy. Each packet counts once, and a late one is not lost.
+	missed, acked bool
 }
 
 // twccSender stamps a subscriber connection's packets with its
@@ -88,6 +94,7 @@ type packetResult struct {
 	size     int
 	received bool
 	probe    bool
+	late     bool // reported lost by an earlier feedback
 }
 
 // results turns one feedback message into the fate of every packet it
@@ -113,8 +120,9 @@ func (t *twccSender) results(fb *rtcp.TransportLayerCC, out []packetResult) []pa
 				arrived += time.Duration(deltas[0].Delta) * time.Microsecond
 				deltas = deltas[1:]
 			}
-			if p := t.sent[seq%twccHistory]; p.valid && p.seq == seq {
-				out = append(out, packetResult{sent: p.at, arrived: arrived, size: int(p.size), received: received, probe: p.probe})
+			if p := &t.sent[seq%twccHistory]; p.valid && p.seq == seq && !p.acked {
+				out = append(out, packetResult{sent: p.at, arrived: arrived, size: int(p.size), received: received, probe: p.probe, late: received && p.missed})
+				p.missed, p.acked = !received, received
 			}
 			seq++
 		}
