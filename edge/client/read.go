@@ -113,24 +113,38 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	if m.Target != signal.TargetSubscriber {
 		return fmt.Errorf("client: offer for %q", m.Target)
 	}
-	if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
-		return fmt.Errorf("client: subscriber offer: %w", err)
-	}
-	c.flushCandidates(signal.TargetSubscriber, c.sub)
-	answer, err := c.sub.CreateAnswer(nil)
+	answer, err := c.answerSubscriber(m.SDP)
 	if err != nil {
-		return fmt.Errorf("client: subscriber answer: %w", err)
-	}
-	c.subICE.Hold() // an ICE restart's new candidates follow the answer
-	if err := c.sub.SetLocalDescription(answer); err != nil {
-		c.subICE.Open()
-		return fmt.Errorf("client: subscriber answer: %w", err)
+		return err
 	}
 	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {
 		return err
 	}
 	c.subICE.Open()
 	return nil
+}
+
+// answerSubscriber applies a subscriber offer and sets and returns the
+// answer, in one step against Close (see peerGuard). The subscriber's
+// candidates are held from then on: an ICE restart's new ones must follow
+// the answer, which the caller sends before it opens them.
+func (c *Client) answerSubscriber(sdp string) (answer webrtc.SessionDescription, err error) {
+	err = c.peers.do(func() error {
+		if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+			return fmt.Errorf("client: subscriber offer: %w", err)
+		}
+		c.flushCandidates(signal.TargetSubscriber, c.sub)
+		if answer, err = c.sub.CreateAnswer(nil); err != nil {
+			return fmt.Errorf("client: subscriber answer: %w", err)
+		}
+		c.subICE.Hold()
+		if err := c.sub.SetLocalDescription(answer); err != nil {
+			c.subICE.Open()
+			return fmt.Errorf("client: subscriber answer: %w", err)
+		}
+		return nil
+	})
+	return answer, err
 }
 
 // handleCandidate adds a server candidate, or holds it until the
@@ -143,13 +157,15 @@ func (c *Client) handleCandidate(m *signal.Message) error {
 	if pc == nil {
 		return fmt.Errorf("client: candidate for %q", m.Target)
 	}
-	c.remoteCandidates.Lock()
-	defer c.remoteCandidates.Unlock()
-	if pc.RemoteDescription() == nil {
-		c.pending[m.Target] = append(c.pending[m.Target], *m.Candidate)
-		return nil
-	}
-	return pc.AddICECandidate(*m.Candidate)
+	return c.peers.do(func() error {
+		c.remoteCandidates.Lock()
+		defer c.remoteCandidates.Unlock()
+		if pc.RemoteDescription() == nil {
+			c.pending[m.Target] = append(c.pending[m.Target], *m.Candidate)
+			return nil
+		}
+		return pc.AddICECandidate(*m.Candidate)
+	})
 }
 
 func (c *Client) peer(target string) *webrtc.PeerConnection {
