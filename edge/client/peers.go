@@ -176,13 +176,21 @@ func (c *Client) Publish(ctx context.Context, tracks ...webrtc.TrackLocal) ([]*w
 	defer c.negotiateMu.Unlock()
 	senders := make([]*webrtc.RTPSender, 0, len(tracks))
 	for _, t := range tracks {
-		tr, err := c.pub.AddTransceiverFromTrack(t, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		// In one step against Close: a sender added after it would never
+		// stop, nor its drainRTCP, and Close would wait for that forever.
+		err := c.peers.do(func() error {
+			tr, err := c.pub.AddTransceiverFromTrack(t, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+			if err != nil {
+				return err
+			}
+			senders = append(senders, tr.Sender())
+			c.wg.Add(1)
+			go c.drainRTCP(tr.Sender())
+			return nil
+		})
 		if err != nil {
 			return senders, fmt.Errorf("client: publish %s: %w", t.ID(), err)
 		}
-		senders = append(senders, tr.Sender())
-		c.wg.Add(1)
-		go c.drainRTCP(tr.Sender())
 	}
 	return senders, c.negotiate(ctx)
 }
