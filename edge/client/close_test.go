@@ -26,7 +26,11 @@ func TestCloseDuringNegotiationLeaksNoAgent(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	before := goleak.IgnoreCurrent()
+	// The server's own goroutines may start after startEdge returns; they
+	// end with it, at cleanup.
+	before := []goleak.Option{goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("net/http.(*Server).Serve"),
+		goleak.IgnoreAnyFunction("github.com/media-service/media-service/edge.(*rooms).speakersLoop")}
 	for i := range 30 {
 		c, err := client.Dial(ctx, url, token(t, "r", "guest"), client.Options{API: api})
 		if err != nil {
@@ -41,7 +45,7 @@ func TestCloseDuringNegotiationLeaksNoAgent(t *testing.T) {
 		wg.Go(func() { _ = c.Close() })
 		wg.Wait()
 	}
-	if err := goleak.Find(before); err != nil {
+	if err := goleak.Find(before...); err != nil {
 		t.Errorf("goroutines left after closing mid-negotiation: %v", err)
 	}
 }
