@@ -122,6 +122,7 @@ type Client struct {
 	writeMu sync.Mutex // serializes WebSocket writes (gorilla allows one writer)
 
 	pub, sub         *webrtc.PeerConnection
+	peers            peerGuard // orders negotiation steps against closePeers
 	pubICE, subICE   *signal.Trickle
 	remoteCandidates sync.Mutex // guards pending
 	pending          map[string][]webrtc.ICECandidateInit
@@ -465,14 +466,18 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// closePeers closes both PeerConnections once no negotiation step runs;
+// later steps do nothing (see peerGuard).
 func (c *Client) closePeers() {
-	for _, pc := range []*webrtc.PeerConnection{c.pub, c.sub} {
-		if pc != nil {
-			if err := pc.Close(); err != nil {
-				c.log.Debug("peer_close_failed", "err", err)
+	c.peers.close(func() {
+		for _, pc := range []*webrtc.PeerConnection{c.pub, c.sub} {
+			if pc != nil {
+				if err := pc.Close(); err != nil {
+					c.log.Debug("peer_close_failed", "err", err)
+				}
 			}
 		}
-	}
+	})
 }
 
 // AwaitMedia waits until a track published by participantID arrives and

@@ -176,13 +176,21 @@ func (c *Client) Publish(ctx context.Context, tracks ...webrtc.TrackLocal) ([]*w
 	defer c.negotiateMu.Unlock()
 	senders := make([]*webrtc.RTPSender, 0, len(tracks))
 	for _, t := range tracks {
-		tr, err := c.pub.AddTransceiverFromTrack(t, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		// In one step against Close: a sender added after it would never
+		// stop, nor its drainRTCP, and Close would wait for that forever.
+		err := c.peers.do(func() error {
+			tr, err := c.pub.AddTransceiverFromTrack(t, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+			if err != nil {
+				return err
+			}
+			senders = append(senders, tr.Sender())
+			c.wg.Add(1)
+			go c.drainRTCP(tr.Sender())
+			return nil
+		})
 		if err != nil {
 			return senders, fmt.Errorf("client: publish %s: %w", t.ID(), err)
 		}
-		senders = append(senders, tr.Sender())
-		c.wg.Add(1)
-		go c.drainRTCP(tr.Sender())
 	}
 	return senders, c.negotiate(ctx)
 }
@@ -220,11 +228,15 @@ func (c *Client) negotiateWith(ctx context.Context, opts *webrtc.OfferOptions) e
 	if opts != nil && opts.ICERestart {
 		c.pubICE.Hold() // the new generation's candidates follow the offer
 	}
-	offer, err := c.pub.CreateOffer(opts)
+	var offer webrtc.SessionDescription
+	err := c.peers.do(func() error {
+		var err error
+		if offer, err = c.pub.CreateOffer(opts); err != nil {
+			return err
+		}
+		return c.pub.SetLocalDescription(offer)
+	})
 	if err != nil {
-		return fmt.Errorf("client: publisher offer: %w", err)
-	}
-	if err := c.pub.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("client: publisher offer: %w", err)
 	}
 	select { // drop a late reply to an earlier, abandoned negotiation
@@ -247,14 +259,18 @@ func (c *Client) negotiateWith(ctx context.Context, opts *webrtc.OfferOptions) e
 
 func (c *Client) applyAnswer(m *signal.Message) error {
 	if m.Type == signal.TypeError {
-		_ = c.pub.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
+		_ = c.peers.do(func() error {
+			return c.pub.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
+		})
 		return &signal.Error{Code: m.Code, Message: m.Message}
 	}
-	if err := c.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
-		return fmt.Errorf("client: publisher answer: %w", err)
-	}
-	c.flushCandidates(signal.TargetPublisher, c.pub)
-	return nil
+	return c.peers.do(func() error {
+		if err := c.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
+			return fmt.Errorf("client: publisher answer: %w", err)
+		}
+		c.flushCandidates(signal.TargetPublisher, c.pub)
+		return nil
+	})
 }
 
 // NewAudioTrack returns an Opus track to publish; the caller writes RTP

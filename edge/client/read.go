@@ -116,19 +116,10 @@ func (c *Client) handleOffer(m *signal.Message) error {
 		return fmt.Errorf("client: offer for %q", m.Target)
 	}
 	prev := c.sub.RemoteDescription()
-	if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
-		return fmt.Errorf("client: subscriber offer: %w", err)
-	}
+	answer, err := c.answerSubscriber(m.SDP)
 	defer c.noteSubscriberRestart(prev)
-	c.flushCandidates(signal.TargetSubscriber, c.sub)
-	answer, err := c.sub.CreateAnswer(nil)
 	if err != nil {
-		return fmt.Errorf("client: subscriber answer: %w", err)
-	}
-	c.subICE.Hold() // an ICE restart's new candidates follow the answer
-	if err := c.sub.SetLocalDescription(answer); err != nil {
-		c.subICE.Open()
-		return fmt.Errorf("client: subscriber answer: %w", err)
+		return err
 	}
 	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {
 		return err
@@ -152,6 +143,29 @@ func (c *Client) noteSubscriberRestart(prev *webrtc.SessionDescription) {
 	}
 }
 
+// answerSubscriber applies a subscriber offer and sets and returns the
+// answer, in one step against Close (see peerGuard). The subscriber's
+// candidates are held from then on: an ICE restart's new ones must follow
+// the answer, which the caller sends before it opens them.
+func (c *Client) answerSubscriber(sdp string) (answer webrtc.SessionDescription, err error) {
+	err = c.peers.do(func() error {
+		if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+			return fmt.Errorf("client: subscriber offer: %w", err)
+		}
+		c.flushCandidates(signal.TargetSubscriber, c.sub)
+		if answer, err = c.sub.CreateAnswer(nil); err != nil {
+			return fmt.Errorf("client: subscriber answer: %w", err)
+		}
+		c.subICE.Hold()
+		if err := c.sub.SetLocalDescription(answer); err != nil {
+			c.subICE.Open()
+			return fmt.Errorf("client: subscriber answer: %w", err)
+		}
+		return nil
+	})
+	return answer, err
+}
+
 // handleCandidate adds a server candidate, or holds it until the
 // connection has the server's description of the candidate's ICE
 // generation. After a publisher ICE restart the server's answer is applied
@@ -167,13 +181,15 @@ func (c *Client) handleCandidate(m *signal.Message) error {
 	if pc == nil {
 		return fmt.Errorf("client: candidate for %q", m.Target)
 	}
-	c.remoteCandidates.Lock()
-	defer c.remoteCandidates.Unlock()
-	if d := pc.RemoteDescription(); d == nil || aheadOf(d, *m.Candidate) {
-		c.pending[m.Target] = append(c.pending[m.Target], *m.Candidate)
-		return nil
-	}
-	return pc.AddICECandidate(*m.Candidate)
+	return c.peers.do(func() error {
+		c.remoteCandidates.Lock()
+		defer c.remoteCandidates.Unlock()
+		if d := pc.RemoteDescription(); d == nil || aheadOf(d, *m.Candidate) {
+			c.pending[m.Target] = append(c.pending[m.Target], *m.Candidate)
+			return nil
+		}
+		return pc.AddICECandidate(*m.Candidate)
+	})
 }
 
 // aheadOf reports whether cand names an ICE generation (its ufrag) other
