@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -100,7 +101,9 @@ func waitCounter(t *testing.T, h *harness, name, kind string, want int64) {
 
 // dropOnce is a test participant's interceptor that loses the first copy
 // of one video packet after decryption, as if the network had dropped it:
-// the participant's own NACK generator then asks for it.
+// the participant's own NACK generator then asks for it. The packet is
+// the first media packet from the sequence number set on: a bandwidth
+// probe's padding may take that number.
 type dropOnce struct {
 	interceptor.NoOp
 	seq     atomic.Uint32 // sequence number to drop, + 1 (0 = none yet)
@@ -119,8 +122,16 @@ func (d *dropOnce) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.
 			if err != nil || n < 4 {
 				return n, attrs, err
 			}
-			seq := uint32(binary.BigEndian.Uint16(b[2:4])) + 1
-			if seq == d.seq.Load() && d.dropped.CompareAndSwap(false, true) {
+			target := d.seq.Load()
+			seq := binary.BigEndian.Uint16(b[2:4])
+			if target == 0 || d.dropped.Load() || int16(seq-uint16(target-1)) < 0 {
+				return n, attrs, nil
+			}
+			var p rtp.Packet
+			if p.Unmarshal(b[:n]) == nil && p.Padding && len(p.Payload) == 0 {
+				return n, attrs, nil // padding: the media packet is later
+			}
+			if d.dropped.CompareAndSwap(false, true) {
 				continue
 			}
 			return n, attrs, nil
