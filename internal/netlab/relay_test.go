@@ -77,8 +77,14 @@ func TestRelayForwardsAndRebinds(t *testing.T) {
 	}
 	rig.target.WriteToUDPAddrPort([]byte("back"), second)
 	recv(t, rig.client)
-	if s := rig.relay.Stats(); s.UpForwarded != 2 || s.DownForwarded != 2 {
-		t.Errorf("stats = %+v; want 2 forwarded each way", s)
+	// A forward is counted after its write returns, which may be after
+	// the packet was read at the other end: poll.
+	deadline := time.Now().Add(5 * time.Second)
+	for s := rig.relay.Stats(); s.UpForwarded != 2 || s.DownForwarded != 2; s = rig.relay.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats = %+v; want 2 forwarded each way", s)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
