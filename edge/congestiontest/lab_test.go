@@ -225,7 +225,9 @@ type flow struct {
 	layers       []int  // the layer each change went to
 	newest       uint16 // the newest video RTP sequence number, once haveSeq
 	haveSeq      bool
-	videoAt      time.Time // when the newest video packet arrived
+	videoAt      time.Time     // when the newest video packet arrived
+	audioAt      time.Time     // when the newest audio packet arrived
+	audioGap     time.Duration // the longest silence between audio packets since resetAudioGap
 }
 
 // newViewer joins identity as a subscriber that measures every track.
@@ -296,6 +298,10 @@ func (v *viewer) count(from string, n int, pkt *rtp.Packet, video bool) {
 	case l == audioLayer:
 		i = 3
 		f.audio++
+		if !f.audioAt.IsZero() {
+			f.audioGap = max(f.audioGap, now.Sub(f.audioAt))
+		}
+		f.audioAt = now
 	case l < 3 && l != f.layer && !old:
 		// A layer (re)starts: its numbering runs on from where the
 		// publisher is now, not from where this viewer left it.
@@ -324,6 +330,27 @@ func (v *viewer) count(from string, n int, pkt *rtp.Packet, video bool) {
 	case f.lost > 0:
 		f.lost-- // a retransmission of a packet counted lost
 	}
+}
+
+// resetAudioGap starts measuring the longest audio silence afresh.
+func (v *viewer) resetAudioGap() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, f := range v.by {
+		f.audioGap = 0
+	}
+}
+
+// audioGap is the longest silence between two audio packets of any one
+// publisher since resetAudioGap.
+func (v *viewer) audioGap() time.Duration {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var g time.Duration
+	for _, f := range v.by {
+		g = max(g, f.audioGap)
+	}
+	return g
 }
 
 // tally is a viewer's cumulative counts over all its publishers, or one.
