@@ -31,8 +31,8 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	h := netlab.NewHost(t, "cc")
-	env := append(append(cleanEnv(), servicetest.LoopbackEnv...), h.ServiceEnv()...)
-	svc := servicetest.Start(t, serviceBinary(t), append(env, "MEDIA_ICE_TCP_PORT=-1"))
+	env := append(append(servicetest.CleanEnv(), servicetest.LoopbackEnv...), h.ServiceEnv()...)
+	svc := servicetest.Start(t, servicetest.Binary(t), append(env, "MEDIA_ICE_TCP_PORT=-1"))
 	outside, err := client.NewSimulcastAPI(func(se *webrtc.SettingEngine) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IP(h.HostAddr.AsSlice())) })

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/servicetest"
 )
 
 // The browser suite: real Chromium tabs with fake cameras and microphones
@@ -178,7 +180,7 @@ func TestBrowserTokenInURLWithoutDevMode(t *testing.T) {
 func mintToken(t *testing.T, keys []string, room, identity string) string {
 	t.Helper()
 	cmd := exec.Command(serviceBinary(t), "token", "-room", room, "-identity", identity)
-	cmd.Env = append(cleanEnv(), keys...)
+	cmd.Env = append(servicetest.CleanEnv(), keys...)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("media-service token: %v", err)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,7 +39,7 @@ func newLab(ctx context.Context, t *testing.T, env []string, sub, pub client.Opt
 // startLab starts the service with env after the loopback defaults.
 func startLab(t *testing.T, env []string) *lab {
 	t.Helper()
-	return &lab{svc: servicetest.Start(t, serviceBinary(t), append(append(serviceEnv(), servicetest.LoopbackEnv...), env...))}
+	return &lab{svc: servicetest.Start(t, servicetest.Binary(t), append(append(servicetest.CleanEnv(), servicetest.LoopbackEnv...), env...))}
 }
 
 // connect joins the subscriber and the publisher and waits for media.
@@ -325,16 +323,4 @@ func freeUDPPort(t *testing.T, ip net.IP) string {
 	}
 	defer probe.Close()
 	return strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
-}
-
-// serviceEnv is the test's environment without anything that configures
-// the service, so a developer's shell cannot change what the tests run.
-func serviceEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MEDIA_") && !strings.HasPrefix(kv, "OTEL_") && !strings.HasPrefix(kv, "PORT=") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
