@@ -79,3 +79,12 @@ func (sc shortcut) public(ap netip.AddrPort, addr net.Addr) net.Addr {
 	}
 	return addr
 }
+
+// publicAddrPort returns the address a datagram from ap is presented as
+// coming from.
+func (sc shortcut) publicAddrPort(ap netip.AddrPort) netip.AddrPort {
+	if p, ok := sc.toPublic[ap]; ok {
+		return p
+	}
+	return ap
+}
