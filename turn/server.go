@@ -17,7 +17,11 @@
 //     the instance looping datagrams back; with Options.Handoff it goes
 //     there in memory, without a trip through the kernel (handoff.go).
 //   - The TURN/UDP listener is read with recvmmsg on Linux, and no read
-//     of a datagram allocates (recvbatch*.go, relay.go).
+//     of a datagram allocates (recvbatch*.go, relay.go). ChannelData on
+//     a channel Pion has bound for a UDP client is relayed by this package
+//     on the goroutine that has the datagram, without Pion's per-datagram
+//     path (channels.go); the listener's writes leave in sendmmsg batches,
+//     one per SFU fan-out for relayed subscribers (sendbatch.go).
 //   - Quotas on allocations per identity and per instance (quota.go), a
 //     per-source rate limit on unauthenticated UDP requests against
 //     amplification (ratelimit.go), and bounds on TCP connections
