@@ -231,37 +231,50 @@ func TestChannelRelayDoesNotAllocate(t *testing.T) {
 			t.Errorf("allocations per round trip through the SFU's socket in memory = %v; want 0", allocs)
 		}
 	})
-	t.Run("kernel", func(t *testing.T) {
-		peer, err := net.ListenUDP("udp4", loopback(0))
-		if err != nil {
-			t.Fatal(err)
+	// Through a relayed socket, to the peer's own address, and to the
+	// public address the shortcut maps to it (as behind a 1:1 NAT).
+	for _, public := range []string{"", "203.0.113.7"} {
+		name := "kernel"
+		if public != "" {
+			name = "kernel via the public address"
 		}
-		t.Cleanup(func() { peer.Close() })
-		r := runRelay(t, testConfig(), Options{Media: []net.Addr{peer.LocalAddr()}}, func(*Server) {})
-		buf := make([]byte, 1600)
-		var relayed netip.AddrPort
-		read := func() {
-			_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
-			var err error
-			if _, relayed, err = peer.ReadFromUDPAddrPort(buf); err != nil {
+		t.Run(name, func(t *testing.T) {
+			peer, err := net.ListenUDP("udp4", loopback(0))
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		poke := func(to netip.AddrPort) { _, _ = peer.WriteToUDPAddrPort([]byte("poke"), to) }
-		cc := bindChannel(t, r, peer.LocalAddr(), read, poke)
-		p := []byte("media")
-		allocs := testing.AllocsPerRun(200, func() {
-			cc.send(t, r, p)
-			read()
-			if _, err := peer.WriteToUDPAddrPort(p, relayed); err != nil {
-				t.Fatal(err)
+			t.Cleanup(func() { peer.Close() })
+			cfg, to := testConfig(), peer.LocalAddr()
+			if public != "" {
+				cfg.PublicIPs = []string{public}
+				to = &net.UDPAddr{IP: net.ParseIP(public), Port: peer.LocalAddr().(*net.UDPAddr).Port}
 			}
-			cc.receive(t, buf, p)
+			r := runRelay(t, cfg, Options{Media: []net.Addr{peer.LocalAddr()}}, func(*Server) {})
+			buf := make([]byte, 1600)
+			var relayed netip.AddrPort
+			read := func() {
+				_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var err error
+				if _, relayed, err = peer.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			poke := func(to netip.AddrPort) { _, _ = peer.WriteToUDPAddrPort([]byte("poke"), to) }
+			cc := bindChannel(t, r, to, read, poke)
+			p := []byte("media")
+			allocs := testing.AllocsPerRun(200, func() {
+				cc.send(t, r, p)
+				read()
+				if _, err := peer.WriteToUDPAddrPort(p, relayed); err != nil {
+					t.Fatal(err)
+				}
+				cc.receive(t, buf, p)
+			})
+			if allocs != 0 {
+				t.Errorf("allocations per round trip through a relayed socket = %v; want 0", allocs)
+			}
 		})
-		if allocs != 0 {
-			t.Errorf("allocations per round trip through a relayed socket = %v; want 0", allocs)
-		}
-	})
+	}
 }
 
 // TestChannelMirrorFollowsPion checks that the relay's copy of a
