@@ -56,11 +56,12 @@ func mediaPeer(sw *handoff.Switch, sc shortcut, relayIP netip.Addr) netip.AddrPo
 // clients see as relay. With a handoff, it is read through a handoff.Conn
 // so that the SFU's datagrams arrive in memory too.
 func (s *Server) newRelayConn(pc *net.UDPConn, transport string, relay netip.AddrPort) *relayConn {
-	rc := &relayConn{PacketConn: pc, s: s, transport: transport, bytes: s.metrics.bytes[transport]}
+	relay = netip.AddrPortFrom(relay.Addr().Unmap(), relay.Port())
+	rc := &relayConn{PacketConn: pc, s: s, transport: transport, relay: relay, bytes: s.metrics.bytes[transport]}
 	if s.handoff != nil {
 		hc := handoff.NewConn(pc, handoff.RelayQueue)
 		rc.PacketConn = hc
-		rc.handoff = &relayHandoff{conn: hc, sw: s.handoff, relay: relay, bytes: rc.bytes}
+		rc.handoff = &relayHandoff{conn: hc, sw: s.handoff, rc: rc, relay: relay, bytes: rc.bytes}
 	}
 	return rc
 }
@@ -69,10 +70,14 @@ func (s *Server) newRelayConn(pc *net.UDPConn, transport string, relay netip.Add
 // the SFU's media socket. The SFU sees the client's datagrams as coming
 // from the relayed address, as through the kernel; the client sees the
 // SFU's as coming from the media address it last sent to (the server's
-// mediaPeer before it sent any).
+// mediaPeer before it sent any). It is the route's handoff.Sender: the
+// SFU's datagrams on a bound channel go to the client from the SFU's
+// goroutine (channels.go); only the others take the relayed socket's
+// queue to Pion's reader.
 type relayHandoff struct {
 	conn  *handoff.Conn // the relayed socket
 	sw    *handoff.Switch
+	rc    *relayConn
 	relay netip.AddrPort // the allocation's relayed address
 	bytes *byteCounts
 
@@ -94,6 +99,27 @@ func (h *relayHandoff) send(b []byte, peer netip.AddrPort) int {
 	return len(b)
 }
 
+// Send relays p, the SFU's datagram, to the client as ChannelData when
+// the client has bound a channel to from, with the checks and counts of
+// relayConn.ReadFrom; it reports false, having done nothing, otherwise.
+func (h *relayHandoff) Send(p []byte, from netip.AddrPort) bool {
+	if len(p) > handoff.MaxPacket { // the queue drops it, as before
+		return false
+	}
+	ch, client, ok := h.rc.channelTo(from)
+	if !ok {
+		return false
+	}
+	if reason := h.rc.refusal(from, true); reason != "" {
+		h.rc.s.metrics.peerRefused(h.rc.transport, reason, stageRead)
+		return true
+	}
+	h.bytes.fromPeer.Add(int64(len(p)))
+	h.bytes.handedFrom.Add(1)
+	h.rc.s.ln.udp.out.writeChannelData(ch.number, p, client)
+	return true
+}
+
 // route makes the SFU's datagrams for the relayed address come back here
 // as from peer.
 func (h *relayHandoff) route(peer netip.AddrPort) {
@@ -103,7 +129,7 @@ func (h *relayHandoff) route(peer netip.AddrPort) {
 		return
 	}
 	h.peer, h.peerAddr = peer, net.UDPAddrFromAddrPort(peer)
-	h.sw.Attach(h.relay, handoff.Route{Conn: h.conn, Peer: peer})
+	h.sw.Attach(h.relay, handoff.Route{Conn: h.conn, Peer: peer, Sender: h})
 }
 
 // addr is from as a net.Addr, the cached one when it is the peer. Pion

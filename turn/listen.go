@@ -127,11 +127,14 @@ type udpListener struct {
 	doneOnce sync.Once
 }
 
-// ReadFrom returns the next datagram the rate limit admits.
+// ReadFrom returns the next datagram the rate limit admits and that is
+// not ChannelData on a channel it relays itself (channels.go). Pion reads
+// with a buffer of its largest datagram, and drops one that fills it: so
+// does ReadFrom.
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	var pause time.Duration
 	for {
-		n, addr, err := l.read(b)
+		n, ap, addr, err := l.read(b)
 		if err != nil {
 			if pause = l.s.pause(transportUDP, err, pause); pause > 0 {
 				continue
@@ -140,6 +143,9 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		pause = 0
+		if n < len(b) && l.relayChannelData(b[:n], ap, addr) {
+			continue
+		}
 		if l.admit(b[:n], addr) {
 			return n, addr, nil
 		}
@@ -147,16 +153,47 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// relayChannelData relays b, a client's datagram, to its peer when it is
+// ChannelData on a channel of the client's allocation, as Pion would
+// (a failed write is an allocation error for the source, as Pion reports
+// it), and reports whether it did.
+func (l *udpListener) relayChannelData(b []byte, from netip.AddrPort, addr net.Addr) bool {
+	number, data, ok := parseChannelData(b)
+	if !ok {
+		return false
+	}
+	c := l.s.channels.get(from)
+	if c == nil {
+		return false
+	}
+	cs := c.chans.Load()
+	if cs == nil {
+		return false
+	}
+	ch, ok := cs.byNumber(number)
+	if !ok {
+		return false
+	}
+	if _, err := c.WriteTo(data, ch.peerAddr); err != nil {
+		l.s.ledger.release(allocKey{transportUDP, addr.String()})
+	}
+	return true
+}
+
 // WriteTo sends a datagram to a client, batched with the concurrent ones.
 func (l *udpListener) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return l.out.WriteTo(b, addr)
 }
 
-func (l *udpListener) read(b []byte) (int, net.Addr, error) {
+// read returns the next datagram and its source, as a net.Addr (for
+// Pion) and unmapped.
+func (l *udpListener) read(b []byte) (int, netip.AddrPort, net.Addr, error) {
 	if l.batch != nil {
-		return l.batch.ReadFrom(b)
+		return l.batch.readFrom(b)
 	}
-	return l.PacketConn.ReadFrom(b)
+	n, addr, err := l.PacketConn.ReadFrom(b)
+	ap, _ := addrPort(addr)
+	return n, ap, addr, err
 }
 
 func (l *udpListener) admit(b []byte, addr net.Addr) bool {

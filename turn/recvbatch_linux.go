@@ -75,15 +75,22 @@ func newBatchReader(c net.PacketConn) *batchReader {
 // last is handed out; it fails as the socket's read does (closed, a
 // deadline).
 func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, _, addr, err := r.readFrom(b)
+	return n, addr, err
+}
+
+// readFrom is ReadFrom that also returns the source as an AddrPort.
+func (r *batchReader) readFrom(b []byte) (int, netip.AddrPort, net.Addr, error) {
 	if r.next == r.n {
 		if err := r.fill(); err != nil {
-			return 0, nil, err
+			return 0, netip.AddrPort{}, nil, err
 		}
 	}
 	i := r.next
 	r.next++
 	n := copy(b, r.bufs[i][:min(int(r.hdrs[i].n), recvBuffer)])
-	return n, r.addrs.get(sockaddrAddrPort(&r.names[i])), nil
+	ap := sockaddrAddrPort(&r.names[i])
+	return n, ap, r.addrs.get(ap), nil
 }
 
 // fill waits for the socket to be readable and takes what is queued.

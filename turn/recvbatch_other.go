@@ -2,7 +2,10 @@
 
 package turn
 
-import "net"
+import (
+	"net"
+	"net/netip"
+)
 
 // batchReader is Linux's recvmmsg reader; elsewhere the socket is read
 // one datagram at a time.
@@ -10,4 +13,6 @@ type batchReader struct{}
 
 func newBatchReader(net.PacketConn) *batchReader { return nil }
 
-func (*batchReader) ReadFrom([]byte) (int, net.Addr, error) { panic("turn: no batch reads here") }
+func (*batchReader) readFrom([]byte) (int, netip.AddrPort, net.Addr, error) {
+	panic("turn: no batch reads here")
+}

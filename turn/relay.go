@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // relayPortTries is how many random ports of the configured range an
@@ -91,8 +92,16 @@ type relayConn struct {
 	net.PacketConn
 	s         *Server
 	transport string
+	relay     netip.AddrPort // the relayed address clients see, unmapped
 	bytes     *byteCounts
 	handoff   *relayHandoff // nil without Options.Handoff
+
+	// chans are Pion's channels of this allocation, for a UDP client
+	// (channels.go); nil until the first is bound. chanMu serializes their
+	// changes with closing, after which chanClosed keeps them nil.
+	chanMu     sync.Mutex
+	chans      atomic.Pointer[channelSet]
+	chanClosed bool
 
 	lastFrom netip.AddrPort // the source of the last datagram from the kernel
 	lastAddr *net.UDPAddr   // lastFrom as a net.Addr; both owned by the read loop
@@ -116,7 +125,9 @@ func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
-// ReadFrom returns the next datagram from a permitted peer.
+// ReadFrom returns the next datagram from a permitted peer for Pion's
+// reader to relay to the client, and relays itself those on a channel
+// the client has bound to their source (channels.go).
 func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, ap, addr, handed, err := c.read(b)
@@ -130,10 +141,15 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		c.bytes.fromPeer.Add(int64(n))
 		if handed {
 			c.bytes.handedFrom.Add(1)
-			return n, addr, nil
+		} else {
+			c.bytes.kernelFrom.Add(1)
+			ap, addr = c.s.shortcut.publicAddrPort(ap), c.s.shortcut.public(ap, addr)
 		}
-		c.bytes.kernelFrom.Add(1)
-		return n, c.s.shortcut.public(ap, addr), nil
+		if ch, client, ok := c.channelTo(ap); ok {
+			c.s.ln.udp.out.writeChannelData(ch.number, b[:n], client)
+			continue
+		}
+		return n, addr, nil
 	}
 }
 
@@ -187,6 +203,7 @@ func (c *relayConn) refusal(ap netip.AddrPort, ok bool) string {
 func (c *relayConn) Close() error {
 	err := c.PacketConn.Close()
 	c.closeOnce.Do(func() {
+		c.closeChannels()
 		if c.handoff != nil {
 			c.handoff.detach()
 		}

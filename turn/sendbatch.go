@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -15,15 +16,22 @@ const sendBatch = 64
 // of Pion's largest relayed datagram fits.
 const sendSlot = 2048
 
+// errTooLarge is a datagram beyond what the listener sends.
+var errTooLarge = errors.New("turn: datagram too large")
+
 // batchWriter writes the TURN/UDP listener's datagrams for every
 // allocation's goroutine, combining the writes that arrive together into
 // one sendmmsg. A writer that finds no write under way sends its own
 // datagram at once and then sends, in batches, whatever the others queued
 // meanwhile; a writer that finds one under way queues a copy and returns.
 // So a lone datagram leaves as soon as it would with sendto, and a burst
-// (a fan-out's copies to relayed subscribers, all allocation goroutines
-// waking at once) leaves in a few system calls, with no goroutine of its
-// own and no allocation.
+// (all allocation goroutines waking at once) leaves in a few system
+// calls, with no goroutine of its own and no allocation.
+//
+// It is also the SFU's batch (handoff.Batch): between Hold and Release,
+// while the SFU fans a packet out, writes queue, and they leave together
+// at the Release (or as soon as a batch is full), as the SFU's copies to
+// direct subscribers do on its own socket.
 //
 // A queued datagram's send error is not reported to its writer, as a
 // datagram the kernel drops after sendto is not: TURN over UDP is best
@@ -33,9 +41,13 @@ type batchWriter struct {
 	batch *ipv4.PacketConn
 
 	mu      sync.Mutex // guards everything below
+	holds   int        // fan-outs under way: writes queue until a Release
 	sending bool       // a writer is sending; others queue
 	queue   *sendQueue // where writers queue
 	spare   *sendQueue // the one being sent, then the next queue
+	// own is where the sending writer builds its own ChannelData to send
+	// at once: only the writer that set sending uses it.
+	own [sendSlot]byte
 }
 
 // sendQueue is a batch of datagrams copied in, ready for WriteBatch.
@@ -48,6 +60,10 @@ type sendQueue struct {
 	iovs  [sendBatch][1][]byte
 }
 
+// rawData is the channel "number" of a datagram written as it is, not as
+// ChannelData (whose numbers are 0x4000 to 0x7FFF).
+const rawData = 0
+
 func newBatchWriter(c *net.UDPConn) *batchWriter {
 	return &batchWriter{conn: c, batch: ipv4.NewPacketConn(c), queue: &sendQueue{}, spare: &sendQueue{}}
 }
@@ -58,21 +74,82 @@ func (w *batchWriter) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if !ok {
 		return w.conn.WriteTo(p, addr)
 	}
-	ap := ua.AddrPort()
+	return w.write(rawData, p, ua.AddrPort())
+}
+
+// writeChannelData sends data to ap as a ChannelData message on channel
+// number, or queues it, as WriteTo does with a datagram.
+func (w *batchWriter) writeChannelData(number uint16, data []byte, ap netip.AddrPort) {
+	_, _ = w.write(number, data, ap) // best effort, as Pion's own relaying
+}
+
+// write sends p (as ChannelData on channel number, unless rawData) to ap
+// at once, or queues it behind the write or during the fan-out under way.
+func (w *batchWriter) write(number uint16, p []byte, ap netip.AddrPort) (int, error) {
 	w.mu.Lock()
-	if w.sending {
-		queued := w.queue.add(p, ap)
-		w.mu.Unlock()
-		if queued {
-			return len(p), nil
+	if w.sending || w.holds > 0 {
+		queued := w.queue.add(number, p, ap)
+		if w.sending || (queued && w.queue.n < sendBatch) {
+			w.mu.Unlock()
+			if queued {
+				return len(p), nil
+			}
+			return w.sendUnqueued(number, p, ap, nil) // full, or too large to queue
 		}
-		return w.conn.WriteToUDPAddrPort(p, ap) // full, or too large to queue
+		// A fan-out filled the queue: send it now, this datagram with it.
+		w.sending = true
+		w.mu.Unlock()
+		w.sendQueued()
+		if !queued {
+			return w.sendUnqueued(number, p, ap, &w.own)
+		}
+		return len(p), nil
 	}
 	w.sending = true
 	w.mu.Unlock()
-	n, err := w.conn.WriteToUDPAddrPort(p, ap)
+	n, err := w.sendUnqueued(number, p, ap, &w.own)
 	w.sendQueued()
 	return n, err
+}
+
+// sendUnqueued sends p to ap with one sendto, as ChannelData built in
+// scratch (own, for the sending writer; a buffer of its own otherwise,
+// when the queue is full behind another's send, which is rare).
+func (w *batchWriter) sendUnqueued(number uint16, p []byte, ap netip.AddrPort, scratch *[sendSlot]byte) (int, error) {
+	if number == rawData {
+		return w.conn.WriteToUDPAddrPort(p, ap)
+	}
+	if channelDataLen(len(p)) > sendSlot {
+		return 0, errTooLarge
+	}
+	if scratch == nil {
+		scratch = new([sendSlot]byte)
+	}
+	if _, err := w.conn.WriteToUDPAddrPort(scratch[:putChannelData(scratch[:], number, p)], ap); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Hold starts a fan-out: writes queue until its Release.
+func (w *batchWriter) Hold() {
+	w.mu.Lock()
+	w.holds++
+	w.mu.Unlock()
+}
+
+// Release ends a fan-out and sends what is queued, unless a writer
+// already is.
+func (w *batchWriter) Release() {
+	w.mu.Lock()
+	w.holds = max(w.holds-1, 0)
+	if w.sending || w.queue.n == 0 {
+		w.mu.Unlock()
+		return
+	}
+	w.sending = true
+	w.mu.Unlock()
+	w.sendQueued()
 }
 
 // sendQueued sends what was queued while this writer sent, until nothing
@@ -90,9 +167,14 @@ func (w *batchWriter) sendQueued() {
 	w.sending = false
 }
 
-// add copies p for addr into the queue, unless it is full or p too large.
-func (q *sendQueue) add(p []byte, ap netip.AddrPort) bool {
-	if q.n == sendBatch || len(p) > sendSlot {
+// add copies p for ap into the queue, as ChannelData on channel number
+// unless rawData, unless the queue is full or p too large.
+func (q *sendQueue) add(number uint16, p []byte, ap netip.AddrPort) bool {
+	size := len(p)
+	if number != rawData {
+		size = channelDataLen(len(p))
+	}
+	if q.n == sendBatch || size > sendSlot {
 		return false
 	}
 	i := q.n
@@ -102,7 +184,12 @@ func (q *sendQueue) add(p []byte, ap netip.AddrPort) bool {
 	if ip.Is4() {
 		q.addrs[i].IP = q.ips[i][12:]
 	}
-	q.iovs[i][0] = q.bufs[i][:copy(q.bufs[i][:], p)]
+	if number == rawData {
+		size = copy(q.bufs[i][:], p)
+	} else {
+		putChannelData(q.bufs[i][:], number, p)
+	}
+	q.iovs[i][0] = q.bufs[i][:size]
 	q.msgs[i].Buffers = q.iovs[i][:]
 	q.msgs[i].Addr = &q.addrs[i]
 	q.n++

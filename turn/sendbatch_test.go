@@ -86,3 +86,61 @@ func TestBatchWriterNoAllocation(t *testing.T) {
 		t.Errorf("allocations per two writes = %v; want 0", allocs)
 	}
 }
+
+// TestBatchWriterHold checks that writes during a fan-out (between Hold
+// and Release) wait for its Release, then all leave; that ChannelData is
+// framed on the way; and that a write after it leaves at once.
+func TestBatchWriterHold(t *testing.T) {
+	out, in := silentSocket(t), silentSocket(t)
+	w := newBatchWriter(out)
+	to := in.LocalAddr().(*net.UDPAddr).AddrPort()
+	w.Hold()
+	const held = sendBatch + 3 // more than a batch: a full queue leaves at once
+	for i := range held {
+		w.writeChannelData(0x4000, []byte(fmt.Sprintf("%03d", i)), to)
+	}
+	w.mu.Lock()
+	queued := w.queue.n
+	w.mu.Unlock()
+	if queued != held-sendBatch {
+		t.Fatalf("queued during the hold = %d; want %d (the first full batch sent)", queued, held-sendBatch)
+	}
+	w.Release()
+	buf := make([]byte, 64)
+	for i := range held {
+		_ = in.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := in.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		number, data, ok := parseChannelData(buf[:n])
+		if want := fmt.Sprintf("%03d", i); !ok || number != 0x4000 || string(data) != want || n != 8 {
+			t.Fatalf("datagram %d = %x; want ChannelData %q on 0x4000, padded to 8 bytes", i, buf[:n], want)
+		}
+	}
+	if _, err := w.WriteTo([]byte("after"), in.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	_ = in.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, _, err := in.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "after" {
+		t.Fatalf("after the release: read %q, %v; want \"after\"", buf[:n], err)
+	}
+	w.Release() // unmatched: harmless
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.holds != 0 || w.sending || w.queue.n != 0 {
+		t.Errorf("after: holds %d, sending %v, %d queued; want 0, false, 0", w.holds, w.sending, w.queue.n)
+	}
+}
+
+// silentSocket is a UDP socket on loopback that the test reads itself.
+func silentSocket(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", loopback(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadBuffer(1 << 20)
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -17,7 +17,11 @@
 //     the instance looping datagrams back; with Options.Handoff it goes
 //     there in memory, without a trip through the kernel (handoff.go).
 //   - The TURN/UDP listener is read with recvmmsg on Linux, and no read
-//     of a datagram allocates (recvbatch*.go, relay.go).
+//     of a datagram allocates (recvbatch*.go, relay.go). ChannelData on
+//     a channel Pion has bound for a UDP client is relayed by this package
+//     on the goroutine that has the datagram, without Pion's per-datagram
+//     path (channels.go); the listener's writes leave in sendmmsg batches,
+//     one per SFU fan-out for relayed subscribers (sendbatch.go).
 //   - Quotas on allocations per identity and per instance (quota.go), a
 //     per-source rate limit on unauthenticated UDP requests against
 //     amplification (ratelimit.go), and bounds on TCP connections
@@ -99,9 +103,11 @@ type Server struct {
 	loops    sync.WaitGroup // Pion's read loops: one per listener and per TCP conn
 	draining atomic.Bool
 
-	relayMu sync.Mutex // guards relays and closed
-	relays  map[*relayConn]bool
-	closed  bool
+	relayMu  sync.Mutex // guards relays, byRelay and closed
+	relays   map[*relayConn]bool
+	byRelay  map[netip.AddrPort]*relayConn // the same, by relayed address
+	closed   bool
+	channels channelIndex // UDP clients' relayConns with channels (channels.go)
 
 	running   atomic.Bool
 	closeOnce sync.Once
@@ -128,6 +134,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		conns:   newConnTable(cfg.MaxConns, cfg.MaxConnsPerIP),
 		now:     time.Now,
 		relays:  map[*relayConn]bool{},
+		byRelay: map[netip.AddrPort]*relayConn{},
 		closing: make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -141,6 +148,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.urls = s.publicURLs()
+	if s.handoff != nil && s.ln.udp != nil {
+		s.handoff.SetBatch(s.ln.udp.out)
+	}
 	if cfg.SecretGenerated() {
 		s.log.Info("turn_secret_generated", "detail", "no MEDIA_TURN_SECRET set: TURN credentials are signed with a random secret of this process, so only this instance can mint them")
 	}
@@ -167,7 +177,6 @@ func (s *Server) setup(opts Options) error {
 	relayIP, _ := netip.AddrFromSlice(s.relayIP)
 	s.shortcut = newShortcut(opts.Media, publicIPs(s.cfg), hostIPs, relayIP.Unmap())
 	s.handoff, s.toMedia = opts.Handoff, mediaDestinations(opts.Handoff, hostIPs, relayIP.Unmap())
-	s.mediaPeer = mediaPeer(opts.Handoff, s.shortcut, relayIP.Unmap())
 	s.mediaPeer = mediaPeer(opts.Handoff, s.shortcut, relayIP.Unmap())
 	if len(s.policy.ownAddrs) == 0 && len(allow) == 0 {
 		s.log.Warn("turn_no_peers", "detail", "no media addresses given and MEDIA_TURN_ALLOW_PEERS empty: the relay can reach no peer")
@@ -376,6 +385,7 @@ func (s *Server) track(c *relayConn) bool {
 		return false
 	}
 	s.relays[c] = true
+	s.byRelay[c.relay] = c
 	return true
 }
 
@@ -383,6 +393,9 @@ func (s *Server) untrack(c *relayConn) {
 	s.relayMu.Lock()
 	defer s.relayMu.Unlock()
 	delete(s.relays, c)
+	if s.byRelay[c.relay] == c {
+		delete(s.byRelay, c.relay)
+	}
 }
 
 // quotaHandler is Pion's QuotaHandler for one transport: it reserves a
@@ -402,7 +415,7 @@ func (s *Server) quotaHandler(transport string) pionturn.QuotaHandler {
 // eventHandler keeps the ledger and the metrics in step with Pion's
 // allocations.
 func (s *Server) eventHandler(transport string) pionturn.EventHandler {
-	return pionturn.EventHandler{
+	h := pionturn.EventHandler{
 		OnAuth: func(src, _ net.Addr, _, _, _, _ string, verdict bool) {
 			if !verdict {
 				s.authFailed(transport, authBadIntegrity, src)
@@ -420,6 +433,10 @@ func (s *Server) eventHandler(transport string) pionturn.EventHandler {
 			s.ledger.release(allocKey{transport, src.String()})
 		},
 	}
+	if transport == transportUDP {
+		s.channelEvents(&h)
+	}
+	return h
 }
 
 // publicURLs are the turn: URLs of every transport that is on.

@@ -22,13 +22,20 @@ import (
 type shortcut struct {
 	toLocal  map[netip.AddrPort]netip.AddrPort // public media address to local socket
 	toPublic map[netip.AddrPort]netip.AddrPort // the reverse
+	// The same as net.Addr values made once, so that relaying through the
+	// shortcut allocates nothing per datagram; Pion and the socket only
+	// read them.
+	localAddrs, publicAddrs map[netip.AddrPort]*net.UDPAddr
 }
 
 // newShortcut maps each UDP media socket's public address to where the
 // SFU really listens: its bound IP, or relayIP when it listens on every
 // address (the relay's own IP is then one of them).
 func newShortcut(media []net.Addr, publicIPs, hostIPs []netip.Addr, relayIP netip.Addr) shortcut {
-	sc := shortcut{toLocal: map[netip.AddrPort]netip.AddrPort{}, toPublic: map[netip.AddrPort]netip.AddrPort{}}
+	sc := shortcut{
+		toLocal: map[netip.AddrPort]netip.AddrPort{}, toPublic: map[netip.AddrPort]netip.AddrPort{},
+		localAddrs: map[netip.AddrPort]*net.UDPAddr{}, publicAddrs: map[netip.AddrPort]*net.UDPAddr{},
+	}
 	var remote []netip.Addr
 	for _, ip := range publicIPs {
 		if ip.Is4() && !slices.Contains(hostIPs, ip) {
@@ -52,14 +59,16 @@ func newShortcut(media []net.Addr, publicIPs, hostIPs []netip.Addr, relayIP neti
 		public, local := netip.AddrPortFrom(remote[0], port), netip.AddrPortFrom(ip, port)
 		sc.toLocal[public] = local
 		sc.toPublic[local] = public
+		sc.localAddrs[public] = net.UDPAddrFromAddrPort(local)
+		sc.publicAddrs[local] = net.UDPAddrFromAddrPort(public)
 	}
 	return sc
 }
 
 // local returns where a datagram for ap really goes.
 func (sc shortcut) local(ap netip.AddrPort, addr net.Addr) net.Addr {
-	if l, ok := sc.toLocal[ap]; ok {
-		return net.UDPAddrFromAddrPort(l)
+	if l, ok := sc.localAddrs[ap]; ok {
+		return l
 	}
 	return addr
 }
@@ -74,8 +83,17 @@ func (sc shortcut) localAddrPort(ap netip.AddrPort) netip.AddrPort {
 
 // public returns the address a datagram from ap is presented as coming from.
 func (sc shortcut) public(ap netip.AddrPort, addr net.Addr) net.Addr {
-	if p, ok := sc.toPublic[ap]; ok {
-		return net.UDPAddrFromAddrPort(p)
+	if p, ok := sc.publicAddrs[ap]; ok {
+		return p
 	}
 	return addr
+}
+
+// publicAddrPort returns the address a datagram from ap is presented as
+// coming from.
+func (sc shortcut) publicAddrPort(ap netip.AddrPort) netip.AddrPort {
+	if p, ok := sc.toPublic[ap]; ok {
+		return p
+	}
+	return ap
 }

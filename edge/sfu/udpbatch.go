@@ -76,8 +76,11 @@ func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 	return b
 }
 
-// hold starts holding writes back; every hold must be released.
+// hold starts holding writes back, and the relay's writes to relayed
+// subscribers with them (handoff.Switch.Hold); every hold must be
+// released.
 func (b *batchConn) hold() {
+	b.routes.Hold()
 	if b.batch == nil {
 		return
 	}
@@ -86,8 +89,9 @@ func (b *batchConn) hold() {
 	b.mu.Unlock()
 }
 
-// release ends a hold and sends what is held.
+// release ends a hold and sends what is held, the relay's too.
 func (b *batchConn) release() {
+	defer b.routes.Release()
 	if b.batch == nil {
 		return
 	}

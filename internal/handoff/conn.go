@@ -10,7 +10,9 @@
 // queued into that allocation's Conn, whose reader (Pion's allocation)
 // sees it as coming from the media address, exactly as the kernel would
 // have delivered both. Every check the relay makes on a datagram it reads
-// or writes still runs: only the kernel trip is skipped.
+// or writes still runs: only the kernel trip is skipped. A route's Sender
+// may take the SFU's datagram at once, on the SFU's goroutine, instead of
+// queueing it (Switch.Send): the relay does so on a bound channel.
 package handoff
 
 import (

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,5 +185,58 @@ func TestSwitchRoutes(t *testing.T) {
 	sw.Detach(relayed, cur)
 	if sw.Send([]byte("x"), relayed) {
 		t.Error("Send after Detach = true; want false")
+	}
+}
+
+// takeSender takes the datagrams that start with "fast", as a relay takes
+// those on a bound channel, and records them with the peer they came as.
+type takeSender struct {
+	took []string
+	from []netip.AddrPort
+}
+
+func (s *takeSender) Send(p []byte, from netip.AddrPort) bool {
+	if !strings.HasPrefix(string(p), "fast") {
+		return false
+	}
+	s.took, s.from = append(s.took, string(p)), append(s.from, from)
+	return true
+}
+
+// countBatch counts Holds and Releases.
+type countBatch struct{ holds, releases int }
+
+func (b *countBatch) Hold()    { b.holds++ }
+func (b *countBatch) Release() { b.releases++ }
+
+// TestSwitchSender checks that a route's Sender gets the datagrams it
+// takes, as from the route's peer, and the allocation's Conn the rest;
+// and that Hold and Release reach the batch once one is set.
+func TestSwitchSender(t *testing.T) {
+	sw := NewSwitch(NewConn(listen(t), 4))
+	relayed := netip.MustParseAddrPort("127.0.0.1:40000")
+	peer := netip.MustParseAddrPort("127.0.0.1:7882")
+	sender, conn := &takeSender{}, NewConn(listen(t), 4)
+	sw.Attach(relayed, Route{Conn: conn, Peer: peer, Sender: sender})
+	for _, p := range []string{"fast 1", "slow", "fast 2"} {
+		if !sw.Send([]byte(p), relayed) {
+			t.Fatalf("Send(%q) = false; want true", p)
+		}
+	}
+	if want := []string{"fast 1", "fast 2"}; !slices.Equal(sender.took, want) || sender.from[0] != peer {
+		t.Errorf("Sender took %q from %v; want %q from %s", sender.took, sender.from, want, peer)
+	}
+	buf := make([]byte, 16)
+	if n, from, handed, err := conn.Read(buf); err != nil || !handed || from != peer || string(buf[:n]) != "slow" {
+		t.Errorf("Conn Read = %q, %s, %v, %v; want \"slow\", %s, true, nil", buf[:n], from, handed, err, peer)
+	}
+	sw.Hold() // no batch yet: nothing to tell
+	sw.Release()
+	b := &countBatch{}
+	sw.SetBatch(b)
+	sw.Hold()
+	sw.Release()
+	if b.holds != 1 || b.releases != 1 {
+		t.Errorf("batch saw %d Holds and %d Releases; want 1 and 1", b.holds, b.releases)
 	}
 }

@@ -32,15 +32,56 @@ type Switch struct {
 
 	mu      sync.Mutex // serializes changes of routes
 	routes  atomic.Pointer[map[netip.AddrPort]Route]
-	dropped atomic.Int64 // datagrams Send routed but a full queue refused
+	batch   atomic.Pointer[Batch] // where Senders' datagrams wait during a fan-out; nil: none
+	dropped atomic.Int64          // datagrams Send routed but a full queue refused
 }
 
-// Route is where the SFU's datagrams to one relayed address go: the
+// Route is where the SFU's datagrams to one relayed address go: to
+// Sender, on the SFU's goroutine, when it takes them; otherwise into the
 // allocation's Conn, as if from Peer, the media address the allocation's
 // client named (the one its permission is for).
 type Route struct {
-	Conn *Conn
-	Peer netip.AddrPort
+	Conn   *Conn
+	Peer   netip.AddrPort
+	Sender Sender // nil: every datagram goes into Conn
+}
+
+// Sender relays the SFU's datagrams for one relayed address on the SFU's
+// own goroutine, doing at once what the allocation's reader would do with
+// them after reading them from its Conn: no queue, no goroutine woken per
+// datagram. Send reports false for a datagram it leaves to that reader
+// (one it cannot relay the fast way, such as a Data indication), which
+// then gets it through the Conn; true once p is relayed or dropped as the
+// reader would have dropped it. It must not keep p.
+type Sender interface {
+	Send(p []byte, from netip.AddrPort) bool
+}
+
+// Batch lets Senders' datagrams wait while the SFU fans a packet out and
+// leave together when it ends, as the SFU's own copies do: Hold starts a
+// fan-out, Release ends one and sends what waits.
+type Batch interface {
+	Hold()
+	Release()
+}
+
+// SetBatch makes b the batch Hold and Release act on. The relay sets it
+// once, before it serves.
+func (s *Switch) SetBatch(b Batch) { s.batch.Store(&b) }
+
+// Hold tells the batch, if any, that a fan-out starts; every Hold must be
+// Released.
+func (s *Switch) Hold() {
+	if b := s.batch.Load(); b != nil {
+		(*b).Hold()
+	}
+}
+
+// Release tells the batch, if any, that a fan-out has ended.
+func (s *Switch) Release() {
+	if b := s.batch.Load(); b != nil {
+		(*b).Release()
+	}
 }
 
 // NewSwitch connects relayed sockets to media, the SFU's socket.
@@ -65,15 +106,19 @@ func (s *Switch) Route(addr netip.AddrPort) (Route, bool) {
 }
 
 // Send hands p, the SFU's datagram for addr, to the allocation holding
-// addr, and reports whether one does: if not, p is for the kernel. A
-// datagram the allocation's queue cannot take is dropped and counted, as
-// a full socket buffer would drop it.
+// addr, and reports whether one does: if not, p is for the kernel. The
+// route's Sender takes it if it can; otherwise it is queued for the
+// allocation's reader, and a datagram that queue cannot take is dropped
+// and counted, as a full socket buffer would drop it.
 func (s *Switch) Send(p []byte, addr netip.AddrPort) bool {
 	r, ok := s.Route(addr)
-	if ok && !r.Conn.Deliver(p, r.Peer) {
+	if !ok || (r.Sender != nil && r.Sender.Send(p, r.Peer)) {
+		return ok
+	}
+	if !r.Conn.Deliver(p, r.Peer) {
 		s.dropped.Add(1)
 	}
-	return ok
+	return true
 }
 
 // Dropped is how many datagrams for relayed addresses Send has dropped.
