@@ -29,12 +29,26 @@ const (
 	// undone within twice that: a steady link sees at most two changes
 	// in 10 s, never a flapping layer.
 	upgradeHold = 5 * time.Second
+	// raiseStep is the least time between two raises in a row: a link
+	// found by probes in steps (1.5×, 3×, 4×) raises a capped
+	// subscription a layer a step, and waiting upgradeHold before the
+	// second left it 5 s on the middle layer. A raise after a fall still
+	// waits the whole hold.
+	raiseStep = time.Second
 	// upgradeMargin: an upgrade must fit in this share of the budget, a
 	// layer already held keeps it up to the whole budget.
 	upgradeMargin = 0.9
 	// allocateEvery bounds how often the allocation runs (it runs on
 	// feedback, about every 100 ms).
 	allocateEvery = 250 * time.Millisecond
+	// pauseAfter: a video subscription is paused only once its lowest
+	// layer has not fitted for this long. A cut's depth after a sudden
+	// cap, or a probe's backlog, leaves the estimate under the lowest
+	// layer for a moment; the estimate climbs back within a second or
+	// two, and a paused track costs its viewer a keyframe and seconds of
+	// frozen video, which the lowest layer's overshoot for that moment
+	// does not.
+	pauseAfter = 1500 * time.Millisecond
 )
 
 // allocation is the state of one subscription in its connection's
@@ -44,6 +58,8 @@ type allocation struct {
 	changed time.Duration // when layer last changed
 	raised  time.Duration // when it was last raised
 	hold    time.Duration // the least time from a change to a raise
+	short   time.Duration // since when its lowest layer has not fitted; -1 while it fits
+	up      bool          // its last change was a raise
 }
 
 // holdMax bounds how long a subscription whose raises keep failing waits
@@ -51,8 +67,13 @@ type allocation struct {
 const holdMax = 40 * time.Second
 
 // mayRaise reports whether a may be raised at now: hold has passed since
-// its last change.
-func (a *allocation) mayRaise(now time.Duration) bool { return now-a.changed >= a.hold }
+// its last change, or raiseStep since a raise.
+func (a *allocation) mayRaise(now time.Duration) bool {
+	if a.up {
+		return now-a.changed >= min(a.hold, raiseStep)
+	}
+	return now-a.changed >= a.hold
+}
 
 // bandwidth is a subscriber connection's congestion control: it reads the
 // transport-wide feedback (on the SRTCP goroutine, through the
@@ -94,7 +115,7 @@ func newBandwidth(m *metrics) *bandwidth {
 // add takes a subscription into the allocation.
 func (b *bandwidth) add(s *Subscription) {
 	b.mu.Lock()
-	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour}
+	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour, short: -1}
 	b.mu.Unlock()
 }
 
@@ -267,7 +288,7 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 			continue
 		}
 		if r, ok := b.resumable(s, budget, now); ok {
-			grant[i], budget = s.lowestLayer(), budget-r
+			grant[i], budget = s.lowestLayer(), max(budget-r, 0)
 		}
 	}
 	for i, s := range video {
@@ -285,15 +306,25 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 	return changes
 }
 
-// resumable reports whether s's lowest layer fits the budget, and its
-// rate: a subscription the allocation paused resumes only as an upgrade
-// does, after upgradeHold and within upgradeMargin.
+// resumable reports whether s keeps (or gets back) its lowest layer,
+// and that layer's rate: a subscription the allocation paused resumes
+// only as an upgrade does, after upgradeHold and within upgradeMargin;
+// one not paused keeps its lowest layer until that has not fitted the
+// budget for pauseAfter.
 func (b *bandwidth) resumable(s *Subscription, budget float64, now time.Duration) (float64, bool) {
 	r := layerRate(s.pub, s.lowestLayer())
-	if a := b.subs[s]; a.layer < 0 && (!a.mayRaise(now) || r > budget*upgradeMargin) {
-		return r, false
+	a := b.subs[s]
+	if a.layer < 0 {
+		return r, a.mayRaise(now) && r <= budget*upgradeMargin
 	}
-	return r, r <= budget
+	if r <= budget {
+		a.short = -1
+		return r, true
+	}
+	if a.short < 0 {
+		a.short = now
+	}
+	return r, now-a.short < pauseAfter
 }
 
 // raise lifts s from layer g toward what it asks for while the budget
@@ -328,6 +359,7 @@ func (b *bandwidth) grantAll(now time.Duration) ([]SubscriptionState, bool) {
 	var changes []SubscriptionState
 	all := true
 	for s, a := range b.subs {
+		a.short = -1
 		if a.layer != maxLayers-1 && !a.mayRaise(now) {
 			all = false
 			continue
@@ -363,7 +395,10 @@ func (b *bandwidth) apply(s *Subscription, g int, now time.Duration) (Subscripti
 	} else if g < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, 1, congestionReason)
 	}
-	a.layer, a.changed = g, now
+	if g < 0 {
+		a.short = -1 // counted afresh once resumed
+	}
+	a.layer, a.changed, a.up = g, now, g > a.layer
 	s.SetAllocatedLayer(g)
 	st := SubscriptionState{Subscription: s, Layer: g}
 	if g < 0 {
