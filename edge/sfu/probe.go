@@ -18,16 +18,25 @@ import (
 // carries it without the delay trend rising, the estimate jumps to the
 // rate delivered and the allocation raises layers; if the delay rises,
 // the probe stops at once and the next waits twice as long.
+//
+// Each probe after a good one aims probeGrowth times higher (up to
+// probeFactorMax times the estimate), so a link that came back is found
+// in a few probes: from a 400 kbit/s cap, 1.5×, 3× then 4× reach the
+// 2.5 Mbit/s of a 720p simulcast camera in three probes, about 3 s. A
+// failed probe starts again at probeFactor, after a wait doubled up to
+// probeMaxWait: on a link still capped a probe every 4 s overruns it by
+// half for at most probeDuration, which a bottleneck's queue absorbs
+// (a 50 ms tbf queue drops a packet or two of media, under 0.5 %).
 const (
-	probeDuration = 500 * time.Millisecond
+	probeDuration = 300 * time.Millisecond
 	probeMinWait  = 500 * time.Millisecond // between probes after a good one
-	probeMaxWait  = 8 * time.Second        // backoff ceiling after failures
+	probeMaxWait  = 4 * time.Second        // backoff ceiling after failures
 	// probeAfterDecrease: the queue that made the estimate fall must
 	// drain before a probe can tell anything.
 	probeAfterDecrease = 2 * time.Second
-	probeFactor        = 1.25
+	probeFactor        = 1.5
 	probeFactorMax     = 4.0
-	probeGrowth        = 1.6
+	probeGrowth        = 2.0
 	// probeOvershoot: a probe aims this far above what would lift every
 	// cap, since a link delivers a little less than it is sent.
 	probeOvershoot = 1.15
@@ -132,7 +141,7 @@ func (p *prober) plan(now time.Duration, e *estimator, wanted float64, carriers 
 	}
 	p.lastAt, p.lastBytes, p.pending = now, sent, 0
 	if !p.active {
-		if e.estimate == 0 || wanted <= e.estimate || now < p.next || now-e.lastDecrease < probeAfterDecrease ||
+		if e.estimate == 0 || wanted/upgradeMargin <= e.estimate || now < p.next || now-e.lastDecrease < probeAfterDecrease ||
 			e.state != usageNormal || len(carriers) == 0 {
 			return
 		}
@@ -141,7 +150,8 @@ func (p *prober) plan(now time.Duration, e *estimator, wanted float64, carriers 
 		p.target = min(wanted/upgradeMargin*probeOvershoot, p.factor*e.estimate)
 		p.base = e.estimate
 		p.carrier = carriers[0]
-		return
+		// The padding starts now: a probe whose first feedback interval
+		// went without it measured a third less than it aimed at.
 	}
 	if missing := p.target - rate; missing > 0 && dt > 0 {
 		bytes := missing / 8 * min(dt.Seconds(), 0.2)
