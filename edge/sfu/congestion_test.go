@@ -251,6 +251,8 @@ func TestCongestionCappedSubscriber(t *testing.T) {
 	until(t, "both subscribers on the top layer", 15*time.Second, func() bool {
 		return cs[0].CurrentLayer() == 2 && fs[0].CurrentLayer() == 2
 	})
+	stopTrace := traceBandwidth(t, capped.conn, relay, cs[0])
+	defer stopTrace()
 
 	const capRate = 400_000
 	relay.rate.Store(capRate)
@@ -320,6 +322,47 @@ func TestCongestionCappedSubscriber(t *testing.T) {
 	if got := h.counterWith(t, "media_subscriptions_paused", congestion); got != 0 {
 		t.Errorf("media_subscriptions_paused{reason=congestion} = %d after recovery; want 0", got)
 	}
+}
+
+// traceBandwidth logs, every 500 ms until stopped, what a capped
+// connection's congestion control sees and does: the estimate, the
+// acknowledged rate, the delay detector's state, the subscription's
+// allocated and forwarded layers, and what the bottleneck took in and
+// dropped over the interval. It is how a run's convergence and recovery
+// are read after the fact.
+func traceBandwidth(t *testing.T, c *SubscriberConn, relay *capRelay, sub *Subscription) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		b0, p0, d0 := relay.counts()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			b1, p1, d1 := relay.counts()
+			c.bw.mu.Lock()
+			est, acked, state := c.bw.est.estimate, c.bw.est.acked, c.bw.est.state
+			alloc := c.bw.subs[sub]
+			layer := -2
+			if alloc != nil {
+				layer = alloc.layer
+			}
+			c.bw.mu.Unlock()
+			t.Logf("trace %5.1fs: estimate %7.0f acked %7.0f usage %d alloc %2d target %2d | bottleneck in %7.0f bit/s, media %3d pkts, %3d dropped, rate cap %d",
+				time.Since(start).Seconds(), est, acked, state, layer, sub.TargetLayer(),
+				float64(b1-b0)*8/0.5, p1-p0, d1-d0, relay.rate.Load())
+			b0, p0, d0 = b1, p1, d1
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // checkChangeRate fails if more than 2 changes fall in any 10 s.
