@@ -95,6 +95,7 @@ func (a *allocation) mayRaise(now time.Duration) bool {
 type bandwidth struct {
 	twcc    *twccSender
 	metrics *metrics
+	pace    *pacer // safe for concurrent use; its rate is set on feedback
 
 	mu        sync.Mutex
 	est       *estimator
@@ -109,7 +110,7 @@ type bandwidth struct {
 func newBandwidth(m *metrics) *bandwidth {
 	t := newTWCCSender()
 	return &bandwidth{twcc: t, metrics: m, est: newEstimator(), subs: map[*Subscription]*allocation{},
-		probe: newProber(t)}
+		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) })}
 }
 
 // add takes a subscription into the allocation.
@@ -181,8 +182,10 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 		changes = b.allocate(now)
 	}
 	b.probe.plan(now, b.est, b.wanted(), b.carriers())
+	pace := b.paceRate()
 	notify := b.onState
 	b.mu.Unlock()
+	b.pace.setRate(pace)
 	b.probe.send(now)
 	// The subscriber's network came back after an outage: its decoders
 	// lost the frames meanwhile and would wait seconds before asking for
@@ -208,8 +211,26 @@ func (b *bandwidth) videoSubs() []*Subscription {
 	return out
 }
 
-// close stops the probes.
-func (b *bandwidth) close() { b.probe.pacer.stop() }
+// close stops the probes and the pacer.
+func (b *bandwidth) close() {
+	b.probe.pacer.stop()
+	b.pace.close()
+}
+
+// paceRate is the rate the pacer lets video out at, in bit/s: paceFactor
+// times the estimate on a congested connection, or a running probe's
+// target if higher; 0 (no pacing) on one that is not congested. b.mu is
+// held.
+func (b *bandwidth) paceRate() float64 {
+	if !b.congested {
+		return 0
+	}
+	rate := paceFactor * b.est.estimate
+	if b.probe.active {
+		rate = max(rate, b.probe.target)
+	}
+	return rate
+}
 
 // videoPriority orders video subscriptions for the allocation: lower
 // first. A screen share goes before a camera: what a presenter shows is

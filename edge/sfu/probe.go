@@ -244,7 +244,10 @@ func (s *Subscription) sendPadding(n int) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := &s.m
-	if !m.started {
+	// Padding waits while the pacer holds media: it would take sequence
+	// numbers after the held packets' and reach the subscriber first,
+	// which reads the gap as loss and asks for them again.
+	if !m.started || s.conn.bw.pace.busy() {
 		return 0
 	}
 	// The padding is the header's: Pion writes PaddingSize bytes after the
