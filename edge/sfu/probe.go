@@ -11,8 +11,8 @@ import (
 // and the estimate never exceeds what the link was seen to carry (times
 // ackedHeadroom), so without help it would never find bandwidth that came
 // back. A probe sends padding beside the media for probeDuration, at
-// twice the estimate or what the subscriptions ask for, whichever is
-// less; padding-only RTP packets on a video subscription's SSRC, in its
+// probeFactor times the estimate (more after good probes, below) or what
+// the subscriptions ask for, whichever is less; padding-only RTP packets on a video subscription's SSRC, in its
 // sequence (the munger keeps the media's numbers continuous around
 // them), stamped for transport-wide feedback like the media. If the link
 // carries it without the delay trend rising, the estimate jumps to the
