@@ -61,17 +61,19 @@ type prober struct {
 	began       time.Duration
 	until       time.Duration
 	first, last time.Duration // arrivals of the probe's packets
-	bytes       int           // and their bytes
-	target      float64
-	factor      float64       // of the estimate, for the next probe
-	base        float64       // the estimate when the probe began
-	next        time.Duration // no probe before
-	wait        time.Duration
-	lastAt      time.Duration // last plan
-	lastBytes   uint64        // twcc's sent bytes then
-	carrier     *Subscription
-	pending     int // padding packets to send over the next interval
-	pacer       paddingPacer
+	// and their send times
+	sentFirst, sentLast time.Duration
+	bytes               int // and their bytes
+	target              float64
+	factor              float64       // of the estimate, for the next probe
+	base                float64       // the estimate when the probe began
+	next                time.Duration // no probe before
+	wait                time.Duration
+	lastAt              time.Duration // last plan
+	lastBytes           uint64        // twcc's sent bytes then
+	carrier             *Subscription
+	pending             int // padding packets to send over the next interval
+	pacer               paddingPacer
 }
 
 func newProber(t *twccSender) prober { return prober{twcc: t, wait: probeMinWait, factor: probeFactor} }
@@ -90,7 +92,11 @@ func (p *prober) feedback(now time.Duration, results []packetResult, e *estimato
 		if p.bytes == 0 || r.arrived < p.first {
 			p.first = r.arrived
 		}
+		if p.bytes == 0 || r.sent < p.sentFirst {
+			p.sentFirst = r.sent
+		}
 		p.last = max(p.last, r.arrived)
+		p.sentLast = max(p.sentLast, r.sent)
 		p.bytes += r.size
 	}
 	if e.overusing() || e.lastDecrease >= p.began {
@@ -112,6 +118,13 @@ func (p *prober) feedback(now time.Duration, results []packetResult, e *estimato
 		return 0, false
 	}
 	rate := float64(p.bytes*8) / span.Seconds()
+	// No more than the packets were sent at: a bottleneck's token bucket
+	// (tc tbf's burst, a router's) passes the probe's first packets at
+	// line rate, and their arrivals alone measured a 400 kbit/s link at
+	// over 600, enough to raise a layer that did not fit.
+	if sent := p.sentLast - p.sentFirst; sent > 0 {
+		rate = min(rate, float64(p.bytes*8)/sent.Seconds())
+	}
 	// A link that carried much less than the target did not carry it,
 	// though what it did carry stands.
 	p.stop(now, rate >= probeCarried*p.target)
@@ -146,7 +159,7 @@ func (p *prober) plan(now time.Duration, e *estimator, wanted float64, carriers 
 			return
 		}
 		p.active, p.began, p.until = true, now, now+probeDuration
-		p.bytes, p.first, p.last = 0, 0, 0
+		p.bytes, p.first, p.last, p.sentFirst, p.sentLast = 0, 0, 0, 0, 0
 		p.target = min(wanted/upgradeMargin*probeOvershoot, p.factor*e.estimate)
 		p.base = e.estimate
 		p.carrier = carriers[0]
