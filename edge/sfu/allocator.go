@@ -47,8 +47,11 @@ const (
 	// layer for a moment; the estimate climbs back within a second or
 	// two, and a paused track costs its viewer a keyframe and seconds of
 	// frozen video, which the lowest layer's overshoot for that moment
-	// does not.
-	pauseAfter = 1500 * time.Millisecond
+	// does not. 2.5 s spans the first probe after a cut
+	// (probeAfterDecrease, then probeDuration): at 1.5 s a 400 kbit/s
+	// link's video paused on a loaded host half a second before the probe
+	// that would have kept it.
+	pauseAfter = 2500 * time.Millisecond
 )
 
 // allocation is the state of one subscription in its connection's
@@ -67,10 +70,16 @@ type allocation struct {
 const holdMax = 40 * time.Second
 
 // mayRaise reports whether a may be raised at now: hold has passed since
-// its last change, or raiseStep since a raise.
+// its last change, or raiseStep since a raise. A paused subscription
+// waits upgradeHold at most: the doubled holds keep a layer from
+// flapping, but a frozen tile on a link that came back (measured: 20 s
+// paused under a 2.4 Mbit/s estimate) is worse than a flap.
 func (a *allocation) mayRaise(now time.Duration) bool {
-	if a.up {
+	switch {
+	case a.up:
 		return now-a.changed >= min(a.hold, raiseStep)
+	case a.layer < 0:
+		return now-a.changed >= min(a.hold, upgradeHold)
 	}
 	return now-a.changed >= a.hold
 }

@@ -11,7 +11,8 @@ import (
 // video subscription's layer, pauses it (reason congestion) when not even
 // its lowest layer has fitted for pauseAfter (a shorter shortfall keeps
 // the lowest layer), and lifts the caps again only after upgradeHold,
-// twice that after a raise that did not hold; audio is never touched.
+// twice that after a raise that did not hold (a paused track waits
+// upgradeHold at most); audio is never touched.
 func TestAllocation(t *testing.T) {
 	video := layeredPublication(t, 0, maxLayers)
 	for i, bps := range []int64{150e3, 500e3, 1850e3} {
@@ -42,12 +43,18 @@ func TestAllocation(t *testing.T) {
 		{at: 5 * time.Second, estimate: 150e3, layer: 0},
 		{at: 5*time.Second + pauseAfter - time.Millisecond, estimate: 150e3, layer: 0},
 		{at: 5*time.Second + pauseAfter, estimate: 150e3, layer: -1, paused: PausedCongestion},
-		{at: 8 * time.Second, estimate: 3e6, layer: -1},   // within upgradeHold of the pause
-		{at: 12 * time.Second, estimate: 3e6, layer: 2},   // after it
-		{at: 13 * time.Second, estimate: 600e3, layer: 1}, // down at once
-		// The raise at 12 s was undone within 10 s: the next waits 10 s.
-		{at: 19 * time.Second, estimate: 3e6, layer: 1},
-		{at: 23 * time.Second, estimate: 3e6, layer: 2},
+		{at: 9 * time.Second, estimate: 3e6, layer: -1},   // within upgradeHold of the pause
+		{at: 13 * time.Second, estimate: 3e6, layer: 2},   // after it
+		{at: 14 * time.Second, estimate: 600e3, layer: 1}, // down at once
+		// The raise at 13 s was undone within 10 s: the next waits 10 s.
+		{at: 20 * time.Second, estimate: 3e6, layer: 1},
+		{at: 24 * time.Second, estimate: 3e6, layer: 2},
+		// Undone again at once, then paused: the hold has doubled twice,
+		// but a paused track waits upgradeHold at most.
+		{at: 25 * time.Second, estimate: 100e3, layer: 0},
+		{at: 25*time.Second + pauseAfter, estimate: 100e3, layer: -1, paused: PausedCongestion},
+		{at: 25*time.Second + pauseAfter + upgradeHold - time.Millisecond, estimate: 3e6, layer: -1},
+		{at: 25*time.Second + pauseAfter + upgradeHold, estimate: 3e6, layer: 2},
 	}
 	for _, st := range steps {
 		b.est.estimate = st.estimate
