@@ -51,7 +51,9 @@ func TestCappedSubscriber(t *testing.T) {
 	if err := l.h.Cap(capKbps, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	converged, dropped := convergence(t, capped, pub, 10*time.Second)
+	// The targets (5 s, 15 s) are logged; what is asserted allows
+	// a loaded 2-core CI host a margin.
+	converged, dropped := convergence(t, capped, pub, 8*time.Second)
 	settled := time.Now()
 	t.Logf("converged %s after the cap, below the top layer after %s (required: 5 s, with a margin for a loaded host)",
 		converged.Round(time.Millisecond), dropped.Round(time.Millisecond))
@@ -90,7 +92,7 @@ func TestCappedSubscriber(t *testing.T) {
 		t.Fatal(err)
 	}
 	lifted := time.Now()
-	back := until(t, "the capped subscriber back on the top layer", 25*time.Second, func() bool { return capped.layer(pub) == 2 })
+	back := until(t, "the capped subscriber back on the top layer", 20*time.Second, func() bool { return capped.layer(pub) == 2 })
 	t.Logf("top layer %s after the cap was lifted (required: 15 s, with a margin)", back.Round(time.Millisecond))
 	// A last look at a steady, uncapped link for the change rate.
 	time.Sleep(5 * time.Second)

@@ -29,12 +29,29 @@ const (
 	// undone within twice that: a steady link sees at most two changes
 	// in 10 s, never a flapping layer.
 	upgradeHold = 5 * time.Second
+	// raiseStep is the least time between two raises in a row: a link
+	// found by probes in steps (1.5×, 3×, 4×) raises a capped
+	// subscription a layer a step, and waiting upgradeHold before the
+	// second left it 5 s on the middle layer. A raise after a fall still
+	// waits the whole hold.
+	raiseStep = time.Second
 	// upgradeMargin: an upgrade must fit in this share of the budget, a
 	// layer already held keeps it up to the whole budget.
 	upgradeMargin = 0.9
 	// allocateEvery bounds how often the allocation runs (it runs on
 	// feedback, about every 100 ms).
 	allocateEvery = 250 * time.Millisecond
+	// pauseAfter: a video subscription is paused only once its lowest
+	// layer has not fitted for this long. A cut's depth after a sudden
+	// cap, or a probe's backlog, leaves the estimate under the lowest
+	// layer for a moment; the estimate climbs back within a second or
+	// two, and a paused track costs its viewer a keyframe and seconds of
+	// frozen video, which the lowest layer's overshoot for that moment
+	// does not. 2.5 s spans the first probe after a cut
+	// (probeAfterDecrease, then probeDuration): at 1.5 s a 400 kbit/s
+	// link's video paused on a loaded host half a second before the probe
+	// that would have kept it.
+	pauseAfter = 2500 * time.Millisecond
 )
 
 // allocation is the state of one subscription in its connection's
@@ -44,6 +61,8 @@ type allocation struct {
 	changed time.Duration // when layer last changed
 	raised  time.Duration // when it was last raised
 	hold    time.Duration // the least time from a change to a raise
+	short   time.Duration // since when its lowest layer has not fitted; -1 while it fits
+	up      bool          // its last change was a raise
 }
 
 // holdMax bounds how long a subscription whose raises keep failing waits
@@ -51,8 +70,19 @@ type allocation struct {
 const holdMax = 40 * time.Second
 
 // mayRaise reports whether a may be raised at now: hold has passed since
-// its last change.
-func (a *allocation) mayRaise(now time.Duration) bool { return now-a.changed >= a.hold }
+// its last change, or raiseStep since a raise. A paused subscription
+// waits upgradeHold at most: the doubled holds keep a layer from
+// flapping, but a frozen tile on a link that came back (measured: 20 s
+// paused under a 2.4 Mbit/s estimate) is worse than a flap.
+func (a *allocation) mayRaise(now time.Duration) bool {
+	switch {
+	case a.up:
+		return now-a.changed >= min(a.hold, raiseStep)
+	case a.layer < 0:
+		return now-a.changed >= min(a.hold, upgradeHold)
+	}
+	return now-a.changed >= a.hold
+}
 
 // bandwidth is a subscriber connection's congestion control: it reads the
 // transport-wide feedback (on the SRTCP goroutine, through the
@@ -74,6 +104,7 @@ func (a *allocation) mayRaise(now time.Duration) bool { return now-a.changed >= 
 type bandwidth struct {
 	twcc    *twccSender
 	metrics *metrics
+	pace    *pacer // safe for concurrent use; its rate is set on feedback
 
 	mu        sync.Mutex
 	est       *estimator
@@ -88,13 +119,13 @@ type bandwidth struct {
 func newBandwidth(m *metrics) *bandwidth {
 	t := newTWCCSender()
 	return &bandwidth{twcc: t, metrics: m, est: newEstimator(), subs: map[*Subscription]*allocation{},
-		probe: newProber(t)}
+		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) })}
 }
 
 // add takes a subscription into the allocation.
 func (b *bandwidth) add(s *Subscription) {
 	b.mu.Lock()
-	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour}
+	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour, short: -1}
 	b.mu.Unlock()
 }
 
@@ -160,8 +191,10 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 		changes = b.allocate(now)
 	}
 	b.probe.plan(now, b.est, b.wanted(), b.carriers())
+	pace := b.paceRate()
 	notify := b.onState
 	b.mu.Unlock()
+	b.pace.setRate(pace)
 	b.probe.send(now)
 	// The subscriber's network came back after an outage: its decoders
 	// lost the frames meanwhile and would wait seconds before asking for
@@ -187,8 +220,26 @@ func (b *bandwidth) videoSubs() []*Subscription {
 	return out
 }
 
-// close stops the probes.
-func (b *bandwidth) close() { b.probe.pacer.stop() }
+// close stops the probes and the pacer.
+func (b *bandwidth) close() {
+	b.probe.pacer.stop()
+	b.pace.close()
+}
+
+// paceRate is the rate the pacer lets video out at, in bit/s: paceFactor
+// times the estimate on a congested connection, or a running probe's
+// target if higher; 0 (no pacing) on one that is not congested. b.mu is
+// held.
+func (b *bandwidth) paceRate() float64 {
+	if !b.congested {
+		return 0
+	}
+	rate := paceFactor * b.est.estimate
+	if b.probe.active {
+		rate = max(rate, b.probe.target)
+	}
+	return rate
+}
 
 // videoPriority orders video subscriptions for the allocation: lower
 // first. A screen share goes before a camera: what a presenter shows is
@@ -267,7 +318,7 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 			continue
 		}
 		if r, ok := b.resumable(s, budget, now); ok {
-			grant[i], budget = s.lowestLayer(), budget-r
+			grant[i], budget = s.lowestLayer(), max(budget-r, 0)
 		}
 	}
 	for i, s := range video {
@@ -285,15 +336,25 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 	return changes
 }
 
-// resumable reports whether s's lowest layer fits the budget, and its
-// rate: a subscription the allocation paused resumes only as an upgrade
-// does, after upgradeHold and within upgradeMargin.
+// resumable reports whether s keeps (or gets back) its lowest layer,
+// and that layer's rate: a subscription the allocation paused resumes
+// only as an upgrade does, after upgradeHold and within upgradeMargin;
+// one not paused keeps its lowest layer until that has not fitted the
+// budget for pauseAfter.
 func (b *bandwidth) resumable(s *Subscription, budget float64, now time.Duration) (float64, bool) {
 	r := layerRate(s.pub, s.lowestLayer())
-	if a := b.subs[s]; a.layer < 0 && (!a.mayRaise(now) || r > budget*upgradeMargin) {
-		return r, false
+	a := b.subs[s]
+	if a.layer < 0 {
+		return r, a.mayRaise(now) && r <= budget*upgradeMargin
 	}
-	return r, r <= budget
+	if r <= budget {
+		a.short = -1
+		return r, true
+	}
+	if a.short < 0 {
+		a.short = now
+	}
+	return r, now-a.short < pauseAfter
 }
 
 // raise lifts s from layer g toward what it asks for while the budget
@@ -328,6 +389,7 @@ func (b *bandwidth) grantAll(now time.Duration) ([]SubscriptionState, bool) {
 	var changes []SubscriptionState
 	all := true
 	for s, a := range b.subs {
+		a.short = -1
 		if a.layer != maxLayers-1 && !a.mayRaise(now) {
 			all = false
 			continue
@@ -363,7 +425,10 @@ func (b *bandwidth) apply(s *Subscription, g int, now time.Duration) (Subscripti
 	} else if g < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, 1, congestionReason)
 	}
-	a.layer, a.changed = g, now
+	if g < 0 {
+		a.short = -1 // counted afresh once resumed
+	}
+	a.layer, a.changed, a.up = g, now, g > a.layer
 	s.SetAllocatedLayer(g)
 	st := SubscriptionState{Subscription: s, Layer: g}
 	if g < 0 {

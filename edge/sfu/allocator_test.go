@@ -9,9 +9,10 @@ import (
 
 // TestAllocation: on a congested connection the estimate caps a simulcast
 // video subscription's layer, pauses it (reason congestion) when not even
-// its lowest layer fits, and lifts the caps again only after
-// upgradeHold, twice that after a raise that did not hold; audio is
-// never touched.
+// its lowest layer has fitted for pauseAfter (a shorter shortfall keeps
+// the lowest layer), and lifts the caps again only after upgradeHold,
+// twice that after a raise that did not hold (a paused track waits
+// upgradeHold at most); audio is never touched.
 func TestAllocation(t *testing.T) {
 	video := layeredPublication(t, 0, maxLayers)
 	for i, bps := range []int64{150e3, 500e3, 1850e3} {
@@ -36,13 +37,24 @@ func TestAllocation(t *testing.T) {
 	}{
 		{at: 1 * time.Second, estimate: 3e6, layer: 2},
 		{at: 2 * time.Second, estimate: 400e3, layer: 0},
-		{at: 3 * time.Second, estimate: 150e3, layer: -1, paused: PausedCongestion},
-		{at: 4 * time.Second, estimate: 3e6, layer: -1},  // within upgradeHold of the pause
-		{at: 8 * time.Second, estimate: 3e6, layer: 2},   // after it
-		{at: 9 * time.Second, estimate: 600e3, layer: 1}, // down at once
-		// The raise at 8 s was undone within 10 s: the next waits 10 s.
-		{at: 15 * time.Second, estimate: 3e6, layer: 1},
-		{at: 19 * time.Second, estimate: 3e6, layer: 2},
+		// Short of the lowest layer for less than pauseAfter: kept.
+		{at: 3 * time.Second, estimate: 150e3, layer: 0},
+		{at: 4 * time.Second, estimate: 400e3, layer: 0},
+		{at: 5 * time.Second, estimate: 150e3, layer: 0},
+		{at: 5*time.Second + pauseAfter - time.Millisecond, estimate: 150e3, layer: 0},
+		{at: 5*time.Second + pauseAfter, estimate: 150e3, layer: -1, paused: PausedCongestion},
+		{at: 9 * time.Second, estimate: 3e6, layer: -1},   // within upgradeHold of the pause
+		{at: 13 * time.Second, estimate: 3e6, layer: 2},   // after it
+		{at: 14 * time.Second, estimate: 600e3, layer: 1}, // down at once
+		// The raise at 13 s was undone within 10 s: the next waits 10 s.
+		{at: 20 * time.Second, estimate: 3e6, layer: 1},
+		{at: 24 * time.Second, estimate: 3e6, layer: 2},
+		// Undone again at once, then paused: the hold has doubled twice,
+		// but a paused track waits upgradeHold at most.
+		{at: 25 * time.Second, estimate: 100e3, layer: 0},
+		{at: 25*time.Second + pauseAfter, estimate: 100e3, layer: -1, paused: PausedCongestion},
+		{at: 25*time.Second + pauseAfter + upgradeHold - time.Millisecond, estimate: 3e6, layer: -1},
+		{at: 25*time.Second + pauseAfter + upgradeHold, estimate: 3e6, layer: 2},
 	}
 	for _, st := range steps {
 		b.est.estimate = st.estimate
@@ -71,7 +83,8 @@ func TestAllocation(t *testing.T) {
 
 // TestAllocationScreenShareFirst: when the estimate carries only one
 // video's lowest layer, a screen share keeps its layer and the camera is
-// paused, whichever was subscribed first.
+// paused (once that has lasted pauseAfter), whichever was subscribed
+// first.
 func TestAllocationScreenShareFirst(t *testing.T) {
 	camera := layeredPublication(t, 0, maxLayers)
 	screen := layeredPublication(t, 0, maxLayers)
@@ -88,6 +101,7 @@ func TestAllocationScreenShareFirst(t *testing.T) {
 	b.congested = true
 	b.est.estimate = 200e3
 	b.allocate(time.Second)
+	b.allocate(time.Second + pauseAfter)
 	if got := b.subs[ss].layer; got != 0 {
 		t.Errorf("screen share allocated layer %d; want 0 (its lowest)", got)
 	}

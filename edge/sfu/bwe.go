@@ -52,13 +52,28 @@ const (
 	// drift, long enough to span the drain after a decrease.
 	minDelayWindow = 10 * time.Second
 
-	backoff       = 0.85 // of the acknowledged rate, on overuse
+	// backoff: on overuse the estimate falls to this share of the rate
+	// the receiver acknowledged (throughput), and a loss cut never takes
+	// it below that: what got through is what the link carries, and a
+	// cut far under it (the old halving by the loss of a layer switch's
+	// last packets) left less than the lowest layer.
+	backoff       = 0.85
 	increasePerS  = 0.08 // multiplicative increase per second
 	ackedHeadroom = 1.5  // the estimate never exceeds this times what arrives
 	decreaseGap   = 200 * time.Millisecond
-	lossHigh      = 0.10 // above: cut by half the loss
+	lossHigh      = 0.10 // above: cut by half the loss, to no less than backoff×acked
 	lossLow       = 0.02 // below: loss does not hold the estimate back
-	rateWindow    = 500 * time.Millisecond
+	// obeyWait: for this long after a decrease that went to the link's
+	// level (backoff × throughput), no further decrease while the sender
+	// still sends above the estimate (by obeySlack): the loss and queuing
+	// of what it sends then are the excess the last cut already
+	// answered. A simulcast subscription falls to a lower layer only at
+	// that layer's keyframe, a few hundred ms after the cut; cuts on the
+	// old layer's loss meanwhile took a 400 kbit/s link's estimate from
+	// 290 to 163 kbit/s in 1 s, under the lowest layer.
+	obeyWait   = time.Second
+	obeySlack  = 1.25
+	rateWindow = 500 * time.Millisecond
 	// outageGap: arrivals this far apart are an outage (the subscriber's
 	// network was gone: a tunnel, a network change), not congestion. A
 	// queue holds packets for a few hundred ms at most; a stream that
@@ -110,11 +125,15 @@ type estimator struct {
 	queuing, prevQueuing time.Duration
 	bunched              bool
 
-	// Received rate over rateWindow, by arrival time.
-	acked     float64 // bit/s
-	rateBytes int
-	rateFrom  time.Duration
-	rateAt    time.Duration // arrival time of the newest packet counted
+	// Received rate over rateWindow, by arrival time: acked the newest
+	// window's, prevAcked the one before, and when (by our clock) the
+	// one before was measured.
+	acked, prevAcked float64 // bit/s
+	prevAckedAt      time.Duration
+	ackedAt          time.Duration
+	rateBytes        int
+	rateFrom         time.Duration
+	rateAt           time.Duration // arrival time of the newest packet counted
 
 	// Loss over the feedback since the last loss decision. A packet
 	// missing from one feedback is lost only if the next does not report
@@ -128,6 +147,12 @@ type estimator struct {
 	lossFrom time.Duration
 	outages  int
 	late     int // packets reported lost, then received
+	// sendRate: the rate at which the packets of the newest feedback sent
+	// since the last decrease left (bit/s, by our send times, lost ones
+	// included); 0 when they span too little time to tell.
+	sendRate float64
+	// deep: the last decrease went to backoff × throughput.
+	deep bool
 	// quietUntil: overuse in packets sent before it is a failed probe's
 	// backlog, already answered.
 	quietUntil time.Duration
@@ -150,7 +175,16 @@ func newEstimator() *estimator {
 // update takes the results of one feedback message, received at now (our
 // clock), and returns the new estimate in bit/s (0 while none is known).
 func (e *estimator) update(now time.Duration, results []packetResult) float64 {
+	var sentBytes int
+	var sentFrom, sentTo time.Duration = -1, 0
 	for _, r := range results {
+		if !r.late && r.sent >= e.lastDecrease {
+			sentBytes += r.size
+			if sentFrom < 0 {
+				sentFrom = r.sent
+			}
+			sentTo = max(sentTo, r.sent)
+		}
 		if r.received && e.rateAt > 0 && r.arrived-e.rateAt >= outageGap {
 			e.outage(r.sent, r.arrived)
 		}
@@ -169,11 +203,15 @@ func (e *estimator) update(now time.Duration, results []packetResult) float64 {
 		if !r.received {
 			continue
 		}
-		e.countRate(r)
+		e.countRate(now, r)
 		e.addPacket(r)
 	}
 	e.lost += e.unconfirmed
 	e.unconfirmed, e.missing = e.missing, 0
+	e.sendRate = 0
+	if span := sentTo - sentFrom; sentFrom >= 0 && span >= 50*time.Millisecond {
+		e.sendRate = float64(sentBytes*8) / span.Seconds()
+	}
 	e.control(now)
 	return e.estimate
 }
@@ -192,8 +230,9 @@ func (e *estimator) outage(sent, arrived time.Duration) {
 	e.restartTrend()
 }
 
-// countRate adds a received packet to the acknowledged rate.
-func (e *estimator) countRate(r packetResult) {
+// countRate adds a received packet, reported at now, to the
+// acknowledged rate.
+func (e *estimator) countRate(now time.Duration, r packetResult) {
 	if e.rateBytes == 0 && e.rateFrom == 0 {
 		e.rateFrom = r.arrived
 	}
@@ -204,7 +243,8 @@ func (e *estimator) countRate(r packetResult) {
 	e.rateAt = r.arrived
 	e.rateBytes += r.size
 	if span := e.rateAt - e.rateFrom; span >= rateWindow {
-		e.acked = float64(e.rateBytes*8) / span.Seconds()
+		e.prevAcked, e.prevAckedAt = e.acked, e.ackedAt
+		e.acked, e.ackedAt = float64(e.rateBytes*8)/span.Seconds(), now
 		e.rateBytes, e.rateFrom = 0, e.rateAt
 	}
 }
@@ -356,18 +396,19 @@ func (e *estimator) control(now time.Duration) {
 	}
 	loss := 0.0
 	if e.total >= 20 {
-		loss = float64(e.lost) / float64(e.total)
+		loss = min(float64(e.lost)/float64(e.total), 1)
 		e.lost, e.total = 0, 0
 	}
+	// lagging: the sender has not come down to the last cut yet.
+	lagging := e.deep && now-e.lastDecrease < obeyWait && e.sendRate > obeySlack*e.estimate
 	switch {
+	case lagging:
 	case e.state == usageOver && now-e.lastDecrease >= decreaseGap && e.prev.lastSent >= max(e.lastDecrease+decreaseGap/2, e.quietUntil):
 		// Only once packets sent after the last decrease show overuse
 		// too: the backlog of the rate before it says nothing new.
-		e.estimate = min(e.estimate, backoff*e.acked)
-		e.lastDecrease = now
+		e.decrease(now, backoff*e.throughput())
 	case loss > lossHigh && now-e.lastDecrease >= decreaseGap:
-		e.estimate *= 1 - loss/2
-		e.lastDecrease = now
+		e.decrease(now, max(e.estimate*(1-loss/2), backoff*e.throughput()))
 	case e.state == usageNormal && loss < lossLow && dt > 0:
 		// Up, but not past what the link was seen to carry with headroom:
 		// an estimate above that (a probe's) is kept, not raised.
@@ -375,6 +416,36 @@ func (e *estimator) control(now time.Duration) {
 		e.estimate = min(e.estimate*(1+increasePerS*min(dt.Seconds(), 1)), limit)
 	}
 	e.estimate = min(max(e.estimate, minEstimate), maxEstimate)
+}
+
+// decrease lowers the estimate to to, if that is lower, and starts the
+// wait before the next.
+func (e *estimator) decrease(now time.Duration, to float64) {
+	e.estimate = min(e.estimate, to)
+	e.deep = e.estimate <= backoff*e.throughput()
+	e.lastDecrease = now
+	// Loss counts afresh from packets sent after it. The packets the
+	// newest feedback missed were counted in the total before it; held
+	// over, they made a loss of several times 100 % of the few packets
+	// sent since (measured: 439 %), and a cut to the floor.
+	e.lost, e.total, e.unconfirmed = 0, 0, 0
+}
+
+// throughput is what the link was seen to carry, for a decrease: the
+// newest acknowledged window, or the one before if that too was
+// measured since the last decrease. A decrease is decided on the delay
+// or loss of packets sent a queue's length earlier; the one after a cut
+// often comes once the sender has already fallen back (the layer switch
+// the cut asked for), when the newest window measures what was sent,
+// not what the link carries, and a cut to it goes far below the link
+// (measured: a 400 kbit/s link's estimate fell to 140 kbit/s on a
+// 165 kbit/s window, and the video paused). The first cut of an episode
+// uses the newest window alone: the one before it may be the old link's.
+func (e *estimator) throughput() float64 {
+	if e.prevAckedAt > e.lastDecrease {
+		return max(e.acked, e.prevAcked)
+	}
+	return e.acked
 }
 
 // restartTrend forgets the delay trend after a decrease: the queue the

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -177,5 +178,51 @@ func TestEstimatorOutage(t *testing.T) {
 	}
 	if e.outages != 1 {
 		t.Errorf("outages seen = %d; want 1", e.outages)
+	}
+}
+
+// TestEstimatorCutWaitsForTheSender: a 2.5 Mbit/s sender meets a
+// 400 kbit/s link. After the estimate falls, the sender keeps its rate
+// for another 700 ms (a simulcast subscription leaves its layer only at
+// the lower layer's keyframe) and then sends 210 kbit/s (the lowest layer
+// and audio), whatever the estimate. The loss and queue of those 700 ms
+// are the excess already answered: the estimate stays within reach of
+// the link (at least 0.6 of it, above the 210 kbit/s) instead of
+// following each later window down.
+func TestEstimatorCutWaitsForTheSender(t *testing.T) {
+	const size, link, low = 1200, 400e3, 210e3
+	e := newEstimator()
+	l := newLink(link, 0)
+	l.maxQueue = 250 * time.Millisecond
+	simulate(e, newLink(10e6, 0), 0, 5*time.Second, 2.5e6)
+	l.free = 5 * time.Second
+	var batch []packetResult
+	at, cut := 5*time.Second, time.Duration(-1)
+	lowest := math.Inf(1)
+	for next := at + 100*time.Millisecond; next < 15*time.Second; next += 100 * time.Millisecond {
+		for at < next {
+			rate := 2.5e6
+			if cut >= 0 && at >= cut+700*time.Millisecond {
+				rate = low
+			}
+			batch = append(batch, l.carry(at, size))
+			at += time.Duration(float64(size*8) / rate * float64(time.Second))
+		}
+		est := e.update(next+l.delay, batch)
+		batch = batch[:0]
+		if cut < 0 && est < link {
+			cut = next
+			t.Logf("estimate %.0f under the link %s after it fell", est, next-5*time.Second)
+		}
+		if cut >= 0 {
+			lowest = min(lowest, est)
+		}
+	}
+	if cut < 0 {
+		t.Fatal("estimate never fell under the 400 kbit/s link")
+	}
+	t.Logf("lowest estimate after the cut: %.0f", lowest)
+	if lowest < 0.6*link {
+		t.Errorf("lowest estimate after the cut = %.0f; want at least %.0f (0.6 of the link)", lowest, 0.6*link)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"time"
 )
 
 // TestPaddingKeepsStream: probe padding sent between media packets takes
@@ -55,5 +56,29 @@ func TestPaddingKeepsStream(t *testing.T) {
 		if got := lp.w.pkts[0]; !bytes.Equal(got.Payload, sent[i].Payload) || got.SequenceNumber != sent[i].SequenceNumber {
 			t.Errorf("resent packet %d: seq %d payload %x; want seq %d payload %x", i, got.SequenceNumber, got.Payload, sent[i].SequenceNumber, sent[i].Payload)
 		}
+	}
+}
+
+// TestProbeRateIsNoMoreThanSent: a probe whose packets arrive bunched (a
+// bottleneck's token bucket passed them at line rate) measures the rate
+// they were sent at, not the bunch's.
+func TestProbeRateIsNoMoreThanSent(t *testing.T) {
+	p := newProber(newTWCCSender())
+	e := newEstimator()
+	e.estimate = 340e3
+	p.active, p.until, p.target, p.base = true, probeDuration, 510e3, 340e3
+	// 1000-byte packets every 16 ms (500 kbit/s) for 300 ms, arriving
+	// every 9 ms (890 kbit/s).
+	var rs []packetResult
+	for i := range 19 {
+		rs = append(rs, packetResult{sent: time.Duration(i) * 16 * time.Millisecond,
+			arrived: time.Duration(20+i*9) * time.Millisecond, size: 1000, received: true})
+	}
+	rate, ok := p.feedback(probeDuration, rs, e)
+	if !ok {
+		t.Fatal("probe gave no rate")
+	}
+	if sent := 19 * 1000 * 8 / 0.288; rate > sent*1.01 {
+		t.Errorf("probe rate = %.0f; want at most the %.0f bit/s it was sent at", rate, sent)
 	}
 }

@@ -39,7 +39,9 @@ import (
 //
 // Goroutines: none of its own. Its rtcpRouter, and with it the
 // congestion control, runs on Pion's SRTCP reader; a probe's padding is
-// paced by a timer (one time.AfterFunc at a time, only while probing).
+// paced by a timer (one time.AfterFunc at a time, only while probing),
+// and so is the video the pacer holds (pacer.go: one timer, armed only
+// while it holds packets).
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
 	router *rtcpRouter

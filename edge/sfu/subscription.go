@@ -418,21 +418,54 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 		sp.writeVP8(payload, d)
 	}
 	if b.twcc != 0 {
+		if s.pace(payload) {
+			s.forwarded(d, in, sp)
+			return true
+		}
 		s.conn.bw.twcc.stampHeader(&s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
 	}
 	n, err := b.w.WriteRTP(&s.fwd, payload)
 	if err != nil || n == 0 {
 		return false
 	}
+	s.forwarded(d, in, sp)
+	return true
+}
+
+// pace hands a video packet in s.fwd to the connection's pacer, which
+// may hold it (it reports true: the pacer writes it later); audio is
+// never held. s.mu is held.
+func (s *Subscription) pace(payload []byte) bool {
+	if s.pub.kind != webrtc.RTPCodecTypeVideo {
+		return false
+	}
+	// On the wire: the header, the transport-wide extension (8 bytes
+	// with the extension header) and the payload.
+	size := 12 + 4*len(s.fwd.CSRC) + 8 + len(payload) + int(s.fwd.PaddingSize)
+	return s.conn.bw.pace.hold(s, &s.fwd, payload, size)
+}
+
+// writeHeld writes a packet the pacer held, stamped now.
+func (s *Subscription) writeHeld(q *pacedPacket) {
+	b := s.bound.Load()
+	if b == nil || b.twcc == 0 {
+		return
+	}
+	s.conn.bw.twcc.stampHeader(&q.h, &q.ext, &q.seq, b.twcc, q.n+int(q.h.PaddingSize), false)
+	_, _ = b.w.WriteRTP(&q.h, q.payload[:q.n])
+}
+
+// forwarded records a packet written (or held to be) in the munger.
+// s.mu is held.
+func (s *Subscription) forwarded(d *vp8Descriptor, in *inbound, sp *span) {
 	if d != nil && d.invalid {
 		d = nil
 	}
-	m.sent(s.fwd.SequenceNumber, s.fwd.Timestamp, in.at, d, sp)
+	s.m.sent(s.fwd.SequenceNumber, s.fwd.Timestamp, in.at, d, sp)
 	if !s.flowing {
 		s.flowing = true
 		close(s.first)
 	}
-	return true
 }
 
 // downTrack is the webrtc.TrackLocal of one subscription. Unlike
