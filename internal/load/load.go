@@ -97,10 +97,16 @@ func measureFloor(ctx context.Context, cfg Config, rep *Report, pr *progress) er
 	if err != nil {
 		return err
 	}
+	reportFloor(rep, cfg, res)
+	return nil
+}
+
+// reportFloor puts the floor's window into the report, checked against
+// -max-loss.
+func reportFloor(rep *Report, cfg Config, res *phaseResult) {
 	rep.Floor = newPhaseReport(res)
 	rep.FloorSends = cfg.floorOptions().sends()
 	checkLoss(rep, "floor", rep.Floor, cfg.MaxLoss)
-	return nil
 }
 
 // checkLoss fails the run when a phase lost more than maxLoss percent, or

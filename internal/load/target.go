@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -149,6 +150,16 @@ func (t *serverTarget) sample(ctx context.Context) (serverSample, bool, error) {
 		sum.add(smp)
 	}
 	return sum, len(t.scrapers) > 0, nil
+}
+
+// baseline is sample before the first join, the idle footprint; its
+// error says how to run without the instances' metrics.
+func (t *serverTarget) baseline(ctx context.Context) (serverSample, bool, error) {
+	s, ok, err := t.sample(ctx)
+	if err != nil {
+		return s, false, fmt.Errorf("server metrics before the run (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
+	}
+	return s, ok, nil
 }
 
 // sampleOne scrapes s, or gives the last sample of a drained instance
