@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/pion/webrtc/v4"
@@ -66,6 +67,9 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 			env = append(env, spawnRelayEnv...)
 		}
 		env = append(env, cfg.spawnEnv...)
+		if cfg.GOMAXPROCS > 0 {
+			env = append(env, "GOMAXPROCS="+strconv.Itoa(cfg.GOMAXPROCS))
+		}
 		s, err := spawn(ctx, cfg.Spawn, env, cfg.ChildStderr)
 		if err != nil {
 			return nil, err
