@@ -2,10 +2,14 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"regexp"
 	"testing"
 
+	"go.opentelemetry.io/otel/metric/noop"
+
 	"github.com/media-service/media-service/edge"
+	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/internal/envconfig"
 )
 
@@ -61,5 +65,24 @@ func TestInstanceSizesItselfByGOMAXPROCS(t *testing.T) {
 				t.Errorf("media_sessions_limit = %v; want %d", limit, want)
 			}
 		})
+	}
+}
+
+// TestAdvertisedLoadCarriesCapacity: the load edge hands the fleet is
+// registered with the instance's capacity and its CPU share beside what
+// edge counted.
+func TestAdvertisedLoadCarriesCapacity(t *testing.T) {
+	var cfg fleet.Config
+	if err := envconfig.Parse(&cfg, map[string]string{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fleet.New(cfg, cfg.Instance("i"), fleet.NewMemoryStore(), slog.New(slog.DiscardHandler), noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &loadedFleet{Fleet: f, capacity: 40}
+	d.SetLoad(fleet.Load{Sessions: 30, MaxSessions: 32})
+	if got := f.Self().Load; got.Capacity != 40 || got.Sessions != 30 || got.MaxSessions != 32 {
+		t.Errorf("registered load = %+v; want capacity 40 beside 30 sessions of 32", got)
 	}
 }
