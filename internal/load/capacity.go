@@ -117,7 +117,11 @@ type capacityStep struct {
 	// LoadGenCores is the load generator's own CPU over the step's
 	// length: near the machine's cores, it and not the instance may be
 	// what broke.
-	LoadGenCores float64  `json:"loadgen_cpu_cores"`
+	LoadGenCores float64 `json:"loadgen_cpu_cores"`
+	// SkippedSends are packets the load generator's senders could not
+	// send in time (never counted as loss): above 0, the load generator
+	// fell behind, and what broke may be the machine, not the instance.
+	SkippedSends uint64   `json:"skipped_sends,omitempty"`
 	Held         bool     `json:"held"`
 	Failures     []string `json:"failures,omitempty"`
 }
@@ -126,9 +130,7 @@ type capacityStep struct {
 func runCapacity(ctx context.Context, cfg Config, rep *Report, pr *progress) error {
 	for _, shape := range cfg.Shapes {
 		cr, err := searchShape(ctx, cfg, shape, pr)
-		if cr != nil {
-			rep.Capacity = append(rep.Capacity, *cr)
-		}
+		rep.Capacity = append(rep.Capacity, *cr)
 		if err != nil {
 			return err
 		}
@@ -230,7 +232,7 @@ func judgeStep(rep *Report, maxP99 time.Duration) capacityStep {
 		rep.fail("nothing was measured")
 	} else {
 		st.ForwardedPerSec, st.CPUMicrosPerPkt = s.PacketsPerSec, s.CPUMicrosPerPkt
-		st.LossPercent, st.LatencyP99 = s.LossPercent, s.LatencyP99
+		st.LossPercent, st.LatencyP99, st.SkippedSends = s.LossPercent, s.LatencyP99, s.SkippedSends
 		if s.WindowSeconds > 0 {
 			st.CPUCores = s.CPUSeconds / s.WindowSeconds
 		}
@@ -257,6 +259,9 @@ func (r *Report) capacityTable(w io.Writer) {
 			result := "held"
 			if !s.Held {
 				result = "failed: " + strings.Join(s.Failures, "; ")
+			}
+			if s.SkippedSends > 0 {
+				result += fmt.Sprintf(" (the load generator skipped %d sends)", s.SkippedSends)
 			}
 			fmt.Fprintf(w, "%d\t%d\t%d\t%.0f\t%.2f cores\t%.2f µs\t%.3f %%\t%.2f ms\t%.1f MiB\t%.0f\t%.2f cores\t%s\n",
 				s.Participants, s.Rooms, s.Joined, s.ForwardedPerSec, s.CPUCores, s.CPUMicrosPerPkt,

@@ -91,7 +91,7 @@ func TestSearchCapacityInterrupted(t *testing.T) {
 // the limit; a failed one says why.
 func TestJudgeStep(t *testing.T) {
 	server := func(p99 float64) *phaseReport {
-		return &phaseReport{WindowSeconds: 10, CPUSeconds: 5, PacketsPerSec: 1000, LatencyP99: p99}
+		return &phaseReport{WindowSeconds: 10, CPUSeconds: 5, PacketsPerSec: 1000, LatencyP99: p99, SkippedSends: 3}
 	}
 	tests := []struct {
 		name     string
@@ -111,8 +111,9 @@ func TestJudgeStep(t *testing.T) {
 			if st.Held != tt.held || !strings.Contains(got, tt.failures) {
 				t.Errorf("judgeStep = held %v, failures %q; want %v, %q", st.Held, got, tt.held, tt.failures)
 			}
-			if tt.rep.Server != nil && st.CPUCores != 0.5 {
-				t.Errorf("judgeStep cpu = %.2f cores; want 0.5 (5 s in a 10 s window)", st.CPUCores)
+			if tt.rep.Server != nil && (st.CPUCores != 0.5 || st.SkippedSends != 3 || st.ForwardedPerSec != 1000) {
+				t.Errorf("judgeStep = cpu %.2f cores, skipped %d, forwarded %.0f/s; want 0.5 (5 s in a 10 s window), 3, 1000",
+					st.CPUCores, st.SkippedSends, st.ForwardedPerSec)
 			}
 		})
 	}
