@@ -164,14 +164,21 @@ func searchShape(ctx context.Context, cfg Config, shape string, pr *progress) (*
 		return st.Held, nil
 	}
 	good, bad, err := searchCapacity(ctx, start, limit, probe)
-	cr.Capacity, cr.FirstFailed, cr.AtCeiling = good*per, bad*per, good > 0 && bad == 0
 	at := stepConfig(cfg, shape, good)
-	for _, st := range cr.Steps {
-		if st.Held && st.Participants == at.shape().participants() {
-			cr.ForwardedPerSec = st.ForwardedPerSec
+	cr.settle(good*per, bad*per, at.shape().participants())
+	return cr, err
+}
+
+// settle records what the search found, in the shape's unit: the largest
+// step that held (good), the smallest that did not (bad), and what the
+// instance forwarded at good, the step of that many participants.
+func (c *capacityReport) settle(good, bad, participants int) {
+	c.Capacity, c.FirstFailed, c.AtCeiling = good, bad, good > 0 && bad == 0
+	for _, st := range c.Steps {
+		if st.Held && st.Participants == participants {
+			c.ForwardedPerSec = st.ForwardedPerSec
 		}
 	}
-	return cr, err
 }
 
 // stepConfig is the run of one step: n subscribers of one publisher, or
