@@ -288,7 +288,6 @@ var claims = []struct {
 	{"SECURITY.md", `open at once: ([0-9,]+) per address`, "MEDIA_MAX_CONNS_PER_IP", nil},
 	{"SECURITY.md", `headers, and any body, within ([0-9]+ s)`, "MEDIA_HTTP_HEADER_TIMEOUT", nil},
 	{"SECURITY.md", `kept-alive connection idle ([0-9]+ s)`, "MEDIA_HTTP_IDLE_TIMEOUT", nil},
-	{"SECURITY.md", `per instance ([0-9,]+) \(`, "MEDIA_MAX_SESSIONS", nil},
 	{"SECURITY.md", `rooms ([0-9,]+), per room`, "MEDIA_MAX_ROOMS", nil},
 	{"SECURITY.md", `rooms [0-9,]+, per room ([0-9,]+)`, "MEDIA_MAX_ROOM_PARTICIPANTS", nil},
 	{"SECURITY.md", `burst ([0-9]+), then`, "MEDIA_OFFER_BURST", nil},

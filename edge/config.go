@@ -32,9 +32,11 @@ type Config struct {
 	// SessionShards is the number of shards of the session manager
 	// (MEDIA_SESSION_SHARDS, default 32), each with its own lock.
 	SessionShards int `env:"MEDIA_SESSION_SHARDS" envDefault:"32"`
-	// MaxSessions bounds the sessions of this instance (MEDIA_MAX_SESSIONS,
-	// default 500); joins beyond it get 503.
-	MaxSessions int `env:"MEDIA_MAX_SESSIONS" envDefault:"500"`
+	// MaxSessions bounds the sessions of this instance (MEDIA_MAX_SESSIONS);
+	// joins beyond it get 503. Unset or 0, DeriveDefaults makes it the
+	// capacity measured for the instance's GOMAXPROCS less a margin (see
+	// capacity.go), or 500 while that capacity is unmeasured.
+	MaxSessions int `env:"MEDIA_MAX_SESSIONS"`
 	// APIKey is the access tokens' issuer (MEDIA_API_KEY). With no
 	// APISecret the instance runs in dev mode with a fixed, public key pair.
 	APIKey string `env:"MEDIA_API_KEY"`

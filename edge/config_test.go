@@ -71,6 +71,7 @@ func TestConfigConnBounds(t *testing.T) {
 	if err := env.ParseWithOptions(&defaults, env.Options{Environment: map[string]string{}}); err != nil {
 		t.Fatal(err)
 	}
+	defaults.DeriveDefaults(2) // MEDIA_MAX_SESSIONS's default follows GOMAXPROCS
 	tests := []struct {
 		name string
 		cfg  func() Config

@@ -21,12 +21,13 @@ func defaultConfig(t *testing.T) Config {
 
 // TestDefaults: an empty environment gives the documented defaults (50
 // candidates, a 256-message queue, a 1 s send timeout, 64 KiB messages and
-// the rest), and they validate. docs/claims_test.go holds the documents
+// the rest), and they validate once DeriveDefaults has filled in
+// MEDIA_MAX_SESSIONS, which has no fixed default. docs/claims_test.go holds the documents
 // to the same tags; this holds the tags to the numbers.
 func TestDefaults(t *testing.T) {
 	got := defaultConfig(t)
 	want := Config{
-		Port: 8080, OpsPort: 9091, DrainTimeout: 30 * time.Second, SessionShards: 32, MaxSessions: 500,
+		Port: 8080, OpsPort: 9091, DrainTimeout: 30 * time.Second, SessionShards: 32, MaxSessions: 0,
 		MaxSessionsPerIP: 64, MaxConnsPerIP: 128, MaxConns: 4096,
 		HTTPHeaderTimeout: 10 * time.Second, HTTPIdleTimeout: 75 * time.Second,
 		MaxRooms: 100, MaxRoomParticipants: 50, MaxTracks: 4, MaxCandidates: 50,
@@ -39,6 +40,10 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("env.Parse(empty) = %+v; want %+v", got, want)
 	}
+	if err := got.Validate(); err == nil {
+		t.Errorf("validate(defaults before DeriveDefaults) = nil; want MEDIA_MAX_SESSIONS refused")
+	}
+	got.DeriveDefaults(1)
 	if err := got.Validate(); err != nil {
 		t.Errorf("validate(defaults) = %v; want nil", err)
 	}

@@ -50,7 +50,8 @@ func TestOpsKitEndToEnd(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.URL(), "OTEL_METRIC_EXPORT_INTERVAL=3600000",
 		"FLY_MACHINE_ID=opskit-machine", "FLY_REGION=opskit-region",
 		"MEDIA_LEAK_SAMPLE_INTERVAL=100ms", "MEDIA_LEAK_BASELINE_SAMPLE=5", "MEDIA_DRAIN_TIMEOUT=3s",
-		"MEDIA_MAX_CONNS="+strconv.Itoa(opsKitMaxConns))
+		"MEDIA_MAX_CONNS="+strconv.Itoa(opsKitMaxConns),
+		"MEDIA_MAX_SESSIONS=500") // fixed: its default follows the machine's cores
 	prom := startPrometheus(t, svc.OpsAddr)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()

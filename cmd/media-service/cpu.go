@@ -39,14 +39,17 @@ func (c *cpuShare) sample() float64 {
 }
 
 // loadedFleet is the directory edge routes joins with: the Fleet, with
-// the process's CPU share added to every load edge publishes.
+// the process's CPU share and its measured capacity added to every load
+// edge publishes.
 type loadedFleet struct {
 	*fleet.Fleet
-	cpu cpuShare
+	cpu      cpuShare
+	capacity int // sessions at the measured capacity for GOMAXPROCS; 0 unmeasured
 }
 
-// SetLoad publishes l with the CPU share since the last publication.
+// SetLoad publishes l with the CPU share since the last publication and
+// the capacity.
 func (f *loadedFleet) SetLoad(l fleet.Load) {
-	l.CPU = f.cpu.sample()
+	l.CPU, l.Capacity = f.cpu.sample(), f.capacity
 	f.Fleet.SetLoad(l)
 }

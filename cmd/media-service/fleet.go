@@ -61,12 +61,13 @@ func instanceID() string {
 	return host + "-" + hex.EncodeToString(b)
 }
 
-// directory is what edge routes joins with; nil alone.
-func (m *fleetMember) directory() edge.Directory {
+// directory is what edge routes joins with, advertising capacity
+// (edge.SessionCapacity) with every load; nil alone.
+func (m *fleetMember) directory(capacity int) edge.Directory {
 	if m == nil {
 		return nil
 	}
-	return &loadedFleet{Fleet: m.fleet}
+	return &loadedFleet{Fleet: m.fleet, capacity: capacity}
 }
 
 // run starts renewing the lease and the claims. It outlives the drain on

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -42,16 +43,19 @@ type config struct {
 	webhook   webhook.Config
 }
 
-// loadConfig parses every package's configuration from environ and
-// validates all of it, so that a bad value stops the start before
-// anything is logged or bound, with one line that names its variable.
-func loadConfig(environ map[string]string) (config, error) {
+// loadConfig parses every package's configuration from environ, fills
+// in the defaults derived from procs (the process's GOMAXPROCS: the
+// capacity it carries) and validates all of it, so that a bad value stops
+// the start before anything is logged or bound, with one line that names
+// its variable.
+func loadConfig(environ map[string]string, procs int) (config, error) {
 	var c config
 	for _, p := range []any{&c.edge, &c.telemetry, &c.media, &c.turn, &c.fleet, &c.webhook} {
 		if err := envconfig.Parse(p, environ); err != nil {
 			return c, err
 		}
 	}
+	c.edge.DeriveDefaults(procs)
 	checks := []func() error{c.edge.Validate, c.telemetry.Validate, c.media.Validate, c.fleet.Validate, c.webhook.Validate}
 	if c.turn.Enabled {
 		checks = append(checks, c.turn.Validate)
@@ -66,11 +70,13 @@ func loadConfig(environ map[string]string) (config, error) {
 
 // serve runs the instance until SIGINT or SIGTERM, then drains it.
 func serve(ctx context.Context, stdout io.Writer) error {
-	cfg, err := loadConfig(env.ToMap(os.Environ()))
+	procs := runtime.GOMAXPROCS(0)
+	cfg, err := loadConfig(env.ToMap(os.Environ()), procs)
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", telemetry.ServiceName)
+	log.Info("capacity", "gomaxprocs", procs, "session_capacity", edge.SessionCapacity(procs), "max_sessions", cfg.edge.MaxSessions)
 	gcPercent, gcFrom := tuneGC()
 	log.Info("gc_target", "percent", gcPercent, "from", gcFrom)
 	if cfg.edge.DevMode() {
@@ -110,7 +116,7 @@ func serve(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer closeWebhooks(hooks, cfg.webhook.DrainTimeout)
-	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay), Fleet: fl.directory(), Webhooks: hooks})
+	srv, err := edge.New(cfg.edge, edge.Options{Log: log, Meter: meter, Metrics: tel.Handler(), Media: media, Relay: edgeRelay(relay), Fleet: fl.directory(edge.SessionCapacity(procs)), Webhooks: hooks})
 	if err != nil {
 		if relay != nil {
 			_ = relay.Close()

@@ -43,6 +43,11 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"drain in churn", []string{"churn", "-spawn", "x", "-spawn-fleet", "2", "-drain-after", "2s"}, "fanout and meeting"},
 		{"drain after the window", []string{"fanout", "-spawn", "x", "-spawn-fleet", "2", "-drain-after", "30s", "-duration", "20s"}, "inside -duration"},
 		{"negative drain", []string{"fanout", "-drain-after", "-1s"}, "-drain-after must not be negative"},
+		{"capacity of an unknown shape", []string{"capacity", "-shapes", "fanout,meeting-7"}, "unknown shape"},
+		{"capacity ceiling below a room", []string{"capacity", "-shapes", "meeting-10", "-start", "2", "-max", "8"}, "meeting-10 needs -max"},
+		{"capacity start above the ceiling", []string{"capacity", "-start", "20", "-max", "8"}, "-start"},
+		{"capacity without a latency bound", []string{"capacity", "-max-p99", "0s"}, "-max-p99"},
+		{"gomaxprocs without spawn", []string{"capacity", "-gomaxprocs", "1"}, "-gomaxprocs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +97,28 @@ func TestParseFlagsFleet(t *testing.T) {
 	}
 	if c := cl.cfg; c.Spawn != "/tmp/ms" || c.SpawnFleet != 3 || c.DrainAfter != 5*time.Second {
 		t.Errorf("parseFlags(meeting %q): spawn %q, fleet %d, drain after %s; want /tmp/ms, 3, 5s", args, c.Spawn, c.SpawnFleet, c.DrainAfter)
+	}
+}
+
+// TestParseFlagsCapacity: the capacity scenario's flags reach the run,
+// with its own defaults (12 s steps, no floor) where none are given.
+func TestParseFlagsCapacity(t *testing.T) {
+	args := []string{"-spawn", "/tmp/ms", "-gomaxprocs", "2", "-shapes", "meeting-5, fanout", "-start", "4", "-max", "64", "-max-p99", "20ms"}
+	cl, err := parseFlags("capacity", args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("parseFlags(capacity %q) = %v", args, err)
+	}
+	c := cl.cfg
+	if c.GOMAXPROCS != 2 || !slices.Equal(c.Shapes, []string{"meeting-5", "fanout"}) || c.CapacityStart != 4 || c.CapacityMax != 64 || c.CapacityP99 != 20*time.Millisecond {
+		t.Errorf("parseFlags(capacity %q) = gomaxprocs %d, shapes %q, start %d, max %d, p99 %s; want 2, [meeting-5 fanout], 4, 64, 20ms",
+			args, c.GOMAXPROCS, c.Shapes, c.CapacityStart, c.CapacityMax, c.CapacityP99)
+	}
+	if c.Timing.Window != 12*time.Second || c.Floor {
+		t.Errorf("parseFlags(capacity %q) = window %s, floor %v; want 12s, no floor", args, c.Timing.Window, c.Floor)
+	}
+	cl, err = parseFlags("capacity", []string{"-duration", "15s"}, &bytes.Buffer{})
+	if err != nil || cl.cfg.Timing.Window != 15*time.Second || len(cl.cfg.Shapes) != 3 {
+		t.Errorf("parseFlags(capacity -duration 15s) = window %s, shapes %q, %v; want 15s and all three shapes", cl.cfg.Timing.Window, cl.cfg.Shapes, err)
 	}
 }
 

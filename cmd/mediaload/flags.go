@@ -33,10 +33,10 @@ type targetFlags struct {
 func parseFlags(name string, args []string, stderr io.Writer) (commandLine, error) {
 	about, ok := load.Describe(name)
 	if !ok {
-		return commandLine{}, usageError{fmt.Sprintf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast, dynacast or capped)", name)}
+		return commandLine{}, usageError{fmt.Sprintf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast, dynacast, capped or capacity)", name)}
 	}
 	cl := commandLine{cfg: load.DefaultConfig()}
-	cl.cfg.Scenario = name
+	cl.cfg.SetScenario(name)
 	fs := flag.NewFlagSet("mediaload "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -78,7 +78,9 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.StringVar(&c.Spawn, "spawn", "", "start this media-service binary in dev mode on free ports for the run (instead of -url or -urls and their ops URLs)")
 	fs.IntVar(&c.SpawnFleet, "spawn-fleet", 0, "with -spawn, start a redis-server on a free loopback port and this many instances of the binary on it, as a fleet; participants join through them as -placement says")
 	fs.DurationVar(&c.DrainAfter, "drain-after", 0, "with -spawn-fleet 2 or more (fanout, meeting): this long into the measured window, SIGTERM to the instance holding the most participants; they move to a sibling and the report gives each one's media gap")
+	fs.IntVar(&c.GOMAXPROCS, "gomaxprocs", c.GOMAXPROCS, "with -spawn, the instance's GOMAXPROCS (0: Go's default, the CPUs it may use)")
 	cl.defineShape(fs)
+	cl.defineCapacity(fs)
 	cl.defineMedia(fs)
 	fs.BoolVar(&c.FloorBatch, "floor-batch", c.FloorBatch, "the floor relay sends each packet's copies with sendmmsg, as the server does; false: one sendto per copy, the slower floor of earlier reports")
 	fs.BoolVar(&c.Floor, "floor", c.Floor, "also measure the bare UDP relay floor in this run, with the same shape")
@@ -108,6 +110,17 @@ func (cl *commandLine) defineShape(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Timing.Warmup, "warmup", c.Timing.Warmup, "media time after every join before the window opens")
 	fs.DurationVar(&c.Timing.Window, "duration", c.Timing.Window, "the measured window")
 	fs.DurationVar(&c.Timing.Grace, "grace", c.Timing.Grace, "wait for in-flight packets after the window; what is missing then is loss")
+}
+
+func (cl *commandLine) defineCapacity(fs *flag.FlagSet) {
+	c := &cl.cfg
+	fs.Func("shapes", "capacity: the shapes to search, comma-separated: "+strings.Join(c.Shapes, ", ")+" (default all)", func(s string) error {
+		c.Shapes = splitList(s)
+		return nil
+	})
+	fs.IntVar(&c.CapacityStart, "start", c.CapacityStart, "capacity: the first step, in participants (a meeting's rounded up to whole rooms)")
+	fs.IntVar(&c.CapacityMax, "max", c.CapacityMax, "capacity: the ceiling, in participants: a search that holds up to it reports 'at least'")
+	fs.DurationVar(&c.CapacityP99, "max-p99", c.CapacityP99, "capacity: a step holds with no loss and its p99 forwarding latency under this")
 }
 
 func (cl *commandLine) defineMedia(fs *flag.FlagSet) {

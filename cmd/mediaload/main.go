@@ -11,6 +11,7 @@
 //	mediaload meeting -rooms 2 -participants 5 [flags]   every participant publishes
 //	mediaload churn   -cycles 2000 -parallel 4 [flags]   join, exchange media, leave, repeatedly
 //	mediaload floor   -subscribers 50 [flags]            the bare relay alone, no server
+//	mediaload capacity -spawn BIN -gomaxprocs 1 [flags]  the most one instance carries (fanout, meetings of 5 and 10)
 //
 // A run targets one instance (-url, or -spawn to start one), or several
 // (-urls, with -placement and -ops-urls): the report then counts the joins
@@ -67,7 +68,7 @@ var errFailed = errors.New("run failed (see the report)")
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	name, args, ok := scenarioFirst(args)
 	if !ok {
-		return usageError{"want a scenario: fanout, meeting, churn, floor, simulcast or dynacast (mediaload SCENARIO -h for flags)"}
+		return usageError{"want a scenario: fanout, meeting, churn, floor, simulcast, dynacast, capped or capacity (mediaload SCENARIO -h for flags)"}
 	}
 	if name == load.FloorRelayCommand {
 		return load.ServeFloorRelay(args, stdin, stdout)

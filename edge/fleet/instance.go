@@ -33,6 +33,12 @@ type Load struct {
 	MaxRooms    int `json:"max_rooms,omitempty"`
 	// CPU is the share of the instance's CPU in use, 0 to 1.
 	CPU float64 `json:"cpu"`
+	// Capacity is the sessions the instance carries at its measured
+	// capacity for its cores (edge.SessionCapacity); 0 when unmeasured.
+	// It is no bound (MaxSessions is): an instance's load is its sessions'
+	// share of it, so a fleet of unlike machines fills each by what it
+	// carries rather than by its configured bound.
+	Capacity int `json:"capacity,omitempty"`
 }
 
 // Full reports whether the instance is at one of its bounds: it takes no
@@ -43,11 +49,15 @@ func (l Load) Full() bool {
 }
 
 // use is the load as one share, 0 to 1 and above: the highest of the
-// sessions' share of their bound, the rooms' share of theirs and the CPU.
+// sessions' share of their bound and of the capacity, the rooms' share of
+// their bound and the CPU.
 func (l Load) use() float64 {
 	u := l.CPU
 	if l.MaxSessions > 0 {
 		u = max(u, float64(l.Sessions)/float64(l.MaxSessions))
+	}
+	if l.Capacity > 0 {
+		u = max(u, float64(l.Sessions)/float64(l.Capacity))
 	}
 	if l.MaxRooms > 0 {
 		u = max(u, float64(l.Rooms)/float64(l.MaxRooms))

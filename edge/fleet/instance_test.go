@@ -12,6 +12,7 @@ func TestLoadFull(t *testing.T) {
 		{Load{Sessions: 9, MaxSessions: 10}, false},
 		{Load{Sessions: 10, MaxSessions: 10}, true},
 		{Load{Rooms: 5, MaxRooms: 5, MaxSessions: 10}, true},
+		{Load{Sessions: 50, Capacity: 40, MaxSessions: 100}, false}, // beyond capacity, not at a bound
 	} {
 		if got := tc.l.Full(); got != tc.want {
 			t.Errorf("%+v.Full() = %v; want %v", tc.l, got, tc.want)
@@ -19,9 +20,9 @@ func TestLoadFull(t *testing.T) {
 	}
 }
 
-// leastLoaded ranks by the highest share of a bound or CPU, then this
-// instance, then fewer sessions, then the id; region first; never a
-// draining, full or excluded one.
+// leastLoaded ranks by the highest share of a bound, of the capacity or
+// of CPU, then this instance, then fewer sessions, then the id; region
+// first; never a draining, full or excluded one.
 func TestLeastLoaded(t *testing.T) {
 	in := func(id, region string, l Load) Instance { return Instance{ID: id, Region: region, Load: l} }
 	for _, tc := range []struct {
@@ -38,6 +39,13 @@ func TestLeastLoaded(t *testing.T) {
 			in("a", "r", Load{Rooms: 9, MaxRooms: 10}),
 			in("b", "r", Load{Sessions: 50, MaxSessions: 100}),
 		}, "r", "", "", "b"},
+		{"share of the capacity", []Instance{
+			in("a", "r", Load{Sessions: 30, MaxSessions: 500, Capacity: 40}),  // 0.75
+			in("b", "r", Load{Sessions: 60, MaxSessions: 500, Capacity: 120}), // 0.5
+		}, "r", "", "", "b"},
+		{"capacity is no bound", []Instance{
+			in("a", "r", Load{Sessions: 50, MaxSessions: 500, Capacity: 40}),
+		}, "r", "", "", "a"},
 		{"cpu counts", []Instance{
 			in("a", "r", Load{CPU: 0.9}),
 			in("b", "r", Load{Sessions: 50, MaxSessions: 100}),

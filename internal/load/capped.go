@@ -73,15 +73,8 @@ func runCapped(ctx context.Context, cfg Config, rep *Report, pr *progress) error
 	setSimulcastShape(rep, cfg, wants)
 	rep.Shape.AudioPPS, rep.Shape.AudioPacket = cfg.Media.AudioPPS, cfg.Media.AudioPacket
 	rep.Shape.ExpectedPerSec += float64(cfg.Subscribers * cfg.Media.AudioPPS)
-	if cfg.Floor {
-		pr.printf("floor: bare UDP relay, the layers' fan-out")
-		res, err := runFloorBuilt(ctx, cfg.floorOptions(), cfg.Media, cfg.Timing, pr, layeredFloor(cfg, wants))
-		if err != nil {
-			return err
-		}
-		rep.Floor = newPhaseReport(res)
-		rep.FloorSends = cfg.floorOptions().sends()
-		checkLoss(rep, "floor", rep.Floor, cfg.MaxLoss)
+	if err := measureLayeredFloor(ctx, cfg, wants, rep, pr); err != nil {
+		return err
 	}
 	cfg.spawnEnv = h.ServiceEnv()
 	t, err := openTarget(ctx, cfg, 2+cfg.Subscribers, pr)
@@ -101,16 +94,11 @@ func measureCapped(ctx context.Context, cfg Config, t *serverTarget, h *netlab.H
 	}
 	m := newMediaRun(newClock(), cfg.Media)
 	defer m.stopSenders()
-	base, haveMetrics, err := t.sample(ctx)
+	base, haveMetrics, err := t.baseline(ctx)
 	if err != nil {
-		return fmt.Errorf("server metrics before the run (pass -ops-url '' to skip them): %w", err)
+		return err
 	}
-	r := &room{name: fmt.Sprintf("load-%s-capped", runID())}
-	pub := &simPublisher{p: &participant{room: r.name, identity: "publisher", publish: true, sink: m.addSink()}}
-	r.members = append(r.members, pub.p)
-	for i := range cfg.Subscribers {
-		r.members = append(r.members, &participant{room: r.name, identity: fmt.Sprintf("s%d", i), sink: m.addSink()})
-	}
+	r, pub := simRoom("capped", m, cfg.Subscribers)
 	defer leaveAll([]*room{r}, cfg.JoinConcurrency)
 	jr := &joinResult{attempted: len(r.members) + 1}
 	if err := pub.join(ctx, cfg, t, m, api); err != nil {
@@ -154,12 +142,7 @@ func measureCapped(ctx context.Context, cfg Config, t *serverTarget, h *netlab.H
 	if err != nil {
 		return err
 	}
-	res.cpuKnown = haveMetrics
-	rep.Server = newPhaseReport(res)
-	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
-	if haveMetrics {
-		rep.Resources = newResources(base, loaded, int(jr.joined.Load()))
-	}
+	reportServer(rep, cfg.MaxLoss, res, base, loaded, haveMetrics, jr.joined.Load())
 	rep.Capped = &capRep
 	checkCapped(rep)
 	return nil

@@ -11,9 +11,8 @@ import (
 // Config is one run. Its zero value is not useful: start from
 // DefaultConfig, whose values are the ones documented on each field.
 type Config struct {
-	// Scenario is fanout, meeting, churn, floor, simulcast, dynacast or
-	// capped
-	// (see Describe).
+	// Scenario is fanout, meeting, churn, floor, simulcast, dynacast,
+	// capped or capacity (see Describe).
 	Scenario string
 
 	// URLs are the HTTP base URLs of the instances under load (signaling
@@ -91,6 +90,21 @@ type Config struct {
 	Cap    int
 	CapFor time.Duration
 
+	// GOMAXPROCS, when above 0, is the spawned instance's GOMAXPROCS
+	// (0: Go's default, the CPUs the instance may use), so one machine
+	// measures how the instance scales with cores.
+	GOMAXPROCS int
+
+	// Shapes are what the capacity scenario searches, in turn: ShapeFanout,
+	// ShapeMeeting5, ShapeMeeting10 (all three).
+	Shapes []string
+	// CapacityStart is the capacity search's first step and CapacityMax
+	// its ceiling, in participants (10 and 1000); CapacityP99 the p99
+	// forwarding latency a step must stay under (10 ms), besides losing
+	// nothing.
+	CapacityStart, CapacityMax int
+	CapacityP99                time.Duration
+
 	// spawnEnv is added to a spawned instance's environment (the capped
 	// scenario's listeners on its namespace's link).
 	spawnEnv []string
@@ -126,6 +140,20 @@ func DefaultConfig() Config {
 		Dynacast:        true,
 		Cap:             400,
 		CapFor:          20 * time.Second,
+		Shapes:          []string{ShapeFanout, ShapeMeeting5, ShapeMeeting10},
+		CapacityStart:   10,
+		CapacityMax:     maxCapacity,
+		CapacityP99:     10 * time.Millisecond,
+	}
+}
+
+// SetScenario sets the scenario and the defaults that differ by scenario:
+// a capacity step measures 12 s (the search runs ten or so of them) and
+// needs no floor.
+func (c *Config) SetScenario(name string) {
+	c.Scenario = name
+	if name == "capacity" {
+		c.Timing.Window, c.Floor = 12*time.Second, false
 	}
 }
 
@@ -137,6 +165,7 @@ var scenarios = map[string]string{
 	"floor":     "only the bare UDP relay floor, with the fanout or meeting shape; no server",
 	"simulcast": "one publisher of three simulcast video layers (150, 500, 1700 kbit/s) to -subscribers receivers, a third asking for each layer",
 	"capped":    "the simulcast publisher with audio to -subscribers receivers of the top layer and one more in a network namespace whose downlink is capped at -cap kbit/s for -cap-for, then lifted (root, -spawn)",
+	"capacity":  "the largest -shapes (fanout subscribers, meeting-5 and meeting-10 participants) one instance carries with no loss and p99 under -max-p99: steps from -start doubling, then bisecting, up to -max",
 	"dynacast":  "one publisher of three simulcast video layers to -subscribers receivers that all ask for the low one; -dynacast=false: the publisher sends every layer anyway",
 }
 
@@ -149,7 +178,7 @@ func Describe(scenario string) (text string, ok bool) {
 // Validate checks every field; its errors name the flag that sets it.
 func (c *Config) Validate() error {
 	if _, ok := scenarios[c.Scenario]; !ok {
-		return fmt.Errorf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast, dynacast or capped)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (want fanout, meeting, churn, floor, simulcast, dynacast, capped or capacity)", c.Scenario)
 	}
 	if err := c.Media.validate(); err != nil {
 		return err
@@ -181,6 +210,15 @@ func (c *Config) validateTarget() error {
 	}
 	if err := c.validateCap(); err != nil {
 		return err
+	}
+	if err := c.validateCapacity(); err != nil {
+		return err
+	}
+	switch {
+	case c.GOMAXPROCS < 0:
+		return fmt.Errorf("-gomaxprocs must not be negative, got %d", c.GOMAXPROCS)
+	case c.GOMAXPROCS > 0 && (c.Spawn == "" || c.SpawnFleet > 0):
+		return errors.New("-gomaxprocs sets the GOMAXPROCS of the instance -spawn starts: it needs -spawn, without -spawn-fleet")
 	}
 	if c.Placement != PlaceRoundRobin && c.Placement != PlaceRandom {
 		return fmt.Errorf("-placement must be %s or %s, got %q", PlaceRoundRobin, PlaceRandom, c.Placement)

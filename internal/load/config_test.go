@@ -28,6 +28,21 @@ func TestConfigValidate(t *testing.T) {
 		{"spawn needs no URL", func(c *Config) { c.URLs, c.Spawn = nil, "/bin/media-service" }, ""},
 		{"unknown placement", func(c *Config) { c.Placement = "nearest" }, "-placement"},
 		{"negative loss", func(c *Config) { c.MaxLoss = -1 }, "-max-loss"},
+		{"capacity", func(c *Config) { c.SetScenario("capacity") }, ""},
+		{"capacity of an unknown shape", func(c *Config) { c.SetScenario("capacity"); c.Shapes = []string{"meeting-7"} }, "-shapes"},
+		{"capacity of no shape", func(c *Config) { c.SetScenario("capacity"); c.Shapes = nil }, "-shapes"},
+		{"capacity below one room", func(c *Config) { c.SetScenario("capacity"); c.CapacityStart, c.CapacityMax = 1, 8 }, "meeting-10 needs -max"},
+		{"capacity of one room", func(c *Config) {
+			c.SetScenario("capacity")
+			c.Shapes, c.CapacityStart, c.CapacityMax = []string{ShapeMeeting5}, 1, 5
+		}, ""},
+		{"capacity ceiling too high", func(c *Config) { c.SetScenario("capacity"); c.CapacityMax = 5000 }, "-max"},
+		{"capacity start above the ceiling", func(c *Config) { c.SetScenario("capacity"); c.CapacityStart = 2000 }, "-start"},
+		{"capacity without a latency bound", func(c *Config) { c.SetScenario("capacity"); c.CapacityP99 = 0 }, "-max-p99"},
+		{"capacity of a fleet", func(c *Config) { c.SetScenario("capacity"); c.Spawn, c.SpawnFleet = "/bin/ms", 2 }, "-spawn-fleet"},
+		{"gomaxprocs of a spawned instance", func(c *Config) { c.Spawn, c.GOMAXPROCS = "/bin/ms", 1 }, ""},
+		{"gomaxprocs without spawn", func(c *Config) { c.GOMAXPROCS = 1 }, "-gomaxprocs"},
+		{"negative gomaxprocs", func(c *Config) { c.Spawn, c.GOMAXPROCS = "/bin/ms", -1 }, "-gomaxprocs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

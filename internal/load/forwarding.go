@@ -74,9 +74,9 @@ func runID() string {
 func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report, pr *progress) error {
 	m := newMediaRun(newClock(), cfg.Media)
 	defer m.stopSenders()
-	base, haveMetrics, err := t.sample(ctx)
+	base, haveMetrics, err := t.baseline(ctx)
 	if err != nil {
-		return fmt.Errorf("server metrics before the run (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
+		return err
 	}
 	rooms := plan(cfg.shape(), m)
 	defer leaveAll(rooms, cfg.JoinConcurrency)
@@ -103,13 +103,21 @@ func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report
 	if d != nil {
 		d.finish(ctx, cfg.DrainAfter, rep)
 	}
+	reportServer(rep, cfg.MaxLoss, res, base, loaded, haveMetrics, jr.joined.Load())
+	return nil
+}
+
+// reportServer puts the server's window into the report: its forwarding,
+// checked against maxLoss, and when the instance's metrics were read
+// (haveMetrics) its footprint from idle (base) to loaded over the joined
+// participants.
+func reportServer(rep *Report, maxLoss float64, res *phaseResult, base, loaded serverSample, haveMetrics bool, joined int64) {
 	res.cpuKnown = haveMetrics
 	rep.Server = newPhaseReport(res)
-	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
+	checkLoss(rep, "server", rep.Server, maxLoss)
 	if haveMetrics {
-		rep.Resources = newResources(base, loaded, int(jr.joined.Load()))
+		rep.Resources = newResources(base, loaded, int(joined))
 	}
-	return nil
 }
 
 // serverWindow measures the window of the joined participants' media,

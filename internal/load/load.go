@@ -37,6 +37,8 @@ func Run(ctx context.Context, cfg Config, progressOut io.Writer) (*Report, error
 		err = runSimulcast(ctx, cfg, rep, pr)
 	case "capped":
 		err = runCapped(ctx, cfg, rep, pr)
+	case "capacity":
+		err = runCapacity(ctx, cfg, rep, pr)
 	default:
 		err = runForwarding(ctx, cfg, rep, pr)
 	}
@@ -52,8 +54,11 @@ func Run(ctx context.Context, cfg Config, progressOut io.Writer) (*Report, error
 
 func newReport(cfg Config) *Report {
 	t := cfg.shape()
-	if cfg.Scenario == "churn" { // the anchor and -parallel churners, all publishing
+	switch cfg.Scenario {
+	case "churn": // the anchor and -parallel churners, all publishing
 		t = topology{{publishers: cfg.Parallel + 1}}
+	case "capacity": // each step has its own shape
+		t = nil
 	}
 	pubs := 0
 	for _, g := range t {
@@ -97,10 +102,16 @@ func measureFloor(ctx context.Context, cfg Config, rep *Report, pr *progress) er
 	if err != nil {
 		return err
 	}
+	reportFloor(rep, cfg, res)
+	return nil
+}
+
+// reportFloor puts the floor's window into the report, checked against
+// -max-loss.
+func reportFloor(rep *Report, cfg Config, res *phaseResult) {
 	rep.Floor = newPhaseReport(res)
 	rep.FloorSends = cfg.floorOptions().sends()
 	checkLoss(rep, "floor", rep.Floor, cfg.MaxLoss)
-	return nil
 }
 
 // checkLoss fails the run when a phase lost more than maxLoss percent, or

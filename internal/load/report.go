@@ -35,6 +35,7 @@ type Report struct {
 	Churn      *churnReport     `json:"churn,omitempty"`
 	Simulcast  *simulcastReport `json:"simulcast,omitempty"` // simulcast and dynacast
 	Capped     *cappedReport    `json:"capped,omitempty"`
+	Capacity   []capacityReport `json:"capacity,omitempty"` // one search per shape
 
 	LoadGenCPUSeconds float64          `json:"loadgen_cpu_seconds"`
 	ClientDiagnostics int64            `json:"client_diagnostics"`      // lines the participants' clients logged (failed answers, candidates)
@@ -209,8 +210,13 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 func (r *Report) table(w io.Writer) {
 	s := r.Shape
 	fmt.Fprintf(w, "mediaload %s\t%s, %d CPUs, load %.2f -> %.2f\n", r.Scenario, r.Machine.OSArch, r.Machine.CPUs, r.Machine.LoadStart, r.Machine.LoadEnd)
-	fmt.Fprintf(w, "shape\t%d participants (%d publishing) in %d room(s); video %.0f pkt/s x %d B, audio %d pkt/s x %d B\n",
-		s.Participants, s.Publishers, s.Rooms, s.VideoPPS, s.VideoPacket, s.AudioPPS, s.AudioPacket)
+	if r.Scenario == "capacity" {
+		fmt.Fprintf(w, "media\tper publisher: video %.0f pkt/s x %d B, audio %d pkt/s x %d B; each step %.0f s measured\n",
+			s.VideoPPS, s.VideoPacket, s.AudioPPS, s.AudioPacket, s.WindowSeconds)
+	} else {
+		fmt.Fprintf(w, "shape\t%d participants (%d publishing) in %d room(s); video %.0f pkt/s x %d B, audio %d pkt/s x %d B\n",
+			s.Participants, s.Publishers, s.Rooms, s.VideoPPS, s.VideoPacket, s.AudioPPS, s.AudioPacket)
+	}
 	if j := r.Joins; j != nil {
 		fmt.Fprintf(w, "joins\t%d/%d joined, %d failed, %d redirected\n", j.Joined, j.Attempted, j.Failed, j.Redirected)
 		fmt.Fprintf(w, "join to first media\tp50 %.1f ms\tp95 %.1f ms\tmax %.1f ms\n", j.FirstMediaP50, j.FirstMediaP95, j.FirstMediaMax)
@@ -233,6 +239,7 @@ func (r *Report) table(w io.Writer) {
 	r.forwardingTable(w)
 	r.simulcastTable(w)
 	r.cappedTable(w)
+	r.capacityTable(w)
 	r.resourceTable(w)
 	fmt.Fprintf(w, "\nload generator CPU\t%.1f s\n", r.LoadGenCPUSeconds)
 	fmt.Fprintf(w, "client diagnostics\t%d (the first ones are on stderr)\n", r.ClientDiagnostics)

@@ -91,15 +91,8 @@ type simulcastLayerStat struct {
 func runSimulcast(ctx context.Context, cfg Config, rep *Report, pr *progress) error {
 	wants := wantedLayers(cfg)
 	setSimulcastShape(rep, cfg, wants)
-	if cfg.Floor {
-		pr.printf("floor: bare UDP relay, the layers' fan-out")
-		res, err := runFloorBuilt(ctx, cfg.floorOptions(), cfg.Media, cfg.Timing, pr, layeredFloor(cfg, wants))
-		if err != nil {
-			return err
-		}
-		rep.Floor = newPhaseReport(res)
-		rep.FloorSends = cfg.floorOptions().sends()
-		checkLoss(rep, "floor", rep.Floor, cfg.MaxLoss)
+	if err := measureLayeredFloor(ctx, cfg, wants, rep, pr); err != nil {
+		return err
 	}
 	t, err := openTarget(ctx, cfg, 1+cfg.Subscribers, pr)
 	if err != nil {
@@ -123,6 +116,22 @@ func setSimulcastShape(rep *Report, cfg Config, wants []int) {
 	for _, w := range wants {
 		s.ExpectedPerSec += simLayers[w].media(cfg.Media).VideoPPS()
 	}
+}
+
+// measureLayeredFloor measures the floor of a simulcast run, when the
+// run has one: the bare relay forwarding the layers each subscriber asks
+// for (wants).
+func measureLayeredFloor(ctx context.Context, cfg Config, wants []int, rep *Report, pr *progress) error {
+	if !cfg.Floor {
+		return nil
+	}
+	pr.printf("floor: bare UDP relay, the layers' fan-out")
+	res, err := runFloorBuilt(ctx, cfg.floorOptions(), cfg.Media, cfg.Timing, pr, layeredFloor(cfg, wants))
+	if err != nil {
+		return err
+	}
+	reportFloor(rep, cfg, res)
+	return nil
 }
 
 // layeredFloor builds the floor of a simulcast run: a group per layer
@@ -169,6 +178,18 @@ func (m *mediaRun) newLayerSender(mc MediaConfig, w packetWriter) *sender {
 	m.senders = append(m.senders, s)
 	m.mu.Unlock()
 	return s
+}
+
+// simRoom plans the room of a simulcast run (its name tagged with the
+// scenario): the publisher first, then the subscribers; nothing joins yet.
+func simRoom(scenario string, m *mediaRun, subscribers int) (*room, *simPublisher) {
+	r := &room{name: fmt.Sprintf("load-%s-%s", runID(), scenario)}
+	pub := &simPublisher{p: &participant{room: r.name, identity: "publisher", publish: true, sink: m.addSink()}}
+	r.members = append(r.members, pub.p)
+	for i := range subscribers {
+		r.members = append(r.members, &participant{room: r.name, identity: fmt.Sprintf("s%d", i), sink: m.addSink()})
+	}
+	return r, pub
 }
 
 // simPublisher is the run's publisher: a participant whose video track
@@ -242,16 +263,11 @@ func measureSimulcast(ctx context.Context, cfg Config, t *serverTarget, wants []
 	}
 	m := newMediaRun(newClock(), cfg.Media)
 	defer m.stopSenders()
-	base, haveMetrics, err := t.sample(ctx)
+	base, haveMetrics, err := t.baseline(ctx)
 	if err != nil {
-		return fmt.Errorf("server metrics before the run (pass -ops-url '' to skip them): %w", err)
+		return err
 	}
-	r := &room{name: fmt.Sprintf("load-%s-simulcast", runID())}
-	pub := &simPublisher{p: &participant{room: r.name, identity: "publisher", publish: true, sink: m.addSink()}}
-	r.members = append(r.members, pub.p)
-	for i := range wants {
-		r.members = append(r.members, &participant{room: r.name, identity: fmt.Sprintf("s%d", i), sink: m.addSink()})
-	}
+	r, pub := simRoom("simulcast", m, len(wants))
 	defer leaveAll([]*room{r}, cfg.JoinConcurrency)
 	jr := &joinResult{attempted: len(r.members)}
 	if err := pub.join(ctx, cfg, t, m, api); err != nil {
@@ -282,12 +298,7 @@ func measureSimulcast(ctx context.Context, cfg Config, t *serverTarget, wants []
 	if err != nil {
 		return err
 	}
-	res.cpuKnown = haveMetrics
-	rep.Server = newPhaseReport(res)
-	checkLoss(rep, "server", rep.Server, cfg.MaxLoss)
-	if haveMetrics {
-		rep.Resources = newResources(base, loaded, int(jr.joined.Load()))
-	}
+	reportServer(rep, cfg.MaxLoss, res, base, loaded, haveMetrics, jr.joined.Load())
 	rep.Simulcast = pub.report(cfg, subs, wants, res.window)
 	checkLayers(rep, cfg.MaxLoss)
 	return nil

@@ -25,8 +25,9 @@ type spawned struct {
 }
 
 // spawnEnv is the instance's environment on top of ours. maxSessions
-// leaves room for every participant of the run, in the instance and in one
-// room (a fanout to 50 subscribers is a room of 51).
+// leaves room for every participant of the run, in the instance, in one
+// room (a fanout to 50 subscribers is a room of 51) and in rooms of one
+// (a capacity search's meetings of 5 go to 200 rooms).
 func spawnEnv(maxSessions int) []string {
 	return []string{
 		"PORT=0", "MEDIA_HTTP_HOST=127.0.0.1",
@@ -36,6 +37,7 @@ func spawnEnv(maxSessions int) []string {
 		"MEDIA_API_KEY=", "MEDIA_API_SECRET=",
 		"MEDIA_MAX_SESSIONS=" + strconv.Itoa(maxSessions),
 		"MEDIA_MAX_ROOM_PARTICIPANTS=" + strconv.Itoa(maxSessions),
+		"MEDIA_MAX_ROOMS=" + strconv.Itoa(maxSessions),
 		"MEDIA_MAX_SESSIONS_PER_IP=0", // every synthetic participant comes from 127.0.0.1
 		"MEDIA_MAX_CONNS_PER_IP=0",    // and so does every one of their connections
 		"MEDIA_DRAIN_TIMEOUT=5s",

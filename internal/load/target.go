@@ -2,10 +2,12 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/pion/webrtc/v4"
@@ -65,6 +67,9 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 			env = append(env, spawnRelayEnv...)
 		}
 		env = append(env, cfg.spawnEnv...)
+		if cfg.GOMAXPROCS > 0 {
+			env = append(env, "GOMAXPROCS="+strconv.Itoa(cfg.GOMAXPROCS))
+		}
 		s, err := spawn(ctx, cfg.Spawn, env, cfg.ChildStderr)
 		if err != nil {
 			return nil, err
@@ -149,6 +154,16 @@ func (t *serverTarget) sample(ctx context.Context) (serverSample, bool, error) {
 		sum.add(smp)
 	}
 	return sum, len(t.scrapers) > 0, nil
+}
+
+// baseline is sample before the first join, the idle footprint; its
+// error says how to run without the instances' metrics.
+func (t *serverTarget) baseline(ctx context.Context) (serverSample, bool, error) {
+	s, ok, err := t.sample(ctx)
+	if err != nil {
+		return s, false, fmt.Errorf("server metrics before the run (pass -ops-url '', or leave out -ops-urls, to skip them): %w", err)
+	}
+	return s, ok, nil
 }
 
 // sampleOne scrapes s, or gives the last sample of a drained instance
