@@ -29,6 +29,10 @@
 //     written with the same TTL and renewed by the owner while it holds the
 //     room.
 //
+// The server API's fleet-wide room list ([Fleet.Rooms]) walks the room
+// keys with SCAN (500 a step, at most [MaxListed] rooms) and reads them
+// with MGET: an operator's request, not a join's path.
+//
 // Every write of a room entry is a Lua script that compares the entry in
 // force with the one the writer expects, byte for byte, and writes only if
 // they match: a claim (only if there is no entry, or to replace a stale

@@ -132,3 +132,19 @@ func (s *MemoryStore) entry(room string) Claim {
 	}
 	return e.v
 }
+
+// Rooms implements [Store].
+func (s *MemoryStore) Rooms(_ context.Context, limit int) (map[string]Claim, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Claim)
+	for room := range s.rooms {
+		if len(out) >= limit {
+			break
+		}
+		if c := s.entry(room); !c.IsZero() {
+			out[room] = c
+		}
+	}
+	return out, nil
+}

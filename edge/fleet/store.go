@@ -37,6 +37,9 @@ type Store interface {
 	Renew(ctx context.Context, claims map[string]Claim, ttl time.Duration) (stale []string, err error)
 	// Release deletes room's entry if it is still c.
 	Release(ctx context.Context, room string, c Claim) (bool, error)
+	// Rooms returns the entries of up to limit rooms, by room, in no
+	// order: every room when there are no more than limit.
+	Rooms(ctx context.Context, limit int) (map[string]Claim, error)
 
 	// Close releases the store's connections.
 	Close() error
