@@ -120,11 +120,19 @@ func (srv *Server) handleGetParticipant(c echo.Context) error {
 }
 
 // handleRemoveParticipant ends the participant's session with leave
-// reason removed, and revokes the token it joined with.
+// reason removed, and revokes the token it joined with. In a fleet the
+// revocation is written to the directory first: if it cannot be, the
+// participant stays and the answer is 503, so a 204 always means that
+// no instance will take the token again.
 func (srv *Server) handleRemoveParticipant(c echo.Context) error {
 	s := c.Get("room").(*room).byIdentity(c.Param("identity"))
 	if s == nil {
 		return notFound(c, "participant_not_found", "no participant with that identity in the room")
+	}
+	if err := srv.revokeInFleet(c.Request().Context(), s.jti, s.tokenExp); err != nil {
+		srv.log.Warn("revoke_failed", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, apiError{Code: "directory_unavailable",
+			Message: "the removal cannot be recorded in the room directory now; the participant stays; try again"})
 	}
 	srv.revoked.revoke(s.jti, s.tokenExp, time.Now())
 	s.Close(signal.ReasonRemoved)

@@ -16,13 +16,21 @@ import (
 // redisStore opens a fleet store on a real Redis started for the test.
 func redisStore(t *testing.T) fleet.Store {
 	t.Helper()
+	store, _ := redisStoreOn(t)
+	return store
+}
+
+// redisStoreOn is redisStore that also returns the Redis server, for a
+// test that stops it.
+func redisStoreOn(t *testing.T) (fleet.Store, *redistest.Server) {
+	t.Helper()
 	rd := redistest.Start(t)
 	store, err := fleet.NewRedisStore(context.Background(), rd.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return store
+	return store, rd
 }
 
 // selfID is ts's instance id in its fleet.

@@ -37,6 +37,10 @@ type Directory interface {
 	// whether there were more than it lists (the server API's fleet-wide
 	// list, apirooms.go).
 	Rooms(ctx context.Context) ([]fleet.RoomEntry, bool, error)
+	// Revoke and Revoked share the tokens of removed participants with
+	// every instance (revoked.go).
+	Revoke(ctx context.Context, key string, until time.Time) error
+	Revoked(ctx context.Context, key string) (bool, error)
 	// Hold and Release keep and drop this instance's claim on a room
 	// while it has participants here. They do not block on the store.
 	Hold(room string)

@@ -21,6 +21,7 @@ const (
 	instanceKey = keyPrefix + "instance:"
 	instanceSet = keyPrefix + "instances"
 	roomKey     = keyPrefix + "room:"
+	revokedKey  = keyPrefix + "revoked:"
 )
 
 // Redis client timeouts, unless the URL sets its own. A directory round
@@ -309,4 +310,19 @@ func (s *RedisStore) Rooms(ctx context.Context, limit int) (map[string]Claim, er
 		}
 	}
 	return out, nil
+}
+
+// Revoke implements [Store]: one key per revoked token, expiring with it
+// (PXAT), so Redis forgets each on its own.
+func (s *RedisStore) Revoke(ctx context.Context, key string, until time.Time) error {
+	if !time.Now().Before(until) {
+		return nil
+	}
+	return s.c.SetArgs(ctx, revokedKey+key, "1", redis.SetArgs{ExpireAt: until}).Err()
+}
+
+// Revoked implements [Store].
+func (s *RedisStore) Revoked(ctx context.Context, key string) (bool, error) {
+	n, err := s.c.Exists(ctx, revokedKey+key).Result()
+	return n == 1, err
 }

@@ -41,6 +41,12 @@ type Store interface {
 	// order: every room when there are no more than limit.
 	Rooms(ctx context.Context, limit int) (map[string]Claim, error)
 
+	// Revoke remembers key (a token's, chosen by edge) as revoked until
+	// until; a key whose until has passed is not written.
+	Revoke(ctx context.Context, key string, until time.Time) error
+	// Revoked reports whether key is remembered as revoked now.
+	Revoked(ctx context.Context, key string) (bool, error)
+
 	// Close releases the store's connections.
 	Close() error
 }
