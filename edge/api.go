@@ -157,7 +157,7 @@ func (srv *Server) handleMuteTrack(c echo.Context) error {
 	if p == nil {
 		return notFound(c, "track_not_found", "the participant publishes no track with that id")
 	}
-	r.setMuted(s, p, *body.Muted)
+	r.setMuted(s, p, *body.Muted, signal.ReasonAPI)
 	return c.JSON(http.StatusOK, describeAPITrack(p))
 }
 

@@ -140,6 +140,7 @@ type Client struct {
 	wg               sync.WaitGroup
 	data             clientData
 	speakers         speakerList
+	mutes            ownMutes
 	life             context.Context    // cancelled by Close: no more resumes or ICE restarts
 	kill             context.CancelFunc // cancels life
 	token            string             // the access token, for resumes

@@ -71,6 +71,8 @@ func (c *Client) handle(m *signal.Message) error {
 		c.applyLayers(m)
 	case signal.TypeSpeakers:
 		c.applySpeakers(m)
+	case signal.TypeTrackPublished, signal.TypeTrackMuted, signal.TypeTrackUnpublished:
+		c.noteOwnMute(m)
 	case signal.TypeResumed:
 		c.setResume(m)
 	case signal.TypeError:

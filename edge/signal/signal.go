@@ -140,6 +140,11 @@ const (
 // another instance of the fleet.
 const ReasonRoomElsewhere = "room_elsewhere"
 
+// ReasonAPI is the reason of a `track_muted` the server API caused: the
+// publisher's client applies it to its own track (disables it on a
+// mute), where a `track_muted` without reason is the echo of its own.
+const ReasonAPI = "api"
+
 // Participant names a participant of a room: its id (unique per session,
 // and the msid stream id of its forwarded tracks) and its identity.
 type Participant struct {

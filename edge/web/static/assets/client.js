@@ -212,6 +212,10 @@ export class MediaClient extends EventTarget {
     this.remoteTracks = new Map();
     /** @type {MediaStream|null} our screen share (shareScreen), kept across sessions */
     this.screenStream = null;
+    /** @type {Set<string>} sources of ours the server API muted (and we
+     * disabled), which its unmute turns back on; the user's own mute is
+     * never undone by the server */
+    this.serverMuted = new Set();
     this.drainingSeen = false; // a draining message arrived at some point
     this.reconnects = 0;       // sessions adopted after the first
     this.resumes = 0;          // lost signaling connections resumed as the same participant
@@ -283,7 +287,32 @@ export class MediaClient extends EventTarget {
     for (const t of this.localStream?.getTracks() ?? []) {
       if (t.kind === kind) t.enabled = !muted;
     }
-    this._session?.sendMute(kind === "audio" ? "microphone" : "camera", muted);
+    const source = kind === "audio" ? "microphone" : "camera";
+    this.serverMuted.delete(source); // the user's word replaces the server's
+    this._session?.sendMute(source, muted);
+  }
+
+  /** _applyServerMute applies a mute or unmute the server API made of
+   * our track of that source (a track_muted with reason "api"): a mute
+   * disables the track; an unmute enables it again only if the mute it
+   * undoes was the server's, and otherwise tells the server the user's
+   * own mute stands. Emits "localmute" ({source, muted, changed}) so the
+   * page shows it. */
+  _applyServerMute(s, source, muted) {
+    if (s !== this._session) return;
+    const tracks = [...(this.localStream?.getTracks() ?? []), ...(this.screenStream?.getTracks() ?? [])]
+      .filter((t) => s._sourceOf(t) === source);
+    const enabled = () => tracks.some((t) => t.enabled);
+    const before = enabled();
+    if (muted) {
+      for (const t of tracks) t.enabled = false;
+      this.serverMuted.add(source);
+    } else if (this.serverMuted.delete(source)) {
+      for (const t of tracks) t.enabled = true;
+    } else if (tracks.some((t) => !t.enabled)) {
+      s.sendMute(source, true);
+    }
+    this._emit("localmute", { source, muted: !enabled(), changed: before !== enabled() });
   }
 
   /** isMuted reports whether a participant's track of that source
@@ -1107,11 +1136,13 @@ class Session {
 
   /** _onTrackMessage handles track_published, track_muted and
    * track_unpublished: ours give the id to mute by (and a mute made
-   * before the track was announced is sent now), the others' update
-   * the client's view of the room. */
+   * before the track was announced is sent now) and carry the server
+   * API's mutes of our tracks, the others' update the client's view of
+   * the room. */
   _onTrackMessage(m) {
     if (!m.participant || !m.track) return;
     if (m.participant.id === this.self?.id) {
+      if (m.type === "track_muted" && m.reason === "api") this.client._applyServerMute(this, m.track.source, m.track.muted);
       if (m.type !== "track_published") return;
       this.own.set(m.track.source, m.track.id);
       const local = this.client.localStream?.getTracks().find((t) => this._sourceOf(t) === m.track.source);
