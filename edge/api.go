@@ -43,7 +43,7 @@ const (
 )
 
 func (srv *Server) routeAPI(e *echo.Echo) {
-	g := e.Group("/api/v1", middleware.BodyLimit("16K")) // the largest body is a metadata update
+	g := e.Group("/api/v1", srv.metrics.api.measure, middleware.BodyLimit("16K")) // the largest body is a metadata update
 	list := func(g auth.AdminGrants) bool { return g.RoomList || g.RoomAdmin }
 	admin := func(g auth.AdminGrants) bool { return g.RoomAdmin }
 	g.GET("/rooms", srv.handleListRooms, srv.requireAdmin(list))
