@@ -123,7 +123,7 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {
+	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP, OfferID: m.OfferID}); err != nil {
 		return err
 	}
 	c.subICE.Open()
