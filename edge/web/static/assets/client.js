@@ -48,6 +48,10 @@ const RESUME_BACKOFF = { minMs: 100, maxMs: 2000 };
  * each restart gathers on the network as it is now, and the browser keeps
  * checking in between, so media is back as soon as the path is. */
 const ICE_RESTART_INTERVAL_MS = 2000;
+/** A publisher restart offer whose answer has not come in this long is
+ * given up: the next restart rolls it back and offers again, and the late
+ * answer, if it comes, is ignored by its offer_id (PROTOCOL.md). */
+const ICE_RESTART_ANSWER_MS = 10000;
 
 /** How long a draining session stays after its replacement joined, at
  * most: the replacement starts in the background and is swapped in once it
@@ -881,6 +885,9 @@ class Session {
     this.resume = null;     // {credential, graceMs} from joined, then from each resumed
     this.resuming = false;  // the WebSocket is lost and being resumed
     this.restartTimers = {}; // target -> timer of the next ICE restart while down
+    this.offerSeq = 0; // the last publisher offer's offer_id
+    this.pubOffer = 0; // the offer_id of the publisher offer awaiting its answer, 0 when none
+    this.pubOfferAt = 0; // when it was sent (Date.now())
     this.own = new Map(); // source -> id of our track of that source, from track_published
 
     const u = new URL(url, location.href);
@@ -1008,10 +1015,36 @@ class Session {
     if (!pc?.remoteDescription || this.ws.readyState !== WebSocket.OPEN) return;
     if (target === "subscriber") { this.send({ type: "ice_restart", target }); return; }
     this._serial("publisher", async () => {
+      if (pc.signalingState === "have-local-offer" && Date.now() - this.pubOfferAt >= ICE_RESTART_ANSWER_MS) {
+        this.pubOffer = 0;
+        await pc.setLocalDescription({ type: "rollback" });
+      }
       if (pc.signalingState !== "stable") return;
       const offer = await pc.createOffer({ iceRestart: true });
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources() });
+      this._sendOffer(offer);
+    });
+  }
+
+  /** _sendOffer sends a publisher offer numbered with a fresh offer_id:
+   * only the answer or refusal echoing it applies to it (PROTOCOL.md,
+   * "Offer ids"). */
+  _sendOffer(offer) {
+    this.pubOffer = ++this.offerSeq;
+    this.pubOfferAt = Date.now();
+    this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources(), offer_id: this.pubOffer });
+  }
+
+  /** _onOfferRefused rolls the publisher connection back from a refused
+   * offer (an ICE restart at the session's candidate bound, a track over
+   * the limit), so it is stable again and the next restart or change
+   * can offer; a refusal of an offer already replaced is ignored. */
+  _onOfferRefused(m) {
+    if (m.offer_id && m.offer_id !== this.pubOffer) return;
+    this.pubOffer = 0;
+    const pc = this.pcs.publisher;
+    this._serial("publisher", async () => {
+      if (pc?.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
     });
   }
 
@@ -1078,7 +1111,7 @@ class Session {
     this._serial("publisher", async () => {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources() });
+      this._sendOffer(offer);
       await this._setDegradation();
     });
   }
@@ -1294,6 +1327,7 @@ class Session {
       case "track_published": case "track_muted": case "track_unpublished":
         return this._onTrackMessage(m);
       case "error":
+        if (m.target === "publisher") this._onOfferRefused(m);
         // A track_settings for a track the server removed meanwhile (its
         // publisher left) is a race, not something to show the user.
         if (m.code === "unknown_track") return console.debug(`media ${this.self?.id}: ${m.message}`);
@@ -1311,12 +1345,16 @@ class Session {
       await this._flushCandidates("subscriber");
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
-      this.send({ type: "answer", target: "subscriber", sdp: answer.sdp });
+      this.send({ type: "answer", target: "subscriber", sdp: answer.sdp, offer_id: m.offer_id });
     });
   }
 
   _onAnswer(m) {
     if (m.target !== "publisher") return this.client._emitError("bad_answer", `unexpected answer for ${m.target}`);
+    // The answer to an offer that was replaced (refused, or given up on
+    // by a restart) must not be applied to the offer outstanding now.
+    if (m.offer_id && m.offer_id !== this.pubOffer) return console.debug(`media ${this.self?.id}: answer to offer ${m.offer_id} ignored`);
+    this.pubOffer = 0;
     const pc = this.pcs.publisher;
     this._serial("publisher", async () => {
       await pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
