@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/media-service/media-service/edge/auth"
+	"github.com/media-service/media-service/edge/fleet"
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
 )
@@ -23,7 +25,8 @@ import (
 // listener, under /api/v1, for the application's backend. Every request
 // carries an admin token (auth.AdminClaims) as "Authorization: Bearer".
 // In a fleet, a request about a room that lives on another instance is
-// proxied there (see proxyToOwner); listing rooms lists this instance's.
+// proxied there (see proxyToOwner); listing rooms gathers every owner's
+// rooms (apirooms.go).
 
 // API bounds.
 const (
@@ -40,7 +43,7 @@ const (
 )
 
 func (srv *Server) routeAPI(e *echo.Echo) {
-	g := e.Group("/api/v1", middleware.BodyLimit("16K")) // the largest body is a metadata update
+	g := e.Group("/api/v1", srv.metrics.api.measure, middleware.BodyLimit("16K")) // the largest body is a metadata update
 	list := func(g auth.AdminGrants) bool { return g.RoomList || g.RoomAdmin }
 	admin := func(g auth.AdminGrants) bool { return g.RoomAdmin }
 	g.GET("/rooms", srv.handleListRooms, srv.requireAdmin(list))
@@ -75,11 +78,15 @@ func (srv *Server) requireAdmin(allowed func(auth.AdminGrants) bool) echo.Middle
 	}
 }
 
-// apiRoom is a room in the API's answers.
+// apiRoom is a room in the API's answers. In a fleet it names the
+// instance that holds it, and Error says why an owner's room has no
+// counts (its owner is gone or did not answer).
 type apiRoom struct {
 	Name         string `json:"name"`
 	Participants int    `json:"participants"`
 	Tracks       int    `json:"tracks"`
+	Instance     string `json:"instance,omitempty"`
+	Error        string `json:"error,omitempty"`
 }
 
 // apiParticipant is a participant in the API's answers.
@@ -95,12 +102,6 @@ type apiParticipant struct {
 type apiTrack struct {
 	signal.Track
 	Layers int `json:"layers"`
-}
-
-func (srv *Server) handleListRooms(c echo.Context) error {
-	rooms := srv.rooms.list()
-	slices.SortFunc(rooms, func(a, b apiRoom) int { return strings.Compare(a.Name, b.Name) })
-	return c.JSON(http.StatusOK, map[string][]apiRoom{"rooms": rooms})
 }
 
 func (srv *Server) handleListParticipants(c echo.Context) error {
@@ -119,11 +120,19 @@ func (srv *Server) handleGetParticipant(c echo.Context) error {
 }
 
 // handleRemoveParticipant ends the participant's session with leave
-// reason removed, and revokes the token it joined with.
+// reason removed, and revokes the token it joined with. In a fleet the
+// revocation is written to the directory first: if it cannot be, the
+// participant stays and the answer is 503, so a 204 always means that
+// no instance will take the token again.
 func (srv *Server) handleRemoveParticipant(c echo.Context) error {
 	s := c.Get("room").(*room).byIdentity(c.Param("identity"))
 	if s == nil {
 		return notFound(c, "participant_not_found", "no participant with that identity in the room")
+	}
+	if err := srv.revokeInFleet(c.Request().Context(), s.jti, s.tokenExp); err != nil {
+		srv.log.Warn("revoke_failed", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, apiError{Code: "directory_unavailable",
+			Message: "the removal cannot be recorded in the room directory now; the participant stays; try again"})
 	}
 	srv.revoked.revoke(s.jti, s.tokenExp, time.Now())
 	s.Close(signal.ReasonRemoved)
@@ -148,7 +157,7 @@ func (srv *Server) handleMuteTrack(c echo.Context) error {
 	if p == nil {
 		return notFound(c, "track_not_found", "the participant publishes no track with that id")
 	}
-	r.setMuted(s, p, *body.Muted)
+	r.setMuted(s, p, *body.Muted, signal.ReasonAPI)
 	return c.JSON(http.StatusOK, describeAPITrack(p))
 }
 
@@ -227,9 +236,8 @@ func (srv *Server) proxyToOwner(c echo.Context, name string) error {
 	case !ok || owner.ID == srv.routing.dir.Self().ID:
 		return notFound(c, "room_not_found", "no such room")
 	}
-	target, err := url.Parse(owner.URL)
-	if err != nil || (target.Scheme != "http" && target.Scheme != "https") {
-		srv.log.Warn("owner_url_invalid", "owner", owner.ID, "err", err)
+	target, err := srv.ownerURL(owner)
+	if err != nil {
 		return c.JSON(http.StatusServiceUnavailable, apiError{Code: "directory_unavailable",
 			Message: "the room's instance cannot be reached; try again"})
 	}
@@ -249,6 +257,20 @@ func (srv *Server) proxyToOwner(c echo.Context, name string) error {
 	}
 	proxy.ServeHTTP(c.Response(), c.Request().WithContext(ctx))
 	return nil
+}
+
+// ownerURL is the base URL the server API reaches owner at. The fleet
+// registers only valid URLs: an invalid one is a forged entry, logged.
+func (srv *Server) ownerURL(owner fleet.Instance) (*url.URL, error) {
+	u, err := url.Parse(owner.URL)
+	if err == nil && u.Scheme != "http" && u.Scheme != "https" {
+		err = fmt.Errorf("scheme %q", u.Scheme)
+	}
+	if err != nil {
+		srv.log.Warn("owner_url_invalid", "owner", owner.ID, "err", err)
+		return nil, err
+	}
+	return u, nil
 }
 
 // describeAPITrack describes p for the API.

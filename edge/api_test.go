@@ -192,8 +192,19 @@ func mutedEvent(t *testing.T, c *client.Client, id string, muted bool) {
 	})
 }
 
+// ownMuted checks what c's client reports of its own track id once the
+// track_muted that set it has arrived.
+func ownMuted(t *testing.T, c *client.Client, id string, muted, byAPI bool) {
+	t.Helper()
+	if gotMuted, gotAPI := c.Muted(id); gotMuted != muted || gotAPI != byAPI {
+		t.Errorf("Muted(%s) = %v, by API %v; want %v, by API %v", id, gotMuted, gotAPI, muted, byAPI)
+	}
+}
+
 // TestMuteSignalled: a publisher's mute, and the API's, reach every
-// member of the room with track_muted, and the API lists the state.
+// member of the room with track_muted (the API's with reason api, which
+// the publisher's client reports as a mute by the server), and the API
+// lists the state.
 func TestMuteSignalled(t *testing.T) {
 	ts := startServer(t, nil)
 	admin := adminToken(t, testKeys, roomAdmin)
@@ -211,6 +222,7 @@ func TestMuteSignalled(t *testing.T) {
 	}
 	mutedEvent(t, bob, audio.ID, true)
 	mutedEvent(t, ann, audio.ID, true)
+	ownMuted(t, ann, audio.ID, true, false)
 
 	var tr apiTrack
 	url := ts.http + "/api/v1/rooms/r/participants/ann/tracks/" + audio.ID + "/mute"
@@ -219,10 +231,12 @@ func TestMuteSignalled(t *testing.T) {
 	}
 	mutedEvent(t, bob, audio.ID, false)
 	mutedEvent(t, ann, audio.ID, false)
+	ownMuted(t, ann, audio.ID, false, true)
 	if got := api(t, http.MethodPost, url, admin, map[string]bool{"muted": true}, &tr); got != http.StatusOK || !tr.Muted {
 		t.Fatalf("API mute = %d %+v; want 200 and muted true", got, tr)
 	}
 	mutedEvent(t, ann, audio.ID, true)
+	ownMuted(t, ann, audio.ID, true, true)
 
 	// A later joiner learns the state from joined.
 	carl := ts.dial(t, "r", "carl")

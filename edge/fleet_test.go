@@ -20,13 +20,20 @@ import (
 // the Fly app app. Its port is chosen first: its public URL names it.
 func startFleetServer(t *testing.T, store fleet.Store, app string, edits ...func(*Config)) *testServer {
 	t.Helper()
+	return startFleetServerIn(t, store, app, "", edits...)
+}
+
+// startFleetServerIn is startFleetServer for an instance in region: a
+// join that reaches it with no Fly-Region header prefers it.
+func startFleetServerIn(t *testing.T, store fleet.Store, app, region string, edits ...func(*Config)) *testServer {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cfg := fleet.Config{PublicURL: "http://127.0.0.1:" + strconv.Itoa(port), App: app, LeaseTTL: 2 * time.Second}
+	cfg := fleet.Config{PublicURL: "http://127.0.0.1:" + strconv.Itoa(port), App: app, Region: region, LeaseTTL: 2 * time.Second}
 	f, err := fleet.New(cfg, cfg.Instance("i"+strconv.Itoa(port)), store, slog.New(slog.DiscardHandler), noop.NewMeterProvider().Meter("fleet"))
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func (srv *Server) handleRTC(c echo.Context) error {
 	if err != nil {
 		return srv.refuseToken(c, err)
 	}
-	if srv.revoked.revoked(tokenKey(c.QueryParam("access_token")), opened) {
+	if srv.revokedAnywhere(c.Request().Context(), tokenKey(c.QueryParam("access_token")), opened) {
 		return srv.refuse(c, http.StatusForbidden, joinForbidden, signal.ReasonRemoved, "the participant was removed from the room; this token cannot join again")
 	}
 	if room := c.QueryParam("room"); room != "" && room != claims.Room {

@@ -30,6 +30,7 @@ type metrics struct {
 	trackSettings metric.Int64Counter       // media_track_settings_total{quality,paused}
 	layersSent    metric.Int64Counter       // media_dynacast_layers_messages_total
 	data          *dataMetrics              // media_data_* (datachannel.go)
+	api           *apiMetrics               // media_api_* (apimetrics.go)
 	resumes       metric.Int64Counter       // media_resumes_total{result}
 	iceRestarts   metric.Int64Counter       // media_ice_restarts_total{target}
 	resumeMedia   metric.Float64Histogram   // media_resume_media_seconds
@@ -77,6 +78,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 			"the first packet forwarded to it (first=forwarded) or, when that comes later, its own first track arriving (first=received)."))
 	errs = append(errs, err)
 	x.data, err = newDataMetrics(m)
+	errs = append(errs, err)
+	x.api, err = newAPIMetrics(m)
 	errs = append(errs, err)
 	x.resumeMedia, err = m.Float64Histogram("media_resume_media",
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(joinTimeBuckets...),

@@ -12,7 +12,8 @@ import (
 // published and announced with it in track_published, to every member of
 // the room. Mute is a state of the publication: the publisher sets it
 // with `mute`, the server API sets it too, and every member (the
-// publisher included) is told with track_muted. The SFU stops forwarding
+// publisher included) is told with track_muted (with reason "api" when
+// the API set it, so the publisher's client mutes its own track). The SFU stops forwarding
 // a muted track and its keyframe requests (sfu.Publication.SetMuted).
 
 // noteSources records the sources an offer names, for the tracks it
@@ -74,17 +75,19 @@ func (s *Session) handleMute(trackID string, muted bool) {
 		s.sendError(signal.CodeUnknownTrack, fmt.Sprintf("no published track %.64q", trackID))
 		return
 	}
-	s.room.setMuted(s, p, muted)
+	s.room.setMuted(s, p, muted, "")
 }
 
 // setMuted mutes or unmutes owner's publication p and, when that changed
-// anything, tells every member of the room.
-func (r *room) setMuted(owner *Session, p *sfu.Publication, muted bool) {
+// anything, tells every member of the room; reason is signal.ReasonAPI
+// when the server API asked, which tells the publisher's client to apply
+// the change to its own track, else "".
+func (r *room) setMuted(owner *Session, p *sfu.Publication, muted bool, reason string) {
 	if !p.SetMuted(muted) {
 		return
 	}
 	t := describeTrack(p)
-	r.broadcast(&signal.Message{Type: signal.TypeTrackMuted, Participant: owner.participant(), Track: &t})
+	r.broadcast(&signal.Message{Type: signal.TypeTrackMuted, Participant: owner.participant(), Track: &t, Reason: reason})
 }
 
 // publicationOf returns owner's publication with that id, or nil.

@@ -22,16 +22,18 @@ import (
 const maxOfferSections = 64
 
 // handleOffer answers the client's publisher offer, after the rate limit
-// and the grant, track and candidate checks.
-func (s *Session) handleOffer(offerSDP string) {
+// and the grant, track and candidate checks. The answer, or the error
+// refusing the offer (with target publisher), echoes its id.
+func (s *Session) handleOffer(offerSDP string, id uint64) {
+	s.pubOfferID.Store(id)
 	if !s.offers.Allow() {
-		s.sendError(signal.CodeRateLimited, "too many offers; wait before renegotiating")
+		s.sendErrorOn(signal.TargetPublisher, signal.CodeRateLimited, "too many offers; wait before renegotiating")
 		return
 	}
 	offer := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerSDP}
 	parsed, err := offer.Unmarshal()
 	if err != nil {
-		s.sendError(signal.CodeInvalidSDP, "offer does not parse")
+		s.sendErrorOn(signal.TargetPublisher, signal.CodeInvalidSDP, "offer does not parse")
 		return
 	}
 	s.noteRestart(parsed)
@@ -41,11 +43,11 @@ func (s *Session) handleOffer(offerSDP string) {
 	answer, err := s.answer(offer, parsed)
 	if err != nil {
 		s.log.Info("offer_refused", "err", err)
-		s.sendError(signal.CodeInvalidSDP, "offer cannot be applied")
+		s.sendErrorOn(signal.TargetPublisher, signal.CodeInvalidSDP, "offer cannot be applied")
 		s.endIfStuck()
 		return
 	}
-	s.send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetPublisher, SDP: answer})
+	s.send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetPublisher, SDP: answer, OfferID: id})
 	s.pubICE.Open()
 }
 
@@ -53,20 +55,20 @@ func (s *Session) handleOffer(offerSDP string) {
 // on a parsed publisher offer; it answers a refusal itself and reports
 // whether the offer may be applied.
 func (s *Session) admitOffer(parsed *sdp.SessionDescription) bool {
-	if len(parsed.MediaDescriptions) > maxOfferSections {
-		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d media sections per offer", maxOfferSections))
+	refuse := func(code, msg string) bool {
+		s.sendErrorOn(signal.TargetPublisher, code, msg)
 		return false
+	}
+	if len(parsed.MediaDescriptions) > maxOfferSections {
+		return refuse(signal.CodeTrackLimit, fmt.Sprintf("at most %d media sections per offer", maxOfferSections))
 	}
 	if n := sendingTracks(parsed); n > 0 && !s.grants.Publish {
-		s.sendError(signal.CodeNotPermitted, "the token does not grant publish")
-		return false
+		return refuse(signal.CodeNotPermitted, "the token does not grant publish")
 	} else if n > s.deps.cfg.MaxTracks {
-		s.sendError(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.deps.cfg.MaxTracks))
-		return false
+		return refuse(signal.CodeTrackLimit, fmt.Sprintf("at most %d tracks per participant", s.deps.cfg.MaxTracks))
 	}
 	if err := checkOffer(parsed); err != nil {
-		s.sendError(signal.CodeInvalidSDP, err.Error())
-		return false
+		return refuse(signal.CodeInvalidSDP, err.Error())
 	}
 	return s.takeCandidates(signal.TargetPublisher, sdpCandidates(parsed))
 }
@@ -156,8 +158,14 @@ func sendingTracks(d *sdp.SessionDescription) int {
 }
 
 // handleAnswer applies the client's answer to the outstanding subscriber
-// offer.
-func (s *Session) handleAnswer(answerSDP string) {
+// offer. An answer that names another offer (one answered already, as a
+// resume may make a client answer an offer twice) is ignored: applied to
+// the outstanding offer, it would set descriptions that do not match.
+func (s *Session) handleAnswer(answerSDP string, id uint64) {
+	if id != 0 && id != s.subOfferID.Load() {
+		s.log.Debug("stale_answer_ignored", "offer_id", id)
+		return
+	}
 	if s.sub.PeerConnection().SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		s.sendError(signal.CodeInvalidSDP, "no subscriber offer is outstanding")
 		return
@@ -269,7 +277,7 @@ func (s *Session) offerSubscriber() (*signal.Message, uint64, error) {
 		s.subICE.Open()
 		return nil, 0, err
 	}
-	m := &signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP}
+	m := &signal.Message{Type: signal.TypeOffer, Target: signal.TargetSubscriber, SDP: offer.SDP, OfferID: s.subOfferID.Add(1)}
 	epoch := s.sendEpoch(m)
 	s.subICE.Open()
 	return m, epoch, nil

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"sync"
@@ -17,6 +18,9 @@ const maxRevoked = 10000
 // revocations remembers the tokens of removed participants until each
 // expires, so that a removed participant cannot join again with the token
 // it was removed with (a new token from the backend is a new decision).
+// In a fleet the directory remembers them too (revokeInFleet), for every
+// instance; this memory stays the instance's own word, which a directory
+// outage cannot take away.
 // A token is known by the SHA-256 of its text: unique per token, whatever
 // claims the backend puts in it, and not the credential itself.
 type revocations struct {
@@ -70,4 +74,34 @@ func (r *revocations) revoked(key string, now time.Time) bool {
 		return false
 	}
 	return ok
+}
+
+// revokeInFleet writes the revocation of key until exp to the fleet's
+// directory, within placeTimeout; nil when there is no fleet.
+func (srv *Server) revokeInFleet(ctx context.Context, key string, exp time.Time) error {
+	if srv.routing == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, placeTimeout)
+	defer cancel()
+	return srv.routing.dir.Revoke(ctx, key, exp)
+}
+
+// revokedAnywhere reports whether the token of key was revoked here or,
+// in a fleet, by any instance. A directory that cannot be asked counts
+// as no revocation elsewhere (the store's error metric counts it): the
+// join then fails at placement anyway unless its room is held here, and
+// a room held here has usually had its removals made here, which it
+// remembers itself.
+func (srv *Server) revokedAnywhere(ctx context.Context, key string, now time.Time) bool {
+	if srv.revoked.revoked(key, now) {
+		return true
+	}
+	if srv.routing == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, placeTimeout)
+	defer cancel()
+	revoked, err := srv.routing.dir.Revoked(ctx, key)
+	return err == nil && revoked
 }

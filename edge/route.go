@@ -33,6 +33,14 @@ type Directory interface {
 	// Locate returns room's owner without placing the room; false when
 	// it has none (the server API's routing, api.go).
 	Locate(ctx context.Context, room string) (fleet.Instance, bool, error)
+	// Rooms lists the rooms the directory holds, with their owners, and
+	// whether there were more than it lists (the server API's fleet-wide
+	// list, apirooms.go).
+	Rooms(ctx context.Context) ([]fleet.RoomEntry, bool, error)
+	// Revoke and Revoked share the tokens of removed participants with
+	// every instance (revoked.go).
+	Revoke(ctx context.Context, key string, until time.Time) error
+	Revoked(ctx context.Context, key string) (bool, error)
 	// Hold and Release keep and drop this instance's claim on a room
 	// while it has participants here. They do not block on the store.
 	Hold(room string)
@@ -83,6 +91,9 @@ type routing struct {
 	dir    Directory
 	routed metric.Int64Counter // media_joins_routed_total{via}
 	moved  metric.Int64Counter // media_rooms_moved_total{result}
+	// siblings asks other instances for their rooms (apirooms.go); it
+	// follows no redirect, and each request carries its own deadline.
+	siblings *http.Client
 
 	mu    sync.Mutex        // guards moves
 	moves map[string]string // room -> signaling URL it moved to, set by the drain
@@ -92,7 +103,9 @@ func newRouting(dir Directory, m metric.Meter) (*routing, error) {
 	if dir == nil {
 		return nil, nil
 	}
-	r := &routing{dir: dir, moves: make(map[string]string)}
+	r := &routing{dir: dir, moves: make(map[string]string), siblings: &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 	var err1, err2 error
 	r.routed, err1 = m.Int64Counter("media_joins_routed",
 		metric.WithDescription("Joins sent to the instance that owns their room, by how (redirect message or fly-replay)."))

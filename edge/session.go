@@ -103,8 +103,13 @@ type Session struct {
 
 	renegotiate chan struct{} // cap 1: a subscriber offer is wanted
 	answered    chan struct{} // cap 1: the outstanding offer was answered
-	joinTimed   atomic.Bool   // the join time was recorded
-	resume      resumeState   // the resume credential, the grace, ICE restarts
+	// pubOfferID is the offer_id of the publisher offer being answered,
+	// set by the reader goroutine before it answers or refuses one and
+	// echoed in that reply; subOfferID numbers the subscriber offers,
+	// the last one sent being the outstanding one (negotiator goroutine).
+	pubOfferID, subOfferID atomic.Uint64
+	joinTimed              atomic.Bool // the join time was recorded
+	resume                 resumeState // the resume credential, the grace, ICE restarts
 
 	wsMu    sync.Mutex // guards ws and wsEpoch only; a leaf lock, taken under room.mu on resume
 	ws      *wsClient  // the WebSocket now; nil while the session waits for a resume
@@ -373,10 +378,14 @@ func (s *Session) slowClient() {
 func (s *Session) sendError(code, msg string) { s.sendErrorOn("", code, msg) }
 
 // sendErrorOn is sendError naming target, the connection whose offer or
-// answer the error refuses.
+// answer the error refuses; a publisher offer's refusal echoes its id.
 func (s *Session) sendErrorOn(target, code, msg string) {
 	s.deps.metrics.signalError(code)
-	s.send(&signal.Message{Type: signal.TypeError, Code: code, Target: target, Message: msg})
+	m := &signal.Message{Type: signal.TypeError, Code: code, Target: target, Message: msg}
+	if target == signal.TargetPublisher { // only the reader refuses publisher offers
+		m.OfferID = s.pubOfferID.Load()
+	}
+	s.send(m)
 }
 
 // recordJoin records the join time once, when media first flows.

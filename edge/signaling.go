@@ -102,11 +102,11 @@ func (s *Session) handle(data []byte) (left bool) {
 	switch m.Type {
 	case signal.TypeOffer:
 		s.noteSources(m.Sources)
-		s.handleOffer(m.SDP)
+		s.handleOffer(m.SDP, m.OfferID)
 	case signal.TypeMute:
 		s.handleMute(m.TrackID, *m.Muted)
 	case signal.TypeAnswer:
-		s.handleAnswer(m.SDP)
+		s.handleAnswer(m.SDP, m.OfferID)
 	case signal.TypeCandidate:
 		s.handleCandidate(m.Target, *m.Candidate)
 	case signal.TypeTrackSettings:

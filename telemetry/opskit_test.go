@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 
+	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/internal/netlab"
 	"github.com/media-service/media-service/telemetry"
@@ -88,6 +89,8 @@ func TestOpsKitEndToEnd(t *testing.T) {
 	if _, err := client.Dial(ctx, "ws://"+svc.HTTPAddr+"/v1/rtc", "not-a-token", client.Options{}); !errors.As(err, &refused) || refused.Status != http.StatusUnauthorized {
 		t.Fatalf("join with a bad token = %v; want a 401 refusal", err)
 	}
+
+	listRooms(t, svc.HTTPAddr) // so the server API's latency histogram has a series
 
 	t.Run("media counters reach Prometheus after media flowed", func(t *testing.T) {
 		checkMediaSeries(t, prom)
@@ -395,4 +398,27 @@ func jsonStrings(v any, keys ...string) []string {
 		}
 	}
 	return out
+}
+
+// listRooms asks the server API for the rooms with a dev-mode admin
+// token, expecting 200.
+func listRooms(t *testing.T, httpAddr string) {
+	t.Helper()
+	tok, err := auth.DevKeyPair().MintAdmin(auth.AdminToken{Name: "opskit", Grants: auth.AdminGrants{RoomList: true}, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/api/v1/rooms", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /api/v1/rooms: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/v1/rooms = %s; want 200", resp.Status)
+	}
 }

@@ -127,6 +127,7 @@ type Client struct {
 	remoteCandidates sync.Mutex // guards pending
 	pending          map[string][]webrtc.ICECandidateInit
 	negotiateMu      sync.Mutex                   // one publisher negotiation at a time
+	offerSeq         uint64                       // guarded by negotiateMu: the last publisher offer's offer_id
 	sourceOf         map[webrtc.TrackLocal]string // guarded by negotiateMu: PublishAs's sources
 	answers          chan *signal.Message         // publisher answers and request errors
 	events           chan *signal.Message
@@ -140,6 +141,7 @@ type Client struct {
 	wg               sync.WaitGroup
 	data             clientData
 	speakers         speakerList
+	mutes            ownMutes
 	life             context.Context    // cancelled by Close: no more resumes or ICE restarts
 	kill             context.CancelFunc // cancels life
 	token            string             // the access token, for resumes

@@ -243,17 +243,24 @@ func (c *Client) negotiateWith(ctx context.Context, opts *webrtc.OfferOptions) e
 	case <-c.answers:
 	default:
 	}
-	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: c.declareSizes(offer.SDP), Sources: c.offerSources()}); err != nil {
+	c.offerSeq++
+	id := c.offerSeq
+	if err := c.Send(&signal.Message{Type: signal.TypeOffer, Target: signal.TargetPublisher, SDP: c.declareSizes(offer.SDP), Sources: c.offerSources(), OfferID: id}); err != nil {
 		return err
 	}
 	c.pubICE.Open()
-	select {
-	case m := <-c.answers:
-		return c.applyAnswer(m)
-	case <-c.done:
-		return errors.New("client: publisher offer: connection closed")
-	case <-ctx.Done():
-		return fmt.Errorf("client: publisher offer: %w", ctx.Err())
+	for {
+		select {
+		case m := <-c.answers:
+			if m.OfferID != 0 && m.OfferID != id {
+				continue // the reply to an offer given up on (its 10 s passed): not this offer's
+			}
+			return c.applyAnswer(m)
+		case <-c.done:
+			return errors.New("client: publisher offer: connection closed")
+		case <-ctx.Done():
+			return fmt.Errorf("client: publisher offer: %w", ctx.Err())
+		}
 	}
 }
 

@@ -71,6 +71,8 @@ func (c *Client) handle(m *signal.Message) error {
 		c.applyLayers(m)
 	case signal.TypeSpeakers:
 		c.applySpeakers(m)
+	case signal.TypeTrackPublished, signal.TypeTrackMuted, signal.TypeTrackUnpublished:
+		c.noteOwnMute(m)
 	case signal.TypeResumed:
 		c.setResume(m)
 	case signal.TypeError:
@@ -121,7 +123,7 @@ func (c *Client) handleOffer(m *signal.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP}); err != nil {
+	if err := c.Send(&signal.Message{Type: signal.TypeAnswer, Target: signal.TargetSubscriber, SDP: answer.SDP, OfferID: m.OfferID}); err != nil {
 		return err
 	}
 	c.subICE.Open()

@@ -28,6 +28,13 @@
 //     owner's id and URL, and a fencing token unique to that claim),
 //     written with the same TTL and renewed by the owner while it holds the
 //     room.
+//   - revoked:<key> is a token the server API removed a participant with
+//     ([Fleet.Revoke]; the key is a hash edge chooses), expiring when the
+//     token does, so every instance refuses it ([Fleet.Revoked]).
+//
+// The server API's fleet-wide room list ([Fleet.Rooms]) walks the room
+// keys with SCAN (500 a step, at most [MaxListed] rooms) and reads them
+// with MGET: an operator's request, not a join's path.
 //
 // Every write of a room entry is a Lua script that compares the entry in
 // force with the one the writer expects, byte for byte, and writes only if

@@ -10,9 +10,10 @@ import (
 // that runs alone, and of several [Fleet]s in one process. Leases expire
 // by the process's clock, read at each call.
 type MemoryStore struct {
-	mu        sync.Mutex // guards instances and rooms
+	mu        sync.Mutex // guards instances, rooms and revoked
 	instances map[string]leased[Instance]
 	rooms     map[string]leased[Claim]
+	revoked   map[string]time.Time // key -> until; the expired are dropped by each Revoke
 }
 
 // leased is a value and the time its lease ends.
@@ -25,7 +26,7 @@ func (l leased[T]) live(now time.Time) bool { return now.Before(l.expires) }
 
 // NewMemoryStore returns an empty in-process store.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{instances: map[string]leased[Instance]{}, rooms: map[string]leased[Claim]{}}
+	return &MemoryStore{instances: map[string]leased[Instance]{}, rooms: map[string]leased[Claim]{}, revoked: map[string]time.Time{}}
 }
 
 // Register implements [Store].
@@ -131,4 +132,44 @@ func (s *MemoryStore) entry(room string) Claim {
 		return Claim{}
 	}
 	return e.v
+}
+
+// Rooms implements [Store].
+func (s *MemoryStore) Rooms(_ context.Context, limit int) (map[string]Claim, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Claim)
+	for room := range s.rooms {
+		if len(out) >= limit {
+			break
+		}
+		if c := s.entry(room); !c.IsZero() {
+			out[room] = c
+		}
+	}
+	return out, nil
+}
+
+// Revoke implements [Store].
+func (s *MemoryStore) Revoke(_ context.Context, key string, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for k, u := range s.revoked {
+		if !now.Before(u) {
+			delete(s.revoked, k)
+		}
+	}
+	if now.Before(until) {
+		s.revoked[key] = until
+	}
+	return nil
+}
+
+// Revoked implements [Store].
+func (s *MemoryStore) Revoked(_ context.Context, key string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.revoked[key]
+	return ok && time.Now().Before(until), nil
 }

@@ -19,10 +19,13 @@ const (
 	opClaim      = "claim"
 	opRenew      = "renew"
 	opRelease    = "release"
+	opRooms      = "rooms"
+	opRevoke     = "revoke"
+	opRevoked    = "revoked"
 )
 
 // storeOps are every op value, so each series exists from the start.
-var storeOps = []string{opRegister, opDeregister, opInstance, opInstances, opLookup, opClaim, opRenew, opRelease}
+var storeOps = []string{opRegister, opDeregister, opInstance, opInstances, opLookup, opClaim, opRenew, opRelease, opRooms, opRevoke, opRevoked}
 
 // storeBuckets cover a round trip on one host (well under a millisecond)
 // to one that hit the client's timeouts.

@@ -21,6 +21,7 @@ const (
 	instanceKey = keyPrefix + "instance:"
 	instanceSet = keyPrefix + "instances"
 	roomKey     = keyPrefix + "room:"
+	revokedKey  = keyPrefix + "revoked:"
 )
 
 // Redis client timeouts, unless the URL sets its own. A directory round
@@ -275,3 +276,53 @@ func (s *RedisStore) Release(ctx context.Context, room string, c Claim) (bool, e
 
 // Close implements [Store].
 func (s *RedisStore) Close() error { return s.c.Close() }
+
+// scanCount is the COUNT hint of each SCAN step of Rooms, and the keys of
+// one MGET: a step is a short command however large the keyspace.
+const scanCount = 500
+
+// Rooms implements [Store]: SCAN walks the room keys (the keyspace holds
+// little else: the instances' keys and their set), then MGET reads them
+// a batch at a time. An entry that expired between the two is left out.
+func (s *RedisStore) Rooms(ctx context.Context, limit int) (map[string]Claim, error) {
+	var keys []string
+	seen := make(map[string]bool)
+	iter := s.c.Scan(ctx, 0, roomKey+"*", scanCount).Iterator()
+	for len(keys) < limit && iter.Next(ctx) {
+		if k := iter.Val(); !seen[k] { // SCAN may return a key twice
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[string]Claim, len(keys))
+	for batch := range slices.Chunk(keys, scanCount) {
+		vals, err := s.c.MGet(ctx, batch...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			if str, ok := v.(string); ok {
+				out[strings.TrimPrefix(batch[i], roomKey)] = decodeClaim(str)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Revoke implements [Store]: one key per revoked token, expiring with it
+// (PXAT), so Redis forgets each on its own.
+func (s *RedisStore) Revoke(ctx context.Context, key string, until time.Time) error {
+	if !time.Now().Before(until) {
+		return nil
+	}
+	return s.c.SetArgs(ctx, revokedKey+key, "1", redis.SetArgs{ExpireAt: until}).Err()
+}
+
+// Revoked implements [Store].
+func (s *RedisStore) Revoked(ctx context.Context, key string) (bool, error) {
+	n, err := s.c.Exists(ctx, revokedKey+key).Result()
+	return n == 1, err
+}

@@ -37,6 +37,15 @@ type Store interface {
 	Renew(ctx context.Context, claims map[string]Claim, ttl time.Duration) (stale []string, err error)
 	// Release deletes room's entry if it is still c.
 	Release(ctx context.Context, room string, c Claim) (bool, error)
+	// Rooms returns the entries of up to limit rooms, by room, in no
+	// order: every room when there are no more than limit.
+	Rooms(ctx context.Context, limit int) (map[string]Claim, error)
+
+	// Revoke remembers key (a token's, chosen by edge) as revoked until
+	// until; a key whose until has passed is not written.
+	Revoke(ctx context.Context, key string, until time.Time) error
+	// Revoked reports whether key is remembered as revoked now.
+	Revoked(ctx context.Context, key string) (bool, error)
 
 	// Close releases the store's connections.
 	Close() error

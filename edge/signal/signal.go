@@ -140,6 +140,11 @@ const (
 // another instance of the fleet.
 const ReasonRoomElsewhere = "room_elsewhere"
 
+// ReasonAPI is the reason of a `track_muted` the server API caused: the
+// publisher's client applies it to its own track (disables it on a
+// mute), where a `track_muted` without reason is the echo of its own.
+const ReasonAPI = "api"
+
 // Participant names a participant of a room: its id (unique per session,
 // and the msid stream id of its forwarded tracks) and its identity.
 type Participant struct {
@@ -197,8 +202,13 @@ type Message struct {
 
 	// offer, answer, candidate, ice_restart; error: the connection whose
 	// offer or answer a candidate_limit refused
-	Target    string                   `json:"target,omitempty"`
-	SDP       string                   `json:"sdp,omitempty"`
+	Target string `json:"target,omitempty"`
+	SDP    string `json:"sdp,omitempty"`
+	// offer, answer, and an error refusing a publisher offer: the
+	// offerer's number for the offer, which its answer (or refusal)
+	// echoes, so a late answer to an abandoned offer is never applied to
+	// the next one (PROTOCOL.md, "Offer ids"). 0 (absent): not numbered.
+	OfferID   uint64                   `json:"offer_id,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
 	// offer (publisher): what each track is, by its mid; a track with
 	// none gets its kind's default source

@@ -117,6 +117,11 @@ function wire(c) {
   });
   c.addEventListener("subscriptionstate", (e) => markPaused(e.detail));
   c.addEventListener("trackmuted", (e) => renderRemoteMute(e.detail.participantId));
+  c.addEventListener("localmute", (e) => {
+    renderMute();
+    const what = e.detail.source.replaceAll("_", " ");
+    if (e.detail.changed) toast(`The host ${e.detail.muted ? "muted" : "unmuted"} your ${what}`);
+  });
   c.addEventListener("screenshare", (e) => $("screen").setAttribute("aria-pressed", String(e.detail.active)));
   c.addEventListener("error", (e) => showError(e.detail.code, e.detail.message));
   c.addEventListener("retry", (e) => onRetry(e.detail));

@@ -48,6 +48,10 @@ const RESUME_BACKOFF = { minMs: 100, maxMs: 2000 };
  * each restart gathers on the network as it is now, and the browser keeps
  * checking in between, so media is back as soon as the path is. */
 const ICE_RESTART_INTERVAL_MS = 2000;
+/** A publisher restart offer whose answer has not come in this long is
+ * given up: the next restart rolls it back and offers again, and the late
+ * answer, if it comes, is ignored by its offer_id (PROTOCOL.md). */
+const ICE_RESTART_ANSWER_MS = 10000;
 
 /** How long a draining session stays after its replacement joined, at
  * most: the replacement starts in the background and is swapped in once it
@@ -212,6 +216,10 @@ export class MediaClient extends EventTarget {
     this.remoteTracks = new Map();
     /** @type {MediaStream|null} our screen share (shareScreen), kept across sessions */
     this.screenStream = null;
+    /** @type {Set<string>} sources of ours the server API muted (and we
+     * disabled), which its unmute turns back on; the user's own mute is
+     * never undone by the server */
+    this.serverMuted = new Set();
     this.drainingSeen = false; // a draining message arrived at some point
     this.reconnects = 0;       // sessions adopted after the first
     this.resumes = 0;          // lost signaling connections resumed as the same participant
@@ -283,7 +291,32 @@ export class MediaClient extends EventTarget {
     for (const t of this.localStream?.getTracks() ?? []) {
       if (t.kind === kind) t.enabled = !muted;
     }
-    this._session?.sendMute(kind === "audio" ? "microphone" : "camera", muted);
+    const source = kind === "audio" ? "microphone" : "camera";
+    this.serverMuted.delete(source); // the user's word replaces the server's
+    this._session?.sendMute(source, muted);
+  }
+
+  /** _applyServerMute applies a mute or unmute the server API made of
+   * our track of that source (a track_muted with reason "api"): a mute
+   * disables the track; an unmute enables it again only if the mute it
+   * undoes was the server's, and otherwise tells the server the user's
+   * own mute stands. Emits "localmute" ({source, muted, changed}) so the
+   * page shows it. */
+  _applyServerMute(s, source, muted) {
+    if (s !== this._session) return;
+    const tracks = [...(this.localStream?.getTracks() ?? []), ...(this.screenStream?.getTracks() ?? [])]
+      .filter((t) => s._sourceOf(t) === source);
+    const enabled = () => tracks.some((t) => t.enabled);
+    const before = enabled();
+    if (muted) {
+      for (const t of tracks) t.enabled = false;
+      this.serverMuted.add(source);
+    } else if (this.serverMuted.delete(source)) {
+      for (const t of tracks) t.enabled = true;
+    } else if (tracks.some((t) => !t.enabled)) {
+      s.sendMute(source, true);
+    }
+    this._emit("localmute", { source, muted: !enabled(), changed: before !== enabled() });
   }
 
   /** isMuted reports whether a participant's track of that source
@@ -852,6 +885,9 @@ class Session {
     this.resume = null;     // {credential, graceMs} from joined, then from each resumed
     this.resuming = false;  // the WebSocket is lost and being resumed
     this.restartTimers = {}; // target -> timer of the next ICE restart while down
+    this.offerSeq = 0; // the last publisher offer's offer_id
+    this.pubOffer = 0; // the offer_id of the publisher offer awaiting its answer, 0 when none
+    this.pubOfferAt = 0; // when it was sent (Date.now())
     this.own = new Map(); // source -> id of our track of that source, from track_published
 
     const u = new URL(url, location.href);
@@ -979,10 +1015,36 @@ class Session {
     if (!pc?.remoteDescription || this.ws.readyState !== WebSocket.OPEN) return;
     if (target === "subscriber") { this.send({ type: "ice_restart", target }); return; }
     this._serial("publisher", async () => {
+      if (pc.signalingState === "have-local-offer" && Date.now() - this.pubOfferAt >= ICE_RESTART_ANSWER_MS) {
+        this.pubOffer = 0;
+        await pc.setLocalDescription({ type: "rollback" });
+      }
       if (pc.signalingState !== "stable") return;
       const offer = await pc.createOffer({ iceRestart: true });
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources() });
+      this._sendOffer(offer);
+    });
+  }
+
+  /** _sendOffer sends a publisher offer numbered with a fresh offer_id:
+   * only the answer or refusal echoing it applies to it (PROTOCOL.md,
+   * "Offer ids"). */
+  _sendOffer(offer) {
+    this.pubOffer = ++this.offerSeq;
+    this.pubOfferAt = Date.now();
+    this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources(), offer_id: this.pubOffer });
+  }
+
+  /** _onOfferRefused rolls the publisher connection back from a refused
+   * offer (an ICE restart at the session's candidate bound, a track over
+   * the limit), so it is stable again and the next restart or change
+   * can offer; a refusal of an offer already replaced is ignored. */
+  _onOfferRefused(m) {
+    if (m.offer_id && m.offer_id !== this.pubOffer) return;
+    this.pubOffer = 0;
+    const pc = this.pcs.publisher;
+    this._serial("publisher", async () => {
+      if (pc?.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
     });
   }
 
@@ -1049,7 +1111,7 @@ class Session {
     this._serial("publisher", async () => {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      this.send({ type: "offer", target: "publisher", sdp: offer.sdp, sources: this._offerSources() });
+      this._sendOffer(offer);
       await this._setDegradation();
     });
   }
@@ -1107,11 +1169,13 @@ class Session {
 
   /** _onTrackMessage handles track_published, track_muted and
    * track_unpublished: ours give the id to mute by (and a mute made
-   * before the track was announced is sent now), the others' update
-   * the client's view of the room. */
+   * before the track was announced is sent now) and carry the server
+   * API's mutes of our tracks, the others' update the client's view of
+   * the room. */
   _onTrackMessage(m) {
     if (!m.participant || !m.track) return;
     if (m.participant.id === this.self?.id) {
+      if (m.type === "track_muted" && m.reason === "api") this.client._applyServerMute(this, m.track.source, m.track.muted);
       if (m.type !== "track_published") return;
       this.own.set(m.track.source, m.track.id);
       const local = this.client.localStream?.getTracks().find((t) => this._sourceOf(t) === m.track.source);
@@ -1263,6 +1327,7 @@ class Session {
       case "track_published": case "track_muted": case "track_unpublished":
         return this._onTrackMessage(m);
       case "error":
+        if (m.target === "publisher") this._onOfferRefused(m);
         // A track_settings for a track the server removed meanwhile (its
         // publisher left) is a race, not something to show the user.
         if (m.code === "unknown_track") return console.debug(`media ${this.self?.id}: ${m.message}`);
@@ -1280,12 +1345,16 @@ class Session {
       await this._flushCandidates("subscriber");
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
-      this.send({ type: "answer", target: "subscriber", sdp: answer.sdp });
+      this.send({ type: "answer", target: "subscriber", sdp: answer.sdp, offer_id: m.offer_id });
     });
   }
 
   _onAnswer(m) {
     if (m.target !== "publisher") return this.client._emitError("bad_answer", `unexpected answer for ${m.target}`);
+    // The answer to an offer that was replaced (refused, or given up on
+    // by a restart) must not be applied to the offer outstanding now.
+    if (m.offer_id && m.offer_id !== this.pubOffer) return console.debug(`media ${this.self?.id}: answer to offer ${m.offer_id} ignored`);
+    this.pubOffer = 0;
     const pc = this.pcs.publisher;
     this._serial("publisher", async () => {
       await pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
