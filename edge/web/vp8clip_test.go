@@ -28,22 +28,26 @@ type clipLayer struct {
 var cameraLayers = [3]clipLayer{{320, 180, 150}, {640, 360, 500}, {1280, 720, 1850}}
 
 // clipFrames is a clip's length at 30 frames a second: 1 s (encoding
-// takes Chromium seconds a layer on a loaded machine), each layer's first
-// frame a keyframe, so a publisher that loops it sends one a second, and
-// one at once when asked (it starts the loop over).
+// takes Chromium seconds a layer on a loaded machine).
 const clipFrames = 30
 
-// clip is a camera's VP8 frames per layer, lowest first; frame 0 of
-// each is a keyframe.
+// clip is a camera's VP8 frames per layer, lowest first. Frame 0 of
+// each is its only keyframe, and the picture moves through one period
+// over the clip, so a publisher loops frames 1 to the last (each applied
+// to the picture before it, as encoded, but for the encoder's small
+// drift) and sends frame 0 only when a keyframe is asked for, as a
+// browser's encoder does: keyframes every second would be bursts no
+// real camera sends.
 type clip [3][][]byte
 
-// kbps is layer l's bitrate over one loop at 30 frames a second.
+// kbps is layer l's bitrate as looped (its keyframe left out) at 30
+// frames a second.
 func (c clip) kbps(l int) float64 {
 	n := 0
-	for _, f := range c[l] {
+	for _, f := range c[l][1:] {
 		n += len(f)
 	}
-	return float64(n) * 8 / 1000 / (float64(len(c[l])) / 30)
+	return float64(n) * 8 / 1000 / (float64(len(c[l])-1) / 30)
 }
 
 // encodeClipJS encodes clipFrames frames of a changing picture (moving
@@ -63,8 +67,8 @@ const encodeClipJS = `(async (layers, frames) => {
       error: (e) => { failed = e; },
     });
     enc.configure({ codec: "vp8", width: l.Width, height: l.Height, bitrate: l.Kbps * 1000, framerate: 30, bitrateMode: "constant", latencyMode: "realtime" });
-    // One noise picture twice as wide as the frame, shown shifted a
-    // little further each frame: detail that moves, cheap to draw.
+    // One noise picture twice as wide as the frame, shown shifted
+    // further each frame: detail that moves, cheap to draw.
     const noise = new OffscreenCanvas(2 * l.Width, l.Height);
     const px = new ImageData(2 * l.Width, l.Height);
     for (let p = 0; p < px.data.length; p += 4) {
@@ -72,11 +76,14 @@ const encodeClipJS = `(async (layers, frames) => {
       px.data[p] = v; px.data[p + 1] = v; px.data[p + 2] = v; px.data[p + 3] = 255;
     }
     noise.getContext("2d").putImageData(px, 0, 0);
+    // The picture moves a whole period over the clip, so that frame
+    // "frames" would be frame 0 again and the clip loops smoothly.
     for (let i = 0; i < frames; i++) {
-      g.drawImage(noise, -((i * 7) % l.Width), 0);
+      const x = Math.round(i * l.Width / frames);
+      g.drawImage(noise, -x, 0);
       for (let b = 0; b < 8; b++) {
-        g.fillStyle = "hsl(" + ((b * 45 + i * 6) % 360) + ", 70%, 50%)";
-        g.fillRect(((i * 8 + b * l.Width / 8) % l.Width), 0, l.Width / 16, l.Height);
+        g.fillStyle = "hsl(" + ((b * 45 + i * 360 / frames) % 360) + ", 70%, 50%)";
+        g.fillRect((x + b * l.Width / 8) % l.Width, 0, l.Width / 16, l.Height);
       }
       const f = new VideoFrame(canvas, { timestamp: Math.round(i * 1e6 / 30) });
       enc.encode(f, { keyFrame: i === 0 });
@@ -141,8 +148,8 @@ var opusSilence = []byte{0xf8, 0xff, 0xfe}
 // publishClip publishes c as a simulcast camera (its layers' sizes
 // declared) and a microphone of Opus silence from the Go client pub,
 // 30 frames and 50 audio packets a second, until the test ends. A layer
-// that the server asks a keyframe of starts the clip over (frame 0 is a
-// keyframe), as a browser's encoder answers a PLI at once.
+// that the server asks a keyframe of starts the clip over (frame 0 is
+// the keyframe), as a browser's encoder answers a PLI at once.
 func publishClip(ctx context.Context, t *testing.T, pub *client.Client, c clip) {
 	t.Helper()
 	var sizes [3]client.LayerSize
@@ -217,7 +224,9 @@ func (f *clipFeed) sendFrame(l int, pkt *rtp.Packet) {
 		f.next[l] = 0
 	}
 	frame := f.clip[l][f.next[l]]
-	f.next[l] = (f.next[l] + 1) % len(f.clip[l])
+	if f.next[l]++; f.next[l] == len(f.clip[l]) {
+		f.next[l] = 1 // the picture after the last frame is frame 0's
+	}
 	parts := f.vp8[l].Payload(1200, frame)
 	for i, p := range parts {
 		pkt.SequenceNumber, pkt.Timestamp, pkt.Marker = f.seq[l], f.frames*3000, i == len(parts)-1
