@@ -79,7 +79,7 @@ func TestBrowserCongestionMarksPausedTiles(t *testing.T) {
 			t.Logf("  %s after the cap: subscription_state %s %q %q", s.at.Sub(capped).Round(time.Millisecond), s.TrackID, s.Reason, s.Quality)
 		}
 	})
-	settled := waitTiles(t, viewer, states, "play the cameras the server allows and mark the ones it paused", 60*time.Second, func(ts []tileState, paused map[string]bool) bool {
+	settled := waitTiles(t, viewer, states, "play the cameras the server allows and mark the ones it paused", 90*time.Second, func(ts []tileState, paused map[string]bool) bool {
 		return len(paused) > 0 && settledPlaying(ts, states, time.Now()) > 0 && stalled(ts, states, time.Now()) == nil
 	})
 	t.Logf("first pause %s after the cap; tiles consistent after %s: %s",
