@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -342,10 +341,16 @@ func find(ts []tileState, identity string) tileState {
 
 // allocationLog keeps the subscription_state messages a page received,
 // read off its WebSocket by DevTools: what the server said, whatever the
-// page made of it. Its methods are safe for concurrent use.
+// page made of it. It also follows which publisher each track belongs to
+// (joined, track_published), so that a track whose publisher left
+// (participant_left) or unpublished it counts as paused no more: the
+// server sends no resumption for a track that is gone. Its methods are
+// safe for concurrent use.
 type allocationLog struct {
-	mu     sync.Mutex // guards states
+	mu     sync.Mutex // guards the fields below
 	states []allocation
+	owner  map[string]string // track id -> publisher id
+	gone   map[string]bool   // tracks unpublished, or whose publisher left
 }
 
 // allocation is one subscription_state message and when it arrived.
@@ -356,32 +361,64 @@ type allocation struct {
 	Quality string `json:"quality"`
 }
 
+// roomMessage is what allocationLog reads of a server message.
+type roomMessage struct {
+	Type string `json:"type"`
+	allocation
+	Participant  *struct{ ID string } `json:"participant"`
+	Track        *struct{ ID string } `json:"track"`
+	Participants []struct {
+		ID     string
+		Tracks []struct{ ID string }
+	} `json:"participants"`
+}
+
 // listen takes the tab's DevTools events (openListening).
 func (l *allocationLog) listen(ev any) {
 	f, ok := ev.(*network.EventWebSocketFrameReceived)
-	if !ok || f.Response == nil || !bytes.Contains(f.Response.PayloadData, []byte(`"subscription_state"`)) {
+	if !ok || f.Response == nil {
 		return
 	}
-	var m struct {
-		Type string `json:"type"`
-		allocation
-	}
-	if json.Unmarshal(f.Response.PayloadData, &m) != nil || m.Type != "subscription_state" {
+	var m roomMessage
+	if json.Unmarshal(f.Response.PayloadData, &m) != nil {
 		return
 	}
-	m.at = time.Now()
 	l.mu.Lock()
-	l.states = append(l.states, m.allocation)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if l.owner == nil {
+		l.owner, l.gone = map[string]string{}, map[string]bool{}
+	}
+	switch {
+	case m.Type == "subscription_state":
+		m.at = time.Now()
+		l.states = append(l.states, m.allocation)
+	case m.Type == "joined":
+		for _, p := range m.Participants {
+			for _, tr := range p.Tracks {
+				l.owner[tr.ID] = p.ID
+			}
+		}
+	case m.Type == "track_published" && m.Participant != nil && m.Track != nil:
+		l.owner[m.Track.ID] = m.Participant.ID
+	case m.Type == "track_unpublished" && m.Track != nil:
+		l.gone[m.Track.ID] = true
+	case m.Type == "participant_left" && m.Participant != nil:
+		for tr, p := range l.owner {
+			if p == m.Participant.ID {
+				l.gone[tr] = true
+			}
+		}
+	}
 }
 
-// paused is the set of tracks whose last subscription_state paused them.
+// paused is the set of tracks, not gone, whose last subscription_state
+// paused them.
 func (l *allocationLog) paused() map[string]bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]bool{}
 	for _, s := range l.states {
-		if s.Reason == sfu.PausedCongestion {
+		if s.Reason == sfu.PausedCongestion && !l.gone[s.TrackID] {
 			out[s.TrackID] = true
 		} else {
 			delete(out, s.TrackID)
