@@ -145,8 +145,22 @@ type page struct {
 // exception in it fails the test (the client must handle its errors).
 func (b *browser) open(t *testing.T, name, url string) *page {
 	t.Helper()
+	return b.openListening(t, name, url, nil)
+}
+
+// openListening is open with listen, when not nil, called for each of
+// the tab's DevTools events from before it loads url (chromedp.Listen's
+// rules apply: it must return fast).
+func (b *browser) openListening(t *testing.T, name, url string, listen func(ev any)) *page {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	p := &page{t: t, name: name, ctx: ctx}
+	if listen != nil {
+		if err := chromedp.Listen(ctx, listen); err != nil {
+			cancel()
+			t.Fatalf("%s: listen to the tab: %v", name, err)
+		}
+	}
 	msgs := chromedp.Console(ctx)
 	done := make(chan struct{})
 	go func() {

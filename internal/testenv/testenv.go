@@ -8,6 +8,9 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -26,4 +29,29 @@ func Missing(t testing.TB, format string, args ...any) {
 	} else {
 		t.Skip(msg)
 	}
+}
+
+// Overloaded reports the host's 1-minute load average and whether it is
+// above 2 runnable tasks per CPU. A test that times a real network path
+// logs rather than judges what such a host's own delays decide: a media
+// server rightly reads a starved host's late packets as congestion, on
+// every path. It reports 0, false where the load cannot be read.
+func Overloaded() (load float64, over bool) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, false
+	}
+	load, ok := parseLoad(string(b))
+	return load, ok && load > 2*float64(runtime.NumCPU())
+}
+
+// parseLoad reads the 1-minute load average, the first field of
+// /proc/loadavg.
+func parseLoad(s string) (float64, bool) {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return 0, false
+	}
+	load, err := strconv.ParseFloat(f[0], 64)
+	return load, err == nil
 }

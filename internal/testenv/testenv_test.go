@@ -37,3 +37,20 @@ func TestMissing(t *testing.T) {
 		})
 	}
 }
+
+func TestParseLoad(t *testing.T) {
+	for _, tt := range []struct {
+		in     string
+		want   float64
+		wantOK bool
+	}{
+		{"24.07 21.55 12.75 9/1234 5678\n", 24.07, true},
+		{"0.00 0.01 0.05 1/80 1", 0, true},
+		{"", 0, false},
+		{"busy 1 2", 0, false},
+	} {
+		if got, ok := parseLoad(tt.in); got != tt.want || ok != tt.wantOK {
+			t.Errorf("parseLoad(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}

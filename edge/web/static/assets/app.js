@@ -35,6 +35,9 @@ const IDENTITY_KEY = "media-service.identity";
 const tiles = new Map();
 /** shownErrors keeps every error the page showed, for tests. */
 const shownErrors = [];
+/** pausedTracks maps the id of each track the server paused to the
+ * reason (subscription_state), for the session in use. */
+const pausedTracks = new Map();
 /** chat keeps the chat messages shown, for tests: {from, text, self}. */
 const chat = [];
 /** CHAT_TOPIC is the data topic of chat messages. */
@@ -139,6 +142,9 @@ function onRetry({ attempt, delayMs, message }) {
 }
 
 function onJoined(e) {
+  // A new session's subscriber connection starts with nothing paused.
+  pausedTracks.clear();
+  for (const t of tiles.values()) renderPaused(t);
   const local = addTile({ id: "local", identity: e.detail.self.identity }, true);
   if (client.localStream) attach(local, client.localStream);
   renderMute();
@@ -220,15 +226,22 @@ function spotlight(id) {
   for (const [tid, t] of tiles) t.el.classList.toggle("spotlit", on && tid === id);
 }
 
-/** markPaused shows on the tile whose video is the track that the server
- * paused it for congestion (its downlink cannot carry even the lowest
- * layer), or clears the mark when it resumes. */
+/** markPaused keeps what the server's bandwidth allocation last said of a
+ * track (paused for congestion: our downlink cannot carry even its lowest
+ * layer; or resumed) and shows it on the tile whose video is that track.
+ * The server may pause a new track before the page has it (the
+ * subscriber offer is still being answered): attach shows the mark then. */
 function markPaused({ trackId, reason }) {
-  for (const t of tiles.values()) {
-    if (videoTrackOf(t)?.id !== trackId) continue;
-    t.el.dataset.paused = reason;
-    t.el.querySelector(".paused-badge").hidden = reason === "";
-  }
+  if (reason) pausedTracks.set(trackId, reason); else pausedTracks.delete(trackId);
+  for (const t of tiles.values()) if (videoTrackOf(t)?.id === trackId) renderPaused(t);
+}
+
+/** renderPaused marks a tile whose video track the server paused, and
+ * clears the mark of one it did not. */
+function renderPaused(t) {
+  const reason = pausedTracks.get(videoTrackOf(t)?.id) ?? "";
+  t.el.dataset.paused = reason;
+  t.el.querySelector(".paused-badge").hidden = reason === "";
 }
 
 function videoTrackOf(t) {
@@ -259,6 +272,7 @@ function updateCount() {
 function attach(t, stream) {
   if (t.video.srcObject === stream) return;
   t.video.srcObject = stream;
+  renderPaused(t);
   if (!t.local) {
     client.observe(t.video);
     const track = videoTrackOf(t);
