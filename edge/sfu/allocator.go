@@ -178,7 +178,14 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	if b.est.outages != outages {
 		refresh = b.videoSubs()
 	}
-	if b.est.estimate < before && b.est.lastDecrease == now {
+	// A decrease is the sign of congestion, whether or not it lowered
+	// the estimate: the first one comes on the feedback that makes the
+	// first estimate (nothing before it to be lower than), and the later
+	// ones find the estimate already under backoff × throughput. Marked
+	// only when the estimate fell, a subscriber capped from its first
+	// second was never congested and got every layer at 4× its link.
+	decreased := b.est.lastDecrease == now
+	if decreased {
 		b.congested = true
 	}
 	if rate, ok := b.probe.feedback(now, b.results, b.est); ok {
@@ -186,7 +193,7 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	}
 	b.metrics.estimate.Record(bgCtx, int64(b.est.estimate))
 	var changes []SubscriptionState
-	if now-b.lastRun >= allocateEvery || b.est.estimate < before {
+	if now-b.lastRun >= allocateEvery || decreased || b.est.estimate < before {
 		b.lastRun = now
 		changes = b.allocate(now)
 	}
