@@ -2,8 +2,11 @@ package edge
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -57,6 +60,23 @@ type sessionData struct {
 	limiter         *rate.Limiter               // the participant's messages, both channels
 	notices         map[string]*rate.Sometimes  // by error code: at most one a second
 	kinds           [2]metric.MeasurementOption // kind=reliable, kind=lossy
+
+	// The channels open on each side of the association on its own: the
+	// client's may open, and the client send and be sent to, before the
+	// server's has. What the room sends a participant whose client offered
+	// data is held in early until the server's channel opens (bounded like
+	// a backlog), then sent in order; without it the first messages after
+	// a join were lost whenever the server's side came up a little later.
+	offered atomic.Bool    // a publisher offer carried an application section
+	open    [2]atomic.Bool // the channel opened and early was sent; by kind
+	mu      sync.Mutex     // early and the open flags' change
+	early   [2]earlyFrames // by kind
+}
+
+// earlyFrames are frames for a channel that has not opened yet.
+type earlyFrames struct {
+	frames [][]byte
+	bytes  int
 }
 
 // dataNoticeCodes are the data errors a session may be sent.
@@ -86,6 +106,8 @@ func (s *Session) openData() error {
 	}
 	d.reliable.OnMessage(func(m webrtc.DataChannelMessage) { s.relayData(false, m.Data) })
 	d.lossy.OnMessage(func(m webrtc.DataChannelMessage) { s.relayData(true, m.Data) })
+	d.reliable.OnOpen(func() { s.sendEarly(false) })
+	d.lossy.OnOpen(func() { s.sendEarly(true) })
 	s.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
 		s.log.Debug("data_channel_refused", "label", dc.Label())
 		s.deps.metrics.data.refused("unknown_channel")
@@ -93,6 +115,17 @@ func (s *Session) openData() error {
 	})
 	s.data = d
 	return nil
+}
+
+// noteDataOffer records that the client's publisher offer carries an
+// application section: its data channels will open on this side too.
+func (s *Session) noteDataOffer(offer *sdp.SessionDescription) {
+	for _, m := range offer.MediaDescriptions {
+		if m.MediaName.Media == "application" && m.MediaName.Port.Value != 0 {
+			s.data.offered.Store(true)
+			return
+		}
+	}
 }
 
 // newDataChannel creates one pre-negotiated channel; maxRetransmits nil
@@ -162,46 +195,114 @@ func (s *Session) notifyData(code, msg string) {
 // full: lossy frames go only while the backlog is under an eighth of
 // DataMaxBuffered, reliable ones while it stays within it. A frame not
 // sent is counted, and the participant is told (at most once a second)
-// that it lost messages. A participant whose channels are not open (it
-// offered no data) is skipped.
+// that it lost messages. A frame for a channel the server has not opened
+// yet waits in early when the client offered data, and is skipped when
+// it did not.
 func (s *Session) deliverData(lossy bool, frame []byte) {
-	d, m := s.data, s.deps.metrics.data
+	d := s.data
+	k := d.index(lossy)
+	if !d.open[k].Load() && s.holdEarly(lossy, frame) {
+		return
+	}
+	if d.reliable.BufferedAmount()+d.lossy.BufferedAmount()+uint64(len(frame)) > s.dataLimit(lossy) {
+		s.dropData(lossy)
+		return
+	}
 	dc := d.reliable
 	if lossy {
 		dc = d.lossy
 	}
-	if dc.ReadyState() != webrtc.DataChannelStateOpen {
-		return
-	}
-	limit := uint64(s.deps.cfg.Data.MaxBuffered)
-	if lossy {
-		limit /= lossyBufferedShare
-	}
-	if d.reliable.BufferedAmount()+d.lossy.BufferedAmount()+uint64(len(frame)) > limit {
-		m.dropped.Add(bg, 1, d.kind(lossy))
-		d.notices[signal.CodeDataDropped].Do(func() {
-			// Detached: this runs on the sender's relay, which must not
-			// wait for a slow receiver's signaling either.
-			s.sendDetached(&signal.Message{Type: signal.TypeError, Code: signal.CodeDataDropped,
-				Message: "data messages to you were dropped: you did not take them fast enough"}, nil)
-			s.deps.metrics.signalError(signal.CodeDataDropped)
-		})
-		return
-	}
 	if err := dc.Send(frame); err != nil {
 		s.log.Debug("data_send_failed", "err", err)
-		m.dropped.Add(bg, 1, d.kind(lossy))
+		s.deps.metrics.data.dropped.Add(bg, 1, d.kind(lossy))
 		return
 	}
+	m := s.deps.metrics.data
 	m.delivered.Add(bg, 1, d.kind(lossy))
 	m.deliveredBytes.Add(bg, int64(len(frame)), d.kind(lossy))
 }
 
-func (d *sessionData) kind(lossy bool) metric.MeasurementOption {
-	if lossy {
-		return d.kinds[1]
+// holdEarly keeps frame for a channel the server has not opened yet, or
+// drops it when it does not fit (or the client offered no data); it
+// reports false, to send frame now, when the channel opened meanwhile.
+func (s *Session) holdEarly(lossy bool, frame []byte) bool {
+	d := s.data
+	k := d.index(lossy)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.open[k].Load() {
+		return false
 	}
-	return d.kinds[0]
+	if !d.offered.Load() {
+		return true // no data channels will open: nothing to keep
+	}
+	if d.early[0].bytes+d.early[1].bytes+len(frame) > int(s.dataLimit(lossy)) {
+		s.dropData(lossy)
+		return true
+	}
+	e := &d.early[k]
+	e.frames = append(e.frames, frame) // relayData never writes a frame again
+	e.bytes += len(frame)
+	return true
+}
+
+// sendEarly runs when a channel opens: it sends what waited for it, in
+// order, and from then on deliverData sends directly. Holding mu while
+// sending keeps a frame that arrives meanwhile behind the early ones.
+func (s *Session) sendEarly(lossy bool) {
+	d := s.data
+	k := d.index(lossy)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dc := d.reliable
+	if lossy {
+		dc = d.lossy
+	}
+	m := s.deps.metrics.data
+	for _, f := range d.early[k].frames {
+		if err := dc.Send(f); err != nil {
+			m.dropped.Add(bg, 1, d.kind(lossy))
+			continue
+		}
+		m.delivered.Add(bg, 1, d.kind(lossy))
+		m.deliveredBytes.Add(bg, int64(len(f)), d.kind(lossy))
+	}
+	d.early[k] = earlyFrames{}
+	d.open[k].Store(true)
+}
+
+// dataLimit is the backlog beyond which a frame of this kind is dropped.
+func (s *Session) dataLimit(lossy bool) uint64 {
+	limit := uint64(s.deps.cfg.Data.MaxBuffered)
+	if lossy {
+		limit /= lossyBufferedShare
+	}
+	return limit
+}
+
+// dropData counts a frame this participant did not get and tells it, at
+// most once a second.
+func (s *Session) dropData(lossy bool) {
+	d := s.data
+	s.deps.metrics.data.dropped.Add(bg, 1, d.kind(lossy))
+	d.notices[signal.CodeDataDropped].Do(func() {
+		// Detached: this runs on the sender's relay, which must not
+		// wait for a slow receiver's signaling either.
+		s.sendDetached(&signal.Message{Type: signal.TypeError, Code: signal.CodeDataDropped,
+			Message: "data messages to you were dropped: you did not take them fast enough"}, nil)
+		s.deps.metrics.signalError(signal.CodeDataDropped)
+	})
+}
+
+func (d *sessionData) index(lossy bool) int {
+	if lossy {
+		return 1
+	}
+	return 0
+}
+
+func (d *sessionData) kind(lossy bool) metric.MeasurementOption {
+	return d.kinds[d.index(lossy)]
 }
 
 // dataRecipients returns the members a message from s goes to: everyone

@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/auth"
 	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
+	"github.com/media-service/media-service/internal/netlab"
 )
 
 // dialData joins room as identity with grants g and opens its data
@@ -149,6 +151,97 @@ func TestDataRefusals(t *testing.T) {
 
 func isCode(code string) func(*signal.Message) bool {
 	return func(m *signal.Message) bool { return m.Type == signal.TypeError && m.Code == code }
+}
+
+// TestDataBeforeOpen: messages sent to a participant after it offered
+// data but before its channels opened on the server's side (its path is
+// cut until then, through a relay) wait and arrive once they open,
+// reliable ones in order. The two sides of an association open one after
+// the other, so a client may be sent to the moment its own side opened,
+// before the server's has: a loaded CI host lost such a participant's
+// first messages.
+func TestDataBeforeOpen(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := dialData(t, ts, "data", "alice", bothGrants)
+	relay, err := netlab.NewRelay("127.0.0.1:0", ts.srv.media.UDPAddr().String(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	relay.Blackhole(true)
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, err := client.NewAPI(func(se *webrtc.SettingEngine) {
+		client.LoopbackOnly(se)
+		se.SetNet(relay.Divert(n))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := ts.dialWith(t, ts.token(t, "data", "bob", bothGrants), client.Options{API: cut})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opened := make(chan error, 1)
+	go func() { opened <- bob.OpenData(ctx) }()
+	waitFor(t, 10*time.Second, "bob's data offer answered", func() bool {
+		s := ts.member("data", "bob")
+		return s != nil && s.data.offered.Load()
+	})
+
+	sendData(t, alice, false, "hello", "first")
+	sendData(t, alice, true, "hello", "lossy")
+	sendData(t, alice, false, "hello", "second")
+	relay.Blackhole(false)
+	if err := <-opened; err != nil {
+		t.Fatalf("bob: OpenData: %v", err)
+	}
+	var reliable []string
+	lossy := 0
+	for len(reliable) < 2 {
+		m := nextData(t, bob, 10*time.Second, "bob's messages")
+		if m.Lossy {
+			lossy++
+			continue
+		}
+		reliable = append(reliable, string(m.Payload))
+	}
+	if reliable[0] != "first" || reliable[1] != "second" {
+		t.Errorf("bob got %q; want [first second]", reliable)
+	}
+	if lossy == 0 { // unordered: it may come after the reliable ones
+		select {
+		case <-bob.Data():
+			lossy++
+		case <-time.After(5 * time.Second):
+		}
+	}
+	if lossy != 1 {
+		t.Errorf("bob got %d lossy messages; want 1 (loopback loses none)", lossy)
+	}
+	if got := ts.counter(t, "media_data_messages_dropped", "", ""); got != 0 {
+		t.Errorf("media_data_messages_dropped = %d; want 0", got)
+	}
+}
+
+// member returns the session of identity in room, or nil.
+func (ts *testServer) member(room, identity string) *Session {
+	rs := ts.srv.rooms
+	rs.mu.Lock()
+	r := rs.m[room]
+	rs.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.members {
+		if s.identity == identity {
+			return s
+		}
+	}
+	return nil
 }
 
 // TestDataFloodLimited: a participant flooding the room gets only its

@@ -125,6 +125,7 @@ func (s *Session) answer(offer webrtc.SessionDescription, parsed *sdp.SessionDes
 	}
 	s.setRemoteUfrag(signal.TargetPublisher, parsed)
 	s.addHeld(signal.TargetPublisher)
+	s.noteDataOffer(parsed)
 	answer, err := s.pub.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("edge: publisher answer: %w", err)
