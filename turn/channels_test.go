@@ -12,6 +12,7 @@ import (
 	pionturn "github.com/pion/turn/v4"
 
 	"github.com/media-service/media-service/internal/handoff"
+	"github.com/media-service/media-service/internal/testenv"
 )
 
 // TestParseChannelData checks the ChannelData parser against what Pion's
@@ -171,7 +172,7 @@ func (cc channelClient) receive(t testing.TB, buf []byte, want []byte) {
 // loop, the SFU's write and the relayed socket's reader relay on the
 // channel themselves, without Pion's per-datagram path.
 func TestChannelRelayDoesNotAllocate(t *testing.T) {
-	if raceEnabled {
+	if testenv.RaceEnabled {
 		t.Skip("the race detector allocates where the code does not")
 	}
 	t.Run("memory", func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/testenv"
 )
 
 // TestBatchWriterConcurrent has many goroutines write through one
@@ -63,7 +65,7 @@ func TestBatchWriterConcurrent(t *testing.T) {
 // TestBatchWriterNoAllocation checks that a write allocates nothing,
 // sent at once or queued and sent in a batch.
 func TestBatchWriterNoAllocation(t *testing.T) {
-	if raceEnabled {
+	if testenv.RaceEnabled {
 		t.Skip("the race detector allocates in x/net's batch write")
 	}
 	out := echoSocket(t)

@@ -2,28 +2,15 @@ package congestiontest
 
 import (
 	"context"
-
-	"github.com/media-service/media-service/edge/client"
 	"testing"
 	"time"
 
+	"github.com/media-service/media-service/edge/client"
 	"github.com/media-service/media-service/edge/sfu"
 	"github.com/media-service/media-service/edge/signal"
 	"github.com/media-service/media-service/internal/netlab"
+	"github.com/media-service/media-service/internal/testenv"
 )
-
-// skipSlow skips a test that times a real link: in -short runs, and
-// under the race detector, whose slowdown of the test's own Pion clients
-// is itself congestion on the path (.ci/run runs these without it).
-func skipSlow(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs for about a minute")
-	}
-	if raceEnabled {
-		t.Skip("times a real link: run without -race")
-	}
-}
 
 // TestCappedSubscriber: a 2.5 Mbit/s simulcast camera and a microphone go
 // to two subscribers of the real binary; one's downlink is capped at
@@ -35,7 +22,7 @@ func skipSlow(t *testing.T) {
 // layer within 15 s (and a margin), with at most 2 layer changes in any
 // 10 s.
 func TestCappedSubscriber(t *testing.T) {
-	skipSlow(t)
+	testenv.SkipTimedLink(t, "about a minute")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	l := newLab(t)
@@ -119,7 +106,7 @@ func TestCappedSubscriber(t *testing.T) {
 // and once the cap is lifted is told the track resumed (a quality) and
 // receives video again.
 func TestSubscriptionStatePausedThenResumed(t *testing.T) {
-	skipSlow(t)
+	testenv.SkipTimedLink(t, "about a minute")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	l := newLab(t)

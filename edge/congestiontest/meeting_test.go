@@ -3,12 +3,11 @@ package congestiontest
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/testenv"
 )
 
 // meetingCamera is a smaller camera for a 6-person meeting (about
@@ -32,7 +31,7 @@ var meetingCamera = [3]int{150, 400, 1000}
 // ideal; and on a host whose load average is above 2 per CPU the layer
 // comparison is logged, not judged.)
 func TestMeetingOneCappedParticipant(t *testing.T) {
-	skipSlow(t)
+	testenv.SkipTimedLink(t, "about a minute")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	l := newLab(t)
@@ -80,7 +79,7 @@ func TestMeetingOneCappedParticipant(t *testing.T) {
 			t.Errorf("capped participant received no video from %s; want every camera at some layer", from)
 		}
 	}
-	load, busy := hostBusy()
+	load, busy := testenv.Overloaded()
 	for i := 1; i < len(people); i++ {
 		b, d := before[i], during[i]
 		t.Logf("p%d: before the cap %d cameras on top, loss %.2f%%; with it %d, loss %.2f%%", i, b.top(), b.sum.loss()*100, d.top(), d.sum.loss()*100)
@@ -135,23 +134,6 @@ func measureMeeting(people []*viewer) []meetingStats {
 		out[i] = m
 	}
 	return out
-}
-
-// hostBusy reports the host's 1-minute load average and whether it is
-// above 2 per CPU: then the test's own clients and the other work on the
-// host delay packets enough for the server to read congestion on
-// uncapped links too, and their layers say nothing of the cap.
-func hostBusy() (float64, bool) {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0, false
-	}
-	load, err := strconv.ParseFloat(f[0], 64)
-	return load, err == nil && load > 2*float64(runtime.NumCPU())
 }
 
 // allOn reports whether layers has n publishers, every one on layer.

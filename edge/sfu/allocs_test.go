@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+
+	"github.com/media-service/media-service/internal/testenv"
 )
 
 // sockWriter is a subscriber's transport with Pion's part taken out: it
@@ -47,7 +49,7 @@ func (w *sockWriter) Write(b []byte) (int, error) { return w.conn.WriteToAddrPor
 // in four on purpose, so x/net's pooled sendmmsg headers are allocated
 // again now and then. .ci/run runs it without -race.
 func TestForwardDoesNotAllocate(t *testing.T) {
-	if raceEnabled {
+	if testenv.RaceEnabled {
 		t.Skip("sync.Pool drops pooled objects under -race; .ci/run runs this test without it")
 	}
 	for _, n := range []int{1, 10, 50, 100} {
@@ -89,7 +91,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 // switches to it, its sequence number, timestamp and VP8 picture ID
 // rewritten (the payload copied to do so).
 func TestSimulcastForwardDoesNotAllocate(t *testing.T) {
-	if raceEnabled {
+	if testenv.RaceEnabled {
 		t.Skip("sync.Pool drops pooled objects under -race; .ci/run runs this test without it")
 	}
 	for _, n := range []int{1, 50} {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/media-service/media-service/internal/netlab"
+	"github.com/media-service/media-service/internal/testenv"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/attribute"
@@ -219,15 +220,10 @@ func (a *arrivals) longestGap() time.Duration {
 // (issue: 5 s) and recovery (15 s) are logged and asserted with a
 // margin (convergeLimit, recoverLimit).
 func TestCongestionCappedSubscriber(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs for about 30 s")
-	}
-	if raceEnabled {
-		// The race detector slows the Pion stacks until the loopback
-		// path itself queues, which the estimate rightly reads as
-		// congestion, on every connection. .ci/run runs it without.
-		t.Skip("times a real link: run without -race")
-	}
+	// Under the race detector the Pion stacks slow until the loopback
+	// path itself queues, which the estimate rightly reads as congestion
+	// on every connection.
+	testenv.SkipTimedLink(t, "about 30 s")
 	h := newHarness(t, Config{})
 	sp := h.newSimulcastPublisher(t, vp8)
 	video := sp.publication(t)

@@ -47,7 +47,7 @@ import (
 // is gone within 20 s (the 15 s and a margin for a loaded host;
 // logged, not judged, on an overloaded host: see checkRecovery).
 func TestBrowserCongestionMarksPausedTiles(t *testing.T) {
-	skipTimedLink(t)
+	testenv.SkipTimedLink(t, "minutes")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	h := netlab.NewHost(t, "ccweb")
@@ -680,18 +680,4 @@ func (v *layerViewer) waitTop(t *testing.T, identities []string) {
 // returns what it resolves to, as JSON.
 func chromedpEvalAwait(ctx context.Context, script string) ([]byte, error) {
 	return chromedp.Run(ctx, chromedp.Evaluate[[]byte](script, chromedp.EvalAwaitPromise))
-}
-
-// skipTimedLink skips a test that times a real capped link: in -short
-// runs, and under the race detector, whose slowdown of the test's own
-// Pion publishers is itself congestion on the path (.ci/run runs these
-// without it, as it does edge/congestiontest).
-func skipTimedLink(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs for minutes")
-	}
-	if raceEnabled {
-		t.Skip("times a real link: run without -race")
-	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/media-service/media-service/internal/testenv"
 )
 
 // relayRig is a client and a target socket on loopback with a Relay
@@ -194,7 +196,7 @@ func TestRelayBlackhole(t *testing.T) {
 // relay (buffers are pooled); the rig's own socket calls allocate nothing
 // either. The race detector's pool drops objects, so it skips there.
 func TestRelayDoesNotAllocate(t *testing.T) {
-	if raceEnabled {
+	if testenv.RaceEnabled {
 		t.Skip("sync.Pool drops pooled objects under -race")
 	}
 	rig := newRelayRig(t, 1)

@@ -55,3 +55,17 @@ func parseLoad(s string) (float64, bool) {
 	load, err := strconv.ParseFloat(f[0], 64)
 	return load, err == nil
 }
+
+// SkipTimedLink skips a test that times media over a real link (a capped
+// or cut path) where its timing would mean nothing: under -short, since
+// it runs for runsFor, and under the race detector. .ci/run runs such
+// tests in a step of their own without -race.
+func SkipTimedLink(t testing.TB, runsFor string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs for " + runsFor)
+	}
+	if RaceEnabled {
+		t.Skip("times a real link: run without -race")
+	}
+}
