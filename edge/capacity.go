@@ -16,13 +16,19 @@ package edge
 // the figures must be on the same machine): the largest step with no loss
 // and a p99 forwarding latency under 10 ms.
 //
-// PLACEHOLDER: not measured yet (0). Until the lead fills both figures
-// from those runs, and the README's Performance section with them, an
-// instance advertises no capacity and MEDIA_MAX_SESSIONS defaults to
-// unmeasuredMaxSessions, the fixed default of earlier releases.
+// Both are 0, unmeasured: on the 2-core build machine the runs (README,
+// Performance, Capacity; 2026-12-05) found 10 participants at
+// GOMAXPROCS=1 and fewer than 10 at 2, with the instance using under
+// three quarters of a core at every failing step while the load generator
+// took the rest: the machine's limit, not the instance's, and a default
+// of 8 sessions a core derived from it would refuse a webinar's 9th
+// viewer. Until a run with the load generator on another machine fills
+// them, an instance advertises no capacity and MEDIA_MAX_SESSIONS
+// defaults to unmeasuredMaxSessions, the fixed default of earlier
+// releases.
 const (
-	meetingCapacity1 = 0 // PLACEHOLDER: participants at GOMAXPROCS=1
-	meetingCapacity2 = 0 // PLACEHOLDER: participants at GOMAXPROCS=2
+	meetingCapacity1 = 0 // participants at GOMAXPROCS=1; 0: unmeasured
+	meetingCapacity2 = 0 // participants at GOMAXPROCS=2; 0: unmeasured
 )
 
 // capacityMargin is the share of the measured capacity MEDIA_MAX_SESSIONS
