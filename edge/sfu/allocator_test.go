@@ -1,11 +1,39 @@
 package sfu
 
 import (
+	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
+
+// layerRates are the measured bitrates the allocation tests give a
+// simulcast publication's layers: a browser's 720p camera.
+var layerRates = [maxLayers]int64{150e3, 500e3, 1850e3}
+
+// rateLayers sets p's layers' measured bitrates to layerRates.
+func rateLayers(p *Publication) {
+	for i, bps := range layerRates {
+		p.layer(i).bps.Store(bps)
+	}
+}
+
+// ratedPublications are a simulcast video publication at layerRates and
+// a 50 kbit/s Opus one on the same engine.
+func ratedPublications(t *testing.T) (video, audio *Publication) {
+	t.Helper()
+	video = layeredPublication(t, 0, maxLayers)
+	rateLayers(video)
+	audio = &Publication{kind: webrtc.RTPCodecTypeAudio, engine: video.engine,
+		codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000}}}
+	l := newLayer(audio, 0, nil)
+	l.bps.Store(50e3)
+	audio.layers[0].Store(l)
+	return video, audio
+}
 
 // TestAllocation: on a congested connection the estimate caps a simulcast
 // video subscription's layer, pauses it (reason congestion) when not even
@@ -14,16 +42,7 @@ import (
 // twice that after a raise that did not hold (a paused track waits
 // upgradeHold at most); audio is never touched.
 func TestAllocation(t *testing.T) {
-	video := layeredPublication(t, 0, maxLayers)
-	for i, bps := range []int64{150e3, 500e3, 1850e3} {
-		video.layer(i).bps.Store(bps)
-	}
-	audio := &Publication{kind: webrtc.RTPCodecTypeAudio, engine: video.engine,
-		codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000}}}
-	al := newLayer(audio, 0, nil)
-	al.bps.Store(50e3)
-	audio.layers[0].Store(al)
-
+	video, audio := ratedPublications(t)
 	b := newBandwidth(video.engine.metrics)
 	vs, as := newSubscription(video, nil), newSubscription(audio, nil)
 	b.add(vs)
@@ -89,11 +108,8 @@ func TestAllocationScreenShareFirst(t *testing.T) {
 	camera := layeredPublication(t, 0, maxLayers)
 	screen := layeredPublication(t, 0, maxLayers)
 	screen.SetSource(SourceScreenShare)
-	for _, p := range []*Publication{camera, screen} {
-		for i, bps := range []int64{150e3, 500e3, 1850e3} {
-			p.layer(i).bps.Store(bps)
-		}
-	}
+	rateLayers(camera)
+	rateLayers(screen)
 	b := newBandwidth(camera.engine.metrics)
 	cs, ss := newSubscription(camera, nil), newSubscription(screen, nil)
 	b.add(cs)
@@ -108,4 +124,108 @@ func TestAllocationScreenShareFirst(t *testing.T) {
 	if got := b.subs[cs].layer; got != -1 {
 		t.Errorf("camera allocated layer %d; want -1 (paused: the screen share comes first)", got)
 	}
+}
+
+// allocatedSender is a subscriber connection's congestion control driven
+// over a simulated link by runLink: its packets are stamped on the
+// connection's transport-wide sequence, its feedback goes through
+// bandwidth.onFeedback, and it sends at what the allocation lets out
+// (the target layers' rates), as a subscriber connection does.
+type allocatedSender struct {
+	ourController // stamps on b.twcc; its estimator is not used
+	b             *bandwidth
+	video, audio  *Subscription
+	after         []allocationAfter // one per feedback
+}
+
+// allocationAfter is what one feedback left: when it came, when the
+// allocation had last run before it, whether it decreased the estimate,
+// the estimate, and whether the connection was congested and the video
+// subscription's target layer after it.
+type allocationAfter struct {
+	at, lastRun time.Duration
+	decreased   bool
+	estimate    float64
+	congested   bool
+	video       int
+}
+
+func (c *allocatedSender) feedback(pkts []rtcp.Packet) {
+	c.b.mu.Lock()
+	lastRun := c.b.lastRun
+	c.b.mu.Unlock()
+	at := c.b.twcc.now()
+	for _, p := range pkts {
+		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
+			c.b.onFeedback(fb)
+		}
+	}
+	c.b.mu.Lock()
+	c.after = append(c.after, allocationAfter{at: at, lastRun: lastRun, decreased: c.b.est.lastDecrease == at,
+		estimate: c.b.est.estimate, congested: c.b.congested, video: c.video.TargetLayer()})
+	c.b.mu.Unlock()
+}
+
+// estimate is the rate the connection sends at: its target layers'.
+func (c *allocatedSender) estimate() float64 {
+	return layerRate(c.video.pub, c.video.TargetLayer()) + layerRate(c.audio.pub, 0)
+}
+
+// TestCongestedFromTheFirstEstimate guards the fix of 3d75c72: a
+// subscriber whose downlink is capped from its first second (400 kbit/s
+// under a 1.85 Mbit/s top layer) loses most of its packets from its very
+// first feedback, so the estimator's first decrease comes on the
+// feedback that makes its first estimate, when there is no estimate
+// before it to be lower than. Marked congested only when the estimate
+// fell, that connection stayed unconstrained and was granted the top
+// layer at 4× its link for as long as the cap lasted. The decrease must
+// mark it congested and allocate at once: from the first estimate on,
+// its video is below the top layer (and its audio untouched).
+//
+// The link's 120 ms one-way delay puts the feedback that makes the
+// first estimate (the first that spans rateWindow of arrivals) 100 ms
+// after an allocation run by the clock (allocateEvery), so only the
+// decrease's own allocation can move the layer on it: the test checks
+// that the decrease allocates at once, not only that the next periodic
+// run would. Time is synctest's fake clock, which the connection reads
+// through time.Since.
+func TestCongestedFromTheFirstEstimate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		video, audio := ratedPublications(t)
+		b := newBandwidth(video.engine.metrics)
+		defer b.close()
+		c := &allocatedSender{ourController: ourController{t: b.twcc}, b: b,
+			video: newSubscription(video, nil), audio: newSubscription(audio, nil)}
+		b.add(c.video)
+		b.add(c.audio)
+		const capacity = 400e3
+		l := newLink(capacity, 0)
+		l.delay, l.maxQueue = 120*time.Millisecond, 50*time.Millisecond
+		top := layerRate(video, maxLayers-1) + layerRate(audio, 0)
+		runLink(c, l, 2*time.Second, top, func(time.Duration) float64 { return capacity })
+
+		first := slices.IndexFunc(c.after, func(a allocationAfter) bool { return a.estimate > 0 })
+		if first < 0 {
+			t.Fatalf("no estimate after %d feedbacks over 2 s", len(c.after))
+		}
+		// The scenario's own premises: without them the test would pass
+		// on the bug.
+		f := c.after[first]
+		t.Logf("first estimate %.0f bit/s at %s, %s after the last allocation", f.estimate, f.at, f.at-f.lastRun)
+		if !f.decreased {
+			t.Fatalf("the first estimate (%.0f bit/s at %s) came without a decrease; want the decrease on it, as on a link capped from the start", f.estimate, f.at)
+		}
+		if f.at-f.lastRun >= allocateEvery {
+			t.Fatalf("the first estimate came %s after the last allocation; want under %s, where only the decrease allocates", f.at-f.lastRun, allocateEvery)
+		}
+		for _, a := range c.after[first:] {
+			if !a.congested || a.video >= maxLayers-1 {
+				t.Fatalf("at %s, estimate %.0f bit/s on a %.0f bit/s link: congested %v, video target layer %d; want congested and below the top layer %d",
+					a.at, a.estimate, capacity, a.congested, a.video, maxLayers-1)
+			}
+		}
+		if got := c.audio.TargetLayer(); got != 0 {
+			t.Errorf("audio target layer = %d; want 0 (never touched)", got)
+		}
+	})
 }
