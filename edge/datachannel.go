@@ -204,20 +204,24 @@ func (s *Session) deliverData(lossy bool, frame []byte) {
 	if !d.open[k].Load() && s.holdEarly(lossy, frame) {
 		return
 	}
+	if d.channel(lossy).ReadyState() != webrtc.DataChannelStateOpen {
+		return // closing with the session
+	}
 	if d.reliable.BufferedAmount()+d.lossy.BufferedAmount()+uint64(len(frame)) > s.dataLimit(lossy) {
 		s.dropData(lossy)
 		return
 	}
-	dc := d.reliable
-	if lossy {
-		dc = d.lossy
-	}
-	if err := dc.Send(frame); err != nil {
+	s.sendFrame(lossy, frame)
+}
+
+// sendFrame sends one frame on the channel of its kind and counts it.
+func (s *Session) sendFrame(lossy bool, frame []byte) {
+	d, m := s.data, s.deps.metrics.data
+	if err := d.channel(lossy).Send(frame); err != nil {
 		s.log.Debug("data_send_failed", "err", err)
-		s.deps.metrics.data.dropped.Add(bg, 1, d.kind(lossy))
+		m.dropped.Add(bg, 1, d.kind(lossy))
 		return
 	}
-	m := s.deps.metrics.data
 	m.delivered.Add(bg, 1, d.kind(lossy))
 	m.deliveredBytes.Add(bg, int64(len(frame)), d.kind(lossy))
 }
@@ -254,18 +258,8 @@ func (s *Session) sendEarly(lossy bool) {
 	k := d.index(lossy)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	dc := d.reliable
-	if lossy {
-		dc = d.lossy
-	}
-	m := s.deps.metrics.data
 	for _, f := range d.early[k].frames {
-		if err := dc.Send(f); err != nil {
-			m.dropped.Add(bg, 1, d.kind(lossy))
-			continue
-		}
-		m.delivered.Add(bg, 1, d.kind(lossy))
-		m.deliveredBytes.Add(bg, int64(len(f)), d.kind(lossy))
+		s.sendFrame(lossy, f)
 	}
 	d.early[k] = earlyFrames{}
 	d.open[k].Store(true)
@@ -292,6 +286,14 @@ func (s *Session) dropData(lossy bool) {
 			Message: "data messages to you were dropped: you did not take them fast enough"}, nil)
 		s.deps.metrics.signalError(signal.CodeDataDropped)
 	})
+}
+
+// channel is the channel of a kind.
+func (d *sessionData) channel(lossy bool) *webrtc.DataChannel {
+	if lossy {
+		return d.lossy
+	}
+	return d.reliable
 }
 
 func (d *sessionData) index(lossy bool) int {
