@@ -24,7 +24,8 @@ import (
 // goroutine that has the datagram: the listener's read loop for the
 // client's (udpListener.relayChannelData), the SFU's for the SFU's
 // (relayHandoff.Send), the allocation's reader for a relayed socket's
-// (relayConn.ReadFrom). It knows Pion's channels from Pion's own
+// (relayConn.ReadFrom), or the relay loop, which reads the relayed
+// sockets of UDP clients on Linux (relayConn.fromLoop). It knows Pion's channels from Pion's own
 // OnChannelCreated and OnChannelDeleted events, so it relays on exactly
 // the channels Pion would, and through the same relayConn checks and
 // counts. Whatever it does not recognise (no channel, a Data indication,

@@ -47,39 +47,55 @@ func BenchmarkRelayVsCoturn(b *testing.B) {
 	peerPort := freeUDPPort(b)
 	startProcess(b, "turnutils_peer", "-L", "127.0.0.1", "-p", strconv.Itoa(peerPort))
 	packets := float64(2 * *uclientClients * *uclientMessages)
-	var ours, theirs time.Duration
+	var ours, theirs serverCost
 	for range b.N {
-		theirs += runCoturn(b, peerPort)
-		ours += runEmbedded(b, peerPort)
+		theirs.add(runCoturn(b, peerPort))
+		ours.add(runEmbedded(b, peerPort))
 	}
 	perPacket := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) / packets }
-	b.ReportMetric(perPacket(ours), "embedded-µs/pkt")
-	b.ReportMetric(perPacket(theirs), "coturn-µs/pkt")
-	if theirs > 0 {
-		b.ReportMetric(float64(ours)/float64(theirs), "embedded/coturn")
+	b.ReportMetric(perPacket(ours.cpu), "embedded-µs/pkt")
+	b.ReportMetric(perPacket(theirs.cpu), "coturn-µs/pkt")
+	b.ReportMetric(float64(ours.switches)/float64(b.N)/packets, "embedded-cs/pkt")
+	b.ReportMetric(float64(theirs.switches)/float64(b.N)/packets, "coturn-cs/pkt")
+	if theirs.cpu > 0 {
+		b.ReportMetric(float64(ours.cpu)/float64(theirs.cpu), "embedded/coturn")
 	}
 	b.ReportMetric(0, "ns/op") // a round is two 40 s runs: its wall time says nothing
 }
 
+// serverCost is what a server spent on a run: CPU (user and system) and
+// context switches (voluntary and not), the sleeps and wake-ups of its
+// threads.
+type serverCost struct {
+	cpu      time.Duration
+	switches int64
+}
+
+func (c *serverCost) add(d serverCost) { c.cpu += d.cpu; c.switches += d.switches }
+
+func (c serverCost) sub(d serverCost) serverCost {
+	return serverCost{cpu: c.cpu - d.cpu, switches: c.switches - d.switches}
+}
+
 // runEmbedded runs the load against a fresh embedded relay that may reach
-// loopback peers, and returns the CPU this process spent meanwhile.
-func runEmbedded(b *testing.B, peerPort int) time.Duration {
+// loopback peers, and returns what this process spent meanwhile.
+func runEmbedded(b *testing.B, peerPort int) serverCost {
 	cfg := testConfig()
 	cfg.TCPPort = -1
 	cfg.AllowPeers = []string{"127.0.0.0/8"}
 	cfg.MaxAllocationsPerIdentity = 10 * *uclientClients
 	r := startRelay(b, func(c *Config) { *c = cfg })
 	ice := r.ICEServers("bench")
-	before := selfCPU(b)
+	before := selfCost(b)
 	uclient(b, r.UDPAddr().Port, peerPort, ice[0].Username, ice[0].Credential)
-	cpu := selfCPU(b) - before
+	cost := selfCost(b).sub(before)
 	r.Close()
-	return cpu
+	return cost
 }
 
 // runCoturn runs the load against a fresh turnserver (long-term
-// credentials, loopback peers allowed) and returns the CPU it spent.
-func runCoturn(b *testing.B, peerPort int) time.Duration {
+// credentials, loopback peers allowed) and returns what it spent.
+func runCoturn(b *testing.B, peerPort int) serverCost {
 	port := freeUDPPort(b)
 	dir := b.TempDir()
 	p := startProcess(b, "turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
@@ -88,11 +104,11 @@ func runCoturn(b *testing.B, peerPort int) time.Duration {
 		"--log-file="+filepath.Join(dir, "turn.log"), "--pidfile="+filepath.Join(dir, "turn.pid"),
 		"--userdb="+filepath.Join(dir, "turndb"))
 	waitSTUN(b, port)
-	before := procCPU(b, p.Process.Pid)
+	before := procCost(b, p.Process.Pid)
 	uclient(b, port, peerPort, "bench", "bench-password")
-	cpu := procCPU(b, p.Process.Pid) - before
+	cost := procCost(b, p.Process.Pid).sub(before)
 	stopProcess(p)
-	return cpu
+	return cost
 }
 
 // uclient runs turnutils_uclient against the server on port and fails
@@ -171,14 +187,46 @@ func waitSTUN(b *testing.B, port int) {
 	b.Fatalf("turnserver on port %d did not answer STUN within 10 s", port)
 }
 
-// selfCPU is this process's user and system CPU time so far.
-func selfCPU(b *testing.B) time.Duration {
+// selfCost is this process's user and system CPU time and context
+// switches so far, over all its threads.
+func selfCost(b *testing.B) serverCost {
 	b.Helper()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return serverCost{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), switches: ru.Nvcsw + ru.Nivcsw}
+}
+
+// procCost is process pid's CPU time and the context switches of its
+// live threads so far.
+func procCost(b *testing.B, pid int) serverCost {
+	b.Helper()
+	return serverCost{cpu: procCPU(b, pid), switches: procSwitches(b, pid)}
+}
+
+// procSwitches sums the context switches of process pid's threads, from
+// /proc/PID/task/TID/status (coturn keeps its threads for its life).
+func procSwitches(b *testing.B, pid int) int64 {
+	b.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("threads of %d: %v", pid, err)
+	}
+	var total int64
+	for _, path := range tasks {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			continue // a thread that ended meanwhile
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if name, value, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(name, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
 }
 
 // procCPU is process pid's user and system CPU time so far, from

@@ -29,6 +29,48 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
+// mmsgBatch is the buffers of one recvmmsg: recvBatch datagrams of up to
+// recvBuffer bytes and their sources. Its one user (a read loop) owns it,
+// so it has no lock, and a read allocates nothing.
+type mmsgBatch struct {
+	bufs  [recvBatch][recvBuffer]byte
+	names [recvBatch]unix.RawSockaddrInet6
+	iovs  [recvBatch]unix.Iovec
+	hdrs  [recvBatch]mmsghdr
+}
+
+// init points the headers at the buffers; b must not move afterwards.
+func (b *mmsgBatch) init() {
+	for i := range b.hdrs {
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(recvBuffer)
+		b.hdrs[i].hdr.Iov = &b.iovs[i]
+		b.hdrs[i].hdr.SetIovlen(1)
+		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+	}
+}
+
+// recv takes what fd has queued, up to a batch, without waiting: EAGAIN
+// when nothing is. See rawSyscall6 for why it is a raw system call.
+func (b *mmsgBatch) recv(fd uintptr) (int, unix.Errno) {
+	for i := range b.hdrs {
+		b.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(b.names[i]))
+		b.hdrs[i].hdr.Flags = 0
+	}
+	for {
+		n, _, errno := rawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), recvBatch, unix.MSG_DONTWAIT, 0, 0)
+		if errno != unix.EINTR {
+			return int(n), errno
+		}
+	}
+}
+
+// datagram is the i-th datagram of the last recv, cut to recvBuffer, and
+// its source, unmapped.
+func (b *mmsgBatch) datagram(i int) ([]byte, netip.AddrPort) {
+	return b.bufs[i][:min(int(b.hdrs[i].n), recvBuffer)], sockaddrAddrPort(&b.names[i])
+}
+
 // batchReader reads a UDP socket with recvmmsg and hands the datagrams
 // out one per ReadFrom, as Pion's read loop asks for them: one system call
 // and one wake-up of the loop per burst instead of per datagram. It has a
@@ -37,10 +79,7 @@ type mmsghdr struct {
 // bounded cache, which Pion only reads.
 type batchReader struct {
 	rc    syscall.RawConn
-	bufs  [recvBatch][recvBuffer]byte
-	names [recvBatch]unix.RawSockaddrInet6
-	iovs  [recvBatch]unix.Iovec
-	hdrs  [recvBatch]mmsghdr
+	batch mmsgBatch
 	n     int // datagrams in the batch
 	next  int // the next one to hand out
 	addrs addrCache
@@ -61,13 +100,7 @@ func newBatchReader(c net.PacketConn) *batchReader {
 	}
 	r := &batchReader{rc: rc, addrs: newAddrCache()}
 	r.recv = r.recvmmsg
-	for i := range r.hdrs {
-		r.iovs[i].Base = &r.bufs[i][0]
-		r.iovs[i].SetLen(recvBuffer)
-		r.hdrs[i].hdr.Iov = &r.iovs[i]
-		r.hdrs[i].hdr.SetIovlen(1)
-		r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-	}
+	r.batch.init()
 	return r
 }
 
@@ -86,19 +119,13 @@ func (r *batchReader) readFrom(b []byte) (int, netip.AddrPort, net.Addr, error) 
 			return 0, netip.AddrPort{}, nil, err
 		}
 	}
-	i := r.next
+	p, ap := r.batch.datagram(r.next)
 	r.next++
-	n := copy(b, r.bufs[i][:min(int(r.hdrs[i].n), recvBuffer)])
-	ap := sockaddrAddrPort(&r.names[i])
-	return n, ap, r.addrs.get(ap), nil
+	return copy(b, p), ap, r.addrs.get(ap), nil
 }
 
 // fill waits for the socket to be readable and takes what is queued.
 func (r *batchReader) fill() error {
-	for i := range r.hdrs {
-		r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-		r.hdrs[i].hdr.Flags = 0
-	}
 	err := r.rc.Read(r.recv)
 	if err == nil {
 		err = r.err
@@ -113,19 +140,29 @@ func (r *batchReader) fill() error {
 // recvmmsg is the RawConn.Read callback: false asks to wait for
 // readability and try again.
 func (r *batchReader) recvmmsg(fd uintptr) bool {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), recvBatch, unix.MSG_DONTWAIT, 0, 0)
-	for errno == unix.EINTR {
-		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), recvBatch, unix.MSG_DONTWAIT, 0, 0)
-	}
+	n, errno := r.batch.recv(fd)
 	switch errno {
 	case unix.EAGAIN:
 		return false
 	case 0:
-		r.got, r.err = int(n), nil
+		r.got, r.err = n, nil
 	default:
 		r.got, r.err = 0, errno
 	}
 	return true
+}
+
+// rawSyscall6 makes a system call that never blocks (on a non-blocking
+// socket, or with MSG_DONTWAIT, or an epoll_wait that does not wait)
+// without telling the scheduler, as the runtime's own netpoller does. A
+// call through syscall.Syscall6 enters a "syscall" state in which the
+// runtime's monitor thread (sysmon) must be awake to take the P back
+// should the call block; when the process was idle, sysmon is asleep and
+// each such call wakes it: at the relay's rates, where every datagram
+// finds the process idle, that was a thread wake-up per datagram for a
+// call that takes microseconds.
+func rawSyscall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, unix.Errno) {
+	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 }
 
 // sockaddrAddrPort decodes a sockaddr_in or sockaddr_in6, unmapped.

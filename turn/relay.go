@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/media-service/media-service/internal/handoff"
 )
 
 // relayPortTries is how many random ports of the configured range an
@@ -48,10 +50,19 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 		return nil, nil, fmt.Errorf("turn: bind relay on %s: %w", s.relayBind, err)
 	}
 	relayAddr := &net.UDPAddr{IP: s.relayIP, Port: pc.LocalAddr().(*net.UDPAddr).Port}
-	rc := s.newRelayConn(pc.(*net.UDPConn), g.transport, relayAddr.AddrPort())
+	var rc *relayConn
+	if uc, ok := pc.(*net.UDPConn); ok {
+		rc = s.newRelayConn(uc, g.transport, relayAddr.AddrPort())
+	} else {
+		rc = s.newLoopedRelayConn(pc, g.transport, relayAddr.AddrPort())
+	}
 	if !s.track(rc) { // closed meanwhile
 		pc.Close()
 		return nil, nil, errDraining
+	}
+	if err := s.loop.adopt(rc); err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("turn: relay loop: %w", err)
 	}
 	if rc.handoff != nil {
 		rc.handoff.route(s.mediaPeer)
@@ -68,17 +79,37 @@ func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 func (g *relayGenerator) listen(port int) (net.PacketConn, error) {
 	cfg := g.s.cfg
 	if port != 0 || cfg.RelayPortMin == 0 {
-		return net.ListenPacket("udp4", net.JoinHostPort(g.s.relayBind, strconv.Itoa(port)))
+		return g.bind(port)
 	}
 	var err error
 	for range relayPortTries {
-		p := cfg.RelayPortMin + rand.IntN(cfg.RelayPortMax-cfg.RelayPortMin+1)
 		var pc net.PacketConn
-		if pc, err = net.ListenPacket("udp4", net.JoinHostPort(g.s.relayBind, strconv.Itoa(p))); err == nil {
+		if pc, err = g.bind(cfg.RelayPortMin + rand.IntN(cfg.RelayPortMax-cfg.RelayPortMin+1)); err == nil {
 			return pc, nil
 		}
 	}
 	return nil, fmt.Errorf("no free port in %d-%d after %d tries: %w", cfg.RelayPortMin, cfg.RelayPortMax, relayPortTries, err)
+}
+
+// newLoopedRelayConn wraps pc, a relayed socket of the relay loop whose
+// address clients see as relay: Pion's reader reads what the loop feeds
+// its inbox, and, with a handoff, what the SFU delivers there too.
+func (s *Server) newLoopedRelayConn(pc net.PacketConn, transport string, relay netip.AddrPort) *relayConn {
+	rc := &relayConn{PacketConn: pc, s: s, transport: transport, relay: relay, bytes: s.metrics.bytes[transport]}
+	rc.inbox = handoff.NewFedConn(handoff.RelayQueue)
+	if s.handoff != nil {
+		rc.handoff = &relayHandoff{conn: rc.inbox, sw: s.handoff, rc: rc, relay: relay, bytes: rc.bytes}
+	}
+	return rc
+}
+
+// bind binds a relayed socket on port of the relay bind address: one the
+// relay loop reads, for a UDP client when there is a loop.
+func (g *relayGenerator) bind(port int) (net.PacketConn, error) {
+	if g.s.loop != nil && g.transport == transportUDP {
+		return g.s.loop.listen(g.s.relayBind, port)
+	}
+	return net.ListenPacket("udp4", net.JoinHostPort(g.s.relayBind, strconv.Itoa(port)))
 }
 
 // relayConn is one allocation's relayed socket. The permission handler
@@ -102,6 +133,12 @@ type relayConn struct {
 	chanMu     sync.Mutex
 	chans      atomic.Pointer[channelSet]
 	chanClosed bool
+
+	// inbox, for a socket in the relay loop (relayloop_linux.go), is
+	// where the loop leaves the datagrams it does not relay on a channel,
+	// for Pion's reader, and, with a handoff, the SFU's too (it is then
+	// handoff.conn); nil: that reader reads the socket itself.
+	inbox *handoff.Conn
 
 	lastFrom netip.AddrPort // the source of the last datagram from the kernel
 	lastAddr *net.UDPAddr   // lastFrom as a net.Addr; both owned by the read loop
@@ -134,15 +171,10 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		if reason := c.refusal(ap, addr != nil); reason != "" {
-			c.s.metrics.peerRefused(c.transport, reason, stageRead)
+		if !c.admit(ap, addr != nil, n, handed) {
 			continue
 		}
-		c.bytes.fromPeer.Add(int64(n))
-		if handed {
-			c.bytes.handedFrom.Add(1)
-		} else {
-			c.bytes.kernelFrom.Add(1)
+		if !handed {
 			ap, addr = c.s.shortcut.publicAddrPort(ap), c.s.shortcut.public(ap, addr)
 		}
 		if ch, client, ok := c.channelTo(ap); ok {
@@ -151,6 +183,37 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		return n, addr, nil
 	}
+}
+
+// fromLoop relays p, a datagram the relay loop read from the kernel, on
+// the channel the client has bound to its source, with ReadFrom's checks
+// and counts, or leaves it in the inbox, where ReadFrom reads it as from
+// the kernel.
+func (c *relayConn) fromLoop(p []byte, from netip.AddrPort) {
+	ch, client, ok := c.channelTo(c.s.shortcut.publicAddrPort(from))
+	if !ok {
+		c.inbox.Feed(p, from) // a full inbox drops it, as a full socket buffer would
+		return
+	}
+	if c.admit(from, true, len(p), false) {
+		c.s.ln.udp.out.writeChannelData(ch.number, p, client)
+	}
+}
+
+// admit checks a datagram of n bytes from peer ap (ok false: not a UDP or
+// TCP address) against the policy, and counts it, or the refusal.
+func (c *relayConn) admit(ap netip.AddrPort, ok bool, n int, handed bool) bool {
+	if reason := c.refusal(ap, ok); reason != "" {
+		c.s.metrics.peerRefused(c.transport, reason, stageRead)
+		return false
+	}
+	c.bytes.fromPeer.Add(int64(n))
+	if handed {
+		c.bytes.handedFrom.Add(1)
+	} else {
+		c.bytes.kernelFrom.Add(1)
+	}
+	return true
 }
 
 // read returns the next datagram from the kernel or, handed is true,
@@ -164,6 +227,12 @@ func (c *relayConn) read(b []byte) (n int, ap netip.AddrPort, addr net.Addr, han
 			return n, ap, nil, false, err
 		case handed:
 			return n, ap, c.handoff.addr(ap), true, nil
+		}
+		return n, ap, c.kernelAddr(ap), false, nil
+	}
+	if c.inbox != nil {
+		if n, ap, _, err = c.inbox.Read(b); err != nil {
+			return 0, ap, nil, false, err
 		}
 		return n, ap, c.kernelAddr(ap), false, nil
 	}

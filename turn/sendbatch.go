@@ -39,6 +39,7 @@ var errTooLarge = errors.New("turn: datagram too large")
 type batchWriter struct {
 	conn  *net.UDPConn
 	batch *ipv4.PacketConn
+	raw   *mmsgSend // sendmmsg without x/net (sendbatch_linux.go); nil: through batch
 
 	mu      sync.Mutex // guards everything below
 	holds   int        // fan-outs under way: writes queue until a Release
@@ -65,7 +66,7 @@ type sendQueue struct {
 const rawData = 0
 
 func newBatchWriter(c *net.UDPConn) *batchWriter {
-	return &batchWriter{conn: c, batch: ipv4.NewPacketConn(c), queue: &sendQueue{}, spare: &sendQueue{}}
+	return &batchWriter{conn: c, batch: ipv4.NewPacketConn(c), raw: newMmsgSend(c), queue: &sendQueue{}, spare: &sendQueue{}}
 }
 
 // WriteTo sends p to addr, or queues it behind the write under way.
@@ -161,7 +162,7 @@ func (w *batchWriter) sendQueued() {
 		q := w.queue
 		w.queue, w.spare = w.spare, q
 		w.mu.Unlock()
-		q.send(w.batch)
+		q.send(w)
 		w.mu.Lock()
 	}
 	w.sending = false
@@ -198,9 +199,15 @@ func (q *sendQueue) add(number uint16, p []byte, ap netip.AddrPort) bool {
 
 // send writes the queue with sendmmsg and empties it. A datagram the
 // kernel refuses is skipped, so that one bad destination costs only itself.
-func (q *sendQueue) send(c *ipv4.PacketConn) {
+func (q *sendQueue) send(w *batchWriter) {
 	for sent := 0; sent < q.n; {
-		k, err := c.WriteBatch(q.msgs[sent:q.n], 0)
+		var k int
+		var err error
+		if w.raw != nil {
+			k, err = w.raw.send(q.msgs[sent:q.n])
+		} else {
+			k, err = w.batch.WriteBatch(q.msgs[sent:q.n], 0)
+		}
 		if err != nil || k <= 0 { // sendmmsg fails only when its first datagram does
 			k = 1
 		}

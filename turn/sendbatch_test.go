@@ -146,3 +146,44 @@ func silentSocket(t testing.TB) *net.UDPConn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// TestBatchWriterFamilies sends a held batch from an IPv4 socket and
+// from a dual-stack IPv6 one (a listener bound to every address), to an
+// IPv4 destination (mapped, from the IPv6 socket) and, from the IPv6
+// socket, to an IPv6 one: each arrives from the writer's port.
+func TestBatchWriterFamilies(t *testing.T) {
+	for _, tt := range []struct{ network, from, to string }{
+		{"udp4", "127.0.0.1:0", "127.0.0.1:0"},
+		{"udp", "[::]:0", "127.0.0.1:0"},
+		{"udp", "[::]:0", "[::1]:0"},
+	} {
+		t.Run(tt.from+"->"+tt.to, func(t *testing.T) {
+			out, err := net.ListenPacket(tt.network, tt.from)
+			if err != nil {
+				t.Skipf("no %s socket here: %v", tt.from, err)
+			}
+			defer out.Close()
+			in, err := net.ListenPacket("udp", tt.to)
+			if err != nil {
+				t.Skipf("no %s socket here: %v", tt.to, err)
+			}
+			defer in.Close()
+			w := newBatchWriter(out.(*net.UDPConn))
+			w.Hold()
+			for _, p := range []string{"one", "two"} {
+				if _, err := w.WriteTo([]byte(p), in.LocalAddr()); err != nil {
+					t.Fatalf("WriteTo = %v", err)
+				}
+			}
+			w.Release()
+			buf := make([]byte, 16)
+			_ = in.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for _, want := range []string{"one", "two"} {
+				n, from, err := in.ReadFrom(buf)
+				if err != nil || string(buf[:n]) != want || from.(*net.UDPAddr).Port != out.LocalAddr().(*net.UDPAddr).Port {
+					t.Fatalf("read %q from %v, %v; want %q from port %d", buf[:n], from, err, want, out.LocalAddr().(*net.UDPAddr).Port)
+				}
+			}
+		})
+	}
+}

@@ -21,7 +21,10 @@
 //     a channel Pion has bound for a UDP client is relayed by this package
 //     on the goroutine that has the datagram, without Pion's per-datagram
 //     path (channels.go); the listener's writes leave in sendmmsg batches,
-//     one per SFU fan-out for relayed subscribers (sendbatch.go).
+//     one per SFU fan-out for relayed subscribers (sendbatch.go). On
+//     Linux the relayed sockets of UDP clients are read by one event
+//     loop, as coturn reads them, instead of a goroutine each: a wake-up
+//     reads every socket that became ready meanwhile (relayloop_linux.go).
 //   - Quotas on allocations per identity and per instance (quota.go), a
 //     per-source rate limit on unauthenticated UDP requests against
 //     amplification (ratelimit.go), and bounds on TCP connections
@@ -108,6 +111,7 @@ type Server struct {
 	byRelay  map[netip.AddrPort]*relayConn // the same, by relayed address
 	closed   bool
 	channels channelIndex // UDP clients' relayConns with channels (channels.go)
+	loop     *relayLoop   // reads UDP clients' relayed sockets (relayloop_linux.go); nil: Pion's readers do
 
 	running   atomic.Bool
 	closeOnce sync.Once
@@ -146,6 +150,14 @@ func New(cfg Config, opts Options) (*Server, error) {
 		s.ln.close()
 		s.metrics.reg.Unregister()
 		return nil, err
+	}
+	if s.ln.udp != nil {
+		var err error
+		if s.loop, err = newRelayLoop(s.ln.udp.out); err != nil {
+			s.ln.close()
+			s.metrics.reg.Unregister()
+			return nil, fmt.Errorf("turn: relay loop: %w", err)
+		}
 	}
 	s.urls = s.publicURLs()
 	if s.handoff != nil && s.ln.udp != nil {
@@ -236,6 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("turn: Run called twice")
 	}
 	defer close(s.stopped)
+	s.loop.start()
 	servers, err := s.start()
 	if err == nil {
 		select {
@@ -259,6 +272,7 @@ func (s *Server) Close() error {
 	if first {
 		s.draining.Store(true)
 		s.ln.close()
+		s.loop.close()
 	}
 	return nil
 }
@@ -335,6 +349,7 @@ func (s *Server) shutdown(servers []*pionturn.Server) {
 	s.ln.close()
 	s.conns.closeAll()
 	s.closeRelays()
+	s.loop.close()
 	s.waitIdle()
 	// The observable callbacks stay registered: the meter provider's final
 	// flush, after the drain, must still read the last values.

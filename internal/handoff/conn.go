@@ -41,8 +41,16 @@ var longAgo = time.Unix(1, 0)
 // One goroutine reads (ReadFromAddrPort, ReadFrom or Read); any goroutine
 // delivers. Read deadlines are the Conn's own: a caller's SetReadDeadline
 // would be undone by the next wake-up.
+//
+// A fed Conn (NewFedConn) has no socket to read: another goroutine reads
+// the kernel's datagrams and hands them in with Feed, and its reader
+// waits for fed and delivered datagrams alike, in the order they came.
 type Conn struct {
-	*net.UDPConn
+	*net.UDPConn // nil for a fed Conn
+
+	// fed, for a fed Conn, holds a token while datagrams wait for the
+	// reader; nil otherwise.
+	fed chan struct{}
 
 	mu      sync.Mutex // guards everything below
 	queue   ring
@@ -57,33 +65,71 @@ func NewConn(c *net.UDPConn, queued int) *Conn {
 	return &Conn{UDPConn: c, queue: ring{slots: make([]slot, queued)}}
 }
 
+// NewFedConn is a fed Conn: the kernel's datagrams of its socket, which
+// it does not hold, come in through Feed. It has no socket methods: only
+// Read (and ReadFrom, ReadFromAddrPort), Deliver, Feed and Close.
+func NewFedConn(queued int) *Conn {
+	return &Conn{fed: make(chan struct{}, 1), queue: ring{slots: make([]slot, queued)}}
+}
+
 // Deliver queues a copy of p for the reader, as if from the address from.
 // It reports false, having dropped p, when the queue is full, p is over
 // MaxPacket or the Conn is closed.
 func (c *Conn) Deliver(p []byte, from netip.AddrPort) bool {
+	return c.enqueue(p, from, true)
+}
+
+// Feed queues a copy of p, a datagram the kernel gave from the address
+// from, for a fed Conn's reader, as Deliver does.
+func (c *Conn) Feed(p []byte, from netip.AddrPort) bool {
+	return c.enqueue(p, from, false)
+}
+
+func (c *Conn) enqueue(p []byte, from netip.AddrPort, handed bool) bool {
 	if len(p) > MaxPacket {
 		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || !c.queue.push(p, from) {
+	if c.closed || !c.queue.push(p, from, handed) {
 		return false
 	}
-	if c.blocked && !c.woken {
+	switch {
+	case c.fed != nil:
+		c.wake()
+	case c.blocked && !c.woken:
 		c.woken = true
 		_ = c.UDPConn.SetReadDeadline(longAgo) // fails only when closed: the read ends anyway
 	}
 	return true
 }
 
-// Read returns the next datagram, a delivered one first; handed reports
-// whether it was delivered rather than read from the kernel.
+// wake leaves a fed Conn's reader a token, unless one waits already.
+func (c *Conn) wake() {
+	select {
+	case c.fed <- struct{}{}:
+	default:
+	}
+}
+
+// Read returns the next datagram, a delivered one first (a fed Conn's in
+// the order they came); handed reports whether it was delivered rather
+// than read from the kernel (or fed).
 func (c *Conn) Read(b []byte) (n int, from netip.AddrPort, handed bool, err error) {
 	for {
 		c.mu.Lock()
-		if n, from, ok := c.queue.pop(b); ok {
+		if n, from, handed, ok := c.queue.pop(b); ok {
 			c.mu.Unlock()
-			return n, from, true, nil
+			return n, from, handed, nil
+		}
+		if c.fed != nil {
+			closed := c.closed
+			c.mu.Unlock()
+			if closed {
+				return 0, netip.AddrPort{}, false, net.ErrClosed
+			}
+			<-c.fed
+			continue
 		}
 		c.blocked = true
 		c.mu.Unlock()
@@ -119,22 +165,28 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, net.UDPAddrFromAddrPort(from), nil
 }
 
-// Close closes the socket, which ends a blocked read; what is still
-// queued is dropped, and later deliveries are refused.
+// Close closes the socket, which ends a blocked read (a fed Conn's
+// reader is woken instead); what is still queued is dropped, and later
+// deliveries are refused.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.queue.reset()
 	c.mu.Unlock()
+	if c.fed != nil {
+		c.wake()
+		return nil
+	}
 	return c.UDPConn.Close()
 }
 
 // slot is one queued datagram. Its buffer is allocated on first use and
 // kept, so a queue costs memory only up to the deepest it has been.
 type slot struct {
-	buf  []byte
-	n    int
-	from netip.AddrPort
+	buf    []byte
+	n      int
+	from   netip.AddrPort
+	handed bool // by Deliver, not Feed
 }
 
 // ring is a bounded FIFO of datagrams, copied in and out.
@@ -143,7 +195,7 @@ type ring struct {
 	head, size int
 }
 
-func (r *ring) push(p []byte, from netip.AddrPort) bool {
+func (r *ring) push(p []byte, from netip.AddrPort, handed bool) bool {
 	if r.size == len(r.slots) {
 		return false
 	}
@@ -151,22 +203,22 @@ func (r *ring) push(p []byte, from netip.AddrPort) bool {
 	if s.buf == nil {
 		s.buf = make([]byte, MaxPacket)
 	}
-	s.n, s.from = copy(s.buf, p), from
+	s.n, s.from, s.handed = copy(s.buf, p), from, handed
 	r.size++
 	return true
 }
 
 // pop copies the oldest datagram into b (truncated to b, as a socket
 // read would) and removes it.
-func (r *ring) pop(b []byte) (int, netip.AddrPort, bool) {
+func (r *ring) pop(b []byte) (n int, from netip.AddrPort, handed, ok bool) {
 	if r.size == 0 {
-		return 0, netip.AddrPort{}, false
+		return 0, netip.AddrPort{}, false, false
 	}
 	s := &r.slots[r.head]
-	n := copy(b, s.buf[:s.n])
+	n = copy(b, s.buf[:s.n])
 	r.head = (r.head + 1) % len(r.slots)
 	r.size--
-	return n, s.from, true
+	return n, s.from, s.handed, true
 }
 
 func (r *ring) reset() {

@@ -140,20 +140,67 @@ func TestConnQueueBound(t *testing.T) {
 	}
 }
 
-// TestConnNoAllocation checks that a delivery and its read allocate
-// nothing once the queue's slots exist.
-func TestConnNoAllocation(t *testing.T) {
-	c := NewConn(listen(t), 4)
-	from := netip.MustParseAddrPort("127.0.0.1:40000")
-	p, buf := make([]byte, 1200), make([]byte, MaxPacket)
-	allocs := testing.AllocsPerRun(1000, func() {
-		c.Deliver(p, from)
-		if _, _, err := c.ReadFromAddrPort(buf); err != nil {
-			t.Fatal(err)
+// TestFedConn checks a fed Conn: fed and delivered datagrams are read in
+// the order they came, each marked as what it is, within the queue's
+// bound; a reader waiting for one is woken by either; Close ends the
+// wait; and nothing is queued after it.
+func TestFedConn(t *testing.T) {
+	c := NewFedConn(3)
+	peer, relayed := netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:40000")
+	if !c.Feed([]byte("kernel"), peer) || !c.Deliver([]byte("handed"), relayed) || !c.Feed([]byte("again"), peer) {
+		t.Fatal("Feed or Deliver refused within the bound; want queued")
+	}
+	if c.Feed([]byte("over"), peer) || c.Deliver([]byte("over"), relayed) {
+		t.Error("Feed or Deliver beyond the bound = true; want false")
+	}
+	ch := reader(t, c)
+	for _, want := range []datagram{{"kernel", peer, false, nil}, {"handed", relayed, true, nil}, {"again", peer, false, nil}} {
+		if d := next(t, ch); d != want {
+			t.Fatalf("Read = %+v; want %+v", d, want)
 		}
-	})
-	if allocs != 0 {
-		t.Errorf("allocations per delivered datagram = %v; want 0", allocs)
+	}
+	for _, want := range []datagram{{"late feed", peer, false, nil}, {"late delivery", relayed, true, nil}} {
+		// The reader waits for a token by now, or soon: either wakes it.
+		if want.handed {
+			c.Deliver([]byte(want.data), want.from)
+		} else {
+			c.Feed([]byte(want.data), want.from)
+		}
+		if d := next(t, ch); d != want {
+			t.Fatalf("Read = %+v; want %+v", d, want)
+		}
+	}
+	c.Close()
+	if d := next(t, ch); !errors.Is(d.err, net.ErrClosed) {
+		t.Fatalf("Read after Close = %+v; want net.ErrClosed", d)
+	}
+	if c.Feed([]byte("x"), peer) || c.Deliver([]byte("x"), relayed) {
+		t.Error("Feed or Deliver after Close = true; want false")
+	}
+}
+
+// TestConnNoAllocation checks that a delivery and its read allocate
+// nothing once the queue's slots exist, and a fed datagram neither.
+func TestConnNoAllocation(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		c    *Conn
+		put  func(*Conn, []byte, netip.AddrPort) bool
+	}{
+		{"delivered", NewConn(listen(t), 4), (*Conn).Deliver},
+		{"fed", NewFedConn(4), (*Conn).Feed},
+	} {
+		from := netip.MustParseAddrPort("127.0.0.1:40000")
+		p, buf := make([]byte, 1200), make([]byte, MaxPacket)
+		allocs := testing.AllocsPerRun(1000, func() {
+			tt.put(tt.c, p, from)
+			if _, _, err := tt.c.ReadFromAddrPort(buf); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("allocations per %s datagram = %v; want 0", tt.name, allocs)
+		}
 	}
 }
 
