@@ -91,11 +91,13 @@ type relayHandoff struct {
 // would drop it after the send succeeded.
 func (h *relayHandoff) send(b []byte, peer netip.AddrPort) int {
 	h.route(peer)
+	// Counted before the SFU can have it: its reply may reach the client,
+	// and the client read the counts, before Deliver returns.
+	h.bytes.toPeer.Add(int64(len(b)))
+	h.bytes.handedTo.Add(1)
 	if !h.sw.Media().Deliver(b, h.relay) {
 		h.bytes.handoffDropped.Add(1)
 	}
-	h.bytes.toPeer.Add(int64(len(b)))
-	h.bytes.handedTo.Add(1)
 	return len(b)
 }
 
