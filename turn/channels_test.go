@@ -278,8 +278,18 @@ func TestChannelMirrorFollowsPion(t *testing.T) {
 		return len(r.channels.byClient)
 	}
 	eventually(t, "a client indexed by its channel", func() bool { return count() == 1 })
+	r.channels.mu.RLock()
+	var clients []netip.AddrPort
 	for c := range r.channels.byClient {
-		if cs := r.channels.get(c).chans.Load(); cs == nil || len(cs.list) != 1 {
+		clients = append(clients, c)
+	}
+	r.channels.mu.RUnlock()
+	for _, c := range clients {
+		rc := r.channels.get(c)
+		if rc == nil {
+			t.Fatalf("client %s left the index before its allocation closed", c)
+		}
+		if cs := rc.chans.Load(); cs == nil || len(cs.list) != 1 {
 			t.Fatalf("channels of %s = %+v; want one", c, cs)
 		}
 	}
