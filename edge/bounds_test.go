@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -229,6 +230,32 @@ func TestSlowClientDisconnected(t *testing.T) {
 	})
 	if st, _ := aliceRecv.stats(bob.ID(), "audio"); st.gaps != 0 {
 		t.Errorf("alice's stream from bob has %d gaps; want 0", st.gaps)
+	}
+}
+
+// TestSlowClientCountedOnce: the reader (its queue stayed full) and the
+// writer (its write timed out) can find the same client slow at the same
+// moment; the client is counted once. CI saw the count reach 2 there.
+func TestSlowClientCountedOnce(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.dial(t, "demo", "alice")
+	sessions := ts.srv.Sessions().All()
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions; want 1", len(sessions))
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			<-start
+			sessions[0].slowClient()
+		})
+	}
+	close(start)
+	wg.Wait()
+	waitSessionClosed(t, ts, signal.ReasonSlowClient, 0)
+	if got := ts.counter(t, "media_slow_client_disconnects", "", ""); got != 1 {
+		t.Errorf("media_slow_client_disconnects = %d; want 1", got)
 	}
 }
 

@@ -274,8 +274,16 @@ func (s *Session) Close(reason string) {
 // end starts the end of the session without waiting: it records the
 // reason (the first one wins) and tells the writer how to close the
 // WebSocket. The reader then runs the teardown.
-func (s *Session) end(reason string) {
+func (s *Session) end(reason string) { s.endFor(reason, nil) }
+
+// endFor is end; first, when not nil, runs only when this call is the one
+// that ends the session, before anything is closed, so what it counts is
+// counted once per session and before the client sees the close.
+func (s *Session) endFor(reason string, first func()) {
 	s.endOnce.Do(func() {
+		if first != nil {
+			first()
+		}
 		s.mu.Lock()
 		s.ended, s.reason = true, reason
 		s.mu.Unlock()
@@ -364,14 +372,14 @@ func (s *Session) sendDetached(m *signal.Message, round *sync.WaitGroup) {
 }
 
 // slowClient ends the session of a client that does not take its
-// messages: its queue stayed full, or a write to it timed out.
+// messages: its queue stayed full, or a write to it timed out. The reader
+// and the writer can both find the client slow at once; it is logged and
+// counted once, and only when it is what ended the session.
 func (s *Session) slowClient() {
-	if s.isEnded() {
-		return
-	}
-	s.log.Info("slow_client", "queue", s.deps.cfg.WS.SendQueue)
-	s.deps.metrics.slow.Add(bg, 1)
-	s.end(signal.ReasonSlowClient)
+	s.endFor(signal.ReasonSlowClient, func() {
+		s.log.Info("slow_client", "queue", s.deps.cfg.WS.SendQueue)
+		s.deps.metrics.slow.Add(bg, 1)
+	})
 }
 
 // sendError answers a refused request; the session continues.
