@@ -121,9 +121,11 @@ type capacityStep struct {
 	// SkippedSends are packets the load generator's senders could not
 	// send in time (never counted as loss): above 0, the load generator
 	// fell behind, and what broke may be the machine, not the instance.
-	SkippedSends uint64   `json:"skipped_sends,omitempty"`
-	Held         bool     `json:"held"`
-	Failures     []string `json:"failures,omitempty"`
+	SkippedSends uint64 `json:"skipped_sends,omitempty"`
+	// Receivers counts the step's light and full receivers (-light).
+	Receivers *receiverCounts `json:"receivers,omitempty"`
+	Held      bool            `json:"held"`
+	Failures  []string        `json:"failures,omitempty"`
 }
 
 // runCapacity searches each of cfg.Shapes in turn.
@@ -234,6 +236,7 @@ func judgeStep(rep *Report, maxP99 time.Duration) capacityStep {
 	if j := rep.Joins; j != nil {
 		st.Joined = j.Joined
 	}
+	st.Receivers = rep.Receivers
 	s := rep.Server
 	if s == nil {
 		rep.fail("nothing was measured")
@@ -266,6 +269,9 @@ func (r *Report) capacityTable(w io.Writer) {
 			result := "held"
 			if !s.Held {
 				result = "failed: " + strings.Join(s.Failures, "; ")
+			}
+			if c := s.Receivers; c != nil {
+				result += fmt.Sprintf(" (%d light, %d full receivers)", c.Light, c.Full)
 			}
 			if s.SkippedSends > 0 {
 				result += fmt.Sprintf(" (the load generator skipped %d sends)", s.SkippedSends)

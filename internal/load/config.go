@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/url"
 	"time"
+
+	"github.com/pion/transport/v5"
 )
 
 // Config is one run. Its zero value is not useful: start from
@@ -105,6 +107,21 @@ type Config struct {
 	CapacityStart, CapacityMax int
 	CapacityP99                time.Duration
 
+	// Light, from 0 up, makes every receiving participant of a fanout,
+	// meeting or capacity run light but Light of them (light.go): its
+	// media is read at its socket, not by Pion, which costs the load
+	// generator a fraction of a full receiver. The full ones are spread
+	// through the join order and give the latency figures, so with 0 the
+	// run measures no latency. LightOff (the default): all full.
+	Light int
+	// CPUs, with Spawn, pins the spawned instance to these CPUs (a
+	// taskset -c list, such as "1" or "0,2-3"; empty: not pinned).
+	CPUs string
+
+	// lightNet is the network light participants' sockets come from
+	// (nil: the host's).
+	lightNet transport.Net
+
 	// spawnEnv is added to a spawned instance's environment (the capped
 	// scenario's listeners on its namespace's link).
 	spawnEnv []string
@@ -144,6 +161,7 @@ func DefaultConfig() Config {
 		CapacityStart:   10,
 		CapacityMax:     maxCapacity,
 		CapacityP99:     10 * time.Millisecond,
+		Light:           LightOff,
 	}
 }
 
@@ -212,6 +230,9 @@ func (c *Config) validateTarget() error {
 		return err
 	}
 	if err := c.validateCapacity(); err != nil {
+		return err
+	}
+	if err := c.validateLight(); err != nil {
 		return err
 	}
 	switch {

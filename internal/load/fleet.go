@@ -53,7 +53,7 @@ func spawnFleet(ctx context.Context, bin string, n, maxSessions int, stderr io.W
 		env := append(spawnEnv(maxSessions),
 			"PORT="+strconv.Itoa(port), "MEDIA_PUBLIC_URL=http://127.0.0.1:"+strconv.Itoa(port),
 			"MEDIA_REDIS_URL=redis://"+f.redisAddr, "MEDIA_DRAIN_TIMEOUT="+fleetDrainTimeout)
-		s, err := spawn(ctx, bin, env, stderr)
+		s, err := spawn(ctx, bin, env, "", stderr)
 		if err != nil {
 			f.stop()
 			return nil, err

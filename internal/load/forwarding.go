@@ -80,6 +80,9 @@ func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report
 	}
 	rooms := plan(cfg.shape(), m)
 	defer leaveAll(rooms, cfg.JoinConcurrency)
+	if rep.Receivers, err = makeLight(cfg, t, rooms); err != nil {
+		return err
+	}
 	jr := joinAll(ctx, cfg, t, m, rooms, pr)
 	rep.Joins = jr.report()
 	if jr.failed.Load() > 0 {

@@ -29,10 +29,15 @@ type participant struct {
 	publish  bool
 	sink     *sink
 	senders  []*sender
-	dialAt   int64 // clock time the join began (the WebSocket dial)
-	token    string
-	sig      netlab.Resettable // its signaling connections, which a flap resets
-	flapAt   atomic.Int64      // clock time of the last flap's reset
+	// light, for a light participant (-light), reads its media at its
+	// sockets (light.go) through its own API, api; nil for a full one,
+	// which uses the run's.
+	light  *lightSub
+	api    *webrtc.API
+	dialAt int64 // clock time the join began (the WebSocket dial)
+	token  string
+	sig    netlab.Resettable // its signaling connections, which a flap resets
+	flapAt atomic.Int64      // clock time of the last flap's reset
 
 	wg       sync.WaitGroup // track readers
 	follows  sync.WaitGroup // moves under way
@@ -83,6 +88,10 @@ func (p *participant) join(ctx context.Context, r *serverTarget, m *mediaRun) er
 	p.mu.Lock()
 	p.c = c
 	p.mu.Unlock()
+	if p.light != nil {
+		p.light.attach(c.Subscriber())
+		p.wg.Go(func() { p.light.feedback(c.Done()) })
+	}
 	r.events.countRedirects(c)
 	if !p.publish {
 		return nil
@@ -99,8 +108,12 @@ func (p *participant) options(r *serverTarget, m *mediaRun, gen int) client.Opti
 	if r.relay && !p.publish {
 		policy = webrtc.ICETransportPolicyRelay
 	}
+	api := r.api
+	if p.api != nil {
+		api = p.api
+	}
 	return client.Options{
-		API: r.api, OnTrack: p.onTrack(m.clk, gen), ICETransportPolicy: policy,
+		API: api, OnTrack: p.onTrack(m.clk, gen), ICETransportPolicy: policy,
 		OnEvent: func(msg *signal.Message) {
 			r.events.observe(msg)
 			if msg.Type == signal.TypeDraining && msg.URL != "" && gen == 0 {
@@ -228,7 +241,23 @@ func (p *participant) read(t *webrtc.TrackRemote, clk clock, gen int) {
 		}
 		if end > hl {
 			p.sink.observe(buf[hl:end], now)
+			p.anchorLight(&h, buf[hl:end])
 		}
+	}
+}
+
+// anchorLight hands a light participant's receiver the stamp of a packet
+// Pion read, so it reads the rest of the stream at the socket.
+func (p *participant) anchorLight(h *rtp.Header, payload []byte) {
+	if p.light == nil {
+		return
+	}
+	st, ok := readStamp(payload)
+	if !ok {
+		return
+	}
+	if src := p.sink.sources.get(st.stream); src != nil {
+		p.light.anchor(h.SSRC, h.SequenceNumber, src, st.seq)
 	}
 }
 

@@ -21,9 +21,12 @@ type Report struct {
 	Machine  machine     `json:"machine"`
 	Shape    shapeReport `json:"shape"`
 
-	Joins  *joinReport  `json:"joins,omitempty"`
-	Server *phaseReport `json:"server,omitempty"`
-	Floor  *phaseReport `json:"floor,omitempty"`
+	Joins *joinReport `json:"joins,omitempty"`
+	// Receivers counts light and full receivers with -light (nil: all
+	// full).
+	Receivers *receiverCounts `json:"receivers,omitempty"`
+	Server    *phaseReport    `json:"server,omitempty"`
+	Floor     *phaseReport    `json:"floor,omitempty"`
 	// FloorSends names the floor the figures compare with: its relay sent
 	// each packet's copies batched (FloorSendsBatched, the default, as the
 	// server does) or one system call each (FloorSendsSingle).
@@ -293,6 +296,9 @@ func (r *Report) forwardingTable(w io.Writer) {
 	row("CPU in window", "%.2f s", func(p *phaseReport) any { return p.CPUSeconds })
 	row("CPU per forwarded packet", "%.2f µs", func(p *phaseReport) any { return p.CPUMicrosPerPkt })
 	row("sends skipped (load generator behind)", "%d", func(p *phaseReport) any { return p.SkippedSends })
+	if c := r.Receivers; c != nil {
+		fmt.Fprintf(w, "receivers\t%d light (read at the socket), %d full (read by Pion; the latency is theirs)\n", c.Light, c.Full)
+	}
 	if r.CostRatio > 0 {
 		fmt.Fprintf(w, "server cost vs floor (%s)\t%.2f x\n", r.FloorSends, r.CostRatio)
 	}

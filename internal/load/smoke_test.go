@@ -144,7 +144,7 @@ func TestSeveralURLsSmoke(t *testing.T) {
 	bin := buildServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := spawn(ctx, bin, spawnEnv(16), os.Stderr)
+	s, err := spawn(ctx, bin, spawnEnv(16), "", os.Stderr)
 	if err != nil {
 		t.Fatalf("spawn(%s) = %v", bin, err)
 	}

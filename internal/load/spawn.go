@@ -55,9 +55,13 @@ var spawnRelayEnv = []string{
 
 // spawn starts bin and waits (at most 30 s) for it to log its addresses.
 // Its environment is ours with env on top (spawnEnv, and a fleet's
-// variables); its stderr goes to stderr (nil: discarded).
-func spawn(ctx context.Context, bin string, env []string, stderr io.Writer) (*spawned, error) {
-	cmd := exec.Command(bin, "serve")
+// variables); its stderr goes to stderr (nil: discarded). With cpus (a
+// taskset -c list) it runs pinned to those CPUs.
+func spawn(ctx context.Context, bin string, env []string, cpus string, stderr io.Writer) (*spawned, error) {
+	cmd, err := serveCommand(bin, cpus)
+	if err != nil {
+		return nil, err
+	}
 	cmd.Env = append(cmd.Environ(), env...)
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
@@ -87,6 +91,19 @@ func spawn(ctx context.Context, bin string, env []string, stderr io.Writer) (*sp
 		s.stop()
 		return nil, fmt.Errorf("spawn %s: no server_started log line within 30s", bin)
 	}
+}
+
+// serveCommand is `bin serve`, under `taskset -c cpus` when cpus is set
+// (taskset execs bin in its own process, so signals reach the instance).
+func serveCommand(bin, cpus string) (*exec.Cmd, error) {
+	if cpus == "" {
+		return exec.Command(bin, "serve"), nil
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return nil, fmt.Errorf("-cpus runs the instance under taskset (util-linux), which is not installed: %w", err)
+	}
+	return exec.Command(taskset, "-c", cpus, bin, "serve"), nil
 }
 
 // readLog finds the server_started line, hands its addresses over, and

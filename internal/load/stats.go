@@ -183,6 +183,9 @@ type sink struct {
 	total   *atomic.Uint64 // packets received by every sink of the run, for the progress line
 
 	arrived chan struct{} // closed at the first packet of a known source
+	// light: a light subscriber's sink (see light.go), which records no
+	// latency: most of its packets carry none it can read.
+	light bool
 
 	mu         sync.Mutex // guards everything below
 	windows    map[uint32]*window
@@ -223,18 +226,44 @@ func (k *sink) observe(p []byte, now int64) {
 			k.unexpected++
 			return
 		}
-		w = &window{src: src, unasked: true}
-		k.windows[st.stream] = w
+		w = k.windowOf(src)
 	}
+	if k.account(w, st.seq, now) && !k.light {
+		k.lat.record(now - st.sent)
+	}
+}
+
+// observeLight accounts a packet a light subscriber read at its socket
+// at clock time now: sequence seq of src. It has no send time.
+func (k *sink) observeLight(src *source, seq uint32, now int64) {
+	k.total.Add(1)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.account(k.windowOf(src), seq, now)
+}
+
+// windowOf is src's window, made unasked if the sink did not expect it.
+// The caller holds mu.
+func (k *sink) windowOf(src *source) *window {
+	w := k.windows[src.id]
+	if w == nil {
+		w = &window{src: src, unasked: true}
+		k.windows[src.id] = w
+	}
+	return w
+}
+
+// account marks seq in w, received at now, and reports whether it was
+// new, inside the window, and expected (its latency belongs in the
+// histogram). The caller holds mu.
+func (k *sink) account(w *window, seq uint32, now int64) bool {
 	if k.first[w.src.kind] == 0 {
 		if k.first == [kindCount]int64{} {
 			close(k.arrived)
 		}
 		k.first[w.src.kind] = now
 	}
-	if w.mark(st.seq) && !w.unasked {
-		k.lat.record(now - st.sent)
-	}
+	return w.mark(seq) && !w.unasked
 }
 
 // firstAt is the clock time of the first packet of kind, or of any kind

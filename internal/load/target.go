@@ -22,6 +22,7 @@ type serverTarget struct {
 	scrapers  []*scraper
 	api       *webrtc.API
 	relay     bool // subscribers connect relay-only (Config.Relay)
+	loopback  bool // every instance is on this machine: ICE stays on loopback
 	tokens    *tokenSource
 	spawned   *spawned
 	fleet     *fleet // with -spawn-fleet, instead of spawned
@@ -70,7 +71,7 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 		if cfg.GOMAXPROCS > 0 {
 			env = append(env, "GOMAXPROCS="+strconv.Itoa(cfg.GOMAXPROCS))
 		}
-		s, err := spawn(ctx, cfg.Spawn, env, cfg.ChildStderr)
+		s, err := spawn(ctx, cfg.Spawn, env, cfg.CPUs, cfg.ChildStderr)
 		if err != nil {
 			return nil, err
 		}
@@ -93,7 +94,7 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 		return nil, err
 	}
 	t.tokens = newTokenSource(cfg, t.urls[0])
-	t.relay = cfg.Relay
+	t.relay, t.loopback = cfg.Relay, loopback
 	return t, nil
 }
 

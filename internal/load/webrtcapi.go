@@ -9,6 +9,8 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/media-service/media-service/edge/client"
@@ -39,6 +41,19 @@ func newLoadAPIWith(loopback, nack, simulcast bool, pionLog io.Writer) (*webrtc.
 // (a netlab namespace's sockets, for the capped scenario); nil changes
 // nothing.
 func newLoadAPIIn(loopback, nack, simulcast bool, pionLog io.Writer, configure func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+	return buildLoadAPI(loopback, nack, simulcast, false, pionLog, configure)
+}
+
+// newLightAPI is the API of one light participant (light.go): its UDP
+// sockets come from n, and it has no TWCC sender interceptor (the light
+// receiver sends the transport-wide feedback) while it still negotiates
+// transport-cc as a browser does.
+func newLightAPI(loopback, nack bool, pionLog io.Writer, n transport.Net) (*webrtc.API, error) {
+	return buildLoadAPI(loopback, nack, false, true, pionLog, func(se *webrtc.SettingEngine) { se.SetNet(n) })
+}
+
+// buildLoadAPI is newLoadAPIIn, for a light participant when light.
+func buildLoadAPI(loopback, nack, simulcast, light bool, pionLog io.Writer, configure func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("load api: codecs: %w", err)
@@ -57,7 +72,7 @@ func newLoadAPIIn(loopback, nack, simulcast bool, pionLog io.Writer, configure f
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, fmt.Errorf("load api: reports: %w", err)
 	}
-	if err := webrtc.ConfigureTWCCSender(m, ir); err != nil {
+	if err := configureTWCCFeedback(m, ir, light); err != nil {
 		return nil, fmt.Errorf("load api: twcc feedback: %w", err)
 	}
 	if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, ir); err != nil {
@@ -76,6 +91,22 @@ func newLoadAPIIn(loopback, nack, simulcast bool, pionLog io.Writer, configure f
 		configure(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// configureTWCCFeedback negotiates transport-cc for audio and video and,
+// unless light (whose receiver sends the feedback itself), adds Pion's
+// feedback sender.
+func configureTWCCFeedback(m *webrtc.MediaEngine, ir *interceptor.Registry, light bool) error {
+	if !light {
+		return webrtc.ConfigureTWCCSender(m, ir)
+	}
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isLoopbackURL reports whether the instance at base is on this machine.
