@@ -64,6 +64,11 @@ type Options struct {
 	ICEServers []webrtc.ICEServer
 	// ICETransportPolicy "relay" forces every connection through TURN.
 	ICETransportPolicy webrtc.ICETransportPolicy
+	// RTPHeaderEncryption is whether both connections negotiate RTP
+	// header extension encryption (RFC 9335 Cryptex). Default: Pion's
+	// (negotiate); the load generator's light receivers read the
+	// extensions in the clear, so their runs disable it.
+	RTPHeaderEncryption webrtc.RTPHeaderEncryptionPolicy
 	// Dialer opens the WebSocket. Default: a dialer with a 10 s handshake
 	// timeout.
 	Dialer *websocket.Dialer

@@ -63,7 +63,10 @@ func LoopbackOnly(se *webrtc.SettingEngine) {
 // setupPeers makes the publisher and subscriber PeerConnections with the
 // ICE servers from `joined` (or Options.ICEServers).
 func (c *Client) setupPeers() error {
-	cfg := webrtc.Configuration{ICEServers: c.opts.ICEServers, ICETransportPolicy: c.opts.ICETransportPolicy}
+	cfg := webrtc.Configuration{
+		ICEServers: c.opts.ICEServers, ICETransportPolicy: c.opts.ICETransportPolicy,
+		RTPHeaderEncryptionPolicy: c.opts.RTPHeaderEncryption,
+	}
 	if cfg.ICEServers == nil {
 		for _, s := range c.joined.ICEServers {
 			cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})

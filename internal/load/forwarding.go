@@ -106,6 +106,7 @@ func measureServer(ctx context.Context, cfg Config, t *serverTarget, rep *Report
 	if d != nil {
 		d.finish(ctx, cfg.DrainAfter, rep)
 	}
+	rep.Receivers.countAtSocket(rooms)
 	reportServer(rep, cfg.MaxLoss, res, base, loaded, haveMetrics, jr.joined.Load())
 	return nil
 }

@@ -56,6 +56,7 @@ type lightSub struct {
 	start time.Time // base of the arrival times given to the recorder
 	sub   atomic.Pointer[webrtc.PeerConnection]
 	tccID atomic.Uint32 // the transport-cc header extension's id; 0 not known yet
+	taken atomic.Uint64 // media packets read at the socket
 
 	mu      sync.Mutex // guards streams, rec
 	streams map[uint32]*lightStream
@@ -112,6 +113,7 @@ func (l *lightSub) take(b []byte, now int64) bool {
 	src, seq, media := st.advance(h)
 	l.mu.Unlock()
 	if media {
+		l.taken.Add(1)
 		l.sink.observeLight(src, seq, now)
 	}
 	return true

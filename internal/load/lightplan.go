@@ -17,6 +17,25 @@ const LightOff = -1
 type receiverCounts struct {
 	Light int `json:"light"`
 	Full  int `json:"full"`
+	// AtSocket is how many media packets the light ones read at their
+	// sockets (the rest of theirs went through Pion until each stream
+	// was anchored).
+	AtSocket uint64 `json:"read_at_socket"`
+}
+
+// countAtSocket sums what the light participants of rooms read at their
+// sockets.
+func (c *receiverCounts) countAtSocket(rooms []*room) {
+	if c == nil {
+		return
+	}
+	for _, r := range rooms {
+		for _, p := range r.members {
+			if p.light != nil {
+				c.AtSocket += p.light.taken.Load()
+			}
+		}
+	}
 }
 
 // makeLight makes every receiving participant of rooms light but

@@ -21,8 +21,16 @@ type serverSample struct {
 	HeapInuse  float64 `json:"heap_inuse_bytes"` // go_memstats_heap_inuse_bytes
 	// TURNAllocations are the relay's live allocations, every transport's
 	// (media_turn_allocations_active): with -relay, two per subscriber.
-	TURNAllocations float64   `json:"turn_allocations"`
-	At              time.Time `json:"at"`
+	TURNAllocations float64 `json:"turn_allocations"`
+	// Estimates is how many bandwidth estimates the instance has made
+	// from subscribers' transport-wide feedback (one per feedback
+	// message: the media_subscriber_bandwidth_estimate_bps count), and
+	// Paused the subscriptions congestion control pauses now
+	// (media_subscriptions_paused): a subscriber that sent no feedback,
+	// or too little, shows there.
+	Estimates float64   `json:"bandwidth_estimates"`
+	Paused    float64   `json:"paused_subscriptions"`
+	At        time.Time `json:"at"`
 }
 
 // add sums o into s: the numbers of several instances are their sums.
@@ -34,6 +42,8 @@ func (s *serverSample) add(o serverSample) {
 	s.FDs += o.FDs
 	s.HeapInuse += o.HeapInuse
 	s.TURNAllocations += o.TURNAllocations
+	s.Estimates += o.Estimates
+	s.Paused += o.Paused
 	if o.At.After(s.At) {
 		s.At = o.At
 	}
@@ -49,6 +59,9 @@ var scrapedNames = map[string]func(*serverSample, float64){
 	"go_memstats_heap_inuse_bytes":  func(s *serverSample, v float64) { s.HeapInuse = v },
 	// One series per transport: their sum.
 	"media_turn_allocations_active": func(s *serverSample, v float64) { s.TURNAllocations += v },
+	// One series per reason (congestion only, so far): their sum.
+	"media_subscriber_bandwidth_estimate_bps_count": func(s *serverSample, v float64) { s.Estimates += v },
+	"media_subscriptions_paused":                    func(s *serverSample, v float64) { s.Paused += v },
 }
 
 // scraper reads an instance's ops /metrics.

@@ -114,6 +114,7 @@ func (p *participant) options(r *serverTarget, m *mediaRun, gen int) client.Opti
 	}
 	return client.Options{
 		API: api, OnTrack: p.onTrack(m.clk, gen), ICETransportPolicy: policy,
+		RTPHeaderEncryption: r.headerEncryption,
 		OnEvent: func(msg *signal.Message) {
 			r.events.observe(msg)
 			if msg.Type == signal.TypeDraining && msg.URL != "" && gen == 0 {

@@ -297,7 +297,7 @@ func (r *Report) forwardingTable(w io.Writer) {
 	row("CPU per forwarded packet", "%.2f µs", func(p *phaseReport) any { return p.CPUMicrosPerPkt })
 	row("sends skipped (load generator behind)", "%d", func(p *phaseReport) any { return p.SkippedSends })
 	if c := r.Receivers; c != nil {
-		fmt.Fprintf(w, "receivers\t%d light (read at the socket), %d full (read by Pion; the latency is theirs)\n", c.Light, c.Full)
+		fmt.Fprintf(w, "receivers\t%d light (%d packets read at the socket), %d full (read by Pion; the latency is theirs)\n", c.Light, c.AtSocket, c.Full)
 	}
 	if r.CostRatio > 0 {
 		fmt.Fprintf(w, "server cost vs floor (%s)\t%.2f x\n", r.FloorSends, r.CostRatio)
@@ -310,6 +310,8 @@ func (r *Report) resourceTable(w io.Writer) {
 		fmt.Fprintf(w, "resident memory\t%.1f MiB\t%.1f MiB\t%.2f MiB\n", x.Baseline.RSS/mib, x.Loaded.RSS/mib, x.RSSPerParticipantMiB)
 		fmt.Fprintf(w, "goroutines\t%.0f\t%.0f\t%.1f\n", x.Baseline.Goroutines, x.Loaded.Goroutines, x.GoroutinesPerParticip)
 		fmt.Fprintf(w, "open fds\t%.0f\t%.0f\t\n", x.Baseline.FDs, x.Loaded.FDs)
+		fmt.Fprintf(w, "bandwidth estimates (feedback)\t%.0f\t%.0f\t\n", x.Baseline.Estimates, x.Loaded.Estimates)
+		fmt.Fprintf(w, "subscriptions paused (congestion)\t%.0f\t%.0f\t\n", x.Baseline.Paused, x.Loaded.Paused)
 	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintf(w, "\nchurn\t%d/%d cycles in %.0f s, %d failed; settled in %.1f s\n", c.Completed, c.Cycles, c.Seconds, c.Failed, c.SettledSeconds)

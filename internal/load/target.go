@@ -23,9 +23,14 @@ type serverTarget struct {
 	api       *webrtc.API
 	relay     bool // subscribers connect relay-only (Config.Relay)
 	loopback  bool // every instance is on this machine: ICE stays on loopback
-	tokens    *tokenSource
-	spawned   *spawned
-	fleet     *fleet // with -spawn-fleet, instead of spawned
+	// headerEncryption is the participants' Cryptex policy: disabled
+	// with -light, whose receivers read header extensions in the clear,
+	// for every participant alike so the instance serves all the same;
+	// Pion's default otherwise.
+	headerEncryption webrtc.RTPHeaderEncryptionPolicy
+	tokens           *tokenSource
+	spawned          *spawned
+	fleet            *fleet // with -spawn-fleet, instead of spawned
 
 	mu     sync.Mutex     // guards next, placed, drained and last
 	next   int            // round robin: the index of the next join's URL
@@ -95,6 +100,9 @@ func openTarget(ctx context.Context, cfg Config, maxSessions int, pr *progress) 
 	}
 	t.tokens = newTokenSource(cfg, t.urls[0])
 	t.relay, t.loopback = cfg.Relay, loopback
+	if cfg.Light != LightOff {
+		t.headerEncryption = webrtc.RTPHeaderEncryptionPolicyDisable
+	}
 	return t, nil
 }
 
