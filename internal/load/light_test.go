@@ -1,0 +1,119 @@
+package load
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/stdnet"
+)
+
+// lightConfig is a short fanout to subs receivers, all light but full.
+func lightConfig(t *testing.T, bin string, subs, full int) Config {
+	t.Helper()
+	cfg := smokeConfig(t, "fanout", bin)
+	cfg.Subscribers, cfg.Light, cfg.Media.VideoKbps, cfg.MaxLoss, cfg.Floor = subs, full, 880, 0, false
+	cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 3*time.Second
+	return cfg
+}
+
+func runLight(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("Run(fanout -light %d) = %v", cfg.Light, err)
+	}
+	return rep
+}
+
+// TestLightFanout runs a fanout whose receivers are light but one, then
+// all light: every packet arrives and is counted as for full receivers,
+// the light ones read it at their sockets, and the instance estimates
+// their bandwidth from their feedback and pauses nothing.
+func TestLightFanout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real server")
+	}
+	bin := buildServer(t)
+	for _, full := range []int{1, 0} {
+		rep := runLight(t, lightConfig(t, bin, 4, full))
+		s, c := rep.Server, rep.Receivers
+		if !rep.OK || s == nil || s.Forwarded == 0 || s.Lost != 0 || s.Forwarded != s.Expected || s.Unexpected != 0 {
+			t.Fatalf("-light %d: ok %v %q, forwarding %+v; want every packet once", full, rep.OK, rep.Failures, s)
+		}
+		if c == nil || c.Light != 4-full || c.Full != full || c.AtSocket == 0 {
+			t.Errorf("-light %d: receivers = %+v; want %d light reading at the socket, %d full", full, c, 4-full, full)
+		}
+		if (s.LatencyP50 > 0) != (full > 0) {
+			t.Errorf("-light %d: latency p50 = %.3f ms; want one only from full receivers", full, s.LatencyP50)
+		}
+		// With no full receiver the estimates are the light ones' alone:
+		// the publisher's subscriber connection receives nothing.
+		if r := rep.Resources; r == nil || r.Loaded.Estimates <= 0 || r.Loaded.Paused != 0 {
+			t.Errorf("-light %d: server resources = %+v; want bandwidth estimates, no paused subscription", full, r)
+		}
+	}
+}
+
+// TestLightCountsLoss drops every 10th RTP packet a light receiver's
+// sockets read, before the light receiver sees it: those are lost, and
+// the run says so.
+func TestLightCountsLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real server")
+	}
+	base, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatalf("stdnet.NewNet() = %v", err)
+	}
+	cfg := lightConfig(t, buildServer(t), 2, 0)
+	cfg.lightNet = &dropNet{Net: base, every: 10}
+	rep := runLight(t, cfg)
+	s := rep.Server
+	if s == nil || s.Expected == 0 {
+		t.Fatalf("forwarding = %+v; want packets expected", s)
+	}
+	// Each of the 2 receivers misses a tenth of its packets; a few of the
+	// first ones went through Pion, whose NACKs may have repaired some.
+	if s.Lost < s.Expected/20 || rep.OK {
+		t.Errorf("lost %d of %d, ok %v; want about a tenth lost and the run failed", s.Lost, s.Expected, rep.OK)
+	}
+}
+
+// dropNet is the host's network whose UDP sockets drop every n-th RTP
+// packet they read.
+type dropNet struct {
+	transport.Net
+	every int
+}
+
+func (n *dropNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	return &dropConn{UDPConn: c, every: int64(n.every)}, nil
+}
+
+type dropConn struct {
+	transport.UDPConn
+	every int64
+	rtp   atomic.Int64
+}
+
+func (c *dropConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFrom(p)
+		if err == nil {
+			if _, ok := parseSRTPHeader(p[:n], 0); ok && c.rtp.Add(1)%c.every == 0 {
+				continue
+			}
+		}
+		return n, addr, err
+	}
+}
