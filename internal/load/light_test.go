@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,5 +116,17 @@ func (c *dropConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 		}
 		return n, addr, err
+	}
+}
+
+// TestServeCommandNeedsTaskset: -cpus without taskset on the PATH is a
+// clear error, not an unpinned instance.
+func TestServeCommandNeedsTaskset(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if _, err := serveCommand("/bin/ms", "1"); err == nil || !strings.Contains(err.Error(), "taskset") {
+		t.Errorf("serveCommand(-cpus 1) without taskset = %v; want an error naming taskset", err)
+	}
+	if cmd, err := serveCommand("/bin/ms", ""); err != nil || cmd.Path != "/bin/ms" {
+		t.Errorf("serveCommand(unpinned) = %v, %v; want /bin/ms serve", cmd, err)
 	}
 }
