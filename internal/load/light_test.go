@@ -2,7 +2,10 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,6 +119,38 @@ func (c *dropConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 		}
 		return n, addr, err
+	}
+}
+
+// TestSpawnPinned starts the real instance with -cpus 0: the process the
+// run talks to (taskset execs it) may run on CPU 0 alone.
+func TestSpawnPinned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real server")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("taskset (util-linux) is not installed")
+	}
+	bin := buildServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := spawn(ctx, bin, spawnEnv(4), "0", os.Stderr)
+	if err != nil {
+		t.Fatalf("spawn(%s, -cpus 0) = %v", bin, err)
+	}
+	defer s.stop()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("read the instance's status: %v", err)
+	}
+	var allowed string
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			allowed = strings.TrimSpace(v)
+		}
+	}
+	if allowed != "0" {
+		t.Errorf("instance's Cpus_allowed_list = %q; want \"0\"", allowed)
 	}
 }
 
