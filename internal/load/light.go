@@ -38,9 +38,9 @@ import (
 // its subscriber connection every 100 ms, as Pion's TWCC sender does for
 // a full one (whose API has that interceptor; a light one's has not, so
 // nothing is reported twice). After the anchor it sends no NACK (its
-// Pion NACK generator sees no more packets) and its receiver reports
-// freeze at the anchor; the server reads neither from subscribers' RRs,
-// and NACKs only matter when packets are lost.
+// Pion NACK generator sees no more packets), and its receiver reports
+// (Pion's) stop advancing at the anchor. The server reads no receiver
+// reports from subscribers, and NACKs only matter when packets are lost.
 
 // twccFeedbackInterval is how often a light subscriber sends
 // transport-wide feedback: Pion's TWCC sender interceptor's default.
@@ -92,21 +92,24 @@ func (l *lightSub) anchor(ssrc uint32, rtpSeq uint16, src *source, srcSeq uint32
 }
 
 // take accounts one datagram read at the socket at clock time now and
-// reports whether it was a media packet Pion must not see.
+// reports whether it was a media packet Pion must not see. Until the
+// transport-cc id is known everything goes to Pion, so no packet taken
+// is missing from the feedback.
 func (l *lightSub) take(b []byte, now int64) bool {
-	h, ok := parseSRTPHeader(b, uint8(l.tccID.Load()))
-	if !ok {
+	id := l.transportCC()
+	if id == 0 {
 		return false
 	}
-	if !h.hasTCC && l.tccID.Load() == 0 && l.learnTCCID() {
-		h, _ = parseSRTPHeader(b, uint8(l.tccID.Load()))
+	h, ok := parseSRTPHeader(b, id)
+	if !ok {
+		return false
 	}
 	l.mu.Lock()
 	if h.hasTCC {
 		l.rec.Record(h.ssrc, h.tcc, time.Since(l.start).Microseconds())
 	}
 	st := l.streams[h.ssrc]
-	if st == nil || l.tccID.Load() == 0 {
+	if st == nil {
 		l.mu.Unlock()
 		return false // to Pion, until its reader anchors the stream
 	}
@@ -137,20 +140,36 @@ func (st *lightStream) advance(h srtpHeader) (*source, uint32, bool) {
 	return st.src, seq, true
 }
 
-// learnTCCID reads the transport-cc extension id from the subscriber
-// connection's remote description; false while there is none.
-func (l *lightSub) learnTCCID() bool {
+// noTransportCC marks a subscriber connection whose description has no
+// transport-cc extension: the light receiver then takes nothing (without
+// feedback the server would not serve it as it serves a browser).
+const noTransportCC = 0xff
+
+// transportCC is the transport-cc extension's id, read once from the
+// subscriber connection's remote description; 0 while there is none, or
+// when it has no such extension.
+func (l *lightSub) transportCC() uint8 {
+	switch id := l.tccID.Load(); id {
+	case noTransportCC:
+		return 0
+	case 0: // not read yet
+	default:
+		return uint8(id)
+	}
 	pc := l.sub.Load()
 	if pc == nil {
-		return false
+		return 0
 	}
 	d := pc.RemoteDescription()
 	if d == nil {
-		return false
+		return 0
 	}
-	id := transportCCID(d.SDP)
-	l.tccID.Store(uint32(id))
-	return id != 0
+	id := uint32(transportCCID(d.SDP))
+	if id == 0 {
+		id = noTransportCC
+	}
+	l.tccID.Store(id)
+	return l.transportCC()
 }
 
 // transportCCID finds the id of the transport-wide sequence number
