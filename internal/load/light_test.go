@@ -38,7 +38,8 @@ func runLight(t *testing.T, cfg Config) *Report {
 // TestLightFanout runs a fanout whose receivers are light but one, then
 // all light: every packet arrives and is counted as for full receivers,
 // the light ones read it at their sockets, and the instance estimates
-// their bandwidth from their feedback and pauses nothing.
+// their bandwidth from their feedback and pauses nothing. Then meetings
+// with light receivers.
 func TestLightFanout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real server")
@@ -61,6 +62,13 @@ func TestLightFanout(t *testing.T) {
 		if r := rep.Resources; r == nil || r.Loaded.Estimates <= 0 || r.Loaded.Paused != 0 {
 			t.Errorf("-light %d: server resources = %+v; want bandwidth estimates, no paused subscription", full, r)
 		}
+	}
+	// Meetings: light receivers publish too, and read several streams.
+	cfg := lightConfig(t, bin, 1, 1)
+	cfg.Scenario, cfg.Rooms, cfg.Participants = "meeting", 2, 3
+	rep := runLight(t, cfg)
+	if s, c := rep.Server, rep.Receivers; !rep.OK || s == nil || s.Lost != 0 || s.Forwarded != s.Expected || c == nil || c.Light != 5 || c.AtSocket == 0 {
+		t.Errorf("meeting -light 1: ok %v %q, forwarding %+v, receivers %+v; want every packet, 5 light reading at the socket", rep.OK, rep.Failures, s, c)
 	}
 }
 
