@@ -66,6 +66,7 @@ type allocation struct {
 	short   time.Duration // since when its lowest layer has not fitted; -1 while it fits
 	up      bool          // its last change was a raise
 	seq     uint64        // the order it was added in, among its connection's
+	since   time.Duration // when it last started playing: added or resumed
 }
 
 // holdMax bounds how long a subscription whose raises keep failing waits
@@ -139,7 +140,7 @@ func newBandwidth(m *metrics, log *slog.Logger) *bandwidth {
 func (b *bandwidth) add(s *Subscription) {
 	b.mu.Lock()
 	b.added++
-	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour, short: -1, seq: b.added}
+	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour, short: -1, seq: b.added, since: b.twcc.now()}
 	b.mu.Unlock()
 }
 
@@ -316,15 +317,19 @@ func videoPriority(s *Subscription) int {
 
 // order orders video subscriptions for the allocation: by videoPriority,
 // then one playing before one the allocation paused, then the one
-// subscribed first. The order must not move from one run to the next:
-// taken in the subs map's order, two cameras of which only one fits
-// took turns being the one short of budget, neither was short for
-// pauseAfter in a row, and both kept sending until the estimate fell
-// under one camera, when both paused; and a paused one took the budget
-// of the one still playing, which was paused in its turn. b.mu is held.
+// playing longest (added or resumed first), then the one subscribed
+// first. The order must not move from one run to the next: taken in the
+// subs map's order, two cameras of which only one fits took turns being
+// the one short of budget, neither was short for pauseAfter in a row,
+// and both kept sending until the estimate fell under one camera, when
+// both paused; and a paused one took the budget of the one still
+// playing, which was paused in its turn. Among equals, what was resumed
+// or added last is paused first: it is what the link was not known to
+// carry. b.mu is held.
 func (b *bandwidth) order(x, y *Subscription) int {
 	ax, ay := b.subs[x], b.subs[y]
-	return cmp.Or(videoPriority(x)-videoPriority(y), ax.pausedRank()-ay.pausedRank(), cmp.Compare(ax.seq, ay.seq))
+	return cmp.Or(videoPriority(x)-videoPriority(y), ax.pausedRank()-ay.pausedRank(),
+		cmp.Compare(ax.since, ay.since), cmp.Compare(ax.seq, ay.seq))
 }
 
 // pausedRank is 1 for a subscription the allocation paused, else 0.
@@ -560,6 +565,7 @@ func (b *bandwidth) apply(s *Subscription, g int, now time.Duration) (Subscripti
 	}
 	if a.layer < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, -1, congestionReason)
+		a.since = now
 	} else if g < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, 1, congestionReason)
 	}

@@ -336,3 +336,68 @@ func TestTwoCamerasBehindALinkThatCarriesOne(t *testing.T) {
 		}
 	})
 }
+
+// TestAllocationPausesAndResumesOneAtATime: two cameras of equal
+// priority on a congested connection. When the estimate carries one
+// camera's lowest layer and not both, only one is paused (the one
+// subscribed last), the other keeps playing; a resume the link does not
+// carry is undone by pausing the camera just resumed, not the one that
+// kept playing, and its next try waits its doubled hold while the other
+// plays. When both are paused (an estimate under one camera), they are
+// paused pauseAfter apart, and resume one per upgradeHold even when the
+// estimate carries both.
+func TestAllocationPausesAndResumesOneAtATime(t *testing.T) {
+	cam1, audio := ratedPublications(t)
+	cam2 := layeredPublication(t, 0, maxLayers)
+	rateLayers(cam2)
+	b := newBandwidth(cam1.engine.metrics, nil)
+	c1, c2, as := newSubscription(cam1, nil), newSubscription(cam2, nil), newSubscription(audio, nil)
+	b.add(c1)
+	b.add(as)
+	b.add(c2)
+	b.congested = true
+	const s = time.Second
+	p := pauseAfter
+	steps := []struct {
+		at       time.Duration
+		estimate float64
+		layers   [2]int // c1's and c2's allocated layers after
+	}{
+		{at: 1 * s, estimate: 400e3, layers: [2]int{0, 0}},
+		// Carries one camera (150 kbit/s) and the audio (50), not two.
+		{at: 2 * s, estimate: 300e3, layers: [2]int{0, 0}},
+		{at: 2*s + p - time.Millisecond, estimate: 300e3, layers: [2]int{0, 0}},
+		{at: 2*s + p, estimate: 300e3, layers: [2]int{0, -1}},
+		{at: 2*s + p + upgradeHold - time.Millisecond, estimate: 450e3, layers: [2]int{0, -1}},
+		// A probe's estimate: c2 resumes, and the link does not carry it.
+		{at: 2*s + p + upgradeHold, estimate: 450e3, layers: [2]int{0, 0}},
+		{at: 3*s + p + upgradeHold, estimate: 300e3, layers: [2]int{0, 0}},
+		{at: 3*s + 2*p + upgradeHold, estimate: 300e3, layers: [2]int{0, -1}},
+		// Its resume undone within 2×upgradeHold: it waits twice as long
+		// while c1 plays.
+		{at: 3*s + 2*p + 2*upgradeHold, estimate: 450e3, layers: [2]int{0, -1}},
+		{at: 3*s + 2*p + 3*upgradeHold - time.Millisecond, estimate: 450e3, layers: [2]int{0, -1}},
+		{at: 3*s + 2*p + 3*upgradeHold, estimate: 450e3, layers: [2]int{0, 0}},
+		// Under one camera, with c2's last resume held (over 2×upgradeHold
+		// ago): c2 is paused first, c1 gets a fresh look.
+		{at: 40 * s, estimate: 150e3, layers: [2]int{0, 0}},
+		{at: 40*s + p, estimate: 150e3, layers: [2]int{0, -1}},
+		{at: 40*s + 2*p - time.Millisecond, estimate: 150e3, layers: [2]int{0, -1}},
+		{at: 40*s + 2*p, estimate: 150e3, layers: [2]int{-1, -1}},
+		// Both may resume by their holds and the estimate carries both:
+		// one does, the other upgradeHold later.
+		{at: 40*s + 2*p + upgradeHold, estimate: 450e3, layers: [2]int{0, -1}},
+		{at: 40*s + 2*p + 2*upgradeHold - time.Millisecond, estimate: 450e3, layers: [2]int{0, -1}},
+		{at: 40*s + 2*p + 2*upgradeHold, estimate: 450e3, layers: [2]int{0, 0}},
+	}
+	for _, st := range steps {
+		b.est.estimate = st.estimate
+		b.allocate(st.at)
+		if got := [2]int{b.subs[c1].layer, b.subs[c2].layer}; got != st.layers {
+			t.Fatalf("at %s with %.0f bit/s: camera layers %v; want %v", st.at, st.estimate, got, st.layers)
+		}
+		if got := b.subs[as].layer; got != maxLayers-1 {
+			t.Fatalf("at %s: audio allocated %d; want untouched", st.at, got)
+		}
+	}
+}
