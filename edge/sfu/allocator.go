@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -110,6 +111,10 @@ type bandwidth struct {
 	metrics *metrics
 	log     *slog.Logger
 	pace    *pacer // safe for concurrent use; its rate is set on feedback
+	// resent counts the bytes retransmitted on the connection since the
+	// last trace (its retransmitters add, trace takes).
+	resent atomic.Int64
+	repair *repairBudget // safe for concurrent use; its rate is set on feedback
 
 	mu        sync.Mutex
 	est       *estimator
@@ -133,7 +138,7 @@ func newBandwidth(m *metrics, log *slog.Logger) *bandwidth {
 	}
 	t := newTWCCSender()
 	return &bandwidth{twcc: t, metrics: m, log: log, est: newEstimator(), subs: map[*Subscription]*allocation{}, resumed: -time.Hour,
-		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) })}
+		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) }), repair: newRepairBudget(t.now)}
 }
 
 // add takes a subscription into the allocation.
@@ -214,10 +219,11 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	}
 	b.probe.plan(now, b.est, b.wanted(), b.carriers())
 	b.trace(now, changes)
-	pace := b.paceRate()
+	pace, repair := b.paceRate(), b.repairRate()
 	notify := b.onState
 	b.mu.Unlock()
 	b.pace.setRate(pace)
+	b.repair.setRate(repair)
 	b.probe.send(now)
 	// The subscriber's network came back after an outage: its decoders
 	// lost the frames meanwhile and would wait seconds before asking for
@@ -238,7 +244,9 @@ const traceEvery = time.Second
 
 // trace logs at debug level what the congestion control saw and did:
 // the estimate, the rate the subscriber acknowledged, the last loss
-// decision, the decreases since the last line and the last one's cause,
+// decision (and the packets it counted, and those reported lost, then
+// received, so far), the rate retransmitted since the last line, the
+// decreases since the last line and the last one's cause,
 // whether a probe runs, and each video subscription's allocated layer.
 // It logs on every allocation change and otherwise at most every
 // traceEvery, so a pause or resume can be read against the estimate
@@ -247,6 +255,7 @@ func (b *bandwidth) trace(now time.Duration, changes []SubscriptionState) {
 	if (len(changes) == 0 && now-b.traced < traceEvery) || !b.log.Enabled(bgCtx, slog.LevelDebug) {
 		return
 	}
+	resent := float64(b.resent.Swap(0)*8) / max(now-b.traced, time.Millisecond).Seconds()
 	b.traced = now
 	video := b.videoSubs()
 	slices.SortFunc(video, b.order)
@@ -257,7 +266,7 @@ func (b *bandwidth) trace(now time.Duration, changes []SubscriptionState) {
 	e := b.est
 	b.log.LogAttrs(bgCtx, slog.LevelDebug, "bandwidth_allocation",
 		slog.Int64("estimate", int64(e.estimate)), slog.Int64("acked", int64(e.acked)),
-		slog.Float64("loss", e.loss), slog.Int("cuts", e.cuts-b.cuts), slog.String("cause", e.cause),
+		slog.Float64("loss", e.loss), slog.Int("loss_of", e.lossOf), slog.Int("late", e.late), slog.Int64("resent", int64(resent)), slog.Int("cuts", e.cuts-b.cuts), slog.String("cause", e.cause),
 		slog.Bool("overuse", e.overusing()), slog.Bool("congested", b.congested),
 		slog.Int64("probe", int64(b.probeTarget())), slog.Int("changes", len(changes)),
 		slog.Any("layers", slog.GroupValue(layers...)))
@@ -303,6 +312,16 @@ func (b *bandwidth) paceRate() float64 {
 		rate = max(rate, b.probe.target)
 	}
 	return rate
+}
+
+// repairRate is the rate resends may take, in bit/s: repairShare of the
+// estimate on a congested connection, 0 (no limit) on one that is not.
+// b.mu is held.
+func (b *bandwidth) repairRate() float64 {
+	if !b.congested {
+		return 0
+	}
+	return repairShare * b.est.estimate
 }
 
 // videoPriority orders video subscriptions for the allocation: lower

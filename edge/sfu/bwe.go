@@ -156,9 +156,10 @@ type estimator struct {
 	// loss is the share lost at the last loss decision (for the trace);
 	// cuts counts decreases, cause names the last one's ("delay" or
 	// "loss").
-	loss  float64
-	cuts  int
-	cause string
+	loss   float64
+	lossOf int // the packets that decision counted
+	cuts   int
+	cause  string
 	// quietUntil: overuse in packets sent before it is a failed probe's
 	// backlog, already answered.
 	quietUntil time.Duration
@@ -403,7 +404,7 @@ func (e *estimator) control(now time.Duration) {
 	loss := 0.0
 	if e.total >= 20 {
 		loss = min(float64(e.lost)/float64(e.total), 1)
-		e.lost, e.total, e.loss = 0, 0, loss
+		e.lost, e.total, e.loss, e.lossOf = 0, 0, loss, e.total
 	}
 	// lagging: the sender has not come down to the last cut yet.
 	lagging := e.deep && now-e.lastDecrease < obeyWait && e.sendRate > obeySlack*e.estimate

@@ -84,7 +84,7 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	if !ok {
 		return missing
 	}
-	if !r.limit.Allow() {
+	if !r.limit.Allow() || !s.conn.bw.repair.allow(r.hdr.MarshalSize()+len(payload)) {
 		return limited
 	}
 	r.hdr.SequenceNumber = seq
@@ -102,5 +102,6 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	if _, err := b.w.WriteRTP(&r.hdr, payload); err != nil {
 		return missing
 	}
+	s.conn.bw.resent.Add(int64(r.hdr.MarshalSize() + len(payload)))
 	return resent
 }
