@@ -114,7 +114,6 @@ type bandwidth struct {
 	// resent counts the bytes retransmitted on the connection since the
 	// last trace (its retransmitters add, trace takes).
 	resent atomic.Int64
-	repair *repairBudget // safe for concurrent use; its rate is set on feedback
 
 	mu        sync.Mutex
 	est       *estimator
@@ -138,7 +137,7 @@ func newBandwidth(m *metrics, log *slog.Logger) *bandwidth {
 	}
 	t := newTWCCSender()
 	return &bandwidth{twcc: t, metrics: m, log: log, est: newEstimator(), subs: map[*Subscription]*allocation{}, resumed: -time.Hour,
-		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) }), repair: newRepairBudget(t.now)}
+		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) })}
 }
 
 // add takes a subscription into the allocation.
@@ -219,11 +218,10 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	}
 	b.probe.plan(now, b.est, b.wanted(), b.carriers())
 	b.trace(now, changes)
-	pace, repair := b.paceRate(), b.repairRate()
+	pace := b.paceRate()
 	notify := b.onState
 	b.mu.Unlock()
 	b.pace.setRate(pace)
-	b.repair.setRate(repair)
 	b.probe.send(now)
 	// The subscriber's network came back after an outage: its decoders
 	// lost the frames meanwhile and would wait seconds before asking for
@@ -312,16 +310,6 @@ func (b *bandwidth) paceRate() float64 {
 		rate = max(rate, b.probe.target)
 	}
 	return rate
-}
-
-// repairRate is the rate resends may take, in bit/s: repairShare of the
-// estimate on a congested connection, 0 (no limit) on one that is not.
-// b.mu is held.
-func (b *bandwidth) repairRate() float64 {
-	if !b.congested {
-		return 0
-	}
-	return repairShare * b.est.estimate
 }
 
 // videoPriority orders video subscriptions for the allocation: lower

@@ -82,7 +82,9 @@ type pacer struct {
 	write func(*pacedPacket)
 
 	mu       sync.Mutex
-	bucket                 // not pacing while its rate is 0; in debt while its tokens are negative
+	rate     float64 // bytes/s; 0: not pacing
+	tokens   float64 // bytes; negative: in debt
+	last     time.Duration
 	slots    []pacedPacket // the ring, made on the first hold
 	head, n  int
 	inflight int
@@ -92,31 +94,7 @@ type pacer struct {
 }
 
 func newPacer(now func() time.Duration, write func(*pacedPacket)) *pacer {
-	return &pacer{now: now, write: write, bucket: bucket{span: paceDepth}}
-}
-
-// bucket is a token bucket in bytes, filled at its rate up to span's
-// worth of it and no less than paceMinDepth (two full packets). Its
-// owner's lock guards it.
-type bucket struct {
-	rate   float64 // bytes/s; 0: no limit
-	tokens float64 // bytes; negative: in debt
-	last   time.Duration
-	span   time.Duration
-}
-
-// set sets the rate in bit/s at now: a bucket that starts limiting
-// starts full, one that stops holds nothing.
-func (b *bucket) set(now time.Duration, bps float64) {
-	b.refill(now)
-	was := b.rate
-	b.rate = bps / 8
-	switch {
-	case b.rate == 0:
-		b.tokens = 0
-	case was == 0:
-		b.tokens = b.depth()
-	}
+	return &pacer{now: now, write: write}
 }
 
 // setRate sets the rate in bit/s the bucket fills at; 0 stops pacing
@@ -124,22 +102,31 @@ func (b *bucket) set(now time.Duration, bps float64) {
 func (p *pacer) setRate(bps float64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.set(p.now(), bps)
+	p.refill(p.now())
+	was := p.rate
+	p.rate = bps / 8
+	switch {
+	case p.rate == 0:
+		p.tokens = 0
+	case was == 0:
+		p.tokens = p.depth() // pacing starts with a full bucket
+	}
 	if p.n > 0 {
 		p.arm(0)
 	}
 }
 
 // refill adds what the rate has put in the bucket since the last refill.
-func (b *bucket) refill(now time.Duration) {
-	if b.rate > 0 {
-		b.tokens = min(b.tokens+b.rate*(now-b.last).Seconds(), b.depth())
+// p.mu is held.
+func (p *pacer) refill(now time.Duration) {
+	if p.rate > 0 {
+		p.tokens = min(p.tokens+p.rate*(now-p.last).Seconds(), p.depth())
 	}
-	b.last = now
+	p.last = now
 }
 
-// depth is the bucket's size in bytes.
-func (b *bucket) depth() float64 { return max(b.rate*b.span.Seconds(), paceMinDepth) }
+// depth is the bucket's size in bytes. p.mu is held.
+func (p *pacer) depth() float64 { return max(p.rate*paceDepth.Seconds(), paceMinDepth) }
 
 // busy reports whether the pacer holds packets or is writing them.
 func (p *pacer) busy() bool {

@@ -84,7 +84,7 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	if !ok {
 		return missing
 	}
-	if !r.limit.Allow() || !s.conn.bw.repair.allow(r.hdr.MarshalSize()+len(payload)) {
+	if !r.limit.Allow() {
 		return limited
 	}
 	r.hdr.SequenceNumber = seq
