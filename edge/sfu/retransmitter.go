@@ -102,6 +102,8 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	if _, err := b.w.WriteRTP(&r.hdr, payload); err != nil {
 		return missing
 	}
-	s.conn.bw.resent.Add(int64(r.hdr.MarshalSize() + len(payload)))
+	if b.twcc != 0 { // a connection with congestion control traces what it resends
+		s.conn.bw.resent.Add(int64(r.hdr.MarshalSize() + len(payload)))
+	}
 	return resent
 }
