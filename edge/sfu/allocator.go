@@ -264,7 +264,8 @@ func (b *bandwidth) trace(now time.Duration, changes []SubscriptionState) {
 	e := b.est
 	b.log.LogAttrs(bgCtx, slog.LevelDebug, "bandwidth_allocation",
 		slog.Int64("estimate", int64(e.estimate)), slog.Int64("acked", int64(e.acked)),
-		slog.Float64("loss", e.loss), slog.Int("loss_of", e.lossOf), slog.Int("late", e.late), slog.Int64("resent", int64(resent)), slog.Int("cuts", e.cuts-b.cuts), slog.String("cause", e.cause),
+		slog.Float64("loss", e.loss), slog.Int("loss_of", e.lossOf), slog.Int("late", e.late),
+		slog.Int64("resent", int64(resent)), slog.Int("cuts", e.cuts-b.cuts), slog.String("cause", e.cause),
 		slog.Bool("overuse", e.overusing()), slog.Bool("congested", b.congested),
 		slog.Int64("probe", int64(b.probeTarget())), slog.Int("changes", len(changes)),
 		slog.Any("layers", slog.GroupValue(layers...)))
