@@ -114,6 +114,7 @@ type bandwidth struct {
 	// resent counts the bytes retransmitted on the connection since the
 	// last trace (its retransmitters add, trace takes).
 	resent atomic.Int64
+	repair *repairBudget // safe for concurrent use; its rate is set on feedback
 
 	mu        sync.Mutex
 	est       *estimator
@@ -137,7 +138,7 @@ func newBandwidth(m *metrics, log *slog.Logger) *bandwidth {
 	}
 	t := newTWCCSender()
 	return &bandwidth{twcc: t, metrics: m, log: log, est: newEstimator(), subs: map[*Subscription]*allocation{}, resumed: -time.Hour,
-		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) })}
+		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) }), repair: newRepairBudget(t.now)}
 }
 
 // add takes a subscription into the allocation.
@@ -218,10 +219,11 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 	}
 	b.probe.plan(now, b.est, b.wanted(), b.carriers())
 	b.trace(now, changes)
-	pace := b.paceRate()
+	pace, repair := b.paceRate(), b.repairRate()
 	notify := b.onState
 	b.mu.Unlock()
 	b.pace.setRate(pace)
+	b.repair.setRate(repair)
 	b.probe.send(now)
 	// The subscriber's network came back after an outage: its decoders
 	// lost the frames meanwhile and would wait seconds before asking for
@@ -311,6 +313,28 @@ func (b *bandwidth) paceRate() float64 {
 		rate = max(rate, b.probe.target)
 	}
 	return rate
+}
+
+// repairRate is the rate resends may take, in bit/s: repairShare of the
+// estimate on a congested connection whose allocation paused video, 0
+// (no limit) on any other (repair.go says why).
+// b.mu is held.
+func (b *bandwidth) repairRate() float64 {
+	if !b.congested || !b.pausedAny() {
+		return 0
+	}
+	return repairShare * b.est.estimate
+}
+
+// pausedAny reports whether the allocation has paused a subscription of
+// the connection. b.mu is held.
+func (b *bandwidth) pausedAny() bool {
+	for _, a := range b.subs {
+		if a.layer < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // videoPriority orders video subscriptions for the allocation: lower
