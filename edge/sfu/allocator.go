@@ -1,8 +1,11 @@
 package sfu
 
 import (
+	"cmp"
+	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -63,6 +66,8 @@ type allocation struct {
 	hold    time.Duration // the least time from a change to a raise
 	short   time.Duration // since when its lowest layer has not fitted; -1 while it fits
 	up      bool          // its last change was a raise
+	seq     uint64        // the order it was added in, among its connection's
+	since   time.Duration // when it last started playing: added or resumed
 }
 
 // holdMax bounds how long a subscription whose raises keep failing waits
@@ -104,7 +109,12 @@ func (a *allocation) mayRaise(now time.Duration) bool {
 type bandwidth struct {
 	twcc    *twccSender
 	metrics *metrics
+	log     *slog.Logger
 	pace    *pacer // safe for concurrent use; its rate is set on feedback
+	// resent counts the bytes retransmitted on the connection since the
+	// last trace (its retransmitters add, trace takes).
+	resent atomic.Int64
+	repair *repairBudget // safe for concurrent use; its rate is set on feedback
 
 	mu        sync.Mutex
 	est       *estimator
@@ -114,18 +124,28 @@ type bandwidth struct {
 	results   []packetResult // reused across feedback
 	probe     prober
 	onState   func(SubscriptionState)
+	added     uint64        // subscriptions added so far
+	resumed   time.Duration // when the allocation last resumed a paused one
+	traced    time.Duration // when trace last logged
+	cuts      int           // the estimator's decreases then
 }
 
-func newBandwidth(m *metrics) *bandwidth {
+// newBandwidth makes a connection's congestion control, logging its
+// trace to log (nil: nowhere).
+func newBandwidth(m *metrics, log *slog.Logger) *bandwidth {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	t := newTWCCSender()
-	return &bandwidth{twcc: t, metrics: m, est: newEstimator(), subs: map[*Subscription]*allocation{},
-		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) })}
+	return &bandwidth{twcc: t, metrics: m, log: log, est: newEstimator(), subs: map[*Subscription]*allocation{}, resumed: -time.Hour,
+		probe: newProber(t), pace: newPacer(t.now, func(q *pacedPacket) { q.sub.writeHeld(q) }), repair: newRepairBudget(t.now)}
 }
 
 // add takes a subscription into the allocation.
 func (b *bandwidth) add(s *Subscription) {
 	b.mu.Lock()
-	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour, short: -1}
+	b.added++
+	b.subs[s] = &allocation{layer: maxLayers - 1, hold: upgradeHold, raised: -time.Hour, short: -1, seq: b.added, since: b.twcc.now()}
 	b.mu.Unlock()
 }
 
@@ -198,10 +218,12 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 		changes = b.allocate(now)
 	}
 	b.probe.plan(now, b.est, b.wanted(), b.carriers())
-	pace := b.paceRate()
+	b.trace(now, changes)
+	pace, repair := b.paceRate(), b.repairRate()
 	notify := b.onState
 	b.mu.Unlock()
 	b.pace.setRate(pace)
+	b.repair.setRate(repair)
 	b.probe.send(now)
 	// The subscriber's network came back after an outage: its decoders
 	// lost the frames meanwhile and would wait seconds before asking for
@@ -214,6 +236,51 @@ func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
 			notify(c)
 		}
 	}
+}
+
+// traceEvery bounds how often trace logs a connection that changed no
+// allocation: once a second, about ten feedbacks.
+const traceEvery = time.Second
+
+// trace logs at debug level what the congestion control saw and did:
+// the estimate, the rate the subscriber acknowledged, the last loss
+// decision (and the packets it counted, and those reported lost, then
+// received, so far), the rate retransmitted since the last line, the
+// decreases since the last line and the last one's cause,
+// whether a probe runs, and each video subscription's allocated layer.
+// It logs on every allocation change and otherwise at most every
+// traceEvery, so a pause or resume can be read against the estimate
+// that made it. b.mu is held.
+func (b *bandwidth) trace(now time.Duration, changes []SubscriptionState) {
+	if (len(changes) == 0 && now-b.traced < traceEvery) || !b.log.Enabled(bgCtx, slog.LevelDebug) {
+		return
+	}
+	resent := float64(b.resent.Swap(0)*8) / max(now-b.traced, time.Millisecond).Seconds()
+	b.traced = now
+	video := b.videoSubs()
+	slices.SortFunc(video, b.order)
+	layers := make([]slog.Attr, 0, len(video))
+	for _, s := range video {
+		layers = append(layers, slog.Int(s.pub.id, b.subs[s].layer))
+	}
+	e := b.est
+	b.log.LogAttrs(bgCtx, slog.LevelDebug, "bandwidth_allocation",
+		slog.Int64("estimate", int64(e.estimate)), slog.Int64("acked", int64(e.acked)),
+		slog.Float64("loss", e.loss), slog.Int("loss_of", e.lossOf), slog.Int("late", e.late),
+		slog.Int64("resent", int64(resent)), slog.Int("cuts", e.cuts-b.cuts), slog.String("cause", e.cause),
+		slog.Bool("overuse", e.overusing()), slog.Bool("congested", b.congested),
+		slog.Int64("probe", int64(b.probeTarget())), slog.Int("changes", len(changes)),
+		slog.Any("layers", slog.GroupValue(layers...)))
+	b.cuts = e.cuts
+}
+
+// probeTarget is the running probe's target in bit/s, 0 when none runs.
+// b.mu is held.
+func (b *bandwidth) probeTarget() float64 {
+	if b.probe.active {
+		return b.probe.target
+	}
+	return 0
 }
 
 // videoSubs lists the connection's video subscriptions. b.mu is held.
@@ -248,6 +315,28 @@ func (b *bandwidth) paceRate() float64 {
 	return rate
 }
 
+// repairRate is the rate resends may take, in bit/s: repairShare of the
+// estimate on a congested connection whose allocation paused video, 0
+// (no limit) on any other (repair.go says why).
+// b.mu is held.
+func (b *bandwidth) repairRate() float64 {
+	if !b.congested || !b.pausedAny() {
+		return 0
+	}
+	return repairShare * b.est.estimate
+}
+
+// pausedAny reports whether the allocation has paused a subscription of
+// the connection. b.mu is held.
+func (b *bandwidth) pausedAny() bool {
+	for _, a := range b.subs {
+		if a.layer < 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // videoPriority orders video subscriptions for the allocation: lower
 // first. A screen share goes before a camera: what a presenter shows is
 // what the room is looking at.
@@ -256,6 +345,31 @@ func videoPriority(s *Subscription) int {
 		return 0
 	}
 	return 1
+}
+
+// order orders video subscriptions for the allocation: by videoPriority,
+// then one playing before one the allocation paused, then the one
+// playing longest (added or resumed first), then the one subscribed
+// first. The order must not move from one run to the next: taken in the
+// subs map's order, two cameras of which only one fits took turns being
+// the one short of budget, neither was short for pauseAfter in a row,
+// and both kept sending until the estimate fell under one camera, when
+// both paused; and a paused one took the budget of the one still
+// playing, which was paused in its turn. Among equals, what was resumed
+// or added last is paused first: it is what the link was not known to
+// carry. b.mu is held.
+func (b *bandwidth) order(x, y *Subscription) int {
+	ax, ay := b.subs[x], b.subs[y]
+	return cmp.Or(videoPriority(x)-videoPriority(y), ax.pausedRank()-ay.pausedRank(),
+		cmp.Compare(ax.since, ay.since), cmp.Compare(ax.seq, ay.seq))
+}
+
+// pausedRank is 1 for a subscription the allocation paused, else 0.
+func (a *allocation) pausedRank() int {
+	if a.layer < 0 {
+		return 1
+	}
+	return 0
 }
 
 // layerRate is a publication's measured bitrate on layer i.
@@ -316,18 +430,8 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 			budget -= layerRate(s.pub, 0)
 		}
 	}
-	slices.SortStableFunc(video, func(x, y *Subscription) int { return videoPriority(x) - videoPriority(y) })
-	grant := make([]int, len(video))
-	for i, s := range video {
-		grant[i] = -1
-		if s.paused.Load() {
-			grant[i] = b.subs[s].layer // the subscriber's own pause: leave as is
-			continue
-		}
-		if r, ok := b.resumable(s, budget, now); ok {
-			grant[i], budget = s.lowestLayer(), max(budget-r, 0)
-		}
-	}
+	slices.SortFunc(video, b.order)
+	grant, budget := b.lowest(video, budget, now)
 	for i, s := range video {
 		if grant[i] < 0 || s.paused.Load() {
 			continue
@@ -343,25 +447,89 @@ func (b *bandwidth) allocate(now time.Duration) []SubscriptionState {
 	return changes
 }
 
-// resumable reports whether s keeps (or gets back) its lowest layer,
-// and that layer's rate: a subscription the allocation paused resumes
-// only as an upgrade does, after upgradeHold and within upgradeMargin;
-// one not paused keeps its lowest layer until that has not fitted the
+// lowest grants the video subscriptions, in order, their lowest layer
+// while the budget carries it, and returns the grants (-1: paused) and
+// the budget left. A subscription the allocation paused resumes as an
+// upgrade does: after its hold (mayResume) and within upgradeMargin. One
+// not paused keeps its lowest layer until that has not fitted the
 // budget for pauseAfter.
-func (b *bandwidth) resumable(s *Subscription, budget float64, now time.Duration) (float64, bool) {
-	r := layerRate(s.pub, s.lowestLayer())
-	a := b.subs[s]
-	if a.layer < 0 {
-		return r, a.mayRaise(now) && r <= budget*upgradeMargin
+//
+// On a link that carries some of them and not all, they must not pause
+// and resume together (measured: two cameras behind 300 kbit/s, where
+// one fits, both dark half of every 11 s). So one run pauses only the
+// last in order of those due, and the others' wait starts again: that
+// pause frees what it sent, which may well make them fit. And one run
+// resumes at most one, and none within upgradeHold of the last resume
+// on the connection, so the estimate shows whether that one holds before
+// the next is tried. b.mu is held.
+func (b *bandwidth) lowest(video []*Subscription, budget float64, now time.Duration) ([]int, float64) {
+	grant := make([]int, len(video))
+	due, dark := -1, b.dark()
+	for i, s := range video {
+		a, r := b.subs[s], layerRate(s.pub, s.lowestLayer())
+		grant[i] = -1
+		switch {
+		case s.paused.Load():
+			grant[i] = a.layer // the subscriber's own pause: leave as is
+		case a.layer < 0:
+			if b.mayResume(a, now, dark) && r <= budget*upgradeMargin {
+				grant[i], budget, b.resumed = s.lowestLayer(), budget-r, now
+			}
+		default:
+			if b.short(a, r, budget, now) {
+				due = i
+			}
+			grant[i], budget = s.lowestLayer(), max(budget-r, 0)
+		}
 	}
+	for i, s := range video[:max(due, 0)] {
+		if a := b.subs[s]; grant[i] >= 0 && a.layer >= 0 && a.short >= 0 && now-a.short >= pauseAfter {
+			a.short = now // a fresh look once the one due last is paused
+		}
+	}
+	if due >= 0 {
+		grant[due] = -1
+	}
+	return grant, budget
+}
+
+// short reports whether a subscription holding its lowest layer, at r
+// bit/s, is due for a pause: that layer has not fitted budget for
+// pauseAfter. b.mu is held.
+func (b *bandwidth) short(a *allocation, r, budget float64, now time.Duration) bool {
 	if r <= budget {
 		a.short = -1
-		return r, true
+		return false
 	}
 	if a.short < 0 {
 		a.short = now
 	}
-	return r, now-a.short < pauseAfter
+	return now-a.short >= pauseAfter
+}
+
+// mayResume reports whether a paused subscription may resume at now:
+// upgradeHold after the connection's last resume, and its own hold after
+// its pause. That hold doubles each time a resume is undone within
+// 2×upgradeHold (apply), which spaces out the tries of a track the link
+// does not carry while another video plays; while none plays it waits
+// upgradeHold at most (see mayRaise). b.mu is held.
+func (b *bandwidth) mayResume(a *allocation, now time.Duration, dark bool) bool {
+	hold := a.hold
+	if dark {
+		hold = min(hold, upgradeHold)
+	}
+	return now-b.resumed >= upgradeHold && now-a.changed >= hold
+}
+
+// dark reports whether no video subscription of the connection plays:
+// each is paused, by the allocation or by its subscriber. b.mu is held.
+func (b *bandwidth) dark() bool {
+	for s, a := range b.subs {
+		if s.pub.kind == webrtc.RTPCodecTypeVideo && a.layer >= 0 && !s.paused.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 // raise lifts s from layer g toward what it asks for while the budget
@@ -429,6 +597,7 @@ func (b *bandwidth) apply(s *Subscription, g int, now time.Duration) (Subscripti
 	}
 	if a.layer < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, -1, congestionReason)
+		a.since = now
 	} else if g < 0 {
 		b.metrics.pausedTracks.Add(bgCtx, 1, congestionReason)
 	}

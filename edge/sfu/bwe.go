@@ -153,6 +153,13 @@ type estimator struct {
 	sendRate float64
 	// deep: the last decrease went to backoff × throughput.
 	deep bool
+	// loss is the share lost at the last loss decision (for the trace);
+	// cuts counts decreases, cause names the last one's ("delay" or
+	// "loss").
+	loss   float64
+	lossOf int // the packets that decision counted
+	cuts   int
+	cause  string
 	// quietUntil: overuse in packets sent before it is a failed probe's
 	// backlog, already answered.
 	quietUntil time.Duration
@@ -397,7 +404,7 @@ func (e *estimator) control(now time.Duration) {
 	loss := 0.0
 	if e.total >= 20 {
 		loss = min(float64(e.lost)/float64(e.total), 1)
-		e.lost, e.total = 0, 0
+		e.lost, e.total, e.loss, e.lossOf = 0, 0, loss, e.total
 	}
 	// lagging: the sender has not come down to the last cut yet.
 	lagging := e.deep && now-e.lastDecrease < obeyWait && e.sendRate > obeySlack*e.estimate
@@ -406,9 +413,9 @@ func (e *estimator) control(now time.Duration) {
 	case e.state == usageOver && now-e.lastDecrease >= decreaseGap && e.prev.lastSent >= max(e.lastDecrease+decreaseGap/2, e.quietUntil):
 		// Only once packets sent after the last decrease show overuse
 		// too: the backlog of the rate before it says nothing new.
-		e.decrease(now, backoff*e.throughput())
+		e.decrease(now, backoff*e.throughput(), "delay")
 	case loss > lossHigh && now-e.lastDecrease >= decreaseGap:
-		e.decrease(now, max(e.estimate*(1-loss/2), backoff*e.throughput()))
+		e.decrease(now, max(e.estimate*(1-loss/2), backoff*e.throughput()), "loss")
 	case e.state == usageNormal && loss < lossLow && dt > 0:
 		// Up, but not past what the link was seen to carry with headroom:
 		// an estimate above that (a probe's) is kept, not raised.
@@ -420,8 +427,9 @@ func (e *estimator) control(now time.Duration) {
 
 // decrease lowers the estimate to to, if that is lower, and starts the
 // wait before the next.
-func (e *estimator) decrease(now time.Duration, to float64) {
+func (e *estimator) decrease(now time.Duration, to float64, cause string) {
 	e.estimate = min(e.estimate, to)
+	e.cuts, e.cause = e.cuts+1, cause
 	e.deep = e.estimate <= backoff*e.throughput()
 	e.lastDecrease = now
 	// Loss counts afresh from packets sent after it. The packets the

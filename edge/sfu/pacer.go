@@ -82,9 +82,7 @@ type pacer struct {
 	write func(*pacedPacket)
 
 	mu       sync.Mutex
-	rate     float64 // bytes/s; 0: not pacing
-	tokens   float64 // bytes; negative: in debt
-	last     time.Duration
+	bucket                 // not pacing while its rate is 0; in debt while its tokens are negative
 	slots    []pacedPacket // the ring, made on the first hold
 	head, n  int
 	inflight int
@@ -94,7 +92,31 @@ type pacer struct {
 }
 
 func newPacer(now func() time.Duration, write func(*pacedPacket)) *pacer {
-	return &pacer{now: now, write: write}
+	return &pacer{now: now, write: write, bucket: bucket{span: paceDepth}}
+}
+
+// bucket is a token bucket in bytes, filled at its rate up to span's
+// worth of it and no less than paceMinDepth (two full packets). Its
+// owner's lock guards it.
+type bucket struct {
+	rate   float64 // bytes/s; 0: no limit
+	tokens float64 // bytes; negative: in debt
+	last   time.Duration
+	span   time.Duration
+}
+
+// set sets the rate in bit/s at now: a bucket that starts limiting
+// starts full, one that stops holds nothing.
+func (b *bucket) set(now time.Duration, bps float64) {
+	b.refill(now)
+	was := b.rate
+	b.rate = bps / 8
+	switch {
+	case b.rate == 0:
+		b.tokens = 0
+	case was == 0:
+		b.tokens = b.depth()
+	}
 }
 
 // setRate sets the rate in bit/s the bucket fills at; 0 stops pacing
@@ -102,31 +124,22 @@ func newPacer(now func() time.Duration, write func(*pacedPacket)) *pacer {
 func (p *pacer) setRate(bps float64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.refill(p.now())
-	was := p.rate
-	p.rate = bps / 8
-	switch {
-	case p.rate == 0:
-		p.tokens = 0
-	case was == 0:
-		p.tokens = p.depth() // pacing starts with a full bucket
-	}
+	p.set(p.now(), bps)
 	if p.n > 0 {
 		p.arm(0)
 	}
 }
 
 // refill adds what the rate has put in the bucket since the last refill.
-// p.mu is held.
-func (p *pacer) refill(now time.Duration) {
-	if p.rate > 0 {
-		p.tokens = min(p.tokens+p.rate*(now-p.last).Seconds(), p.depth())
+func (b *bucket) refill(now time.Duration) {
+	if b.rate > 0 {
+		b.tokens = min(b.tokens+b.rate*(now-b.last).Seconds(), b.depth())
 	}
-	p.last = now
+	b.last = now
 }
 
-// depth is the bucket's size in bytes. p.mu is held.
-func (p *pacer) depth() float64 { return max(p.rate*paceDepth.Seconds(), paceMinDepth) }
+// depth is the bucket's size in bytes.
+func (b *bucket) depth() float64 { return max(b.rate*b.span.Seconds(), paceMinDepth) }
 
 // busy reports whether the pacer holds packets or is writing them.
 func (p *pacer) busy() bool {

@@ -84,7 +84,10 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	if !ok {
 		return missing
 	}
-	if !r.limit.Allow() {
+	// A connection with congestion control (transport-wide feedback)
+	// bounds and traces what it resends.
+	size := r.hdr.MarshalSize() + len(payload)
+	if !r.limit.Allow() || (b.twcc != 0 && !s.conn.bw.repair.allow(size)) {
 		return limited
 	}
 	r.hdr.SequenceNumber = seq
@@ -101,6 +104,9 @@ func (r *retransmitter) resend(seq uint16, b *binding) resendResult {
 	}
 	if _, err := b.w.WriteRTP(&r.hdr, payload); err != nil {
 		return missing
+	}
+	if b.twcc != 0 {
+		s.conn.bw.resent.Add(int64(size))
 	}
 	return resent
 }

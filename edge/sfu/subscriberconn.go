@@ -62,7 +62,7 @@ type SubscriberConn struct {
 // stops. The caller owns it and closes it.
 func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, error) {
 	router := newRTCPRouter()
-	bw := newBandwidth(e.metrics)
+	bw := newBandwidth(e.metrics, e.log)
 	router.twcc = bw.onRTCP
 	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
 	if err != nil {

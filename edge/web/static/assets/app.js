@@ -270,7 +270,10 @@ function updateCount() {
 }
 
 function attach(t, stream) {
-  if (t.video.srcObject === stream) return;
+  // Every track of a participant comes in its one stream: a video that
+  // joins the stream shown already (after its audio) may have been
+  // paused by the server before it came, and its mark must show then.
+  if (t.video.srcObject === stream) return renderPaused(t);
   t.video.srcObject = stream;
   renderPaused(t);
   if (!t.local) {
