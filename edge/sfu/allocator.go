@@ -175,15 +175,15 @@ func (b *bandwidth) Estimate() float64 {
 
 // onRTCP reads a compound RTCP packet that holds transport-wide feedback.
 func (b *bandwidth) onRTCP(pkt []byte) {
-	pkts, err := rtcp.Unmarshal(pkt)
-	if err != nil {
-		return
-	}
-	for _, p := range pkts {
-		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-			b.onFeedback(fb)
+	eachRTCP(pkt, func(typ rtcp.PacketType, format uint8, sub []byte) bool {
+		if typ == rtcp.TypeTransportSpecificFeedback && format == rtcp.FormatTCC {
+			var fb rtcp.TransportLayerCC
+			if fb.Unmarshal(sub) == nil {
+				b.onFeedback(&fb)
+			}
 		}
-	}
+		return true
+	})
 }
 
 // onFeedback updates the estimate with one feedback message, allocates

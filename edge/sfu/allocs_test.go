@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
 	"github.com/media-service/media-service/internal/testenv"
@@ -199,4 +200,32 @@ func ssrcOf(t *testing.T, d []byte) uint32 {
 		t.Fatalf("received a datagram that is not RTP: %v", err)
 	}
 	return h.SSRC
+}
+
+// TestSubscriptionRTCPDoesNotAllocate: a subscriber's compound RTCP of a
+// report and transport-wide feedback (what it sends every 100 ms or so)
+// costs its subscriptions no parse and no allocation: only keyframe
+// requests and NACKs are theirs to read. Before, every subscription of
+// the connection parsed the feedback, the largest share of the
+// instance's allocations in a fan-out.
+func TestSubscriptionRTCPDoesNotAllocate(t *testing.T) {
+	if testenv.RaceEnabled {
+		t.Skip("sync.Pool drops pooled objects under -race; .ci/run runs this test without it")
+	}
+	p, _ := socketPublication(t, 1)
+	s := (*p.subs.Load())[0]
+	raw, err := rtcp.Marshal([]rtcp.Packet{
+		&rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: 2, LastSequenceNumber: 100}}},
+		&rtcp.TransportLayerCC{
+			SenderSSRC: 1, MediaSSRC: 2, BaseSequenceNumber: 10, PacketStatusCount: 2, FbPktCount: 1,
+			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: rtcp.TypeTCCPacketReceivedSmallDelta, RunLength: 2}},
+			RecvDeltas:   []*rtcp.RecvDelta{{Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 250}, {Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 500}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := testing.AllocsPerRun(100, func() { s.onRTCP(raw) }); got != 0 {
+		t.Errorf("allocations per report and feedback = %v; want 0", got)
+	}
 }

@@ -162,15 +162,26 @@ func twccExtensionID(ctx webrtc.TrackLocalContext) uint8 {
 // hasTWCC reports whether a compound RTCP packet holds a transport-wide
 // feedback message (RTPFB, format 15), by its headers alone.
 func hasTWCC(pkt []byte) bool {
+	found := false
+	eachRTCP(pkt, func(typ rtcp.PacketType, format uint8, _ []byte) bool {
+		found = typ == rtcp.TypeTransportSpecificFeedback && format == rtcp.FormatTCC
+		return !found
+	})
+	return found
+}
+
+// eachRTCP calls f with the type, format (the header's count field) and
+// bytes of each packet of a compound RTCP packet, by their headers alone,
+// until f returns false or a length runs past the end. It lets a reader
+// parse only the packets it wants: the compound packets a subscriber
+// sends carry transport-wide feedback, whose parse allocates, beside
+// the rare NACK or PLI.
+func eachRTCP(pkt []byte, f func(typ rtcp.PacketType, format uint8, sub []byte) bool) {
 	for len(pkt) >= 4 {
-		if rtcp.PacketType(pkt[1]) == rtcp.TypeTransportSpecificFeedback && pkt[0]&0x1f == rtcp.FormatTCC {
-			return true
-		}
 		n := (int(binary.BigEndian.Uint16(pkt[2:4])) + 1) * 4
-		if n > len(pkt) {
-			return false
+		if n > len(pkt) || !f(rtcp.PacketType(pkt[1]), pkt[0]&0x1f, pkt[:n]) {
+			return
 		}
 		pkt = pkt[n:]
 	}
-	return false
 }
