@@ -177,18 +177,15 @@ func (b *bandwidth) Estimate() float64 {
 func (b *bandwidth) onRTCP(pkt []byte) {
 	eachRTCP(pkt, func(typ rtcp.PacketType, format uint8, sub []byte) bool {
 		if typ == rtcp.TypeTransportSpecificFeedback && format == rtcp.FormatTCC {
-			var fb rtcp.TransportLayerCC
-			if fb.Unmarshal(sub) == nil {
-				b.onFeedback(&fb)
-			}
+			b.onFeedback(sub)
 		}
 		return true
 	})
 }
 
-// onFeedback updates the estimate with one feedback message, allocates
-// and probes.
-func (b *bandwidth) onFeedback(fb *rtcp.TransportLayerCC) {
+// onFeedback updates the estimate with one feedback message (its bytes),
+// allocates and probes.
+func (b *bandwidth) onFeedback(fb []byte) {
 	now := b.twcc.now()
 	b.mu.Lock()
 	b.results = b.twcc.results(fb, b.results[:0])

@@ -157,7 +157,7 @@ func (c *allocatedSender) feedback(pkts []rtcp.Packet) {
 	at := c.b.twcc.now()
 	for _, p := range pkts {
 		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-			c.b.onFeedback(fb)
+			c.b.onFeedback(marshalTWCC(fb))
 		}
 	}
 	c.b.mu.Lock()
@@ -254,7 +254,7 @@ func (c *camerasSender) feedback(pkts []rtcp.Packet) {
 	at := c.b.twcc.now()
 	for _, p := range pkts {
 		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-			c.b.onFeedback(fb)
+			c.b.onFeedback(marshalTWCC(fb))
 		}
 	}
 	c.b.mu.Lock()

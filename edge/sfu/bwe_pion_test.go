@@ -42,7 +42,7 @@ func (c *ourController) sent(h *rtp.Header, payload []byte) {
 func (c *ourController) feedback(pkts []rtcp.Packet) {
 	for _, p := range pkts {
 		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-			c.buf = c.t.results(fb, c.buf[:0])
+			c.buf = c.t.results(marshalTWCC(fb), c.buf[:0])
 			c.e.update(c.t.now(), c.buf)
 		}
 	}

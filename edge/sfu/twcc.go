@@ -97,55 +97,116 @@ type packetResult struct {
 	late     bool // reported lost by an earlier feedback
 }
 
-// results turns one feedback message into the fate of every packet it
-// covers that is still remembered, appended to out in sequence order.
-func (t *twccSender) results(fb *rtcp.TransportLayerCC, out []packetResult) []packetResult {
-	arrived := time.Duration(fb.ReferenceTime) * 64 * time.Millisecond
-	deltas := fb.RecvDeltas
-	seq := fb.BaseSequenceNumber
-	left := int(fb.PacketStatusCount)
+// results turns one transport-wide feedback message (its bytes, an RTPFB
+// packet of format 15) into the fate of every packet it covers that is
+// still remembered, appended to out in sequence order. It reads the
+// message in place: a subscriber sends one every 100 ms or so, and
+// parsing it into pion/rtcp's structures allocated a slice for its
+// chunks, its deltas and every run of statuses, the most of anything the
+// instance allocated in a fan-out. A malformed message yields the packets
+// before the fault.
+func (t *twccSender) results(fb []byte, out []packetResult) []packetResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, chunk := range fb.PacketChunks {
-		for _, status := range chunkStatuses(chunk) {
-			if left == 0 {
-				return out
-			}
-			left--
-			received := status != rtcp.TypeTCCPacketNotReceived
-			if received {
-				if len(deltas) == 0 {
-					return out // malformed: fewer deltas than received packets
-				}
-				arrived += time.Duration(deltas[0].Delta) * time.Microsecond
-				deltas = deltas[1:]
-			}
-			if p := &t.sent[seq%twccHistory]; p.valid && p.seq == seq && !p.acked {
-				out = append(out, packetResult{sent: p.at, arrived: arrived, size: int(p.size), received: received, probe: p.probe, late: received && p.missed})
-				p.missed, p.acked = !received, received
-			}
-			seq++
+	eachFeedbackPacket(fb, func(seq uint16, received bool, arrived time.Duration) {
+		if p := &t.sent[seq%twccHistory]; p.valid && p.seq == seq && !p.acked {
+			out = append(out, packetResult{sent: p.at, arrived: arrived, size: int(p.size), received: received, probe: p.probe, late: received && p.missed})
+			p.missed, p.acked = !received, received
 		}
-	}
+	})
 	return out
 }
 
-// chunkStatuses lists the statuses a feedback chunk holds (a run length
-// chunk's statuses are capped at the largest count a feedback can hold,
-// so a hostile run length costs no more than a real one).
-func chunkStatuses(c rtcp.PacketStatusChunk) []uint16 {
-	switch c := c.(type) {
-	case *rtcp.RunLengthChunk:
-		n := min(int(c.RunLength), 1<<13)
-		s := make([]uint16, n)
-		for i := range s {
-			s[i] = c.PacketStatusSymbol
-		}
-		return s
-	case *rtcp.StatusVectorChunk:
-		return c.SymbolList
+// Transport-wide feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01,
+// section 3.1): after the RTCP header and the two SSRCs, the base sequence
+// number, the status count, a 24-bit reference time in 64 ms units and a
+// feedback count; then 16-bit chunks of statuses, then a receive delta
+// for each packet received (in 250 µs units: one unsigned byte for a
+// small delta, two signed bytes for a large one).
+const (
+	twccFixedLen  = 20
+	twccDeltaUnit = 250 * time.Microsecond
+	twccSmall     = 1 // status: received, small delta
+	twccLarge     = 2 // status: received, large delta
+)
+
+// eachFeedbackPacket calls f with the sequence number, status and arrival
+// time (the reference time plus the deltas so far) of each packet a
+// feedback message covers, in order, until the message's status count or
+// a fault: chunks or deltas running out, a reserved status.
+func eachFeedbackPacket(fb []byte, f func(seq uint16, received bool, arrived time.Duration)) {
+	if len(fb) < twccFixedLen {
+		return
 	}
-	return nil
+	seq := binary.BigEndian.Uint16(fb[12:14])
+	count := int(binary.BigEndian.Uint16(fb[14:16]))
+	arrived := time.Duration(uint32(fb[16])<<16|uint32(fb[17])<<8|uint32(fb[18])) * 64 * time.Millisecond
+	chunks := fb[twccFixedLen:]
+	n := eachStatus(chunks, count, func(uint8) bool { return true })
+	if n < 0 {
+		return
+	}
+	deltas := chunks[n:]
+	eachStatus(chunks, count, func(status uint8) bool {
+		switch status {
+		case twccSmall:
+			if len(deltas) < 1 {
+				return false
+			}
+			arrived += time.Duration(deltas[0]) * twccDeltaUnit
+			deltas = deltas[1:]
+		case twccLarge:
+			if len(deltas) < 2 {
+				return false
+			}
+			arrived += time.Duration(int16(binary.BigEndian.Uint16(deltas))) * twccDeltaUnit
+			deltas = deltas[2:]
+		case 0:
+		default:
+			return false
+		}
+		f(seq, status != 0, arrived)
+		seq++
+		return true
+	})
+}
+
+// eachStatus calls f with each of the first count statuses that chunks
+// hold, until f returns false, and returns how many bytes of chunks held
+// them: -1 when the chunks end first. A run length chunk holds up to
+// 2^13-1 statuses, so a hostile one costs no more than a real message.
+func eachStatus(chunks []byte, count int, f func(status uint8) bool) int {
+	i := 0
+	for count > 0 {
+		if len(chunks)-i < 2 {
+			return -1
+		}
+		c := binary.BigEndian.Uint16(chunks[i:])
+		i += 2
+		switch {
+		case c>>15 == 0: // run length: a 2-bit status, a 13-bit count
+			status, run := uint8(c>>13&3), min(int(c&0x1fff), count)
+			for range run {
+				if !f(status) {
+					return i
+				}
+			}
+			count -= run
+		case c>>14&1 == 0: // status vector of 14 one-bit statuses
+			for b := 13; b >= 0 && count > 0; b, count = b-1, count-1 {
+				if !f(uint8(c >> b & 1)) {
+					return i
+				}
+			}
+		default: // status vector of 7 two-bit statuses
+			for b := 12; b >= 0 && count > 0; b, count = b-2, count-1 {
+				if !f(uint8(c >> b & 3)) {
+					return i
+				}
+			}
+		}
+	}
+	return i
 }
 
 // twccExtensionID is the transport-cc header extension's id negotiated

@@ -18,7 +18,7 @@ func feedbackOf(t *testing.T, s *twccSender, rec *twcc.Recorder, at int64, seqs 
 	var out []packetResult
 	for _, p := range rec.BuildFeedbackPacket() {
 		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-			out = s.results(fb, out)
+			out = s.results(marshalTWCC(fb), out)
 		}
 	}
 	return out
