@@ -2,33 +2,43 @@ package edge
 
 // What one instance carries, measured, and the defaults derived from it.
 //
-// The figures are meeting participants in rooms of 10, everyone
-// publishing audio and video (mediaload's default media: 400 video and
-// 50 audio packets a second) and receiving everyone else: of the shapes
-// measured, a participant of it costs the instance the most (nine streams
-// in, its own out to nine), so a bound set from it holds for smaller
-// rooms and for fan-outs. They come from
+// A capacity is the largest load an instance carried with no loss and a
+// p99 forwarding latency under 10 ms (mediaload capacity, with mediaload's
+// default media: 400 video and 50 audio packets a second per publisher).
+// Two shapes set the defaults:
 //
-//	mediaload capacity -spawn ./media-service -shapes meeting-10 -gomaxprocs 1
-//	mediaload capacity -spawn ./media-service -shapes meeting-10 -gomaxprocs 2
+//   - the fan-out (one publisher to N subscribers) carries the most
+//     sessions of any shape measured, so MEDIA_MAX_SESSIONS, which
+//     refuses joins outright, is derived from it: a bound set from a
+//     costlier shape would refuse a webinar's viewers an instance could
+//     carry;
+//   - rooms of 10 (everyone publishing and receiving everyone else) cost
+//     the most per session, so the capacity an instance advertises to the
+//     room directory is that one: placement weighs an instance's sessions
+//     against what it carries in the costliest shape, beside its CPU
+//     share, and new rooms go where there is room for a meeting.
 //
-// run on a quiet machine (the load generator shares it, so both runs of
-// the figures must be on the same machine): the largest step with no loss
-// and a p99 forwarding latency under 10 ms.
+// They come from
 //
-// Both are 0, unmeasured: on the 2-core build machine the runs (README,
-// Performance, Capacity; 2026-12-05) found 10 participants at
-// GOMAXPROCS=1 and fewer than 10 at 2, with the instance using under
-// three quarters of a core at every failing step while the load generator
-// took the rest: the machine's limit, not the instance's, and a default
-// of 8 sessions a core derived from it would refuse a webinar's 9th
-// viewer. Until a run with the load generator on another machine fills
-// them, an instance advertises no capacity and MEDIA_MAX_SESSIONS
-// defaults to unmeasuredMaxSessions, the fixed default of earlier
-// releases.
+//	taskset -c 0 mediaload capacity -spawn ./media-service -cpus 1 -gomaxprocs 1 -light 3
+//	mediaload capacity -spawn ./media-service -gomaxprocs 2 -light 3
+//
+// on the 2-core build machine (README, Performance, Capacity;
+// 2026-12-05): at GOMAXPROCS=1 the instance on a core of its own and the
+// load generator, whose receivers but three read their media at the
+// socket, on the other; at 2 both share the two cores, so the 2-core
+// figures are lower bounds. The searches are noisy (the fan-out came out
+// at 80, 135 and 160 subscribers in three searches at one core and at 105
+// and 140 in two at two; rooms of 10 at one room, 10 participants, in
+// every search): each figure is the lowest search, since a bound that
+// refuses joins must hold in the worst of them. Steps failed on latency
+// first, with the instance using 0.4 to 0.8 of a core: loss came only
+// well beyond.
 const (
-	meetingCapacity1 = 0 // participants at GOMAXPROCS=1; 0: unmeasured
-	meetingCapacity2 = 0 // participants at GOMAXPROCS=2; 0: unmeasured
+	fanoutCapacity1  = 81  // sessions (80 subscribers and the publisher) at GOMAXPROCS=1
+	fanoutCapacity2  = 106 // at GOMAXPROCS=2
+	meetingCapacity1 = 10  // participants in rooms of 10 at GOMAXPROCS=1
+	meetingCapacity2 = 10  // at GOMAXPROCS=2
 )
 
 // capacityMargin is the share of the measured capacity MEDIA_MAX_SESSIONS
@@ -37,11 +47,11 @@ const (
 // joins and leaves while the room is busy, a neighbour on a shared host).
 const capacityMargin = 0.8
 
-// unmeasuredMaxSessions is MEDIA_MAX_SESSIONS's default while the
-// capacity is unmeasured.
+// unmeasuredMaxSessions is MEDIA_MAX_SESSIONS's default when a capacity
+// is unmeasured (a zero figure above).
 const unmeasuredMaxSessions = 500
 
-// capacity is how many meeting participants an instance carries at
+// capacity is how many sessions of one shape an instance carries at
 // GOMAXPROCS 1 (one) and 2 (two); zero values are unmeasured. Beyond two
 // cores it scales by the two-core figure per core: an extrapolation, as
 // no larger machine was measured.
@@ -68,22 +78,25 @@ func (c capacity) maxSessions(procs int) int {
 	return max(1, int(float64(n)*capacityMargin))
 }
 
-// SessionCapacity is how many sessions an instance whose GOMAXPROCS is
-// procs carries at its measured capacity, without margin (0: not
-// measured). The fleet weighs an instance's sessions against it.
-func SessionCapacity(procs int) int { return measured().sessions(procs) }
+// SessionCapacity is how many sessions in rooms of 10, the costliest
+// shape measured, an instance whose GOMAXPROCS is procs carries, without
+// margin (0: not measured). The fleet weighs an instance's sessions
+// against it.
+func SessionCapacity(procs int) int { return meetingCapacity().sessions(procs) }
 
-// measured is the capacity of this build, from the figures above.
-func measured() capacity { return capacity{one: meetingCapacity1, two: meetingCapacity2} }
+// meetingCapacity and fanoutCapacity are this build's, from the figures
+// above.
+func meetingCapacity() capacity { return capacity{one: meetingCapacity1, two: meetingCapacity2} }
+func fanoutCapacity() capacity  { return capacity{one: fanoutCapacity1, two: fanoutCapacity2} }
 
 // DeriveDefaults fills in the defaults that depend on the machine: with
-// MaxSessions unset (0), the measured capacity at procs (GOMAXPROCS)
-// with its margin, kept below MaxConns when that bound is on (every
+// MaxSessions unset (0), the fan-out's measured capacity at procs
+// (GOMAXPROCS) with its margin, kept below MaxConns when that bound is on (every
 // session holds a connection, and Validate requires MaxConns above it).
 // cmd/media-service calls it with the process's GOMAXPROCS before
 // Validate.
 func (c *Config) DeriveDefaults(procs int) {
-	c.deriveDefaults(measured(), procs)
+	c.deriveDefaults(fanoutCapacity(), procs)
 }
 
 func (c *Config) deriveDefaults(m capacity, procs int) {

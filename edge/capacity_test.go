@@ -66,7 +66,7 @@ func TestDeriveDefaults(t *testing.T) {
 	for procs := 1; procs <= 64; procs *= 2 {
 		c := defaultConfig(t)
 		c.DeriveDefaults(procs)
-		if err := c.Validate(); err != nil || c.MaxSessions < 1 || c.MaxSessions != min(measured().maxSessions(procs), c.MaxConns-1) {
+		if err := c.Validate(); err != nil || c.MaxSessions < 1 || c.MaxSessions != min(fanoutCapacity().maxSessions(procs), c.MaxConns-1) {
 			t.Errorf("DeriveDefaults(%d) = MaxSessions %d, Validate %v; want the measured default, valid", procs, c.MaxSessions, err)
 		}
 	}

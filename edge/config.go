@@ -34,8 +34,8 @@ type Config struct {
 	SessionShards int `env:"MEDIA_SESSION_SHARDS" envDefault:"32"`
 	// MaxSessions bounds the sessions of this instance (MEDIA_MAX_SESSIONS);
 	// joins beyond it get 503. Unset or 0, DeriveDefaults makes it the
-	// capacity measured for the instance's GOMAXPROCS less a margin (see
-	// capacity.go), or 500 while that capacity is unmeasured.
+	// fan-out capacity measured for the instance's GOMAXPROCS less a
+	// margin (see capacity.go): 64 at one, 84 at two.
 	MaxSessions int `env:"MEDIA_MAX_SESSIONS"`
 	// APIKey is the access tokens' issuer (MEDIA_API_KEY). With no
 	// APISecret the instance runs in dev mode with a fixed, public key pair.

@@ -105,8 +105,9 @@ type Config struct {
 	// MaxAllocations bounds the instance's live allocations, each a socket
 	// and a goroutine (MEDIA_TURN_MAX_ALLOCATIONS, default 4000). Browsers
 	// allocate on every TURN URL while gathering, even when the call ends
-	// up direct, so a session holds about 4 to 6: the default covers the
-	// default 500 sessions with room for ICE restarts.
+	// up direct, so a session holds about 4 to 6: the default covers 500
+	// sessions (more than MEDIA_MAX_SESSIONS's derived default up to 11
+	// cores) with room for ICE restarts.
 	MaxAllocations int `env:"MEDIA_TURN_MAX_ALLOCATIONS" envDefault:"4000"`
 
 	// UnauthRate and UnauthBurst bound the TURN/UDP requests one source IP
