@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -22,6 +23,13 @@ import (
 // _CLIENT_CERTIFICATE/_KEY and their _METRICS_ forms, and
 // OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).
 type Config struct {
+	// LogLevel is the least level of the JSON log on stdout
+	// (MEDIA_LOG_LEVEL, default info; debug, info, warn or error). At
+	// debug each subscriber connection's congestion control also logs its
+	// trace (bandwidth_allocation: estimate, acknowledged rate, loss and
+	// each video's layer) once a second and on every change, which is
+	// what a pause or a resume is read against.
+	LogLevel slog.Level `env:"MEDIA_LOG_LEVEL" envDefault:"info"`
 	// LeakSampleInterval is how often the goroutine count is sampled
 	// (MEDIA_LEAK_SAMPLE_INTERVAL, default 10s).
 	LeakSampleInterval time.Duration `env:"MEDIA_LEAK_SAMPLE_INTERVAL" envDefault:"10s"`

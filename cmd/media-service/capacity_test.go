@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/metric/noop"
@@ -84,5 +85,23 @@ func TestAdvertisedLoadCarriesCapacity(t *testing.T) {
 	d.SetLoad(fleet.Load{Sessions: 30, MaxSessions: 32})
 	if got := f.Self().Load; got.Capacity != 40 || got.Sessions != 30 || got.MaxSessions != 32 {
 		t.Errorf("registered load = %+v; want capacity 40 beside 30 sessions of 32", got)
+	}
+}
+
+// TestLoadConfigLogLevel: MEDIA_LOG_LEVEL sets the log's least level; a
+// level slog does not know is refused at start, naming the variable.
+func TestLoadConfigLogLevel(t *testing.T) {
+	for env, want := range map[string]slog.Level{"": slog.LevelInfo, "debug": slog.LevelDebug, "WARN": slog.LevelWarn, "error": slog.LevelError} {
+		e := map[string]string{}
+		if env != "" {
+			e["MEDIA_LOG_LEVEL"] = env
+		}
+		c, err := loadConfig(e, 1)
+		if err != nil || c.telemetry.LogLevel != want {
+			t.Errorf("MEDIA_LOG_LEVEL=%q: level %v, %v; want %v", env, c.telemetry.LogLevel, err, want)
+		}
+	}
+	if _, err := loadConfig(map[string]string{"MEDIA_LOG_LEVEL": "loud"}, 1); err == nil || !strings.Contains(err.Error(), "MEDIA_LOG_LEVEL") {
+		t.Errorf("MEDIA_LOG_LEVEL=loud: %v; want an error naming MEDIA_LOG_LEVEL", err)
 	}
 }

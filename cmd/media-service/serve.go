@@ -75,7 +75,7 @@ func serve(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", telemetry.ServiceName)
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.telemetry.LogLevel})).With("service", telemetry.ServiceName)
 	log.Info("capacity", "gomaxprocs", procs, "session_capacity", edge.SessionCapacity(procs), "max_sessions", cfg.edge.MaxSessions)
 	gcPercent, gcFrom := tuneGC()
 	log.Info("gc_target", "percent", gcPercent, "from", gcFrom)
