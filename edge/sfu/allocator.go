@@ -173,7 +173,8 @@ func (b *bandwidth) Estimate() float64 {
 	return b.est.estimate
 }
 
-// onRTCP reads a compound RTCP packet that holds transport-wide feedback.
+// onRTCP reads the transport-wide feedback (RTPFB, format 15) of a
+// compound RTCP packet; the rest is not the bandwidth's.
 func (b *bandwidth) onRTCP(pkt []byte) {
 	eachRTCP(pkt, func(typ rtcp.PacketType, format uint8, sub []byte) bool {
 		if typ == rtcp.TypeTransportSpecificFeedback && format == rtcp.FormatTCC {

@@ -18,9 +18,10 @@ import (
 // mu guards routes; handlers run with it released, one at a time (Pion's
 // SRTCP session has one reader goroutine per connection).
 type rtcpRouter struct {
-	// twcc reads transport-wide feedback, whichever SSRC it names (a
-	// subscriber names one of the connection's streams, audio ones too).
-	// Set before the connection exists; never changed.
+	// twcc is given every compound packet and reads the transport-wide
+	// feedback in it, whichever SSRC it names (a subscriber names one of
+	// the connection's streams, audio ones too). Set before the
+	// connection exists; never changed.
 	twcc func([]byte)
 
 	mu     sync.Mutex
@@ -45,7 +46,7 @@ func (r *rtcpRouter) unroute(ssrc uint32) {
 // deliver hands one RTCP packet for ssrc to its route, or drops it (audio
 // receiver reports, packets before Bind, unknown SSRCs).
 func (r *rtcpRouter) deliver(ssrc uint32, pkt []byte) {
-	if r.twcc != nil && hasTWCC(pkt) {
+	if r.twcc != nil {
 		r.twcc(pkt)
 	}
 	r.mu.Lock()

@@ -220,17 +220,6 @@ func twccExtensionID(ctx webrtc.TrackLocalContext) uint8 {
 	return 0
 }
 
-// hasTWCC reports whether a compound RTCP packet holds a transport-wide
-// feedback message (RTPFB, format 15), by its headers alone.
-func hasTWCC(pkt []byte) bool {
-	found := false
-	eachRTCP(pkt, func(typ rtcp.PacketType, format uint8, _ []byte) bool {
-		found = typ == rtcp.TypeTransportSpecificFeedback && format == rtcp.FormatTCC
-		return !found
-	})
-	return found
-}
-
 // eachRTCP calls f with the type, format (the header's count field) and
 // bytes of each packet of a compound RTCP packet, by their headers alone,
 // until f returns false or a length runs past the end. It lets a reader
