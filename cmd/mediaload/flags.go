@@ -79,7 +79,7 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.IntVar(&c.SpawnFleet, "spawn-fleet", 0, "with -spawn, start a redis-server on a free loopback port and this many instances of the binary on it, as a fleet; participants join through them as -placement says")
 	fs.DurationVar(&c.DrainAfter, "drain-after", 0, "with -spawn-fleet 2 or more (fanout, meeting): this long into the measured window, SIGTERM to the instance holding the most participants; they move to a sibling and the report gives each one's media gap")
 	fs.IntVar(&c.GOMAXPROCS, "gomaxprocs", c.GOMAXPROCS, "with -spawn, the instance's GOMAXPROCS (0: Go's default, the CPUs it may use)")
-	fs.StringVar(&c.CPUs, "cpus", "", "with -spawn, run the instance under `taskset -c LIST`, pinned to those CPUs (pin mediaload itself with taskset -c OTHER mediaload ...)")
+	fs.StringVar(&c.CPUs, "cpus", "", "with -spawn, run the instance under `taskset -c LIST`, pinned to those CPUs, and the floor relay with it (pin mediaload itself with taskset -c OTHER mediaload ...)")
 	fs.IntVar(&c.Light, "light", c.Light, "fanout, meeting, capacity: every receiver light (its media read at the socket, not by Pion: far cheaper for the load generator) but this many full ones, which give the latency; -1: all full")
 	cl.defineShape(fs)
 	cl.defineCapacity(fs)

@@ -115,7 +115,8 @@ type Config struct {
 	// run measures no latency. LightOff (the default): all full.
 	Light int
 	// CPUs, with Spawn, pins the spawned instance to these CPUs (a
-	// taskset -c list, such as "1" or "0,2-3"; empty: not pinned).
+	// taskset -c list, such as "1" or "0,2-3"; empty: not pinned), and
+	// the floor relay too, so the two are measured on the same CPUs.
 	CPUs string
 
 	// lightNet is the network light participants' sockets come from
@@ -338,5 +339,5 @@ func (c *Config) shape() topology {
 
 // floorOptions says how to start the child relay.
 func (c *Config) floorOptions() floorOptions {
-	return floorOptions{exe: c.RelayExe, batch: c.FloorBatch, stderr: c.ChildStderr}
+	return floorOptions{exe: c.RelayExe, batch: c.FloorBatch, stderr: c.ChildStderr, cpus: c.CPUs}
 }

@@ -19,6 +19,7 @@ type floorOptions struct {
 	exe    string    // the mediaload binary, run as `exe floor-relay`
 	batch  bool      // the relay sends with sendmmsg
 	stderr io.Writer // the relay's standard error; nil discards it
+	cpus   string    // the taskset CPU list the relay runs on, as the spawned instance does; empty: not pinned
 }
 
 // What the floor relay's sends are, as the report names them.

@@ -26,13 +26,19 @@ type relayProc struct {
 }
 
 // startRelayProc starts the floor relay as `fo.exe floor-relay` (with
-// -batch for sendmmsg). A relay that fails says why on fo.stderr.
+// -batch for sendmmsg), pinned to fo.cpus when set, so the floor runs
+// where the instance it is compared with ran. A relay that fails says
+// why on fo.stderr.
 func startRelayProc(ctx context.Context, fo floorOptions) (*relayProc, error) {
 	args := []string{FloorRelayCommand}
 	if fo.batch {
 		args = append(args, "-batch")
 	}
-	cmd := exec.CommandContext(ctx, fo.exe, args...)
+	name, args, err := pinned(fo.cpus, fo.exe, args...)
+	if err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stderr = fo.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

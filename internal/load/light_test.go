@@ -147,19 +147,43 @@ func TestSpawnPinned(t *testing.T) {
 		t.Fatalf("spawn(%s, -cpus 0) = %v", bin, err)
 	}
 	defer s.stop()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		t.Fatalf("read the instance's status: %v", err)
-	}
-	var allowed string
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
-			allowed = strings.TrimSpace(v)
-		}
-	}
-	if allowed != "0" {
+	if allowed := cpusAllowed(t, s.cmd.Process.Pid); allowed != "0" {
 		t.Errorf("instance's Cpus_allowed_list = %q; want \"0\"", allowed)
 	}
+}
+
+// TestFloorRelayPinned starts the floor relay with the run's -cpus 0: it
+// runs where the instance it is compared with runs.
+func TestFloorRelayPinned(t *testing.T) {
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("taskset (util-linux) is not installed")
+	}
+	fo := testFloorOptions(t, true)
+	fo.cpus = "0"
+	p, err := startRelayProc(t.Context(), fo)
+	if err != nil {
+		t.Fatalf("startRelayProc(-cpus 0) = %v", err)
+	}
+	defer p.close()
+	if allowed := cpusAllowed(t, p.cmd.Process.Pid); allowed != "0" {
+		t.Errorf("floor relay's Cpus_allowed_list = %q; want \"0\"", allowed)
+	}
+}
+
+// cpusAllowed is the CPU list process pid may run on.
+func cpusAllowed(t *testing.T, pid int) string {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("read process %d's status: %v", pid, err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("process %d's status has no Cpus_allowed_list", pid)
+	return ""
 }
 
 // TestServeCommandNeedsTaskset: -cpus without taskset on the PATH is a

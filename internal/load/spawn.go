@@ -96,14 +96,24 @@ func spawn(ctx context.Context, bin string, env []string, cpus string, stderr io
 // serveCommand is `bin serve`, under `taskset -c cpus` when cpus is set
 // (taskset execs bin in its own process, so signals reach the instance).
 func serveCommand(bin, cpus string) (*exec.Cmd, error) {
+	name, args, err := pinned(cpus, bin, "serve")
+	if err != nil {
+		return nil, err
+	}
+	return exec.Command(name, args...), nil
+}
+
+// pinned is the command line that runs bin with args on the CPUs of the
+// taskset list cpus, or bin itself when cpus is empty.
+func pinned(cpus, bin string, args ...string) (string, []string, error) {
 	if cpus == "" {
-		return exec.Command(bin, "serve"), nil
+		return bin, args, nil
 	}
 	taskset, err := exec.LookPath("taskset")
 	if err != nil {
-		return nil, fmt.Errorf("-cpus runs the instance under taskset (util-linux), which is not installed: %w", err)
+		return "", nil, fmt.Errorf("-cpus runs the instance under taskset (util-linux), which is not installed: %w", err)
 	}
-	return exec.Command(taskset, "-c", cpus, bin, "serve"), nil
+	return taskset, append([]string{"-c", cpus, bin}, args...), nil
 }
 
 // readLog finds the server_started line, hands its addresses over, and
