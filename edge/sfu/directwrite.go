@@ -211,6 +211,7 @@ func (w *directWriter) derive(line []byte, h *serverHello) error {
 	w.ctx = ctx
 	w.mu.Unlock()
 	w.ready.Store(true)
+	w.log.Debug("direct_write_on", "srtp", h.profile.String())
 	return nil
 }
 
