@@ -55,9 +55,10 @@ import (
 // SSRC's sequence numbers from the packets they see, so a stream that
 // moves from one to the other after its sequence numbers wrapped (65536
 // packets, under 3 minutes of video) would be sent under the wrong
-// rollover count. Only a connection whose selected pair moves from UDP
-// to ICE-TCP after that long does so; the packets then fail the
-// subscriber's authentication, and its keyframe requests do not help.
+// rollover count, and fail the subscriber's authentication until the
+// subscription is made again. Only a connection whose selected pair
+// moves between UDP and ICE-TCP (an ICE restart onto another network)
+// after that long does so.
 //
 // The key log is asked for by this writer only and never written
 // anywhere: the master secret is used once, to derive the SRTP keys,

@@ -84,7 +84,9 @@ func (c *SubscriberConn) Estimate() float64 { return c.bw.Estimate() }
 
 // PeerConnection is the connection itself, for its callbacks
 // (OnICECandidate, OnConnectionStateChange) and its state. Change it only
-// through the SubscriberConn's methods.
+// through the SubscriberConn's methods. OnICEConnectionStateChange and
+// the ICE transport's OnSelectedCandidatePairChange are the
+// SubscriberConn's own (its direct write path follows them).
 func (c *SubscriberConn) PeerConnection() *webrtc.PeerConnection { return c.pc }
 
 // Offer creates an offer covering every subscription made so far, sets it
