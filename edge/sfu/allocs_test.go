@@ -3,8 +3,10 @@
 package sfu
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -13,38 +15,56 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 
 	"github.com/media-service/media-service/internal/testenv"
 )
 
-// sockWriter is a subscriber's transport with Pion's part taken out: it
-// marshals the forwarded packet as the track writer does (less SRTP) and
-// writes it to the engine's batchConn, the ICE mux's socket, for the
-// subscriber's address. So the fan-out's held writes and the sendmmsg
-// that flushes them are on the measured path.
-type sockWriter struct {
-	conn *batchConn
-	to   netip.AddrPort
-	buf  [maxRingPacket]byte
-}
+// directTrack is a subscriber's track writer with Pion's interceptors
+// taken out: what remains is the connection's directWriter, at the
+// bottom of its chain, which encrypts each packet with the
+// subscriber's SRTP context and writes it to the engine's batchConn (the
+// ICE mux's socket) for the subscriber's address. So the encryption, the
+// fan-out's held writes and the sendmmsg that flushes them are on the
+// measured path.
+type directTrack struct{ w *directWriter }
 
-func (w *sockWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
-	n, err := h.MarshalTo(w.buf[:])
-	if err != nil {
-		return 0, err
+func (d directTrack) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	n, ok, err := d.w.write(h, payload)
+	if !ok {
+		return 0, errors.New("directWriter did not take the packet")
 	}
-	n += copy(w.buf[n:], payload)
-	return w.conn.WriteToAddrPort(w.buf[:n], w.to)
+	return n, err
 }
 
-func (w *sockWriter) Write(b []byte) (int, error) { return w.conn.WriteToAddrPort(b, w.to) }
+func (d directTrack) Write([]byte) (int, error) {
+	return 0, errors.New("directTrack: raw writes are not forwarded")
+}
+
+// testKey and testSalt are the SRTP master key and salt of the test
+// subscribers' direct writers (AES-128-GCM: 16 and 12 bytes).
+var testKey, testSalt = bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 12)
+
+// testDirectWriter is a directWriter with testKey's context, routed to to.
+func testDirectWriter(t *testing.T, conn *batchConn, to netip.AddrPort) *directWriter {
+	t.Helper()
+	ctx, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	if err != nil {
+		t.Fatalf("CreateContext() = %v", err)
+	}
+	w := newDirectWriter(conn, slog.New(slog.DiscardHandler))
+	w.ctx = ctx
+	w.ready.Store(true)
+	w.route.Store(&to)
+	return w
+}
 
 // TestForwardDoesNotAllocate holds README's "zero allocations per
 // forwarded packet in our own path": parsing, the NACK history, the
-// per-subscriber header rewrite, the counters, and the batched send
-// (hold, held writes, sendmmsg) over a real UDP socket on loopback. Pion's
-// own write path (interceptors, SRTP) is not ours and is left out, as in
-// BenchmarkForward. 100 subscribers take two sendmmsg calls per packet.
+// per-subscriber header rewrite, the counters, the SRTP encryption of
+// each copy and the batched send (hold, held writes, sendmmsg) over a
+// real UDP socket on loopback. Pion's interceptors (sender reports) are
+// not ours and are left out. 100 subscribers take two sendmmsg calls per packet.
 //
 // Under -race it is skipped: the race detector's sync.Pool drops one Put
 // in four on purpose, so x/net's pooled sendmmsg headers are allocated
@@ -67,7 +87,8 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 			if got := testing.AllocsPerRun(200, forward); got != 0 {
 				t.Errorf("allocations per forwarded packet to %d subscribers = %v; want 0", n, got)
 			}
-			// The sends were real: the last packet reached every subscriber.
+			// The sends were real: the last packet reached every
+			// subscriber, encrypted with its key.
 			for _, peer := range peers {
 				drain(t, peer)
 			}
@@ -75,7 +96,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 			seen := map[uint32]bool{}
 			for i, peer := range peers {
 				for _, d := range receive(t, peer, min(n-i*subsPerPeer, subsPerPeer)) {
-					seen[ssrcOf(t, d)] = true
+					seen[decrypt(t, d).SSRC] = true
 				}
 			}
 			if len(seen) != n {
@@ -173,7 +194,7 @@ func socketPublicationLayers(t *testing.T, n, layers int) (*Publication, []*net.
 			peers = append(peers, udpPeer(t))
 		}
 		to := peers[len(peers)-1].LocalAddr().(*net.UDPAddr).AddrPort()
-		s.bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: &sockWriter{conn: conn, to: to}})
+		s.bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: directTrack{testDirectWriter(t, conn, to)}})
 	}
 	return p, peers
 }
@@ -192,14 +213,23 @@ func drain(t *testing.T, c *net.UDPConn) {
 	}
 }
 
-// ssrcOf is the SSRC of a received RTP datagram.
-func ssrcOf(t *testing.T, d []byte) uint32 {
+// decrypt is a received SRTP datagram of a test direct writer, decrypted
+// and parsed.
+func decrypt(t *testing.T, d []byte) *rtp.Packet {
 	t.Helper()
-	var h rtp.Header
-	if _, err := h.Unmarshal(d); err != nil {
-		t.Fatalf("received a datagram that is not RTP: %v", err)
+	ctx, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	if err != nil {
+		t.Fatalf("CreateContext() = %v", err)
 	}
-	return h.SSRC
+	plain, err := ctx.DecryptRTP(nil, d, nil)
+	if err != nil {
+		t.Fatalf("DecryptRTP(a forwarded datagram) = %v", err)
+	}
+	var p rtp.Packet
+	if err := p.Unmarshal(plain); err != nil {
+		t.Fatalf("a decrypted datagram is not RTP: %v", err)
+	}
+	return &p
 }
 
 // TestSubscriptionRTCPDoesNotAllocate: a subscriber's compound RTCP of a

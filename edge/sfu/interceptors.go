@@ -22,7 +22,10 @@ import (
 //   - TWCC feedback for the publishers' bandwidth estimation.
 //
 // Sending (subscriber connections):
-//   - RTCP sender reports, which subscribers need for lip sync.
+//   - RTCP sender reports, which subscribers need for lip sync;
+//   - below them, the connection's own write path (directWriter,
+//     added per connection by newSubscriberAPI), which encrypts RTP and
+//     writes it to the socket without Pion's SRTP session and ICE layers.
 //
 // There is no NACK responder interceptor: it would keep a copy of every
 // packet per subscriber. Publications keep one shared buffer instead and

@@ -55,7 +55,8 @@ type SubscriberConn struct {
 }
 
 // NewSubscriberConn makes a subscriber connection on the engine's muxes
-// and codecs. It has only the sending interceptor (sender reports), and
+// and codecs. It has only the sending interceptor (sender reports), above
+// its own write path to the socket (directWriter), and
 // the subscriber's NACKs and keyframe requests reach its Subscriptions
 // without a goroutine per track (see rtcpRouter), so nothing is left to
 // read from its senders: their Read and ReadRTCP wait until the sender
@@ -64,10 +65,12 @@ func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, err
 	router := newRTCPRouter()
 	bw := newBandwidth(e.metrics, e.log)
 	router.twcc = bw.onRTCP
-	pc, err := newPeerConnection(e.newSubscriberAPI(router), c, "subscriber")
+	direct := newDirectWriter(e.udpConn, e.log)
+	pc, err := newPeerConnection(e.newSubscriberAPI(router, direct), c, "subscriber")
 	if err != nil {
 		return nil, err
 	}
+	direct.watch(pc)
 	return &SubscriberConn{pc: pc, router: router, bw: bw}, nil
 }
 
@@ -83,7 +86,9 @@ func (c *SubscriberConn) Estimate() float64 { return c.bw.Estimate() }
 
 // PeerConnection is the connection itself, for its callbacks
 // (OnICECandidate, OnConnectionStateChange) and its state. Change it only
-// through the SubscriberConn's methods.
+// through the SubscriberConn's methods. OnICEConnectionStateChange and
+// the ICE transport's OnSelectedCandidatePairChange are the
+// SubscriberConn's own (its direct write path follows them).
 func (c *SubscriberConn) PeerConnection() *webrtc.PeerConnection { return c.pc }
 
 // Offer creates an offer covering every subscription made so far, sets it

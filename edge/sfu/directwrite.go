@@ -1,0 +1,309 @@
+package sfu
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// directWriter is a subscriber connection's own RTP write path. Pion's
+// takes every copy of a fan-out through its SRTP session (a pooled
+// buffer, a lock and a map lookup), the DTLS/SRTP mux endpoint, the ICE
+// connection, its selected candidate pair and the UDP mux before it
+// reaches our socket; this one encrypts the packet with the connection's
+// own SRTP context and hands it straight to the socket's batch
+// (batchConn), on the fan-out's goroutine.
+//
+// It sits at the bottom of the connection's interceptor chain, so every
+// RTP write of the connection passes it: forwarded media, NACK
+// retransmissions and probe padding alike, after the sender-report
+// interceptor has counted them. It takes a packet when it has both:
+//
+//   - the keys. Pion does not expose them, but the DTLS handshake gives
+//     what RFC 5764 derives them from: the key log (the master secret
+//     and the client's random) and, when the server is the DTLS server,
+//     its own ServerHello (its random, the cipher suite and the SRTP
+//     profile chosen). The subscriber answers our offer, and browsers
+//     and Pion answer as the DTLS client, so the server is the DTLS
+//     server on these connections. Otherwise there are no keys, and
+//     Pion's path carries everything, as before.
+//   - a route: the remote address of the ICE pair Pion selected, when
+//     its local side is a UDP candidate (our UDP mux, the only UDP
+//     socket). A pair over ICE-TCP leaves the packets to Pion's path.
+//     The route follows every change of the selected pair (ICE
+//     restarts, renomination) and is dropped when ICE fails or closes.
+//
+// A packet not taken goes down Pion's path, which encrypts with its own
+// context for the same keys. Both contexts count the rollover of each
+// SSRC's sequence numbers from the packets they see, so a stream that
+// moves from one to the other after its sequence numbers wrapped (65536
+// packets, under 3 minutes of video) would be sent under the wrong
+// rollover count, and fail the subscriber's authentication until the
+// subscription is made again. Only a connection whose selected pair
+// moves between UDP and ICE-TCP (an ICE restart onto another network)
+// after that long does so.
+//
+// The key log is asked for by this writer only and never written
+// anywhere: the master secret is used once, to derive the SRTP keys,
+// and dropped.
+type directWriter struct {
+	sock *batchConn
+
+	// hello is our ServerHello's part of the key derivation, set on the
+	// DTLS handshake goroutine before the key log line that completes it.
+	helloMu sync.Mutex
+	hello   *serverHello
+
+	route atomic.Pointer[netip.AddrPort] // nil: no UDP pair selected
+	ready atomic.Bool                    // ctx is set
+
+	// mu guards the encryption: ctx (its rollover state per SSRC), buf
+	// and hdr. The read loops of the connection's publications write
+	// concurrently.
+	mu  sync.Mutex
+	ctx *srtp.Context
+	buf []byte     // the packet, marshaled then encrypted in place
+	hdr rtp.Header // EncryptRTP parses the header into it
+
+	log *slog.Logger
+}
+
+// directBufSize holds any packet the fan-out writes (a publisher's packet
+// is at most readBufSize, and the rewritten header adds at most the
+// transport-cc extension) plus the SRTP tag (16 bytes for AES-GCM).
+const directBufSize = 2048
+
+// serverHello is what the key derivation needs from our ServerHello.
+type serverHello struct {
+	random  [handshake.RandomLength]byte
+	suite   dtls.CipherSuiteID
+	profile srtp.ProtectionProfile
+}
+
+func newDirectWriter(sock *batchConn, log *slog.Logger) *directWriter {
+	return &directWriter{sock: sock, buf: make([]byte, directBufSize), log: log}
+}
+
+// settings hooks w into the DTLS handshake of the connection se makes.
+func (w *directWriter) settings(se *webrtc.SettingEngine) {
+	se.SetDTLSServerHelloMessageHook(w.serverHello)
+	se.SetDTLSKeyLogWriter(keyLog{w})
+}
+
+// watch follows pc's selected ICE pair and state for the route.
+func (w *directWriter) watch(pc *webrtc.PeerConnection) {
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(w.selected)
+	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s == webrtc.ICEConnectionStateFailed || s == webrtc.ICEConnectionStateClosed {
+			w.route.Store(nil)
+		}
+	})
+}
+
+// selected takes the route from a newly selected pair: its remote
+// address when its local side is on the UDP mux, else none.
+func (w *directWriter) selected(pair *webrtc.ICECandidatePair) {
+	if pair == nil || pair.Local == nil || pair.Remote == nil ||
+		pair.Local.Protocol != webrtc.ICEProtocolUDP || pair.Remote.Protocol != webrtc.ICEProtocolUDP {
+		w.route.Store(nil)
+		return
+	}
+	ip, err := netip.ParseAddr(pair.Remote.Address)
+	if err != nil { // an unresolved mDNS name: leave it to Pion
+		w.route.Store(nil)
+		return
+	}
+	ap := netip.AddrPortFrom(ip, pair.Remote.Port)
+	w.route.Store(&ap)
+}
+
+// serverHello records our ServerHello, unchanged.
+func (w *directWriter) serverHello(m handshake.MessageServerHello) handshake.Message {
+	h := &serverHello{random: m.Random.MarshalFixed()}
+	if m.CipherSuiteID != nil {
+		h.suite = dtls.CipherSuiteID(*m.CipherSuiteID)
+	}
+	for _, ext := range m.Extensions {
+		if u, ok := ext.(*extension.UseSRTP); ok && len(u.ProtectionProfiles) == 1 {
+			h.profile = srtpProfile(u.ProtectionProfiles[0])
+		}
+	}
+	w.helloMu.Lock()
+	w.hello = h
+	w.helloMu.Unlock()
+	return &m
+}
+
+// srtpProfile is the SRTP profile of a DTLS-SRTP one we offer, 0 for
+// any other.
+func srtpProfile(p dtls.SRTPProtectionProfile) srtp.ProtectionProfile {
+	switch p {
+	case dtls.SRTP_AEAD_AES_128_GCM:
+		return srtp.ProtectionProfileAeadAes128Gcm
+	case dtls.SRTP_AEAD_AES_256_GCM:
+		return srtp.ProtectionProfileAeadAes256Gcm
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
+		return srtp.ProtectionProfileAes128CmHmacSha1_80
+	}
+	return 0
+}
+
+// keyLog is the DTLS handshake's key log writer of a directWriter.
+type keyLog struct{ w *directWriter }
+
+// Write takes the handshake's key log line, "CLIENT_RANDOM <client
+// random> <master secret>" in hex, and derives the SRTP keys from it when
+// our ServerHello was seen (the server is the DTLS server). It never
+// fails the handshake: without keys the connection uses Pion's path.
+func (k keyLog) Write(line []byte) (int, error) {
+	w := k.w
+	w.helloMu.Lock()
+	h := w.hello
+	w.helloMu.Unlock()
+	if h == nil || h.profile == 0 || w.ready.Load() {
+		return len(line), nil
+	}
+	if err := w.derive(line, h); err != nil {
+		w.log.Warn("direct_write_off", "error", err) // once per connection at most: one handshake
+	}
+	return len(line), nil
+}
+
+var errKeyLogLine = errors.New("sfu: direct write: unexpected key log line")
+
+// derive makes the sending SRTP context from a key log line and h.
+func (w *directWriter) derive(line []byte, h *serverHello) error {
+	f := bytes.Fields(line)
+	if len(f) != 3 || string(f[0]) != "CLIENT_RANDOM" {
+		return errKeyLogLine
+	}
+	client, err1 := hex.DecodeString(string(f[1]))
+	master, err2 := hex.DecodeString(string(f[2]))
+	if err := errors.Join(err1, err2); err != nil || len(client) != handshake.RandomLength {
+		return errKeyLogLine
+	}
+	x := exporter{master: master, client: client, server: h.random[:], hash: prfHash(h.suite)}
+	cfg := srtp.Config{Profile: h.profile}
+	if err := cfg.ExtractSessionKeysFromDTLS(x, false); err != nil {
+		return fmt.Errorf("sfu: direct write: srtp keys: %w", err)
+	}
+	ctx, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, h.profile)
+	if err != nil {
+		return fmt.Errorf("sfu: direct write: srtp context: %w", err)
+	}
+	w.mu.Lock()
+	w.ctx = ctx
+	w.mu.Unlock()
+	w.ready.Store(true)
+	w.log.Debug("direct_write_on", "srtp", h.profile.String())
+	return nil
+}
+
+// prfHash is the TLS 1.2 PRF hash of a cipher suite: SHA-384 for the
+// _SHA384 suites, SHA-256 for every other DTLS 1.2 suite.
+func prfHash(id dtls.CipherSuiteID) func() hash.Hash {
+	switch id {
+	case dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:
+		return sha512.New384
+	}
+	return sha256.New
+}
+
+// exporter is RFC 5705's keying material exporter of a DTLS 1.2
+// session, as the DTLS connection computes it, from the secrets the
+// handshake logged.
+type exporter struct {
+	master, client, server []byte
+	hash                   func() hash.Hash
+}
+
+func (x exporter) ExportKeyingMaterial(label string, _ []byte, n int) ([]byte, error) {
+	seed := make([]byte, 0, len(label)+len(x.client)+len(x.server))
+	seed = append(append(append(seed, label...), x.client...), x.server...)
+	return prf.PHash(x.master, seed, n, x.hash)
+}
+
+// write sends h and payload to the subscriber if w can (see
+// directWriter), reporting whether it took the packet.
+func (w *directWriter) write(h *rtp.Header, payload []byte) (int, bool, error) {
+	route := w.route.Load()
+	if route == nil || !w.ready.Load() {
+		return 0, false, nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := marshalRTP(w.buf, h, payload)
+	if err != nil {
+		return 0, true, err
+	}
+	out, err := w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
+	if err != nil {
+		return 0, true, fmt.Errorf("sfu: direct write: encrypt: %w", err)
+	}
+	if _, err := w.sock.WriteToAddrPort(out, *route); err != nil {
+		return 0, true, fmt.Errorf("sfu: direct write: %w", err)
+	}
+	return n, true, nil
+}
+
+// marshalRTP writes h, payload and h.PaddingSize bytes of padding (the
+// last one its count) into buf, as Pion's session does.
+func marshalRTP(buf []byte, h *rtp.Header, payload []byte) (int, error) {
+	n, err := h.MarshalTo(buf)
+	if err != nil {
+		return 0, fmt.Errorf("sfu: direct write: %w", err)
+	}
+	pad := int(h.PaddingSize)
+	if n+len(payload)+pad > len(buf) {
+		return 0, fmt.Errorf("sfu: direct write: packet of %d bytes: %w", n+len(payload)+pad, errPacketTooLarge)
+	}
+	n += copy(buf[n:], payload)
+	clear(buf[n : n+pad])
+	if h.Padding && pad > 0 {
+		buf[n+pad-1] = byte(pad)
+	}
+	return n + pad, nil
+}
+
+var errPacketTooLarge = errors.New("larger than the write buffer")
+
+// directInterceptor puts a directWriter at the bottom of a connection's
+// interceptor chain.
+type directInterceptor struct {
+	interceptor.NoOp
+	w *directWriter
+}
+
+// NewInterceptor is the connection's, from its one factory (the
+// interceptor.Factory of newSubscriberAPI).
+func (w *directWriter) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &directInterceptor{w: w}, nil
+}
+
+// BindLocalStream sends the stream's packets through the directWriter,
+// and those it does not take through next (Pion's SRTP session).
+func (d *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if n, ok, err := d.w.write(h, payload); ok {
+			return n, err
+		}
+		return next.Write(h, payload, a)
+	})
+}

@@ -1,0 +1,193 @@
+package sfu
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// transportCipher is the SRTP profile pc's DTLS transport negotiated.
+func transportCipher(t *testing.T, pc *webrtc.PeerConnection) string {
+	t.Helper()
+	for _, s := range pc.GetStats() {
+		if ts, ok := s.(webrtc.TransportStats); ok && ts.SRTPCipher != "" {
+			return ts.SRTPCipher
+		}
+	}
+	t.Fatal("GetStats() has no transport with an SRTP cipher")
+	return ""
+}
+
+// pairBytesSent is what went through Pion's ICE connection on pc's
+// selected pair: DTLS, RTCP, ICE checks and whatever RTP Pion's own
+// write path carried. (Not GetStats, whose read of the connection's
+// state races with Pion closing it when the peer's DTLS closes.)
+// Right after an ICE restart the agent may not have the pair yet.
+func pairBytesSent(t *testing.T, pc *webrtc.PeerConnection) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		s, ok := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePairStats()
+		if ok {
+			return s.BytesSent
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GetSelectedCandidatePairStats() found no selected pair within %s", waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDirectWrite: on a subscriber connection where the server is the
+// DTLS server (the subscriber answers as the client, as browsers and Pion
+// do), forwarded media is encrypted with keys derived from the handshake
+// and written to the socket by the directWriter, not through Pion's ICE
+// connection: the subscriber decrypts every packet, while the selected pair's byte
+// count in Pion's ICE agent grows by far less than the media sent. The
+// server's SRTP profile preference (AES-128-GCM) wins over Pion's
+// client's (AES-256-GCM first).
+func TestDirectWrite(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, audio := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribe(t, video, audio)
+	tracks := sub.awaitTracks(t, 2, pub.video, pub.audio)
+
+	// The subscriber's side: the server's GetStats would race with Pion
+	// closing it when the subscriber's DTLS closes at the end.
+	if got, want := transportCipher(t, sub.pc), "SRTP_AEAD_AES_128_GCM"; got != want {
+		t.Errorf("subscriber connection SRTP cipher = %s; want %s", got, want)
+	}
+	const n = 400
+	before := pairBytesSent(t, sub.server)
+	firstVideo := pub.video.send(t, n)
+	firstAudio := pub.audio.send(t, n)
+	checkContinuous(t, "video", tracks[webrtc.RTPCodecTypeVideo].expect(t, firstVideo, n, pub.video.size))
+	checkContinuous(t, "audio", tracks[webrtc.RTPCodecTypeAudio].expect(t, firstAudio, n, pub.audio.size))
+	media := uint64(n * (pub.video.size + pub.audio.size))
+	if sent := pairBytesSent(t, sub.server) - before; sent > media/10 {
+		t.Errorf("Pion's ICE connection sent %d bytes while %d bytes of media were forwarded; want the media written directly (under %d)", sent, media, media/10)
+	}
+}
+
+// TestDirectWriteOffAsDTLSClient: a subscriber that answers as the DTLS
+// server leaves the server without its ServerHello, so without the keys:
+// its media goes through Pion's write path, whole.
+func TestDirectWriteOffAsDTLSClient(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	api := clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
+			t.Fatalf("SetAnsweringDTLSRole() = %v", err)
+		}
+	})
+	sub := h.newSubscriber(t, api)
+	sub.subscribe(t, video)
+	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+
+	const n = 200
+	before := pairBytesSent(t, sub.server)
+	first := pub.video.send(t, n)
+	checkContinuous(t, "video", r.expect(t, first, n, pub.video.size))
+	if sent, media := pairBytesSent(t, sub.server)-before, uint64(n*pub.video.size); sent < media {
+		t.Errorf("Pion's ICE connection sent %d bytes while %d bytes of media were forwarded; want all of it through Pion", sent, media)
+	}
+}
+
+// extended is a header with a transport-cc extension, as the fan-out
+// stamps.
+func extended(t *testing.T) rtp.Header {
+	h := rtp.Header{Version: 2, SSRC: 5}
+	if err := h.SetExtension(3, []byte{0, 1}); err != nil {
+		t.Fatalf("SetExtension() = %v", err)
+	}
+	return h
+}
+
+// TestMarshalRTP: the direct path marshals a header, payload and padding
+// as rtp.Packet does.
+func TestMarshalRTP(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		h       rtp.Header
+		payload []byte
+	}{
+		{"plain", rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 7, Timestamp: 9, SSRC: 5}, []byte{1, 2, 3}},
+		{"padding only", rtp.Header{Version: 2, Padding: true, PaddingSize: 200, SSRC: 5}, nil},
+		{"payload and padding", rtp.Header{Version: 2, Padding: true, PaddingSize: 3, SSRC: 5}, []byte{9, 9}},
+		{"extension", extended(t), []byte{4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, err := (&rtp.Packet{Header: tc.h, Payload: tc.payload, PaddingSize: tc.h.PaddingSize}).Marshal()
+			if err != nil {
+				t.Fatalf("Marshal() = %v", err)
+			}
+			buf := make([]byte, directBufSize)
+			for i := range buf {
+				buf[i] = 0xff // a reused buffer's leftovers must not show
+			}
+			n, err := marshalRTP(buf, &tc.h, tc.payload)
+			if err != nil || string(buf[:n]) != string(want) {
+				t.Errorf("marshalRTP() = %x, %v; want %x", buf[:n], err, want)
+			}
+		})
+	}
+	if _, err := marshalRTP(make([]byte, 20), &rtp.Header{Version: 2}, make([]byte, 100)); err == nil {
+		t.Error("marshalRTP(100-byte payload into 20 bytes) = nil error; want one")
+	}
+}
+
+// TestDirectWriteFollowsICERestart: a subscriber that restarts ICE
+// gathers new sockets, so the server's selected pair gets a new remote
+// address; the direct path follows it, and media keeps arriving, still
+// not through Pion's ICE connection.
+func TestDirectWriteFollowsICERestart(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribe(t, video)
+	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+	old := remoteOf(t, sub.server)
+
+	gathered := webrtc.GatheringCompletePromise(sub.server)
+	if _, err := sub.conn.RestartOffer(); err != nil {
+		t.Fatalf("RestartOffer() = %v", err)
+	}
+	<-gathered
+	answer := answerTo(t, sub.pc, *sub.server.LocalDescription(), func(sdp string) string { return sdp })
+	if err := sub.conn.Answer(answer); err != nil {
+		t.Fatalf("Answer(restart) = %v", err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for remoteOf(t, sub.server) == old {
+		if time.Now().After(deadline) {
+			t.Fatalf("selected pair's remote still %s %s after the restart", old, waitFor)
+		}
+		pub.video.send(t, 1)
+	}
+
+	const n = 200
+	before := pairBytesSent(t, sub.server)
+	first := pub.video.send(t, n)
+	r.expect(t, first, n, pub.video.size)
+	if sent, media := pairBytesSent(t, sub.server)-before, uint64(n*pub.video.size); sent > media/10 {
+		t.Errorf("after the restart Pion's ICE connection sent %d bytes of %d bytes of media; want it written directly (under %d)", sent, media, media/10)
+	}
+}
+
+// remoteOf is the remote address of pc's selected pair, "" with none.
+func remoteOf(t *testing.T, pc *webrtc.PeerConnection) string {
+	t.Helper()
+	pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", pair.Remote.Address, pair.Remote.Port)
+}
