@@ -19,6 +19,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -60,6 +61,11 @@ import (
 // moves between UDP and ICE-TCP (an ICE restart onto another network)
 // after that long does so.
 //
+// When the subscriber's answer declares it can receive RTP header
+// extensions encrypted (RFC 9335 Cryptex, a=cryptex), Pion's path
+// encrypts them, and so does this one (setCryptex): the subscriber gets
+// what it negotiated either way.
+//
 // The key log is asked for by this writer only and never written
 // anywhere: the master secret is used once, to derive the SRTP keys,
 // and dropped.
@@ -77,10 +83,11 @@ type directWriter struct {
 	// mu guards the encryption: ctx (its rollover state per SSRC), buf
 	// and hdr. The read loops of the connection's publications write
 	// concurrently.
-	mu  sync.Mutex
-	ctx *srtp.Context
-	buf []byte     // the packet, marshaled then encrypted in place
-	hdr rtp.Header // EncryptRTP parses the header into it
+	mu      sync.Mutex
+	ctx     *srtp.Context
+	cryptex srtp.CryptexMode // what the subscriber's answer negotiated
+	buf     []byte           // the packet, marshaled then encrypted in place
+	hdr     rtp.Header       // EncryptRTP parses the header into it
 
 	log *slog.Logger
 }
@@ -204,16 +211,59 @@ func (w *directWriter) derive(line []byte, h *serverHello) error {
 	if err := cfg.ExtractSessionKeysFromDTLS(x, false); err != nil {
 		return fmt.Errorf("sfu: direct write: srtp keys: %w", err)
 	}
-	ctx, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, h.profile)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ctx, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, h.profile, srtp.Cryptex(w.cryptex))
 	if err != nil {
 		return fmt.Errorf("sfu: direct write: srtp context: %w", err)
 	}
-	w.mu.Lock()
 	w.ctx = ctx
-	w.mu.Unlock()
 	w.ready.Store(true)
 	w.log.Debug("direct_write_on", "srtp", h.profile.String())
 	return nil
+}
+
+// setCryptex makes the writer encrypt RTP header extensions (mode
+// enabled) or not, as the subscriber's latest answer negotiated, before
+// or after the keys are derived.
+func (w *directWriter) setCryptex(mode srtp.CryptexMode) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if mode == w.cryptex {
+		return
+	}
+	w.cryptex = mode
+	if w.ctx == nil {
+		return
+	}
+	if err := w.ctx.UpdateOptions(srtp.Cryptex(mode)); err != nil {
+		// Pion's path encrypts as negotiated: leave the packets to it.
+		w.ready.Store(false)
+		w.log.Warn("direct_write_off", "error", err)
+	}
+}
+
+// sendsCryptex is the Cryptex mode Pion sends with after the subscriber's
+// answer, which declares what the subscriber can receive: enabled when
+// it carries a=cryptex for the session or for its RTP sections (Pion
+// refuses an answer that has it for some of them only).
+func sendsCryptex(answer webrtc.SessionDescription) srtp.CryptexMode {
+	d, err := answer.Unmarshal()
+	if err != nil {
+		return srtp.CryptexModeDisabled
+	}
+	if _, ok := d.Attribute(sdp.AttrKeyCryptex); ok {
+		return srtp.CryptexModeEnabled
+	}
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Media == "application" || m.MediaName.Port.Value == 0 {
+			continue
+		}
+		if _, ok := m.Attribute(sdp.AttrKeyCryptex); ok {
+			return srtp.CryptexModeEnabled
+		}
+	}
+	return srtp.CryptexModeDisabled
 }
 
 // prfHash is the TLS 1.2 PRF hash of a cipher suite: SHA-384 for the

@@ -1,10 +1,14 @@
 package sfu
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -190,4 +194,86 @@ func remoteOf(t *testing.T, pc *webrtc.PeerConnection) string {
 		return ""
 	}
 	return fmt.Sprintf("%s:%d", pair.Remote.Address, pair.Remote.Port)
+}
+
+// TestDirectWriteCryptex: a subscriber whose answer negotiates RTP header
+// extension encryption (RFC 9335 Cryptex, Pion's default) gets the
+// forwarded packets' extensions encrypted on the wire, as Pion's path
+// would send them; one that declines gets them in the clear. Read at the
+// subscriber's socket: the extension's profile says which (0xC0DE
+// encrypted, 0xBEDE clear).
+func TestDirectWriteCryptex(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		policy  webrtc.RTPHeaderEncryptionPolicy
+		profile uint16
+	}{
+		{"negotiated", webrtc.RTPHeaderEncryptionPolicyNegotiate, 0xC0DE},
+		{"declined", webrtc.RTPHeaderEncryptionPolicyDisable, 0xBEDE},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			pub := h.newPublisher(t)
+			video, _ := pub.publications(t)
+			sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sniff := &profileSniffer{UDPConn: sock, seen: map[uint16]int{}}
+			mux := ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: sniff})
+			t.Cleanup(func() { _ = mux.Close() })
+			api := clientAPIWith(t, func(se *webrtc.SettingEngine) {
+				se.SetICEUDPMux(mux)
+				se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+			})
+			sub := h.newSubscriberConfig(t, api, webrtc.Configuration{RTPHeaderEncryptionPolicy: tc.policy})
+			sub.subscribe(t, video)
+			r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
+
+			const n = 100
+			before := pairBytesSent(t, sub.server)
+			first := pub.video.send(t, n)
+			checkContinuous(t, "video", r.expect(t, first, n, pub.video.size))
+			if sent, media := pairBytesSent(t, sub.server)-before, uint64(n*pub.video.size); sent > media/10 {
+				t.Errorf("Pion's ICE connection sent %d bytes of %d bytes of media; want it written directly", sent, media)
+			}
+			seen := sniff.profiles()
+			if seen[tc.profile] < n || len(seen) != 1 {
+				t.Errorf("header extension profiles on the wire = %v; want only %#x, at least %d times", seen, tc.profile, n)
+			}
+		})
+	}
+}
+
+// profileSniffer counts the header extension profiles of the RTP packets
+// a client's socket reads.
+type profileSniffer struct {
+	*net.UDPConn
+	mu   sync.Mutex
+	seen map[uint16]int
+}
+
+func (s *profileSniffer) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := s.UDPConn.ReadFrom(p)
+	// RTP (RFC 7983: first byte 128 to 191), not RTCP (payload type
+	// 192 to 223 with the marker bit), with an extension (the X bit).
+	if n >= 16 && p[0]>>6 == 2 && (p[1] < 192 || p[1] > 223) && p[0]&0x10 != 0 {
+		at := 12 + 4*int(p[0]&0x0f)
+		if n >= at+2 {
+			s.mu.Lock()
+			s.seen[binary.BigEndian.Uint16(p[at:])]++
+			s.mu.Unlock()
+		}
+	}
+	return n, addr, err
+}
+
+func (s *profileSniffer) profiles() map[uint16]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[uint16]int, len(s.seen))
+	for k, v := range s.seen {
+		m[k] = v
+	}
+	return m
 }

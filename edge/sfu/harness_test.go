@@ -159,7 +159,13 @@ func clientAPIMedia(t testing.TB, media func(*webrtc.MediaEngine) error, set fun
 
 func newClientPC(t testing.TB, api *webrtc.API) *webrtc.PeerConnection {
 	t.Helper()
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	return newClientPCConfig(t, api, webrtc.Configuration{})
+}
+
+// newClientPCConfig is newClientPC with configuration c.
+func newClientPCConfig(t testing.TB, api *webrtc.API, c webrtc.Configuration) *webrtc.PeerConnection {
+	t.Helper()
+	pc, err := api.NewPeerConnection(c)
 	if err != nil {
 		t.Fatalf("NewPeerConnection() = %v", err)
 	}
@@ -436,9 +442,15 @@ type subscriber struct {
 // connection made by NewSubscriberConn.
 func (h *harness) newSubscriber(t testing.TB, api *webrtc.API) *subscriber {
 	t.Helper()
+	return h.newSubscriberConfig(t, api, webrtc.Configuration{})
+}
+
+// newSubscriberConfig is newSubscriber with the client's configuration.
+func (h *harness) newSubscriberConfig(t testing.TB, api *webrtc.API, c webrtc.Configuration) *subscriber {
+	t.Helper()
 	conn := subscriberConn(t, h.engine)
 	s := &subscriber{
-		pc:     newClientPC(t, api),
+		pc:     newClientPCConfig(t, api, c),
 		conn:   conn,
 		server: conn.PeerConnection(),
 		tracks: make(chan *received, 4),

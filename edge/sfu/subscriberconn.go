@@ -45,7 +45,8 @@ import (
 type SubscriberConn struct {
 	pc     *webrtc.PeerConnection
 	router *rtcpRouter
-	bw     *bandwidth // congestion control (allocator.go)
+	bw     *bandwidth    // congestion control (allocator.go)
+	direct *directWriter // RTP to the socket without Pion's layers (directwrite.go)
 
 	// mu is held around every change to pc's descriptions, candidates and
 	// senders: Offer, Answer, AddCandidate, and AddTrack and RemoveTrack
@@ -71,7 +72,7 @@ func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, err
 		return nil, err
 	}
 	direct.watch(pc)
-	return &SubscriberConn{pc: pc, router: router, bw: bw}, nil
+	return &SubscriberConn{pc: pc, router: router, bw: bw, direct: direct}, nil
 }
 
 // OnSubscriptionState sets the function told each time the bandwidth
@@ -124,6 +125,7 @@ func (c *SubscriberConn) Answer(answer webrtc.SessionDescription) error {
 	if err := c.pc.SetRemoteDescription(answer); err != nil {
 		return fmt.Errorf("sfu: subscriber answer: %w", err)
 	}
+	c.direct.setCryptex(sendsCryptex(answer))
 	return nil
 }
 
