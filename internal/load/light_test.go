@@ -24,15 +24,24 @@ func lightConfig(t *testing.T, bin string, subs, full int) Config {
 	return cfg
 }
 
+// runLight runs cfg. A failed run in which the load generator itself fell
+// behind (it skipped sends: the race detector's generator on a machine
+// busy with other tests) measured the machine, not the instance, and is
+// run again, up to 3 times in all.
 func runLight(t *testing.T, cfg Config) *Report {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("Run(fanout -light %d) = %v", cfg.Light, err)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		rep, err := Run(ctx, cfg, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("Run(%s -light %d) = %v", cfg.Scenario, cfg.Light, err)
+		}
+		if rep.OK || rep.Server == nil || rep.Server.SkippedSends == 0 || attempt == 3 {
+			return rep
+		}
+		t.Logf("%s -light %d, run %d: %q with the load generator %d sends behind; running again", cfg.Scenario, cfg.Light, attempt, rep.Failures, rep.Server.SkippedSends)
 	}
-	return rep
 }
 
 // TestLightFanout runs a fanout whose receivers are light but one, then
