@@ -26,19 +26,45 @@ import (
 // subscriber's SRTP context and writes it to the engine's batchConn (the
 // ICE mux's socket) for the subscriber's address. So the encryption, the
 // fan-out's held writes and the sendmmsg that flushes them are on the
-// measured path.
-type directTrack struct{ w *directWriter }
-
-func (d directTrack) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
-	n, ok, err := d.w.write(h, payload)
-	if !ok {
-		return 0, errors.New("directWriter did not take the packet")
-	}
-	return n, err
+// measured path. What the writer leaves to Pion's path (the packets that
+// keep both contexts' rollover counts in step) pion, a context of the
+// same keys, encrypts and sends to the same address.
+type directTrack struct {
+	w       *directWriter
+	pion    *srtp.Context
+	to      netip.AddrPort
+	buf     []byte
+	viaPion int // packets pion sent
 }
 
-func (d directTrack) Write([]byte) (int, error) {
+func (d *directTrack) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	if n, ok, err := d.w.write(h, payload); ok {
+		return n, err
+	}
+	d.viaPion++
+	n, err := marshalRTP(d.buf, h, payload)
+	if err != nil {
+		return 0, err
+	}
+	out, err := d.pion.EncryptRTP(d.buf[n:n], d.buf[:n], nil)
+	if err != nil {
+		return 0, err
+	}
+	return d.w.sock.WriteToAddrPort(out, d.to)
+}
+
+func (d *directTrack) Write([]byte) (int, error) {
 	return 0, errors.New("directTrack: raw writes are not forwarded")
+}
+
+// newDirectTrack is a directTrack of a test direct writer routed to to.
+func newDirectTrack(t *testing.T, conn *batchConn, to netip.AddrPort) *directTrack {
+	t.Helper()
+	pion, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	if err != nil {
+		t.Fatalf("CreateContext() = %v", err)
+	}
+	return &directTrack{w: testDirectWriter(t, conn, to), pion: pion, to: to, buf: make([]byte, 2*directBufSize)}
 }
 
 // testKey and testSalt are the SRTP master key and salt of the test
@@ -194,7 +220,7 @@ func socketPublicationLayers(t *testing.T, n, layers int) (*Publication, []*net.
 			peers = append(peers, udpPeer(t))
 		}
 		to := peers[len(peers)-1].LocalAddr().(*net.UDPAddr).AddrPort()
-		s.bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: directTrack{testDirectWriter(t, conn, to)}})
+		s.bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: newDirectTrack(t, conn, to)})
 	}
 	return p, peers
 }

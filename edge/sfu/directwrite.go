@@ -52,14 +52,16 @@ import (
 //     restarts, renomination) and is dropped when ICE fails or closes.
 //
 // A packet not taken goes down Pion's path, which encrypts with its own
-// context for the same keys. Both contexts count the rollover of each
-// SSRC's sequence numbers from the packets they see, so a stream that
-// moves from one to the other after its sequence numbers wrapped (65536
-// packets, under 3 minutes of video) would be sent under the wrong
-// rollover count, and fail the subscriber's authentication until the
-// subscription is made again. Only a connection whose selected pair
-// moves between UDP and ICE-TCP (an ICE restart onto another network)
-// after that long does so.
+// context for the same keys. Each context counts the rollovers of an
+// SSRC's sequence numbers (the ROC, RFC 3711) from the packets it sees,
+// and guesses right only across a gap of under 32768 numbers; so a
+// stream that moved from one path to the other (an ICE restart between
+// UDP and ICE-TCP) after the other had not seen it for longer would be
+// sent under the wrong rollover count, and fail the subscriber's
+// authentication from then on. Both contexts therefore see every
+// stream's first packet and one every syncEvery numbers after it: this
+// writer encrypts it for its own count (and drops the result), and Pion
+// sends it. One packet in 8192 goes Pion's way, whatever the route.
 //
 // When the subscriber's answer declares it can receive RTP header
 // extensions encrypted (RFC 9335 Cryptex, a=cryptex), Pion's path
@@ -85,9 +87,10 @@ type directWriter struct {
 	// concurrently.
 	mu      sync.Mutex
 	ctx     *srtp.Context
-	cryptex srtp.CryptexMode // what the subscriber's answer negotiated
-	buf     []byte           // the packet, marshaled then encrypted in place
-	hdr     rtp.Header       // EncryptRTP parses the header into it
+	cryptex srtp.CryptexMode  // what the subscriber's answer negotiated
+	synced  map[uint32]uint16 // per SSRC, the last packet both contexts saw
+	buf     []byte            // the packet, marshaled then encrypted in place
+	hdr     rtp.Header        // EncryptRTP parses the header into it
 
 	log *slog.Logger
 }
@@ -293,12 +296,16 @@ func (x exporter) ExportKeyingMaterial(label string, _ []byte, n int) ([]byte, e
 // write sends h and payload to the subscriber if w can (see
 // directWriter), reporting whether it took the packet.
 func (w *directWriter) write(h *rtp.Header, payload []byte) (int, bool, error) {
-	route := w.route.Load()
-	if route == nil || !w.ready.Load() {
+	if !w.ready.Load() {
 		return 0, false, nil
 	}
+	route := w.route.Load()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	sync := w.syncDue(h.SSRC, h.SequenceNumber)
+	if route == nil && !sync {
+		return 0, false, nil
+	}
 	n, err := marshalRTP(w.buf, h, payload)
 	if err != nil {
 		return 0, true, err
@@ -307,10 +314,34 @@ func (w *directWriter) write(h *rtp.Header, payload []byte) (int, bool, error) {
 	if err != nil {
 		return 0, true, fmt.Errorf("sfu: direct write: encrypt: %w", err)
 	}
+	if sync {
+		return 0, false, nil // counted here; Pion counts and sends it
+	}
 	if _, err := w.sock.WriteToAddrPort(out, *route); err != nil {
 		return 0, true, fmt.Errorf("sfu: direct write: %w", err)
 	}
 	return n, true, nil
+}
+
+// syncEvery is how far apart, in sequence numbers, the packets of a
+// stream are that both contexts see: well inside the 32768 across which
+// a context guesses the rollover count right.
+const syncEvery = 8192
+
+// syncDue reports whether the packet numbered seq of ssrc is one both
+// contexts must see: the stream's first, or syncEvery or more numbers
+// from the last one they both saw (either way: a stream's numbers may
+// step back, as a retransmission's do). w.mu is held.
+func (w *directWriter) syncDue(ssrc uint32, seq uint16) bool {
+	last, ok := w.synced[ssrc]
+	if d := int16(seq - last); ok && d < syncEvery && d > -syncEvery {
+		return false
+	}
+	if w.synced == nil {
+		w.synced = make(map[uint32]uint16)
+	}
+	w.synced[ssrc] = seq
+	return true
 }
 
 // marshalRTP writes h, payload and h.PaddingSize bytes of padding (the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -276,4 +277,65 @@ func (s *profileSniffer) profiles() map[uint16]int {
 		m[k] = v
 	}
 	return m
+}
+
+// TestDirectWriteKeepsRolloverInStep: a stream whose path moves between
+// the direct writer and Pion's (an ICE restart between UDP and ICE-TCP)
+// for stretches longer than half the sequence space, across three
+// rollovers of its sequence numbers, reaches the subscriber decryptable
+// to the last packet: each path's SRTP context counts the rollovers
+// right when it takes the stream over. (Pion's path is a context of the
+// same keys writing to the same address, as Pion's session would.)
+func TestDirectWriteKeepsRolloverInStep(t *testing.T) {
+	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := newBatchConn(send, func(int) {})
+	defer conn.Close()
+	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+	d := newDirectTrack(t, conn, to)
+	subscriber, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Direct, then Pion's, then direct again, each for 50000 packets,
+	// from 1000 packets before the first rollover.
+	const stretch, packets = 50000, 150000
+	payload := make([]byte, 20)
+	buf := make([]byte, 1500)
+	seq := uint16(65536 - 1000)
+	for i := range packets {
+		switch i {
+		case stretch:
+			d.w.route.Store(nil)
+		case 2 * stretch:
+			d.w.route.Store(&to)
+		}
+		h := rtp.Header{Version: 2, SSRC: 7, SequenceNumber: seq, Timestamp: uint32(i) * 3000, PayloadType: 96}
+		if _, err := d.WriteRTP(&h, payload); err != nil {
+			t.Fatalf("packet %d: WriteRTP() = %v", i, err)
+		}
+		_ = recv.SetReadDeadline(time.Now().Add(waitFor))
+		n, err := recv.Read(buf)
+		if err != nil {
+			t.Fatalf("packet %d (sequence number %d): %v", i, seq, err)
+		}
+		var got rtp.Header
+		if _, err := subscriber.DecryptRTP(buf[n:n], buf[:n], &got); err != nil {
+			t.Fatalf("packet %d (sequence number %d, path moved at %d and %d): the subscriber cannot decrypt it: %v", i, seq, stretch, 2*stretch, err)
+		}
+		if got.SequenceNumber != seq {
+			t.Fatalf("packet %d: sequence number %d; want %d", i, got.SequenceNumber, seq)
+		}
+		seq++
+	}
+	if direct, want := packets-d.viaPion, 2*stretch-2*stretch/syncEvery-2; direct < want || direct >= 2*stretch {
+		t.Errorf("%d of %d packets written directly; want %d to %d (one in %d goes Pion's way)", direct, packets, want, 2*stretch-1, syncEvery)
+	}
 }
