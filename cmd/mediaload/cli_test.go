@@ -48,6 +48,8 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"capacity start above the ceiling", []string{"capacity", "-start", "20", "-max", "8"}, "-start"},
 		{"capacity without a latency bound", []string{"capacity", "-max-p99", "0s"}, "-max-p99"},
 		{"gomaxprocs without spawn", []string{"capacity", "-gomaxprocs", "1"}, "-gomaxprocs"},
+		{"beside without spawn", []string{"fanout", "-beside", "/bin/other"}, "-beside needs -spawn"},
+		{"beside in churn", []string{"churn", "-spawn", "x", "-beside", "/bin/other"}, "fanout and meeting"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ type commandLine struct {
 	jsonOut    bool
 	quiet      bool
 	cpuProfile string // write the load generator's own CPU profile here
+	beside     string // with -spawn: another binary run at the same time (load.RunBeside)
 }
 
 // targetFlags are the flags that name the instances, resolved into
@@ -62,6 +63,11 @@ func parseFlags(name string, args []string, stderr io.Writer) (commandLine, erro
 	if err := cl.cfg.Validate(); err != nil {
 		return cl, usageError{err.Error()}
 	}
+	if tf.set["beside"] {
+		if err := load.CheckBeside(cl.cfg, cl.beside); err != nil {
+			return cl, usageError{err.Error()}
+		}
+	}
 	return cl, nil
 }
 
@@ -80,6 +86,7 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.DurationVar(&c.DrainAfter, "drain-after", 0, "with -spawn-fleet 2 or more (fanout, meeting): this long into the measured window, SIGTERM to the instance holding the most participants; they move to a sibling and the report gives each one's media gap")
 	fs.IntVar(&c.GOMAXPROCS, "gomaxprocs", c.GOMAXPROCS, "with -spawn, the instance's GOMAXPROCS (0: Go's default, the CPUs it may use)")
 	fs.StringVar(&c.CPUs, "cpus", "", "with -spawn, run the instance under `taskset -c LIST`, pinned to those CPUs, and the floor relay with it (pin mediaload itself with taskset -c OTHER mediaload ...)")
+	fs.StringVar(&cl.beside, "beside", "", "fanout, meeting, with -spawn: run this other media-service binary at the same time, with the same shape and -cpus and its own load, and compare the two instances' CPU per forwarded packet (no floor): a comparison of two builds that the machine's moods between runs do not blur")
 	fs.IntVar(&c.Light, "light", c.Light, "fanout, meeting, capacity: every receiver light (its media read at the socket, not by Pion: far cheaper for the load generator) but this many full ones, which give the latency; -1: all full")
 	cl.defineShape(fs)
 	cl.defineCapacity(fs)

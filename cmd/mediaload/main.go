@@ -12,6 +12,7 @@
 //	mediaload churn   -cycles 2000 -parallel 4 [flags]   join, exchange media, leave, repeatedly
 //	mediaload floor   -subscribers 50 [flags]            the bare relay alone, no server
 //	mediaload capacity -spawn BIN -gomaxprocs 1 [flags]  the most one instance carries (fanout, meetings of 5 and 10)
+//	mediaload fanout -spawn NEW -beside OLD [flags]      two builds at the same time, their CPU per packet compared
 //
 // A run targets one instance (-url, or -spawn to start one), or several
 // (-urls, with -placement and -ops-urls): the report then counts the joins
@@ -85,6 +86,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var progress io.Writer
 	if !cl.quiet {
 		progress = stderr
+	}
+	if cl.beside != "" {
+		r, err := load.RunBeside(ctx, cl.cfg, cl.beside, progress)
+		stopProfile()
+		if err != nil {
+			return err
+		}
+		if err := r.Write(stdout, cl.jsonOut); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		if !r.OK {
+			return errFailed
+		}
+		return nil
 	}
 	rep, err := load.Run(ctx, cl.cfg, progress)
 	stopProfile()
