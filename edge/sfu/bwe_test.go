@@ -19,11 +19,38 @@ type link struct {
 	rng      *rand.Rand
 	// stall, when set, maps an arrival to when the receiver stamps it.
 	stall func(arrived time.Duration) time.Duration
+	// burst, when set, makes the link a token bucket of that many bytes
+	// filled at capacity, as tc tbf is: packets leave in order, each as
+	// soon as the bucket holds its size, so after a quiet spell a burst
+	// passes at once.
+	burst  int
+	tokens float64 // in the bucket at free, when the last packet left
+}
+
+// bucket is carry through the token bucket: a packet leaves once the
+// packets before it have and the bucket holds its size.
+func (l *link) bucket(r packetResult) packetResult {
+	start := max(r.sent, l.free)
+	tokens := min(float64(l.burst), l.tokens+(start-l.free).Seconds()*l.capacity/8)
+	left := start
+	if need := float64(r.size) - tokens; need > 0 {
+		left += time.Duration(need * 8 / l.capacity * float64(time.Second))
+		tokens = float64(r.size)
+	}
+	if left-r.sent > l.maxQueue || l.rng.Float64() < l.loss {
+		return r
+	}
+	l.tokens, l.free = tokens-float64(r.size), left
+	r.arrived, r.received = left+l.delay, true
+	return r
 }
 
 // carry returns a packet's fate sent at at.
 func (l *link) carry(at time.Duration, size int) packetResult {
 	r := packetResult{sent: at, size: size}
+	if l.burst > 0 {
+		return l.bucket(r)
+	}
 	start := max(at, l.free)
 	if start-at > l.maxQueue || l.rng.Float64() < l.loss {
 		return r

@@ -49,6 +49,16 @@ const (
 	// maxProbeBurst bounds the packets one feedback interval sends: 256
 	// are 5.6 Mbit/s of padding at 100 ms feedback.
 	maxProbeBurst = 256
+	// probeMinExcess is how much a probe sends beyond the estimate, at
+	// least: twice a tc tbf bucket of 8 KiB. A bottleneck with a token
+	// bucket passes a burst of that size at line rate after a quiet
+	// spell; a probe that fits in it arrives at its own rate without
+	// queuing, and a 300 ms probe at 1.5 × a 300 kbit/s link measured
+	// 571 kbit/s that way. So a probe lasts until it has sent this much
+	// over the estimate (at most probeMaxDuration), and its rate is
+	// measured on its second half, after any bucket ran dry.
+	probeMinExcess   = 16 << 10
+	probeMaxDuration = 1500 * time.Millisecond
 )
 
 // prober plans and sends one connection's probes. It is used only on its
@@ -85,8 +95,9 @@ func (p *prober) feedback(now time.Duration, results []packetResult, e *estimato
 	if !p.active {
 		return 0, false
 	}
+	from := p.began + (p.until-p.began)/2
 	for _, r := range results {
-		if !r.received || r.sent < p.began {
+		if !r.received || r.sent < from {
 			continue
 		}
 		if p.bytes == 0 || r.arrived < p.first {
@@ -113,7 +124,7 @@ func (p *prober) feedback(now time.Duration, results []packetResult, e *estimato
 		return 0, false
 	}
 	span := p.last - p.first
-	if span < probeDuration/2 {
+	if span < (p.until-p.began)/4 {
 		p.stop(now, false)
 		return 0, false
 	}
@@ -129,6 +140,17 @@ func (p *prober) feedback(now time.Duration, results []packetResult, e *estimato
 	// though what it did carry stands.
 	p.stop(now, rate >= probeCarried*p.target)
 	return rate, true
+}
+
+// probeLength is how long a probe excess bit/s over the estimate lasts:
+// long enough to send probeMinExcess beyond it, no less than
+// probeDuration and no more than probeMaxDuration.
+func probeLength(excess float64) time.Duration {
+	if excess <= 0 {
+		return probeDuration
+	}
+	d := time.Duration(probeMinExcess * 8 / excess * float64(time.Second))
+	return min(max(d, probeDuration), probeMaxDuration)
 }
 
 func (p *prober) stop(now time.Duration, ok bool) {
@@ -158,9 +180,10 @@ func (p *prober) plan(now time.Duration, e *estimator, wanted float64, carriers 
 			e.state != usageNormal || len(carriers) == 0 {
 			return
 		}
-		p.active, p.began, p.until = true, now, now+probeDuration
+		p.active, p.began = true, now
 		p.bytes, p.first, p.last, p.sentFirst, p.sentLast = 0, 0, 0, 0, 0
 		p.target = min(wanted/upgradeMargin*probeOvershoot, p.factor*e.estimate)
+		p.until = now + probeLength(p.target-e.estimate)
 		p.base = e.estimate
 		p.carrier = carriers[0]
 		// The padding starts now: a probe whose first feedback interval
