@@ -10,7 +10,8 @@ import (
 // Probing. A congested connection sends only what its estimate allows,
 // and the estimate never exceeds what the link was seen to carry (times
 // ackedHeadroom), so without help it would never find bandwidth that came
-// back. A probe sends padding beside the media for probeDuration, at
+// back. A probe sends padding beside the media for probeDuration (longer
+// when that sends under probeMinExcess beyond the estimate), at
 // probeFactor times the estimate (more after good probes, below) or what
 // the subscriptions ask for, whichever is less; padding-only RTP packets on a video subscription's SSRC, in its
 // sequence (the munger keeps the media's numbers continuous around
