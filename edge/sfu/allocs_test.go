@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
@@ -26,20 +27,28 @@ import (
 // subscriber's SRTP context and writes it to the engine's batchConn (the
 // ICE mux's socket) for the subscriber's address. So the encryption, the
 // fan-out's held writes and the sendmmsg that flushes them are on the
-// measured path. What the writer leaves to Pion's path (the packets that
-// keep both contexts' rollover counts in step) pion, a context of the
-// same keys, encrypts and sends to the same address.
+// measured path. Below the writer's interceptor, pionWrite stands in for
+// Pion's path: a context of the same keys that sends to the same address
+// what the writer leaves to it (the packets that keep both contexts'
+// rollover counts in step), or drops it while pionOff (Pion's SRTP
+// session not started yet).
 type directTrack struct {
 	w       *directWriter
+	out     interceptor.RTPWriter
 	pion    *srtp.Context
 	to      netip.AddrPort
 	buf     []byte
 	viaPion int // packets pion sent
+	pionOff bool
 }
 
 func (d *directTrack) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
-	if n, ok, err := d.w.write(h, payload); ok {
-		return n, err
+	return d.out.Write(h, payload, nil)
+}
+
+func (d *directTrack) pionWrite(h *rtp.Header, payload []byte, _ interceptor.Attributes) (int, error) {
+	if d.pionOff {
+		return 0, nil
 	}
 	d.viaPion++
 	n, err := marshalRTP(d.buf, h, payload)
@@ -64,7 +73,13 @@ func newDirectTrack(t *testing.T, conn *batchConn, to netip.AddrPort) *directTra
 	if err != nil {
 		t.Fatalf("CreateContext() = %v", err)
 	}
-	return &directTrack{w: testDirectWriter(t, conn, to), pion: pion, to: to, buf: make([]byte, 2*directBufSize)}
+	d := &directTrack{w: testDirectWriter(t, conn, to), pion: pion, to: to, buf: make([]byte, 2*directBufSize)}
+	i, err := d.w.NewInterceptor("")
+	if err != nil {
+		t.Fatalf("NewInterceptor() = %v", err)
+	}
+	d.out = i.BindLocalStream(&interceptor.StreamInfo{}, interceptor.RTPWriterFunc(d.pionWrite))
+	return d
 }
 
 // testKey and testSalt are the SRTP master key and salt of the test

@@ -61,7 +61,12 @@ import (
 // authentication from then on. Both contexts therefore see every
 // stream's first packet and one every syncEvery numbers after it: this
 // writer encrypts it for its own count (and drops the result), and Pion
-// sends it. One packet in 8192 goes Pion's way, whatever the route.
+// sends it. One packet in 8192 goes Pion's way, whatever the route. Until
+// Pion has sent a stream's first such packet (its SRTP session starts a
+// moment after the handshake that gave this writer its keys, and drops
+// what comes before), every packet of the stream goes Pion's way; this
+// writer's count of the stream then starts again from the packet Pion's
+// started from.
 //
 // When the subscriber's answer declares it can receive RTP header
 // extensions encrypted (RFC 9335 Cryptex, a=cryptex), Pion's path
@@ -294,33 +299,35 @@ func (x exporter) ExportKeyingMaterial(label string, _ []byte, n int) ([]byte, e
 }
 
 // write sends h and payload to the subscriber if w can (see
-// directWriter), reporting whether it took the packet.
-func (w *directWriter) write(h *rtp.Header, payload []byte) (int, bool, error) {
+// directWriter), reporting whether it took the packet, and when it did
+// not, whether it counted it as one both contexts must see (Pion's path
+// is then to send it, and pionSent to be told when it did).
+func (w *directWriter) write(h *rtp.Header, payload []byte) (n int, taken, shared bool, err error) {
 	if !w.ready.Load() {
-		return 0, false, nil
+		return 0, false, false, nil
 	}
 	route := w.route.Load()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	sync := w.syncDue(h.SSRC, h.SequenceNumber)
-	if route == nil && !sync {
-		return 0, false, nil
+	shared = w.syncDue(h.SSRC, h.SequenceNumber)
+	if route == nil && !shared {
+		return 0, false, false, nil
 	}
-	n, err := marshalRTP(w.buf, h, payload)
+	n, err = marshalRTP(w.buf, h, payload)
 	if err != nil {
-		return 0, true, err
+		return 0, true, false, err
 	}
 	out, err := w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
 	if err != nil {
-		return 0, true, fmt.Errorf("sfu: direct write: encrypt: %w", err)
+		return 0, true, false, fmt.Errorf("sfu: direct write: encrypt: %w", err)
 	}
-	if sync {
-		return 0, false, nil // counted here; Pion counts and sends it
+	if shared {
+		return 0, false, true, nil // counted here; Pion counts and sends it
 	}
 	if _, err := w.sock.WriteToAddrPort(out, *route); err != nil {
-		return 0, true, fmt.Errorf("sfu: direct write: %w", err)
+		return 0, true, false, fmt.Errorf("sfu: direct write: %w", err)
 	}
-	return n, true, nil
+	return n, true, false, nil
 }
 
 // syncEvery is how far apart, in sequence numbers, the packets of a
@@ -334,14 +341,28 @@ const syncEvery = 8192
 // step back, as a retransmission's do). w.mu is held.
 func (w *directWriter) syncDue(ssrc uint32, seq uint16) bool {
 	last, ok := w.synced[ssrc]
-	if d := int16(seq - last); ok && d < syncEvery && d > -syncEvery {
-		return false
+	d := int16(seq - last)
+	return !ok || d >= syncEvery || d <= -syncEvery
+}
+
+// pionSent records that Pion's path sent h and payload, a packet write
+// counted as shared: both contexts have seen it. The first of a stream is
+// where Pion's count starts (and the subscriber's: Pion's SRTP session
+// drops what it is given before it starts), so this writer's count of
+// that SSRC starts again from the same packet.
+func (w *directWriter) pionSent(h *rtp.Header, payload []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.synced[h.SSRC]; !ok {
+		w.ctx.SetROC(h.SSRC, 0)
+		if n, err := marshalRTP(w.buf, h, payload); err == nil {
+			_, _ = w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
+		}
 	}
 	if w.synced == nil {
 		w.synced = make(map[uint32]uint16)
 	}
-	w.synced[ssrc] = seq
-	return true
+	w.synced[h.SSRC] = h.SequenceNumber
 }
 
 // marshalRTP writes h, payload and h.PaddingSize bytes of padding (the
@@ -382,9 +403,14 @@ func (w *directWriter) NewInterceptor(string) (interceptor.Interceptor, error) {
 // and those it does not take through next (Pion's SRTP session).
 func (d *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if n, ok, err := d.w.write(h, payload); ok {
+		n, taken, shared, err := d.w.write(h, payload)
+		if taken {
 			return n, err
 		}
-		return next.Write(h, payload, a)
+		n, err = next.Write(h, payload, a)
+		if shared && n > 0 { // 0: Pion's SRTP session has not started
+			d.w.pionSent(h, payload)
+		}
+		return n, err
 	})
 }

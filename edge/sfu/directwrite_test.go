@@ -284,8 +284,11 @@ func (s *profileSniffer) profiles() map[uint16]int {
 // for stretches longer than half the sequence space, across three
 // rollovers of its sequence numbers, reaches the subscriber decryptable
 // to the last packet: each path's SRTP context counts the rollovers
-// right when it takes the stream over. (Pion's path is a context of the
-// same keys writing to the same address, as Pion's session would.)
+// right when it takes the stream over. The stream starts before Pion's
+// SRTP session does (which drops what it is given until then), across
+// the first rollover: nothing reaches the subscriber before, and every
+// packet after. (Pion's path is a context of the same keys writing to
+// the same address, as Pion's session would.)
 func TestDirectWriteKeepsRolloverInStep(t *testing.T) {
 	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -304,38 +307,47 @@ func TestDirectWriteKeepsRolloverInStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Direct, then Pion's, then direct again, each for 50000 packets,
-	// from 1000 packets before the first rollover.
-	const stretch, packets = 50000, 150000
+	// Pion's session starts 2000 packets in; then direct, Pion's and
+	// direct again, 50000 packets each; from 1000 packets before the
+	// first rollover.
+	const pionStarts, stretch = 2000, 50000
+	const packets = pionStarts + 3*stretch
 	payload := make([]byte, 20)
 	buf := make([]byte, 1500)
 	seq := uint16(65536 - 1000)
+	d.pionOff = true
 	for i := range packets {
 		switch i {
-		case stretch:
+		case pionStarts:
+			d.pionOff = false
+		case pionStarts + stretch:
 			d.w.route.Store(nil)
-		case 2 * stretch:
+		case pionStarts + 2*stretch:
 			d.w.route.Store(&to)
 		}
 		h := rtp.Header{Version: 2, SSRC: 7, SequenceNumber: seq, Timestamp: uint32(i) * 3000, PayloadType: 96}
+		seq++
 		if _, err := d.WriteRTP(&h, payload); err != nil {
 			t.Fatalf("packet %d: WriteRTP() = %v", i, err)
+		}
+		if i < pionStarts {
+			continue
 		}
 		_ = recv.SetReadDeadline(time.Now().Add(waitFor))
 		n, err := recv.Read(buf)
 		if err != nil {
-			t.Fatalf("packet %d (sequence number %d): %v", i, seq, err)
+			t.Fatalf("packet %d (sequence number %d): %v", i, h.SequenceNumber, err)
 		}
 		var got rtp.Header
 		if _, err := subscriber.DecryptRTP(buf[n:n], buf[:n], &got); err != nil {
-			t.Fatalf("packet %d (sequence number %d, path moved at %d and %d): the subscriber cannot decrypt it: %v", i, seq, stretch, 2*stretch, err)
+			t.Fatalf("packet %d (sequence number %d; Pion's session started at %d, the path moved at %d and %d): the subscriber cannot decrypt it: %v",
+				i, h.SequenceNumber, pionStarts, pionStarts+stretch, pionStarts+2*stretch, err)
 		}
-		if got.SequenceNumber != seq {
-			t.Fatalf("packet %d: sequence number %d; want %d", i, got.SequenceNumber, seq)
+		if got.SequenceNumber != h.SequenceNumber {
+			t.Fatalf("packet %d: sequence number %d; want %d (one sent before Pion's session started?)", i, got.SequenceNumber, h.SequenceNumber)
 		}
-		seq++
 	}
-	if direct, want := packets-d.viaPion, 2*stretch-2*stretch/syncEvery-2; direct < want || direct >= 2*stretch {
-		t.Errorf("%d of %d packets written directly; want %d to %d (one in %d goes Pion's way)", direct, packets, want, 2*stretch-1, syncEvery)
+	if direct, want := packets-pionStarts-d.viaPion, 2*stretch-2*stretch/syncEvery-2; direct < want || direct >= 2*stretch {
+		t.Errorf("%d of %d packets written directly; want %d to %d (one in %d goes Pion's way)", direct, packets-pionStarts, want, 2*stretch-1, syncEvery)
 	}
 }
