@@ -87,21 +87,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if !cl.quiet {
 		progress = stderr
 	}
-	if cl.beside != "" {
-		r, err := load.RunBeside(ctx, cl.cfg, cl.beside, progress)
-		stopProfile()
-		if err != nil {
-			return err
-		}
-		if err := r.Write(stdout, cl.jsonOut); err != nil {
-			return fmt.Errorf("write report: %w", err)
-		}
-		if !r.OK {
-			return errFailed
-		}
-		return nil
-	}
-	rep, err := load.Run(ctx, cl.cfg, progress)
+	rep, ok, err := runScenario(ctx, cl, progress)
 	stopProfile()
 	if err != nil {
 		return err
@@ -109,10 +95,33 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := rep.Write(stdout, cl.jsonOut); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
-	if !rep.OK {
+	if !ok {
 		return errFailed
 	}
 	return nil
+}
+
+// reporter is what a run reports: one instance's figures, or two
+// builds' side by side (-beside).
+type reporter interface {
+	Write(w io.Writer, asJSON bool) error
+}
+
+// runScenario runs the command line's scenario, with -beside a second
+// build beside the first, and reports whether the run passed.
+func runScenario(ctx context.Context, cl commandLine, progress io.Writer) (reporter, bool, error) {
+	if cl.beside != "" {
+		r, err := load.RunBeside(ctx, cl.cfg, cl.beside, progress)
+		if err != nil {
+			return nil, false, err
+		}
+		return r, r.OK, nil
+	}
+	r, err := load.Run(ctx, cl.cfg, progress)
+	if err != nil {
+		return nil, false, err
+	}
+	return r, r.OK, nil
 }
 
 // scenarioFirst finds the scenario among args, so flags may come before
