@@ -88,14 +88,16 @@ type directWriter struct {
 	ready atomic.Bool                    // ctx is set
 
 	// mu guards the encryption: ctx (its rollover state per SSRC), buf
-	// and hdr. The read loops of the connection's publications write
-	// concurrently.
+	// and hdr; and the streams' state. The read loops of the connection's
+	// publications write concurrently.
 	mu      sync.Mutex
 	ctx     *srtp.Context
-	cryptex srtp.CryptexMode  // what the subscriber's answer negotiated
-	synced  map[uint32]uint16 // per SSRC, the last packet both contexts saw
-	buf     []byte            // the packet, marshaled then encrypted in place
-	hdr     rtp.Header        // EncryptRTP parses the header into it
+	cryptex srtp.CryptexMode // what the subscriber's answer negotiated
+	buf     []byte           // the packet, marshaled then encrypted in place
+	hdr     rtp.Header       // EncryptRTP parses the header into it
+	streams []*sendStream    // the bound streams, for their sender reports
+
+	reports senderReports
 
 	log *slog.Logger
 }
@@ -298,18 +300,18 @@ func (x exporter) ExportKeyingMaterial(label string, _ []byte, n int) ([]byte, e
 	return prf.PHash(x.master, seed, n, x.hash)
 }
 
-// write sends h and payload to the subscriber if w can (see
+// write sends h and payload of st to the subscriber if w can (see
 // directWriter), reporting whether it took the packet, and when it did
 // not, whether it counted it as one both contexts must see (Pion's path
 // is then to send it, and pionSent to be told when it did).
-func (w *directWriter) write(h *rtp.Header, payload []byte) (n int, taken, shared bool, err error) {
+func (w *directWriter) write(st *sendStream, h *rtp.Header, payload []byte) (n int, taken, shared bool, err error) {
 	if !w.ready.Load() {
 		return 0, false, false, nil
 	}
 	route := w.route.Load()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	shared = w.syncDue(h.SSRC, h.SequenceNumber)
+	shared = st.syncDue(h.SequenceNumber)
 	if route == nil && !shared {
 		return 0, false, false, nil
 	}
@@ -327,6 +329,7 @@ func (w *directWriter) write(h *rtp.Header, payload []byte) (n int, taken, share
 	if _, err := w.sock.WriteToAddrPort(out, *route); err != nil {
 		return 0, true, false, fmt.Errorf("sfu: direct write: %w", err)
 	}
+	st.sent(h, payload)
 	return n, true, false, nil
 }
 
@@ -335,34 +338,35 @@ func (w *directWriter) write(h *rtp.Header, payload []byte) (n int, taken, share
 // a context guesses the rollover count right.
 const syncEvery = 8192
 
-// syncDue reports whether the packet numbered seq of ssrc is one both
-// contexts must see: the stream's first, or syncEvery or more numbers
-// from the last one they both saw (either way: a stream's numbers may
-// step back, as a retransmission's do). w.mu is held.
-func (w *directWriter) syncDue(ssrc uint32, seq uint16) bool {
-	last, ok := w.synced[ssrc]
-	d := int16(seq - last)
-	return !ok || d >= syncEvery || d <= -syncEvery
+// syncDue reports whether the packet numbered seq is one both contexts
+// must see: the stream's first, or syncEvery or more numbers from the
+// last one they both saw (either way: a stream's numbers may step back,
+// as a retransmission's do). The writer's mu is held.
+func (st *sendStream) syncDue(seq uint16) bool {
+	d := int16(seq - st.synced)
+	return !st.syncedAny || d >= syncEvery || d <= -syncEvery
 }
 
-// pionSent records that Pion's path sent h and payload, a packet write
-// counted as shared: both contexts have seen it. The first of a stream is
-// where Pion's count starts (and the subscriber's: Pion's SRTP session
-// drops what it is given before it starts), so this writer's count of
-// that SSRC starts again from the same packet.
-func (w *directWriter) pionSent(h *rtp.Header, payload []byte) {
+// pionSent records that Pion's path sent h and payload of st: counted
+// for the sender reports, and, when shared (a packet both contexts are
+// to see), as the stream's last synced one. The first shared packet of a
+// stream is where Pion's count starts (and the subscriber's: Pion's SRTP
+// session drops what it is given before it starts), so this writer's
+// count of that SSRC starts again from the same packet.
+func (w *directWriter) pionSent(st *sendStream, h *rtp.Header, payload []byte, shared bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.synced[h.SSRC]; !ok {
+	st.sent(h, payload)
+	if !shared {
+		return
+	}
+	if !st.syncedAny {
 		w.ctx.SetROC(h.SSRC, 0)
 		if n, err := marshalRTP(w.buf, h, payload); err == nil {
 			_, _ = w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
 		}
 	}
-	if w.synced == nil {
-		w.synced = make(map[uint32]uint16)
-	}
-	w.synced[h.SSRC] = h.SequenceNumber
+	st.synced, st.syncedAny = h.SequenceNumber, true
 }
 
 // marshalRTP writes h, payload and h.PaddingSize bytes of padding (the
@@ -387,7 +391,8 @@ func marshalRTP(buf []byte, h *rtp.Header, payload []byte) (int, error) {
 var errPacketTooLarge = errors.New("larger than the write buffer")
 
 // directInterceptor puts a directWriter at the bottom of a connection's
-// interceptor chain.
+// interceptor chain, and sends the connection's sender reports
+// (senderreport.go).
 type directInterceptor struct {
 	interceptor.NoOp
 	w *directWriter
@@ -400,17 +405,35 @@ func (w *directWriter) NewInterceptor(string) (interceptor.Interceptor, error) {
 }
 
 // BindLocalStream sends the stream's packets through the directWriter,
-// and those it does not take through next (Pion's SRTP session).
-func (d *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
+// and those it does not take through next (Pion's SRTP session), and
+// counts what either sent for the stream's sender reports.
+func (d *directInterceptor) BindLocalStream(info *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
+	st := d.w.bind(info)
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		n, taken, shared, err := d.w.write(h, payload)
+		n, taken, shared, err := d.w.write(st, h, payload)
 		if taken {
 			return n, err
 		}
 		n, err = next.Write(h, payload, a)
-		if shared && n > 0 { // 0: Pion's SRTP session has not started
-			d.w.pionSent(h, payload)
+		if n > 0 { // 0: Pion's SRTP session has not started
+			d.w.pionSent(st, h, payload, shared)
 		}
 		return n, err
 	})
+}
+
+// UnbindLocalStream stops the stream's sender reports.
+func (d *directInterceptor) UnbindLocalStream(info *interceptor.StreamInfo) { d.w.unbind(info) }
+
+// BindRTCPWriter keeps the connection's RTCP writer for the sender
+// reports.
+func (d *directInterceptor) BindRTCPWriter(writer interceptor.RTCPWriter) interceptor.RTCPWriter {
+	d.w.reports.setWriter(writer)
+	return writer
+}
+
+// Close stops the sender reports.
+func (d *directInterceptor) Close() error {
+	d.w.reports.close()
+	return nil
 }

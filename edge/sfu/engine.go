@@ -80,7 +80,6 @@ type Engine struct {
 	pubAPI      *webrtc.API // receive only
 	subSettings webrtc.SettingEngine
 	media       *webrtc.MediaEngine
-	subSends    []interceptor.Factory // send only
 
 	udpMux  ice.UDPMux
 	udpConn *batchConn // the mux's socket: fan-outs batch their sends on it, the relay hands over on it
@@ -193,19 +192,20 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	}
 	e.pubAPI = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(pubMedia),
 		webrtc.WithInterceptorRegistry(registry(sets.receive)))
-	e.subSettings, e.media, e.subSends = se, me, sets.send
+	e.subSettings, e.media = se, me
 	return nil
 }
 
-// newSubscriberAPI is the API of one subscriber connection: the send-only
-// interceptors above direct, which writes RTP to the socket itself when
-// it can (directwrite.go), and RTCP delivered through router.
+// newSubscriberAPI is the API of one subscriber connection: direct its
+// one interceptor, which writes RTP to the socket itself when it can
+// (directwrite.go) and sends the sender reports (senderreport.go), and
+// RTCP delivered through router.
 func (e *Engine) newSubscriberAPI(router *rtcpRouter, direct *directWriter) *webrtc.API {
 	se := e.subSettings
 	se.BufferFactory = router.queues
 	direct.settings(&se)
 	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(e.media),
-		webrtc.WithInterceptorRegistry(registry([]interceptor.Factory{direct}, e.subSends)))
+		webrtc.WithInterceptorRegistry(registry([]interceptor.Factory{direct})))
 }
 
 // settings configures ICE: our muxes only, no mDNS (a server has a real

@@ -21,18 +21,19 @@ import (
 //   - RTCP receiver reports, so publishers see loss and RTT;
 //   - TWCC feedback for the publishers' bandwidth estimation.
 //
-// Sending (subscriber connections):
-//   - RTCP sender reports, which subscribers need for lip sync;
-//   - below them, the connection's own write path (directWriter,
-//     added per connection by newSubscriberAPI), which encrypts RTP and
-//     writes it to the socket without Pion's SRTP session and ICE layers.
+// Sending (subscriber connections): none of Pion's. Each connection has
+// its own directInterceptor (added by newSubscriberAPI), which encrypts
+// RTP and writes it to the socket without Pion's SRTP session and ICE
+// layers (directwrite.go) and sends the RTCP sender reports subscribers
+// need for lip sync (senderreport.go), counting as it writes rather
+// than in an interceptor of its own with a clock read per packet.
 //
 // There is no NACK responder interceptor: it would keep a copy of every
 // packet per subscriber. Publications keep one shared buffer instead and
 // answer subscribers' NACKs from it (packethistory.go). The stats interceptor
 // is left out too: it costs per packet and we export our own metrics.
 type interceptorSets struct {
-	receive, send []interceptor.Factory
+	receive []interceptor.Factory
 }
 
 // maxNacksPerPacket bounds how often a publisher is asked for one lost
@@ -51,17 +52,12 @@ func newInterceptorSets(logs pionLogs) (interceptorSets, error) {
 	if err != nil {
 		return interceptorSets{}, fmt.Errorf("sfu: receiver reports: %w", err)
 	}
-	send, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(logs))
-	if err != nil {
-		return interceptorSets{}, fmt.Errorf("sfu: sender reports: %w", err)
-	}
 	fb, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(logs))
 	if err != nil {
 		return interceptorSets{}, fmt.Errorf("sfu: twcc feedback: %w", err)
 	}
 	return interceptorSets{
 		receive: []interceptor.Factory{gen, recv, fb},
-		send:    []interceptor.Factory{send},
 	}, nil
 }
 

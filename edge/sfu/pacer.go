@@ -132,6 +132,9 @@ func (p *pacer) setRate(bps float64) {
 
 // refill adds what the rate has put in the bucket since the last refill.
 func (b *bucket) refill(now time.Duration) {
+	if now < b.last {
+		return // read before a later caller's refill took the lock
+	}
 	if b.rate > 0 {
 		b.tokens = min(b.tokens+b.rate*(now-b.last).Seconds(), b.depth())
 	}
@@ -151,13 +154,12 @@ func (p *pacer) busy() bool {
 // hold decides a video packet of size bytes on the wire: it reports false
 // when the packet is to be written now (and counts it), true when the
 // pacer took a copy of h and payload to write later for s.
-func (p *pacer) hold(s *Subscription, h *rtp.Header, payload []byte, size int) bool {
+func (p *pacer) hold(s *Subscription, h *rtp.Header, payload []byte, size int, now time.Duration) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.rate == 0 || p.closed {
 		return false
 	}
-	now := p.now()
 	p.refill(now)
 	if p.n == 0 && p.inflight == 0 && p.tokens > 0 {
 		p.tokens -= float64(size)

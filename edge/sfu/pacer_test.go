@@ -40,14 +40,14 @@ func TestPaceUnderEstimate(t *testing.T) {
 		h := rtp.Header{Version: 2, SSRC: 1}
 		payload := make([]byte, 1000)
 		for i := range 20 {
-			if p.hold(nil, &h, payload, 1020) {
+			if p.hold(nil, &h, payload, 1020, p.now()) {
 				t.Fatalf("packet %d held while not pacing; want it passed", i)
 			}
 		}
 		p.setRate(400e3)
 		// 1020 bytes every 40 ms: 204 kbit/s, half the rate.
 		for i := range 50 {
-			if p.hold(nil, &h, payload, 1020) {
+			if p.hold(nil, &h, payload, 1020, p.now()) {
 				t.Fatalf("packet %d at 204 kbit/s held by a 400 kbit/s pacer; want it passed", i)
 			}
 			time.Sleep(40 * time.Millisecond)
@@ -75,7 +75,7 @@ func TestPaceBurst(t *testing.T) {
 		passed := 0
 		for i := range 10 {
 			h.SequenceNumber = uint16(i)
-			if !p.hold(nil, &h, payload, size) {
+			if !p.hold(nil, &h, payload, size, p.now()) {
 				passed++
 			}
 		}
@@ -114,12 +114,12 @@ func TestPaceHoldDoesNotAllocate(t *testing.T) {
 	h := rtp.Header{Version: 2, SSRC: 1, CSRC: []uint32{7}}
 	payload := make([]byte, 1000)
 	for range 10 {
-		p.hold(nil, &h, payload, 1028) // empties the bucket, makes the slots
+		p.hold(nil, &h, payload, 1028, p.now()) // empties the bucket, makes the slots
 	}
 	if !p.busy() {
 		t.Fatal("pacer holds nothing after a burst above its rate")
 	}
-	if n := testing.AllocsPerRun(50, func() { p.hold(nil, &h, payload, 1028) }); n != 0 {
+	if n := testing.AllocsPerRun(50, func() { p.hold(nil, &h, payload, 1028, p.now()) }); n != 0 {
 		t.Errorf("hold allocates %.1f times per packet; want 0", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -418,11 +419,12 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 		sp.writeVP8(payload, d)
 	}
 	if b.twcc != 0 {
-		if s.pace(payload) {
+		now := s.conn.bw.twcc.now() // one clock read for the pacer and the stamp
+		if s.pace(payload, now) {
 			s.forwarded(d, in, sp)
 			return true
 		}
-		s.conn.bw.twcc.stampHeader(&s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
+		s.conn.bw.twcc.stampHeaderAt(now, &s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
 	}
 	n, err := b.w.WriteRTP(&s.fwd, payload)
 	if err != nil || n == 0 {
@@ -434,15 +436,16 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 
 // pace hands a video packet in s.fwd to the connection's pacer, which
 // may hold it (it reports true: the pacer writes it later); audio is
-// never held. s.mu is held.
-func (s *Subscription) pace(payload []byte) bool {
+// never held. now is the packet's send time (the twcc clock). s.mu is
+// held.
+func (s *Subscription) pace(payload []byte, now time.Duration) bool {
 	if s.pub.kind != webrtc.RTPCodecTypeVideo {
 		return false
 	}
 	// On the wire: the header, the transport-wide extension (8 bytes
 	// with the extension header) and the payload.
 	size := 12 + 4*len(s.fwd.CSRC) + 8 + len(payload) + int(s.fwd.PaddingSize)
-	return s.conn.bw.pace.hold(s, &s.fwd, payload, size)
+	return s.conn.bw.pace.hold(s, &s.fwd, payload, size, now)
 }
 
 // writeHeld writes a packet the pacer held, stamped now.

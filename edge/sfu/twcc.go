@@ -56,8 +56,10 @@ func (t *twccSender) now() time.Duration { return time.Since(t.epoch) }
 
 // stamp takes the next sequence number for a packet of size bytes about
 // to be written and records it.
-func (t *twccSender) stamp(size int, probe bool) uint16 {
-	at := t.now()
+func (t *twccSender) stamp(size int, probe bool) uint16 { return t.stampAt(t.now(), size, probe) }
+
+// stampAt is stamp for a packet written at (now, read by the caller).
+func (t *twccSender) stampAt(at time.Duration, size int, probe bool) uint16 {
 	t.mu.Lock()
 	seq := t.next
 	t.next++
@@ -80,10 +82,16 @@ func (t *twccSender) sentBytes() uint64 {
 // exts and buf as its storage so nothing is allocated, stamps a packet of
 // h and payloadLen bytes and returns its size.
 func (t *twccSender) stampHeader(h *rtp.Header, exts *[1]rtp.Extension, buf *[2]byte, id uint8, payloadLen int, probe bool) int {
+	return t.stampHeaderAt(t.now(), h, exts, buf, id, payloadLen, probe)
+}
+
+// stampHeaderAt is stampHeader for a packet written at (now, read by
+// the caller).
+func (t *twccSender) stampHeaderAt(at time.Duration, h *rtp.Header, exts *[1]rtp.Extension, buf *[2]byte, id uint8, payloadLen int, probe bool) int {
 	h.Extension, h.Extensions = false, exts[:0]
 	_ = h.SetExtension(id, buf[:])
 	size := h.MarshalSize() + payloadLen
-	binary.BigEndian.PutUint16(buf[:], t.stamp(size, probe))
+	binary.BigEndian.PutUint16(buf[:], t.stampAt(at, size, probe))
 	return size
 }
 
