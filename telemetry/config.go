@@ -47,7 +47,7 @@ type Config struct {
 	// congestion-control goroutines), the publisher's SCTP association and
 	// data channels, a WebSocket reader and writer and its keepalive.
 	// Measured (cmd/media-service TestGoroutineBudgetsCoverSessions, both
-	// connections up, data channels open): 50 with the ICE muxes bound to
+	// connections up, data channels open): 48 with the ICE muxes bound to
 	// one address, plus 6 for each further address a wildcard-bound mux
 	// gathers candidates on (a UDP and a TCP candidate per connection);
 	// 70 covers a host with up to four. Raise it on hosts with more.

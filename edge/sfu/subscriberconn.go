@@ -56,8 +56,8 @@ type SubscriberConn struct {
 }
 
 // NewSubscriberConn makes a subscriber connection on the engine's muxes
-// and codecs. It has only the sending interceptor (sender reports), above
-// its own write path to the socket (directWriter), and
+// and codecs. Its one interceptor is its own write path to the socket
+// (directWriter), which also sends its sender reports, and
 // the subscriber's NACKs and keyframe requests reach its Subscriptions
 // without a goroutine per track (see rtcpRouter), so nothing is left to
 // read from its senders: their Read and ReadRTCP wait until the sender
