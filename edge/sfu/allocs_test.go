@@ -34,6 +34,7 @@ import (
 // session not started yet).
 type directTrack struct {
 	w       *directWriter
+	ic      interceptor.Interceptor
 	out     interceptor.RTPWriter
 	pion    *srtp.Context
 	to      netip.AddrPort
@@ -78,8 +79,16 @@ func newDirectTrack(t *testing.T, conn *batchConn, to netip.AddrPort) *directTra
 	if err != nil {
 		t.Fatalf("NewInterceptor() = %v", err)
 	}
+	d.ic = i
 	d.out = i.BindLocalStream(&interceptor.StreamInfo{}, interceptor.RTPWriterFunc(d.pionWrite))
 	return d
+}
+
+// rebind binds the track's stream to the writer again, as a new stream
+// under the same SSRC.
+func (d *directTrack) rebind() {
+	d.ic.UnbindLocalStream(&interceptor.StreamInfo{})
+	d.out = d.ic.BindLocalStream(&interceptor.StreamInfo{}, interceptor.RTPWriterFunc(d.pionWrite))
 }
 
 // testKey and testSalt are the SRTP master key and salt of the test

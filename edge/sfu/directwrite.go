@@ -96,6 +96,7 @@ type directWriter struct {
 	buf     []byte           // the packet, marshaled then encrypted in place
 	hdr     rtp.Header       // EncryptRTP parses the header into it
 	streams []*sendStream    // the bound streams, for their sender reports
+	counted map[uint32]bool  // SSRCs whose count restarted with Pion's (pionSent)
 
 	reports senderReports
 
@@ -349,10 +350,12 @@ func (st *sendStream) syncDue(seq uint16) bool {
 
 // pionSent records that Pion's path sent h and payload of st: counted
 // for the sender reports, and, when shared (a packet both contexts are
-// to see), as the stream's last synced one. The first shared packet of a
-// stream is where Pion's count starts (and the subscriber's: Pion's SRTP
-// session drops what it is given before it starts), so this writer's
-// count of that SSRC starts again from the same packet.
+// to see), as the stream's last synced one. The first shared packet of
+// an SSRC on the connection is where Pion's count starts (and the
+// subscriber's: Pion's SRTP session drops what it is given before it
+// starts), so this writer's count of that SSRC starts again from the
+// same packet; once per SSRC, not per stream bound: a stream bound
+// again under an SSRC already counted keeps its rollovers.
 func (w *directWriter) pionSent(st *sendStream, h *rtp.Header, payload []byte, shared bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -360,11 +363,15 @@ func (w *directWriter) pionSent(st *sendStream, h *rtp.Header, payload []byte, s
 	if !shared {
 		return
 	}
-	if !st.syncedAny {
+	if !w.counted[h.SSRC] {
 		w.ctx.SetROC(h.SSRC, 0)
 		if n, err := marshalRTP(w.buf, h, payload); err == nil {
 			_, _ = w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
 		}
+		if w.counted == nil {
+			w.counted = make(map[uint32]bool)
+		}
+		w.counted[h.SSRC] = true
 	}
 	st.synced, st.syncedAny = h.SequenceNumber, true
 }
