@@ -16,8 +16,7 @@ import (
 // sending set: that is 3 goroutines and 20 wakeups a second fewer per
 // subscriber connection.
 //
-// Receiving (publisher connections), made when the connection receives
-// its first stream (lazyFactory): most publisher connections never do.
+// Receiving (publisher connections):
 //   - NACK generator: asks publishers for packets lost on their way to us;
 //   - RTCP receiver reports, so publishers see loss and RTT;
 //   - TWCC feedback for the publishers' bandwidth estimation.
@@ -58,7 +57,7 @@ func newInterceptorSets(logs pionLogs) (interceptorSets, error) {
 		return interceptorSets{}, fmt.Errorf("sfu: twcc feedback: %w", err)
 	}
 	return interceptorSets{
-		receive: []interceptor.Factory{lazyFactory{factories: []interceptor.Factory{gen, recv, fb}}},
+		receive: []interceptor.Factory{gen, recv, fb},
 	}, nil
 }
 
