@@ -86,13 +86,7 @@ func TestDirectWriteOffAsDTLSClient(t *testing.T) {
 	h := newHarness(t, Config{})
 	pub := h.newPublisher(t)
 	video, _ := pub.publications(t)
-	api := clientAPIWith(t, func(se *webrtc.SettingEngine) {
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
-			t.Fatalf("SetAnsweringDTLSRole() = %v", err)
-		}
-	})
-	sub := h.newSubscriber(t, api)
+	sub := h.newSubscriber(t, clientAPIAnswering(t, webrtc.DTLSRoleServer))
 	sub.subscribe(t, video)
 	r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
 

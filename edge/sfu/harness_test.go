@@ -128,6 +128,19 @@ func clientAPIWith(t testing.TB, set func(*webrtc.SettingEngine), extra ...inter
 	return clientAPIMedia(t, func(*webrtc.MediaEngine) error { return nil }, set, extra...)
 }
 
+// clientAPIAnswering is a client API over UDP that answers offers in
+// the given DTLS role: as the DTLS client (the server then has its
+// ServerHello, so the direct write path's keys) or as the DTLS server.
+func clientAPIAnswering(t testing.TB, role webrtc.DTLSRole) *webrtc.API {
+	t.Helper()
+	return clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		if err := se.SetAnsweringDTLSRole(role); err != nil {
+			t.Fatalf("SetAnsweringDTLSRole() = %v", err)
+		}
+	})
+}
+
 // clientAPIMedia is clientAPIWith with the media engine (Pion's default
 // codecs) added to by media: header extensions, for one.
 func clientAPIMedia(t testing.TB, media func(*webrtc.MediaEngine) error, set func(*webrtc.SettingEngine), extra ...interceptor.Factory) *webrtc.API {

@@ -30,13 +30,7 @@ func TestSenderReports(t *testing.T) {
 			h := newHarness(t, Config{})
 			pub := h.newPublisher(t)
 			video, _ := pub.publications(t)
-			api := clientAPIWith(t, func(se *webrtc.SettingEngine) {
-				se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-				if err := se.SetAnsweringDTLSRole(tc.dtlsRole); err != nil {
-					t.Fatalf("SetAnsweringDTLSRole() = %v", err)
-				}
-			})
-			sub := h.newSubscriber(t, api)
+			sub := h.newSubscriber(t, clientAPIAnswering(t, tc.dtlsRole))
 			sub.subscribe(t, video)
 			r := sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo]
 			if got := sub.conn.direct.ready.Load(); got != tc.viaDirect {
