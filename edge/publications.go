@@ -60,7 +60,9 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 // sendLayers tells the client which layers of its simulcast track p some
 // subscriber needs (dynacast): the first n.
 func (s *Session) sendLayers(p *sfu.Publication, n int) {
-	s.send(&signal.Message{Type: signal.TypeLayers, TrackID: p.ID(), MID: p.MID(), Active: p.ActiveRIDs(n)})
+	active := p.ActiveRIDs(n)
+	s.log.Debug("layers_sent", "publication", p.ID(), "active", active)
+	s.send(&signal.Message{Type: signal.TypeLayers, TrackID: p.ID(), MID: p.MID(), Active: active})
 	s.deps.metrics.layersSent.Add(bg, 1)
 }
 

@@ -176,6 +176,11 @@ func (b *browser) openListening(t *testing.T, name, url string, listen func(ev a
 		}
 	}()
 	t.Cleanup(func() {
+		if t.Failed() { // what every page saw, not only the one that failed
+			if s, err := p.read(); err == nil {
+				t.Logf("last state of %s: %s", name, s)
+			}
+		}
 		cancel()
 		<-done
 		if n := p.exceptions.Load(); n > 0 {
@@ -319,6 +324,7 @@ type tile struct {
 	VideoWidth           int
 	VideoHeight          int
 	FramesDecoded        int
+	VideoPacketsReceived int // from getStats: after the SRTP check, before decoding
 	AudioPacketsReceived int
 	BitrateKbps          float64
 	FrameWidth           int    // of the video received, from getStats
@@ -373,19 +379,28 @@ func (s snapshot) String() string {
 // is the zero snapshot.
 func (p *page) snapshot() snapshot {
 	p.t.Helper()
+	s, err := p.read()
+	if err != nil {
+		p.t.Fatalf("%s: %v", p.name, err)
+	}
+	return s
+}
+
+// read is snapshot returning its error.
+func (p *page) read() (snapshot, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second) // a hung tab fails the test, not the whole run
 	defer cancel()
 	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](`window.mediaDemo ? window.mediaDemo.snapshot() : null`))
 	if err != nil {
-		p.t.Fatalf("%s: read snapshot: %v", p.name, err)
+		return snapshot{}, fmt.Errorf("read snapshot: %w", err)
 	}
 	var s snapshot
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &s); err != nil {
-			p.t.Fatalf("%s: decode snapshot %s: %v", p.name, raw, err)
+			return snapshot{}, fmt.Errorf("decode snapshot %s: %w", raw, err)
 		}
 	}
-	return s
+	return s, nil
 }
 
 // waitFor polls the page's state until cond holds, and fails the test with

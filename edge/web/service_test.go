@@ -33,6 +33,10 @@ var browserEnv = []string{
 	// A Chromium tab starved of CPU can take seconds per answer; the
 	// browser suite is not where this bound is tested.
 	"MEDIA_NEGOTIATION_TIMEOUT=60s",
+	// The log printed when a test fails has the server's decisions in
+	// it: the bandwidth allocation of every subscriber connection and the
+	// layers each simulcast publisher is asked for.
+	"MEDIA_LOG_LEVEL=debug",
 }
 
 // service is one running media-service process.

@@ -502,6 +502,7 @@ function tileSnapshot(t) {
     trackId: videoTrackOf(t)?.id ?? "",
     quality: t.el.querySelector(".quality").value,
     sentLayers: t.local ? (st?.layers ?? []) : [],
+    videoPacketsReceived: st?.video.packetsReceived ?? 0,
     audioPacketsReceived: st?.audio.packetsReceived ?? 0,
     bitrateKbps: st?.bitrateKbps ?? 0,
   };
