@@ -46,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -226,6 +227,7 @@ func (e *Engine) settings(logs pionLogs) (webrtc.SettingEngine, error) {
 	se.DisableActiveTCP(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(e.cfg.ICEDisconnectedTimeout, e.cfg.ICEFailedTimeout, e.cfg.ICEKeepalive)
+	se.SetICEMaxBindingRequests(maxBindingRequests(e.cfg.ICEDisconnectedTimeout + e.cfg.ICEFailedTimeout))
 	setAcceptanceWaits(&se)
 	// A lost handshake flight is resent after 100 ms, not Pion's 1 s (the
 	// interval doubles on each retry), so loss on a join costs little.
@@ -264,6 +266,24 @@ const MaxDataMessage = 65536
 // dtlsRetransmitInterval is the first DTLS handshake retransmission
 // timeout: above any usual round trip, far below Pion's 1 s default.
 const dtlsRetransmitInterval = 100 * time.Millisecond
+
+// iceCheckInterval is how often Pion's ICE agent checks its candidate
+// pairs while it connects (its default; not configurable through webrtc).
+const iceCheckInterval = 200 * time.Millisecond
+
+// maxBindingRequests is how many unanswered checks a candidate pair
+// gets before Pion counts it failed: as many as fit in checking, the
+// time the agent checks before it gives the connection up (the
+// disconnected and failed timeouts). Pion's default, 7, gives a pair
+// 1.4 s; and a controlling agent (ours, on subscriber connections,
+// which we offer) never checks a failed pair again, even once the
+// peer's own checks arrive on it. So a subscriber whose first answers
+// come late (a slow device, a busy host, a lossy first second) stayed
+// in checking until the connection failed, seconds after its path
+// worked (TestICEConnectsAfterALateStart).
+func maxBindingRequests(checking time.Duration) uint16 {
+	return uint16(min(max(checking/iceCheckInterval, 7), math.MaxUint16))
+}
 
 // srtpReplayWindow is how far behind the newest packet a packet may
 // arrive and still be accepted.

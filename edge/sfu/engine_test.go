@@ -6,9 +6,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 	"go.opentelemetry.io/otel/metric/noop"
 )
@@ -371,5 +373,57 @@ func TestTCPBindAddr(t *testing.T) {
 				t.Errorf("TCPAddr().IP = %s; want %s", got, tt.wantTCP)
 			}
 		})
+	}
+}
+
+// TestICEConnectsAfterALateStart: a subscriber that hears nothing for
+// its first 3 s (its socket drops every datagram: a busy device, a
+// lossy start), longer than the 1.4 s Pion's default gives a candidate
+// pair before counting it failed for good, still connects once its path
+// works, well before the agent would give the connection up (15 s).
+func TestICEConnectsAfterALateStart(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	sock, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := &deafConn{PacketConn: sock, until: time.Now().Add(3 * time.Second)}
+	mux := ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: late})
+	t.Cleanup(func() { _ = mux.Close() })
+	sub := h.newSubscriber(t, clientAPIWith(t, func(se *webrtc.SettingEngine) {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetICEUDPMux(mux)
+	}))
+	connected := make(chan struct{})
+	var once sync.Once
+	sub.server.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s == webrtc.ICEConnectionStateConnected {
+			once.Do(func() { close(connected) })
+		}
+	})
+	sub.subscribe(t, video)
+	select {
+	case <-connected:
+	case <-time.After(waitFor):
+		t.Fatalf("server ICE %s %s after the subscriber's socket began to hear; want connected",
+			sub.server.ICEConnectionState(), time.Since(late.until).Round(time.Millisecond))
+	}
+	sub.awaitTracks(t, 1, pub.video)
+}
+
+// deafConn drops every datagram it reads until until.
+type deafConn struct {
+	net.PacketConn
+	until time.Time
+}
+
+func (c *deafConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.PacketConn.ReadFrom(p)
+		if err != nil || time.Now().After(c.until) {
+			return n, from, err
+		}
 	}
 }
