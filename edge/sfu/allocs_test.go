@@ -102,7 +102,7 @@ func testDirectWriter(t *testing.T, conn *batchConn, to netip.AddrPort) *directW
 	if err != nil {
 		t.Fatalf("CreateContext() = %v", err)
 	}
-	w := newDirectWriter(conn, slog.New(slog.DiscardHandler))
+	w := newDirectWriter(conn, newRTCPRouter(), slog.New(slog.DiscardHandler))
 	w.ctx = ctx
 	w.ready.Store(true)
 	w.route.Store(&to)

@@ -87,6 +87,13 @@ type directWriter struct {
 	route atomic.Pointer[netip.AddrPort] // nil: no UDP pair selected
 	ready atomic.Bool                    // ctx is set
 
+	// tap reads the subscriber's RTCP from the socket (rtcptap.go), at
+	// tapped, the route's address, while there is a route.
+	tap      rtcpTap
+	tapMu    sync.Mutex // guards tapped and the tap's place in sock.taps
+	tapped   netip.AddrPort
+	tapClose bool // the connection closed: no more taps
+
 	// mu guards the encryption: ctx (its rollover state per SSRC), buf
 	// and hdr; and the streams' state. The read loops of the connection's
 	// publications write concurrently.
@@ -115,8 +122,10 @@ type serverHello struct {
 	profile srtp.ProtectionProfile
 }
 
-func newDirectWriter(sock *batchConn, log *slog.Logger) *directWriter {
-	return &directWriter{sock: sock, buf: make([]byte, directBufSize), log: log}
+func newDirectWriter(sock *batchConn, router *rtcpRouter, log *slog.Logger) *directWriter {
+	w := &directWriter{sock: sock, buf: make([]byte, directBufSize), log: log}
+	w.tap.router, w.tap.buf = router, make([]byte, directBufSize)
+	return w
 }
 
 // settings hooks w into the DTLS handshake of the connection se makes.
@@ -130,7 +139,7 @@ func (w *directWriter) watch(pc *webrtc.PeerConnection) {
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(w.selected)
 	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
 		if s == webrtc.ICEConnectionStateFailed || s == webrtc.ICEConnectionStateClosed {
-			w.route.Store(nil)
+			w.setRoute(nil)
 		}
 	})
 }
@@ -140,16 +149,39 @@ func (w *directWriter) watch(pc *webrtc.PeerConnection) {
 func (w *directWriter) selected(pair *webrtc.ICECandidatePair) {
 	if pair == nil || pair.Local == nil || pair.Remote == nil ||
 		pair.Local.Protocol != webrtc.ICEProtocolUDP || pair.Remote.Protocol != webrtc.ICEProtocolUDP {
-		w.route.Store(nil)
+		w.setRoute(nil)
 		return
 	}
 	ip, err := netip.ParseAddr(pair.Remote.Address)
 	if err != nil { // an unresolved mDNS name: leave it to Pion
-		w.route.Store(nil)
+		w.setRoute(nil)
 		return
 	}
-	ap := netip.AddrPortFrom(ip, pair.Remote.Port)
-	w.route.Store(&ap)
+	ap := netip.AddrPortFrom(ip.Unmap(), pair.Remote.Port)
+	w.setRoute(&ap)
+}
+
+// setRoute sets the route, nil for none, and moves the RTCP tap to it.
+func (w *directWriter) setRoute(ap *netip.AddrPort) {
+	w.route.Store(ap)
+	w.tapMu.Lock()
+	defer w.tapMu.Unlock()
+	if w.tapped.IsValid() {
+		w.sock.taps.remove(w.tapped, w)
+		w.tapped = netip.AddrPort{}
+	}
+	if ap != nil && !w.tapClose {
+		w.tapped = *ap
+		w.sock.taps.set(w.tapped, w)
+	}
+}
+
+// closeTap removes the RTCP tap for good: the connection closed.
+func (w *directWriter) closeTap() {
+	w.tapMu.Lock()
+	w.tapClose = true
+	w.tapMu.Unlock()
+	w.setRoute(nil)
 }
 
 // serverHello records our ServerHello, unchanged.
@@ -228,6 +260,12 @@ func (w *directWriter) derive(line []byte, h *serverHello) error {
 	if err != nil {
 		return fmt.Errorf("sfu: direct write: srtp context: %w", err)
 	}
+	rctx, err := srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, h.profile,
+		srtp.SRTCPReplayProtection(srtcpReplayWindow))
+	if err != nil {
+		return fmt.Errorf("sfu: direct write: srtcp context: %w", err)
+	}
+	w.tap.ctx.Store(rctx)
 	w.ctx = ctx
 	w.ready.Store(true)
 	w.log.Debug("direct_write_on", "srtp", h.profile.String())

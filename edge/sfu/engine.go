@@ -289,6 +289,11 @@ func maxBindingRequests(checking time.Duration) uint16 {
 // arrive and still be accepted.
 const srtpReplayWindow = 1024
 
+// srtcpReplayWindow is the replay window of the subscribers' RTCP that
+// the taps decrypt (rtcptap.go): it comes in order, a few packets a
+// hundred milliseconds, so 64 is seconds of it.
+const srtcpReplayWindow = 64
+
 // srtpProfiles are the SRTP protection profiles offered, in the order
 // the server picks them when it is the DTLS server (a subscriber
 // connection: the peer answers our offer as the DTLS client). Pion puts

@@ -2,8 +2,10 @@ package sfu
 
 import (
 	"io"
+	"slices"
 	"sync"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/transport/v5/packetio"
 )
 
@@ -15,8 +17,9 @@ import (
 // packet to the queue of its destination SSRC, and our queue's Write is
 // the delivery.
 //
-// mu guards routes; handlers run with it released, one at a time (Pion's
-// SRTCP session has one reader goroutine per connection).
+// mu guards routes; handlers run with it released, one at a time: Pion's
+// SRTCP session has one reader goroutine per connection, and the socket's
+// reader takes the rest (rtcpTaps), so deliveries hold delivering.
 type rtcpRouter struct {
 	// twcc is given every compound packet and reads the transport-wide
 	// feedback in it, whichever SSRC it names (a subscriber names one of
@@ -26,6 +29,12 @@ type rtcpRouter struct {
 
 	mu     sync.Mutex
 	routes map[uint32]func([]byte)
+
+	delivering sync.Mutex
+	// The tap's scratch (deliverCompound), used on the socket's reader.
+	raw   []rtcp.RawPacket
+	ssrcs []uint32
+	all   []uint32
 }
 
 func newRTCPRouter() *rtcpRouter { return &rtcpRouter{routes: map[uint32]func([]byte){}} }
@@ -46,6 +55,8 @@ func (r *rtcpRouter) unroute(ssrc uint32) {
 // deliver hands one RTCP packet for ssrc to its route, or drops it (audio
 // receiver reports, packets before Bind, unknown SSRCs).
 func (r *rtcpRouter) deliver(ssrc uint32, pkt []byte) {
+	r.delivering.Lock()
+	defer r.delivering.Unlock()
 	if r.twcc != nil {
 		r.twcc(pkt)
 	}
@@ -55,6 +66,50 @@ func (r *rtcpRouter) deliver(ssrc uint32, pkt []byte) {
 	if handle != nil {
 		handle(pkt)
 	}
+}
+
+// deliverCompound delivers each packet of a decrypted compound RTCP
+// packet as Pion's SRTCP session does: to each SSRC it is addressed to
+// (once each), or, for one addressed to none (an unknown type), to each
+// SSRC the compound packet is addressed to. A compound packet that does
+// not parse is dropped, as Pion drops it.
+func (r *rtcpRouter) deliverCompound(b []byte) {
+	var err error
+	if r.raw, err = rtcp.AppendRawPackets(r.raw[:0], b); err != nil {
+		return
+	}
+	r.all = r.all[:0]
+	allParsed := false
+	for _, pkt := range r.raw {
+		if r.ssrcs, err = pkt.ParseDestinationSSRC(r.ssrcs[:0]); err != nil {
+			continue
+		}
+		to := distinct(r.ssrcs)
+		if len(to) == 0 {
+			if !allParsed {
+				for _, p := range r.raw {
+					n := len(r.all)
+					if r.all, err = p.ParseDestinationSSRC(r.all); err != nil {
+						r.all = r.all[:n]
+					}
+				}
+				r.all, allParsed = distinct(r.all), true
+			}
+			to = r.all
+		}
+		for _, ssrc := range to {
+			r.deliver(ssrc, pkt)
+		}
+	}
+}
+
+// distinct sorts ssrcs and drops repeats, in place.
+func distinct(ssrcs []uint32) []uint32 {
+	if len(ssrcs) < 2 {
+		return ssrcs
+	}
+	slices.Sort(ssrcs)
+	return slices.Compact(ssrcs)
 }
 
 // queues is the connection's BufferFactory: RTCP goes to the router, RTP

@@ -66,7 +66,7 @@ func (e *Engine) NewSubscriberConn(c webrtc.Configuration) (*SubscriberConn, err
 	router := newRTCPRouter()
 	bw := newBandwidth(e.metrics, e.log)
 	router.twcc = bw.onRTCP
-	direct := newDirectWriter(e.udpConn, e.log)
+	direct := newDirectWriter(e.udpConn, router, e.log)
 	pc, err := newPeerConnection(e.newSubscriberAPI(router, direct), c, "subscriber")
 	if err != nil {
 		return nil, err
@@ -185,5 +185,6 @@ func (c *SubscriberConn) removeTrack(sender *webrtc.RTPSender) error {
 // subscriptions first, or let their publications end them.
 func (c *SubscriberConn) Close() error {
 	c.bw.close()
+	c.direct.closeTap()
 	return c.pc.Close()
 }

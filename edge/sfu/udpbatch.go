@@ -42,6 +42,7 @@ const batchSize = 64
 type batchConn struct {
 	*handoff.Conn
 	routes *handoff.Switch
+	taps   rtcpTaps         // the subscribers' RTCP, taken as it is read
 	batch  *ipv4.PacketConn // nil: no batching (not Linux)
 
 	mu    sync.Mutex   // guards the fields below
@@ -74,6 +75,18 @@ func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 		}
 	}
 	return b
+}
+
+// ReadFromAddrPort is the read of Pion's UDP mux, the socket's one
+// reader: the next datagram, after handing the subscribers' RTCP that
+// their taps take to their connections (rtcptap.go).
+func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	for {
+		n, from, err := b.Conn.ReadFromAddrPort(p)
+		if err != nil || !b.taps.take(p[:n], from) {
+			return n, from, err
+		}
+	}
 }
 
 // hold starts holding writes back, and the relay's writes to relayed
