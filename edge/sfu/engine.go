@@ -76,7 +76,7 @@ type Engine struct {
 	metrics *metrics
 
 	// One API per role, all on the same muxes and codecs; they differ in
-	// their interceptors (see interceptorSets). Subscriber connections get
+	// their interceptors (see receivingInterceptors). Subscriber connections get
 	// an API each (newSubscriberAPI), for their own RTCP router.
 	pubAPI      *webrtc.API // receive only
 	subSettings webrtc.SettingEngine
@@ -187,12 +187,12 @@ func (e *Engine) newAPIs(logs pionLogs) error {
 	if err := registerAudioLevel(pubMedia); err != nil {
 		return err
 	}
-	sets, err := newInterceptorSets(logs)
+	receive, err := receivingInterceptors(logs)
 	if err != nil {
 		return err
 	}
 	e.pubAPI = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(pubMedia),
-		webrtc.WithInterceptorRegistry(registry(sets.receive)))
+		webrtc.WithInterceptorRegistry(registry(receive)))
 	e.subSettings, e.media = se, me
 	return nil
 }

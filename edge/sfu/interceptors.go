@@ -9,15 +9,14 @@ import (
 	"github.com/pion/interceptor/pkg/twcc"
 )
 
-// interceptorSets holds the interceptors by the direction they serve.
-// Each one that Pion builds for a PeerConnection starts a goroutine with
-// a ticker (every 100 ms for NACK and TWCC), so a connection that only
-// receives gets only the receiving set, and one that only sends only the
-// sending set: that is 3 goroutines and 20 wakeups a second fewer per
-// subscriber connection.
+// Interceptors, by the direction they serve. Each one that Pion builds
+// for a PeerConnection may start a goroutine with a ticker, so a
+// connection gets only those of the direction it serves.
 //
-// Receiving (publisher connections):
+// Receiving (publisher connections, receivingInterceptors):
 //   - NACK generator: asks publishers for packets lost on their way to us;
+//     made with the connection's first stream (lazyFactory), as most
+//     publisher connections never receive one;
 //   - RTCP receiver reports, so publishers see loss and RTT;
 //   - TWCC feedback for the publishers' bandwidth estimation.
 //
@@ -32,9 +31,6 @@ import (
 // packet per subscriber. Publications keep one shared buffer instead and
 // answer subscribers' NACKs from it (packethistory.go). The stats interceptor
 // is left out too: it costs per packet and we export our own metrics.
-type interceptorSets struct {
-	receive []interceptor.Factory
-}
 
 // maxNacksPerPacket bounds how often a publisher is asked for one lost
 // packet (one NACK per 100 ms tick): Pion's default asks until the packet
@@ -42,32 +38,29 @@ type interceptorSets struct {
 // may be gone for good.
 const maxNacksPerPacket = 5
 
-func newInterceptorSets(logs pionLogs) (interceptorSets, error) {
+// receivingInterceptors are the publisher connections' interceptors.
+func receivingInterceptors(logs pionLogs) ([]interceptor.Factory, error) {
 	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs),
 		nack.GeneratorMaxNacksPerPacket(maxNacksPerPacket))
 	if err != nil {
-		return interceptorSets{}, fmt.Errorf("sfu: nack generator: %w", err)
+		return nil, fmt.Errorf("sfu: nack generator: %w", err)
 	}
 	recv, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(logs))
 	if err != nil {
-		return interceptorSets{}, fmt.Errorf("sfu: receiver reports: %w", err)
+		return nil, fmt.Errorf("sfu: receiver reports: %w", err)
 	}
 	fb, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(logs))
 	if err != nil {
-		return interceptorSets{}, fmt.Errorf("sfu: twcc feedback: %w", err)
+		return nil, fmt.Errorf("sfu: twcc feedback: %w", err)
 	}
-	return interceptorSets{
-		receive: []interceptor.Factory{gen, recv, fb},
-	}, nil
+	return []interceptor.Factory{lazyFactory{factory: gen}, recv, fb}, nil
 }
 
 // registry makes an interceptor registry of the given factories.
-func registry(sets ...[]interceptor.Factory) *interceptor.Registry {
+func registry(factories []interceptor.Factory) *interceptor.Registry {
 	r := &interceptor.Registry{}
-	for _, set := range sets {
-		for _, f := range set {
-			r.Add(f)
-		}
+	for _, f := range factories {
+		r.Add(f)
 	}
 	return r
 }
