@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/media-service/media-service/internal/mmsg"
 )
 
 // recvBatch is how many datagrams one recvmmsg takes at most. Clients'
@@ -22,13 +24,6 @@ const recvBatch = 32
 // that a datagram too large for Pion still looks too large to it.
 const recvBuffer = 2048
 
-// mmsghdr is struct mmsghdr of a 64-bit Linux.
-type mmsghdr struct {
-	hdr unix.Msghdr
-	n   uint32
-	_   [4]byte
-}
-
 // mmsgBatch is the buffers of one recvmmsg: recvBatch datagrams of up to
 // recvBuffer bytes and their sources. Its one user (a read loop) owns it,
 // so it has no lock, and a read allocates nothing.
@@ -36,7 +31,7 @@ type mmsgBatch struct {
 	bufs  [recvBatch][recvBuffer]byte
 	names [recvBatch]unix.RawSockaddrInet6
 	iovs  [recvBatch]unix.Iovec
-	hdrs  [recvBatch]mmsghdr
+	hdrs  [recvBatch]mmsg.Hdr
 }
 
 // init points the headers at the buffers; b must not move afterwards.
@@ -44,21 +39,21 @@ func (b *mmsgBatch) init() {
 	for i := range b.hdrs {
 		b.iovs[i].Base = &b.bufs[i][0]
 		b.iovs[i].SetLen(recvBuffer)
-		b.hdrs[i].hdr.Iov = &b.iovs[i]
-		b.hdrs[i].hdr.SetIovlen(1)
-		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.hdrs[i].Msg.Iov = &b.iovs[i]
+		b.hdrs[i].Msg.SetIovlen(1)
+		b.hdrs[i].Msg.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 	}
 }
 
 // recv takes what fd has queued, up to a batch, without waiting: EAGAIN
-// when nothing is. See rawSyscall6 for why it is a raw system call.
+// when nothing is. See mmsg.RawSyscall6 for why it is a raw system call.
 func (b *mmsgBatch) recv(fd uintptr) (int, unix.Errno) {
 	for i := range b.hdrs {
-		b.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(b.names[i]))
-		b.hdrs[i].hdr.Flags = 0
+		b.hdrs[i].Msg.Namelen = uint32(unsafe.Sizeof(b.names[i]))
+		b.hdrs[i].Msg.Flags = 0
 	}
 	for {
-		n, _, errno := rawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), recvBatch, unix.MSG_DONTWAIT, 0, 0)
+		n, _, errno := mmsg.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), recvBatch, unix.MSG_DONTWAIT, 0, 0)
 		if errno != unix.EINTR {
 			return int(n), errno
 		}
@@ -68,7 +63,7 @@ func (b *mmsgBatch) recv(fd uintptr) (int, unix.Errno) {
 // datagram is the i-th datagram of the last recv, cut to recvBuffer, and
 // its source, unmapped.
 func (b *mmsgBatch) datagram(i int) ([]byte, netip.AddrPort) {
-	return b.bufs[i][:min(int(b.hdrs[i].n), recvBuffer)], sockaddrAddrPort(&b.names[i])
+	return b.bufs[i][:min(int(b.hdrs[i].Len), recvBuffer)], sockaddrAddrPort(&b.names[i])
 }
 
 // batchReader reads a UDP socket with recvmmsg and hands the datagrams
@@ -150,19 +145,6 @@ func (r *batchReader) recvmmsg(fd uintptr) bool {
 		r.got, r.err = 0, errno
 	}
 	return true
-}
-
-// rawSyscall6 makes a system call that never blocks (on a non-blocking
-// socket, or with MSG_DONTWAIT, or an epoll_wait that does not wait)
-// without telling the scheduler, as the runtime's own netpoller does. A
-// call through syscall.Syscall6 enters a "syscall" state in which the
-// runtime's monitor thread (sysmon) must be awake to take the P back
-// should the call block; when the process was idle, sysmon is asleep and
-// each such call wakes it: at the relay's rates, where every datagram
-// finds the process idle, that was a thread wake-up per datagram for a
-// call that takes microseconds.
-func rawSyscall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, unix.Errno) {
-	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 }
 
 // sockaddrAddrPort decodes a sockaddr_in or sockaddr_in6, unmapped.

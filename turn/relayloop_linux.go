@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/media-service/media-service/internal/mmsg"
 )
 
 // The relay loop reads every UDP client's relayed socket in one goroutine,
@@ -135,7 +137,7 @@ func (l *relayLoop) run() {
 // waiting, and asks Go's netpoller to wait when there are none.
 func (l *relayLoop) poll(fd uintptr) bool {
 	for {
-		n, _, errno := rawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), loopEvents, 0, 0, 0) // no sigmask: epoll_wait
+		n, _, errno := mmsg.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), loopEvents, 0, 0, 0) // no sigmask: epoll_wait
 		switch {
 		case errno == unix.EINTR:
 			continue
@@ -261,7 +263,7 @@ type loopSocket struct {
 var errLoopDeadline = errors.New("turn: relayed sockets take no deadlines")
 
 // WriteTo sends p to addr, an IPv4 UDP address, with a raw system call
-// (see rawSyscall6: the socket does not block). A datagram the socket
+// (see mmsg.RawSyscall6: the socket does not block). A datagram the socket
 // buffer cannot take is dropped, as the network would drop it further on:
 // the relay is best effort and must not block the listener's loop.
 func (s *loopSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -279,7 +281,7 @@ func (s *loopSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, &net.OpError{Op: "write", Net: "udp4", Source: s.local, Addr: addr, Err: net.ErrClosed}
 	}
 	for {
-		_, _, errno := rawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+		_, _, errno := mmsg.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
 			0, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
 		switch errno {
 		case unix.EINTR:

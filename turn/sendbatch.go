@@ -7,10 +7,12 @@ import (
 	"sync"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/media-service/media-service/internal/mmsg"
 )
 
 // sendBatch is how many datagrams one sendmmsg carries at most.
-const sendBatch = 64
+const sendBatch = mmsg.MaxBatch
 
 // sendSlot holds one queued datagram: a ChannelData or Data indication
 // of Pion's largest relayed datagram fits.
@@ -38,8 +40,7 @@ var errTooLarge = errors.New("turn: datagram too large")
 // effort, and Pion only logs them.
 type batchWriter struct {
 	conn  *net.UDPConn
-	batch *ipv4.PacketConn
-	raw   *mmsgSend // sendmmsg without x/net (sendbatch_linux.go); nil: through batch
+	batch *mmsg.Writer // sendmmsg, raw where it can be (internal/mmsg)
 
 	mu      sync.Mutex // guards everything below
 	holds   int        // fan-outs under way: writes queue until a Release
@@ -66,7 +67,7 @@ type sendQueue struct {
 const rawData = 0
 
 func newBatchWriter(c *net.UDPConn) *batchWriter {
-	return &batchWriter{conn: c, batch: ipv4.NewPacketConn(c), raw: newMmsgSend(c), queue: &sendQueue{}, spare: &sendQueue{}}
+	return &batchWriter{conn: c, batch: mmsg.NewWriter(c), queue: &sendQueue{}, spare: &sendQueue{}}
 }
 
 // WriteTo sends p to addr, or queues it behind the write under way.
@@ -200,19 +201,7 @@ func (q *sendQueue) add(number uint16, p []byte, ap netip.AddrPort) bool {
 // send writes the queue with sendmmsg and empties it. A datagram the
 // kernel refuses is skipped, so that one bad destination costs only itself.
 func (q *sendQueue) send(w *batchWriter) {
-	for sent := 0; sent < q.n; {
-		var k int
-		var err error
-		if w.raw != nil {
-			k, err = w.raw.send(q.msgs[sent:q.n])
-		} else {
-			k, err = w.batch.WriteBatch(q.msgs[sent:q.n], 0)
-		}
-		if err != nil || k <= 0 { // sendmmsg fails only when its first datagram does
-			k = 1
-		}
-		sent += k
-	}
+	w.batch.SendAll(q.msgs[:q.n])
 	for i := range q.n {
 		q.msgs[i].Addr = nil
 	}

@@ -10,11 +10,12 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/media-service/media-service/internal/handoff"
+	"github.com/media-service/media-service/internal/mmsg"
 )
 
 // batchSize is how many datagrams one sendmmsg carries at most: a fan-out
 // to more subscribers leaves in several.
-const batchSize = 64
+const batchSize = mmsg.MaxBatch
 
 // batchConn is the UDP socket the ICE mux reads and writes, able to hold
 // writes back while a publication fans a packet out and then hand them to
@@ -30,7 +31,10 @@ const batchSize = 64
 // Batching is Linux's: sendmmsg exists there, and there a dual-stack
 // socket (Go's choice for a wildcard bind) takes the sockaddr_in that x/net
 // writes for an IPv4 destination as well as a sockaddr_in6. Elsewhere
-// hold and release do nothing and every write is a plain sendto.
+// hold and release do nothing and every write is a plain sendto. On
+// amd64 and arm64 the sendmmsg is a raw system call (internal/mmsg): made
+// through the scheduler, each batch woke the runtime's sysmon thread and,
+// lasting longer than its poll, lost the P to another thread.
 //
 // Datagrams for the relayed address of one of this instance's own TURN
 // allocations do not reach the kernel: routes hands them to the
@@ -42,8 +46,8 @@ const batchSize = 64
 type batchConn struct {
 	*handoff.Conn
 	routes *handoff.Switch
-	taps   rtcpTaps         // the subscribers' RTCP, taken as it is read
-	batch  *ipv4.PacketConn // nil: no batching (not Linux)
+	taps   rtcpTaps     // the subscribers' RTCP, taken as it is read
+	batch  *mmsg.Writer // nil: no batching (not Linux)
 
 	mu    sync.Mutex   // guards the fields below
 	holds atomic.Int32 // fan-outs under way; changed under mu, read without it first
@@ -65,7 +69,7 @@ func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 	if runtime.GOOS == "linux" {
 		// ipv4's WriteBatch is x/net's sendmmsg; it marshals each
 		// destination by its own family, IPv6 ones too.
-		b.batch = ipv4.NewPacketConn(c)
+		b.batch = mmsg.NewWriter(c)
 		b.msgs = make([]ipv4.Message, batchSize)
 		b.bufs = make([][maxRingPacket]byte, batchSize)
 		b.addrs = make([]net.UDPAddr, batchSize)
@@ -120,7 +124,7 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 	if b.routes.Send(p, addr) {
 		return len(p), nil
 	}
-	if b.batch == nil || len(p) > maxRingPacket || b.holds.Load() == 0 {
+	if b.batch == nil || len(p) > maxRingPacket || b.holds.Load() == 0 || addr.Addr().Zone() != "" {
 		return b.UDPConn.WriteToUDPAddrPort(p, addr)
 	}
 	b.mu.Lock()
@@ -156,14 +160,8 @@ func (b *batchConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // counted and skipped, so one bad destination costs only itself. b.mu is
 // held.
 func (b *batchConn) flush() {
-	for sent := 0; sent < b.n; {
-		k, err := b.batch.WriteBatch(b.msgs[sent:b.n], 0)
-		if err != nil {
-			// sendmmsg fails only when its first datagram does.
-			b.errs(1)
-			k = 1
-		}
-		sent += k
+	if refused := b.batch.SendAll(b.msgs[:b.n]); refused > 0 {
+		b.errs(refused)
 	}
 	for i := range b.n {
 		b.msgs[i].Addr = nil

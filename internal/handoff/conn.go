@@ -22,6 +22,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/media-service/media-service/internal/mmsg"
 )
 
 // MaxPacket is the largest datagram a Conn queues; a larger one is
@@ -33,10 +35,13 @@ const MaxPacket = 1600
 var longAgo = time.Unix(1, 0)
 
 // Conn is a UDP socket whose reads return the kernel's datagrams merged
-// with the ones handed over by Deliver. The reader blocks in the kernel
-// as usual; a delivery while it does wakes it through a read deadline in
-// the past (no goroutine, no system call), after which it takes the
-// queued datagrams first.
+// with the ones handed over by Deliver. The reader waits in Go's
+// netpoller as usual; a delivery while it does wakes it through a read
+// deadline in the past (no goroutine, no system call), after which it
+// takes the queued datagrams first. On Linux the socket is read with a
+// raw recvfrom (internal/mmsg), which does not wake the runtime's sysmon
+// thread as a read through syscall.Syscall does when the process was
+// idle: at an instance's rates most datagrams find it so.
 //
 // One goroutine reads (ReadFromAddrPort, ReadFrom or Read); any goroutine
 // delivers. Read deadlines are the Conn's own: a caller's SetReadDeadline
@@ -52,6 +57,8 @@ type Conn struct {
 	// reader; nil otherwise.
 	fed chan struct{}
 
+	raw *mmsg.Receiver // reads the socket with raw system calls; nil: through UDPConn
+
 	mu      sync.Mutex // guards everything below
 	queue   ring
 	blocked bool // the reader is in, or about to enter, a kernel read
@@ -62,7 +69,7 @@ type Conn struct {
 // NewConn wraps c; queued is how many delivered datagrams may wait for
 // the reader before more are dropped (as a full socket buffer would).
 func NewConn(c *net.UDPConn, queued int) *Conn {
-	return &Conn{UDPConn: c, queue: ring{slots: make([]slot, queued)}}
+	return &Conn{UDPConn: c, raw: mmsg.NewReceiver(c), queue: ring{slots: make([]slot, queued)}}
 }
 
 // NewFedConn is a fed Conn: the kernel's datagrams of its socket, which
@@ -134,7 +141,11 @@ func (c *Conn) Read(b []byte) (n int, from netip.AddrPort, handed bool, err erro
 		c.blocked = true
 		c.mu.Unlock()
 
-		n, from, err = c.UDPConn.ReadFromUDPAddrPort(b)
+		if c.raw != nil {
+			n, from, err = c.raw.ReadFromAddrPort(b)
+		} else {
+			n, from, err = c.UDPConn.ReadFromUDPAddrPort(b)
+		}
 
 		c.mu.Lock()
 		woken := c.woken
