@@ -100,7 +100,7 @@ type directWriter struct {
 	mu      sync.Mutex
 	ctx     *srtp.Context
 	cryptex srtp.CryptexMode // what the subscriber's answer negotiated
-	buf     []byte           // the packet, marshaled then encrypted in place
+	buf     []byte           // the packet, marshaled then encrypted in place, when the batch lends no buffer (batchConn.reserve)
 	hdr     rtp.Header       // EncryptRTP parses the header into it
 	streams []*sendStream    // the bound streams, for their sender reports
 	counted map[uint32]bool  // SSRCs whose count restarted with Pion's (pionSent)
@@ -354,22 +354,51 @@ func (w *directWriter) write(st *sendStream, h *rtp.Header, payload []byte) (n i
 	if route == nil && !shared {
 		return 0, false, false, nil
 	}
-	n, err = marshalRTP(w.buf, h, payload)
+	buf := w.buf
+	var slot []byte // the batch's own buffer, when the packet is held there
+	if !shared && h.MarshalSize()+len(payload)+int(h.PaddingSize)+srtpRoom <= maxRingPacket {
+		slot = w.sock.reserve(*route)
+		if slot != nil {
+			buf = slot
+		}
+	}
+	n, err = marshalRTP(buf, h, payload)
 	if err != nil {
+		w.cancel(slot)
 		return 0, true, false, err
 	}
-	out, err := w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
+	out, err := w.ctx.EncryptRTP(buf[:0], buf[:n], &w.hdr)
 	if err != nil {
+		w.cancel(slot)
 		return 0, true, false, fmt.Errorf("sfu: direct write: encrypt: %w", err)
 	}
 	if shared {
 		return 0, false, true, nil // counted here; Pion counts and sends it
 	}
-	if _, err := w.sock.WriteToAddrPort(out, *route); err != nil {
-		return 0, true, false, fmt.Errorf("sfu: direct write: %w", err)
+	if slot != nil && cap(out) == cap(slot) && &out[:1][0] == &slot[0] {
+		w.sock.commit(len(out), *route)
+	} else {
+		// Not held, or the tag did not fit the batch's buffer (EncryptRTP
+		// then made a new one): sent as any datagram is.
+		w.cancel(slot)
+		if _, err := w.sock.WriteToAddrPort(out, *route); err != nil {
+			return 0, true, false, fmt.Errorf("sfu: direct write: %w", err)
+		}
 	}
 	st.sent(h, payload)
 	return n, true, false, nil
+}
+
+// srtpRoom is the most SRTP adds to an RTP packet here: a 16-byte
+// AES-GCM tag (HMAC-SHA1-80's is 10), and 4 bytes of empty extension
+// header that Cryptex adds to a packet with CSRCs and no extension.
+const srtpRoom = 16 + 4
+
+// cancel gives back the batch's buffer reserved for a packet, if one was.
+func (w *directWriter) cancel(slot []byte) {
+	if slot != nil {
+		w.sock.cancel()
+	}
 }
 
 // syncEvery is how far apart, in sequence numbers, the packets of a

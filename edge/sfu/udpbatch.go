@@ -124,7 +124,7 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 	if b.routes.Send(p, addr) {
 		return len(p), nil
 	}
-	if b.batch == nil || len(p) > maxRingPacket || b.holds.Load() == 0 || addr.Addr().Zone() != "" {
+	if len(p) > maxRingPacket || !b.batches(addr) {
 		return b.UDPConn.WriteToUDPAddrPort(p, addr)
 	}
 	b.mu.Lock()
@@ -132,20 +132,66 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 	if b.holds.Load() == 0 { // released meanwhile: nobody would flush it
 		return b.UDPConn.WriteToUDPAddrPort(p, addr)
 	}
+	b.queue(copy(b.next(), p), addr)
+	return len(p), nil
+}
+
+// batches reports whether a datagram for addr, which no TURN allocation
+// holds, would be held now.
+func (b *batchConn) batches(addr netip.AddrPort) bool {
+	return b.batch != nil && b.holds.Load() > 0 && addr.Addr().Zone() == ""
+}
+
+// reserve lends the buffer of the batch's next datagram to a writer that
+// fills it in place (the direct writer encrypts into it, sparing the copy
+// WriteToAddrPort makes, and a buffer of its own that each copy would
+// find cold), or returns nil when a datagram for addr is not held now.
+// After a buffer, b.mu is held until commit or cancel.
+func (b *batchConn) reserve(addr netip.AddrPort) []byte {
+	if !b.batches(addr) {
+		return nil
+	}
+	if _, routed := b.routes.Route(addr); routed {
+		return nil
+	}
+	b.mu.Lock()
+	if b.holds.Load() == 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	return b.next()
+}
+
+// commit holds the reserved buffer's first n bytes for addr.
+func (b *batchConn) commit(n int, addr netip.AddrPort) {
+	b.queue(n, addr)
+	b.mu.Unlock()
+}
+
+// cancel gives the reserved buffer back unused.
+func (b *batchConn) cancel() { b.mu.Unlock() }
+
+// next is the buffer of the batch's next datagram, sending the batch
+// first when it is full. b.mu is held.
+func (b *batchConn) next() []byte {
 	if b.n == batchSize {
 		b.flush()
 	}
+	return b.bufs[b.n][:]
+}
+
+// queue holds the first n bytes of next's buffer for addr. b.mu is held.
+func (b *batchConn) queue(n int, addr netip.AddrPort) {
 	i := b.n
 	ip := addr.Addr().Unmap()
 	b.ips[i] = ip.As16()
-	b.addrs[i] = net.UDPAddr{IP: b.ips[i][:], Port: int(addr.Port()), Zone: ip.Zone()}
+	b.addrs[i] = net.UDPAddr{IP: b.ips[i][:], Port: int(addr.Port())}
 	if ip.Is4() {
 		b.addrs[i].IP = b.ips[i][12:]
 	}
-	b.msgs[i].Buffers[0] = b.bufs[i][:copy(b.bufs[i][:], p)]
+	b.msgs[i].Buffers[0] = b.bufs[i][:n]
 	b.msgs[i].Addr = &b.addrs[i]
 	b.n++
-	return len(p), nil
 }
 
 // WriteTo sends p to addr through WriteToAddrPort.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/media-service/media-service/internal/handoff"
 	"github.com/media-service/media-service/internal/testenv"
 )
 
@@ -91,14 +92,7 @@ func TestBatchConnSendsHeldWritesInOrder(t *testing.T) {
 				}
 			}
 			b.release()
-			for i, d := range receive(t, peer, n) {
-				if want := fmt.Sprintf("datagram %03d", i); string(d) != want {
-					t.Fatalf("datagram %d = %q; want %q", i, d, want)
-				}
-			}
-			if errs.Load() != 0 {
-				t.Errorf("send errors = %d; want 0", errs.Load())
-			}
+			expectNumbered(t, peer, n, errs)
 		})
 	}
 }
@@ -137,5 +131,68 @@ func TestBatchConnSkipsARefusedDatagram(t *testing.T) {
 	}
 	if errs.Load() != 1 {
 		t.Errorf("send errors = %d; want 1", errs.Load())
+	}
+}
+
+// A writer that fills the batch's own buffer (reserve, then commit or
+// cancel) takes its place among the held writes: what it commits leaves
+// in order with them, what it cancels never leaves, and a full batch is
+// sent before a buffer is lent. Nothing is lent while no fan-out holds
+// the writes, nor for an address a TURN allocation of this instance holds.
+func TestBatchConnLendsItsBuffer(t *testing.T) {
+	b, errs := newTestBatchConn(t, "127.0.0.1:0")
+	peer := udpPeer(t)
+	to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	if buf := b.reserve(to); buf != nil {
+		t.Fatal("reserve lent a buffer with no fan-out under way")
+	}
+	relayed := netip.MustParseAddrPort("127.0.0.1:9")
+	b.routes.Attach(relayed, handoff.Route{Conn: handoff.NewFedConn(4), Peer: to})
+	const n = batchSize*2 + 7
+	b.hold()
+	if buf := b.reserve(relayed); buf != nil {
+		b.cancel()
+		t.Fatal("reserve lent a buffer for a relayed address; its datagrams go to the allocation")
+	}
+	for i := range n {
+		msg := fmt.Appendf(nil, "datagram %03d", i)
+		switch i % 3 {
+		case 0:
+			if _, err := b.WriteToAddrPort(msg, to); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			buf := b.reserve(to)
+			if buf == nil {
+				t.Fatalf("reserve(%d) lent nothing while the writes are held", i)
+			}
+			b.commit(copy(buf, msg), to)
+		case 2:
+			buf := b.reserve(to)
+			if buf == nil {
+				t.Fatalf("reserve(%d) lent nothing while the writes are held", i)
+			}
+			copy(buf, "cancelled")
+			b.cancel()
+			if _, err := b.WriteToAddrPort(msg, to); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b.release()
+	expectNumbered(t, peer, n, errs)
+}
+
+// expectNumbered reads n datagrams from peer and fails unless they are
+// "datagram 000" onwards in order, with no send error counted.
+func expectNumbered(t *testing.T, peer *net.UDPConn, n int, errs *atomic.Int64) {
+	t.Helper()
+	for i, d := range receive(t, peer, n) {
+		if want := fmt.Sprintf("datagram %03d", i); string(d) != want {
+			t.Fatalf("datagram %d = %q; want %q", i, d, want)
+		}
+	}
+	if errs.Load() != 0 {
+		t.Errorf("send errors = %d; want 0", errs.Load())
 	}
 }
