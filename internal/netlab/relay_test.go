@@ -187,8 +187,11 @@ func TestRelayBlackhole(t *testing.T) {
 	rig.relay.Blackhole(false)
 	rig.up(t, 1, 10)
 	recv(t, rig.target)
-	if s := rig.relay.Stats(); s.UpForwarded != 2 {
-		t.Errorf("stats = %+v; want 2 forwarded up", s)
+	// The relay counts a packet after sending it: the target can read it
+	// first.
+	waitFor(t, func() bool { return rig.relay.Stats().UpForwarded >= 2 })
+	if s := rig.relay.Stats(); s.UpForwarded != 2 || s.UpBlackholed != 5 {
+		t.Errorf("stats = %+v; want 2 forwarded up, 5 blackholed", s)
 	}
 }
 
