@@ -67,8 +67,9 @@ func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 	hc := handoff.NewConn(c, handoff.MediaQueue)
 	b := &batchConn{Conn: hc, routes: handoff.NewSwitch(hc), errs: errs}
 	if runtime.GOOS == "linux" {
-		// ipv4's WriteBatch is x/net's sendmmsg; it marshals each
-		// destination by its own family, IPv6 ones too.
+		// mmsg.Writer's sendmmsg (raw, or x/net's WriteBatch where it
+		// cannot be) marshals each destination by its own family, IPv6
+		// ones too, whatever the ipv4.Message type says.
 		b.batch = mmsg.NewWriter(c)
 		b.msgs = make([]ipv4.Message, batchSize)
 		b.bufs = make([][maxRingPacket]byte, batchSize)
