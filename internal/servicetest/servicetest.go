@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -70,16 +71,41 @@ func Start(t *testing.T, bin string, env []string) *Process {
 	p := &Process{cmd: cmd, exited: make(chan struct{}), changed: make(chan struct{})}
 	go p.read(t, stdout)
 	t.Cleanup(func() {
+		var stacks string
+		if t.Failed() {
+			stacks = p.goroutines()
+		}
 		cmd.Process.Kill()
 		<-p.exited
 		if t.Failed() {
 			t.Logf("log of %s (pid %d):\n%s", bin, cmd.Process.Pid, p.text())
+			t.Logf("goroutines of %s (pid %d) when the test failed, by stack:\n%s", bin, cmd.Process.Pid, stacks)
 		}
 	})
 	started := p.WaitFor(t, "server_started", 30*time.Second)
 	p.HTTPAddr, _ = started["http_addr"].(string)
 	p.OpsAddr, _ = started["ops_addr"].(string)
 	return p
+}
+
+// goroutines is the service's goroutine profile, one entry per stack with
+// its count, from its ops port's pprof endpoint: what a failed test shows
+// of where the service was waiting (a stuck lock, a blocked write).
+func (p *Process) goroutines() string {
+	if p.OpsAddr == "" {
+		return "(no ops address)"
+	}
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + p.OpsAddr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 func (p *Process) read(t *testing.T, r io.Reader) {
