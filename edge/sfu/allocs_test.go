@@ -69,12 +69,17 @@ func (d *directTrack) Write([]byte) (int, error) {
 
 // newDirectTrack is a directTrack of a test direct writer routed to to.
 func newDirectTrack(t *testing.T, conn *batchConn, to netip.AddrPort) *directTrack {
+	return newDirectTrackKeys(t, conn, to, gcmTestKeys)
+}
+
+// newDirectTrackKeys is newDirectTrack with the profile and keys of k.
+func newDirectTrackKeys(t *testing.T, conn *batchConn, to netip.AddrPort, k testKeys) *directTrack {
 	t.Helper()
-	pion, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	pion, err := srtp.CreateContext(k.key, k.salt, k.profile)
 	if err != nil {
 		t.Fatalf("CreateContext() = %v", err)
 	}
-	d := &directTrack{w: testDirectWriter(t, conn, to), pion: pion, to: to, buf: make([]byte, 2*directBufSize)}
+	d := &directTrack{w: testDirectWriterKeys(t, conn, to, k), pion: pion, to: to, buf: make([]byte, 2*directBufSize)}
 	i, err := d.w.NewInterceptor("")
 	if err != nil {
 		t.Fatalf("NewInterceptor() = %v", err)
@@ -95,15 +100,27 @@ func (d *directTrack) rebind() {
 // subscribers' direct writers (AES-128-GCM: 16 and 12 bytes).
 var testKey, testSalt = bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 12)
 
-// testDirectWriter is a directWriter with testKey's context, routed to to.
-func testDirectWriter(t *testing.T, conn *batchConn, to netip.AddrPort) *directWriter {
+// testKeys is an SRTP profile and master keys of test writers.
+type testKeys struct {
+	profile   srtp.ProtectionProfile
+	key, salt []byte
+}
+
+// gcmTestKeys are testKey and testSalt's, and cmTestKeys of the profile
+// that is not AEAD (its salt is 14 bytes).
+var (
+	gcmTestKeys = testKeys{srtp.ProtectionProfileAeadAes128Gcm, testKey, testSalt}
+	cmTestKeys  = testKeys{srtp.ProtectionProfileAes128CmHmacSha1_80, testKey, bytes.Repeat([]byte{9}, 14)}
+)
+
+// testDirectWriterKeys is a directWriter with the profile and keys of k,
+// routed to to.
+func testDirectWriterKeys(t *testing.T, conn *batchConn, to netip.AddrPort, k testKeys) *directWriter {
 	t.Helper()
-	ctx, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
-	if err != nil {
-		t.Fatalf("CreateContext() = %v", err)
-	}
 	w := newDirectWriter(conn, newRTCPRouter(), slog.New(slog.DiscardHandler))
-	w.ctx = ctx
+	if err := w.setKeys(k.profile, k.key, k.salt); err != nil {
+		t.Fatalf("setKeys() = %v", err)
+	}
 	w.ready.Store(true)
 	w.route.Store(&to)
 	return w

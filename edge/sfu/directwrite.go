@@ -52,16 +52,17 @@ import (
 //     restarts, renomination) and is dropped when ICE fails or closes.
 //
 // A packet not taken goes down Pion's path, which encrypts with its own
-// context for the same keys. Each context counts the rollovers of an
-// SSRC's sequence numbers (the ROC, RFC 3711) from the packets it sees,
-// and guesses right only across a gap of under 32768 numbers; so a
-// stream that moved from one path to the other (an ICE restart between
-// UDP and ICE-TCP) after the other had not seen it for longer would be
-// sent under the wrong rollover count, and fail the subscriber's
-// authentication from then on. Both contexts therefore see every
-// stream's first packet and one every syncEvery numbers after it: this
-// writer encrypts it for its own count (and drops the result), and Pion
-// sends it. One packet in 8192 goes Pion's way, whatever the route. Until
+// context for the same keys. Each path counts the rollovers of an
+// SSRC's sequence numbers (the ROC, RFC 3711) from the packets it sees
+// (this writer in a rolloverCount per SSRC, which seals its packets, with
+// its own AEAD sealing or its Pion context alike), and guesses right only
+// across a gap of under 32768 numbers; so a stream that moved from one
+// path to the other (an ICE restart between UDP and ICE-TCP) after the
+// other had not seen it for longer would be sent under the wrong rollover
+// count, and fail the subscriber's authentication from then on. Both
+// paths therefore see every stream's first packet and one every syncEvery
+// numbers after it: this writer counts it, and Pion sends it. One packet
+// in 8192 goes Pion's way, whatever the route. Until
 // Pion has sent a stream's first such packet (its SRTP session starts a
 // moment after the handshake that gave this writer its keys, and drops
 // what comes before), every packet of the stream goes Pion's way; this
@@ -94,16 +95,18 @@ type directWriter struct {
 	tapped   netip.AddrPort
 	tapClose bool // the connection closed: no more taps
 
-	// mu guards the encryption: ctx (its rollover state per SSRC), buf
-	// and hdr; and the streams' state. The read loops of the connection's
-	// publications write concurrently.
+	// mu guards the encryption: ctx, seal, rocs, buf and hdr; and the
+	// streams' state. The read loops of the connection's publications
+	// write concurrently.
 	mu      sync.Mutex
 	ctx     *srtp.Context
-	cryptex srtp.CryptexMode // what the subscriber's answer negotiated
-	buf     []byte           // the packet, marshaled then encrypted in place, when the batch lends no buffer (batchConn.reserve)
-	hdr     rtp.Header       // EncryptRTP parses the header into it
-	streams []*sendStream    // the bound streams, for their sender reports
-	counted map[uint32]bool  // SSRCs whose count restarted with Pion's (pionSent)
+	seal    *rtpSealer                // an AEAD profile's sealing without ctx; nil: ctx seals
+	rocs    map[uint32]*rolloverCount // per SSRC, the count each packet is sealed under
+	cryptex srtp.CryptexMode          // what the subscriber's answer negotiated
+	buf     []byte                    // the packet, marshaled then encrypted in place, when the batch lends no buffer (batchConn.reserve)
+	hdr     rtp.Header                // EncryptRTP parses the header into it
+	streams []*sendStream             // the bound streams, for their sender reports
+	counted map[uint32]bool           // SSRCs whose count restarted with Pion's (pionSent)
 
 	reports senderReports
 
@@ -254,22 +257,47 @@ func (w *directWriter) derive(line []byte, h *serverHello) error {
 	if err := cfg.ExtractSessionKeysFromDTLS(x, false); err != nil {
 		return fmt.Errorf("sfu: direct write: srtp keys: %w", err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	ctx, err := srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, h.profile, srtp.Cryptex(w.cryptex))
-	if err != nil {
-		return fmt.Errorf("sfu: direct write: srtp context: %w", err)
-	}
 	rctx, err := srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, h.profile,
 		srtp.SRTCPReplayProtection(srtcpReplayWindow))
 	if err != nil {
 		return fmt.Errorf("sfu: direct write: srtcp context: %w", err)
 	}
+	if err := w.setKeys(h.profile, cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt); err != nil {
+		return err
+	}
 	w.tap.ctx.Store(rctx)
-	w.ctx = ctx
 	w.ready.Store(true)
-	w.log.Debug("direct_write_on", "srtp", h.profile.String())
+	w.log.Debug("direct_write_on", "srtp", h.profile.String(), "own_seal", w.seal != nil)
 	return nil
+}
+
+// setKeys makes the sending context of profile from the master key and
+// salt, and for an AEAD profile the writer's own sealing as well.
+func (w *directWriter) setKeys(profile srtp.ProtectionProfile, key, salt []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ctx, err := srtp.CreateContext(key, salt, profile, srtp.Cryptex(w.cryptex))
+	if err != nil {
+		return fmt.Errorf("sfu: direct write: srtp context: %w", err)
+	}
+	w.ctx = ctx
+	w.seal, _ = newRTPSealer(profile, key, salt) // nil for other profiles: ctx seals
+	return nil
+}
+
+// rolloverOf is the rollover count of ssrc, made on its first stream; a
+// stream bound again under the same SSRC keeps counting where the last
+// left off. w.mu is held.
+func (w *directWriter) rolloverOf(ssrc uint32) *rolloverCount {
+	r := w.rocs[ssrc]
+	if r == nil {
+		if w.rocs == nil {
+			w.rocs = make(map[uint32]*rolloverCount)
+		}
+		r = &rolloverCount{}
+		w.rocs[ssrc] = r
+	}
+	return r
 }
 
 // setCryptex makes the writer encrypt RTP header extensions (mode
@@ -354,9 +382,14 @@ func (w *directWriter) write(st *sendStream, h *rtp.Header, payload []byte) (n i
 	if route == nil && !shared {
 		return 0, false, false, nil
 	}
+	roc := st.roc.next(h.SequenceNumber)
+	if shared {
+		return 0, false, true, nil // counted here; Pion counts and sends it
+	}
 	buf := w.buf
 	var slot []byte // the batch's own buffer, when the packet is held there
-	if !shared && h.MarshalSize()+len(payload)+int(h.PaddingSize)+srtpRoom <= maxRingPacket {
+	hl := h.MarshalSize()
+	if hl+len(payload)+int(h.PaddingSize)+srtpRoom <= maxRingPacket {
 		slot = w.sock.reserve(*route)
 		if slot != nil {
 			buf = slot
@@ -367,13 +400,17 @@ func (w *directWriter) write(st *sendStream, h *rtp.Header, payload []byte) (n i
 		w.cancel(slot)
 		return 0, true, false, err
 	}
-	out, err := w.ctx.EncryptRTP(buf[:0], buf[:n], &w.hdr)
-	if err != nil {
-		w.cancel(slot)
-		return 0, true, false, fmt.Errorf("sfu: direct write: encrypt: %w", err)
-	}
-	if shared {
-		return 0, false, true, nil // counted here; Pion counts and sends it
+	var out []byte
+	if cryptex := w.cryptex != srtp.CryptexModeDisabled; w.seal != nil && n+gcmTagLen <= len(buf) && sealable(h, cryptex) {
+		out = buf[:w.seal.sealPacket(buf, h, hl, n, roc, cryptex)]
+	} else {
+		// Pion's context, told the count: its own guess would need
+		// every packet, as the writer's rolloverCount has.
+		w.ctx.SetROC(h.SSRC, roc)
+		if out, err = w.ctx.EncryptRTP(buf[:0], buf[:n], &w.hdr); err != nil {
+			w.cancel(slot)
+			return 0, true, false, fmt.Errorf("sfu: direct write: encrypt: %w", err)
+		}
 	}
 	if slot != nil && cap(out) == cap(slot) && &out[:1][0] == &slot[0] {
 		w.sock.commit(len(out), *route)
@@ -431,10 +468,8 @@ func (w *directWriter) pionSent(st *sendStream, h *rtp.Header, payload []byte, s
 		return
 	}
 	if !w.counted[h.SSRC] {
-		w.ctx.SetROC(h.SSRC, 0)
-		if n, err := marshalRTP(w.buf, h, payload); err == nil {
-			_, _ = w.ctx.EncryptRTP(w.buf[:0], w.buf[:n], &w.hdr)
-		}
+		*st.roc = rolloverCount{}
+		st.roc.next(h.SequenceNumber)
 		if w.counted == nil {
 			w.counted = make(map[uint32]bool)
 		}

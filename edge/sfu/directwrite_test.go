@@ -273,7 +273,9 @@ func (s *profileSniffer) profiles() map[uint16]int {
 	return m
 }
 
-// TestDirectWriteKeepsRolloverInStep: a stream whose path moves between
+// TestDirectWriteKeepsRolloverInStep: for an AEAD profile (the writer's
+// own sealing) and for one that is not (its Pion context, told each
+// packet's rollover count), a stream whose path moves between
 // the direct writer and Pion's (an ICE restart between UDP and ICE-TCP)
 // for stretches longer than half the sequence space, across three
 // rollovers of its sequence numbers, reaches the subscriber decryptable
@@ -285,6 +287,12 @@ func (s *profileSniffer) profiles() map[uint16]int {
 // rollover. (Pion's path is a context of the same keys writing to the
 // same address, as Pion's session would.)
 func TestDirectWriteKeepsRolloverInStep(t *testing.T) {
+	for name, k := range map[string]testKeys{"aead": gcmTestKeys, "aes-cm": cmTestKeys} {
+		t.Run(name, func(t *testing.T) { keepsRolloverInStep(t, k) })
+	}
+}
+
+func keepsRolloverInStep(t *testing.T, k testKeys) {
 	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -297,8 +305,11 @@ func TestDirectWriteKeepsRolloverInStep(t *testing.T) {
 	conn := newBatchConn(send, func(int) {})
 	defer conn.Close()
 	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
-	d := newDirectTrack(t, conn, to)
-	subscriber, err := srtp.CreateContext(testKey, testSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	d := newDirectTrackKeys(t, conn, to, k)
+	if (d.w.seal != nil) != (k.profile != srtp.ProtectionProfileAes128CmHmacSha1_80) {
+		t.Fatalf("%s: own sealing %t; want it for the AEAD profiles only", k.profile, d.w.seal != nil)
+	}
+	subscriber, err := srtp.CreateContext(k.key, k.salt, k.profile)
 	if err != nil {
 		t.Fatal(err)
 	}

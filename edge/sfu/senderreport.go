@@ -32,6 +32,7 @@ type sendStream struct {
 
 	synced    uint16 // the last packet both SRTP contexts saw (directWriter)
 	syncedAny bool
+	roc       *rolloverCount // the SSRC's, shared with any stream bound under it before
 
 	packets, octets uint32    // sent, payload octets only (RFC 3550)
 	lastSeq         uint16    // the newest packet sent in order
@@ -85,6 +86,7 @@ func ntpTime(t time.Time) uint64 {
 func (w *directWriter) bind(info *interceptor.StreamInfo) *sendStream {
 	st := &sendStream{ssrc: info.SSRC, clockRate: info.ClockRate}
 	w.mu.Lock()
+	st.roc = w.rolloverOf(info.SSRC)
 	w.streams = append(w.streams, st)
 	w.mu.Unlock()
 	w.reports.start(w.sendReports)
