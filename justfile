@@ -7,7 +7,7 @@ run:
 # The README's test command: vet and the whole suite with the race detector.
 test:
     go vet ./...
-    go test -race -count=1 ./...
+    go test -race -count=1 -p 1 ./...
 
 # Browser end-to-end tests only (needs Debian's chromium).
 e2e:
@@ -24,7 +24,7 @@ load *ARGS:
 
 # Long adversarial and churn runs.
 soak:
-    MEDIA_SOAK=1 go test -race -count=1 -timeout 60m -run 'Soak|Churn' -v ./...
+    MEDIA_SOAK=1 go test -race -count=1 -p 1 -timeout 60m -run 'Soak|Churn' -v ./...
 
 # 1,000 churn cycles whose participants each flap their network twice
 # (signaling reset, resume, ICE restarts), against the real service.

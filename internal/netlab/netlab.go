@@ -33,6 +33,15 @@
 // Every namespace is named netlab-<pid>-<n>, and its veth pair takes a
 // free /30 of 10.201.0.0/16, so parallel test binaries do not clash; New
 // removes the namespaces of netlab processes that are gone.
+//
+// The veth's root-namespace end, with its 10.201 address, is an interface
+// of the whole machine while the lab lasts: every ICE agent that gathers
+// meanwhile (Chromium's, a server's on a wildcard address, Pion clients')
+// offers it, may select a pair through it, and loses that pair when the
+// lab removes it; media stops at once and ICE fails 15 s later. So no
+// other package's WebRTC tests may run beside a lab: the test command runs
+// packages one at a time (go test -p 1). Inside a package, tests that
+// make a lab do not call t.Parallel beside WebRTC tests.
 package netlab
 
 import (
