@@ -426,10 +426,10 @@ func (w *directWriter) write(st *sendStream, h *rtp.Header, payload []byte) (n i
 	return n, true, false, nil
 }
 
-// srtpRoom is the most SRTP adds to an RTP packet here: a 16-byte
-// AES-GCM tag (HMAC-SHA1-80's is 10), and 4 bytes of empty extension
-// header that Cryptex adds to a packet with CSRCs and no extension.
-const srtpRoom = 16 + 4
+// srtpRoom is the most SRTP adds to an RTP packet here: an AES-GCM tag
+// (HMAC-SHA1-80's is 10 bytes), and 4 bytes of empty extension header
+// that Cryptex adds to a packet with CSRCs and no extension.
+const srtpRoom = gcmTagLen + 4
 
 // cancel gives back the batch's buffer reserved for a packet, if one was.
 func (w *directWriter) cancel(slot []byte) {
