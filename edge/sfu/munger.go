@@ -40,11 +40,14 @@ func (sp *span) writeVP8(payload []byte, d *vp8Descriptor) {
 // munger is the rewrite state of one outgoing stream whose source layer
 // may change: what the subscriber has been sent so far and the spans
 // that map it back to the layers. The zero munger has sent nothing.
+//
+// Every forwarded packet reads the fields before spans and the current
+// span, so they come first: with one span (a plain track's whole life)
+// that is one or two cache lines, not three 1 KiB apart.
 type munger struct {
 	cur     int8 // the layer forwarded now; -1 none
 	started bool // a first packet has been sent
-	spans   [spanHistory]span
-	n       int // spans made; the newest is spans[(n-1)%spanHistory]
+	n       int  // spans made; the newest is spans[(n-1)%spanHistory]
 
 	// The newest packet sent (highest outgoing sequence number).
 	lastSeq uint16
@@ -54,6 +57,8 @@ type munger struct {
 	lastPic uint16
 	lastTL0 uint8
 	srcHigh uint16 // the newest source sequence number of the current span
+
+	spans [spanHistory]span
 }
 
 func newMunger() munger { return munger{cur: -1} }

@@ -15,7 +15,7 @@ import (
 // resends the right packet.
 func TestPaddingKeepsStream(t *testing.T) {
 	lp := newLayered(t)
-	lp.sub.conn = &SubscriberConn{bw: newBandwidth(lp.p.engine.metrics, nil)}
+	lp.sub.setConn(&SubscriberConn{bw: newBandwidth(lp.p.engine.metrics, nil)})
 	const extID = 3
 	lp.sub.bound.Store(&binding{ssrc: 4242, pt: 98, twcc: extID, w: lp.w})
 	lp.sub.SetMaxLayer(0)

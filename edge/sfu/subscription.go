@@ -44,12 +44,35 @@ import (
 // publication's subscriptions to tell the publisher which layers anyone
 // needs.
 type Subscription struct {
+	// What every forwarded packet reads comes first, in as few cache
+	// lines as it can: a fan-out writes each packet to every subscription
+	// in turn, so each one's state is cold by the time its copy comes.
+	// twcc and pacer are conn's, held here so a copy does not go through
+	// the connection and its congestion control to reach them.
+	bound  atomic.Pointer[binding] // nil while unbound
 	pub    *Publication
+	twcc   *twccSender
+	pacer  *pacer
+	target atomic.Int32 // chosen from quality, maxSize, allocated, paused; -1 none
+
+	// mu guards the stream's state below: the layers' read loops write
+	// packets concurrently, and NACKs are mapped through the spans. fwd is
+	// the header written to this subscriber, reused for every forwarded
+	// packet; scratch holds a VP8 payload whose descriptor is rewritten;
+	// flowing says the first packet was written. m is last: its history
+	// of spans, read only on a switch or a NACK, ends it.
+	mu      sync.Mutex
+	flowing bool
+	fwd     rtp.Header
+	fwdExt  [1]rtp.Extension // fwd's extensions: the transport-wide sequence
+	twccSeq [2]byte
+	scratch []byte
+	m       munger
+
 	conn   *SubscriberConn
 	sender *webrtc.RTPSender
 	track  *downTrack
-
-	bound atomic.Pointer[binding] // nil while unbound
+	first  chan struct{} // closed once flowing
 
 	// router delivers the subscriber's RTCP to a video subscription
 	// (nil for audio); rtx answers the NACKs (nil for audio).
@@ -65,21 +88,6 @@ type Subscription struct {
 	requested atomic.Int32  // from the two above; starts at the highest
 	allocated atomic.Int32  // the layer the bandwidth estimate allows
 	paused    atomic.Bool
-	target    atomic.Int32 // chosen from the three above; -1 none
-
-	// mu guards the stream's state below: the layers' read loops write
-	// packets concurrently, and NACKs are mapped through the spans. fwd is
-	// the header written to this subscriber, reused for every forwarded
-	// packet; scratch holds a VP8 payload whose descriptor is rewritten;
-	// flowing says the first packet was written.
-	mu      sync.Mutex
-	m       munger
-	fwd     rtp.Header
-	fwdExt  [1]rtp.Extension // fwd's extensions: the transport-wide sequence
-	twccSeq [2]byte
-	scratch []byte
-	flowing bool
-	first   chan struct{} // closed once flowing
 
 	closeOnce sync.Once
 	closeErr  error
@@ -129,7 +137,8 @@ func (p *Publication) subscribe(c *SubscriberConn) (*Subscription, error) {
 // newSubscription makes the subscription's state, not yet in pc or in the
 // fan-out.
 func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
-	s := &Subscription{pub: p, conn: c, m: newMunger(), done: make(chan struct{}), first: make(chan struct{})}
+	s := &Subscription{pub: p, m: newMunger(), done: make(chan struct{}), first: make(chan struct{})}
+	s.setConn(c)
 	s.track = &downTrack{sub: s}
 	s.quality.Store(maxLayers - 1)
 	s.requested.Store(maxLayers - 1)
@@ -139,6 +148,15 @@ func newSubscription(p *Publication, c *SubscriberConn) *Subscription {
 		s.scratch = make([]byte, maxRingPacket)
 	}
 	return s
+}
+
+// setConn makes c the subscription's connection (nil in tests of the
+// allocation alone), with the parts of it each copy uses.
+func (s *Subscription) setConn(c *SubscriberConn) {
+	s.conn = c
+	if c != nil {
+		s.twcc, s.pacer = c.bw.twcc, c.bw.pace
+	}
 }
 
 // A Request is what a subscriber asks of one subscription.
@@ -419,12 +437,12 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 		sp.writeVP8(payload, d)
 	}
 	if b.twcc != 0 {
-		now := s.conn.bw.twcc.now() // one clock read for the pacer and the stamp
+		now := s.twcc.now() // one clock read for the pacer and the stamp
 		if s.pace(payload, now) {
 			s.forwarded(d, in, sp)
 			return true
 		}
-		s.conn.bw.twcc.stampHeaderAt(now, &s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
+		s.twcc.stampHeaderAt(now, &s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
 	}
 	n, err := b.w.WriteRTP(&s.fwd, payload)
 	if err != nil || n == 0 {
@@ -445,7 +463,7 @@ func (s *Subscription) pace(payload []byte, now time.Duration) bool {
 	// On the wire: the header, the transport-wide extension (8 bytes
 	// with the extension header) and the payload.
 	size := 12 + 4*len(s.fwd.CSRC) + 8 + len(payload) + int(s.fwd.PaddingSize)
-	return s.conn.bw.pace.hold(s, &s.fwd, payload, size, now)
+	return s.pacer.hold(s, &s.fwd, payload, size, now)
 }
 
 // writeHeld writes a packet the pacer held, stamped now.
@@ -454,7 +472,7 @@ func (s *Subscription) writeHeld(q *pacedPacket) {
 	if b == nil || b.twcc == 0 {
 		return
 	}
-	s.conn.bw.twcc.stampHeader(&q.h, &q.ext, &q.seq, b.twcc, q.n+int(q.h.PaddingSize), false)
+	s.twcc.stampHeader(&q.h, &q.ext, &q.seq, b.twcc, q.n+int(q.h.PaddingSize), false)
 	_, _ = b.w.WriteRTP(&q.h, q.payload[:q.n])
 }
 
