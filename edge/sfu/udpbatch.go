@@ -48,6 +48,7 @@ type batchConn struct {
 	routes *handoff.Switch
 	taps   rtcpTaps     // the subscribers' RTCP, taken as it is read
 	batch  *mmsg.Writer // nil: no batching (not Linux)
+	single *mmsg.Single // nil: single datagrams go through net (not Linux)
 
 	mu    sync.Mutex   // guards the fields below
 	holds atomic.Int32 // fan-outs under way; changed under mu, read without it first
@@ -65,7 +66,7 @@ type batchConn struct {
 // datagrams that could not be sent.
 func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 	hc := handoff.NewConn(c, handoff.MediaQueue)
-	b := &batchConn{Conn: hc, routes: handoff.NewSwitch(hc), errs: errs}
+	b := &batchConn{Conn: hc, routes: handoff.NewSwitch(hc), single: mmsg.NewSingle(c), errs: errs}
 	if runtime.GOOS == "linux" {
 		// mmsg.Writer's sendmmsg (raw, or x/net's WriteBatch where it
 		// cannot be) marshals each destination by its own family, IPv6
@@ -126,15 +127,27 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 		return len(p), nil
 	}
 	if len(p) > maxRingPacket || !b.batches(addr) {
-		return b.UDPConn.WriteToUDPAddrPort(p, addr)
+		return b.send(p, addr)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.holds.Load() == 0 { // released meanwhile: nobody would flush it
-		return b.UDPConn.WriteToUDPAddrPort(p, addr)
+		return b.send(p, addr)
 	}
 	b.queue(copy(b.next(), p), addr)
 	return len(p), nil
+}
+
+// send sends p to addr now: with a raw sendto where it can, so that
+// the connections' RTCP and STUN, written while the process is otherwise
+// idle, do not wake the runtime's sysmon thread each (internal/mmsg).
+func (b *batchConn) send(p []byte, addr netip.AddrPort) (int, error) {
+	if b.single != nil {
+		if n, ok, err := b.single.WriteToAddrPort(p, addr); ok {
+			return n, err
+		}
+	}
+	return b.UDPConn.WriteToUDPAddrPort(p, addr)
 }
 
 // batches reports whether a datagram for addr, which no TURN allocation

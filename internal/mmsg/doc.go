@@ -1,6 +1,8 @@
 // Package mmsg sends a batch of UDP datagrams with one sendmmsg made as a
 // raw system call, for the two places that batch: the SFU's media socket
-// (edge/sfu) and the TURN relay's listener (turn).
+// (edge/sfu) and the TURN relay's listener (turn). The media socket's
+// reads (Receiver) and its writes that are not batched (Single: RTCP,
+// STUN) are raw calls too.
 //
 // x/net's WriteBatch makes the same call through syscall.Syscall, which
 // enters the scheduler's "syscall" state: when the process was idle the

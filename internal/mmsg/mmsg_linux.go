@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -99,26 +100,31 @@ func (s *Sender) Send(msgs []ipv4.Message) (int, error) {
 
 // putName writes ua as the i-th destination in the socket's family.
 func (s *Sender) putName(i int, ua *net.UDPAddr) bool {
-	sa, h := &s.names[i], &s.hdrs[i].Msg
-	ip4 := ua.IP.To4()
+	n := putName(&s.names[i], s.v6, ua.AddrPort())
+	s.hdrs[i].Msg.Namelen = n
+	return n != 0
+}
+
+// putName writes ap into sa as a socket of the family v6 says takes it
+// (an AF_INET6 socket takes IPv4 destinations as sockaddr_in), and
+// returns its length: 0 when the socket cannot carry ap, or when ap has
+// an IPv6 zone (a scope id would need the interface's index).
+func putName(sa *unix.RawSockaddrInet6, v6 bool, ap netip.AddrPort) uint32 {
+	ip := ap.Addr()
 	switch {
-	case ua.Zone != "":
-		return false // a scope id would need the interface's index
-	case ip4 != nil:
+	case ip.Zone() != "":
+		return 0
+	case ip.Unmap().Is4():
 		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		*in4 = unix.RawSockaddrInet4{Family: unix.AF_INET}
-		copy(in4.Addr[:], ip4)
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in4.Port))[:], uint16(ua.Port))
-		h.Namelen = unix.SizeofSockaddrInet4
-	case s.v6 && len(ua.IP) == net.IPv6len:
-		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6}
-		copy(sa.Addr[:], ua.IP)
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], uint16(ua.Port))
-		h.Namelen = unix.SizeofSockaddrInet6
-	default:
-		return false
+		*in4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip.Unmap().As4()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in4.Port))[:], ap.Port())
+		return unix.SizeofSockaddrInet4
+	case v6 && ip.Is6():
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		return unix.SizeofSockaddrInet6
 	}
-	return true
+	return 0
 }
 
 // sendmmsg is the RawConn.Write callback: false asks to wait until the
@@ -133,6 +139,89 @@ func (s *Sender) sendmmsg(fd uintptr) bool {
 			return false
 		}
 		s.sent, s.errno = int(n), errno
+		return true
+	}
+}
+
+// Single sends one datagram at a time with a raw sendto: the writes of
+// a socket that are not batched (RTCP, STUN). Through net.UDPConn each
+// would enter the syscall state and, the process being idle between two
+// of them, wake sysmon (see the package comment). Safe for concurrent
+// use: each call takes its own sockaddr and callback from a pool.
+type Single struct {
+	rc    syscall.RawConn
+	v6    bool
+	laddr net.Addr // for errors, as net.UDPConn's name it
+	pool  sync.Pool
+}
+
+// sendto is one Single call's state: the callback RawConn.Write runs is
+// made once per pooled value, not per datagram.
+type sendto struct {
+	p       []byte
+	name    unix.RawSockaddrInet6
+	nameLen uint32
+	errno   unix.Errno
+	n       int
+	call    func(fd uintptr) bool
+}
+
+// NewSingle sends on c, or returns nil when it cannot (then the caller
+// sends with c).
+func NewSingle(c *net.UDPConn) *Single {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	family := socketFamily(rc)
+	if family < 0 {
+		return nil
+	}
+	s := &Single{rc: rc, v6: family == unix.AF_INET6, laddr: c.LocalAddr()}
+	s.pool.New = func() any {
+		st := &sendto{}
+		st.call = st.sendto
+		return st
+	}
+	return s
+}
+
+// WriteToAddrPort sends p to ap, waiting in Go's netpoller while the
+// socket's send buffer is full, as net.UDPConn.WriteToUDPAddrPort does,
+// with the errors it gives. ok is false, and nothing sent, for a
+// destination this sender does not take (an IPv6 zone, an IPv6 address
+// on an IPv4 socket): the caller sends it with net's.
+func (s *Single) WriteToAddrPort(p []byte, ap netip.AddrPort) (n int, ok bool, err error) {
+	st := s.pool.Get().(*sendto)
+	defer s.pool.Put(st)
+	if st.nameLen = putName(&st.name, s.v6, ap); st.nameLen == 0 {
+		return 0, false, nil
+	}
+	st.p = p
+	err = s.rc.Write(st.call)
+	st.p = nil
+	if err != nil {
+		return 0, true, err // the netpoller's: closed, a deadline
+	}
+	if st.errno != 0 {
+		return 0, true, &net.OpError{Op: "write", Net: "udp", Source: s.laddr, Addr: net.UDPAddrFromAddrPort(ap), Err: os.NewSyscallError("sendto", st.errno)}
+	}
+	return st.n, true, nil
+}
+
+// sendto is the RawConn.Write callback: false asks to wait until the
+// socket is writable and try again.
+func (st *sendto) sendto(fd uintptr) bool {
+	for {
+		n, _, errno := RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(st.p))), uintptr(len(st.p)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&st.name)), uintptr(st.nameLen))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		st.n, st.errno = int(n), errno
 		return true
 	}
 }

@@ -202,3 +202,102 @@ func TestSendAndReceiveDoNotAllocate(t *testing.T) {
 		t.Errorf("allocations per send and read = %v; want 0", allocs)
 	}
 }
+
+// TestSingleFamilies sends single datagrams from an IPv4 socket and from
+// a dual-stack one to IPv4 and IPv6 receivers, with a destination given
+// as net gives it (IPv4 mapped on a dual-stack socket) or plain: each
+// arrives whole, from the sender's port.
+func TestSingleFamilies(t *testing.T) {
+	for _, tt := range []struct {
+		network, from, to string
+		mapped            bool
+	}{
+		{"udp4", "127.0.0.1:0", "127.0.0.1:0", false},
+		{"udp4", "127.0.0.1:0", "127.0.0.1:0", true},
+		{"udp", "[::]:0", "127.0.0.1:0", false},
+		{"udp", "[::]:0", "127.0.0.1:0", true},
+		{"udp", "[::]:0", "[::1]:0", false},
+	} {
+		t.Run(fmt.Sprintf("%s->%s mapped=%v", tt.from, tt.to, tt.mapped), func(t *testing.T) {
+			out := listen(t, tt.network, tt.from)
+			in := listen(t, "udp", tt.to)
+			s := NewSingle(out)
+			if s == nil {
+				t.Fatal("NewSingle = nil; want a sender on Linux")
+			}
+			to := in.LocalAddr().(*net.UDPAddr).AddrPort()
+			if tt.mapped {
+				to = netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port())
+			}
+			for i := range 3 {
+				p := fmt.Sprintf("datagram %d", i)
+				if n, ok, err := s.WriteToAddrPort([]byte(p), to); n != len(p) || !ok || err != nil {
+					t.Fatalf("WriteToAddrPort(%v) = %d, %v, %v; want %d, true, nil", to, n, ok, err, len(p))
+				}
+			}
+			_ = in.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 64)
+			for i := range 3 {
+				k, from, err := in.ReadFromUDPAddrPort(buf)
+				if want := fmt.Sprintf("datagram %d", i); err != nil || string(buf[:k]) != want {
+					t.Fatalf("read %d: %q, %v; want %q", i, buf[:k], err, want)
+				}
+				if from.Port() != uint16(out.LocalAddr().(*net.UDPAddr).Port) {
+					t.Fatalf("read %d from %v; want the sender's port", i, from)
+				}
+			}
+		})
+	}
+}
+
+// A destination the sender cannot put (a zone; IPv6 on an IPv4 socket)
+// is left to net (ok false, nothing sent); one the kernel refuses gets
+// an error shaped as net's; a closed socket's error is net.ErrClosed.
+func TestSingleRefusals(t *testing.T) {
+	out := listen(t, "udp4", "127.0.0.1:0")
+	s := NewSingle(out)
+	for _, ap := range []netip.AddrPort{
+		netip.MustParseAddrPort("[fe80::1%lo]:9"),
+		netip.MustParseAddrPort("[::1]:9"),
+	} {
+		if n, ok, err := s.WriteToAddrPort([]byte("x"), ap); n != 0 || ok || err != nil {
+			t.Errorf("WriteToAddrPort(%v) = %d, %v, %v; want 0, false, nil", ap, n, ok, err)
+		}
+	}
+	port0 := netip.MustParseAddrPort("127.0.0.1:0")
+	_, ok, err := s.WriteToAddrPort([]byte("x"), port0)
+	_, netErr := out.WriteToUDPAddrPort([]byte("x"), port0)
+	var op *net.OpError
+	if !ok || !errors.As(err, &op) || !errors.Is(err, errors.Unwrap(errors.Unwrap(netErr))) {
+		t.Errorf("WriteToAddrPort(%v) = %v, %v; want ok and an OpError of net's errno (%v)", port0, ok, err, netErr)
+	}
+	_ = out.Close()
+	if _, ok, err := s.WriteToAddrPort([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9")); !ok || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("WriteToAddrPort on a closed socket = %v, %v; want ok, net.ErrClosed", ok, err)
+	}
+}
+
+// A single datagram's send allocates nothing once the pool holds its
+// state (the race detector's sync.Pool drops Puts: skipped there).
+func TestSingleDoesNotAllocate(t *testing.T) {
+	if testenv.RaceEnabled {
+		t.Skip("sync.Pool drops Puts under -race")
+	}
+	out, in := listen(t, "udp4", "127.0.0.1:0"), listen(t, "udp4", "127.0.0.1:0")
+	s := NewSingle(out)
+	to := in.LocalAddr().(*net.UDPAddr).AddrPort()
+	p := []byte("ping")
+	buf := make([]byte, 16)
+	_ = in.SetReadDeadline(time.Now().Add(10 * time.Second))
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, ok, err := s.WriteToAddrPort(p, to); !ok || err != nil {
+			t.Fatalf("WriteToAddrPort = %v, %v", ok, err)
+		}
+		if _, _, err := in.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per send = %v; want 0", allocs)
+	}
+}

@@ -22,6 +22,18 @@ func NewSender(*net.UDPConn) *Sender { return nil }
 // Send is never called: NewSender made no Sender.
 func (*Sender) Send([]ipv4.Message) (int, error) { panic("mmsg: no raw sendmmsg here") }
 
+// Single is Linux's raw sendto (mmsg_linux.go); elsewhere the callers
+// send with net.
+type Single struct{}
+
+// NewSingle returns nil: no raw sendto here.
+func NewSingle(*net.UDPConn) *Single { return nil }
+
+// WriteToAddrPort is never called: NewSingle made no Single.
+func (*Single) WriteToAddrPort([]byte, netip.AddrPort) (int, bool, error) {
+	panic("mmsg: no raw sendto here")
+}
+
 // Receiver is Linux's raw recvfrom reader (mmsg_linux.go); elsewhere the
 // callers read the socket as it is.
 type Receiver struct{}
