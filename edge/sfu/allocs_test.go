@@ -36,14 +36,19 @@ type directTrack struct {
 	w       *directWriter
 	ic      interceptor.Interceptor
 	out     interceptor.RTPWriter
+	ssrc    uint32 // the stream's, as bound at the bottom of the chain
 	pion    *srtp.Context
 	to      netip.AddrPort
 	buf     []byte
 	viaPion int // packets pion sent
-	pionOff bool
+	// viaTrack counts the packets written through the track's writer,
+	// as Pion's wrapper would pass them, not to the stream straight.
+	viaTrack int
+	pionOff  bool
 }
 
 func (d *directTrack) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	d.viaTrack++
 	return d.out.Write(h, payload, nil)
 }
 
@@ -91,9 +96,13 @@ func newDirectTrackKeys(t *testing.T, conn *batchConn, to netip.AddrPort, k test
 
 // rebind binds the track's stream to the writer again, as a new stream
 // under the same SSRC.
-func (d *directTrack) rebind() {
-	d.ic.UnbindLocalStream(&interceptor.StreamInfo{})
-	d.out = d.ic.BindLocalStream(&interceptor.StreamInfo{}, interceptor.RTPWriterFunc(d.pionWrite))
+func (d *directTrack) rebind() { d.bindAs(d.ssrc) }
+
+// bindAs binds the track's stream to the writer again under ssrc.
+func (d *directTrack) bindAs(ssrc uint32) {
+	d.ic.UnbindLocalStream(&interceptor.StreamInfo{SSRC: d.ssrc})
+	d.ssrc = ssrc
+	d.out = d.ic.BindLocalStream(&interceptor.StreamInfo{SSRC: ssrc}, interceptor.RTPWriterFunc(d.pionWrite))
 }
 
 // testKey and testSalt are the SRTP master key and salt of the test
@@ -261,7 +270,14 @@ func socketPublicationLayers(t *testing.T, n, layers int) (*Publication, []*net.
 			peers = append(peers, udpPeer(t))
 		}
 		to := peers[len(peers)-1].LocalAddr().(*net.UDPAddr).AddrPort()
-		s.bound.Store(&binding{ssrc: uint32(1000 + i), pt: 96, w: newDirectTrack(t, conn, to)})
+		// As a subscriber connection's: the stream bound at the bottom
+		// of the chain under the binding's SSRC, where the subscription
+		// finds it (Subscription.write).
+		ssrc := uint32(1000 + i)
+		d := newDirectTrack(t, conn, to)
+		d.bindAs(ssrc)
+		s.setConn(&SubscriberConn{bw: newBandwidth(p.engine.metrics, nil), direct: d.w})
+		s.bound.Store(&binding{ssrc: ssrc, pt: 96, w: d})
 	}
 	return p, peers
 }

@@ -95,17 +95,18 @@ type directWriter struct {
 	tapped   netip.AddrPort
 	tapClose bool // the connection closed: no more taps
 
-	// mu guards the encryption: ctx, seal, rocs, buf and hdr; and the
-	// streams' state. The read loops of the connection's publications
-	// write concurrently.
+	// mu guards the encryption: ctx, seal's changes, rocs, buf and hdr;
+	// and the streams' state and bySSRC. The read loops of the connection's
+	// publications write concurrently.
 	mu      sync.Mutex
 	ctx     *srtp.Context
-	seal    *rtpSealer                // an AEAD profile's sealing without ctx; nil: ctx seals
+	seal    atomic.Pointer[rtpSealer] // an AEAD profile's sealing without ctx; nil: ctx seals (atomic for warm, which holds no lock)
 	rocs    map[uint32]*rolloverCount // per SSRC, the count each packet is sealed under
 	cryptex srtp.CryptexMode          // what the subscriber's answer negotiated
 	buf     []byte                    // the packet, marshaled then encrypted in place, when the batch lends no buffer (batchConn.reserve)
 	hdr     rtp.Header                // EncryptRTP parses the header into it
 	streams []*sendStream             // the bound streams, for their sender reports
+	bySSRC  map[uint32]*directStream  // the bound streams' writers (Subscription.write)
 	counted map[uint32]bool           // SSRCs whose count restarted with Pion's (pionSent)
 
 	reports senderReports
@@ -267,7 +268,7 @@ func (w *directWriter) derive(line []byte, h *serverHello) error {
 	}
 	w.tap.ctx.Store(rctx)
 	w.ready.Store(true)
-	w.log.Debug("direct_write_on", "srtp", h.profile.String(), "own_seal", w.seal != nil)
+	w.log.Debug("direct_write_on", "srtp", h.profile.String(), "own_seal", w.seal.Load() != nil)
 	return nil
 }
 
@@ -281,7 +282,8 @@ func (w *directWriter) setKeys(profile srtp.ProtectionProfile, key, salt []byte)
 		return fmt.Errorf("sfu: direct write: srtp context: %w", err)
 	}
 	w.ctx = ctx
-	w.seal, _ = newRTPSealer(profile, key, salt) // nil for other profiles: ctx seals
+	seal, _ := newRTPSealer(profile, key, salt) // nil for other profiles: ctx seals
+	w.seal.Store(seal)
 	return nil
 }
 
@@ -401,8 +403,8 @@ func (w *directWriter) write(st *sendStream, h *rtp.Header, payload []byte) (n i
 		return 0, true, false, err
 	}
 	var out []byte
-	if cryptex := w.cryptex != srtp.CryptexModeDisabled; w.seal != nil && n+gcmTagLen <= len(buf) && sealable(h, cryptex) {
-		out = buf[:w.seal.sealPacket(buf, h, hl, n, roc, cryptex)]
+	if cryptex, seal := w.cryptex != srtp.CryptexModeDisabled, w.seal.Load(); seal != nil && n+gcmTagLen <= len(buf) && sealable(h, cryptex) {
+		out = buf[:seal.sealPacket(buf, h, hl, n, roc, cryptex)]
 	} else {
 		// Pion's context, told the count: its own guess would need
 		// every packet, as the writer's rolloverCount has.
@@ -517,22 +519,64 @@ func (w *directWriter) NewInterceptor(string) (interceptor.Interceptor, error) {
 // and those it does not take through next (Pion's SRTP session), and
 // counts what either sent for the stream's sender reports.
 func (d *directInterceptor) BindLocalStream(info *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
-	st := d.w.bind(info)
-	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		n, taken, shared, err := d.w.write(st, h, payload)
-		if taken {
-			return n, err
-		}
-		n, err = next.Write(h, payload, a)
-		if n > 0 { // 0: Pion's SRTP session has not started
-			d.w.pionSent(st, h, payload, shared)
-		}
-		return n, err
-	})
+	ds := &directStream{w: d.w, st: d.w.bind(info), next: next}
+	ds.bound.Store(true)
+	d.w.mu.Lock()
+	if d.w.bySSRC == nil {
+		d.w.bySSRC = make(map[uint32]*directStream)
+	}
+	d.w.bySSRC[info.SSRC] = ds
+	d.w.mu.Unlock()
+	return ds
 }
 
 // UnbindLocalStream stops the stream's sender reports.
 func (d *directInterceptor) UnbindLocalStream(info *interceptor.StreamInfo) { d.w.unbind(info) }
+
+// directStream is one stream's writer at the bottom of its connection's
+// interceptor chain: the directWriter, and next (Pion's SRTP session)
+// for what the writer does not take. Pion's track writer reaches it
+// through its wrapper; a Subscription's forwarded packets come to it
+// straight (Subscription.write), without the wrapper, the chain's
+// function value and the cold objects between them.
+type directStream struct {
+	w     *directWriter
+	st    *sendStream
+	next  interceptor.RTPWriter
+	bound atomic.Bool // until UnbindLocalStream
+}
+
+// Write is interceptor.RTPWriter's.
+func (ds *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+	n, taken, shared, err := ds.w.write(ds.st, h, payload)
+	if taken {
+		return n, err
+	}
+	n, err = ds.next.Write(h, payload, a)
+	if n > 0 { // 0: Pion's SRTP session has not started
+		ds.w.pionSent(ds.st, h, payload, shared)
+	}
+	return n, err
+}
+
+// stream is the directStream bound for ssrc, nil if none is.
+func (w *directWriter) stream(ssrc uint32) *directStream {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bySSRC[ssrc]
+}
+
+// warm reads the first of what writing to ds reads, ahead of the write
+// (see Subscription.warm); the values read mean nothing.
+func (ds *directStream) warm() uint64 {
+	v := uint64(ds.st.ssrc)
+	if ds.w.ready.Load() {
+		if seal := ds.w.seal.Load(); seal != nil {
+			v += uint64(seal.salt[0])
+		}
+	}
+	return v
+}
 
 // BindRTCPWriter keeps the connection's RTCP writer for the sender
 // reports.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
@@ -306,8 +307,8 @@ func keepsRolloverInStep(t *testing.T, k testKeys) {
 	defer conn.Close()
 	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 	d := newDirectTrackKeys(t, conn, to, k)
-	if (d.w.seal != nil) != (k.profile != srtp.ProtectionProfileAes128CmHmacSha1_80) {
-		t.Fatalf("%s: own sealing %t; want it for the AEAD profiles only", k.profile, d.w.seal != nil)
+	if (d.w.seal.Load() != nil) != (k.profile != srtp.ProtectionProfileAes128CmHmacSha1_80) {
+		t.Fatalf("%s: own sealing %t; want it for the AEAD profiles only", k.profile, d.w.seal.Load() != nil)
 	}
 	subscriber, err := srtp.CreateContext(k.key, k.salt, k.profile)
 	if err != nil {
@@ -357,5 +358,39 @@ func keepsRolloverInStep(t *testing.T, k testKeys) {
 	}
 	if direct, want := packets-pionStarts-d.viaPion, 2*stretch-2*stretch/syncEvery-3; direct < want || direct >= 2*stretch {
 		t.Errorf("%d of %d packets written directly; want %d to %d (one in %d goes Pion's way)", direct, packets-pionStarts, want, 2*stretch-1, syncEvery)
+	}
+}
+
+// A subscription writes its forwarded packets straight to the
+// directStream bound under its binding's SSRC at the bottom of its
+// connection's chain, not through the track's writer (Pion's wrapper);
+// once that stream is unbound, through the track's writer again.
+func TestSubscriptionWritesToItsStream(t *testing.T) {
+	p, peers := socketPublication(t, 1)
+	s := (*p.subs.Load())[0]
+	d := s.bound.Load().w.(*directTrack)
+	pkt := videoPacket(t)
+	var h rtp.Header
+	forward := func(seq uint16) {
+		t.Helper()
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		p.forward(p.layer(0), pkt, &h)
+		if got := decrypt(t, receive(t, peers[0], 1)[0]).SequenceNumber; got != seq {
+			t.Fatalf("received sequence number %d; want %d", got, seq)
+		}
+	}
+	for seq := range uint16(3) {
+		forward(seq)
+	}
+	if ds := s.stream.Load(); ds == nil || ds != d.w.stream(d.ssrc) {
+		t.Fatalf("the subscription's stream = %p; want the one bound under SSRC %d, %p", ds, d.ssrc, d.w.stream(d.ssrc))
+	}
+	if d.viaTrack != 0 {
+		t.Fatalf("%d packets went through the track's writer; want none", d.viaTrack)
+	}
+	d.ic.UnbindLocalStream(&interceptor.StreamInfo{SSRC: d.ssrc})
+	forward(3)
+	if d.viaTrack != 1 || s.stream.Load() != nil {
+		t.Fatalf("after the stream's unbinding: %d packets through the track's writer, stream %p; want 1, none", d.viaTrack, s.stream.Load())
 	}
 }

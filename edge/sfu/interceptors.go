@@ -26,6 +26,8 @@ import (
 // layers (directwrite.go) and sends the RTCP sender reports subscribers
 // need for lip sync (senderreport.go), counting as it writes rather
 // than in an interceptor of its own with a clock read per packet.
+// Forwarded packets go to its writer straight (Subscription.write), not
+// through the chain: an interceptor added before it would not see them.
 //
 // There is no NACK responder interceptor: it would keep a copy of every
 // packet per subscriber. Publications keep one shared buffer instead and

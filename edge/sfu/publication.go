@@ -366,6 +366,7 @@ type inbound struct {
 	key     int8          // starts a keyframe: -1 not yet known, 0 no, 1 yes
 	desc    vp8Descriptor // VP8's, once parsed
 	parsed  bool
+	warm    uint64 // what the fan-out's Subscription.warm read, kept so the reads are
 }
 
 // vp8 is the packet's VP8 payload descriptor, parsed once for all the
@@ -428,6 +429,11 @@ func (e *Engine) fanOut(subs []*Subscription, in *inbound) int {
 	if len(subs) > 1 && e.udpConn != nil {
 		e.udpConn.hold()
 		defer e.udpConn.release()
+	}
+	if len(subs) > 1 {
+		for _, s := range subs {
+			in.warm += s.warm()
+		}
 	}
 	sent := 0
 	for _, s := range subs {

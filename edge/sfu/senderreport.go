@@ -98,6 +98,10 @@ func (w *directWriter) unbind(info *interceptor.StreamInfo) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.streams = slices.DeleteFunc(w.streams, func(st *sendStream) bool { return st.ssrc == info.SSRC })
+	if ds := w.bySSRC[info.SSRC]; ds != nil {
+		ds.bound.Store(false)
+		delete(w.bySSRC, info.SSRC)
+	}
 }
 
 // sendReports writes a sender report for each stream that has sent.

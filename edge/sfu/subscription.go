@@ -48,8 +48,11 @@ type Subscription struct {
 	// lines as it can: a fan-out writes each packet to every subscription
 	// in turn, so each one's state is cold by the time its copy comes.
 	// twcc and pacer are conn's, held here so a copy does not go through
-	// the connection and its congestion control to reach them.
+	// the connection and its congestion control to reach them; stream is
+	// where the bound stream's packets go at the bottom of conn's
+	// interceptor chain, once found (see write; changed under mu).
 	bound  atomic.Pointer[binding] // nil while unbound
+	stream atomic.Pointer[directStream]
 	pub    *Publication
 	twcc   *twccSender
 	pacer  *pacer
@@ -67,6 +70,7 @@ type Subscription struct {
 	fwdExt  [1]rtp.Extension // fwd's extensions: the transport-wide sequence
 	twccSeq [2]byte
 	scratch []byte
+	found   *binding // the binding stream was looked up for
 	m       munger
 
 	conn   *SubscriberConn
@@ -444,12 +448,58 @@ func (s *Subscription) writeRTP(in *inbound) bool {
 		}
 		s.twcc.stampHeaderAt(now, &s.fwd, &s.fwdExt, &s.twccSeq, b.twcc, len(payload)+int(s.fwd.PaddingSize), false)
 	}
-	n, err := b.w.WriteRTP(&s.fwd, payload)
+	n, err := s.write(b, &s.fwd, payload)
 	if err != nil || n == 0 {
 		return false
 	}
 	s.forwarded(d, in, sp)
 	return true
+}
+
+// write sends a packet of the stream b binds: to its directStream once
+// that is found, else through the writer Pion gave b, whose one
+// interceptor leads to the same place. s.mu is held.
+func (s *Subscription) write(b *binding, h *rtp.Header, payload []byte) (int, error) {
+	ds := s.stream.Load()
+	if s.found != b || ds == nil || !ds.bound.Load() {
+		// Bound anew, or the stream was not bound at the bottom yet
+		// (Pion binds it there just after binding the track), or no
+		// longer is.
+		ds = nil
+		if s.conn != nil && s.conn.direct != nil {
+			ds = s.conn.direct.stream(b.ssrc)
+		}
+		s.found = b
+		s.stream.Store(ds)
+	}
+	if ds == nil {
+		return b.w.WriteRTP(h, payload)
+	}
+	return ds.Write(h, payload, nil)
+}
+
+// warm reads the first of what the next copy to s will read, for the
+// fan-out to read it for all its subscriptions before the copies: each
+// subscription's state is cold when its copy comes, and a copy's reads
+// wait on each other (the subscription, then its binding, then its
+// stream's writer...), where the fan-out's, one subscription after the
+// other without using what they read, are all under way at once. The
+// value means nothing; every field read is set once or atomic.
+func (s *Subscription) warm() uint64 {
+	v := uint64(s.target.Load())
+	if b := s.bound.Load(); b != nil {
+		v += uint64(b.ssrc)
+	}
+	if s.twcc != nil {
+		v += uint64(s.twcc.epoch.Nanosecond())
+	}
+	if s.pacer != nil && s.pacer.now != nil {
+		v++
+	}
+	if ds := s.stream.Load(); ds != nil {
+		v += ds.warm()
+	}
+	return v
 }
 
 // pace hands a video packet in s.fwd to the connection's pacer, which
