@@ -96,7 +96,7 @@ type directWriter struct {
 	tapClose bool // the connection closed: no more taps
 
 	// mu guards the encryption: ctx, seal's changes, rocs, buf and hdr;
-	// and the streams' state and bySSRC. The read loops of the connection's
+	// the streams' state; and bySSRC. The read loops of the connection's
 	// publications write concurrently.
 	mu      sync.Mutex
 	ctx     *srtp.Context

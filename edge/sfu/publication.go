@@ -366,7 +366,7 @@ type inbound struct {
 	key     int8          // starts a keyframe: -1 not yet known, 0 no, 1 yes
 	desc    vp8Descriptor // VP8's, once parsed
 	parsed  bool
-	warm    uint64 // what the fan-out's Subscription.warm read, kept so the reads are
+	warm    uint64 // the sum of what the fan-out's Subscription.warm read: used, so the reads stay
 }
 
 // vp8 is the packet's VP8 payload descriptor, parsed once for all the
