@@ -52,15 +52,11 @@ type Sender struct {
 // NewSender sends on c, or returns nil when it cannot (then the caller
 // sends with x/net).
 func NewSender(c *net.UDPConn) *Sender {
-	rc, err := c.SyscallConn()
-	if err != nil {
+	rc, v6, ok := rawSocket(c)
+	if !ok {
 		return nil
 	}
-	family := socketFamily(rc)
-	if family < 0 {
-		return nil
-	}
-	s := &Sender{rc: rc, v6: family == unix.AF_INET6}
+	s := &Sender{rc: rc, v6: v6}
 	s.call = s.sendmmsg
 	return s
 }
@@ -169,15 +165,11 @@ type sendto struct {
 // NewSingle sends on c, or returns nil when it cannot (then the caller
 // sends with c).
 func NewSingle(c *net.UDPConn) *Single {
-	rc, err := c.SyscallConn()
-	if err != nil {
+	rc, v6, ok := rawSocket(c)
+	if !ok {
 		return nil
 	}
-	family := socketFamily(rc)
-	if family < 0 {
-		return nil
-	}
-	s := &Single{rc: rc, v6: family == unix.AF_INET6, laddr: c.LocalAddr()}
+	s := &Single{rc: rc, v6: v6, laddr: c.LocalAddr()}
 	s.pool.New = func() any {
 		st := &sendto{}
 		st.call = st.sendto
@@ -307,6 +299,22 @@ func (r *Receiver) source() netip.AddrPort {
 		}
 	}
 	return netip.AddrPortFrom(ip, port)
+}
+
+// rawSocket is c's raw connection and whether its socket is AF_INET6
+// (else AF_INET); ok is false when either cannot be had.
+func rawSocket(c *net.UDPConn) (rc syscall.RawConn, v6, ok bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, false, false
+	}
+	switch socketFamily(rc) {
+	case unix.AF_INET:
+		return rc, false, true
+	case unix.AF_INET6:
+		return rc, true, true
+	}
+	return nil, false, false
 }
 
 // socketFamily is AF_INET or AF_INET6 for the socket of rc, -1 when it
