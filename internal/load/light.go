@@ -30,7 +30,11 @@ import (
 // sequence the anchor maps it to (so loss is counted against the same
 // window as a full subscriber's, packet by packet), and Pion never sees
 // it: no SRTP decryption, no interceptors, no track buffer, no read.
-// STUN, DTLS and SRTCP go to Pion unchanged.
+// STUN, DTLS and SRTCP go to Pion unchanged. A relay-only subscriber
+// (-relay) reads its media from the TURN relay as ChannelData: the light
+// receiver takes the SRTP packet inside, and leaves everything else (a
+// Data indication, ChannelData around SRTCP or STUN) to Pion's TURN
+// client.
 //
 // Towards the server a light subscriber behaves as a browser does for
 // congestion control: it records every RTP packet's transport-wide
@@ -100,7 +104,7 @@ func (l *lightSub) take(b []byte, now int64) bool {
 	if id == 0 {
 		return false
 	}
-	h, ok := parseSRTPHeader(b, id)
+	h, ok := parseSRTPHeader(channelData(b), id)
 	if !ok {
 		return false
 	}
@@ -211,6 +215,21 @@ func (l *lightSub) feedback(done <-chan struct{}) {
 			_ = pc.WriteRTCP(pkts) // a closed connection ends with done
 		}
 	}
+}
+
+// channelData is the datagram a TURN ChannelData message b carries (RFC
+// 8656 section 12.4: a first byte 64 to 79, RFC 7983, then the channel
+// number's low byte, the length, the datagram), or b itself when b is not
+// one or its length does not fit.
+func channelData(b []byte) []byte {
+	if len(b) < 4 || b[0] < 64 || b[0] > 79 {
+		return b
+	}
+	n := int(binary.BigEndian.Uint16(b[2:4]))
+	if 4+n > len(b) {
+		return b
+	}
+	return b[4 : 4+n]
 }
 
 // srtpHeader is what a light subscriber reads of an SRTP packet: its

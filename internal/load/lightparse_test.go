@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/pion/rtp"
@@ -47,6 +48,32 @@ func TestParseSRTPHeader(t *testing.T) {
 				t.Errorf("parseSRTPHeader = %+v; want ssrc deadbeef, seq 7, tcc 4242 %v, padding %v", h, tt.tcc, tt.padding)
 			}
 		})
+	}
+}
+
+// TestChannelData unwraps the datagram of a ChannelData message, and
+// leaves alone what is not one or does not hold its length.
+func TestChannelData(t *testing.T) {
+	srtp := []byte{0x80, 96, 0, 7, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2}
+	wrapped := append([]byte{0x40, 0x01, 0, byte(len(srtp))}, srtp...)
+	tests := []struct {
+		name string
+		b    []byte
+		want []byte
+	}{
+		{"channel data", wrapped, srtp},
+		{"channel data padded to 4 bytes", append(wrapped, 0, 0), srtp},
+		{"highest channel", append([]byte{0x4f, 0xff, 0, byte(len(srtp))}, srtp...), srtp},
+		{"length beyond the datagram", wrapped[:len(wrapped)-1], wrapped[:len(wrapped)-1]},
+		{"srtp", srtp, srtp},
+		{"stun", []byte{0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42}, []byte{0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42}},
+		{"dtls", []byte{22, 0xfe, 0xfd, 0, 0}, []byte{22, 0xfe, 0xfd, 0, 0}},
+		{"short", []byte{0x40, 1, 0}, []byte{0x40, 1, 0}},
+	}
+	for _, tt := range tests {
+		if got := channelData(tt.b); !bytes.Equal(got, tt.want) {
+			t.Errorf("%s: channelData(% x) = % x; want % x", tt.name, tt.b, got, tt.want)
+		}
 	}
 }
 

@@ -133,8 +133,6 @@ func (c *Config) validateLight() error {
 		return fmt.Errorf("-light must be from 0 up (full receivers), or %d (off), got %d", LightOff, c.Light)
 	case c.Scenario != "fanout" && c.Scenario != "meeting" && c.Scenario != "capacity":
 		return fmt.Errorf("-light is for fanout, meeting and capacity, not %s", c.Scenario)
-	case c.Relay:
-		return errors.New("-light reads media at the subscriber's UDP socket: relayed media arrives wrapped in TURN, so not with -relay")
 	case c.DrainAfter > 0:
 		return errors.New("-light is not for -drain-after: a light receiver does not follow a move")
 	case c.Scenario == "capacity" && c.Light == 0:

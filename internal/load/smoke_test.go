@@ -84,27 +84,38 @@ func TestFanoutSmoke(t *testing.T) {
 
 // TestFanoutRelaySmoke runs a tiny fanout whose subscribers are
 // relay-only (-relay): they can only reach the instance through its own
-// TURN relay, each holding allocations there, and get every packet.
+// TURN relay, each holding allocations there, and get every packet. Then
+// again with a light receiver, which reads its media from the relay's
+// ChannelData at its socket.
 func TestFanoutRelaySmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real server")
 	}
-	cfg := smokeConfig(t, "fanout", buildServer(t))
-	cfg.Subscribers, cfg.Media.VideoKbps, cfg.MaxLoss, cfg.Floor, cfg.Relay = 2, 440, 0, false, true
-	cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 2*time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("Run(fanout -relay) = %v", err)
-	}
-	if s := rep.Server; !rep.OK || s == nil || s.Forwarded == 0 || s.Lost != 0 || s.Forwarded != s.Expected {
-		t.Fatalf("fanout -relay: ok %v %q, forwarding %+v; want every packet", rep.OK, rep.Failures, s)
-	}
-	// Each subscriber's two connections allocate (the subscriber one at
-	// least); the publisher, direct, allocates none it keeps using.
-	if r := rep.Resources; r == nil || r.Loaded.TURNAllocations < 2 {
-		t.Errorf("loaded TURN allocations = %+v; want one per subscriber at least", r)
+	bin := buildServer(t)
+	for _, light := range []bool{false, true} {
+		cfg := smokeConfig(t, "fanout", bin)
+		cfg.Subscribers, cfg.Media.VideoKbps, cfg.MaxLoss, cfg.Floor, cfg.Relay = 2, 440, 0, false, true
+		cfg.Timing.Warmup, cfg.Timing.Window = time.Second, 2*time.Second
+		if light {
+			cfg.Light = 1
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		rep, err := Run(ctx, cfg, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("Run(fanout -relay, light %v) = %v", light, err)
+		}
+		if s := rep.Server; !rep.OK || s == nil || s.Forwarded == 0 || s.Lost != 0 || s.Forwarded != s.Expected {
+			t.Fatalf("fanout -relay, light %v: ok %v %q, forwarding %+v; want every packet", light, rep.OK, rep.Failures, s)
+		}
+		// Each subscriber's two connections allocate (the subscriber one
+		// at least); the publisher, direct, allocates none it keeps using.
+		if r := rep.Resources; r == nil || r.Loaded.TURNAllocations < 2 {
+			t.Errorf("light %v: loaded TURN allocations = %+v; want one per subscriber at least", light, r)
+		}
+		if c := rep.Receivers; light && (c == nil || c.Light != 1 || c.AtSocket == 0) {
+			t.Errorf("light: receivers = %+v; want 1 light reading the relay's ChannelData at its socket", c)
+		}
 	}
 }
 
