@@ -39,8 +39,9 @@ var errTooLarge = errors.New("turn: datagram too large")
 // datagram the kernel drops after sendto is not: TURN over UDP is best
 // effort, and Pion only logs them.
 type batchWriter struct {
-	conn  *net.UDPConn
-	batch *mmsg.Writer // sendmmsg, raw where it can be (internal/mmsg)
+	conn   *net.UDPConn
+	batch  *mmsg.Writer // sendmmsg, raw where it can be (internal/mmsg)
+	single *mmsg.Single // a datagram sent alone, as a raw sendto; nil: through conn (not Linux)
 
 	mu      sync.Mutex // guards everything below
 	holds   int        // fan-outs under way: writes queue until a Release
@@ -67,7 +68,7 @@ type sendQueue struct {
 const rawData = 0
 
 func newBatchWriter(c *net.UDPConn) *batchWriter {
-	return &batchWriter{conn: c, batch: mmsg.NewWriter(c), queue: &sendQueue{}, spare: &sendQueue{}}
+	return &batchWriter{conn: c, batch: mmsg.NewWriter(c), single: mmsg.NewSingle(c), queue: &sendQueue{}, spare: &sendQueue{}}
 }
 
 // WriteTo sends p to addr, or queues it behind the write under way.
@@ -119,7 +120,7 @@ func (w *batchWriter) write(number uint16, p []byte, ap netip.AddrPort) (int, er
 // when the queue is full behind another's send, which is rare).
 func (w *batchWriter) sendUnqueued(number uint16, p []byte, ap netip.AddrPort, scratch *[sendSlot]byte) (int, error) {
 	if number == rawData {
-		return w.conn.WriteToUDPAddrPort(p, ap)
+		return w.sendto(p, ap)
 	}
 	if channelDataLen(len(p)) > sendSlot {
 		return 0, errTooLarge
@@ -127,10 +128,24 @@ func (w *batchWriter) sendUnqueued(number uint16, p []byte, ap netip.AddrPort, s
 	if scratch == nil {
 		scratch = new([sendSlot]byte)
 	}
-	if _, err := w.conn.WriteToUDPAddrPort(scratch[:putChannelData(scratch[:], number, p)], ap); err != nil {
+	if _, err := w.sendto(scratch[:putChannelData(scratch[:], number, p)], ap); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// sendto sends p to ap now: with a raw sendto where it can, so that the
+// datagrams that leave alone (the relayed subscribers' RTCP and STUN,
+// most of a quiet relay's traffic) do not wake the runtime's sysmon
+// thread each, as writes through net do when the process was idle
+// (internal/mmsg).
+func (w *batchWriter) sendto(p []byte, ap netip.AddrPort) (int, error) {
+	if w.single != nil {
+		if n, ok, err := w.single.WriteToAddrPort(p, ap); ok {
+			return n, err
+		}
+	}
+	return w.conn.WriteToUDPAddrPort(p, ap)
 }
 
 // Hold starts a fan-out: writes queue until its Release.
