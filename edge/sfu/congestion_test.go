@@ -108,7 +108,7 @@ func (f *mediaFeed) frame() error {
 
 // subscribeVia subscribes s to pubs with the client reaching the engine
 // only through relay: the offer's host candidate names the relay.
-func (s *subscriber) subscribeVia(t *testing.T, relay *capRelay, engine int, pubs ...*Publication) []*Subscription {
+func (s *subscriber) subscribeVia(t *testing.T, relay interface{ port() int }, engine int, pubs ...*Publication) []*Subscription {
 	t.Helper()
 	subs := s.add(t, pubs...)
 	gathered := webrtc.GatheringCompletePromise(s.server)

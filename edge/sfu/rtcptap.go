@@ -73,7 +73,8 @@ func (t *rtcpTaps) remove(from netip.AddrPort, w *directWriter) {
 
 // take handles p, read from the address from, when it is RTCP from a
 // tapped subscriber, reporting whether it did (the caller then drops
-// it). It runs on the socket's one reader.
+// it). It runs on the socket's one reader, and on the relay's goroutines
+// for what they hand over (handoff.Conn.SetTap).
 func (t *rtcpTaps) take(p []byte, from netip.AddrPort) bool {
 	// RTP and RTCP share the port (RFC 5761): RTCP's packet types 192
 	// to 223 are what RTP's marker bit and payload types 64 to 95 would
@@ -90,10 +91,15 @@ func (t *rtcpTaps) take(p []byte, from netip.AddrPort) bool {
 }
 
 // rtcpTap is the receiving half of a directWriter: its SRTCP context
-// and what it decrypts into, used by the socket's reader only.
+// and what it decrypts into. The socket's reader uses it, and for a
+// relayed subscriber the relay's goroutine that hands its datagrams over
+// (handoff.Conn.SetTap); mu keeps the two apart should both ever have
+// one of its datagrams.
 type rtcpTap struct {
 	ctx    atomic.Pointer[srtp.Context] // nil until the handshake gave the keys
 	router *rtcpRouter
+
+	mu     sync.Mutex // guards buf, hdr, passed
 	buf    []byte
 	hdr    rtcp.Header
 	passed time.Time // when a packet last went Pion's way
@@ -108,6 +114,8 @@ func (r *rtcpTap) take(p []byte) bool {
 	if ctx == nil {
 		return false
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	out, err := ctx.DecryptRTCP(r.buf[:0], p, &r.hdr)
 	if err != nil {
 		return false

@@ -39,7 +39,8 @@ const batchSize = mmsg.MaxBatch
 // Datagrams for the relayed address of one of this instance's own TURN
 // allocations do not reach the kernel: routes hands them to the
 // allocation in memory, and the relay's datagrams for the SFU arrive the
-// same way, merged into the reads (internal/handoff).
+// same way, merged into the reads (internal/handoff), but for the relayed
+// subscribers' RTCP, which their taps take as it is handed over.
 //
 // Pion's mux uses the AddrPortReaderWriter methods when a connection has
 // them; WriteTo is kept for any other caller.
@@ -67,6 +68,7 @@ type batchConn struct {
 func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 	hc := handoff.NewConn(c, handoff.MediaQueue)
 	b := &batchConn{Conn: hc, routes: handoff.NewSwitch(hc), single: mmsg.NewSingle(c), errs: errs}
+	hc.SetTap(b.taps.take) // the relayed subscribers' RTCP, on the relay's goroutine
 	if runtime.GOOS == "linux" {
 		// mmsg.Writer's sendmmsg (raw, or x/net's WriteBatch where it
 		// cannot be) marshals each destination by its own family, IPv6

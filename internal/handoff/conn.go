@@ -59,6 +59,8 @@ type Conn struct {
 
 	raw *mmsg.Receiver // reads the socket with raw system calls; nil: through UDPConn
 
+	tap func(p []byte, from netip.AddrPort) bool // see SetTap; set before the first Deliver
+
 	mu      sync.Mutex // guards everything below
 	queue   ring
 	blocked bool // the reader is in, or about to enter, a kernel read
@@ -86,6 +88,15 @@ func (c *Conn) Deliver(p []byte, from netip.AddrPort) bool {
 	return c.enqueue(p, from, true)
 }
 
+// SetTap makes tap see every datagram Deliver is given, on the delivering
+// goroutine, before it is queued: a datagram tap takes (true) is not
+// queued, and the reader never wakes for it. The SFU's media socket takes
+// its relayed subscribers' RTCP so, as its reader takes the direct ones'
+// from the kernel: one goroutine woken per packet (the relay's), not
+// two. tap must be safe for concurrent calls, and with the reader's. Set
+// it before the first Deliver.
+func (c *Conn) SetTap(tap func(p []byte, from netip.AddrPort) bool) { c.tap = tap }
+
 // Feed queues a copy of p, a datagram the kernel gave from the address
 // from, for a fed Conn's reader, as Deliver does.
 func (c *Conn) Feed(p []byte, from netip.AddrPort) bool {
@@ -95,6 +106,9 @@ func (c *Conn) Feed(p []byte, from netip.AddrPort) bool {
 func (c *Conn) enqueue(p []byte, from netip.AddrPort, handed bool) bool {
 	if len(p) > MaxPacket {
 		return false
+	}
+	if handed && c.tap != nil && c.tap(p, from) {
+		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -179,6 +179,35 @@ func TestFedConn(t *testing.T) {
 	}
 }
 
+// TestConnTap checks that the tap sees every delivered datagram, with
+// its claimed source, before it is queued: what it takes is never read,
+// what it leaves is read as before; fed datagrams do not pass it.
+func TestConnTap(t *testing.T) {
+	c := NewFedConn(4)
+	peer, relayed := netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:40000")
+	var seen []string
+	c.SetTap(func(p []byte, from netip.AddrPort) bool {
+		seen = append(seen, string(p)+" from "+from.String())
+		return strings.HasPrefix(string(p), "take")
+	})
+	if !c.Deliver([]byte("take 1"), relayed) || !c.Deliver([]byte("leave"), relayed) || !c.Feed([]byte("fed take"), peer) || !c.Deliver([]byte("take 2"), relayed) {
+		t.Fatal("Deliver or Feed = false; want true")
+	}
+	if want := []string{"take 1 from " + relayed.String(), "leave from " + relayed.String(), "take 2 from " + relayed.String()}; !slices.Equal(seen, want) {
+		t.Errorf("tap saw %q; want %q", seen, want)
+	}
+	ch := reader(t, c)
+	for _, want := range []datagram{{"leave", relayed, true, nil}, {"fed take", peer, false, nil}} {
+		if d := next(t, ch); d != want {
+			t.Fatalf("Read = %+v; want %+v", d, want)
+		}
+	}
+	c.Close()
+	if d := next(t, ch); !errors.Is(d.err, net.ErrClosed) {
+		t.Fatalf("Read after Close = %+v; want net.ErrClosed (nothing taken was queued)", d)
+	}
+}
+
 // TestConnNoAllocation checks that a delivery and its read allocate
 // nothing once the queue's slots exist, and a fed datagram neither.
 func TestConnNoAllocation(t *testing.T) {
