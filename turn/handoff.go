@@ -122,6 +122,29 @@ func (h *relayHandoff) Send(p []byte, from netip.AddrPort) bool {
 	return true
 }
 
+// Lend is handoff.Lender's: a buffer in the listener's batch for a
+// datagram from from, when Send would relay it on a bound channel and
+// the batch holds it for the SFU's fan-out. The listener's lock is held
+// until Commit or Cancel.
+func (h *relayHandoff) Lend(from netip.AddrPort) []byte {
+	ch, client, ok := h.rc.channelTo(from)
+	if !ok || h.rc.refusal(from, true) != "" {
+		return nil // Send does what it would have done
+	}
+	return h.rc.s.ln.udp.out.lend(ch.number, client)
+}
+
+// Commit sends the lent buffer's first n bytes as Send would have, and
+// counts them.
+func (h *relayHandoff) Commit(n int) {
+	h.rc.s.ln.udp.out.commitLent(n)
+	h.bytes.fromPeer.Add(int64(n))
+	h.bytes.handedFrom.Add(1)
+}
+
+// Cancel gives the lent buffer back.
+func (h *relayHandoff) Cancel() { h.rc.s.ln.udp.out.cancelLent() }
+
 // route makes the SFU's datagrams for the relayed address come back here
 // as from peer.
 func (h *relayHandoff) route(peer netip.AddrPort) {

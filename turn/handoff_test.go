@@ -110,6 +110,79 @@ func TestHandoffToMedia(t *testing.T) {
 	}
 }
 
+// TestHandoffLends checks the relay's lending of its batch's buffer to
+// the SFU (handoff.Lender): during a fan-out, a datagram the SFU writes
+// into the lent buffer reaches the client as from the media address,
+// counted as handed over, and a cancelled one sends nothing; outside a
+// fan-out, or from an address the client has no channel to, nothing is
+// lent (the SFU then uses Send).
+func TestHandoffLends(t *testing.T) {
+	r, sfu := startHandoffRelay(t)
+	relayed, err := allocate(t, r, transportUDP, "alice")
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	media := sfu.sw.Media().LocalAddr()
+	for i := range 3 { // until the channel is bound
+		echo(t, relayed, media, fmt.Sprintf("warm %d", i))
+	}
+	route, ok := sfu.sw.Route(relayed.LocalAddr().(*net.UDPAddr).AddrPort())
+	lender, isLender := route.Sender.(handoff.Lender)
+	if !ok || !isLender {
+		t.Fatalf("route to the relayed address = %+v, %v; want one whose Sender lends", route, ok)
+	}
+	// The echoes may have come back before the relay learned of the
+	// channel Pion's client binds in the background: nothing is lent
+	// without one.
+	eventually(t, "a buffer lent on the bound channel", func() bool {
+		sfu.sw.Hold()
+		defer sfu.sw.Release()
+		if lender.Lend(route.Peer) == nil {
+			return false
+		}
+		lender.Cancel()
+		return true
+	})
+	if buf := lender.Lend(route.Peer); buf != nil {
+		lender.Cancel()
+		t.Fatal("Lend outside a fan-out = a buffer; want nil")
+	}
+	dir := []attribute.KeyValue{attribute.String("transport", transportUDP), attribute.String("direction", fromPeer), attribute.String("path", pathMemory)}
+	before := r.counter(t, "media_turn_relayed_packets", dir...)
+
+	sfu.sw.Hold()
+	if buf := lender.Lend(netip.MustParseAddrPort("127.0.0.1:9")); buf != nil {
+		lender.Cancel()
+		t.Error("Lend from an address without a channel = a buffer; want nil")
+	}
+	buf := lender.Lend(route.Peer)
+	if len(buf) < handoff.MaxPacket {
+		t.Fatalf("Lend in a fan-out = %d bytes; want at least %d", len(buf), handoff.MaxPacket)
+	}
+	lender.Commit(copy(buf, "lent"))
+	buf = lender.Lend(route.Peer)
+	if buf == nil {
+		t.Fatal("second Lend in the fan-out = nil; want a buffer")
+	}
+	copy(buf, "cancelled")
+	lender.Cancel()
+	sfu.sw.Release()
+
+	b := make([]byte, 1500)
+	_ = relayed.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := relayed.ReadFrom(b)
+	if err != nil || string(b[:n]) != "lent" || from.String() != media.String() {
+		t.Fatalf("client read %q from %v, %v; want \"lent\" from %s", b[:n], from, err, media)
+	}
+	_ = relayed.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _, err := relayed.ReadFrom(b); err == nil {
+		t.Errorf("client read %q after the lent datagram; want nothing (the other was cancelled)", b[:n])
+	}
+	if got := r.counter(t, "media_turn_relayed_packets", dir...); got != before+1 {
+		t.Errorf("media_turn_relayed_packets{from_peer,memory} = %d; want %d", got, before+1)
+	}
+}
+
 // echo sends msg through relayed to peer until its echo comes back (or
 // fails the test), skipping stale echoes. Pion's client binds a channel
 // in the background after its first send and drops ChannelData that

@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -51,6 +52,10 @@ type batchWriter struct {
 	// own is where the sending writer builds its own ChannelData to send
 	// at once: only the writer that set sending uses it.
 	own [sendSlot]byte
+	// lent is the ChannelData number and destination of the queue's
+	// next slot while lend has lent it; mu is held meanwhile.
+	lentNumber uint16
+	lentTo     netip.AddrPort
 }
 
 // sendQueue is a batch of datagrams copied in, ready for WriteBatch.
@@ -169,6 +174,36 @@ func (w *batchWriter) Release() {
 	w.sendQueued()
 }
 
+// lend lends the data part of the queue's next slot for a ChannelData
+// message on channel number to ap, when a fan-out holds writes (the SFU
+// encrypts its copy there: no copy of it is made), or returns nil. After
+// a buffer, w.mu is held until commitLent or cancelLent.
+func (w *batchWriter) lend(number uint16, ap netip.AddrPort) []byte {
+	w.mu.Lock()
+	if w.holds == 0 || w.queue.n == sendBatch {
+		w.mu.Unlock()
+		return nil // the write's own path sends it, and a full queue
+	}
+	w.lentNumber, w.lentTo = number, ap
+	return w.queue.bufs[w.queue.n][channelHeader : sendSlot-3 : sendSlot-3] // room for the padding
+}
+
+// commitLent queues the lent slot's first n data bytes as the ChannelData
+// message lend was asked for.
+func (w *batchWriter) commitLent(n int) {
+	q := w.queue
+	b := q.bufs[q.n][:]
+	binary.BigEndian.PutUint16(b, w.lentNumber)
+	binary.BigEndian.PutUint16(b[2:], uint16(n))
+	size := channelDataLen(n)
+	clear(b[channelHeader+n : size])
+	q.put(size, w.lentTo)
+	w.mu.Unlock()
+}
+
+// cancelLent gives the lent slot back unused.
+func (w *batchWriter) cancelLent() { w.mu.Unlock() }
+
 // sendQueued sends what was queued while this writer sent, until nothing
 // is, and lets the next writer send.
 func (w *batchWriter) sendQueued() {
@@ -194,6 +229,18 @@ func (q *sendQueue) add(number uint16, p []byte, ap netip.AddrPort) bool {
 	if q.n == sendBatch || size > sendSlot {
 		return false
 	}
+	if number == rawData {
+		size = copy(q.bufs[q.n][:], p)
+	} else {
+		putChannelData(q.bufs[q.n][:], number, p)
+	}
+	q.put(size, ap)
+	return true
+}
+
+// put queues the next slot's first size bytes for ap. The queue is not
+// full.
+func (q *sendQueue) put(size int, ap netip.AddrPort) {
 	i := q.n
 	ip := ap.Addr().Unmap()
 	q.ips[i] = ip.As16()
@@ -201,16 +248,10 @@ func (q *sendQueue) add(number uint16, p []byte, ap netip.AddrPort) bool {
 	if ip.Is4() {
 		q.addrs[i].IP = q.ips[i][12:]
 	}
-	if number == rawData {
-		size = copy(q.bufs[i][:], p)
-	} else {
-		putChannelData(q.bufs[i][:], number, p)
-	}
 	q.iovs[i][0] = q.bufs[i][:size]
 	q.msgs[i].Buffers = q.iovs[i][:]
 	q.msgs[i].Addr = &q.addrs[i]
 	q.n++
-	return true
 }
 
 // send writes the queue with sendmmsg and empties it. A datagram the

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/media-service/media-service/internal/handoff"
 )
 
@@ -31,10 +33,29 @@ type memRelay struct {
 	tap    atomic.Pointer[rtcpTap]
 	atOnce atomic.Int64
 
+	// With lending, the route's Sender is a lendingRelay: lent is the
+	// buffer it lends, commits and sends count its datagrams.
+	lent           [2048]byte
+	commits, sends atomic.Int64
+
 	wg sync.WaitGroup
 }
 
-func newMemRelay(t *testing.T, e *Engine) *memRelay {
+// lendingRelay is a memRelay whose route lends the engine a buffer
+// (handoff.Lender), as the relay's batch does during a fan-out.
+type lendingRelay struct{ *memRelay }
+
+func (r lendingRelay) Lend(netip.AddrPort) []byte { return r.lent[:] }
+
+func (r lendingRelay) Commit(n int) {
+	r.commits.Add(1)
+	r.toClient(r.lent[:n])
+}
+
+func (r lendingRelay) Cancel() {}
+
+// newMemRelay is a memRelay for e; lending makes its route a Lender.
+func newMemRelay(t *testing.T, e *Engine, lending bool) *memRelay {
 	t.Helper()
 	listen := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -48,7 +69,11 @@ func newMemRelay(t *testing.T, e *Engine) *memRelay {
 	// are handed over.
 	held := listen()
 	r := &memRelay{front: listen(), relayed: held.LocalAddr().(*net.UDPAddr).AddrPort(), sw: e.Handoff(), inbox: handoff.NewFedConn(16)}
-	r.sw.Attach(r.relayed, handoff.Route{Conn: r.inbox, Peer: e.UDPAddr().AddrPort(), Sender: r})
+	var sender handoff.Sender = r
+	if lending {
+		sender = lendingRelay{r}
+	}
+	r.sw.Attach(r.relayed, handoff.Route{Conn: r.inbox, Peer: e.UDPAddr().AddrPort(), Sender: sender})
 	r.wg.Add(1)
 	go r.up()
 	t.Cleanup(func() {
@@ -66,10 +91,15 @@ func (r *memRelay) port() int { return r.front.LocalAddr().(*net.UDPAddr).Port }
 // Send is the route's handoff.Sender: the engine's datagram goes to the
 // client from front, as the relay's ChannelData would.
 func (r *memRelay) Send(p []byte, _ netip.AddrPort) bool {
+	r.sends.Add(1)
+	r.toClient(p)
+	return true
+}
+
+func (r *memRelay) toClient(p []byte) {
 	if c := r.client.Load(); c != nil {
 		_, _ = r.front.WriteToUDPAddrPort(p, *c)
 	}
-	return true
 }
 
 // up hands the client's datagrams to the engine's media socket.
@@ -107,7 +137,7 @@ func TestRelayedSubscriberRTCPTapped(t *testing.T) {
 	pub := h.newPublisher(t)
 	plis := pub.readPLIs(t)
 	video, _ := pub.publications(t)
-	relay := newMemRelay(t, h.engine)
+	relay := newMemRelay(t, h.engine, false)
 	sub := h.newSubscriber(t, clientAPI(t, true))
 	tap := &sub.conn.direct.tap
 	relay.tap.Store(tap)
@@ -127,5 +157,32 @@ func TestRelayedSubscriberRTCPTapped(t *testing.T) {
 	pair, err := sub.server.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil || pair.Remote.Port != relay.relayed.Port() {
 		t.Errorf("server's selected pair = %v, %v; want the remote at the relayed address %s", pair, err, relay.relayed)
+	}
+}
+
+// TestRelayedSubscriberCopiesLent: the copies of a fan-out to a relayed
+// subscriber are encrypted straight into the buffer the relay lends
+// (handoff.Lender), and arrive whole: the subscriber's Pion decrypts and
+// authenticates every one it counts. (A fan-out batches, and borrows,
+// from two subscribers up: a direct one is the other.)
+func TestRelayedSubscriberCopiesLent(t *testing.T) {
+	h := newHarness(t, Config{})
+	pub := h.newPublisher(t)
+	video, _ := pub.publications(t)
+	direct := h.newSubscriber(t, clientAPI(t, true))
+	direct.subscribe(t, video)
+	relay := newMemRelay(t, h.engine, true)
+	sub := h.newSubscriber(t, clientAPI(t, true))
+	sub.subscribeVia(t, relay, h.engine.UDPAddr().Port, video)
+	got := countPackets(sub.awaitTracks(t, 1, pub.video)[webrtc.RTPCodecTypeVideo])
+	pub.feed(t, 5*time.Millisecond, false)
+
+	deadline := time.Now().Add(waitFor)
+	for got.n.Load() < 200 || relay.commits.Load() < 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("within %s: %d video packets received, %d copies written in the lent buffer, %d sent through Send; want 200 or more of both",
+				waitFor, got.n.Load(), relay.commits.Load(), relay.sends.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -51,9 +51,10 @@ type batchConn struct {
 	batch  *mmsg.Writer // nil: no batching (not Linux)
 	single *mmsg.Single // nil: single datagrams go through net (not Linux)
 
-	mu    sync.Mutex   // guards the fields below
-	holds atomic.Int32 // fan-outs under way; changed under mu, read without it first
-	n     int          // datagrams held
+	mu    sync.Mutex     // guards the fields below
+	holds atomic.Int32   // fan-outs under way; changed under mu, read without it first
+	lent  handoff.Lender // the relay whose buffer reserve lent, until commit or cancel
+	n     int            // datagrams held
 	msgs  []ipv4.Message
 	bufs  [][maxRingPacket]byte
 	addrs []net.UDPAddr
@@ -162,30 +163,56 @@ func (b *batchConn) batches(addr netip.AddrPort) bool {
 // fills it in place (the direct writer encrypts into it, sparing the copy
 // WriteToAddrPort makes, and a buffer of its own that each copy would
 // find cold), or returns nil when a datagram for addr is not held now.
-// After a buffer, b.mu is held until commit or cancel.
+// For the relayed address of a TURN allocation the buffer is the relay's
+// (handoff.Lender), in its batch for the client. After a buffer, b.mu is
+// held until commit or cancel.
 func (b *batchConn) reserve(addr netip.AddrPort) []byte {
 	if !b.batches(addr) {
 		return nil
 	}
-	if _, routed := b.routes.Route(addr); routed {
-		return nil
+	r, routed := b.routes.Route(addr)
+	var lender handoff.Lender
+	if routed {
+		if lender, _ = r.Sender.(handoff.Lender); lender == nil {
+			return nil
+		}
 	}
 	b.mu.Lock()
 	if b.holds.Load() == 0 {
 		b.mu.Unlock()
 		return nil
 	}
-	return b.next()
+	if lender == nil {
+		return b.next()
+	}
+	buf := lender.Lend(r.Peer)
+	if buf == nil {
+		b.mu.Unlock()
+		return nil
+	}
+	b.lent = lender
+	return buf
 }
 
 // commit holds the reserved buffer's first n bytes for addr.
 func (b *batchConn) commit(n int, addr netip.AddrPort) {
-	b.queue(n, addr)
+	if b.lent != nil {
+		b.lent.Commit(n)
+		b.lent = nil
+	} else {
+		b.queue(n, addr)
+	}
 	b.mu.Unlock()
 }
 
 // cancel gives the reserved buffer back unused.
-func (b *batchConn) cancel() { b.mu.Unlock() }
+func (b *batchConn) cancel() {
+	if b.lent != nil {
+		b.lent.Cancel()
+		b.lent = nil
+	}
+	b.mu.Unlock()
+}
 
 // next is the buffer of the batch's next datagram, sending the batch
 // first when it is full. b.mu is held.

@@ -57,6 +57,21 @@ type Sender interface {
 	Send(p []byte, from netip.AddrPort) bool
 }
 
+// Lender is a Sender that can lend the buffer the SFU's datagram will
+// leave from, so that the SFU writes it there (encrypts it in place)
+// instead of handing over a copy to Send. Lend returns a buffer for a
+// datagram from the address from, of at least MaxPacket bytes, or nil
+// when the datagram would not leave the fast way now (the caller then
+// uses Send). After a buffer, exactly one of Commit (its first n bytes
+// are the datagram) or Cancel follows, and the caller makes no other call
+// on the Lender, or on its Batch, between them.
+type Lender interface {
+	Sender
+	Lend(from netip.AddrPort) []byte
+	Commit(n int)
+	Cancel()
+}
+
 // Batch lets Senders' datagrams wait while the SFU fans a packet out and
 // leave together when it ends, as the SFU's own copies do: Hold starts a
 // fan-out, Release ends one and sends what waits.
