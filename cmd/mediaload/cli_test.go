@@ -50,6 +50,7 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"gomaxprocs without spawn", []string{"capacity", "-gomaxprocs", "1"}, "-gomaxprocs"},
 		{"beside without spawn", []string{"fanout", "-beside", "/bin/other"}, "-beside needs -spawn"},
 		{"beside in churn", []string{"churn", "-spawn", "x", "-beside", "/bin/other"}, "fanout and meeting"},
+		{"beside-relay without beside", []string{"fanout", "-spawn", "x", "-beside-relay"}, "-beside: no binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

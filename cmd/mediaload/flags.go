@@ -63,7 +63,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (commandLine, erro
 	if err := cl.cfg.Validate(); err != nil {
 		return cl, usageError{err.Error()}
 	}
-	if tf.set["beside"] {
+	if tf.set["beside"] || cl.cfg.BesideRelay {
 		if err := load.CheckBeside(cl.cfg, cl.beside); err != nil {
 			return cl, usageError{err.Error()}
 		}
@@ -102,6 +102,7 @@ func (cl *commandLine) define(fs *flag.FlagSet, tf *targetFlags) {
 	fs.StringVar(&cl.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (to check it is not the bottleneck)")
 	fs.BoolVar(&c.NACK, "nack", c.NACK, "participants ask for retransmission of lost video packets (NACK), as browsers do")
 	fs.BoolVar(&c.Relay, "relay", c.Relay, "participants that only subscribe connect relay-only, through the instance's own TURN relay")
+	fs.BoolVar(&c.BesideRelay, "beside-relay", c.BesideRelay, "with -beside: the instance beside gets relay-only subscribers and this one direct ones (-beside may name the same binary): relayed media's cost against direct, measured at the same time")
 	fs.IntVar(&c.Cap, "cap", c.Cap, "capped: the capped receiver's downlink in kbit/s")
 	fs.DurationVar(&c.CapFor, "cap-for", c.CapFor, "capped: how long the receiver stays capped before the cap is lifted")
 	fs.BoolVar(&c.Dynacast, "dynacast", c.Dynacast, "simulcast, dynacast: the publisher stops the layers the server says nobody needs, as browsers do; false sends all three anyway")

@@ -13,6 +13,7 @@
 //	mediaload floor   -subscribers 50 [flags]            the bare relay alone, no server
 //	mediaload capacity -spawn BIN -gomaxprocs 1 [flags]  the most one instance carries (fanout, meetings of 5 and 10)
 //	mediaload fanout -spawn NEW -beside OLD [flags]      two builds at the same time, their CPU per packet compared
+//	mediaload fanout -spawn B -beside B -beside-relay    relay-only subscribers beside direct ones, at the same time
 //
 // A run targets one instance (-url, or -spawn to start one), or several
 // (-urls, with -placement and -ops-urls): the report then counts the joins

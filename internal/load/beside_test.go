@@ -47,6 +47,40 @@ func TestRunBeside(t *testing.T) {
 	}
 }
 
+// TestRunBesideRelay runs one build twice side by side, its subscribers
+// direct in one instance and relay-only in the other (-beside-relay):
+// both get every packet, only the one beside holds TURN allocations, and
+// the report says which was relayed.
+func TestRunBesideRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real server")
+	}
+	bin := buildServer(t)
+	cfg := lightConfig(t, bin, 2, 1)
+	cfg.BesideRelay = true
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunBeside(ctx, cfg, bin, nil)
+	if err != nil {
+		t.Fatalf("RunBeside(-beside-relay) = %v", err)
+	}
+	for name, rep := range map[string]*Report{"this": r.This, "beside": r.Beside} {
+		if s := rep.Server; !rep.OK || s == nil || s.Forwarded == 0 || s.Lost != 0 || s.Forwarded != s.Expected {
+			t.Errorf("%s: ok %v %q, forwarding %+v; want every packet", name, rep.OK, rep.Failures, s)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	if a, b := r.This.Resources, r.Beside.Resources; a == nil || b == nil || a.Loaded.TURNAllocations != 0 || b.Loaded.TURNAllocations < 2 {
+		t.Errorf("TURN allocations: this %+v, beside %+v; want none here, one per subscriber beside", a, b)
+	}
+	var text bytes.Buffer
+	if err := r.Write(&text, false); err != nil || !r.BesideRelay || !strings.Contains(text.String(), "(relay-only subscribers)") {
+		t.Errorf("Write(text) = %v, relay %v, %q; want the beside instance titled relay-only", err, r.BesideRelay, text.String())
+	}
+}
+
 // TestRunBesideRefuses: a pair needs two spawned single instances and a
 // forwarding scenario.
 func TestRunBesideRefuses(t *testing.T) {
@@ -63,6 +97,7 @@ func TestRunBesideRefuses(t *testing.T) {
 		{"no spawn", func(c *Config) { c.Spawn = "" }, "/bin/other", "-spawn"},
 		{"a fleet", func(c *Config) { c.SpawnFleet = 2 }, "/bin/other", "-spawn-fleet"},
 		{"churn", func(c *Config) { c.SetScenario("churn") }, "/bin/other", "fanout and meeting"},
+		{"relay beside relay", func(c *Config) { c.BesideRelay, c.Relay = true, true }, "/bin/other", "-relay"},
 	} {
 		c := base
 		tc.set(&c)

@@ -83,6 +83,10 @@ type Config struct {
 	// relay-only, through the instance's own TURN relay (false), to
 	// measure what relayed media costs the instance against direct.
 	Relay bool
+	// BesideRelay, with RunBeside, gives the instance beside relay-only
+	// subscribers and this one direct ones (-beside-relay): what relayed
+	// media costs against direct, both measured at the same time.
+	BesideRelay bool
 	// Dynacast makes the simulcast publisher stop the layers the server
 	// says nobody needs, as browsers do (true); false sends all three
 	// whatever the server says, to measure what dynacast saves.
