@@ -88,11 +88,12 @@ func newBatchConn(c *net.UDPConn, errs func(n int)) *batchConn {
 
 // ReadFromAddrPort is the read of Pion's UDP mux, the socket's one
 // reader: the next datagram, after handing the subscribers' RTCP that
-// their taps take to their connections (rtcptap.go).
+// their taps take to their connections (rtcptap.go). A datagram the
+// relay handed over was offered to the taps already, as it was handed.
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
-		n, from, err := b.Conn.ReadFromAddrPort(p)
-		if err != nil || !b.taps.take(p[:n], from) {
+		n, from, handed, err := b.Conn.Read(p)
+		if err != nil || handed || !b.taps.take(p[:n], from) {
 			return n, from, err
 		}
 	}
