@@ -23,22 +23,24 @@ package edge
 //	taskset -c 0 mediaload capacity -spawn ./media-service -cpus 1 -gomaxprocs 1 -light 3
 //	mediaload capacity -spawn ./media-service -gomaxprocs 2 -light 3
 //
-// on the 2-core build machine (README, Performance, Capacity;
-// 2026-12-05): at GOMAXPROCS=1 the instance on a core of its own and the
-// load generator, whose receivers but three read their media at the
-// socket, on the other; at 2 both share the two cores, so the 2-core
-// figures are lower bounds. The searches are noisy (the fan-out came out
-// at 80, 135 and 160 subscribers in three searches at one core and at 105
-// and 140 in two at two; rooms of 10 at one room, 10 participants, in
-// every search): each figure is the lowest search, since a bound that
+// on the 2-core build machine (README, Performance, Capacity): at
+// GOMAXPROCS=1 the instance on a core of its own and the load generator,
+// whose receivers but three read their media at the socket, on the
+// other; at 2 both share the two cores, so the 2-core figures are lower
+// bounds. The searches are noisy (on the builds of 2026-12-06, b25e980
+// and c5b28f5, which forward direct media at the same cost, the fan-out
+// came out at 180, 160 and 170 subscribers in three searches at one core
+// and at 170, 170 and 190 at two; rooms of 10 at 20 participants in
+// every one): each figure is the lowest search, since a bound that
 // refuses joins must hold in the worst of them. Steps failed on latency
-// first, with the instance using 0.4 to 0.8 of a core: loss came only
-// well beyond.
+// first, with the instance using 0.3 to 0.8 of a core: loss came only
+// beyond. (The searches of 2026-12-05, on a build whose forwarding cost
+// half as much again, found 80 and 105 subscribers and 10 participants.)
 const (
-	fanoutCapacity1  = 81  // sessions (80 subscribers and the publisher) at GOMAXPROCS=1
-	fanoutCapacity2  = 106 // at GOMAXPROCS=2
-	meetingCapacity1 = 10  // participants in rooms of 10 at GOMAXPROCS=1
-	meetingCapacity2 = 10  // at GOMAXPROCS=2
+	fanoutCapacity1  = 161 // sessions (160 subscribers and the publisher) at GOMAXPROCS=1
+	fanoutCapacity2  = 171 // at GOMAXPROCS=2
+	meetingCapacity1 = 20  // participants in rooms of 10 at GOMAXPROCS=1
+	meetingCapacity2 = 20  // at GOMAXPROCS=2
 )
 
 // capacityMargin is the share of the measured capacity MEDIA_MAX_SESSIONS
