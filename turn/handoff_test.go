@@ -75,14 +75,7 @@ func TestHandoffToMedia(t *testing.T) {
 	for _, transport := range []string{transportUDP, transportTCP} {
 		t.Run(transport, func(t *testing.T) {
 			r, sfu := startHandoffRelay(t)
-			relayed, err := allocate(t, r, transport, "alice")
-			if err != nil {
-				t.Fatalf("allocate: %v", err)
-			}
-			media := sfu.sw.Media().LocalAddr()
-			for i := range 3 { // until the channel is bound
-				echo(t, relayed, media, fmt.Sprintf("warm %d", i))
-			}
+			relayed, media := allocateToMedia(t, r, sfu, transport)
 			tr := attribute.String("transport", transport)
 			before := map[string]int64{}
 			for _, d := range []string{toPeer, fromPeer} {
@@ -118,14 +111,7 @@ func TestHandoffToMedia(t *testing.T) {
 // lent (the SFU then uses Send).
 func TestHandoffLends(t *testing.T) {
 	r, sfu := startHandoffRelay(t)
-	relayed, err := allocate(t, r, transportUDP, "alice")
-	if err != nil {
-		t.Fatalf("allocate: %v", err)
-	}
-	media := sfu.sw.Media().LocalAddr()
-	for i := range 3 { // until the channel is bound
-		echo(t, relayed, media, fmt.Sprintf("warm %d", i))
-	}
+	relayed, media := allocateToMedia(t, r, sfu, transportUDP)
 	route, ok := sfu.sw.Route(relayed.LocalAddr().(*net.UDPAddr).AddrPort())
 	lender, isLender := route.Sender.(handoff.Lender)
 	if !ok || !isLender {
@@ -181,6 +167,22 @@ func TestHandoffLends(t *testing.T) {
 	if got := r.counter(t, "media_turn_relayed_packets", dir...); got != before+1 {
 		t.Errorf("media_turn_relayed_packets{from_peer,memory} = %d; want %d", got, before+1)
 	}
+}
+
+// allocateToMedia allocates on r over transport and exchanges datagrams
+// with the SFU's media socket until they come back, and returns the
+// client's relayed conn and the media address.
+func allocateToMedia(t *testing.T, r *testRelay, sfu *sfuEcho, transport string) (net.PacketConn, net.Addr) {
+	t.Helper()
+	relayed, err := allocate(t, r, transport, "alice")
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	media := sfu.sw.Media().LocalAddr()
+	for i := range 3 { // until the channel is bound
+		echo(t, relayed, media, fmt.Sprintf("warm %d", i))
+	}
+	return relayed, media
 }
 
 // echo sends msg through relayed to peer until its echo comes back (or

@@ -57,18 +57,11 @@ func (r lendingRelay) Cancel() {}
 // newMemRelay is a memRelay for e; lending makes its route a Lender.
 func newMemRelay(t *testing.T, e *Engine, lending bool) *memRelay {
 	t.Helper()
-	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatalf("relay listen: %v", err)
-		}
-		return c
-	}
 	// The relayed address is a socket's of this test, held open so that
 	// nothing else has it, and never used: the engine's datagrams for it
 	// are handed over.
-	held := listen()
-	r := &memRelay{front: listen(), relayed: held.LocalAddr().(*net.UDPAddr).AddrPort(), sw: e.Handoff(), inbox: handoff.NewFedConn(16)}
+	held := relayListen(t)
+	r := &memRelay{front: relayListen(t), relayed: held.LocalAddr().(*net.UDPAddr).AddrPort(), sw: e.Handoff(), inbox: handoff.NewFedConn(16)}
 	var sender handoff.Sender = r
 	if lending {
 		sender = lendingRelay{r}

@@ -45,16 +45,20 @@ type timed struct {
 	b  []byte
 }
 
+// relayListen is a UDP socket on 127.0.0.1 for a test relay, which
+// closes it.
+func relayListen(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatalf("relay listen: %v", err)
+	}
+	return c
+}
+
 func newCapRelay(t *testing.T, engine *net.UDPAddr) *capRelay {
 	t.Helper()
-	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatalf("relay listen: %v", err)
-		}
-		return c
-	}
-	r := &capRelay{front: listen(), back: listen(), to: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: engine.Port},
+	r := &capRelay{front: relayListen(t), back: relayListen(t), to: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: engine.Port},
 		maxQueue: 250 * time.Millisecond, out: make(chan timed, 8192), done: make(chan struct{})}
 	r.wg.Add(3)
 	go r.up()
